@@ -1,0 +1,88 @@
+/**
+ * The one error type of the mesh. Every failure a caller can act on is a
+ * `MeshError` with a stable snake_case `code` and the HTTP `status` it maps to;
+ * the edge and the backend each turn it into `{ error: { code, message } }` in
+ * exactly one place (their `onError`). Callers switch on `code`, never on text.
+ */
+
+export type MeshErrorCode =
+  // 400
+  | 'invalid_json'
+  | 'invalid_request'
+  | 'invalid_tensor'
+  | 'unknown_input'
+  | 'missing_input'
+  | 'shape_mismatch'
+  | 'datatype_mismatch'
+  | 'unknown_region'
+  // 401 / 403
+  | 'unauthorized'
+  | 'invalid_token'
+  | 'forbidden'
+  | 'unknown_provider'
+  // 404 / 405 / 413 / 429
+  | 'not_found'
+  | 'model_not_found'
+  | 'model_not_ready'
+  | 'body_too_large'
+  | 'rate_limited'
+  // 5xx
+  | 'no_capacity'
+  | 'backend_failed'
+  | 'backend_timeout'
+  | 'not_ready'
+  | 'internal';
+
+/** The HTTP status each code maps to, so a code never drifts from its status. */
+export const STATUS_OF: Record<MeshErrorCode, number> = {
+  invalid_json: 400,
+  invalid_request: 400,
+  invalid_tensor: 400,
+  unknown_input: 400,
+  missing_input: 400,
+  shape_mismatch: 400,
+  datatype_mismatch: 400,
+  unknown_region: 400,
+  unauthorized: 401,
+  invalid_token: 401,
+  forbidden: 403,
+  unknown_provider: 403,
+  not_found: 404,
+  model_not_found: 404,
+  model_not_ready: 503,
+  body_too_large: 413,
+  rate_limited: 429,
+  no_capacity: 503,
+  backend_failed: 502,
+  backend_timeout: 504,
+  not_ready: 503,
+  internal: 500,
+};
+
+export class MeshError extends Error {
+  override readonly name = 'MeshError';
+  readonly code: MeshErrorCode;
+  readonly status: number;
+  /** Seconds the client should wait before retrying (429/503), sent as `retry-after`. */
+  readonly retryAfter: number | undefined;
+
+  constructor(code: MeshErrorCode, message: string, options: { cause?: unknown; retryAfter?: number } = {}) {
+    super(message, { cause: options.cause });
+    this.code = code;
+    this.status = STATUS_OF[code];
+    this.retryAfter = options.retryAfter;
+  }
+}
+
+/** The JSON body of every error response (API.md section 2). */
+export interface ErrorBody {
+  error: { code: MeshErrorCode | string; message: string };
+}
+
+export function errorBody(err: MeshError): ErrorBody {
+  return { error: { code: err.code, message: err.message } };
+}
+
+export function isMeshError(err: unknown): err is MeshError {
+  return err instanceof MeshError;
+}

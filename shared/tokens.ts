@@ -1,0 +1,123 @@
+/**
+ * Every JWT the mesh uses, in one place: its `typ`, who issues it, who it is
+ * for, and its claims. Each kind has its own `typ`, so a token of one kind is
+ * never accepted as another (a receipt is not a dispatch token). All are
+ * EdDSA (Ed25519); verifiers pass `ALGORITHMS` explicitly.
+ */
+
+export const ALGORITHMS = ['EdDSA'];
+
+export const TYP = {
+  /** Operator-issued bearer keys: consumer API keys, admin and billing tokens. */
+  key: 'mesh-key+jwt',
+  /** Edge -> backend: permission to run one inference. */
+  dispatch: 'mesh-dispatch+jwt',
+  /** Backend -> edge: heartbeat, signed by the provider key. */
+  heartbeat: 'mesh-heartbeat+jwt',
+  /** Backend -> edge: what it computed, signed by the provider key. */
+  attestation: 'mesh-attestation+jwt',
+  /** Edge -> consumer and billing: what was served and charged. */
+  receipt: 'mesh-receipt+jwt',
+} as const;
+
+/** Audience of operator-issued bearer keys. */
+export const KEY_AUDIENCE = 'mesh-api';
+/** Audience of heartbeat tokens. */
+export const HEARTBEAT_AUDIENCE = 'mesh-edge';
+/** Dispatch tokens live at most this long (API.md section 3). */
+export const DISPATCH_TTL_MAX_S = 60;
+/** Dispatch tokens the edge signs live this long. */
+export const DISPATCH_TTL_S = 30;
+/** Heartbeat tokens live at most this long. */
+export const HEARTBEAT_TTL_MAX_S = 120;
+
+export type KeyRole = 'consumer' | 'admin' | 'billing';
+
+/** Claims of an operator-issued key (`typ: mesh-key+jwt`). `sub` is the consumer (or operator) id. */
+export interface KeyClaims {
+  iss: string;
+  aud: typeof KEY_AUDIENCE;
+  sub: string;
+  role: KeyRole;
+  jti: string;
+  iat: number;
+  exp: number;
+  /** Data residency: when present, the consumer may only be served in these regions. */
+  regions?: string[];
+}
+
+/** Claims of a dispatch token (`typ: mesh-dispatch+jwt`). */
+export interface DispatchClaims {
+  iss: string;
+  aud: string; // backend id
+  sub: string; // consumer id
+  jti: string;
+  iat: number;
+  exp: number;
+  model: string;
+  body_sha256: string;
+}
+
+/** Claims of a heartbeat token (`typ: mesh-heartbeat+jwt`). */
+export interface HeartbeatClaims {
+  iss: string; // provider id
+  sub: string; // backend id
+  aud: typeof HEARTBEAT_AUDIENCE;
+  iat: number;
+  exp: number;
+}
+
+/** Claims of a provider attestation (`typ: mesh-attestation+jwt`, API.md section 3). */
+export interface AttestationClaims {
+  iss: string; // provider id
+  sub: string; // backend id
+  iat: number;
+  jti: string; // the dispatch token's jti
+  model: string;
+  output_sha256: string;
+  units: Units;
+}
+
+export interface Units {
+  input: number;
+  output: number;
+}
+
+/** Claims of a receipt (`typ: mesh-receipt+jwt`, API.md section 4). */
+export interface ReceiptClaims {
+  iss: string;
+  sub: string;
+  jti: string;
+  iat: number;
+  model: string;
+  model_version: string;
+  provider: string;
+  backend: string;
+  region: string;
+  pop: string;
+  units: Units;
+  amount: number;
+  input_sha256: string;
+  output_sha256: string;
+  latency_ms: number;
+  cache: 'hit' | 'miss';
+  verify: 'none' | 'sampled' | 'redundant';
+  attestation?: string;
+}
+
+/**
+ * Decodes a compact JWS payload without verifying it. Only for reading claims
+ * of a token whose signature is checked elsewhere (or not needed to be).
+ */
+export function decodePayload<T>(jws: string): T | undefined {
+  const part = jws.split('.')[1];
+  if (!part) return undefined;
+  try {
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    const bin = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4));
+    const bytes = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes)) as T;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,4 +1,16 @@
+/**
+ * One config, three kinds of test:
+ * - `workers`: edge code and Durable Objects inside workerd (Workers Vitest plugin);
+ * - `node`: shared code and the GPU backend, in Node with real ONNX Runtime;
+ * - `integration`: real backend processes and the Worker in workerd (wrangler dev), on loopback.
+ */
+
+import { cloudflareTest } from '@cloudflare/vitest-plugin';
 import { defineConfig } from 'vitest/config';
+import { generateEd25519 } from './shared/keys.ts';
+
+// Local-test signing key, generated per run; never a real secret.
+const meshKey = await generateEd25519('test-mesh-key');
 
 export default defineConfig({
   test: {
@@ -6,10 +18,40 @@ export default defineConfig({
       {
         test: {
           name: 'node',
-          include: ['test/shared/**/*.test.ts', 'test/gpu-backend/**/*.test.ts', 'test/integration/**/*.test.ts'],
+          include: ['test/shared/**/*.test.ts', 'test/gpu-backend/**/*.test.ts'],
           environment: 'node',
           testTimeout: 30_000,
           hookTimeout: 60_000,
+        },
+      },
+      {
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+          // Each file starts its own mesh of processes; run files one after another.
+          fileParallelism: false,
+        },
+      },
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: './wrangler.toml' },
+            miniflare: {
+              bindings: {
+                MESH_SIGNING_KEYS: JSON.stringify({ keys: [meshKey.privateJwk] }),
+                MESH_ISSUER: 'https://mesh.test',
+                MESH_DEV: '1',
+                BACKEND_TTL_SECONDS: '10',
+              },
+            },
+          }),
+        ],
+        test: {
+          name: 'workers',
+          include: ['test/workers/**/*.test.ts'],
         },
       },
     ],

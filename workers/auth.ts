@@ -1,0 +1,73 @@
+/**
+ * Bearer keys the operator issues (`typ: mesh-key+jwt`, signed by the mesh
+ * key): consumer API keys, admin and billing tokens. Verified with an explicit
+ * algorithm list, typ, issuer, audience and a required `exp`; a verified key is
+ * remembered per isolate until it expires, so the hot path pays one signature
+ * check per key, not per request.
+ */
+
+import { errors as joseErrors, jwtVerify, type JWTHeaderParameters } from 'jose';
+import { MeshError } from '../shared/errors.ts';
+import { ALGORITHMS, KEY_AUDIENCE, TYP, type KeyClaims, type KeyRole } from '../shared/tokens.ts';
+import { settings, type Env } from './env.ts';
+import { signingKeys, type SigningKeys } from './keys.ts';
+
+const CACHE_MAX = 10_000;
+const verified = new Map<string, KeyClaims>();
+
+export function bearer(header: string | null | undefined): string | undefined {
+  if (!header) return undefined;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return m?.[1];
+}
+
+function keyResolver(keys: SigningKeys) {
+  return (header: JWTHeaderParameters) => {
+    const key = header.kid ? keys.verifyKeys.get(header.kid) : undefined;
+    if (!key) throw new joseErrors.JWKSNoMatchingKey();
+    return key;
+  };
+}
+
+async function verifyKey(env: Env, token: string): Promise<KeyClaims> {
+  const keys = await signingKeys(env);
+  try {
+    const { payload } = await jwtVerify<KeyClaims>(token, keyResolver(keys), {
+      algorithms: ALGORITHMS,
+      typ: TYP.key,
+      issuer: settings(env).issuer,
+      audience: KEY_AUDIENCE,
+      requiredClaims: ['exp', 'sub', 'jti', 'role'],
+    });
+    if (payload.role !== 'consumer' && payload.role !== 'admin' && payload.role !== 'billing') {
+      throw new MeshError('invalid_token', 'The key has an unknown role.');
+    }
+    return payload;
+  } catch (cause) {
+    if (cause instanceof MeshError) throw cause;
+    throw new MeshError('invalid_token', 'The bearer key is invalid or expired.', { cause });
+  }
+}
+
+/**
+ * Authenticates a request's bearer key and checks its role.
+ * Throws 401 (`unauthorized` / `invalid_token`) or 403 (`forbidden`).
+ */
+export async function authenticate(env: Env, authorization: string | null | undefined, roles: readonly KeyRole[]): Promise<KeyClaims> {
+  const token = bearer(authorization);
+  if (!token) throw new MeshError('unauthorized', 'Send your key as "Authorization: Bearer <key>".');
+  let claims = verified.get(token);
+  if (claims && claims.exp * 1000 <= Date.now()) {
+    verified.delete(token);
+    claims = undefined;
+  }
+  if (!claims) {
+    claims = await verifyKey(env, token);
+    if (verified.size >= CACHE_MAX) verified.delete(verified.keys().next().value!);
+    verified.set(token, claims);
+  }
+  if (!roles.includes(claims.role)) {
+    throw new MeshError('forbidden', `This route needs a ${roles.join(' or ')} key; yours is a ${claims.role} key.`);
+  }
+  return claims;
+}

@@ -1,0 +1,139 @@
+/**
+ * RegionDirectory: one Durable Object per region (`getByName(regionId)`). It
+ * holds the region's backends as of their last heartbeat (SQLite), answers
+ * snapshots that isolates cache off the hot path, and drops backends that
+ * stop heartbeating with an alarm.
+ */
+
+import { DurableObject } from 'cloudflare:workers';
+import type { JWK } from 'jose';
+import type { Heartbeat, HeartbeatAction } from '../../shared/heartbeat.ts';
+import type { Env } from '../env.ts';
+import { migrate, sqlOf, type Sql } from '../sql.ts';
+import type { BackendEntry } from './backend.ts';
+
+export type HeartbeatResult =
+  | { ok: true; created: boolean; actions: HeartbeatAction[] }
+  | { ok: false; code: 'forbidden'; message: string };
+
+const MIGRATIONS = [
+  [
+    `CREATE TABLE backends (
+       id TEXT PRIMARY KEY,
+       provider TEXT NOT NULL,
+       provider_key TEXT NOT NULL,
+       region TEXT NOT NULL,
+       url TEXT NOT NULL,
+       lat REAL NOT NULL,
+       lon REAL NOT NULL,
+       execution_provider TEXT NOT NULL,
+       ready INTEGER NOT NULL,
+       models TEXT NOT NULL,
+       capacity TEXT NOT NULL,
+       last_seen INTEGER NOT NULL,
+       expires_at INTEGER NOT NULL
+     )`,
+    'CREATE INDEX backends_expiry ON backends (expires_at)',
+  ],
+] as const;
+
+type BackendRow = {
+  id: string;
+  provider: string;
+  provider_key: string;
+  region: string;
+  url: string;
+  lat: number;
+  lon: number;
+  execution_provider: string;
+  ready: number;
+  models: string;
+  capacity: string;
+  last_seen: number;
+  expires_at: number;
+};
+
+function toEntry(r: BackendRow): BackendEntry {
+  return {
+    id: r.id,
+    provider: r.provider,
+    providerKey: JSON.parse(r.provider_key),
+    region: r.region,
+    url: r.url,
+    lat: r.lat,
+    lon: r.lon,
+    executionProvider: r.execution_provider === 'cuda' ? 'cuda' : 'cpu',
+    ready: r.ready === 1,
+    models: JSON.parse(r.models),
+    capacity: JSON.parse(r.capacity),
+    lastSeen: r.last_seen,
+    expiresAt: r.expires_at,
+  };
+}
+
+export class RegionDirectory extends DurableObject<Env> {
+  #sql: Sql;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.#sql = sqlOf(ctx.storage);
+    ctx.blockConcurrencyWhile(async () => migrate(this.#sql, MIGRATIONS));
+  }
+
+  /**
+   * Records a heartbeat from `provider`'s backend. A backend id belongs to the
+   * provider that first registered it until it expires.
+   */
+  async heartbeat(provider: string, providerKey: JWK, hb: Heartbeat, ttlMs: number): Promise<HeartbeatResult> {
+    const now = Date.now();
+    const existing = this.#sql.one<{ provider: string; expires_at: number }>(
+      'SELECT provider, expires_at FROM backends WHERE id = ?',
+      hb.backendId,
+    );
+    if (existing && existing.provider !== provider && existing.expires_at > now) {
+      return { ok: false, code: 'forbidden', message: `Backend "${hb.backendId}" belongs to another provider.` };
+    }
+    const expiresAt = now + ttlMs;
+    this.#sql.run(
+      `INSERT INTO backends (id, provider, provider_key, region, url, lat, lon, execution_provider, ready, models, capacity, last_seen, expires_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT(id) DO UPDATE SET provider = excluded.provider, provider_key = excluded.provider_key, region = excluded.region, url = excluded.url,
+         lat = excluded.lat, lon = excluded.lon, execution_provider = excluded.execution_provider, ready = excluded.ready,
+         models = excluded.models, capacity = excluded.capacity, last_seen = excluded.last_seen, expires_at = excluded.expires_at`,
+      hb.backendId,
+      provider,
+      JSON.stringify(providerKey),
+      hb.region,
+      hb.url,
+      hb.lat,
+      hb.lon,
+      hb.executionProvider,
+      hb.ready ? 1 : 0,
+      JSON.stringify(hb.models),
+      JSON.stringify(hb.capacity),
+      now,
+      expiresAt,
+    );
+    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(expiresAt);
+    return { ok: true, created: !existing || existing.expires_at <= now, actions: [] };
+  }
+
+  /** The region's live backends (not yet expired), for isolate snapshots. */
+  backends(): BackendEntry[] {
+    return this.#sql
+      .all<BackendRow>('SELECT * FROM backends WHERE expires_at > ? ORDER BY id', Date.now())
+      .map(toEntry);
+  }
+
+  /** Forgets a backend now (operator action, or a backend leaving cleanly). */
+  remove(backendId: string): boolean {
+    return this.#sql.run('DELETE FROM backends WHERE id = ?', backendId) > 0;
+  }
+
+  /** Drops backends whose heartbeats stopped, then sleeps until the next expiry. */
+  override async alarm(): Promise<void> {
+    this.#sql.run('DELETE FROM backends WHERE expires_at <= ?', Date.now());
+    const next = this.#sql.one<{ at: number | null }>('SELECT MIN(expires_at) AS at FROM backends');
+    if (next?.at != null) await this.ctx.storage.setAlarm(next.at);
+  }
+}

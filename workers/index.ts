@@ -1,0 +1,11 @@
+/** Worker entry: the Hono app and the Durable Object classes the runtime needs to find. */
+
+import { app } from './app.ts';
+import type { Env } from './env.ts';
+
+export { RegionDirectory } from './directory/RegionDirectory.ts';
+export { ProviderRegistry } from './registry/ProviderRegistry.ts';
+
+export default {
+  fetch: app.fetch,
+} satisfies ExportedHandler<Env>;

@@ -1,0 +1,34 @@
+/**
+ * Which PoP a request entered at, and where that is: `request.cf.colo` in
+ * production; with `MESH_DEV=1` the `x-mesh-dev-colo` header may name any PoP
+ * (local development and tests simulate the world this way).
+ */
+
+import { MeshError } from '../shared/errors.ts';
+import { popLocation, type LatLon } from '../shared/geo.ts';
+
+export interface Pop extends LatLon {
+  code: string;
+}
+
+export const DEV_COLO_HEADER = 'x-mesh-dev-colo';
+
+/** Resolves the PoP of a request. Unknown dev colo: 400. No location at all: lat/lon 0. */
+export function resolvePop(request: Request, dev: boolean): Pop {
+  if (dev) {
+    const forced = request.headers.get(DEV_COLO_HEADER);
+    if (forced) {
+      const at = popLocation(forced);
+      if (!at) throw new MeshError('invalid_request', `${DEV_COLO_HEADER}: "${forced}" is not a known PoP IATA code.`);
+      return { code: forced.toUpperCase(), ...at };
+    }
+  }
+  const cf = (request as { cf?: IncomingRequestCfProperties }).cf;
+  const colo = typeof cf?.colo === 'string' ? cf.colo : 'XXX';
+  const at = popLocation(colo);
+  if (at) return { code: colo, ...at };
+  const lat = Number(cf?.latitude);
+  const lon = Number(cf?.longitude);
+  if (Number.isFinite(lat) && Number.isFinite(lon)) return { code: colo, lat, lon };
+  return { code: colo, lat: 0, lon: 0 };
+}

@@ -1,0 +1,69 @@
+/**
+ * Operator routes, admin token only: admit providers (API.md section 3), see
+ * the backends the mesh knows, and issue bearer keys (consumer, billing, admin).
+ */
+
+import { Hono } from 'hono';
+import { MeshError } from '../../shared/errors.ts';
+import { isEd25519PublicJwk, issueKey } from '../../shared/keys.ts';
+import { parseJson } from '../../shared/protocol.ts';
+import { isRegionId, REGIONS } from '../../shared/regions.ts';
+import type { KeyRole } from '../../shared/tokens.ts';
+import { authenticate } from '../auth.ts';
+import type { AppEnv } from '../context.ts';
+import { settings } from '../env.ts';
+import { signingKeys } from '../keys.ts';
+
+const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+const ROLES: readonly KeyRole[] = ['consumer', 'billing', 'admin'];
+
+const invalid = (message: string) => new MeshError('invalid_request', message);
+
+export const adminRoutes = new Hono<AppEnv>()
+  .use('/admin/*', async (c, next) => {
+    await authenticate(c.env, c.req.header('authorization'), ['admin']);
+    await next();
+  })
+  .post('/admin/providers', async (c) => {
+    const body = parseJson(await c.req.text()) as { id?: unknown; publicJwk?: unknown };
+    if (typeof body !== 'object' || body === null) throw invalid('The body must be { "id", "publicJwk" }.');
+    if (typeof body.id !== 'string' || !ID.test(body.id)) {
+      throw invalid('"id" must be 1-128 characters of letters, digits, ".", "_", ":" or "-".');
+    }
+    if (!isEd25519PublicJwk(body.publicJwk)) {
+      throw invalid('"publicJwk" must be an Ed25519 public JWK ({ "kty": "OKP", "crv": "Ed25519", "x": ... }) without a private part.');
+    }
+    const { kty, crv, x, kid } = body.publicJwk;
+    const { created } = await c.env.PROVIDER_REGISTRY.getByName('global').put(body.id, { kty, crv, x, ...(kid ? { kid } : {}) });
+    return c.json({ id: body.id, created }, created ? 201 : 200);
+  })
+  .get('/admin/providers', async (c) => c.json({ providers: await c.env.PROVIDER_REGISTRY.getByName('global').list() }))
+  .get('/admin/backends', async (c) => {
+    const lists = await Promise.all(
+      REGIONS.map((r) => c.env.REGION_DIRECTORY.getByName(r.id, { locationHint: r.locationHint }).backends()),
+    );
+    const backends = lists.flat().map(({ providerKey: _key, ...rest }) => rest);
+    return c.json({ backends });
+  })
+  .post('/admin/keys', async (c) => {
+    const body = parseJson(await c.req.text()) as Record<string, unknown>;
+    if (typeof body !== 'object' || body === null) throw invalid('The body must be a JSON object.');
+    const { sub, role = 'consumer', regions, ttlSeconds } = body;
+    if (typeof sub !== 'string' || !ID.test(sub)) throw invalid('"sub" (the consumer id) must be 1-128 letters, digits, ".", "_", ":" or "-".');
+    if (!ROLES.includes(role as KeyRole)) throw invalid(`"role" must be one of ${ROLES.join(', ')}.`);
+    if (regions !== undefined && !(Array.isArray(regions) && regions.length > 0 && regions.every(isRegionId))) {
+      throw invalid(`"regions" must be a non-empty list of mesh regions (${REGIONS.map((r) => r.id).join(', ')}).`);
+    }
+    if (ttlSeconds !== undefined && !(Number.isInteger(ttlSeconds) && (ttlSeconds as number) > 0)) {
+      throw invalid('"ttlSeconds" must be a positive integer.');
+    }
+    const keys = await signingKeys(c.env);
+    const key = await issueKey(keys.key, keys.kid, {
+      issuer: settings(c.env).issuer,
+      sub,
+      role: role as KeyRole,
+      ...(regions ? { regions: regions as string[] } : {}),
+      ...(ttlSeconds ? { ttlSeconds: ttlSeconds as number } : {}),
+    });
+    return c.json({ key, sub, role }, 201);
+  });

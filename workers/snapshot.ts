@@ -1,0 +1,63 @@
+/**
+ * The isolate's view of every region's backends. The per-request path reads
+ * this in-memory snapshot; it is refreshed from the RegionDirectory objects in
+ * the background (`ctx.waitUntil`) once it is older than SNAPSHOT_REFRESH_MS.
+ * Only a cold isolate, with no snapshot yet, waits for the first fetch.
+ */
+
+import { REGIONS } from '../shared/regions.ts';
+import type { BackendEntry } from './directory/backend.ts';
+import type { Env } from './env.ts';
+
+export interface Snapshot {
+  /** ms since epoch when it was taken. */
+  at: number;
+  backends: BackendEntry[];
+  byRegion: Map<string, BackendEntry[]>;
+}
+
+let current: Snapshot | undefined;
+let inFlight: Promise<Snapshot> | undefined;
+
+async function fetchSnapshot(env: Env): Promise<Snapshot> {
+  const at = Date.now();
+  const results = await Promise.allSettled(
+    REGIONS.map((r) => env.REGION_DIRECTORY.getByName(r.id, { locationHint: r.locationHint }).backends()),
+  );
+  const byRegion = new Map<string, BackendEntry[]>();
+  results.forEach((result, i) => {
+    const region = REGIONS[i]!.id;
+    if (result.status === 'fulfilled') {
+      byRegion.set(region, result.value as BackendEntry[]);
+    } else {
+      // Keep what we knew of a region whose directory did not answer this time.
+      console.warn(`snapshot: directory ${region} failed: ${String(result.reason)}`);
+      byRegion.set(region, current?.byRegion.get(region) ?? []);
+    }
+  });
+  const snap: Snapshot = { at, backends: [...byRegion.values()].flat(), byRegion };
+  current = snap;
+  return snap;
+}
+
+function refresh(env: Env): Promise<Snapshot> {
+  inFlight ??= fetchSnapshot(env).finally(() => {
+    inFlight = undefined;
+  });
+  return inFlight;
+}
+
+/**
+ * The current snapshot. Starts a background refresh when it is stale; waits
+ * only when the isolate has none yet.
+ */
+export async function getSnapshot(env: Env, ctx: { waitUntil(p: Promise<unknown>): void }, refreshMs: number): Promise<Snapshot> {
+  if (!current) return refresh(env);
+  if (Date.now() - current.at >= refreshMs && !inFlight) ctx.waitUntil(refresh(env).catch(() => undefined));
+  return current;
+}
+
+/** Makes the next request fetch a fresh snapshot (after a registration changed the directory). */
+export function invalidateSnapshot(): void {
+  if (current) current = { ...current, at: 0 };
+}

@@ -1,0 +1,221 @@
+/**
+ * Dynamic batching per model, as Triton's dynamic batcher does it: requests
+ * wait up to `dynamic_batching.max_queue_delay_microseconds` (or until a
+ * preferred or the max batch size is reached) and are run as ONE batch when an
+ * execution slot is free, then each gets its own rows back. Requests join a
+ * batch only when their tensors agree beyond the batch dimension; token-id
+ * inputs of different lengths are right-padded with the model's pad id, which
+ * the model ignores. Models without `dynamic_batching` run one request at a time.
+ */
+
+import type * as ort from 'onnxruntime-node';
+import { Tensor } from 'onnxruntime-node';
+import type { ModelConfig } from './model-config.ts';
+import type { ModelRepository } from './repository.ts';
+import type { Scheduler } from './scheduler.ts';
+import { toOrtTensor, type Feed, type PreparedInference, type TensorValues } from './tensors.ts';
+
+export interface BatchResult {
+  /** This request's rows of each fetched output. */
+  outputs: Record<string, ort.Tensor>;
+  queueMs: number;
+  computeMs: number;
+  /** Rows and requests of the batch this request ran in. */
+  batchRows: number;
+  batchRequests: number;
+}
+
+interface Pending {
+  prepared: PreparedInference;
+  key: string;
+  enqueuedAt: number;
+  resolve(result: BatchResult): void;
+  reject(err: unknown): void;
+}
+
+export interface BatcherOptions {
+  config: ModelConfig;
+  repository: ModelRepository;
+  scheduler: Scheduler;
+  now?: () => number;
+}
+
+export class Batcher {
+  readonly config: ModelConfig;
+  readonly #repository: ModelRepository;
+  readonly #scheduler: Scheduler;
+  readonly #now: () => number;
+  readonly #batching: boolean;
+  readonly #delayMs: number;
+  /** Rows worth running at once without waiting longer. */
+  readonly #targetRows: number;
+  #pending: Pending[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #waitingForSlot = false;
+
+  constructor(options: BatcherOptions) {
+    this.config = options.config;
+    this.#repository = options.repository;
+    this.#scheduler = options.scheduler;
+    this.#now = options.now ?? (() => performance.now());
+    const db = options.config.dynamic_batching;
+    this.#batching = db !== undefined && options.config.max_batch_size > 0;
+    this.#delayMs = (db?.max_queue_delay_microseconds ?? 0) / 1000;
+    const preferred = db?.preferred_batch_size ?? [];
+    this.#targetRows = preferred.length > 0 ? Math.max(...preferred) : options.config.max_batch_size;
+  }
+
+  /** Requests waiting in this batcher. */
+  get pending(): number {
+    return this.#pending.length;
+  }
+
+  /** Queues a checked request (already admitted by the scheduler) and resolves with its outputs. */
+  submit(prepared: PreparedInference): Promise<BatchResult> {
+    return new Promise<BatchResult>((resolve, reject) => {
+      this.#pending.push({ prepared, key: batchKey(prepared), enqueuedAt: this.#now(), resolve, reject });
+      this.#schedule();
+    });
+  }
+
+  #schedule(): void {
+    if (this.#pending.length === 0 || this.#waitingForSlot) return;
+    const oldest = this.#pending[0]!;
+    const waited = this.#now() - oldest.enqueuedAt;
+    if (!this.#batching || waited >= this.#delayMs || this.#compatibleRows(oldest) >= this.#targetRows) {
+      if (this.#timer) clearTimeout(this.#timer);
+      this.#timer = undefined;
+      void this.#flush();
+    } else if (!this.#timer) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#schedule();
+      }, Math.max(0, this.#delayMs - waited));
+    }
+  }
+
+  #compatibleRows(first: Pending): number {
+    let rows = 0;
+    for (const p of this.#pending) if (p.key === first.key) rows += p.prepared.batch;
+    return rows;
+  }
+
+  /** Takes the next batch: the oldest request and the compatible ones after it, up to max_batch_size rows. */
+  #take(): Pending[] {
+    const first = this.#pending[0];
+    if (!first) return [];
+    if (!this.#batching) return this.#pending.splice(0, 1);
+    const group: Pending[] = [];
+    const rest: Pending[] = [];
+    let rows = 0;
+    for (const p of this.#pending) {
+      if (p.key === first.key && rows + p.prepared.batch <= this.config.max_batch_size) {
+        group.push(p);
+        rows += p.prepared.batch;
+      } else rest.push(p);
+    }
+    this.#pending = rest;
+    return group;
+  }
+
+  async #flush(): Promise<void> {
+    this.#waitingForSlot = true;
+    const release = await this.#scheduler.acquire();
+    this.#waitingForSlot = false;
+    // Requests that arrived while waiting for the slot join this batch.
+    const group = this.#take();
+    if (group.length === 0) {
+      release();
+      return;
+    }
+    const startedAt = this.#now();
+    this.#scheduler.started(group.length);
+    try {
+      const fetches = [...new Set(group.flatMap((p) => p.prepared.fetches))];
+      const feeds = group.length === 1 ? group[0]!.prepared.feeds : mergeFeeds(group.map((p) => p.prepared));
+      const ortFeeds: Record<string, ort.Tensor> = {};
+      for (const [name, feed] of Object.entries(feeds)) ortFeeds[name] = toOrtTensor(feed);
+      const { outputs, computeMs } = await this.#repository.run(this.config.name, ortFeeds, fetches);
+      const batchRows = group.reduce((n, p) => n + p.prepared.batch, 0);
+      let offset = 0;
+      for (const p of group) {
+        const mine: Record<string, ort.Tensor> = {};
+        for (const name of p.prepared.fetches) {
+          const out = outputs[name] as ort.Tensor;
+          mine[name] = group.length === 1 ? out : sliceRows(out, offset, p.prepared.batch);
+        }
+        offset += p.prepared.batch;
+        p.resolve({ outputs: mine, queueMs: startedAt - p.enqueuedAt, computeMs, batchRows, batchRequests: group.length });
+      }
+    } catch (err) {
+      for (const p of group) p.reject(err);
+    } finally {
+      this.#scheduler.finished(group.length);
+      release();
+      this.#schedule();
+    }
+  }
+}
+
+/** Requests with equal keys can share a batch: same inputs, datatypes and non-batch dims (token length aside). */
+function batchKey(prepared: PreparedInference): string {
+  return Object.entries(prepared.feeds)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([name, feed]) => {
+      const dims = name === prepared.tokenInput ? feed.shape.slice(1, -1) : feed.shape.slice(1);
+      return `${name}:${feed.datatype}:${dims.join('x')}`;
+    })
+    .join('|');
+}
+
+/** Concatenates the requests' feeds along the batch dimension, padding token ids to the longest. */
+export function mergeFeeds(requests: readonly PreparedInference[]): Record<string, Feed> {
+  const first = requests[0]!;
+  const merged: Record<string, Feed> = {};
+  for (const [name, feed] of Object.entries(first.feeds)) {
+    const parts = requests.map((r) => r.feeds[name]!);
+    const rows = parts.reduce((n, f) => n + f.shape[0]!, 0);
+    if (name === first.tokenInput && feed.shape.length >= 2) {
+      const seq = Math.max(...parts.map((f) => f.shape[f.shape.length - 1]!));
+      const shape = [rows, ...feed.shape.slice(1, -1), seq];
+      const out = new BigInt64Array(shape.reduce((a, b) => a * b, 1)).fill(BigInt(first.padId));
+      let at = 0;
+      for (const part of parts) {
+        const src = part.values as BigInt64Array;
+        const srcSeq = part.shape[part.shape.length - 1]!;
+        for (let i = 0; i < src.length; i += srcSeq) {
+          out.set(src.subarray(i, i + srcSeq), at);
+          at += seq;
+        }
+      }
+      merged[name] = { datatype: feed.datatype, shape, values: out };
+    } else {
+      merged[name] = { datatype: feed.datatype, shape: [rows, ...feed.shape.slice(1)], values: concat(parts.map((p) => p.values)) };
+    }
+  }
+  return merged;
+}
+
+function concat(parts: TensorValues[]): TensorValues {
+  const first = parts[0]!;
+  if (Array.isArray(first)) return (parts as string[][]).flat();
+  const total = parts.reduce((n, p) => n + p.length, 0);
+  const Ctor = first.constructor as new (n: number) => Exclude<TensorValues, string[]>;
+  const out = new Ctor(total);
+  let at = 0;
+  for (const p of parts as Exclude<TensorValues, string[]>[]) {
+    (out as { set(a: ArrayLike<number | bigint>, o: number): void }).set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** Rows [start, start + count) of a batched output tensor. */
+function sliceRows(tensor: ort.Tensor, start: number, count: number): ort.Tensor {
+  const rowSize = tensor.dims.slice(1).reduce((a, b) => a * b, 1);
+  const data = tensor.data as TensorValues;
+  const part = Array.isArray(data)
+    ? data.slice(start * rowSize, (start + count) * rowSize)
+    : data.subarray(start * rowSize, (start + count) * rowSize);
+  return new Tensor(tensor.type as 'float32', part as Float32Array, [count, ...tensor.dims.slice(1)]);
+}

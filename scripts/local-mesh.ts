@@ -1,0 +1,301 @@
+/**
+ * The local mesh (API.md section 1): the edge Worker in workerd through
+ * `wrangler dev`, and one GPU backend process per region, each a provider of
+ * its own with a key generated at start and admitted through the admin API.
+ * `npm start` runs it; the integration tests and benchmarks start the same
+ * mesh on free ports and stop backends to inject faults.
+ *
+ * Every key here is a LOCAL-DEV key generated at start and kept under .mesh/
+ * (gitignored); none is a secret worth anything outside this machine.
+ */
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { importJWK, type JWK } from 'jose';
+import { generateDemoModels } from '../gpu-backend/src/demo-models/generate.ts';
+import { generateEd25519, issueKey } from '../shared/keys.ts';
+import { regionById } from '../shared/regions.ts';
+
+export const ROOT = path.resolve(import.meta.dirname, '..');
+const BIN = path.join(ROOT, 'node_modules', '.bin');
+
+export interface BackendSpec {
+  id: string;
+  region: string;
+  provider: string;
+}
+
+/** The three providers of API.md section 1. */
+export const DEFAULT_BACKENDS: readonly BackendSpec[] = [
+  { id: 'sg-1', region: 'ap-southeast', provider: 'provider-sg' },
+  { id: 'fra-1', region: 'eu-west', provider: 'provider-fra' },
+  { id: 'iad-1', region: 'us-east', provider: 'provider-iad' },
+];
+
+export interface MeshOptions {
+  /** Edge port; 0 picks a free one. Default MESH_PORT or 8787. */
+  port?: number;
+  /** First backend port; 0 picks free ones. Default BACKEND_PORT_BASE or 9101. */
+  backendPortBase?: number;
+  backends?: readonly BackendSpec[];
+  /** Where keys, state and local.json go. Default .mesh/ in the repository. */
+  dir?: string;
+  /** Where child output and progress lines go. Default: stdout with a prefix. */
+  log?: (line: string) => void;
+  /** Extra env for backends (e.g. HEARTBEAT_INTERVAL_MS). */
+  backendEnv?: Record<string, string>;
+  /** Extra Worker vars (e.g. BACKEND_TTL_SECONDS). */
+  edgeVars?: Record<string, string>;
+  /** Give up if the mesh is not ready after this long. Default 120 s. */
+  readyTimeoutMs?: number;
+}
+
+export interface RunningBackend extends BackendSpec {
+  url: string;
+  port: number;
+  process: ChildProcess | undefined;
+  /** Stops the backend process (SIGKILL when `hard`, else SIGTERM and a drain). */
+  stop(hard?: boolean): Promise<void>;
+  /** Starts it again after a stop (same id, port and key). */
+  start(): Promise<void>;
+}
+
+export interface LocalMesh {
+  edgeUrl: string;
+  consumerKey: string;
+  adminToken: string;
+  backends: RunningBackend[];
+  /** Path of the written local.json. */
+  localJson: string;
+  /** The local-dev mesh private key (tests sign dispatch tokens with it). */
+  meshPrivateJwk: JWK;
+  /** Signs another operator key (consumer, billing, admin) with the local mesh key. */
+  issue(sub: string, role: 'consumer' | 'billing' | 'admin', regions?: string[]): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function pipeLines(child: ChildProcess, prefix: string, log: (line: string) => void): void {
+  for (const stream of [child.stdout, child.stderr]) {
+    let buf = '';
+    stream?.setEncoding('utf8');
+    stream?.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl).trimEnd();
+        buf = buf.slice(nl + 1);
+        if (line) log(`${prefix} ${line}`);
+      }
+    });
+  }
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+async function kill(child: ChildProcess | undefined, graceMs = 5000): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const done = exited(child);
+  // Each child leads its own process group (detached), so its own children go too.
+  const signal = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(-child.pid!, sig);
+    } catch {
+      child.kill(sig);
+    }
+  };
+  signal('SIGTERM');
+  const timer = setTimeout(() => signal('SIGKILL'), graceMs);
+  await done;
+  clearTimeout(timer);
+}
+
+async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, isDead?: () => string | undefined): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    const dead = isDead?.();
+    if (dead) throw new Error(`${what}: ${dead}`);
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`${what}: not ready after ${timeoutMs} ms${last ? ` (${String(last)})` : ''}`);
+}
+
+/** Starts the whole local mesh and resolves when every backend is registered and warm. */
+export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const dir = opts.dir ?? path.join(ROOT, '.mesh');
+  const specs = opts.backends ?? DEFAULT_BACKENDS;
+  const readyTimeoutMs = opts.readyTimeoutMs ?? 120_000;
+  const port = opts.port === 0 ? await freePort() : (opts.port ?? Number(process.env.MESH_PORT ?? 8787));
+  const base = opts.backendPortBase ?? Number(process.env.BACKEND_PORT_BASE ?? 9101);
+  const backendPorts = base === 0 ? await Promise.all(specs.map(() => freePort())) : specs.map((_, i) => base + i);
+  const edgeUrl = `http://127.0.0.1:${port}`;
+  const children: ChildProcess[] = [];
+  let stopping = false;
+
+  const repo = path.join(ROOT, 'gpu-backend', 'models');
+  await generateDemoModels(repo, (line) => log(`[models] ${line}`));
+
+  await rm(path.join(dir, 'state'), { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  const mesh = await generateEd25519(`local-dev-${Date.now().toString(36)}`);
+  const envFile = path.join(dir, 'edge.env');
+  await writeFile(
+    envFile,
+    `# LOCAL-DEV signing key, generated by npm start; not a production secret.\nMESH_SIGNING_KEYS='${JSON.stringify({ keys: [mesh.privateJwk] })}'\n`,
+    { mode: 0o600 },
+  );
+
+  const vars: Record<string, string> = { MESH_DEV: '1', MESH_ISSUER: edgeUrl, ...opts.edgeVars };
+  const inspectorPort = await freePort();
+  log(`[mesh] starting the edge (wrangler dev, workerd) on ${edgeUrl}`);
+  const edge = spawn(
+    path.join(BIN, 'wrangler'),
+    [
+      'dev',
+      '--ip', '127.0.0.1',
+      '--port', String(port),
+      '--inspector-port', String(inspectorPort),
+      '--env-file', envFile,
+      '--persist-to', path.join(dir, 'state'),
+      '--show-interactive-dev-session=false',
+      '--log-level', 'warn',
+      ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
+    ],
+    { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: 'false', PATH: `${BIN}:${process.env.PATH}` }, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+  );
+  children.push(edge);
+  pipeLines(edge, '[edge]', log);
+
+  const stopAll = async () => {
+    stopping = true;
+    await Promise.all(children.map((c) => kill(c)));
+  };
+
+  try {
+    await waitFor(
+      'edge',
+      60_000,
+      async () => ((await fetch(`${edgeUrl}/v2/health/ready`)).ok ? true : undefined),
+      () => (edge.exitCode !== null ? `wrangler dev exited with code ${edge.exitCode}` : undefined),
+    );
+    const meshKey = await importJWK(mesh.privateJwk, 'EdDSA');
+    const issue = (sub: string, role: 'consumer' | 'billing' | 'admin', regions?: string[]) =>
+      issueKey(meshKey, mesh.privateJwk.kid!, { issuer: edgeUrl, sub, role, ...(regions ? { regions } : {}) });
+    const adminToken = await issue('local-operator', 'admin');
+    const consumerKey = await issue('local-consumer', 'consumer');
+
+    const backends: RunningBackend[] = [];
+    for (const [i, spec] of specs.entries()) {
+      const region = regionById(spec.region);
+      if (!region) throw new Error(`backend ${spec.id}: unknown region ${spec.region}`);
+      const pair = await generateEd25519(`${spec.provider}-local-dev`);
+      const admitted = await fetch(`${edgeUrl}/admin/providers`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ id: spec.provider, publicJwk: pair.publicJwk }),
+      });
+      if (!admitted.ok) throw new Error(`admitting ${spec.provider} failed: ${admitted.status} ${await admitted.text()}`);
+      const bport = backendPorts[i]!;
+      const url = `http://127.0.0.1:${bport}`;
+      const env = {
+        ...process.env,
+        PATH: `${BIN}:${process.env.PATH}`,
+        BACKEND_ID: spec.id,
+        PROVIDER_ID: spec.provider,
+        PROVIDER_KEY: JSON.stringify(pair.privateJwk),
+        HOST: '127.0.0.1',
+        PORT: String(bport),
+        PUBLIC_URL: url,
+        REGION: spec.region,
+        EDGE_URL: edgeUrl,
+        MESH_ISSUER: edgeUrl,
+        MODEL_REPOSITORY: repo,
+        EXECUTION_PROVIDERS: process.env.EXECUTION_PROVIDERS ?? 'cuda,cpu',
+        HEARTBEAT_INTERVAL_MS: '1000',
+        ...opts.backendEnv,
+      };
+      const backend: RunningBackend = {
+        ...spec,
+        url,
+        port: bport,
+        process: undefined,
+        async start() {
+          const child = spawn(process.execPath, [path.join(ROOT, 'gpu-backend', 'src', 'main.ts')], {
+            cwd: ROOT,
+            env,
+            stdio: ['ignore', 'pipe', 'pipe'],
+            detached: true,
+          });
+          children.push(child);
+          backend.process = child;
+          pipeLines(child, `[${spec.id}]`, log);
+          child.once('exit', (code, sig) => {
+            if (!stopping && backend.process === child) log(`[mesh] backend ${spec.id} exited (${sig ?? code})`);
+          });
+        },
+        async stop(hard = false) {
+          const child = backend.process;
+          backend.process = undefined;
+          if (child) await kill(child, hard ? 0 : 10_000);
+        },
+      };
+      await backend.start();
+      backends.push(backend);
+    }
+    log(`[mesh] ${backends.length} backends starting; waiting until each is registered and warm`);
+
+    await waitFor('backends', readyTimeoutMs, async () => {
+      const res = await fetch(`${edgeUrl}/admin/backends`, { headers: { authorization: `Bearer ${adminToken}` } });
+      if (!res.ok) return undefined;
+      const { backends: known } = (await res.json()) as { backends: { id: string; ready: boolean; models: { warm: boolean }[] }[] };
+      const warm = new Set(known.filter((b) => b.ready && b.models.length > 0 && b.models.every((m) => m.warm)).map((b) => b.id));
+      return backends.every((b) => warm.has(b.id)) ? true : undefined;
+    }, () => {
+      const dead = backends.find((b) => b.process && b.process.exitCode !== null);
+      return dead ? `backend ${dead.id} exited with code ${dead.process!.exitCode}` : edge.exitCode !== null ? 'wrangler dev exited' : undefined;
+    });
+
+    const localJson = path.join(dir, 'local.json');
+    const info = {
+      edgeUrl,
+      consumerKey,
+      adminToken,
+      jwksUrl: `${edgeUrl}/.well-known/jwks.json`,
+      backends: backends.map(({ id, url, region, provider }) => ({ id, url, region, provider })),
+    };
+    await writeFile(localJson, JSON.stringify(info, null, 2) + '\n', { mode: 0o600 });
+    return { edgeUrl, consumerKey, adminToken, backends, localJson, meshPrivateJwk: mesh.privateJwk, issue, stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+/** True when the demo model repository exists. */
+export function hasModels(): boolean {
+  return existsSync(path.join(ROOT, 'gpu-backend', 'models', 'embed', 'config.json'));
+}

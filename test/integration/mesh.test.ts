@@ -1,0 +1,201 @@
+/**
+ * The whole path on a real local mesh: the Worker in workerd (wrangler dev),
+ * three real backend processes running ONNX Runtime on the CPU provider, on
+ * loopback. Requests enter at simulated PoPs (MESH_DEV's x-mesh-dev-colo).
+ */
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createRemoteJWKSet, importJWK, jwtVerify, SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sha256Hex } from '../../shared/hash.ts';
+import { priceOf } from '../../shared/pricing.ts';
+import { TYP, type AttestationClaims, type ReceiptClaims } from '../../shared/tokens.ts';
+import { startMesh, type LocalMesh } from '../../scripts/local-mesh.ts';
+
+let mesh: LocalMesh;
+let dir: string;
+const logs: string[] = [];
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'mesh-it-'));
+  try {
+    mesh = await startMesh({
+      port: 0,
+      backendPortBase: 0,
+      dir,
+      log: (line) => logs.push(line),
+      edgeVars: { BACKEND_TTL_SECONDS: '3', SNAPSHOT_REFRESH_MS: '500' },
+      backendEnv: { HEARTBEAT_INTERVAL_MS: '500' },
+      readyTimeoutMs: 90_000,
+    });
+  } catch (err) {
+    console.error(logs.join('\n'));
+    throw err;
+  }
+});
+
+afterAll(async () => {
+  await mesh?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const embedBody = (text = 'the quick brown fox') =>
+  JSON.stringify({ inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', data: [text] }] });
+
+function infer(colo: string, body = embedBody(), model = 'embed', headers: Record<string, string> = {}) {
+  return fetch(`${mesh.edgeUrl}/v2/models/${model}/infer`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${mesh.consumerKey}`, 'content-type': 'application/json', 'x-mesh-dev-colo': colo, ...headers },
+    body,
+  });
+}
+
+describe('routing by PoP', () => {
+  it.each([
+    ['SIN', 'ap-southeast', 'sg-1'],
+    ['FRA', 'eu-west', 'fra-1'],
+    ['IAD', 'us-east', 'iad-1'],
+  ])('a request entering at %s runs in %s', async (colo, region, backend) => {
+    const res = await infer(colo);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-mesh-region')).toBe(region);
+    expect(res.headers.get('x-mesh-backend')).toBe(backend);
+    expect(res.headers.get('x-mesh-cache')).toBe('miss');
+    expect(res.headers.get('server-timing')).toMatch(/edge;dur=\d+.*backend;dur=\d+.*total;dur=\d+/);
+    const out = (await res.json()) as { model_name: string; outputs: { name: string; shape: number[]; data: number[] }[] };
+    expect(out.model_name).toBe('embed');
+    expect(out.outputs[0]!.shape).toEqual([1, 256]);
+  });
+
+  it('honours a region pin', async () => {
+    const res = await infer('SIN', embedBody(), 'embed', { 'x-mesh-region': 'us-east' });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-mesh-region')).toBe('us-east');
+  });
+
+  it('serves model metadata from a backend', async () => {
+    const res = await fetch(`${mesh.edgeUrl}/v2/models/classifier`, {
+      headers: { authorization: `Bearer ${mesh.consumerKey}`, 'x-mesh-dev-colo': 'FRA' },
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({
+      name: 'classifier',
+      platform: 'onnxruntime_onnx',
+      inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 16] }],
+      outputs: [{ name: 'probabilities', datatype: 'FP32', shape: [-1, 4] }],
+    });
+  });
+});
+
+describe('receipts', () => {
+  it('verify against the JWKS and bind the exact bytes received', async () => {
+    const request = JSON.stringify({ inputs: [{ name: 'features', shape: [2, 16], datatype: 'FP32', data: Array.from({ length: 32 }, (_, i) => i / 32) }] });
+    const res = await infer('FRA', request, 'classifier');
+    expect(res.status).toBe(200);
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const receipt = res.headers.get('x-mesh-receipt')!;
+    const jwks = createRemoteJWKSet(new URL(`${mesh.edgeUrl}/.well-known/jwks.json`));
+    const { payload, protectedHeader } = await jwtVerify<ReceiptClaims>(receipt, jwks, {
+      algorithms: ['EdDSA'],
+      typ: TYP.receipt,
+      issuer: mesh.edgeUrl,
+    });
+    expect(protectedHeader.kid).toBe(mesh.meshPrivateJwk.kid);
+    expect(payload.output_sha256).toBe(await sha256Hex(bytes));
+    expect(payload.input_sha256).toBe(await sha256Hex(request));
+    expect(payload).toMatchObject({
+      sub: 'local-consumer',
+      model: 'classifier',
+      model_version: '1',
+      provider: 'provider-fra',
+      backend: 'fra-1',
+      region: 'eu-west',
+      pop: 'FRA',
+      units: { input: 2, output: 2 },
+      amount: priceOf('classifier', { input: 2, output: 2 }),
+      cache: 'miss',
+      verify: 'sampled',
+    });
+    expect(payload.latency_ms).toBeGreaterThanOrEqual(0);
+    const attestation = JSON.parse(Buffer.from(payload.attestation!.split('.')[1]!, 'base64url').toString()) as AttestationClaims;
+    expect(attestation).toMatchObject({ iss: 'provider-fra', sub: 'fra-1', model: 'classifier', output_sha256: payload.output_sha256 });
+    // Each answer gets its own receipt id.
+    const again = await infer('FRA', request, 'classifier');
+    const second = (await jwtVerify<ReceiptClaims>(again.headers.get('x-mesh-receipt')!, jwks, { algorithms: ['EdDSA'] })).payload;
+    expect(second.jti).not.toBe(payload.jti);
+  });
+});
+
+describe('bad input', () => {
+  it('gets a 400 naming the input, no receipt, and the backend keeps serving', async () => {
+    const cases: [string, string, string][] = [
+      [JSON.stringify({ inputs: [{ name: 'features', shape: [1, 15], datatype: 'FP32', data: Array(15).fill(0) }] }), 'classifier', 'features'],
+      [JSON.stringify({ inputs: [{ name: 'features', shape: [1, 16], datatype: 'INT64', data: Array(16).fill(0) }] }), 'classifier', 'features'],
+      [JSON.stringify({ inputs: [{ name: 'nope', shape: [1], datatype: 'FP32', data: [0] }] }), 'classifier', 'nope'],
+      [JSON.stringify({ inputs: [{ name: 'features', shape: [1, 16], datatype: 'FP32', data: Array(15).fill(0) }] }), 'classifier', 'features'],
+      ['{"inputs": [', 'classifier', ''],
+    ];
+    for (const [body, model, name] of cases) {
+      const res = await infer('FRA', body, model);
+      expect(res.status, body).toBe(400);
+      expect(res.headers.get('x-mesh-receipt')).toBeNull();
+      const err = (await res.json()) as { error: { code: string; message: string } };
+      expect(err.error.code).toMatch(/^[a-z_]+$/);
+      expect(err.error.message).toContain(name);
+    }
+    expect((await infer('FRA', embedBody(), 'embed')).status).toBe(200);
+  });
+});
+
+describe('dispatch tokens at the backend', () => {
+  async function dispatchToken(over: Record<string, unknown>, body: string) {
+    const key = await importJWK(mesh.meshPrivateJwk, 'EdDSA');
+    const now = Math.floor(Date.now() / 1000);
+    return new SignJWT({ model: 'embed', body_sha256: await sha256Hex(body), sub: 'it', ...over })
+      .setProtectedHeader({ alg: 'EdDSA', typ: TYP.dispatch, kid: mesh.meshPrivateJwk.kid! })
+      .setIssuer(mesh.edgeUrl)
+      .setAudience((over.aud as string) ?? 'sg-1')
+      .setJti(crypto.randomUUID())
+      .setIssuedAt(now)
+      .setExpirationTime((over.exp as number) ?? now + 30)
+      .sign(key);
+  }
+  const direct = (token: string | undefined, body: string) =>
+    fetch(`${mesh.backends[0]!.url}/v2/models/embed/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body,
+    });
+
+  it('runs only with a valid, unused token bound to the body', async () => {
+    const body = embedBody('direct');
+    expect((await direct(undefined, body)).status).toBe(401);
+    const good = await dispatchToken({}, body);
+    expect((await direct(good, body)).status).toBe(200);
+    expect((await direct(good, body)).status).toBe(401); // replayed
+    expect((await direct(await dispatchToken({ exp: Math.floor(Date.now() / 1000) - 5 }, body), body)).status).toBe(401);
+    expect((await direct(await dispatchToken({ aud: 'fra-1' }, body), body)).status).toBe(401);
+    expect((await direct(await dispatchToken({}, body), embedBody('swapped'))).status).toBe(401);
+  });
+});
+
+describe('a region going down', () => {
+  it('costs Singapore nothing: it is served by the next region at once and after expiry', async () => {
+    const sg = mesh.backends.find((b) => b.region === 'ap-southeast')!;
+    await sg.stop(true);
+    const right = await infer('SIN');
+    expect(right.status).toBe(200);
+    expect(right.headers.get('x-mesh-region')).toBe('eu-west');
+    expect(right.headers.get('x-mesh-receipt')).toBeTruthy();
+    // Once its heartbeats have stopped for longer than the TTL, the directory drops it.
+    await new Promise((r) => setTimeout(r, 4_000));
+    const admin = await fetch(`${mesh.edgeUrl}/admin/backends`, { headers: { authorization: `Bearer ${mesh.adminToken}` } });
+    const { backends } = (await admin.json()) as { backends: { id: string }[] };
+    expect(backends.map((b) => b.id).sort()).toEqual(['fra-1', 'iad-1']);
+    const later = await infer('SIN');
+    expect(later.status).toBe(200);
+    expect(later.headers.get('x-mesh-region')).toBe('eu-west');
+  });
+});

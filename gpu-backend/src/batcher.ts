@@ -38,6 +38,8 @@ export interface BatcherOptions {
   repository: ModelRepository;
   scheduler: Scheduler;
   now?: () => number;
+  /** Called once per model execution (metrics). */
+  onExecution?: (rows: number, requests: number) => void;
 }
 
 export class Batcher {
@@ -45,6 +47,7 @@ export class Batcher {
   readonly #repository: ModelRepository;
   readonly #scheduler: Scheduler;
   readonly #now: () => number;
+  readonly #onExecution: ((rows: number, requests: number) => void) | undefined;
   readonly #batching: boolean;
   readonly #delayMs: number;
   /** Rows worth running at once without waiting longer. */
@@ -58,6 +61,7 @@ export class Batcher {
     this.#repository = options.repository;
     this.#scheduler = options.scheduler;
     this.#now = options.now ?? (() => performance.now());
+    this.#onExecution = options.onExecution;
     const db = options.config.dynamic_batching;
     this.#batching = db !== undefined && options.config.max_batch_size > 0;
     this.#delayMs = (db?.max_queue_delay_microseconds ?? 0) / 1000;
@@ -137,6 +141,7 @@ export class Batcher {
       for (const [name, feed] of Object.entries(feeds)) ortFeeds[name] = toOrtTensor(feed);
       const { outputs, computeMs } = await this.#repository.run(this.config.name, ortFeeds, fetches);
       const batchRows = group.reduce((n, p) => n + p.prepared.batch, 0);
+      this.#onExecution?.(batchRows, group.length);
       let offset = 0;
       for (const p of group) {
         const mine: Record<string, ort.Tensor> = {};

@@ -5,7 +5,7 @@
  * half is what the operator admits with `POST /admin/providers`.
  */
 
-import { exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
+import { exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
 
 /** A private Ed25519 JWK as the backend reads it from PROVIDER_KEY / PROVIDER_KEY_FILE. */
 export interface ProviderJwk extends JWK {
@@ -40,7 +40,7 @@ export function checkProviderJwk(value: unknown): ProviderJwk {
   if (typeof jwk.d !== 'string' || !B64URL.test(jwk.d)) throw new Error('its "d" is missing: it must be the PRIVATE key');
   if (typeof jwk.kid !== 'string' || jwk.kid.length === 0) throw new Error('its "kid" is missing: the edge finds the public key by kid');
   if (jwk.alg !== undefined && jwk.alg !== 'EdDSA' && jwk.alg !== 'Ed25519') throw new Error(`its "alg" must be EdDSA, got ${JSON.stringify(jwk.alg)}`);
-  return jwk as ProviderJwk;
+  return jwk as unknown as ProviderJwk;
 }
 
 /** Imports the private JWK once, for every signature the backend makes. */

@@ -7,6 +7,7 @@
  * session. A model is served only while READY.
  */
 
+import type { Dirent } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type * as ort from 'onnxruntime-node';
@@ -87,7 +88,7 @@ export class ModelRepository {
   /** Names of the models in the repository directory (folders with a config.json). */
   async scan(): Promise<string[]> {
     this.#lastScan = this.#now();
-    let dirents: import('node:fs').Dirent[];
+    let dirents: Dirent[];
     try {
       dirents = await readdir(this.dir, { withFileTypes: true });
     } catch (err) {
@@ -183,6 +184,16 @@ export class ModelRepository {
     if (entry.config) return { config: entry.config, version: entry.version };
     const config = await this.#readConfig(name);
     return { config, version: await this.#latestVersion(name, config).catch(() => undefined) };
+  }
+
+  /** True when the model is known from the last scan (no disk access). */
+  knows(name: string): boolean {
+    return this.#entries.has(name);
+  }
+
+  /** The version last loaded (or being loaded), if any. */
+  versionOf(name: string): string | undefined {
+    return this.#entries.get(name)?.version;
   }
 
   state(name: string): ModelState {

@@ -2,8 +2,8 @@
  * Admission and execution slots, shared by every model on this backend (one
  * accelerator). A request is admitted into a bounded queue (full: 429 with
  * `retry-after`, the backpressure the edge routes around), then runs when its
- * batch gets one of `slots` execution slots (batches are formed by batcher.ts). The counts are what heartbeats
- * report as capacity `{ slots, inFlight, queued }`.
+ * batch (formed by batcher.ts) gets one of `slots` execution slots. The counts
+ * are what heartbeats report as capacity `{ slots, inFlight, queued }`.
  */
 
 import { MeshError } from '../../shared/errors.ts';
@@ -37,11 +37,6 @@ export class Scheduler {
       });
     }
     this.#queued++;
-  }
-
-  /** Takes an admitted request out of the queue without running it (it failed before running). */
-  withdraw(requests = 1): void {
-    this.#queued = Math.max(0, this.#queued - requests);
   }
 
   /** Waits for a free execution slot; call the returned function to give it back. */

@@ -1,0 +1,247 @@
+/**
+ * The backend's HTTP API (Open Inference Protocol v2, API.md section 3), as a
+ * Hono app built from its dependencies; `main.ts` serves it. Inference and
+ * repository changes need a dispatch token bound to the model and the body;
+ * every answer to an inference is serialised once, hashed, and attested by
+ * the provider key. Errors become `{ error: { code, message } }` in `onError`
+ * and nowhere else.
+ */
+
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { MeshError, errorBody, isMeshError } from '../../shared/errors.ts';
+import { sha256Hex } from '../../shared/hash.ts';
+import { parseInferRequest, parseJson, type InferResponse } from '../../shared/protocol.ts';
+import type { Attestor } from './attestation.ts';
+import { ANY_MODEL, type DispatchVerifier } from './dispatch.ts';
+import { InferenceEngine } from './inference.ts';
+import type { Lifecycle } from './lifecycle.ts';
+import type { Logger } from './log.ts';
+import { modelMetadata, serverMetadata } from './metadata.ts';
+import type { Metrics } from './metrics.ts';
+import type { LoadedModel, ModelRepository } from './repository.ts';
+import type { Scheduler } from './scheduler.ts';
+import type { SessionFactory } from './sessions.ts';
+
+export interface AppDeps {
+  backendId: string;
+  maxBodyBytes: number;
+  repository: ModelRepository;
+  scheduler: Scheduler;
+  dispatch: DispatchVerifier;
+  attestor: Attestor;
+  metrics: Metrics;
+  lifecycle: Lifecycle;
+  log: Logger;
+  /** Only to report why CUDA is not in use, in /v2/health/ready. */
+  sessions?: SessionFactory;
+  /** Monotonic milliseconds, for timings. */
+  now?: () => number;
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+const encoder = new TextEncoder();
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Builds the backend's Hono app. It does not listen: see `main.ts`. */
+export function createApp(deps: AppDeps): Hono {
+  const { repository, dispatch, metrics, lifecycle, log } = deps;
+  const now = deps.now ?? (() => performance.now());
+  const engine = new InferenceEngine({ repository, scheduler: deps.scheduler, metrics, now });
+  const app = new Hono();
+
+  app.use('*', async (_c, next) => {
+    const done = lifecycle.enter();
+    try {
+      await next();
+    } finally {
+      done();
+    }
+  });
+  app.use(
+    '*',
+    bodyLimit({
+      maxSize: deps.maxBodyBytes,
+      onError: () => {
+        throw tooLarge(deps.maxBodyBytes);
+      },
+    }),
+  );
+
+  app.get('/v2', (c) => c.json(serverMetadata()));
+  app.get('/v2/health/live', (c) => c.json({ live: true }));
+  app.get('/v2/health/ready', (c) => {
+    const ready = repository.allReady && !lifecycle.draining;
+    const body: Record<string, unknown> = {
+      ready,
+      backendId: deps.backendId,
+      executionProvider: repository.executionProvider,
+      draining: lifecycle.draining,
+      models: repository.desired.map((name) => ({ name, state: repository.state(name) })),
+    };
+    if (deps.sessions?.cudaFailure) body.cudaUnavailable = deps.sessions.cudaFailure;
+    return c.json(body, ready ? 200 : 503);
+  });
+
+  const metadata = async (c: Context) => {
+    const name = c.req.param('model')!;
+    const { config, version } = await repository.config(name);
+    const wanted = c.req.param('version');
+    if (wanted !== undefined && wanted !== version) throw noSuchVersion(name, wanted, version);
+    return c.json(modelMetadata(config, version));
+  };
+  app.get('/v2/models/:model', metadata);
+  app.get('/v2/models/:model/versions/:version', metadata);
+
+  const modelReady = async (c: Context) => {
+    const name = c.req.param('model')!;
+    if (!(await repository.has(name))) throw notFound(name);
+    const state = repository.state(name);
+    const wanted = c.req.param('version');
+    let ready = state === 'READY' && !lifecycle.draining;
+    if (ready && wanted !== undefined) ready = repository.ready(name).version === wanted;
+    return c.json({ name, ready, state }, ready ? 200 : 503);
+  };
+  app.get('/v2/models/:model/ready', modelReady);
+  app.get('/v2/models/:model/versions/:version/ready', modelReady);
+
+  const infer = async (c: Context) => {
+    const started = now();
+    const name = c.req.param('model')!;
+    const body = await readBody(c, deps.maxBodyBytes);
+    const claims = await verified(c, body, name);
+    let model: LoadedModel | undefined;
+    try {
+      if (lifecycle.draining) throw new MeshError('not_ready', 'This backend is shutting down; send the request elsewhere.', { retryAfter: 1 });
+      if (!(await repository.has(name))) throw notFound(name);
+      model = repository.ready(name);
+      const wanted = c.req.param('version');
+      if (wanted !== undefined && wanted !== model.version) throw noSuchVersion(name, wanted, model.version);
+
+      const request = parseInferRequest(parseJson(decode(body)));
+      const result = await engine.infer(model, request);
+      const { outputs } = result;
+      const response: InferResponse =
+        request.id === undefined
+          ? { model_name: model.name, model_version: model.version, outputs }
+          : { model_name: model.name, model_version: model.version, id: request.id, outputs };
+      // Serialised once: these exact bytes are hashed, attested and sent.
+      const bytes = encoder.encode(JSON.stringify(response));
+      const outputSha256 = await sha256Hex(bytes);
+      const attestation = await deps.attestor.sign({ jti: claims.jti, model: model.name, outputSha256, units: result.units });
+      const totalMs = now() - started;
+      metrics.success(model.name, model.version, { totalMs, queueMs: result.queueMs, computeMs: result.computeMs, rows: result.rows });
+      return new Response(bytes, {
+        status: 200,
+        headers: {
+          'content-type': JSON_TYPE,
+          'x-provider-attestation': attestation,
+          'server-timing': `queue;dur=${result.queueMs.toFixed(2)}, compute;dur=${result.computeMs.toFixed(2)}, backend;dur=${totalMs.toFixed(2)}`,
+        },
+      });
+    } catch (err) {
+      // Only models this backend has are labelled: a label per unknown name would let callers grow the metrics.
+      if (repository.knows(name)) {
+        metrics.failure(name, model?.version ?? repository.versionOf(name) ?? '', isMeshError(err) ? err.code : 'internal');
+      }
+      throw err;
+    }
+  };
+  app.post('/v2/models/:model/infer', infer);
+  app.post('/v2/models/:model/versions/:version/infer', infer);
+
+  app.post('/v2/repository/index', async (c) => {
+    const body = await readBody(c, deps.maxBodyBytes);
+    await verified(c, body, ANY_MODEL);
+    let onlyReady = false;
+    if (body.length > 0) {
+      const parsed = parseJson(decode(body));
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+        throw new MeshError('invalid_request', 'The repository index request must be a JSON object, e.g. {"ready": true}.');
+      }
+      const ready = (parsed as Record<string, unknown>).ready;
+      if (ready !== undefined && typeof ready !== 'boolean') throw new MeshError('invalid_request', '"ready" must be a boolean.');
+      onlyReady = ready === true;
+    }
+    const index = await repository.index();
+    return c.json(onlyReady ? index.filter((m) => m.state === 'READY') : index);
+  });
+
+  app.post('/v2/repository/models/:model/load', async (c) => {
+    const name = c.req.param('model');
+    await verified(c, await readBody(c, deps.maxBodyBytes), name);
+    let loaded: LoadedModel;
+    try {
+      loaded = await repository.load(name);
+    } catch (err) {
+      if (isMeshError(err)) throw err;
+      log.error(`loading model ${name} on request failed`, err);
+      throw new MeshError('internal', `Model "${name}" failed to load; the backend's log says why.`, { cause: err });
+    }
+    return c.json({ name, version: loaded.version, state: repository.state(name), executionProvider: loaded.provider, loadMs: Math.round(loaded.loadMs) });
+  });
+
+  app.post('/v2/repository/models/:model/unload', async (c) => {
+    const name = c.req.param('model');
+    await verified(c, await readBody(c, deps.maxBodyBytes), name);
+    await repository.unload(name);
+    return c.json({ name, state: repository.state(name) });
+  });
+
+  app.get('/metrics', async (c) => {
+    const { body, contentType } = await metrics.render();
+    return c.body(body, 200, { 'content-type': contentType });
+  });
+
+  app.notFound((c) => c.json(errorBody(new MeshError('not_found', `No route ${c.req.method} ${c.req.path} on this backend.`)), 404));
+
+  app.onError((err, c) => {
+    if (isMeshError(err)) {
+      if (err.retryAfter !== undefined) c.header('retry-after', String(err.retryAfter));
+      if (err.code === 'invalid_token') c.header('www-authenticate', 'Bearer error="invalid_token"');
+      else if (err.code === 'unauthorized') c.header('www-authenticate', 'Bearer realm="mesh-backend"');
+      return c.json(errorBody(err), err.status as 400);
+    }
+    log.error(`unhandled error on ${c.req.method} ${c.req.path}`, err);
+    return c.json(errorBody(new MeshError('internal', 'The backend failed to handle this request.')), 500);
+  });
+
+  /** Verifies the dispatch token, counting refusals. */
+  async function verified(c: Context, body: Uint8Array, model: string) {
+    try {
+      return await dispatch.verify(c.req.header('authorization'), body, model);
+    } catch (err) {
+      if (isMeshError(err)) metrics.tokenRejected(err.code);
+      throw err;
+    }
+  }
+
+  return app;
+}
+
+/** The raw body bytes (the dispatch token is bound to exactly these). */
+async function readBody(c: Context, max: number): Promise<Uint8Array> {
+  const bytes = new Uint8Array(await c.req.arrayBuffer());
+  if (bytes.length > max) throw tooLarge(max);
+  return bytes;
+}
+
+function decode(body: Uint8Array): string {
+  try {
+    return utf8.decode(body);
+  } catch {
+    throw new MeshError('invalid_json', 'The request body is not valid UTF-8 JSON.');
+  }
+}
+
+function tooLarge(max: number): MeshError {
+  return new MeshError('body_too_large', `The request body is larger than this backend's limit of ${max} bytes.`);
+}
+
+function notFound(name: string): MeshError {
+  return new MeshError('model_not_found', `Model "${name}" is not in this backend's repository.`);
+}
+
+function noSuchVersion(name: string, wanted: string, version: string | undefined): MeshError {
+  return new MeshError('model_not_found', `Model "${name}" has no version "${wanted}" here (it serves ${version ?? 'none'}).`);
+}

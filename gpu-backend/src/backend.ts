@@ -1,0 +1,120 @@
+/**
+ * Assembles a backend from its configuration: the session factory, model
+ * repository, scheduler, dispatch verifier, attestor, metrics, heartbeats and
+ * the Hono app. `main.ts` calls it and serves the app; tests and the local-mesh
+ * launcher can call it too, swapping the edge's JWKS, `fetch` or the logger.
+ */
+
+import type { JWTVerifyGetKey } from 'jose';
+import type { Heartbeat } from '../../shared/heartbeat.ts';
+import { createApp } from './app.ts';
+import { Attestor } from './attestation.ts';
+import type { BackendConfig } from './config.ts';
+import { DispatchVerifier, edgeJwks } from './dispatch.ts';
+import { Heartbeater } from './heartbeat.ts';
+import { Lifecycle } from './lifecycle.ts';
+import type { Logger } from './log.ts';
+import { Metrics } from './metrics.ts';
+import { importProviderKey } from './provider-key.ts';
+import { ModelRepository } from './repository.ts';
+import { Scheduler } from './scheduler.ts';
+import { SessionFactory, type CreateSession } from './sessions.ts';
+
+export interface BackendOverrides {
+  /** The mesh's public keys; default: the edge's JWKS at `<EDGE_URL>/.well-known/jwks.json`. */
+  getKey?: JWTVerifyGetKey;
+  /** Used for heartbeats. */
+  fetch?: typeof fetch;
+  /** Wall-clock milliseconds, for token times. */
+  clock?: () => number;
+  createSession?: CreateSession;
+}
+
+export interface Backend {
+  app: ReturnType<typeof createApp>;
+  config: BackendConfig;
+  repository: ModelRepository;
+  scheduler: Scheduler;
+  sessions: SessionFactory;
+  lifecycle: Lifecycle;
+  heartbeat: Heartbeater;
+  metrics: Metrics;
+  /** The body of a heartbeat now. */
+  snapshot(): Heartbeat;
+}
+
+/** Builds every part of a backend; loads nothing and sends nothing yet. */
+export async function createBackend(config: BackendConfig, log: Logger, overrides: BackendOverrides = {}): Promise<Backend> {
+  const key = await importProviderKey(config.providerKey);
+  const sessions = new SessionFactory({
+    providers: config.executionProviders,
+    cudaDeviceId: config.cudaDeviceId,
+    log,
+    ...(config.intraOpThreads !== undefined ? { intraOpThreads: config.intraOpThreads } : {}),
+    ...(overrides.createSession ? { create: overrides.createSession } : {}),
+  });
+  const repository = new ModelRepository({ dir: config.modelRepository, sessions, log });
+  const scheduler = new Scheduler({ slots: config.slots, maxQueue: config.maxQueue });
+  const lifecycle = new Lifecycle();
+  const clock = overrides.clock ?? Date.now;
+  const dispatch = new DispatchVerifier({
+    backendId: config.backendId,
+    issuer: config.meshIssuer,
+    getKey: overrides.getKey ?? edgeJwks(config.edgeUrl),
+    now: clock,
+  });
+  const attestor = new Attestor({ key, providerId: config.providerId, backendId: config.backendId, now: clock });
+  const metrics = new Metrics({
+    backendId: config.backendId,
+    providerId: config.providerId,
+    region: config.region,
+    executionProvider: () => repository.executionProvider,
+    capacity: () => scheduler.capacity,
+    models: () => repository.modelStats(),
+  });
+
+  const snapshot = (): Heartbeat => ({
+    backendId: config.backendId,
+    url: config.publicUrl,
+    region: config.region,
+    lat: config.lat,
+    lon: config.lon,
+    executionProvider: repository.executionProvider,
+    ready: repository.allReady && !lifecycle.draining,
+    models: repository.heartbeatModels(),
+    capacity: scheduler.capacity,
+  });
+
+  const heartbeat = new Heartbeater({
+    edgeUrl: config.edgeUrl,
+    providerId: config.providerId,
+    backendId: config.backendId,
+    key,
+    intervalMs: config.heartbeatIntervalMs,
+    snapshot,
+    apply: async ({ op, model }) => {
+      const before = repository.state(model);
+      if (op === 'load') await repository.load(model);
+      else await repository.unload(model);
+      return repository.state(model) !== before;
+    },
+    log,
+    now: clock,
+    ...(overrides.fetch ? { fetch: overrides.fetch } : {}),
+  });
+
+  const app = createApp({
+    backendId: config.backendId,
+    maxBodyBytes: config.maxBodyBytes,
+    repository,
+    scheduler,
+    dispatch,
+    attestor,
+    metrics,
+    lifecycle,
+    log,
+    sessions,
+  });
+
+  return { app, config, repository, scheduler, sessions, lifecycle, heartbeat, metrics, snapshot };
+}

@@ -1,0 +1,70 @@
+/**
+ * The backend process: `npm run backend` (node gpu-backend/src/main.ts).
+ * Only wiring: read the config, make sure the model repository exists
+ * (generating the demo models when it does not), load and warm the models,
+ * listen, heartbeat, and drain on SIGTERM/SIGINT. Prints one line when it is
+ * ready: `backend <id> ready: <models> warm on <provider>, listening on <url>`.
+ */
+
+import { serve } from '@hono/node-server';
+import { existsSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { createBackend } from './backend.ts';
+import { ConfigError, loadConfig } from './config.ts';
+import { generateDemoModels } from './demo-models/generate.ts';
+import { consoleLogger } from './log.ts';
+
+const DRAIN_TIMEOUT_MS = 10_000;
+
+async function main(): Promise<void> {
+  const config = loadConfig(process.env);
+  const log = consoleLogger(`backend ${config.backendId}`);
+
+  if (!existsSync(config.modelRepository)) {
+    log.info(`model repository ${config.modelRepository} does not exist: generating the demo models into it`);
+    await generateDemoModels(config.modelRepository, (line) => log.info(line));
+  }
+
+  const backend = await createBackend(config, log);
+  const loaded = await backend.repository.loadAll(config.models);
+
+  const server = serve({ fetch: backend.app.fetch, hostname: config.host, port: config.port });
+  const address = await new Promise<AddressInfo>((resolve, reject) => {
+    server.once('listening', () => resolve(server.address() as AddressInfo));
+    server.once('error', reject);
+  });
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const listening = `http://${host}:${address.port}`;
+  if (config.port === 0 && !process.env.PUBLIC_URL) config.publicUrl = listening;
+
+  backend.heartbeat.start();
+  const names = loaded.map((m) => m.name).join(', ');
+  log.info(`backend ${config.backendId} ready: ${names} warm on ${backend.repository.executionProvider}, listening on ${listening}`);
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) {
+      log.warn(`${signal} again: exiting now`);
+      process.exit(1);
+    }
+    stopping = true;
+    log.info(`${signal}: draining (not ready, finishing requests in flight, at most ${DRAIN_TIMEOUT_MS / 1000} s)`);
+    backend.lifecycle.beginDrain();
+    await backend.heartbeat.stop();
+    server.close();
+    if ('closeIdleConnections' in server) server.closeIdleConnections();
+    const idle = await backend.lifecycle.idle(DRAIN_TIMEOUT_MS);
+    if (!idle) log.warn(`${backend.lifecycle.active} request(s) still in flight after ${DRAIN_TIMEOUT_MS / 1000} s; exiting anyway`);
+    await backend.repository.close();
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof ConfigError) console.error(`backend: configuration error: ${err.message}`);
+  else console.error('backend: failed to start:', err);
+  process.exit(1);
+});

@@ -1,0 +1,145 @@
+/**
+ * Test fixtures for the GPU backend: demo models generated into a temp dir,
+ * a mesh key (standing for the edge's JWKS) to sign dispatch tokens, a fresh
+ * provider key, and a backend built by `createBackend` around real ONNX
+ * Runtime sessions, with heartbeats sent to a recording fake `fetch`.
+ */
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { SignJWT, createLocalJWKSet, exportJWK, generateKeyPair, type CryptoKey, type JWK, type JWTHeaderParameters } from 'jose';
+import { sha256Hex } from '../../shared/hash.ts';
+import { DISPATCH_TTL_S, TYP } from '../../shared/tokens.ts';
+import { createBackend, type Backend, type BackendOverrides } from '../../gpu-backend/src/backend.ts';
+import { loadConfig } from '../../gpu-backend/src/config.ts';
+import { generateDemoModels } from '../../gpu-backend/src/demo-models/generate.ts';
+import { memoryLogger } from '../../gpu-backend/src/log.ts';
+import { generateProviderKey, type ProviderJwk } from '../../gpu-backend/src/provider-key.ts';
+
+export const EDGE_URL = 'http://edge.test';
+export const BACKEND_ID = 'backend-test-1';
+export const PROVIDER_ID = 'provider-test';
+
+/** A temp model repository with the demo models; `cleanup()` removes it. */
+export async function demoRepository(): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'mesh-models-'));
+  await generateDemoModels(dir);
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export interface MeshKey {
+  privateKey: CryptoKey;
+  publicJwk: JWK;
+  kid: string;
+}
+
+export async function meshKey(kid = 'mesh-key-1'): Promise<MeshKey> {
+  const { privateKey, publicKey } = await generateKeyPair('EdDSA', { extractable: true });
+  const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: 'EdDSA', use: 'sig' };
+  return { privateKey, publicJwk, kid };
+}
+
+export interface DispatchOptions {
+  model: string;
+  body: string | Uint8Array;
+  key: MeshKey;
+  claims?: Record<string, unknown>;
+  header?: Partial<JWTHeaderParameters>;
+  iat?: number;
+  exp?: number;
+}
+
+/** Signs a dispatch token as the edge would: right typ, iss, aud, model and body hash unless overridden. */
+export async function dispatchToken(o: DispatchOptions): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  const iat = o.iat ?? now;
+  const claims = {
+    iss: EDGE_URL,
+    aud: BACKEND_ID,
+    sub: 'consumer-1',
+    jti: crypto.randomUUID(),
+    iat,
+    exp: o.exp ?? iat + DISPATCH_TTL_S,
+    model: o.model,
+    body_sha256: await sha256Hex(o.body),
+    ...o.claims,
+  };
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: 'EdDSA', typ: TYP.dispatch, kid: o.key.kid, ...o.header })
+    .sign(o.key.privateKey);
+}
+
+export interface Harness {
+  backend: Backend;
+  mesh: MeshKey;
+  provider: { privateJwk: ProviderJwk; publicJwk: JWK };
+  log: ReturnType<typeof memoryLogger>;
+  heartbeats: { url: string; authorization: string; body: Record<string, unknown> }[];
+  /** POSTs `body` to `path` with a valid dispatch token for `model` (or the given token/headers). */
+  post(path: string, body: unknown, options?: { model?: string; token?: string | null; raw?: string }): Promise<Response>;
+  get(path: string): Promise<Response>;
+}
+
+export interface HarnessOptions {
+  repo: string;
+  env?: Record<string, string>;
+  overrides?: BackendOverrides;
+  /** The reply the fake edge gives heartbeats. */
+  heartbeatReply?: () => unknown;
+  load?: boolean;
+}
+
+/** Builds a backend over the repository with real ORT sessions, and loads its models. */
+export async function harness(options: HarnessOptions): Promise<Harness> {
+  const mesh = await meshKey();
+  const provider = await generateProviderKey('provider-key-1');
+  const config = loadConfig({
+    BACKEND_ID,
+    PROVIDER_ID,
+    PROVIDER_KEY: JSON.stringify(provider.privateJwk),
+    REGION: 'eu-west',
+    EDGE_URL,
+    MODEL_REPOSITORY: options.repo,
+    PORT: '0',
+    HEARTBEAT_INTERVAL_MS: '100',
+    MAX_BODY_BYTES: String(64 * 1024),
+    ...options.env,
+  });
+  const log = memoryLogger();
+  const heartbeats: Harness['heartbeats'] = [];
+  const fakeFetch = (async (url: string | URL | Request, init?: RequestInit) => {
+    const headers = new Headers(init?.headers);
+    heartbeats.push({ url: String(url), authorization: headers.get('authorization') ?? '', body: JSON.parse(String(init?.body)) });
+    const reply = options.heartbeatReply?.() ?? { ok: true, ttlSeconds: 10, actions: [] };
+    return new Response(JSON.stringify(reply), { status: 200, headers: { 'content-type': 'application/json' } });
+  }) as typeof fetch;
+  const backend = await createBackend(config, log, {
+    getKey: createLocalJWKSet({ keys: [mesh.publicJwk] }),
+    fetch: fakeFetch,
+    ...options.overrides,
+  });
+  if (options.load !== false) await backend.repository.loadAll(config.models);
+
+  const post: Harness['post'] = async (p, body, o = {}) => {
+    const raw = o.raw ?? JSON.stringify(body);
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    const token = o.token === undefined ? await dispatchToken({ model: o.model ?? modelOf(p), body: raw, key: mesh }) : o.token;
+    if (token !== null) headers.authorization = `Bearer ${token}`;
+    return backend.app.request(p, { method: 'POST', headers, body: raw });
+  };
+  const get: Harness['get'] = (p) => Promise.resolve(backend.app.request(p));
+  return { backend, mesh, provider, log, heartbeats, post, get };
+}
+
+/** The model a route is about: /v2/models/<m>/... or /v2/repository/models/<m>/..., `*` for the index. */
+function modelOf(p: string): string {
+  const m = /\/models\/([^/]+)/.exec(p);
+  return m ? decodeURIComponent(m[1]!) : '*';
+}
+
+/** A JSON error body's code. */
+export async function errorCode(res: Response): Promise<string> {
+  const body = (await res.json()) as { error?: { code?: string } };
+  return body.error?.code ?? `(no error code; status ${res.status})`;
+}

@@ -1,0 +1,118 @@
+/**
+ * The backend as a process (`node gpu-backend/src/main.ts`), the way the
+ * local-mesh launcher starts it: it generates the demo models into a missing
+ * repository, prints its ready line, heartbeats to the edge, serves, and on
+ * SIGTERM sends `ready: false`, drains and exits 0. Also the keygen command.
+ */
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkProviderJwk, generateProviderKey } from '../../gpu-backend/src/provider-key.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+let dir: string;
+let edge: Server;
+let edgeUrl: string;
+const beats: { ready: boolean; url: string; executionProvider: string }[] = [];
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'mesh-process-'));
+  edge = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      if (req.url === '/v1/providers/heartbeat' && req.headers.authorization?.startsWith('Bearer ')) beats.push(JSON.parse(body));
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true,"ttlSeconds":10,"actions":[]}');
+    });
+  });
+  await new Promise<void>((resolve) => edge.listen(0, '127.0.0.1', resolve));
+  edgeUrl = `http://127.0.0.1:${(edge.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  await new Promise<void>((resolve) => edge?.close(() => resolve()));
+  await rm(dir, { recursive: true, force: true });
+});
+
+function run(script: string, args: string[], env: Record<string, string>): { child: ChildProcess; output: () => string; exit: Promise<number | null> } {
+  const child = spawn(process.execPath, [path.join(ROOT, script), ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: 'pipe' });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output: () => out, exit };
+}
+
+async function until<T>(get: () => T | undefined, what: string, output: () => string, ms = 20_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const v = get();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}; output:\n${output()}`);
+}
+
+describe('main.ts', () => {
+  it('generates models, says it is ready, heartbeats, serves, and drains on SIGTERM', async () => {
+    const { privateJwk } = await generateProviderKey('proc-key');
+    const repoDir = path.join(dir, 'models');
+    const p = run('gpu-backend/src/main.ts', [], {
+      BACKEND_ID: 'proc-1',
+      PROVIDER_ID: 'prov-1',
+      PROVIDER_KEY: JSON.stringify(privateJwk),
+      REGION: 'us-east',
+      EDGE_URL: edgeUrl,
+      PORT: '0',
+      MODEL_REPOSITORY: repoDir,
+      HEARTBEAT_INTERVAL_MS: '200',
+    });
+    try {
+      const url = await until(
+        () => /backend proc-1 ready: classifier, embed warm on (cpu|cuda), listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(p.output())?.[2],
+        'the ready line',
+        p.output,
+      );
+      expect(p.output()).toMatch(/generating the demo models/);
+      expect((await stat(path.join(repoDir, 'embed', '1', 'model.onnx'))).size).toBeGreaterThan(0);
+
+      const ready = await fetch(`${url}/v2/health/ready`);
+      expect(ready.status).toBe(200);
+      await until(() => (beats.some((b) => b.ready) ? true : undefined), 'a ready heartbeat', p.output);
+      expect(beats.find((b) => b.ready)).toMatchObject({ url, executionProvider: 'cpu' });
+
+      p.child.kill('SIGTERM');
+      expect(await p.exit).toBe(0);
+      expect(beats.at(-1)!.ready).toBe(false);
+      expect(p.output()).toMatch(/SIGTERM: draining/);
+    } finally {
+      if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    }
+  });
+
+  it('exits 1 with the variable named when the configuration is bad', async () => {
+    const p = run('gpu-backend/src/main.ts', [], { BACKEND_ID: 'x', PROVIDER_ID: 'y', PROVIDER_KEY: '', PROVIDER_KEY_FILE: '', REGION: 'eu-west', EDGE_URL: edgeUrl });
+    expect(await p.exit).toBe(1);
+    expect(p.output()).toMatch(/configuration error: PROVIDER_KEY or PROVIDER_KEY_FILE is required/);
+  });
+});
+
+describe('keygen.ts', () => {
+  it('writes the private JWK with mode 0600 and prints the public JWK', async () => {
+    const out = path.join(dir, 'provider-key.json');
+    const p = run('gpu-backend/src/keygen.ts', ['--out', out, '--kid', 'prov-2026'], {});
+    expect(await p.exit).toBe(0);
+    const priv = checkProviderJwk(JSON.parse(await readFile(out, 'utf8')));
+    expect(priv).toMatchObject({ kty: 'OKP', crv: 'Ed25519', kid: 'prov-2026', alg: 'EdDSA' });
+    expect((await stat(out)).mode & 0o777).toBe(0o600);
+    const pub = JSON.parse(p.output().split('\n').find((l) => l.startsWith('{'))!) as Record<string, unknown>;
+    expect(pub).toEqual({ kty: 'OKP', crv: 'Ed25519', x: priv.x, kid: 'prov-2026', alg: 'EdDSA', use: 'sig' });
+
+    const again = run('gpu-backend/src/keygen.ts', ['--out', out], {});
+    expect(await again.exit).toBe(1); // never overwrites a private key
+  });
+});

@@ -5,7 +5,8 @@
  * half is what the operator admits with `POST /admin/providers`.
  */
 
-import { exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
+import { importJWK, type CryptoKey, type JWK } from 'jose';
+import { generateEd25519 } from '../../shared/keys.ts';
 
 /** A private Ed25519 JWK as the backend reads it from PROVIDER_KEY / PROVIDER_KEY_FILE. */
 export interface ProviderJwk extends JWK {
@@ -61,8 +62,6 @@ function publicHalf(jwk: ProviderJwk): JWK {
  * const { privateJwk, publicJwk } = await generateProviderKey('provider-sg-1');
  */
 export async function generateProviderKey(kid: string): Promise<{ privateJwk: ProviderJwk; publicJwk: JWK }> {
-  const { privateKey } = await generateKeyPair('EdDSA', { extractable: true });
-  const exported = await exportJWK(privateKey);
-  const privateJwk = checkProviderJwk({ ...exported, kid, alg: 'EdDSA' });
+  const privateJwk = checkProviderJwk((await generateEd25519(kid)).privateJwk);
   return { privateJwk, publicJwk: publicHalf(privateJwk) };
 }

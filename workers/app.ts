@@ -7,13 +7,17 @@ import { Hono } from 'hono';
 import { errorBody, isMeshError, MeshError } from '../shared/errors.ts';
 import type { AppEnv } from './context.ts';
 import { adminRoutes } from './routes/admin.ts';
-import { consumerRoutes } from './routes/consumer.ts';
+import { oipRoutes } from './routes/oip.ts';
 import { healthRoutes } from './routes/health.ts';
+import { huggingfaceRoutes } from './routes/huggingface.ts';
+import { openaiRoutes } from './routes/openai.ts';
 import { providerRoutes } from './routes/providers.ts';
 
 export const app = new Hono<AppEnv>()
   .route('/', healthRoutes)
-  .route('/', consumerRoutes)
+  .route('/', oipRoutes)
+  .route('/', openaiRoutes)
+  .route('/', huggingfaceRoutes)
   .route('/', providerRoutes)
   .route('/', adminRoutes);
 

@@ -7,6 +7,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { InferenceClient } from '@huggingface/inference';
 import { createRemoteJWKSet, importJWK, jwtVerify, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../shared/hash.ts';
@@ -178,6 +179,81 @@ describe('dispatch tokens at the backend', () => {
     expect((await direct(await dispatchToken({ exp: Math.floor(Date.now() / 1000) - 5 }, body), body)).status).toBe(401);
     expect((await direct(await dispatchToken({ aud: 'fra-1' }, body), body)).status).toBe(401);
     expect((await direct(await dispatchToken({}, body), embedBody('swapped'))).status).toBe(401);
+  });
+});
+
+describe('OpenAI- and Hugging Face-compatible routes', () => {
+  async function oipEmbedding(text: string) {
+    const res = await infer('FRA', embedBody(text));
+    return ((await res.json()) as { outputs: { data: number[] }[] }).outputs[0]!.data;
+  }
+
+  it('POST /v1/embeddings answers in OpenAI\'s shape, with usage and a receipt over those bytes', async () => {
+    const res = await fetch(`${mesh.edgeUrl}/v1/embeddings`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${mesh.consumerKey}`, 'content-type': 'application/json', 'x-mesh-dev-colo': 'FRA' },
+      body: JSON.stringify({ model: 'embed', input: ['alpha beta', 'gamma'] }),
+    });
+    expect(res.status).toBe(200);
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const body = JSON.parse(new TextDecoder().decode(bytes)) as {
+      object: string;
+      model: string;
+      data: { object: string; index: number; embedding: number[] }[];
+      usage: { prompt_tokens: number; total_tokens: number };
+    };
+    expect(body.object).toBe('list');
+    expect(body.model).toBe('embed');
+    expect(body.data.map((d) => [d.object, d.index, d.embedding.length])).toEqual([['embedding', 0, 256], ['embedding', 1, 256]]);
+    expect(body.data[0]!.embedding).toEqual(await oipEmbedding('alpha beta'));
+    // [CLS] + 2 words, [CLS] + 1 word.
+    expect(body.usage).toEqual({ prompt_tokens: 5, total_tokens: 5 });
+    const receipt = JSON.parse(Buffer.from(res.headers.get('x-mesh-receipt')!.split('.')[1]!, 'base64url').toString()) as ReceiptClaims;
+    expect(receipt.output_sha256).toBe(await sha256Hex(bytes));
+    expect(receipt.units.input).toBe(5);
+
+    const b64 = await fetch(`${mesh.edgeUrl}/v1/embeddings`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${mesh.consumerKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'embed', input: 'alpha beta', encoding_format: 'base64' }),
+    });
+    const raw = Uint8Array.from(Buffer.from(((await b64.json()) as { data: { embedding: string }[] }).data[0]!.embedding, "base64"));
+    const vec = new Float32Array(raw.buffer);
+    expect(Array.from(vec)).toEqual(body.data[0]!.embedding.map((x) => Math.fround(x)));
+
+    const bad = await fetch(`${mesh.edgeUrl}/v1/embeddings`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${mesh.consumerKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'embed', input: [] }),
+    });
+    expect(bad.status).toBe(400);
+  });
+
+  it('GET /v1/models lists the warm models', async () => {
+    const res = await fetch(`${mesh.edgeUrl}/v1/models`, { headers: { authorization: `Bearer ${mesh.consumerKey}` } });
+    const body = (await res.json()) as { object: string; data: { id: string; object: string }[] };
+    expect(body.object).toBe('list');
+    expect(body.data.map((m) => m.id)).toEqual(['classifier', 'embed']);
+  });
+
+  it('works with @huggingface/inference pointed at the edge', async () => {
+    const client = new InferenceClient(mesh.consumerKey, { endpointUrl: `${mesh.edgeUrl}/models/embed` });
+    const one = await client.featureExtraction({ inputs: 'alpha beta' });
+    expect(one).toEqual(await oipEmbedding('alpha beta'));
+    const many = (await client.featureExtraction({ inputs: ['alpha beta', 'gamma'] })) as number[][];
+    expect(many).toHaveLength(2);
+    const sims = await client.sentenceSimilarity({ inputs: { source_sentence: 'alpha beta', sentences: ['alpha beta', 'gamma delta'] } });
+    expect(sims[0]).toBeCloseTo(1, 5);
+    expect(sims[1]).toBeLessThan(0.999);
+    const probs = await fetch(`${mesh.edgeUrl}/models/classifier`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${mesh.consumerKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ inputs: Array.from({ length: 16 }, (_, i) => i / 16) }),
+    });
+    expect(probs.status).toBe(200);
+    const row = (await probs.json()) as number[];
+    expect(row).toHaveLength(4);
+    expect(row.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
   });
 });
 

@@ -1,0 +1,176 @@
+/**
+ * One consumer inference, whatever API it came in by: pick candidates from the
+ * isolate's snapshot, dispatch to the best, move on to the next when a backend
+ * fails, and answer with exactly one signed receipt. The OIP, OpenAI and
+ * Hugging Face routes only translate requests and responses around this.
+ */
+
+import type { Context } from 'hono';
+import { MeshError } from '../shared/errors.ts';
+import { sha256Hex } from '../shared/hash.ts';
+import { priceOf } from '../shared/pricing.ts';
+import { isRegionId } from '../shared/regions.ts';
+import type { KeyClaims, ReceiptClaims } from '../shared/tokens.ts';
+import type { AppEnv } from './context.ts';
+import { dispatch } from './dispatch.ts';
+import { settings } from './env.ts';
+import { signingKeys } from './keys.ts';
+import { isEjected, reportFailure, reportSuccess } from './outliers.ts';
+import { resolvePop, type Pop } from './pop.ts';
+import { signReceipt } from './receipts.ts';
+import { isKnownModel, rankCandidates, type Candidate } from './routing.ts';
+import { getSnapshot } from './snapshot.ts';
+
+/** At most this many backends are tried for one request. */
+export const MAX_ATTEMPTS = 3;
+const RETRY_AFTER_S = 5;
+const VERIFY_MODES = new Set(['none', 'sampled', 'redundant']);
+
+export type Verify = ReceiptClaims['verify'];
+
+/** What a route hands over once it has authenticated and translated the request. */
+export interface InferenceCall {
+  consumer: KeyClaims;
+  model: string;
+  version?: string;
+  /** Exact bytes of the OIP v2 request for the backend. */
+  oipBody: Uint8Array;
+  /** The consumer's own request bytes, when they differ from `oipBody` (for the receipt's input_sha256). */
+  consumerBody?: Uint8Array;
+  /**
+   * Turns the backend's OIP response into what the consumer receives. Absent:
+   * the OIP bytes are passed through unchanged.
+   */
+  shape?: (oip: Uint8Array, units: { input: number; output: number }) => { body: string | Uint8Array; contentType: string };
+}
+
+/** Regions this request may be served in: the `x-mesh-region` pin within the key's residency. */
+export function allowedRegions(c: Context<AppEnv>, consumer: KeyClaims): Set<string> | undefined {
+  const pin = c.req.header('x-mesh-region');
+  const residency = consumer.regions ? new Set(consumer.regions) : undefined;
+  if (pin === undefined) return residency;
+  if (!isRegionId(pin)) throw new MeshError('unknown_region', `x-mesh-region: "${pin}" is not a mesh region.`);
+  if (residency && !residency.has(pin)) {
+    throw new MeshError('forbidden', `Your key may only be served in ${[...residency].join(', ')}, not ${pin}.`);
+  }
+  return new Set([pin]);
+}
+
+/** The ranked backends for `model` as seen from this request's PoP; 404 or 503 when there are none. */
+export async function candidatesFor(c: Context<AppEnv>, consumer: KeyClaims, model: string): Promise<{ pop: Pop; candidates: Candidate[] }> {
+  const s = settings(c.env);
+  const regions = allowedRegions(c, consumer);
+  const pop = resolvePop(c.req.raw, s.dev);
+  const snapshot = await getSnapshot(c.env, c.executionCtx, s.snapshotRefreshMs);
+  const candidates = rankCandidates(snapshot.backends, { model, from: pop, regions, isEjected });
+  if (candidates.length === 0) {
+    if (!isKnownModel(snapshot.backends, model)) {
+      throw new MeshError('model_not_found', `No backend in the mesh serves a model named "${model}".`);
+    }
+    const where = regions ? ` in ${[...regions].join(', ')}` : '';
+    throw new MeshError('no_capacity', `No ready backend has "${model}" warm${where} right now; retry shortly.`, {
+      retryAfter: RETRY_AFTER_S,
+    });
+  }
+  return { pop, candidates };
+}
+
+/** Reads the request body within MAX_BODY_BYTES (413 beyond). */
+export async function readBody(c: Context<AppEnv>): Promise<Uint8Array> {
+  const max = settings(c.env).maxBodyBytes;
+  const tooLarge = () => new MeshError('body_too_large', `The request body is larger than the ${max}-byte limit.`);
+  if (Number(c.req.header('content-length')) > max) throw tooLarge();
+  const body = new Uint8Array(await c.req.arrayBuffer());
+  if (body.byteLength > max) throw tooLarge();
+  return body;
+}
+
+/** The `x-mesh-verify` mode of the request (default `sampled`). */
+export function verifyMode(c: Context<AppEnv>): Verify {
+  const verify = c.req.header('x-mesh-verify') ?? 'sampled';
+  if (!VERIFY_MODES.has(verify)) throw new MeshError('invalid_request', 'x-mesh-verify must be none, sampled or redundant.');
+  return verify as Verify;
+}
+
+/** Runs the call on the best backend that answers and returns the consumer's response, receipt attached. */
+export async function runInference(c: Context<AppEnv>, call: InferenceCall): Promise<Response> {
+  const started = Date.now();
+  const s = settings(c.env);
+  const verify = verifyMode(c);
+  const [keys, oipSha256, consumerSha256, { pop, candidates }] = await Promise.all([
+    signingKeys(c.env),
+    sha256Hex(call.oipBody),
+    call.consumerBody ? sha256Hex(call.consumerBody) : undefined,
+    candidatesFor(c, call.consumer, call.model),
+  ]);
+
+  let lastTimeout = false;
+  const failures: string[] = [];
+  for (const { backend } of candidates.slice(0, MAX_ATTEMPTS)) {
+    const result = await dispatch(backend, {
+      keys,
+      issuer: s.issuer,
+      consumer: call.consumer.sub,
+      model: call.model,
+      version: call.version,
+      body: call.oipBody,
+      bodySha256: oipSha256,
+      timeoutMs: s.backendTimeoutMs,
+    });
+    if (result.kind === 'failed') {
+      reportFailure(backend.id);
+      failures.push(`${backend.id}: ${result.reason}`);
+      lastTimeout = result.timeout;
+      console.warn(`infer ${call.model}: backend ${backend.id} failed (${result.reason}); trying the next one`);
+      continue;
+    }
+    reportSuccess(backend.id);
+    if (result.kind === 'rejected') {
+      return new Response(result.body, { status: result.status, headers: { 'content-type': result.contentType } });
+    }
+    let body: string | Uint8Array = result.body;
+    let contentType = result.contentType;
+    let outputSha256 = result.outputSha256;
+    if (call.shape) {
+      ({ body, contentType } = call.shape(result.body, result.units));
+      if (typeof body === 'string') body = new TextEncoder().encode(body);
+      outputSha256 = await sha256Hex(body);
+    }
+    const total = Date.now() - started;
+    const receipt = await signReceipt(keys, {
+      iss: s.issuer,
+      sub: call.consumer.sub,
+      jti: crypto.randomUUID(),
+      iat: Math.floor(Date.now() / 1000),
+      model: call.model,
+      model_version: call.version ?? backend.models.find((m) => m.name === call.model)?.version ?? '1',
+      provider: backend.provider,
+      backend: backend.id,
+      region: backend.region,
+      pop: pop.code,
+      units: result.units,
+      amount: priceOf(call.model, result.units),
+      input_sha256: consumerSha256 ?? oipSha256,
+      output_sha256: outputSha256,
+      latency_ms: total,
+      cache: 'miss',
+      verify,
+      attestation: result.attestation,
+    });
+    return new Response(body, {
+      status: 200,
+      headers: {
+        'content-type': contentType,
+        'x-mesh-receipt': receipt,
+        'x-mesh-region': backend.region,
+        'x-mesh-backend': backend.id,
+        'x-mesh-cache': 'miss',
+        'server-timing': `edge;dur=${Math.max(0, total - result.ms)}, backend;dur=${result.ms}, total;dur=${total}`,
+      },
+    });
+  }
+  const detail = failures.join('; ');
+  throw lastTimeout
+    ? new MeshError('backend_timeout', `Every backend tried for "${call.model}" timed out (${detail}).`)
+    : new MeshError('backend_failed', `Every backend tried for "${call.model}" failed (${detail}).`);
+}

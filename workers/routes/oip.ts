@@ -1,0 +1,27 @@
+/** Open Inference Protocol v2 routes for consumers (API.md section 2): infer and model metadata. */
+
+import { Hono, type Context } from 'hono';
+import { parseInferRequest, parseJson } from '../../shared/protocol.ts';
+import { authenticate } from '../auth.ts';
+import type { AppEnv } from '../context.ts';
+import { readBody, runInference } from '../inference.ts';
+import { modelMetadata } from '../metadata.ts';
+
+async function infer(c: Context<AppEnv>): Promise<Response> {
+  const consumer = await authenticate(c.env, c.req.header('authorization'), ['consumer']);
+  const body = await readBody(c);
+  // Malformed tensors are refused here, before any backend is bothered.
+  parseInferRequest(parseJson(new TextDecoder().decode(body)));
+  return runInference(c, { consumer, model: c.req.param('model')!, version: c.req.param('version'), oipBody: body });
+}
+
+async function metadata(c: Context<AppEnv>): Promise<Response> {
+  const consumer = await authenticate(c.env, c.req.header('authorization'), ['consumer']);
+  return c.json(await modelMetadata(c, consumer, c.req.param('model')!, c.req.param('version')));
+}
+
+export const oipRoutes = new Hono<AppEnv>()
+  .post('/v2/models/:model/infer', infer)
+  .post('/v2/models/:model/versions/:version/infer', infer)
+  .get('/v2/models/:model', metadata)
+  .get('/v2/models/:model/versions/:version', metadata);

@@ -1,0 +1,84 @@
+/**
+ * OpenAI-compatible routes (API.md section 2): `POST /v1/embeddings` and
+ * `GET /v1/models`, so OpenAI SDKs work with `baseURL = <edge>/v1`. The
+ * receipt covers the OpenAI-shaped body the consumer receives.
+ */
+
+import { Hono } from 'hono';
+import { MeshError } from '../../shared/errors.ts';
+import { parseJson } from '../../shared/protocol.ts';
+import { authenticate } from '../auth.ts';
+import type { AppEnv } from '../context.ts';
+import { allowedRegions, readBody, runInference } from '../inference.ts';
+import { modelMetadata } from '../metadata.ts';
+import { settings } from '../env.ts';
+import { getSnapshot } from '../snapshot.ts';
+import { isRows, oipRequestBytes, outputRows, type Rows } from '../translate.ts';
+
+const EMBEDDING_FIELDS = new Set(['model', 'input', 'encoding_format', 'dimensions', 'user']);
+const MAX_INPUTS = 2048;
+
+function base64Floats(row: number[]): string {
+  const bytes = new Uint8Array(new Float32Array(row).buffer);
+  let bin = '';
+  for (let i = 0; i < bytes.length; i++) bin += String.fromCharCode(bytes[i]!);
+  return btoa(bin);
+}
+
+export const openaiRoutes = new Hono<AppEnv>()
+  .post('/v1/embeddings', async (c) => {
+    const consumer = await authenticate(c.env, c.req.header('authorization'), ['consumer']);
+    const consumerBody = await readBody(c);
+    const req = parseJson(new TextDecoder().decode(consumerBody)) as Record<string, unknown>;
+    if (typeof req !== 'object' || req === null || Array.isArray(req)) throw new MeshError('invalid_request', 'The body must be a JSON object.');
+    for (const key of Object.keys(req)) {
+      if (!EMBEDDING_FIELDS.has(key)) throw new MeshError('invalid_request', `Unknown field "${key}".`);
+    }
+    const { model, input, encoding_format: format = 'float', dimensions } = req;
+    if (typeof model !== 'string' || model.length === 0) throw new MeshError('invalid_request', '"model" must be a model name (see GET /v1/models).');
+    if (format !== 'float' && format !== 'base64') throw new MeshError('invalid_request', '"encoding_format" must be "float" or "base64".');
+    const rows: unknown =
+      typeof input === 'string' ? [input] : Array.isArray(input) && input.length > 0 && typeof input[0] === 'number' ? [input] : input;
+    if (!isRows(rows)) {
+      throw new MeshError('invalid_request', '"input" must be a string, an array of strings, an array of token ids, or an array of token-id arrays (none empty).');
+    }
+    if (rows.length > MAX_INPUTS) throw new MeshError('invalid_request', `"input" may hold at most ${MAX_INPUTS} items.`);
+    const meta = await modelMetadata(c, consumer, model);
+    const width = meta.outputs[0]?.shape.at(-1);
+    if (dimensions !== undefined && dimensions !== width) {
+      throw new MeshError('invalid_request', `"${model}" returns ${width}-dimensional embeddings; "dimensions" cannot change that.`);
+    }
+    return runInference(c, {
+      consumer,
+      model,
+      oipBody: oipRequestBytes(meta, rows as Rows),
+      consumerBody,
+      shape: (oip, units) => ({
+        contentType: 'application/json',
+        body: JSON.stringify({
+          object: 'list',
+          data: outputRows(oip).map((row, index) => ({
+            object: 'embedding',
+            index,
+            embedding: format === 'base64' ? base64Floats(row) : row,
+          })),
+          model,
+          usage: { prompt_tokens: units.input, total_tokens: units.input },
+        }),
+      }),
+    });
+  })
+  .get('/v1/models', async (c) => {
+    const consumer = await authenticate(c.env, c.req.header('authorization'), ['consumer']);
+    const regions = allowedRegions(c, consumer);
+    const snapshot = await getSnapshot(c.env, c.executionCtx, settings(c.env).snapshotRefreshMs);
+    const names = new Set<string>();
+    for (const b of snapshot.backends) {
+      if (!b.ready || (regions && !regions.has(b.region))) continue;
+      for (const m of b.models) if (m.warm) names.add(m.name);
+    }
+    return c.json({
+      object: 'list',
+      data: [...names].sort().map((id) => ({ id, object: 'model', created: 0, owned_by: 'edge-inference-mesh' })),
+    });
+  });

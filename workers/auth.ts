@@ -3,14 +3,18 @@
  * key): consumer API keys, admin and billing tokens. Verified with an explicit
  * algorithm list, typ, issuer, audience and a required `exp`; a verified key is
  * remembered per isolate until it expires, so the hot path pays one signature
- * check per key, not per request.
+ * check per key, not per request. Revoked keys are refused from the isolate's
+ * snapshot (fresh within SNAPSHOT_REFRESH_MS), not by a call per request.
  */
 
 import { errors as joseErrors, jwtVerify, type JWTHeaderParameters } from 'jose';
 import { MeshError } from '../shared/errors.ts';
 import { ALGORITHMS, KEY_AUDIENCE, TYP, type KeyClaims, type KeyRole } from '../shared/tokens.ts';
+import type { Context } from 'hono';
+import type { AppEnv } from './context.ts';
 import { settings, type Env } from './env.ts';
 import { signingKeys, type SigningKeys } from './keys.ts';
+import { getSnapshot } from './snapshot.ts';
 
 const CACHE_MAX = 10_000;
 const verified = new Map<string, KeyClaims>();
@@ -53,8 +57,9 @@ async function verifyKey(env: Env, token: string): Promise<KeyClaims> {
  * Authenticates a request's bearer key and checks its role.
  * Throws 401 (`unauthorized` / `invalid_token`) or 403 (`forbidden`).
  */
-export async function authenticate(env: Env, authorization: string | null | undefined, roles: readonly KeyRole[]): Promise<KeyClaims> {
-  const token = bearer(authorization);
+export async function authenticate(c: Context<AppEnv>, roles: readonly KeyRole[]): Promise<KeyClaims> {
+  const env = c.env;
+  const token = bearer(c.req.header('authorization'));
   if (!token) throw new MeshError('unauthorized', 'Send your key as "Authorization: Bearer <key>".');
   let claims = verified.get(token);
   if (claims && claims.exp * 1000 <= Date.now()) {
@@ -66,6 +71,8 @@ export async function authenticate(env: Env, authorization: string | null | unde
     if (verified.size >= CACHE_MAX) verified.delete(verified.keys().next().value!);
     verified.set(token, claims);
   }
+  const { revoked } = await getSnapshot(env, c.executionCtx, settings(env).snapshotRefreshMs);
+  if (revoked.has(claims.jti)) throw new MeshError('invalid_token', 'This key has been revoked.');
   if (!roles.includes(claims.role)) {
     throw new MeshError('forbidden', `This route needs a ${roles.join(' or ')} key; yours is a ${claims.role} key.`);
   }

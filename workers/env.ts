@@ -4,11 +4,11 @@
  */
 
 import type { RegionDirectory } from './directory/RegionDirectory.ts';
-import type { ProviderRegistry } from './registry/ProviderRegistry.ts';
+import type { OperatorRegistry } from './operator/OperatorRegistry.ts';
 
 export interface Env {
   REGION_DIRECTORY: DurableObjectNamespace<RegionDirectory>;
-  PROVIDER_REGISTRY: DurableObjectNamespace<ProviderRegistry>;
+  OPERATOR_REGISTRY: DurableObjectNamespace<OperatorRegistry>;
   /** Secret: the mesh's private signing keys, a JWKS of Ed25519 private JWKs with `kid`; the first signs. */
   MESH_SIGNING_KEYS?: string;
   MESH_ISSUER: string;

@@ -4,7 +4,7 @@ import { app } from './app.ts';
 import type { Env } from './env.ts';
 
 export { RegionDirectory } from './directory/RegionDirectory.ts';
-export { ProviderRegistry } from './registry/ProviderRegistry.ts';
+export { OperatorRegistry } from './operator/OperatorRegistry.ts';
 
 export default {
   fetch: app.fetch,

@@ -19,11 +19,13 @@ import { isEjected, reportFailure, reportSuccess } from './outliers.ts';
 import { resolvePop, type Pop } from './pop.ts';
 import { signReceipt } from './receipts.ts';
 import { isKnownModel, rankCandidates, type Candidate } from './routing.ts';
-import { getSnapshot } from './snapshot.ts';
+import { getSnapshot, refreshSnapshot } from './snapshot.ts';
 
 /** At most this many backends are tried for one request. */
 export const MAX_ATTEMPTS = 3;
 const RETRY_AFTER_S = 5;
+/** A snapshot older than this is refreshed once before a request is refused for want of a backend. */
+const STALE_BEFORE_REFUSING_MS = 250;
 const VERIFY_MODES = new Set(['none', 'sampled', 'redundant']);
 
 export type Verify = ReceiptClaims['verify'];
@@ -61,8 +63,13 @@ export async function candidatesFor(c: Context<AppEnv>, consumer: KeyClaims, mod
   const s = settings(c.env);
   const regions = allowedRegions(c, consumer);
   const pop = resolvePop(c.req.raw, s.dev);
-  const snapshot = await getSnapshot(c.env, c.executionCtx, s.snapshotRefreshMs);
-  const candidates = rankCandidates(snapshot.backends, { model, from: pop, regions, isEjected });
+  let snapshot = await getSnapshot(c.env, c.executionCtx, s.snapshotRefreshMs);
+  let candidates = rankCandidates(snapshot.backends, { model, from: pop, regions, isEjected });
+  if (candidates.length === 0 && Date.now() - snapshot.at > STALE_BEFORE_REFUSING_MS) {
+    // Before refusing, make sure the refusal is not an artefact of an old snapshot.
+    snapshot = await refreshSnapshot(c.env);
+    candidates = rankCandidates(snapshot.backends, { model, from: pop, regions, isEjected });
+  }
   if (candidates.length === 0) {
     if (!isKnownModel(snapshot.backends, model)) {
       throw new MeshError('model_not_found', `No backend in the mesh serves a model named "${model}".`);

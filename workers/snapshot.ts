@@ -1,5 +1,6 @@
 /**
- * The isolate's view of every region's backends. The per-request path reads
+ * The isolate's view of every region's backends, and of the revoked keys.
+ * The per-request path reads
  * this in-memory snapshot; it is refreshed from the RegionDirectory objects in
  * the background (`ctx.waitUntil`) once it is older than SNAPSHOT_REFRESH_MS.
  * Only a cold isolate, with no snapshot yet, waits for the first fetch.
@@ -14,6 +15,8 @@ export interface Snapshot {
   at: number;
   backends: BackendEntry[];
   byRegion: Map<string, BackendEntry[]>;
+  /** `jti`s of revoked bearer keys. */
+  revoked: ReadonlySet<string>;
 }
 
 let current: Snapshot | undefined;
@@ -21,9 +24,10 @@ let inFlight: Promise<Snapshot> | undefined;
 
 async function fetchSnapshot(env: Env): Promise<Snapshot> {
   const at = Date.now();
-  const results = await Promise.allSettled(
-    REGIONS.map((r) => env.REGION_DIRECTORY.getByName(r.id, { locationHint: r.locationHint }).backends()),
-  );
+  const [revoked, ...results] = await Promise.allSettled([
+    env.OPERATOR_REGISTRY.getByName('global').revokedKeys(),
+    ...REGIONS.map((r) => env.REGION_DIRECTORY.getByName(r.id, { locationHint: r.locationHint }).backends()),
+  ]);
   const byRegion = new Map<string, BackendEntry[]>();
   results.forEach((result, i) => {
     const region = REGIONS[i]!.id;
@@ -35,12 +39,20 @@ async function fetchSnapshot(env: Env): Promise<Snapshot> {
       byRegion.set(region, current?.byRegion.get(region) ?? []);
     }
   });
-  const snap: Snapshot = { at, backends: [...byRegion.values()].flat(), byRegion };
+  if (revoked!.status === 'rejected') console.warn(`snapshot: revoked keys failed: ${String(revoked!.reason)}`);
+  const snap: Snapshot = {
+    at,
+    backends: [...byRegion.values()].flat(),
+    byRegion,
+    // Revocations are never forgotten because one fetch failed.
+    revoked: revoked!.status === 'fulfilled' ? new Set(revoked!.value as string[]) : (current?.revoked ?? new Set()),
+  };
   current = snap;
   return snap;
 }
 
-function refresh(env: Env): Promise<Snapshot> {
+/** Fetches a fresh snapshot now (shared by concurrent callers). Only for paths that are already failing or rare. */
+export function refreshSnapshot(env: Env): Promise<Snapshot> {
   inFlight ??= fetchSnapshot(env).finally(() => {
     inFlight = undefined;
   });
@@ -52,12 +64,17 @@ function refresh(env: Env): Promise<Snapshot> {
  * only when the isolate has none yet.
  */
 export async function getSnapshot(env: Env, ctx: { waitUntil(p: Promise<unknown>): void }, refreshMs: number): Promise<Snapshot> {
-  if (!current) return refresh(env);
-  if (Date.now() - current.at >= refreshMs && !inFlight) ctx.waitUntil(refresh(env).catch(() => undefined));
+  if (!current) return refreshSnapshot(env);
+  if (Date.now() - current.at >= refreshMs && !inFlight) ctx.waitUntil(refreshSnapshot(env).catch(() => undefined));
   return current;
 }
 
 /** Makes the next request fetch a fresh snapshot (after a registration changed the directory). */
 export function invalidateSnapshot(): void {
   if (current) current = { ...current, at: 0 };
+}
+
+/** Applies a revocation to this isolate's snapshot at once; others see it on their next refresh. */
+export function noteRevoked(jti: string): void {
+  if (current) current = { ...current, revoked: new Set([...current.revoked, jti]) };
 }

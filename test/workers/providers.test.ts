@@ -106,7 +106,7 @@ describe('RegionDirectory expiry', () => {
   it('drops a backend whose heartbeats stopped when its alarm fires', async () => {
     const p = await admitProvider('prov-g');
     const stub = env.REGION_DIRECTORY.getByName('ap-southeast');
-    const key = (await env.PROVIDER_REGISTRY.getByName('global').get(p.id))!.publicJwk;
+    const key = (await env.OPERATOR_REGISTRY.getByName('global').get(p.id))!.publicJwk;
     await stub.heartbeat(p.id, key, heartbeatBody('short', 'ap-southeast'), 50);
     await stub.heartbeat(p.id, key, heartbeatBody('long', 'ap-southeast'), 60_000);
     expect((await stub.backends()).map((b) => b.id)).toEqual(['long', 'short']);

@@ -2,10 +2,8 @@ import { env } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import { popLocation } from '../../shared/geo.ts';
 import { rankCandidates } from '../../workers/routing.ts';
-import { getSnapshot } from '../../workers/snapshot.ts';
+import { refreshSnapshot } from '../../workers/snapshot.ts';
 import { admitProvider, call, heartbeatBody, keyFor, sendHeartbeat } from './helpers.ts';
-
-const ctx = { waitUntil: (_p: Promise<unknown>) => {} };
 
 describe('routing from the directories, per PoP', () => {
   it('sends each PoP to its nearest region with the model warm, then to the next one', async () => {
@@ -15,7 +13,7 @@ describe('routing from the directories, per PoP', () => {
     }
     // A cold backend in Jakarta must not attract Jakarta's traffic.
     await sendHeartbeat(p, heartbeatBody('cgk-cold', 'ap-southeast-3', { models: [{ name: 'embed', version: '1', warm: false, maxBatchSize: 8, p50Ms: 5 }] }));
-    const snap = await getSnapshot(env, ctx, 0);
+    const snap = await refreshSnapshot(env);
     const first = (colo: string) => rankCandidates(snap.backends, { model: 'embed', from: popLocation(colo)! })[0]?.backend.region;
     expect(first('SIN')).toBe('ap-southeast');
     expect(first('CGK')).toBe('ap-southeast');

@@ -1,6 +1,7 @@
 /**
  * Operator routes, admin token only: admit providers (API.md section 3), see
- * the backends the mesh knows, and issue bearer keys (consumer, billing, admin).
+ * the backends the mesh knows, issue bearer keys (consumer, billing, admin)
+ * and revoke them.
  */
 
 import { Hono } from 'hono';
@@ -8,20 +9,23 @@ import { MeshError } from '../../shared/errors.ts';
 import { isEd25519PublicJwk, issueKey } from '../../shared/keys.ts';
 import { parseJson } from '../../shared/protocol.ts';
 import { isRegionId, REGIONS } from '../../shared/regions.ts';
-import type { KeyRole } from '../../shared/tokens.ts';
+import { decodePayload, type KeyClaims, type KeyRole } from '../../shared/tokens.ts';
 import { authenticate } from '../auth.ts';
 import type { AppEnv } from '../context.ts';
 import { settings } from '../env.ts';
 import { signingKeys } from '../keys.ts';
+import { noteRevoked } from '../snapshot.ts';
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const ROLES: readonly KeyRole[] = ['consumer', 'billing', 'admin'];
+/** A revocation named by jti alone is kept this long (longer than any key we issue by default). */
+const MAX_KEY_LIFETIME_MS = 10 * 365 * 24 * 3600 * 1000;
 
 const invalid = (message: string) => new MeshError('invalid_request', message);
 
 export const adminRoutes = new Hono<AppEnv>()
   .use('/admin/*', async (c, next) => {
-    await authenticate(c.env, c.req.header('authorization'), ['admin']);
+    await authenticate(c, ['admin']);
     await next();
   })
   .post('/admin/providers', async (c) => {
@@ -34,10 +38,10 @@ export const adminRoutes = new Hono<AppEnv>()
       throw invalid('"publicJwk" must be an Ed25519 public JWK ({ "kty": "OKP", "crv": "Ed25519", "x": ... }) without a private part.');
     }
     const { kty, crv, x, kid } = body.publicJwk;
-    const { created } = await c.env.PROVIDER_REGISTRY.getByName('global').put(body.id, { kty, crv, x, ...(kid ? { kid } : {}) });
+    const { created } = await c.env.OPERATOR_REGISTRY.getByName('global').put(body.id, { kty, crv, x, ...(kid ? { kid } : {}) });
     return c.json({ id: body.id, created }, created ? 201 : 200);
   })
-  .get('/admin/providers', async (c) => c.json({ providers: await c.env.PROVIDER_REGISTRY.getByName('global').list() }))
+  .get('/admin/providers', async (c) => c.json({ providers: await c.env.OPERATOR_REGISTRY.getByName('global').list() }))
   .get('/admin/backends', async (c) => {
     const lists = await Promise.all(
       REGIONS.map((r) => c.env.REGION_DIRECTORY.getByName(r.id, { locationHint: r.locationHint }).backends()),
@@ -65,5 +69,18 @@ export const adminRoutes = new Hono<AppEnv>()
       ...(regions ? { regions: regions as string[] } : {}),
       ...(ttlSeconds ? { ttlSeconds: ttlSeconds as number } : {}),
     });
-    return c.json({ key, sub, role }, 201);
+    const { jti, exp } = decodePayload<KeyClaims>(key)!;
+    return c.json({ key, sub, role, jti, exp }, 201);
+  })
+  .post('/admin/keys/revoke', async (c) => {
+    const body = parseJson(await c.req.text()) as Record<string, unknown>;
+    if (typeof body !== 'object' || body === null) throw invalid('The body must be { "jti" } or { "key" }.');
+    // A key names itself; decoding without verifying is enough to revoke it (revoking a forged one harms nothing).
+    const claims = typeof body.key === 'string' ? decodePayload<Partial<KeyClaims>>(body.key) : (body as Partial<KeyClaims>);
+    const jti = claims?.jti;
+    if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256) throw invalid('Name the key to revoke by "jti", or send the whole "key".');
+    const exp = typeof claims?.exp === 'number' ? claims.exp * 1000 : Date.now() + MAX_KEY_LIFETIME_MS;
+    const { revoked } = await c.env.OPERATOR_REGISTRY.getByName('global').revoke(jti, exp);
+    noteRevoked(jti);
+    return c.json({ jti, revoked, until: new Date(exp).toISOString() });
   });

@@ -33,7 +33,7 @@ function cosine(a: number[], b: number[]): number {
 }
 
 async function run(c: Context<AppEnv>): Promise<Response> {
-  const consumer = await authenticate(c.env, c.req.header('authorization'), ['consumer']);
+  const consumer = await authenticate(c, ['consumer']);
   const model = c.req.param('model')!;
   const consumerBody = await readBody(c);
   const req = parseJson(new TextDecoder().decode(consumerBody)) as Record<string, unknown>;

@@ -8,7 +8,7 @@ import { readBody, runInference } from '../inference.ts';
 import { modelMetadata } from '../metadata.ts';
 
 async function infer(c: Context<AppEnv>): Promise<Response> {
-  const consumer = await authenticate(c.env, c.req.header('authorization'), ['consumer']);
+  const consumer = await authenticate(c, ['consumer']);
   const body = await readBody(c);
   // Malformed tensors are refused here, before any backend is bothered.
   parseInferRequest(parseJson(new TextDecoder().decode(body)));
@@ -16,7 +16,7 @@ async function infer(c: Context<AppEnv>): Promise<Response> {
 }
 
 async function metadata(c: Context<AppEnv>): Promise<Response> {
-  const consumer = await authenticate(c.env, c.req.header('authorization'), ['consumer']);
+  const consumer = await authenticate(c, ['consumer']);
   return c.json(await modelMetadata(c, consumer, c.req.param('model')!, c.req.param('version')));
 }
 

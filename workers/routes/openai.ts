@@ -27,7 +27,7 @@ function base64Floats(row: number[]): string {
 
 export const openaiRoutes = new Hono<AppEnv>()
   .post('/v1/embeddings', async (c) => {
-    const consumer = await authenticate(c.env, c.req.header('authorization'), ['consumer']);
+    const consumer = await authenticate(c, ['consumer']);
     const consumerBody = await readBody(c);
     const req = parseJson(new TextDecoder().decode(consumerBody)) as Record<string, unknown>;
     if (typeof req !== 'object' || req === null || Array.isArray(req)) throw new MeshError('invalid_request', 'The body must be a JSON object.');
@@ -69,7 +69,7 @@ export const openaiRoutes = new Hono<AppEnv>()
     });
   })
   .get('/v1/models', async (c) => {
-    const consumer = await authenticate(c.env, c.req.header('authorization'), ['consumer']);
+    const consumer = await authenticate(c, ['consumer']);
     const regions = allowedRegions(c, consumer);
     const snapshot = await getSnapshot(c.env, c.executionCtx, settings(c.env).snapshotRefreshMs);
     const names = new Set<string>();

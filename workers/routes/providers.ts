@@ -21,7 +21,7 @@ const providers = new Map<string, { jwk: JWK; key: CryptoKey; at: number }>();
 async function providerKey(env: Env, id: string): Promise<{ jwk: JWK; key: CryptoKey }> {
   const hit = providers.get(id);
   if (hit && Date.now() - hit.at < PROVIDER_CACHE_MS) return hit;
-  const record = await env.PROVIDER_REGISTRY.getByName('global').get(id);
+  const record = await env.OPERATOR_REGISTRY.getByName('global').get(id);
   if (!record) {
     providers.delete(id);
     throw new MeshError('unknown_provider', `Provider "${id}" is not admitted; the operator adds it with POST /admin/providers.`);

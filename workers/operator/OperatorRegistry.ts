@@ -1,7 +1,9 @@
 /**
- * ProviderRegistry: the providers the operator admitted, with their Ed25519
- * public keys (API.md section 3, `POST /admin/providers`). One object for the
- * mesh (`getByName("global")`); read on heartbeats only, never per inference.
+ * OperatorRegistry: the operator's decisions, one object for the mesh
+ * (`getByName("global")`): the providers admitted with their Ed25519 public
+ * keys (API.md section 3, `POST /admin/providers`), read on heartbeats, and
+ * the bearer keys revoked before their expiry, which isolates copy into their
+ * snapshot so that no request waits on this object.
  */
 
 import { DurableObject } from 'cloudflare:workers';
@@ -17,9 +19,11 @@ export interface ProviderRecord {
 
 const MIGRATIONS = [
   ['CREATE TABLE providers (id TEXT PRIMARY KEY, public_jwk TEXT NOT NULL, added_at INTEGER NOT NULL)'],
+  // expires_at: the revoked key's own exp (ms); past it the key is dead anyway and the row goes.
+  ['CREATE TABLE revoked_keys (jti TEXT PRIMARY KEY, expires_at INTEGER NOT NULL, revoked_at INTEGER NOT NULL)'],
 ] as const;
 
-export class ProviderRegistry extends DurableObject<Env> {
+export class OperatorRegistry extends DurableObject<Env> {
   #sql: Sql;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -53,5 +57,23 @@ export class ProviderRegistry extends DurableObject<Env> {
     return this.#sql
       .all<{ id: string; public_jwk: string; added_at: number }>('SELECT id, public_jwk, added_at FROM providers ORDER BY id')
       .map((r) => ({ id: r.id, publicJwk: JSON.parse(r.public_jwk) as JWK, addedAt: r.added_at }));
+  }
+
+  /** Revokes a bearer key by its `jti` until `expiresAt` (ms; the key's own `exp`). */
+  revoke(jti: string, expiresAt: number): { revoked: boolean } {
+    const now = Date.now();
+    this.#sql.run('DELETE FROM revoked_keys WHERE expires_at <= ?', now);
+    const written = this.#sql.run(
+      'INSERT INTO revoked_keys (jti, expires_at, revoked_at) VALUES (?, ?, ?) ON CONFLICT(jti) DO NOTHING',
+      jti,
+      expiresAt,
+      now,
+    );
+    return { revoked: written > 0 };
+  }
+
+  /** The `jti`s of revoked keys that have not expired yet. */
+  revokedKeys(): string[] {
+    return this.#sql.all<{ jti: string }>('SELECT jti FROM revoked_keys WHERE expires_at > ?', Date.now()).map((r) => r.jti);
   }
 }

@@ -88,6 +88,23 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * wrangler dev cannot fetch `Request.cf` offline and prints a stack trace for
+ * it each time; that is expected here, so the launcher keeps one line of it.
+ */
+function quietEdge(log: (line: string) => void): (line: string) => void {
+  let said = false;
+  return (line) => {
+    if (/ENOTFOUND workers\.cloudflare\.com|^\[edge\]\s+at /.test(line)) return;
+    if (line.includes('Unable to fetch the `Request.cf` object')) {
+      if (said) return;
+      said = true;
+      line = '[edge] (expected offline) wrangler cannot fetch Request.cf; the edge uses x-mesh-dev-colo or a placeholder';
+    }
+    log(line);
+  };
+}
+
 function pipeLines(child: ChildProcess, prefix: string, log: (line: string) => void): void {
   for (const stream of [child.stdout, child.stderr]) {
     let buf = '';
@@ -188,7 +205,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
     { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: 'false', PATH: `${BIN}:${process.env.PATH}` }, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
   );
   children.push(edge);
-  pipeLines(edge, '[edge]', log);
+  pipeLines(edge, '[edge]', quietEdge(log));
 
   const stopAll = async () => {
     stopping = true;

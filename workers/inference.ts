@@ -59,20 +59,26 @@ export function allowedRegions(c: Context<AppEnv>, consumer: KeyClaims): Set<str
 }
 
 /** The ranked backends for `model` as seen from this request's PoP; 404 or 503 when there are none. */
-export async function candidatesFor(c: Context<AppEnv>, consumer: KeyClaims, model: string): Promise<{ pop: Pop; candidates: Candidate[] }> {
+export async function candidatesFor(
+  c: Context<AppEnv>,
+  consumer: KeyClaims,
+  model: string,
+  version?: string,
+): Promise<{ pop: Pop; candidates: Candidate[] }> {
   const s = settings(c.env);
   const regions = allowedRegions(c, consumer);
   const pop = resolvePop(c.req.raw, s.dev);
   let snapshot = await getSnapshot(c.env, c.executionCtx, s.snapshotRefreshMs);
-  let candidates = rankCandidates(snapshot.backends, { model, from: pop, regions, isEjected });
+  let candidates = rankCandidates(snapshot.backends, { model, version, from: pop, regions, isEjected });
   if (candidates.length === 0 && Date.now() - snapshot.at > STALE_BEFORE_REFUSING_MS) {
     // Before refusing, make sure the refusal is not an artefact of an old snapshot.
     snapshot = await refreshSnapshot(c.env);
-    candidates = rankCandidates(snapshot.backends, { model, from: pop, regions, isEjected });
+    candidates = rankCandidates(snapshot.backends, { model, version, from: pop, regions, isEjected });
   }
   if (candidates.length === 0) {
-    if (!isKnownModel(snapshot.backends, model)) {
-      throw new MeshError('model_not_found', `No backend in the mesh serves a model named "${model}".`);
+    if (!isKnownModel(snapshot.backends, model, version)) {
+      const what = version === undefined ? `a model named "${model}"` : `version "${version}" of "${model}"`;
+      throw new MeshError('model_not_found', `No backend in the mesh serves ${what}.`);
     }
     const where = regions ? ` in ${[...regions].join(', ')}` : '';
     throw new MeshError('no_capacity', `No ready backend has "${model}" warm${where} right now; retry shortly.`, {
@@ -108,7 +114,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     signingKeys(c.env),
     sha256Hex(call.oipBody),
     call.consumerBody ? sha256Hex(call.consumerBody) : undefined,
-    candidatesFor(c, call.consumer, call.model),
+    candidatesFor(c, call.consumer, call.model, call.version),
   ]);
 
   let lastTimeout = false;

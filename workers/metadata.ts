@@ -21,7 +21,7 @@ export async function modelMetadata(c: Context<AppEnv>, consumer: KeyClaims, mod
   const key = `${model}\u0000${version ?? ''}`;
   const hit = cache.get(key);
   if (hit && Date.now() - hit.at < TTL_MS) return hit.meta;
-  const { candidates } = await candidatesFor(c, consumer, model);
+  const { candidates } = await candidatesFor(c, consumer, model, version);
   const path = `/v2/models/${encodeURIComponent(model)}${version ? `/versions/${encodeURIComponent(version)}` : ''}`;
   for (const { backend } of candidates.slice(0, MAX_ATTEMPTS)) {
     let res: Response;

@@ -12,6 +12,8 @@ import { servesWarm, type BackendEntry } from './directory/backend.ts';
 
 export interface RouteRequest {
   model: string;
+  /** A specific model version; any when absent. */
+  version?: string;
   /** Where the request entered the mesh. */
   from: LatLon;
   /** When present, only backends in these regions may serve (pinning, data residency). */
@@ -39,7 +41,7 @@ export function rankCandidates(backends: readonly BackendEntry[], req: RouteRequ
   const random = req.random ?? Math.random;
   const scored: (Candidate & { ejected: boolean; load: number; tie: number })[] = [];
   for (const backend of backends) {
-    if (!servesWarm(backend, req.model)) continue;
+    if (!servesWarm(backend, req.model, req.version)) continue;
     if (req.regions && !req.regions.has(backend.region)) continue;
     const region = regionById(backend.region);
     const at = region ?? backend;
@@ -61,7 +63,7 @@ export function rankCandidates(backends: readonly BackendEntry[], req: RouteRequ
   return scored.map(({ backend, distanceKm }) => ({ backend, distanceKm }));
 }
 
-/** True when any backend, warm or not, ready or not, announces `model`. */
-export function isKnownModel(backends: readonly BackendEntry[], model: string): boolean {
-  return backends.some((b) => b.models.some((m) => m.name === model));
+/** True when any backend, warm or not, ready or not, announces `model` (at `version`, when given). */
+export function isKnownModel(backends: readonly BackendEntry[], model: string, version?: string): boolean {
+  return backends.some((b) => b.models.some((m) => m.name === model && (version === undefined || m.version === version)));
 }

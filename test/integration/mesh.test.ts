@@ -148,6 +148,24 @@ describe('bad input', () => {
     }
     expect((await infer('FRA', embedBody(), 'embed')).status).toBe(200);
   });
+
+  it('gets a 404 for an unknown model or version', async () => {
+    const unknown = await infer('FRA', embedBody(), 'no-such-model');
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ error: { code: 'model_not_found' } });
+    const res = await fetch(`${mesh.edgeUrl}/v2/models/embed/versions/9/infer`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${mesh.consumerKey}`, 'content-type': 'application/json' },
+      body: embedBody(),
+    });
+    expect(res.status).toBe(404);
+    const v1 = await fetch(`${mesh.edgeUrl}/v2/models/embed/versions/1/infer`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${mesh.consumerKey}`, 'content-type': 'application/json' },
+      body: embedBody(),
+    });
+    expect(v1.status).toBe(200);
+  });
 });
 
 describe('dispatch tokens at the backend', () => {

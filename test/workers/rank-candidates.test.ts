@@ -55,6 +55,13 @@ describe('rankCandidates (nearest warm region first)', () => {
     expect(ids(ejected)).toEqual(['busy', 'fra', 'idle']);
   });
 
+  it('serves a requested version only from backends that have it warm', () => {
+    const list = [backend('sg-v1', 'ap-southeast'), backend('fra-v2', 'eu-west', { models: [{ name: 'embed', version: '2', warm: true, maxBatchSize: 8, p50Ms: 5 }] })];
+    expect(ids(rankCandidates(list, { model: 'embed', version: '2', from: popLocation('SIN')! }))).toEqual(['fra-v2']);
+    expect(ids(rankCandidates(list, { model: 'embed', from: popLocation('SIN')! }))).toEqual(['sg-v1', 'fra-v2']);
+    expect(isKnownModel(list, 'embed', '3')).toBe(false);
+  });
+
   it('never leaves the allowed regions', () => {
     const only = rankCandidates(mesh, { model: 'embed', from: popLocation('SIN')!, regions: new Set(['eu-west']) });
     expect(ids(only)).toEqual(['fra']);

@@ -22,7 +22,7 @@ export interface BackendEntry {
   expiresAt: number;
 }
 
-/** True when the backend is ready and has `model` loaded and warm. */
-export function servesWarm(b: BackendEntry, model: string): boolean {
-  return b.ready && b.models.some((m) => m.name === model && m.warm);
+/** True when the backend is ready and has `model` (at `version`, when given) loaded and warm. */
+export function servesWarm(b: BackendEntry, model: string, version?: string): boolean {
+  return b.ready && b.models.some((m) => m.name === model && m.warm && (version === undefined || m.version === version));
 }

@@ -115,7 +115,7 @@ function pipeLines(child: ChildProcess, prefix: string, log: (line: string) => v
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl).trimEnd();
         buf = buf.slice(nl + 1);
-        if (line) log(`${prefix} ${line}`);
+        if (line) log(prefix ? `${prefix} ${line}` : line);
       }
     });
   }
@@ -269,7 +269,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
           });
           children.push(child);
           backend.process = child;
-          pipeLines(child, `[${spec.id}]`, log);
+          // The backend prefixes its own lines with `[backend <id>]`.
+          pipeLines(child, '', log);
           child.once('exit', (code, sig) => {
             if (!stopping && backend.process === child) log(`[mesh] backend ${spec.id} exited (${sig ?? code})`);
           });

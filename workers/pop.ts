@@ -12,6 +12,8 @@ export interface Pop extends LatLon {
 }
 
 export const DEV_COLO_HEADER = 'x-mesh-dev-colo';
+/** The `pop` a receipt names when the runtime gave no colo. */
+const UNKNOWN_COLO = 'unknown';
 
 /** Resolves the PoP of a request. Unknown dev colo: 400. No location at all: lat/lon 0. */
 export function resolvePop(request: Request, dev: boolean): Pop {
@@ -24,7 +26,7 @@ export function resolvePop(request: Request, dev: boolean): Pop {
     }
   }
   const cf = (request as { cf?: IncomingRequestCfProperties }).cf;
-  const colo = typeof cf?.colo === 'string' ? cf.colo : 'XXX';
+  const colo = typeof cf?.colo === 'string' ? cf.colo : UNKNOWN_COLO;
   const at = popLocation(colo);
   if (at) return { code: colo, ...at };
   const lat = Number(cf?.latitude);

@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import { DecayingHistogram, LatencyBook, PeakEwma } from '../../../workers/routing/index.ts';
+
+describe('PeakEwma', () => {
+  it('jumps to a spike at once and decays back with its time constant', () => {
+    const e = new PeakEwma({ decayMs: 10_000 });
+    expect(e.value(0)).toBeUndefined();
+    let t = 0;
+    for (; t < 20_000; t += 100) e.observe(20, t);
+    expect(e.value(t)).toBeCloseTo(20, 6);
+    e.observe(500, t);
+    expect(e.value(t)).toBe(500); // no averaging on the way up
+    t += 100;
+    e.observe(20, t);
+    expect(e.value(t)!).toBeGreaterThan(490); // one fast sample barely moves it down
+    const spikeAt = t;
+    for (; t < spikeAt + 10_000; t += 100) e.observe(20, t);
+    // One time constant: ~1/e of the excess remains.
+    expect(e.value(t)!).toBeGreaterThan(20 + 480 * 0.3);
+    expect(e.value(t)!).toBeLessThan(20 + 480 * 0.45);
+    for (; t < spikeAt + 50_000; t += 100) e.observe(20, t);
+    expect(e.value(t)!).toBeLessThan(25);
+  });
+
+  it('decays by elapsed time, not by how many samples came', () => {
+    const sparse = new PeakEwma({ decayMs: 10_000 });
+    const dense = new PeakEwma({ decayMs: 10_000 });
+    sparse.observe(500, 0);
+    dense.observe(500, 0);
+    sparse.observe(20, 10_000);
+    for (let t = 10; t <= 10_000; t += 10) dense.observe(20, t);
+    expect(sparse.value(10_000)!).toBeCloseTo(dense.value(10_000)!, 0);
+  });
+
+  it('relaxes toward a prior while no samples arrive, and costs estimate x (pending + 1)', () => {
+    const e = new PeakEwma({ decayMs: 10_000 });
+    e.observe(1_000, 0);
+    expect(e.value(0, 50)).toBe(1_000);
+    expect(e.value(50_000, 50)!).toBeLessThan(60);
+    expect(e.value(50_000)).toBe(1_000); // without a prior it keeps what it measured
+    expect(e.cost(3, 0)).toBe(4_000);
+    expect(new PeakEwma().cost(3, 0)).toBe(0);
+  });
+});
+
+describe('DecayingHistogram', () => {
+  it('estimates p50 and p95 within a bucket (~10%)', () => {
+    const h = new DecayingHistogram();
+    for (let i = 1; i <= 1000; i++) h.observe(i / 10, 0); // uniform 0.1 .. 100 ms
+    expect(h.quantile(0.5)!).toBeGreaterThan(45);
+    expect(h.quantile(0.5)!).toBeLessThan(55);
+    expect(h.quantile(0.95)!).toBeGreaterThan(86);
+    expect(h.quantile(0.95)!).toBeLessThan(104);
+    expect(new DecayingHistogram().quantile(0.5)).toBeUndefined();
+  });
+
+  it('forgets an old regime', () => {
+    const h = new DecayingHistogram({ decayMs: 60_000 });
+    for (let i = 0; i < 200; i++) h.observe(10, i);
+    expect(h.quantile(0.5)!).toBeLessThan(11);
+    for (let i = 0; i < 50; i++) h.observe(100, 300_000 + i);
+    // 200 old samples weigh 200 x e^-5 ≈ 1.3 now: the median is the new regime.
+    expect(h.quantile(0.5)!).toBeGreaterThan(90);
+    expect(h.weight(300_049)).toBeLessThan(52);
+  });
+});
+
+describe('LatencyBook', () => {
+  it('keeps stats per (backend, model) and drops the least recently observed beyond its bound', () => {
+    const book = new LatencyBook({ maxEntries: 2 });
+    book.observe('a', 'embed', 10, 0);
+    book.observe('a', 'clf', 30, 0);
+    expect(book.get('a', 'embed')!.peak.value(0)).toBe(10);
+    expect(book.get('a', 'clf')!.peak.value(0)).toBe(30);
+    book.observe('a', 'embed', 12, 1); // 'a/embed' is now the most recent
+    book.observe('b', 'embed', 50, 2);
+    expect(book.get('a', 'clf')).toBeUndefined();
+    expect(book.get('a', 'embed')).toBeDefined();
+    expect(book.get('b', 'embed')).toBeDefined();
+  });
+});

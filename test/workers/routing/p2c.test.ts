@@ -1,0 +1,84 @@
+import { describe, expect, it } from 'vitest';
+import { p2cPool, pickAttempts, rankByScore, type Scored } from '../../../workers/routing/index.ts';
+import type { BackendEntry } from '../../../workers/directory/backend.ts';
+import { backend, ids, model, pop, seeded } from './fixtures.ts';
+
+const from = pop('FRA');
+
+/**
+ * Many requests from one isolate with feedback: each pick adds a pending call
+ * to the chosen backend, and the oldest of `concurrency` calls completes.
+ */
+function simulate(list: BackendEntry[], picks: number, concurrency: number, random: () => number): Map<string, number> {
+  const pending = new Map<string, number>();
+  const inFlight: string[] = [];
+  const counts = new Map<string, number>(list.map((b) => [b.id, 0]));
+  for (let i = 0; i < picks; i++) {
+    const ranked = rankByScore(list, { model: 'embed', from }, { pending }, 0);
+    const chosen = pickAttempts(ranked, random)[0]!.backend.id;
+    counts.set(chosen, counts.get(chosen)! + 1);
+    pending.set(chosen, (pending.get(chosen) ?? 0) + 1);
+    inFlight.push(chosen);
+    if (inFlight.length > concurrency) {
+      const done = inFlight.shift()!;
+      pending.set(done, pending.get(done)! - 1);
+    }
+  }
+  return counts;
+}
+
+describe('power of two choices', () => {
+  it('spreads load roughly evenly over equal backends', () => {
+    const list = ['a', 'b', 'c', 'd'].map((id) => backend(id, 'eu-west'));
+    const counts = simulate(list, 4_000, 16, seeded(1));
+    for (const n of counts.values()) {
+      expect(n / 4_000).toBeGreaterThan(0.2);
+      expect(n / 4_000).toBeLessThan(0.3);
+    }
+  });
+
+  it('gives a much slower backend a small share', () => {
+    const list = [
+      ...['a', 'b', 'c'].map((id) => backend(id, 'eu-west')),
+      backend('slow', 'eu-west', { models: [model({ p50Ms: 60 })] }),
+    ];
+    const counts = simulate(list, 4_000, 24, seeded(2));
+    const slow = counts.get('slow')! / 4_000;
+    expect(slow).toBeLessThan(0.1);
+    for (const id of ['a', 'b', 'c']) expect(counts.get(id)! / 4_000).toBeGreaterThan(0.28);
+  });
+
+  it('keeps isolates with the same snapshot from herding onto one backend', () => {
+    const list = ['a', 'b', 'c', 'd'].map((id) => backend(id, 'eu-west'));
+    const ranked = rankByScore(list, { model: 'embed', from }, {}, 0);
+    // The deterministic order puts every request of every isolate on one backend...
+    expect(new Set(Array.from({ length: 50 }, () => ranked[0]!.backend.id)).size).toBe(1);
+    // ...two isolates with their own randomness mostly disagree...
+    const one = seeded(11);
+    const two = seeded(22);
+    let same = 0;
+    for (let i = 0; i < 400; i++) if (pickAttempts(ranked, one)[0] === pickAttempts(ranked, two)[0]) same++;
+    expect(same / 400).toBeLessThan(0.4); // ~1/4 by chance
+    // ...and the first picks of 200 fresh isolates cover every backend.
+    const firsts = new Map<string, number>();
+    for (let s = 0; s < 200; s++) {
+      const id = pickAttempts(ranked, seeded(1_000 + s))[0]!.backend.id;
+      firsts.set(id, (firsts.get(id) ?? 0) + 1);
+    }
+    expect(firsts.size).toBe(4);
+    for (const n of firsts.values()) expect(n).toBeLessThan(100);
+  });
+
+  it('takes the cheaper of the two drawn, then the rest in score order', () => {
+    const c = (id: string, expectedMs: number) => ({ backend: { id }, expectedMs });
+    const ranked = [c('a', 10), c('b', 12), c('c', 14), c('far', 200)];
+    // Draws index 2 ('c'), then index 1 of the other two ('b'): 'b' is cheaper.
+    const draws = [0.7, 0.6];
+    const attempts = pickAttempts(ranked, () => draws.shift()!);
+    expect(ids(attempts)).toEqual(['b', 'a', 'c', 'far']);
+    // The far region is outside the band of the best and never drawn.
+    expect(ids(p2cPool(ranked))).toEqual(['a', 'b', 'c']);
+    expect(ids(pickAttempts([c('only', 10), c('far', 200)], () => 0.99))).toEqual(['only', 'far']);
+    expect(pickAttempts([] as Scored[], Math.random)).toEqual([]);
+  });
+});

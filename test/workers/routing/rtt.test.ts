@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { estimateRttMs as geometricRttMs, greatCircleKm } from '../../../shared/geo.ts';
+import { regionById } from '../../../shared/regions.ts';
+import { RttTable, estimateRttMs, physicalFloorMs } from '../../../workers/routing/index.ts';
+import { backend, pop } from './fixtures.ts';
+
+const iad = backend('iad-1', 'us-east');
+const fra = pop('FRA');
+const floorFraIad = physicalFloorMs(greatCircleKm(fra, regionById('us-east')!));
+
+describe('estimateRttMs', () => {
+  it('estimates from the great circle to the backend region, times inflation', () => {
+    const expected = geometricRttMs(fra, regionById('us-east')!);
+    expect(estimateRttMs(fra, iad)).toBeCloseTo(expected, 6);
+    expect(expected).toBeGreaterThan(100); // ~6,500 km, twice over, at 200 km/ms, x2
+    expect(estimateRttMs(fra, iad, undefined, { inflation: 1.5 })).toBeCloseTo(expected * 0.75, 6);
+    expect(floorFraIad).toBeCloseTo(expected / 2, 6);
+  });
+
+  it('is corrected by measured RTTs from the same PoP (EWMA), and only for that PoP', () => {
+    const table = new RttTable({ alpha: 0.3 });
+    table.observe('FRA', 'iad-1', 90);
+    expect(estimateRttMs(fra, iad, table)).toBe(90);
+    table.observe('FRA', 'iad-1', 80);
+    expect(estimateRttMs(fra, iad, table)).toBeCloseTo(87, 6);
+    expect(estimateRttMs(pop('CDG'), iad, table)).toBeCloseTo(geometricRttMs(pop('CDG'), regionById('us-east')!), 6);
+    expect(estimateRttMs({ lat: fra.lat, lon: fra.lon }, iad, table)).toBeCloseTo(geometricRttMs(fra, regionById('us-east')!), 6);
+  });
+
+  it('never goes below the physical floor of 1 ms per 100 km', () => {
+    const table = new RttTable();
+    table.observe('FRA', 'iad-1', 5); // faster than light: the claim or the sample is wrong
+    expect(estimateRttMs(fra, iad, table)).toBeCloseTo(floorFraIad, 6);
+    expect(estimateRttMs(fra, iad, undefined, { inflation: 0.5 })).toBeCloseTo(floorFraIad, 6);
+  });
+
+  it('keeps a bounded number of pairs', () => {
+    const table = new RttTable({ maxEntries: 2 });
+    table.observe('FRA', 'a', 1);
+    table.observe('FRA', 'b', 2);
+    table.observe('FRA', 'c', 3);
+    expect(table.measuredMs('FRA', 'a')).toBeUndefined();
+    expect(table.measuredMs('FRA', 'c')).toBe(3);
+  });
+});

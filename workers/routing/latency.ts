@@ -1,0 +1,192 @@
+/**
+ * Latency memory per backend, as the edge measures it: a peak-EWMA (Finagle's
+ * load metric: fast up, slow down) and a small decaying log-bucket histogram
+ * for quantiles (p50, p95), kept per (backend, model) in a bounded book. Pure
+ * data structures: every method takes `now`; nothing reads a clock.
+ *
+ * What to feed: the time from sending a dispatch to having its answer, as the
+ * edge saw it (network round trip, queueing and service together). The scorer
+ * subtracts its RTT estimate to get the backend's share, and the hedger uses
+ * the quantiles as they are.
+ */
+
+export interface PeakEwmaOptions {
+  /** Time constant of the decay toward lower samples, ms (default 10 s, Finagle's and Linkerd's). */
+  decayMs?: number;
+}
+
+export interface HistogramOptions {
+  /** Time constant with which old samples lose weight, ms (default 60 s). */
+  decayMs?: number;
+}
+
+export interface LatencyOptions {
+  peak?: PeakEwmaOptions;
+  histogram?: HistogramOptions;
+  /** At most this many (backend, model) entries are kept; the least recently observed goes first (default 4096). */
+  maxEntries?: number;
+}
+
+export const DEFAULT_PEAK_DECAY_MS = 10_000;
+export const DEFAULT_HISTOGRAM_DECAY_MS = 60_000;
+export const DEFAULT_MAX_LATENCY_ENTRIES = 4096;
+
+/**
+ * Peak-sensitive EWMA (Finagle's `PeakEwma`): a sample above the estimate
+ * replaces it at once; a sample below pulls it down with weight
+ * `1 - exp(-elapsed / decayMs)`, so the decay is set by time, not by sample rate.
+ *
+ * @example
+ * const e = new PeakEwma();
+ * e.observe(20, 0); e.observe(400, 10); // value(10) === 400: the spike counts at once
+ * e.observe(20, 30_000);                // value(30_000) ≈ 39: three time constants later
+ */
+export class PeakEwma {
+  readonly #decayMs: number;
+  #value: number | undefined;
+  #stamp = 0;
+
+  constructor(options: PeakEwmaOptions = {}) {
+    this.#decayMs = options.decayMs ?? DEFAULT_PEAK_DECAY_MS;
+  }
+
+  /** Adds one sample taken at `now` (ms). */
+  observe(sampleMs: number, now: number): void {
+    if (this.#value === undefined || sampleMs > this.#value) {
+      this.#value = sampleMs;
+    } else {
+      const w = Math.exp(-Math.max(0, now - this.#stamp) / this.#decayMs);
+      this.#value = this.#value * w + sampleMs * (1 - w);
+    }
+    this.#stamp = Math.max(this.#stamp, now);
+  }
+
+  /**
+   * The estimate at `now`; undefined before any sample (or `prior` when given).
+   * With a `prior`, an estimate that no sample refreshes relaxes toward it with
+   * the same time constant, so a backend penalised by one spike and then
+   * avoided is tried again rather than starved for ever.
+   */
+  value(now: number, prior?: number): number | undefined {
+    if (this.#value === undefined) return prior;
+    if (prior === undefined) return this.#value;
+    const w = Math.exp(-Math.max(0, now - this.#stamp) / this.#decayMs);
+    return prior + (this.#value - prior) * w;
+  }
+
+  /** Finagle's load metric: estimate x (pending + 1); 0 before any sample and without a prior. */
+  cost(pending: number, now: number, prior?: number): number {
+    return (this.value(now, prior) ?? 0) * (pending + 1);
+  }
+}
+
+/** Histogram buckets: [MIN x GROWTH^i, MIN x GROWTH^(i+1)), GROWTH = 2^(1/4) (at most ~9% error). */
+const MIN_MS = 0.25;
+const GROWTH = 2 ** 0.25;
+const BUCKETS = 80; // 0.25 ms .. ~262 s; values outside land in the end buckets.
+const LOG_GROWTH = Math.log(GROWTH);
+
+function bucketOf(ms: number): number {
+  if (!(ms > MIN_MS)) return 0;
+  return Math.min(BUCKETS - 1, Math.floor(Math.log(ms / MIN_MS) / LOG_GROWTH));
+}
+
+/**
+ * Streaming quantiles in bounded memory: 80 log-spaced buckets whose counts
+ * decay exponentially with time, so the quantiles follow the recent past.
+ */
+export class DecayingHistogram {
+  readonly #decayMs: number;
+  readonly #counts = new Float64Array(BUCKETS);
+  #total = 0;
+  #stamp = 0;
+
+  constructor(options: HistogramOptions = {}) {
+    this.#decayMs = options.decayMs ?? DEFAULT_HISTOGRAM_DECAY_MS;
+  }
+
+  /** Adds one sample taken at `now` (ms). */
+  observe(sampleMs: number, now: number): void {
+    const elapsed = now - this.#stamp;
+    if (elapsed > 0 && this.#total > 0) {
+      const w = Math.exp(-elapsed / this.#decayMs);
+      for (let i = 0; i < BUCKETS; i++) this.#counts[i]! *= w;
+      this.#total *= w;
+    }
+    this.#stamp = Math.max(this.#stamp, now);
+    this.#counts[bucketOf(sampleMs)]! += 1;
+    this.#total += 1;
+  }
+
+  /** The decayed number of samples at `now`: how much the quantiles can be trusted. */
+  weight(now: number): number {
+    return this.#total * Math.exp(-Math.max(0, now - this.#stamp) / this.#decayMs);
+  }
+
+  /** The q-quantile (0..1) in ms, interpolated within its bucket; undefined when empty. */
+  quantile(q: number): number | undefined {
+    if (this.#total <= 0) return undefined;
+    const target = Math.min(1, Math.max(0, q)) * this.#total;
+    let seen = 0;
+    for (let i = 0; i < BUCKETS; i++) {
+      const c = this.#counts[i]!;
+      if (c <= 0) continue;
+      if (seen + c >= target) {
+        const frac = Math.min(1, Math.max(0, (target - seen) / c));
+        return MIN_MS * GROWTH ** (i + frac);
+      }
+      seen += c;
+    }
+    return MIN_MS * GROWTH ** BUCKETS;
+  }
+}
+
+/** What the edge knows of one backend's latency for one model. */
+export class LatencyStats {
+  readonly peak: PeakEwma;
+  readonly histogram: DecayingHistogram;
+
+  constructor(options: LatencyOptions = {}) {
+    this.peak = new PeakEwma(options.peak);
+    this.histogram = new DecayingHistogram(options.histogram);
+  }
+
+  observe(sampleMs: number, now: number): void {
+    this.peak.observe(sampleMs, now);
+    this.histogram.observe(sampleMs, now);
+  }
+}
+
+/** Latency per (backend, model), bounded: the least recently observed entry is dropped first. */
+export class LatencyBook {
+  readonly #options: LatencyOptions;
+  readonly #max: number;
+  readonly #entries = new Map<string, LatencyStats>();
+
+  constructor(options: LatencyOptions = {}) {
+    this.#options = options;
+    this.#max = options.maxEntries ?? DEFAULT_MAX_LATENCY_ENTRIES;
+  }
+
+  /** Records one dispatch's edge-measured time to its answer. */
+  observe(backendId: string, model: string, sampleMs: number, now: number): void {
+    const key = `${backendId}\u0000${model}`;
+    let stats = this.#entries.get(key);
+    if (stats) {
+      this.#entries.delete(key); // re-insert: Map order is recency order
+    } else {
+      stats = new LatencyStats(this.#options);
+      if (this.#entries.size >= this.#max) {
+        const oldest = this.#entries.keys().next();
+        if (!oldest.done) this.#entries.delete(oldest.value);
+      }
+    }
+    this.#entries.set(key, stats);
+    stats.observe(sampleMs, now);
+  }
+
+  /** The stats of a backend for a model, when it has been measured. */
+  get(backendId: string, model: string): LatencyStats | undefined {
+    return this.#entries.get(`${backendId}\u0000${model}`);
+  }
+}

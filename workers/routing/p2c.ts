@@ -1,0 +1,64 @@
+/**
+ * Power of two choices (Azar et al.; Finagle's and Linkerd's balancers): among
+ * the best few candidates, draw two distinct at random and take the cheaper.
+ * Isolates with the same snapshot then spread their picks instead of all
+ * herding onto the single best backend, and load that builds on one backend
+ * (its expected time rises) moves picks elsewhere. The randomness is injected.
+ */
+
+/** Anything with an expected time: `Scored` from score.ts. */
+export interface Costed {
+  expectedMs: number;
+}
+
+export interface P2cOptions {
+  /** At most this many of the best candidates are drawn from (default 5). */
+  poolSize?: number;
+  /**
+   * Only candidates with expectedMs <= best x (1 + bandRatio) + bandMs are drawn
+   * from (defaults 0.5 and 25 ms), so a far region never shares the pool with a near one.
+   */
+  bandRatio?: number;
+  /** See `bandRatio`. */
+  bandMs?: number;
+}
+
+export const P2C_DEFAULTS = { poolSize: 5, bandRatio: 0.5, bandMs: 25 } as const;
+
+/** The candidates P2C draws from: the best ones, within the band of the best. */
+export function p2cPool<T extends Costed>(ranked: readonly T[], options: P2cOptions = {}): T[] {
+  const first = ranked[0];
+  if (!first) return [];
+  const size = options.poolSize ?? P2C_DEFAULTS.poolSize;
+  const limit = first.expectedMs * (1 + (options.bandRatio ?? P2C_DEFAULTS.bandRatio)) + (options.bandMs ?? P2C_DEFAULTS.bandMs);
+  const pool: T[] = [];
+  for (const c of ranked) {
+    if (pool.length >= size || c.expectedMs > limit) break;
+    pool.push(c);
+  }
+  return pool;
+}
+
+const index = (random: () => number, n: number) => Math.min(n - 1, Math.max(0, Math.floor(random() * n)));
+
+/**
+ * The order in which to try candidates: the P2C pick first, then every other
+ * candidate in `ranked` order (the next one is the retry or hedge target).
+ * `ranked` must be best first (as `rankByScore` returns it); ties between the
+ * two drawn go to the first drawn.
+ *
+ * @example
+ * const attempts = pickAttempts(rankByScore(...), Math.random);
+ * // attempts[0]: send; attempts[1]: retry or hedge target
+ */
+export function pickAttempts<T extends Costed>(ranked: readonly T[], random: () => number, options: P2cOptions = {}): T[] {
+  const pool = p2cPool(ranked, options);
+  if (pool.length < 2) return [...ranked];
+  const i = index(random, pool.length);
+  let j = index(random, pool.length - 1);
+  if (j >= i) j += 1;
+  const a = pool[i]!;
+  const b = pool[j]!;
+  const chosen = b.expectedMs < a.expectedMs ? b : a;
+  return [chosen, ...ranked.filter((c) => c !== chosen)];
+}

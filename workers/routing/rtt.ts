@@ -1,0 +1,97 @@
+/**
+ * Round-trip time from a PoP to a backend: the geometric estimate
+ * (great circle over light in fibre, times path inflation), replaced by an
+ * EWMA of measured RTTs per (PoP, backend) once there are any, and never below
+ * the physical floor (light in fibre: at most ~100 km of distance per ms of RTT).
+ */
+
+import { DEFAULT_PATH_INFLATION, FIBRE_KM_PER_MS, greatCircleKm, type LatLon } from '../../shared/geo.ts';
+import { regionById } from '../../shared/regions.ts';
+
+/** Where a request entered the mesh; `code` (the PoP's IATA code) keys measured RTTs. */
+export interface RttOrigin extends LatLon {
+  code?: string;
+}
+
+/** The parts of a backend's directory entry the RTT estimate reads. */
+export interface Located extends LatLon {
+  id: string;
+  region: string;
+}
+
+export interface RttTableOptions {
+  /** Weight of each new sample in the EWMA (default 0.3). */
+  alpha?: number;
+  /** At most this many (PoP, backend) pairs are kept; least recently observed dropped first (default 4096). */
+  maxEntries?: number;
+}
+
+export interface RttOptions<B extends Located = Located> {
+  /** Path inflation over the great circle (default 2.0, the internet median). */
+  inflation?: number;
+  /** Where a backend is, for the geometric estimate (default: `backendLocation`). */
+  locate?: (backend: B) => LatLon;
+}
+
+/** RTT ms per km of distance, at best: there and back at FIBRE_KM_PER_MS. */
+const FLOOR_MS_PER_KM = 2 / FIBRE_KM_PER_MS;
+
+/**
+ * Where a backend is for routing: its region's coordinates when the region is
+ * known (what the heartbeat validated), else the coordinates it claims.
+ */
+export function backendLocation(backend: Located): LatLon {
+  return regionById(backend.region) ?? backend;
+}
+
+/** The lowest RTT physics allows over `km` of great circle (1 ms per 100 km). */
+export function physicalFloorMs(km: number): number {
+  return km * FLOOR_MS_PER_KM;
+}
+
+/** Measured RTTs per (PoP, backend): an EWMA each, bounded in number. */
+export class RttTable {
+  readonly #alpha: number;
+  readonly #max: number;
+  readonly #ewma = new Map<string, number>();
+
+  constructor(options: RttTableOptions = {}) {
+    this.#alpha = options.alpha ?? 0.3;
+    this.#max = options.maxEntries ?? 4096;
+  }
+
+  /** Records one measured RTT from PoP `pop` to `backendId`. */
+  observe(pop: string, backendId: string, rttMs: number): void {
+    if (!Number.isFinite(rttMs) || rttMs < 0) return;
+    const key = `${pop}\u0000${backendId}`;
+    const prev = this.#ewma.get(key);
+    if (prev === undefined && this.#ewma.size >= this.#max) {
+      const oldest = this.#ewma.keys().next();
+      if (!oldest.done) this.#ewma.delete(oldest.value);
+    }
+    this.#ewma.delete(key);
+    this.#ewma.set(key, prev === undefined ? rttMs : prev + this.#alpha * (rttMs - prev));
+  }
+
+  /** The measured RTT EWMA, or undefined when none was measured. */
+  measuredMs(pop: string, backendId: string): number | undefined {
+    return this.#ewma.get(`${pop}\u0000${backendId}`);
+  }
+}
+
+/**
+ * Estimated RTT in ms from `from` to `backend`: the measured EWMA for this
+ * (PoP, backend) when `measured` has one, else great-circle distance x 2 /
+ * 200 km/ms x inflation; either way at least the physical floor.
+ *
+ * @example
+ * estimateRttMs(popLocation('FRA')!, backend)            // geometric
+ * estimateRttMs({ code: 'FRA', ...fra }, backend, table) // measured when the table has FRA -> backend
+ */
+export function estimateRttMs<B extends Located>(from: RttOrigin, backend: B, measured?: RttTable, options: RttOptions<B> = {}): number {
+  const km = greatCircleKm(from, (options.locate ?? backendLocation)(backend));
+  const floor = physicalFloorMs(km);
+  const sample = from.code === undefined ? undefined : measured?.measuredMs(from.code, backend.id);
+  if (sample !== undefined) return Math.max(floor, sample);
+  return Math.max(floor, floor * (options.inflation ?? DEFAULT_PATH_INFLATION));
+}

@@ -1,0 +1,183 @@
+/**
+ * Scoring: the expected time to a complete answer from each backend that may
+ * serve a request, and the candidates ranked best first. Pure: the snapshot,
+ * the isolate's measurements and `now` come in; nothing is read or written.
+ *
+ *   expected = rtt + queue wait + service + cold-start penalty
+ *
+ * - rtt: `estimateRttMs` (geometry, or measured RTTs from this PoP);
+ * - service: the heartbeat's p50 for the model, or, once this isolate has
+ *   measured the backend, its peak-EWMA time to answer minus the RTT estimate
+ *   (so the measured total replaces rtt + service, RTT errors included);
+ * - queue wait: (inFlight + queued [heartbeat] + pending [this isolate's own
+ *   calls, which the seconds-old heartbeat has not seen]) / slots x service.
+ *   A measured EWMA already holds the queueing its samples met, so load counts
+ *   a little twice: the error is on the side of spreading;
+ * - cold start: when the model is not warm there, max(its load time, maxExtraMs).
+ *
+ * Hard filters, never relaxed: model (and version when given) announced,
+ * backend ready and unexpired, region allowed (pin and residency), not ejected.
+ *
+ * Cold backends: the penalty is never less than `maxExtraMs`, so a cold
+ * backend ranks behind every warm one whose expected time is within
+ * `maxExtraMs` of the cold one's own time without its load; with real load
+ * times (seconds) cold backends rank last unless every warm one is swamped.
+ */
+
+import { greatCircleKm, type LatLon } from '../../shared/geo.ts';
+import type { HeartbeatModel } from '../../shared/heartbeat.ts';
+import type { BackendEntry } from '../directory/backend.ts';
+import type { LatencyBook } from './latency.ts';
+import { backendLocation, estimateRttMs, type RttOrigin, type RttTable } from './rtt.ts';
+
+/** What is asked, and from where. */
+export interface ScoreRequest {
+  model: string;
+  /** A specific version; any when absent. */
+  version?: string;
+  /** The PoP the request entered at; its `code` keys measured RTTs. */
+  from: RttOrigin;
+  /** `x-mesh-region`: only this region may serve. */
+  pin?: string;
+  /** The consumer key's data residency: only these regions may serve. */
+  residency?: ReadonlySet<string>;
+}
+
+/** The isolate's own measurements; every part optional (absent: nothing measured). */
+export interface RoutingStats {
+  /** Measured RTTs per (PoP, backend). */
+  rtt?: RttTable;
+  /** Edge-measured time to answer per (backend, model). */
+  latency?: LatencyBook;
+  /** This isolate's calls in flight per backend id. */
+  pending?: ReadonlyMap<string, number>;
+  /** Ejected backends (an `OutlierDetector`). */
+  ejected?: { isEjected(backendId: string, now?: number): boolean };
+  /** Measured load (cold-start) time per model name, ms. */
+  coldStartMs?: ReadonlyMap<string, number>;
+}
+
+export interface ScoreOptions {
+  /** Path inflation for geometric RTTs (default 2.0). */
+  inflation?: number;
+  /** Cold-start penalty when a model's load time was never measured, ms (default 5000). */
+  defaultColdStartMs?: number;
+  /** Extra expected latency a warm backend may cost before a cold one is preferred, ms (default 150). */
+  maxExtraMs?: number;
+  /** Whether backends with the model cold are candidates at all (default true). */
+  allowCold?: boolean;
+  /** Where a backend is, for the geometric RTT (default: its region's coordinates). */
+  locate?: (backend: BackendEntry) => LatLon;
+}
+
+/** One candidate with its expected time and the terms that make it up (ms). */
+export interface Scored {
+  backend: BackendEntry;
+  /** The heartbeat's entry for the model this backend would serve. */
+  model: HeartbeatModel;
+  warm: boolean;
+  /** Great-circle km from the PoP to the backend's location. */
+  distanceKm: number;
+  rttMs: number;
+  queueMs: number;
+  serviceMs: number;
+  coldMs: number;
+  /** rttMs + queueMs + serviceMs + coldMs: the ranking key. */
+  expectedMs: number;
+}
+
+/** Everything `estimate` reads besides the backend. */
+export interface ScoreContext {
+  from: RttOrigin;
+  stats: RoutingStats;
+  now: number;
+  options?: ScoreOptions;
+}
+
+export const SCORE_DEFAULTS = { defaultColdStartMs: 5_000, maxExtraMs: 150 } as const;
+
+/**
+ * Regions a request may be served in: the pin within the residency; undefined
+ * means any region, an empty set means none (a pin outside the residency).
+ */
+export function allowedRegions(pin: string | undefined, residency: ReadonlySet<string> | undefined): ReadonlySet<string> | undefined {
+  if (pin === undefined) return residency;
+  if (residency && !residency.has(pin)) return new Set();
+  return new Set([pin]);
+}
+
+/** The backend's entry for `model` (at `version`): warm first, then the fastest; undefined when it has none. */
+export function modelEntry(backend: BackendEntry, model: string, version?: string): HeartbeatModel | undefined {
+  let best: HeartbeatModel | undefined;
+  for (const m of backend.models) {
+    if (m.name !== model || (version !== undefined && m.version !== version)) continue;
+    if (!best || (m.warm && !best.warm) || (m.warm === best.warm && m.p50Ms < best.p50Ms)) best = m;
+  }
+  return best;
+}
+
+/** The expected time to a complete answer from `backend` serving `model`, term by term. */
+export function estimate(backend: BackendEntry, model: HeartbeatModel, ctx: ScoreContext): Scored {
+  const o = ctx.options ?? {};
+  const locate = o.locate ?? backendLocation;
+  const rttMs = estimateRttMs(ctx.from, backend, ctx.stats.rtt, { inflation: o.inflation, locate });
+  const measured = ctx.stats.latency?.get(backend.id, model.name)?.peak.value(ctx.now, rttMs + model.p50Ms);
+  const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured - rttMs);
+  const { slots, inFlight, queued } = backend.capacity;
+  const load = inFlight + queued + (ctx.stats.pending?.get(backend.id) ?? 0);
+  const queueMs = (load / Math.max(1, slots)) * serviceMs;
+  const coldMs = model.warm
+    ? 0
+    : Math.max(
+        ctx.stats.coldStartMs?.get(model.name) ?? o.defaultColdStartMs ?? SCORE_DEFAULTS.defaultColdStartMs,
+        o.maxExtraMs ?? SCORE_DEFAULTS.maxExtraMs,
+      );
+  return {
+    backend,
+    model,
+    warm: model.warm,
+    distanceKm: greatCircleKm(ctx.from, locate(backend)),
+    rttMs,
+    queueMs,
+    serviceMs,
+    coldMs,
+    expectedMs: rttMs + queueMs + serviceMs + coldMs,
+  };
+}
+
+/**
+ * The backends that may serve `request`, best (lowest expected time) first;
+ * ties go to warm, then to the lower id. Empty when none may.
+ *
+ * @example
+ * const ranked = rankByScore(snapshot.backends, { model, version, from: pop, pin, residency }, stats, Date.now());
+ * const attempts = pickAttempts(ranked, Math.random);
+ */
+export function rankByScore(
+  backends: readonly BackendEntry[],
+  request: ScoreRequest,
+  stats: RoutingStats,
+  now: number,
+  options: ScoreOptions = {},
+): Scored[] {
+  const allowed = allowedRegions(request.pin, request.residency);
+  if (allowed && allowed.size === 0) return [];
+  const allowCold = options.allowCold ?? true;
+  const ctx: ScoreContext = { from: request.from, stats, now, options };
+  const out: Scored[] = [];
+  for (const backend of backends) {
+    if (!backend.ready || backend.expiresAt <= now) continue;
+    if (allowed && !allowed.has(backend.region)) continue;
+    const model = modelEntry(backend, request.model, request.version);
+    if (!model || (!model.warm && !allowCold)) continue;
+    if (stats.ejected?.isEjected(backend.id, now)) continue;
+    out.push(estimate(backend, model, ctx));
+  }
+  out.sort(
+    (a, b) =>
+      a.expectedMs - b.expectedMs ||
+      Number(b.warm) - Number(a.warm) ||
+      (a.backend.id < b.backend.id ? -1 : a.backend.id > b.backend.id ? 1 : 0),
+  );
+  return out;
+}

@@ -15,6 +15,8 @@ export interface HeartbeatModel {
   maxBatchSize: number;
   /** Measured median service time of one request, ms. */
   p50Ms: number;
+  /** Memory the model holds, bytes (the backend reports its model file's size, a proxy for its weights). */
+  memoryBytes?: number;
 }
 
 export interface Capacity {
@@ -86,13 +88,15 @@ export function parseHeartbeat(body: unknown): Heartbeat {
     if (typeof x.name !== 'string' || !ID.test(x.name)) throw invalid(`Heartbeat models[${i}].name is not a valid model name.`);
     if (typeof x.version !== 'string' || x.version.length === 0) throw invalid(`Heartbeat models[${i}].version must be a string.`);
     if (typeof x.warm !== 'boolean') throw invalid(`Heartbeat models[${i}].warm must be a boolean.`);
-    return {
+    const model: HeartbeatModel = {
       name: x.name,
       version: x.version,
       warm: x.warm,
       maxBatchSize: num(x.maxBatchSize, `models[${i}].maxBatchSize`),
       p50Ms: num(x.p50Ms, `models[${i}].p50Ms`),
     };
+    if (x.memoryBytes !== undefined) model.memoryBytes = num(x.memoryBytes, `models[${i}].memoryBytes`);
+    return model;
   });
   const c = (b.capacity ?? {}) as Record<string, unknown>;
   const capacity: Capacity = {

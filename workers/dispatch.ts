@@ -23,7 +23,18 @@ export interface DispatchRequest {
 }
 
 export type DispatchResult =
-  | { kind: 'ok'; body: Uint8Array; outputSha256: string; attestation: string; units: Units; contentType: string; ms: number }
+  | {
+      kind: 'ok';
+      body: Uint8Array;
+      outputSha256: string;
+      attestation: string;
+      units: Units;
+      contentType: string;
+      /** Edge-measured time of the call. */
+      ms: number;
+      /** The backend's own time (its `server-timing: backend;dur=`), when it says. */
+      backendMs: number | undefined;
+    }
   /** The backend refused the request itself (bad tensor, too large): the consumer's error, passed through. */
   | { kind: 'rejected'; status: number; body: Uint8Array; contentType: string }
   /** The backend failed (down, slow, 5xx, lying): try another. */
@@ -75,6 +86,12 @@ async function checkAttestation(
   return claims;
 }
 
+/** `backend;dur=<ms>` from a `server-timing` header. */
+function backendDuration(headers: Headers): number | undefined {
+  const m = /(?:^|,)\s*backend;dur=([0-9.]+)/.exec(headers.get('server-timing') ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
 export async function dispatch(backend: BackendEntry, req: DispatchRequest): Promise<DispatchResult> {
   const jti = crypto.randomUUID();
   const iat = Math.floor(Date.now() / 1000);
@@ -114,5 +131,5 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
   const outputSha256 = await sha256Hex(body);
   const checked = await checkAttestation(attestation, backend, jti, req.model, outputSha256);
   if (typeof checked === 'string') return { kind: 'failed', reason: checked, timeout: false };
-  return { kind: 'ok', body, outputSha256, attestation, units: checked.units, contentType, ms };
+  return { kind: 'ok', body, outputSha256, attestation, units: checked.units, contentType, ms, backendMs: backendDuration(res.headers) };
 }

@@ -15,11 +15,13 @@ import type { AppEnv } from './context.ts';
 import { dispatch } from './dispatch.ts';
 import { settings } from './env.ts';
 import { signingKeys } from './keys.ts';
-import { isEjected, reportFailure, reportSuccess } from './outliers.ts';
+import { isKnownModel } from './directory/backend.ts';
 import { resolvePop, type Pop } from './pop.ts';
 import { signReceipt } from './receipts.ts';
-import { isKnownModel, rankCandidates, type Candidate } from './routing.ts';
-import { getSnapshot, refreshSnapshot } from './snapshot.ts';
+import { isolateRouting, trackPending } from './routing/isolate.ts';
+import { pickAttempts } from './routing/p2c.ts';
+import { rankByScore, type Scored } from './routing/score.ts';
+import { getSnapshot, refreshSnapshot, type Snapshot } from './snapshot.ts';
 
 /** At most this many backends are tried for one request. */
 export const MAX_ATTEMPTS = 3;
@@ -58,34 +60,40 @@ export function allowedRegions(c: Context<AppEnv>, consumer: KeyClaims): Set<str
   return new Set([pin]);
 }
 
-/** The ranked backends for `model` as seen from this request's PoP; 404 or 503 when there are none. */
+/**
+ * The backends to try for `model` from this request's PoP: scored by expected
+ * time to a complete answer, the first picked by power of two choices among
+ * the best, the rest in score order. 404 or 503 when there are none.
+ */
 export async function candidatesFor(
   c: Context<AppEnv>,
   consumer: KeyClaims,
   model: string,
   version?: string,
-): Promise<{ pop: Pop; candidates: Candidate[] }> {
+): Promise<{ pop: Pop; candidates: Scored[]; snapshot: Snapshot }> {
   const s = settings(c.env);
-  const regions = allowedRegions(c, consumer);
+  const residency = allowedRegions(c, consumer);
   const pop = resolvePop(c.req.raw, s.dev);
+  const rank = (snap: Snapshot) =>
+    pickAttempts(rankByScore(snap.backends, { model, version, from: pop, residency }, isolateRouting, Date.now(), { allowCold: false }), Math.random);
   let snapshot = await getSnapshot(c.env, c.executionCtx, s.snapshotRefreshMs);
-  let candidates = rankCandidates(snapshot.backends, { model, version, from: pop, regions, isEjected });
+  let candidates = rank(snapshot);
   if (candidates.length === 0 && Date.now() - snapshot.at > STALE_BEFORE_REFUSING_MS) {
     // Before refusing, make sure the refusal is not an artefact of an old snapshot.
     snapshot = await refreshSnapshot(c.env);
-    candidates = rankCandidates(snapshot.backends, { model, version, from: pop, regions, isEjected });
+    candidates = rank(snapshot);
   }
   if (candidates.length === 0) {
     if (!isKnownModel(snapshot.backends, model, version)) {
       const what = version === undefined ? `a model named "${model}"` : `version "${version}" of "${model}"`;
       throw new MeshError('model_not_found', `No backend in the mesh serves ${what}.`);
     }
-    const where = regions ? ` in ${[...regions].join(', ')}` : '';
+    const where = residency ? ` in ${[...residency].join(', ')}` : '';
     throw new MeshError('no_capacity', `No ready backend has "${model}" warm${where} right now; retry shortly.`, {
       retryAfter: RETRY_AFTER_S,
     });
   }
-  return { pop, candidates };
+  return { pop, candidates, snapshot };
 }
 
 /** Reads the request body within MAX_BODY_BYTES (413 beyond). */
@@ -110,7 +118,9 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   const started = Date.now();
   const s = settings(c.env);
   const verify = verifyMode(c);
-  const [keys, oipSha256, consumerSha256, { pop, candidates }] = await Promise.all([
+  const routing = isolateRouting;
+  routing.budget.recordRequest();
+  const [keys, oipSha256, consumerSha256, { pop, candidates, snapshot }] = await Promise.all([
     signingKeys(c.env),
     sha256Hex(call.oipBody),
     call.consumerBody ? sha256Hex(call.consumerBody) : undefined,
@@ -119,7 +129,14 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
 
   let lastTimeout = false;
   const failures: string[] = [];
-  for (const { backend } of candidates.slice(0, MAX_ATTEMPTS)) {
+  for (const [attempt, { backend }] of candidates.slice(0, MAX_ATTEMPTS).entries()) {
+    // A retry spends the isolate's retry budget, so a dead region cannot multiply the load on the rest.
+    if (attempt > 0 && !routing.budget.tryRetry()) {
+      throw new MeshError('no_capacity', `"${call.model}" failed on ${failures.join('; ')}, and the retry budget is spent; retry shortly.`, {
+        retryAfter: 1,
+      });
+    }
+    const done = trackPending(routing, backend.id);
     const result = await dispatch(backend, {
       keys,
       issuer: s.issuer,
@@ -129,18 +146,22 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       body: call.oipBody,
       bodySha256: oipSha256,
       timeoutMs: s.backendTimeoutMs,
-    });
+    }).finally(done);
     if (result.kind === 'failed') {
-      reportFailure(backend.id);
+      routing.ejected.recordFailure(backend, snapshot.byRegion.get(backend.region)?.length ?? 1);
       failures.push(`${backend.id}: ${result.reason}`);
       lastTimeout = result.timeout;
       console.warn(`infer ${call.model}: backend ${backend.id} failed (${result.reason}); trying the next one`);
       continue;
     }
-    reportSuccess(backend.id);
+    routing.ejected.recordSuccess(backend.id);
     if (result.kind === 'rejected') {
       return new Response(result.body, { status: result.status, headers: { 'content-type': result.contentType } });
     }
+    const now = Date.now();
+    routing.latency.observe(backend.id, call.model, result.ms, now);
+    // The network's share of the wait: the edge's time minus what the backend says it spent.
+    if (result.backendMs !== undefined) routing.rtt.observe(pop.code, backend.id, Math.max(0, result.ms - result.backendMs));
     let body: string | Uint8Array = result.body;
     let contentType = result.contentType;
     let outputSha256 = result.outputSha256;

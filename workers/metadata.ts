@@ -12,7 +12,6 @@ import type { KeyClaims } from '../shared/tokens.ts';
 import type { AppEnv } from './context.ts';
 import { settings } from './env.ts';
 import { candidatesFor, MAX_ATTEMPTS } from './inference.ts';
-import { reportFailure } from './outliers.ts';
 
 const TTL_MS = 60_000;
 const cache = new Map<string, { meta: ModelMetadata; at: number }>();
@@ -28,17 +27,13 @@ export async function modelMetadata(c: Context<AppEnv>, consumer: KeyClaims, mod
     try {
       res = await fetch(backend.url + path, { signal: AbortSignal.timeout(settings(c.env).backendTimeoutMs) });
     } catch {
-      reportFailure(backend.id);
       continue;
     }
     if (res.status === 404) {
       const err = (await res.json().catch(() => undefined)) as { error?: { message?: string } } | undefined;
       throw new MeshError('model_not_found', err?.error?.message ?? `Model "${model}" version "${version}" is not served.`);
     }
-    if (res.status !== 200) {
-      reportFailure(backend.id);
-      continue;
-    }
+    if (res.status !== 200) continue;
     const meta = (await res.json()) as ModelMetadata;
     cache.set(key, { meta, at: Date.now() });
     return meta;

@@ -1,16 +1,26 @@
 /**
  * Dynamic batching per model, as Triton's dynamic batcher does it: requests
  * wait up to `dynamic_batching.max_queue_delay_microseconds` (or until a
- * preferred or the max batch size is reached) and are run as ONE batch when an
- * execution slot is free, then each gets its own rows back. Requests join a
- * batch only when their tensors agree beyond the batch dimension; token-id
- * inputs of different lengths are right-padded with the model's pad id, which
- * the model ignores. Models without `dynamic_batching` run one request at a time.
+ * preferred or the max batch size is reached) and are run as ONE batch when
+ * one of the model's instances and an execution slot are free, then each gets
+ * its own rows back. Requests join a batch only when their tensors agree
+ * beyond the batch dimension; token-id inputs of different lengths are
+ * right-padded with the model's pad id, which the model ignores. Models
+ * without `dynamic_batching` run one request at a time.
+ *
+ * The batcher also applies the model's queue policy
+ * (`dynamic_batching.default_queue_policy`): at most `max_queue_size`
+ * requests wait (beyond: 429 `rate_limited`), and a request still waiting
+ * when its timeout passes leaves the queue without running (504
+ * `backend_timeout`). Up to the sum of `instance_group[].count` batches of
+ * the model execute at once (default 1), each holding one of the scheduler's
+ * slots.
  */
 
 import type * as ort from 'onnxruntime-node';
 import { Tensor } from 'onnxruntime-node';
-import type { ModelConfig } from './model-config.ts';
+import { MeshError } from '../../shared/errors.ts';
+import { instanceCount, type ModelConfig } from './model-config.ts';
 import type { ModelRepository } from './repository.ts';
 import type { Scheduler } from './scheduler.ts';
 import { toOrtTensor, type Feed, type PreparedInference, type TensorValues } from './tensors.ts';
@@ -25,10 +35,18 @@ export interface BatchResult {
   batchRequests: number;
 }
 
+export interface SubmitOptions {
+  /** How long the request may wait in the queue, microseconds; 0 or absent: no limit. */
+  timeoutUs?: number;
+}
+
 interface Pending {
   prepared: PreparedInference;
   key: string;
   enqueuedAt: number;
+  /** When the request leaves the queue unrun (`now()` ms); Infinity: never. */
+  deadline: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
   resolve(result: BatchResult): void;
   reject(err: unknown): void;
 }
@@ -42,6 +60,9 @@ export interface BatcherOptions {
   onExecution?: (rows: number, requests: number) => void;
 }
 
+/** setTimeout's largest delay; a longer timeout is no timeout in practice. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class Batcher {
   readonly config: ModelConfig;
   readonly #repository: ModelRepository;
@@ -52,8 +73,14 @@ export class Batcher {
   readonly #delayMs: number;
   /** Rows worth running at once without waiting longer. */
   readonly #targetRows: number;
+  /** The model's max_queue_size; 0: no per-model bound. */
+  readonly #maxQueue: number;
+  /** Batches of this model that may execute at once (instance_group). */
+  readonly instances: number;
   #pending: Pending[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Batches started: waiting for a slot or executing. */
+  #busy = 0;
   #waitingForSlot = false;
 
   constructor(options: BatcherOptions) {
@@ -67,6 +94,8 @@ export class Batcher {
     this.#delayMs = (db?.max_queue_delay_microseconds ?? 0) / 1000;
     const preferred = db?.preferred_batch_size ?? [];
     this.#targetRows = preferred.length > 0 ? Math.max(...preferred) : options.config.max_batch_size;
+    this.#maxQueue = db?.default_queue_policy?.max_queue_size ?? 0;
+    this.instances = instanceCount(options.config);
   }
 
   /** Requests waiting in this batcher. */
@@ -74,16 +103,46 @@ export class Batcher {
     return this.#pending.length;
   }
 
-  /** Queues a checked request (already admitted by the scheduler) and resolves with its outputs. */
-  submit(prepared: PreparedInference): Promise<BatchResult> {
+  /**
+   * Admits a checked request into the model's queue and the backend's, and
+   * resolves with its outputs. Rejects with 429 `rate_limited` when either
+   * queue is full, and with 504 `backend_timeout` when it is still waiting
+   * after `timeoutUs`.
+   */
+  submit(prepared: PreparedInference, options: SubmitOptions = {}): Promise<BatchResult> {
+    try {
+      if (this.#maxQueue > 0 && this.#pending.length >= this.#maxQueue) {
+        throw new MeshError(
+          'rate_limited',
+          `Model "${this.config.name}" has ${this.#pending.length} requests queued, its max_queue_size of ${this.#maxQueue}; retry shortly or elsewhere.`,
+          { retryAfter: 1 },
+        );
+      }
+      this.#scheduler.admit();
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return new Promise<BatchResult>((resolve, reject) => {
-      this.#pending.push({ prepared, key: batchKey(prepared), enqueuedAt: this.#now(), resolve, reject });
+      const enqueuedAt = this.#now();
+      const timeoutMs = (options.timeoutUs ?? 0) / 1000;
+      const limited = timeoutMs > 0 && timeoutMs <= MAX_TIMER_MS;
+      const p: Pending = {
+        prepared,
+        key: batchKey(prepared),
+        enqueuedAt,
+        deadline: limited ? enqueuedAt + timeoutMs : Infinity,
+        timer: undefined,
+        resolve,
+        reject,
+      };
+      if (limited) p.timer = setTimeout(() => this.#expire(p), timeoutMs);
+      this.#pending.push(p);
       this.#schedule();
     });
   }
 
   #schedule(): void {
-    if (this.#pending.length === 0 || this.#waitingForSlot) return;
+    if (this.#pending.length === 0 || this.#waitingForSlot || this.#busy >= this.instances) return;
     const oldest = this.#pending[0]!;
     const waited = this.#now() - oldest.enqueuedAt;
     if (!this.#batching || waited >= this.#delayMs || this.#compatibleRows(oldest) >= this.#targetRows) {
@@ -104,25 +163,70 @@ export class Batcher {
     return rows;
   }
 
-  /** Takes the next batch: the oldest request and the compatible ones after it, up to max_batch_size rows. */
+  /** Removes a request whose timeout passed from the queue, unrun, and rejects it. */
+  #expire(p: Pending): void {
+    const at = this.#pending.indexOf(p);
+    if (at === -1) return;
+    this.#pending.splice(at, 1);
+    this.#timedOut(p);
+    this.#schedule();
+  }
+
+  #timedOut(p: Pending): void {
+    if (p.timer) clearTimeout(p.timer);
+    this.#scheduler.abandoned(1);
+    const waited = this.#now() - p.enqueuedAt;
+    // 504 backend_timeout, not 503 not_ready: the code says what happened (this
+    // request's deadline passed while it queued here; it never ran), and
+    // `not_ready` already means "this backend is starting or draining", which
+    // nv_inference_request_failure{reason} must keep apart. The edge retries
+    // every backend 5xx elsewhere alike, and a retry-after would say nothing
+    // about a deadline the caller chose. (Triton answers UNAVAILABLE, "Request
+    // timeout expired".)
+    p.reject(
+      new MeshError(
+        'backend_timeout',
+        `The request waited ${waited.toFixed(1)} ms in model "${this.config.name}"'s queue, past its timeout of ${(p.deadline - p.enqueuedAt).toFixed(1)} ms; it was not run.`,
+      ),
+    );
+  }
+
+  /**
+   * Takes the next batch: the oldest request and the compatible ones after it,
+   * up to max_batch_size rows. Requests whose timeout has passed (their timer
+   * may be late while a run holds the event loop) are rejected, not run.
+   */
   #take(): Pending[] {
-    const first = this.#pending[0];
-    if (!first) return [];
-    if (!this.#batching) return this.#pending.splice(0, 1);
-    const group: Pending[] = [];
-    const rest: Pending[] = [];
-    let rows = 0;
+    const now = this.#now();
+    const live: Pending[] = [];
     for (const p of this.#pending) {
-      if (p.key === first.key && rows + p.prepared.batch <= this.config.max_batch_size) {
-        group.push(p);
-        rows += p.prepared.batch;
-      } else rest.push(p);
+      if (p.deadline <= now) this.#timedOut(p);
+      else live.push(p);
     }
-    this.#pending = rest;
+    this.#pending = live;
+    const first = live[0];
+    if (!first) return [];
+    let group: Pending[];
+    if (!this.#batching) {
+      group = live.splice(0, 1);
+    } else {
+      group = [];
+      const rest: Pending[] = [];
+      let rows = 0;
+      for (const p of live) {
+        if (p.key === first.key && rows + p.prepared.batch <= this.config.max_batch_size) {
+          group.push(p);
+          rows += p.prepared.batch;
+        } else rest.push(p);
+      }
+      this.#pending = rest;
+    }
+    for (const p of group) if (p.timer) clearTimeout(p.timer);
     return group;
   }
 
   async #flush(): Promise<void> {
+    this.#busy++;
     this.#waitingForSlot = true;
     const release = await this.#scheduler.acquire();
     this.#waitingForSlot = false;
@@ -130,10 +234,14 @@ export class Batcher {
     const group = this.#take();
     if (group.length === 0) {
       release();
+      this.#busy--;
+      this.#schedule();
       return;
     }
     const startedAt = this.#now();
     this.#scheduler.started(group.length);
+    // Another instance of the model may take the next batch meanwhile.
+    this.#schedule();
     try {
       const fetches = [...new Set(group.flatMap((p) => p.prepared.fetches))];
       const feeds = group.length === 1 ? group[0]!.prepared.feeds : mergeFeeds(group.map((p) => p.prepared));
@@ -157,6 +265,7 @@ export class Batcher {
     } finally {
       this.#scheduler.finished(group.length);
       release();
+      this.#busy--;
       this.#schedule();
     }
   }

@@ -36,9 +36,20 @@ export interface BackendConfig {
   heartbeatIntervalMs: number;
   maxBodyBytes: number;
   intraOpThreads: number | undefined;
-  /** Inferences run at once; more wait in the queue. */
+  /**
+   * Model executions (batches) at once over all models (SLOTS, default 1);
+   * each model also runs at most the sum of its `instance_group[].count`
+   * batches at once. The default stays 1 rather than the sum of the instance
+   * counts: onnxruntime-node 1.30 runs `session.run` synchronously on the JS
+   * thread (it only defers the native call with setImmediate), so concurrent
+   * runs do not overlap. Measured on a 2-core CPU, two concurrent batch-16
+   * `embed` runs took 0.97-1.0x the time of two sequential ones (one session
+   * with ORT's default intra-op threads, or one or two sessions with 1 thread
+   * each). Raise SLOTS to the sum of instance counts only where runs can
+   * overlap (a binding that runs off the JS thread).
+   */
   slots: number;
-  /** Inferences that may wait for a slot; beyond, 429. */
+  /** Inferences that may wait for a slot over all models (MAX_QUEUE, the backstop under each model's max_queue_size); beyond, 429. */
   maxQueue: number;
 }
 

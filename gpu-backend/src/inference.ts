@@ -1,13 +1,17 @@
 /**
  * One inference, from a parsed OIP request to OIP outputs: checks it against
- * the READY model's config, admits it into the backend's queue (429 when
- * full), runs it through the model's dynamic batcher, and converts the
- * results. Timings and billing units come back with the outputs.
+ * the READY model's config, takes a lease on the model (so an unload waits for
+ * it), hands it to the model's dynamic batcher (which admits it into the
+ * model's and the backend's queues: 429 when full, 504 when its queue timeout
+ * passes), and converts the results. Timings and billing units come back with
+ * the outputs.
  */
 
+import { MeshError } from '../../shared/errors.ts';
 import type { InferOutput, InferRequest } from '../../shared/protocol.ts';
 import type { Units } from '../../shared/tokens.ts';
 import { Batcher } from './batcher.ts';
+import type { ModelConfig } from './model-config.ts';
 import type { Metrics } from './metrics.ts';
 import type { LoadedModel, ModelRepository } from './repository.ts';
 import type { Scheduler } from './scheduler.ts';
@@ -35,19 +39,28 @@ export class InferenceEngine {
     this.#now = options.now;
   }
 
-  /** Runs `request` on the READY `model`; throws 400s for bad tensors, 429 when the queue is full. */
+  /**
+   * Runs `request` on the READY `model`. Throws 400s for bad tensors or a bad
+   * `parameters.timeout`, 503 `model_not_ready` when the model is no longer
+   * READY, 429 when a queue is full, 504 `backend_timeout` when it waited
+   * past its timeout.
+   */
   async infer(model: LoadedModel, request: InferRequest): Promise<InferenceResult> {
     const prepared = prepareInference(model.config, request);
-    // Admitted requests leave the queue when their batch starts, whether it then succeeds or not.
-    this.#scheduler.admit();
-    const result = await this.#batcher(model).submit(prepared);
-    return {
-      outputs: toOutputs(model.config, result.outputs, prepared.fetches),
-      units: prepared.units,
-      rows: prepared.batch,
-      queueMs: result.queueMs,
-      computeMs: result.computeMs,
-    };
+    const timeoutUs = queueTimeoutUs(model.config, request);
+    const done = this.#repository.lease(model.name);
+    try {
+      const result = await this.#batcher(model).submit(prepared, { timeoutUs });
+      return {
+        outputs: toOutputs(model.config, result.outputs, prepared.fetches),
+        units: prepared.units,
+        rows: prepared.batch,
+        queueMs: result.queueMs,
+        computeMs: result.computeMs,
+      };
+    } finally {
+      done();
+    }
   }
 
   /** The model's batcher; a reloaded model (new config object) gets a new one. */
@@ -59,10 +72,37 @@ export class InferenceEngine {
         repository: this.#repository,
         scheduler: this.#scheduler,
         ...(this.#now ? { now: this.#now } : {}),
-        onExecution: () => this.#metrics?.execution(model.name, model.version),
+        onExecution: (rows) => this.#metrics?.execution(model.name, model.version, rows),
       });
       this.#batchers.set(model.name, batcher);
     }
     return batcher;
   }
+}
+
+/**
+ * How long a request may wait in the model's queue, microseconds (0: no
+ * limit), as Triton decides it: the queue policy's
+ * `default_timeout_microseconds`, or the request's own `parameters.timeout`
+ * when the policy has `allow_timeout_override` and it is shorter (or the
+ * default is 0). Throws 400 when `parameters.timeout` is not a non-negative
+ * integer, whether or not the model honours it.
+ *
+ * @example
+ * // policy { default_timeout_microseconds: 10_000_000, allow_timeout_override: true }
+ * queueTimeoutUs(config, { inputs, parameters: { timeout: 50_000 } }); // 50_000
+ */
+export function queueTimeoutUs(config: ModelConfig, request: InferRequest): number {
+  const asked = request.parameters?.timeout;
+  if (asked !== undefined && !(Number.isSafeInteger(asked) && (asked as number) >= 0)) {
+    throw new MeshError(
+      'invalid_request',
+      `"parameters.timeout" must be a non-negative integer of microseconds, got ${JSON.stringify(asked) ?? String(asked)}.`,
+    );
+  }
+  const policy = config.dynamic_batching?.default_queue_policy;
+  const fallback = policy?.default_timeout_microseconds ?? 0;
+  const override = (asked as number | undefined) ?? 0;
+  if (policy?.allow_timeout_override && override > 0 && (fallback === 0 || override < fallback)) return override;
+  return fallback;
 }

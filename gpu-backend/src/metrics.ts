@@ -1,14 +1,15 @@
 /**
  * Prometheus metrics (GET /metrics) under Triton's names where Triton has one,
  * so existing dashboards read them: per model and version, request successes
- * and failures (by error code), inference and execution counts, and cumulative
- * request / queue / compute durations in microseconds. Gauges for the queue,
+ * and failures (by error code), inference and execution counts, cumulative
+ * request / queue / compute durations in microseconds, and a histogram of
+ * the batch size (rows) of each execution. Gauges for the queue,
  * the requests in flight and model readiness are read when scraped; an info
  * gauge carries the execution provider in use. Each backend has its own
  * registry, so several can live in one process (tests, the local mesh).
  */
 
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Capacity, ExecutionProvider } from '../../shared/heartbeat.ts';
 import type { ModelState } from './repository.ts';
 
@@ -38,6 +39,7 @@ export class Metrics {
   readonly #failure: Counter<'model' | 'version' | 'reason'>;
   readonly #inferences: Counter<'model' | 'version'>;
   readonly #executions: Counter<'model' | 'version'>;
+  readonly #batchSize: Histogram<'model' | 'version'>;
   readonly #requestUs: Counter<'model' | 'version'>;
   readonly #queueUs: Counter<'model' | 'version'>;
   readonly #computeUs: Counter<'model' | 'version'>;
@@ -55,6 +57,13 @@ export class Metrics {
     });
     this.#inferences = new Counter({ name: 'nv_inference_count', help: 'Inferences performed (a batch of n rows counts n).', labelNames: perModel, registers });
     this.#executions = new Counter({ name: 'nv_inference_exec_count', help: 'Model executions (dynamic batches) run.', labelNames: perModel, registers });
+    this.#batchSize = new Histogram({
+      name: 'nv_inference_batch_size',
+      help: 'Rows in each model execution (dynamic batch).',
+      labelNames: perModel,
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+      registers,
+    });
     this.#requestUs = new Counter({
       name: 'nv_inference_request_duration_us',
       help: 'Cumulative end-to-end inference request time in the backend, microseconds.',
@@ -146,8 +155,10 @@ export class Metrics {
     this.#failure.inc({ model, version, reason });
   }
 
-  execution(model: string, version: string): void {
+  /** One model execution of `rows` rows (a dynamic batch). */
+  execution(model: string, version: string, rows: number): void {
     this.#executions.inc({ model, version });
+    this.#batchSize.observe({ model, version }, rows);
   }
 
   tokenRejected(code: string): void {

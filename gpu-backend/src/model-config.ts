@@ -7,6 +7,17 @@
  * Only the subset of Triton's schema the backend acts on is accepted; an
  * unknown field is an error (a typo must not silently disable batching).
  * `parameters` is a flat map of scalars (Triton nests `{ string_value }`).
+ *
+ * What the backend does with each part, as Triton does:
+ * - `dynamic_batching`: batches requests (batcher.ts); its
+ *   `default_queue_policy` bounds the model's queue (`max_queue_size`, full:
+ *   429) and drops requests that wait longer than their timeout
+ *   (`default_timeout_microseconds`, or the request's `parameters.timeout`
+ *   when `allow_timeout_override`) without running them.
+ * - `instance_group`: the sum of `count` is how many batches of the model
+ *   may execute at once (default 1); `KIND_CPU` opens the model on the CPU
+ *   provider whatever EXECUTION_PROVIDERS says, `KIND_GPU` follows it (CUDA,
+ *   then the CPU fallback).
  */
 
 import type { Datatype } from '../../shared/protocol.ts';
@@ -62,11 +73,37 @@ export interface ModelTensorConfig {
   dims: number[];
 }
 
+/** Triton's `ModelQueuePolicy` (its `timeout_action` is always REJECT here). */
+export interface QueuePolicyConfig {
+  /** Requests that may wait in the model's queue; beyond, 429. 0 (default): no per-model bound (MAX_QUEUE still applies). */
+  max_queue_size?: number;
+  /** A request waiting longer than this is removed from the queue without running. 0 (default): no timeout. */
+  default_timeout_microseconds?: number;
+  /**
+   * A request may set its own, shorter, timeout in `parameters.timeout`
+   * (microseconds); it never lengthens a non-zero default. Default false.
+   */
+  allow_timeout_override?: boolean;
+}
+
 export interface DynamicBatchingConfig {
   /** How long a request may wait for others to join its batch (default 0). */
   max_queue_delay_microseconds?: number;
   /** Batch sizes worth waiting for; each ≤ `max_batch_size`. */
   preferred_batch_size?: number[];
+  /** Queue bound and timeouts of the model's requests. */
+  default_queue_policy?: QueuePolicyConfig;
+}
+
+export const INSTANCE_KINDS = ['KIND_GPU', 'KIND_CPU'] as const;
+export type InstanceKind = (typeof INSTANCE_KINDS)[number];
+
+/** Triton's instance group: `count` executions of the model at once, on `kind`. */
+export interface InstanceGroupConfig {
+  /** Default 1. */
+  count?: number;
+  /** Default `KIND_GPU` (the configured providers, CUDA first). */
+  kind?: InstanceKind;
 }
 
 export type VersionPolicy =
@@ -86,6 +123,8 @@ export interface ModelConfig {
   output: ModelTensorConfig[];
   /** Present: requests are batched together (needs `max_batch_size > 0`). */
   dynamic_batching?: DynamicBatchingConfig;
+  /** Concurrent executions and where they run (default one, `KIND_GPU`). */
+  instance_group?: InstanceGroupConfig[];
   /** Which numbered version folders to serve (default `{ latest: { num_versions: 1 } }`). */
   version_policy?: VersionPolicy;
   /** Free-form model parameters, e.g. `tokenizer`, `text_input`, `max_sequence_length`, `pad_id`. */
@@ -103,11 +142,14 @@ const CONFIG_KEYS = [
   'input',
   'output',
   'dynamic_batching',
+  'instance_group',
   'version_policy',
   'parameters',
 ];
 const TENSOR_KEYS = ['name', 'data_type', 'dims'];
-const BATCHING_KEYS = ['max_queue_delay_microseconds', 'preferred_batch_size'];
+const BATCHING_KEYS = ['max_queue_delay_microseconds', 'preferred_batch_size', 'default_queue_policy'];
+const QUEUE_POLICY_KEYS = ['max_queue_size', 'default_timeout_microseconds', 'allow_timeout_override'];
+const INSTANCE_KEYS = ['count', 'kind'];
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -206,7 +248,46 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
         return n;
       });
     }
+    if (db.default_queue_policy !== undefined) {
+      const qp = db.default_queue_policy;
+      const field = 'dynamic_batching.default_queue_policy';
+      if (!isObject(qp)) return fail(field, `must be an object, got ${show(qp)}`);
+      noUnknownKeys(qp, QUEUE_POLICY_KEYS, field);
+      const policy: QueuePolicyConfig = {};
+      if (qp.max_queue_size !== undefined) policy.max_queue_size = nonNegativeInt(qp.max_queue_size, `${field}.max_queue_size`);
+      if (qp.default_timeout_microseconds !== undefined) {
+        policy.default_timeout_microseconds = nonNegativeInt(qp.default_timeout_microseconds, `${field}.default_timeout_microseconds`);
+      }
+      if (qp.allow_timeout_override !== undefined) {
+        if (typeof qp.allow_timeout_override !== 'boolean') {
+          fail(`${field}.allow_timeout_override`, `must be a boolean, got ${show(qp.allow_timeout_override)}`);
+        }
+        policy.allow_timeout_override = qp.allow_timeout_override as boolean;
+      }
+      batching.default_queue_policy = policy;
+    }
     config.dynamic_batching = batching;
+  }
+
+  if (json.instance_group !== undefined) {
+    const groups = json.instance_group;
+    if (!Array.isArray(groups) || groups.length === 0) return fail('instance_group', `must be a non-empty array, got ${show(groups)}`);
+    config.instance_group = groups.map((raw, i): InstanceGroupConfig => {
+      const at = `instance_group[${i}]`;
+      if (!isObject(raw)) return fail(at, `must be an object, got ${show(raw)}`);
+      noUnknownKeys(raw, INSTANCE_KEYS, at);
+      const group: InstanceGroupConfig = {};
+      if (raw.count !== undefined) group.count = positiveInt(raw.count, `${at}.count`);
+      if (raw.kind !== undefined) {
+        if (!(INSTANCE_KINDS as readonly unknown[]).includes(raw.kind)) {
+          fail(`${at}.kind`, `must be one of ${INSTANCE_KINDS.join(', ')}, got ${show(raw.kind)}`);
+        }
+        group.kind = raw.kind as InstanceKind;
+      }
+      return group;
+    });
+    const kinds = new Set(config.instance_group.map((g) => g.kind ?? 'KIND_GPU'));
+    if (kinds.size > 1) fail('instance_group', 'mixes KIND_GPU and KIND_CPU, which this backend does not support (one session per model)');
   }
 
   if (json.version_policy !== undefined) {
@@ -247,6 +328,16 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
   }
 
   return config;
+}
+
+/** How many batches of the model may execute at once: the sum of its instance groups' counts (default 1). */
+export function instanceCount(config: ModelConfig): number {
+  return config.instance_group?.reduce((n, g) => n + (g.count ?? 1), 0) ?? 1;
+}
+
+/** True when the model's instances must run on the CPU provider (`KIND_CPU`). */
+export function cpuOnly(config: ModelConfig): boolean {
+  return config.instance_group?.[0]?.kind === 'KIND_CPU';
 }
 
 /** A tensor's full shape as the model sees it: `[-1, ...dims]` when the model batches. */

@@ -3,8 +3,10 @@
  * `<dir>/<model>/<version>/model.onnx`) and the ONNX Runtime sessions loaded
  * from it. Owns each model's lifecycle (UNAVAILABLE → LOADING → READY →
  * UNLOADING), the warm-up run at load, the rolling p50 service time, and the
- * count of runs in flight, so `unload` can wait for them before releasing the
- * session. A model is served only while READY.
+ * requests holding a lease on it (queued in its batcher or running), so that
+ * `unload` waits for every one of them before releasing the session: an
+ * unload never drops a request it admitted. New requests are admitted only
+ * while READY; during LOADING and UNLOADING they get 503 `model_not_ready`.
  */
 
 import type { Dirent } from 'node:fs';
@@ -14,7 +16,7 @@ import type * as ort from 'onnxruntime-node';
 import { MeshError } from '../../shared/errors.ts';
 import type { ExecutionProvider, HeartbeatModel } from '../../shared/heartbeat.ts';
 import type { Logger } from './log.ts';
-import { parseModelConfig, type ModelConfig } from './model-config.ts';
+import { cpuOnly, parseModelConfig, type ModelConfig } from './model-config.ts';
 import type { SessionFactory } from './sessions.ts';
 import { RollingMedian } from './stats.ts';
 import { toOrtFeeds, warmupFeeds } from './tensors.ts';
@@ -54,7 +56,13 @@ interface Entry {
   provider: ExecutionProvider | undefined;
   loadMs: number;
   serviceMs: RollingMedian;
+  /** Bytes of the served model.onnx: a proxy for its weights' memory. */
+  memoryBytes: number | undefined;
+  /** Requests admitted for this model and not yet answered (queued or running). */
+  leases: number;
+  /** Session runs in flight. */
   inFlight: number;
+  /** Woken when `leases` and `inFlight` are both 0. */
   idle: (() => void)[];
   /** The load or unload under way; the next one waits for it. */
   transition: Promise<unknown> | undefined;
@@ -167,6 +175,24 @@ export class ModelRepository {
     await Promise.all([...this.#entries.keys()].map((name) => this.unload(name).catch(() => undefined)));
   }
 
+  /**
+   * Admits one request for the READY model until the returned function is
+   * called (once it is answered): `unload` waits for every admitted request.
+   * Throws like `ready()` when the model is not READY.
+   */
+  lease(name: string): () => void {
+    this.ready(name);
+    const entry = this.#entries.get(name)!;
+    entry.leases++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      entry.leases--;
+      this.#wakeIfIdle(entry);
+    };
+  }
+
   /** The READY model, or a 404/503 `MeshError`. */
   ready(name: string): LoadedModel {
     const entry = this.#entries.get(name);
@@ -255,6 +281,7 @@ export class ModelRepository {
         warm: e.state === 'READY',
         maxBatchSize: e.config.max_batch_size,
         p50Ms: Math.round(e.serviceMs.median * 1000) / 1000,
+        ...(e.memoryBytes !== undefined ? { memoryBytes: e.memoryBytes } : {}),
       });
     }
     return out;
@@ -273,24 +300,33 @@ export class ModelRepository {
   }
 
   /**
-   * Runs the READY model's session once. Throws 503 `model_not_ready` when it
-   * is not READY (e.g. being unloaded); counts the run as in flight meanwhile.
+   * Runs the model's session once, counting the run as in flight meanwhile.
+   * Runs while READY, and while UNLOADING for the requests admitted before
+   * (the session is released only once they are all answered); otherwise
+   * throws 503 `model_not_ready`.
    */
   async run(name: string, feeds: ort.InferenceSession.FeedsType, fetches: readonly string[]): Promise<RunResult> {
     const entry = this.#entries.get(name);
-    if (!entry || entry.state !== 'READY' || !entry.session) this.ready(name);
-    const session = entry!.session!;
-    entry!.inFlight++;
+    const session = entry?.session;
+    if (!entry || !session || (entry.state !== 'READY' && entry.state !== 'UNLOADING')) {
+      this.ready(name);
+      throw new MeshError('model_not_ready', `Model "${name}" is not loaded here.`, { retryAfter: 1 });
+    }
+    entry.inFlight++;
     const started = this.#now();
     try {
       const outputs = await session.run(feeds, [...fetches]);
       const computeMs = this.#now() - started;
-      entry!.serviceMs.add(computeMs);
+      entry.serviceMs.add(computeMs);
       return { outputs, computeMs };
     } finally {
-      entry!.inFlight--;
-      if (entry!.inFlight === 0) for (const wake of entry!.idle.splice(0)) wake();
+      entry.inFlight--;
+      this.#wakeIfIdle(entry);
     }
+  }
+
+  #wakeIfIdle(entry: Entry): void {
+    if (entry.leases === 0 && entry.inFlight === 0) for (const wake of entry.idle.splice(0)) wake();
   }
 
   #entry(name: string): Entry {
@@ -306,6 +342,8 @@ export class ModelRepository {
         provider: undefined,
         loadMs: 0,
         serviceMs: new RollingMedian(128),
+        memoryBytes: undefined,
+        leases: 0,
         inFlight: 0,
         idle: [],
         transition: undefined,
@@ -358,7 +396,9 @@ export class ModelRepository {
       const version = await this.#latestVersion(entry.name, config);
       entry.config = config;
       entry.version = version;
-      const opened = await this.#sessions.open(path.join(this.dir, entry.name, version, 'model.onnx'));
+      const file = path.join(this.dir, entry.name, version, 'model.onnx');
+      const opened = await this.#sessions.open(file, { cpuOnly: cpuOnly(config) });
+      entry.memoryBytes = (await stat(file)).size;
       session = opened.session;
       checkSessionMatchesConfig(config, session);
       const warm = this.#now();
@@ -384,7 +424,8 @@ export class ModelRepository {
 
   async #doUnload(entry: Entry): Promise<void> {
     entry.state = 'UNLOADING';
-    if (entry.inFlight > 0) await new Promise<void>((resolve) => entry.idle.push(resolve));
+    // Every admitted request (queued or running) is answered first; checked again after each wake-up.
+    while (entry.leases > 0 || entry.inFlight > 0) await new Promise<void>((resolve) => entry.idle.push(resolve));
     const session = entry.session;
     entry.session = undefined;
     entry.provider = undefined;

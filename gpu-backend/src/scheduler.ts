@@ -2,8 +2,11 @@
  * Admission and execution slots, shared by every model on this backend (one
  * accelerator). A request is admitted into a bounded queue (full: 429 with
  * `retry-after`, the backpressure the edge routes around), then runs when its
- * batch (formed by batcher.ts) gets one of `slots` execution slots. The counts
- * are what heartbeats report as capacity `{ slots, inFlight, queued }`.
+ * batch (formed by batcher.ts) gets one of `slots` execution slots, or leaves
+ * the queue unrun when its timeout passes. This bound is the backstop over
+ * every model; each model's own `max_queue_size` is checked by its batcher
+ * first. The counts are what heartbeats report as capacity
+ * `{ slots, inFlight, queued }`.
  */
 
 import { MeshError } from '../../shared/errors.ts';
@@ -58,6 +61,11 @@ export class Scheduler {
   started(requests: number): void {
     this.#queued = Math.max(0, this.#queued - requests);
     this.#inFlight += requests;
+  }
+
+  /** `requests` admitted requests left the queue without running (timed out). */
+  abandoned(requests: number): void {
+    this.#queued = Math.max(0, this.#queued - requests);
   }
 
   /** `requests` running requests are done. */

@@ -63,10 +63,14 @@ export class SessionFactory {
     return this.#providers.find((p) => !(p === 'cuda' && this.#cudaFailure !== undefined)) ?? 'cpu';
   }
 
-  /** Opens `modelPath` on the first provider that initialises. Throws when none does. */
-  async open(modelPath: string): Promise<OpenedSession> {
+  /**
+   * Opens `modelPath` on the first provider that initialises (only `cpu` with
+   * `cpuOnly`, a model whose instance_group is `KIND_CPU`). Throws when none does.
+   */
+  async open(modelPath: string, options: { cpuOnly?: boolean } = {}): Promise<OpenedSession> {
     let lastError: unknown;
-    for (const provider of this.#providers) {
+    const providers: readonly ExecutionProvider[] = options.cpuOnly ? ['cpu'] : this.#providers;
+    for (const provider of providers) {
       if (provider === 'cuda' && this.#cudaFailure !== undefined) continue;
       try {
         const session = await this.#create(modelPath, this.#options(provider));
@@ -75,7 +79,7 @@ export class SessionFactory {
         lastError = err;
         if (provider !== 'cuda') throw err;
         this.#cudaFailure = firstLine(err);
-        const next = this.#providers.find((p) => p !== 'cuda') ?? 'none';
+        const next = providers.find((p) => p !== 'cuda') ?? 'none';
         this.#log.warn(
           `CUDA execution provider could not initialise on device ${this.#cudaDeviceId}: ${this.#cudaFailure}; serving on ${next}. ` +
             '(CUDA needs an NVIDIA GPU with its driver and the CUDA build of onnxruntime-node, which its postinstall fetches.)',

@@ -234,6 +234,17 @@ describe('metrics', () => {
     expect(text).toMatch(/^nv_inference_queue_duration_us\{model="embed",version="1"\} \d/m);
     expect(text).toMatch(/^mesh_backend_info\{.*execution_provider="(cpu|cuda)".*\} 1/m);
     expect(text).toMatch(/^mesh_backend_requests_in_flight 0/m);
+    expect(text).toMatch(/^nv_inference_pending_request_count 0/m);
+    expect(text).toMatch(/^nv_inference_exec_count\{model="embed",version="1"\} [1-9]/m);
+    // The batch size histogram: per model, Triton-like power-of-two buckets, one observation per execution.
+    for (const le of ['1', '2', '4', '8', '16', '32', '64', '128', '\\+Inf']) {
+      expect(text).toMatch(new RegExp(`^nv_inference_batch_size_bucket\\{le="${le}",model="embed",version="1"\\} \\d+$`, 'm'));
+    }
+    const exec = Number(/^nv_inference_exec_count\{model="embed",version="1"\} (\d+)/m.exec(text)![1]);
+    expect(text).toMatch(new RegExp(`^nv_inference_batch_size_count\\{model="embed",version="1"\\} ${exec}$`, 'm'));
+    // The first embed request was 2 rows, so some execution had at least 2 rows.
+    const [, upTo1] = /^nv_inference_batch_size_bucket\{le="1",model="embed",version="1"\} (\d+)/m.exec(text)!;
+    expect(Number(upTo1)).toBeLessThan(exec);
   });
 });
 

@@ -119,6 +119,12 @@ describe('configs match the ONNX graphs', () => {
     const config = await readConfig(dirA, 'embed');
     expect(config.parameters).toMatchObject({ tokenizer: 'mesh-hash-v1', text_input: 'text', pad_id: PAD_ID });
     expect(config.dynamic_batching?.preferred_batch_size).toEqual([8, 16]);
+    expect(config.dynamic_batching?.default_queue_policy).toEqual({
+      max_queue_size: 48,
+      default_timeout_microseconds: 10_000_000,
+      allow_timeout_override: true,
+    });
+    expect(config.instance_group).toEqual([{ count: 1, kind: 'KIND_GPU' }]);
   });
 });
 
@@ -198,10 +204,16 @@ describe('parseModelConfig', () => {
     max_batch_size: 8,
     input: [{ name: 'x', data_type: 'TYPE_FP32', dims: [-1, 3] }],
     output: [{ name: 'y', data_type: 'TYPE_INT64', dims: [2] }],
-    dynamic_batching: { max_queue_delay_microseconds: 100, preferred_batch_size: [4] },
+    dynamic_batching: {
+      max_queue_delay_microseconds: 100,
+      preferred_batch_size: [4],
+      default_queue_policy: { max_queue_size: 16, default_timeout_microseconds: 500_000, allow_timeout_override: true },
+    },
+    instance_group: [{ count: 2, kind: 'KIND_GPU' }, { count: 1 }],
     version_policy: { latest: { num_versions: 1 } },
     parameters: { a: 'b', n: 1, f: false },
   };
+  const policy = (p: Record<string, unknown>) => ({ ...valid, dynamic_batching: { default_queue_policy: p } });
 
   it('accepts a valid config unchanged', () => {
     expect(parseModelConfig(structuredClone(valid), 'cfg.json')).toEqual(valid);
@@ -215,6 +227,16 @@ describe('parseModelConfig', () => {
     [{ ...valid, dynamic_batching: { preferred_batch_size: [16] } }, 'dynamic_batching.preferred_batch_size[0]'],
     [{ ...valid, max_batch_size: 0 }, 'dynamic_batching'],
     [{ ...valid, instance_groups: [] }, '"instance_groups"'],
+    [policy({ max_queue_size: -1 }), 'dynamic_batching.default_queue_policy.max_queue_size'],
+    [policy({ default_timeout_microseconds: 1.5 }), 'dynamic_batching.default_queue_policy.default_timeout_microseconds'],
+    [policy({ allow_timeout_override: 'yes' }), 'dynamic_batching.default_queue_policy.allow_timeout_override'],
+    [policy({ timeout_action: 'DELAY' }), 'dynamic_batching.default_queue_policy.timeout_action'],
+    [{ ...valid, dynamic_batching: { default_queue_policy: [] } }, 'dynamic_batching.default_queue_policy'],
+    [{ ...valid, instance_group: [] }, 'instance_group'],
+    [{ ...valid, instance_group: [{ count: 0 }] }, 'instance_group[0].count'],
+    [{ ...valid, instance_group: [{ kind: 'KIND_TPU' }] }, 'instance_group[0].kind'],
+    [{ ...valid, instance_group: [{ count: 1, gpus: [0] }] }, 'instance_group[0].gpus'],
+    [{ ...valid, instance_group: [{ kind: 'KIND_GPU' }, { kind: 'KIND_CPU' }] }, 'instance_group'],
     [{ ...valid, parameters: { x: { string_value: 'y' } } }, 'parameters.x'],
     [{ ...valid, input: [] }, 'input'],
     [{ ...valid, name: undefined }, 'name'],

@@ -5,7 +5,7 @@
  * checks also run against the verifier with a frozen clock.
  */
 
-import { SignJWT, base64url, createLocalJWKSet, errors } from 'jose';
+import { SignJWT, base64url, createLocalJWKSet, errors, exportSPKI, importJWK, type CryptoKey } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MeshError } from '../../shared/errors.ts';
 import { TYP } from '../../shared/tokens.ts';
@@ -56,6 +56,16 @@ describe('dispatch token attacks on /infer', () => {
           .sign(base64url.decode(h.mesh.publicJwk.x!)),
       'invalid_token',
     ],
+    [
+      'HS256 keyed with the mesh public key as PEM (alg confusion)',
+      async () => {
+        const pem = await exportSPKI((await importJWK(h.mesh.publicJwk, 'EdDSA', { extractable: true })) as CryptoKey);
+        return new SignJWT(await claimsFor())
+          .setProtectedHeader({ alg: 'HS256', typ: TYP.dispatch, kid: h.mesh.kid })
+          .sign(new TextEncoder().encode(pem));
+      },
+      'invalid_token',
+    ],
     ['wrong typ (a receipt)', () => dispatchToken({ model: 'classifier', body: BODY, key: h.mesh, header: { typ: TYP.receipt } }), 'invalid_token'],
     ['wrong aud', () => dispatchToken({ model: 'classifier', body: BODY, key: h.mesh, claims: { aud: 'backend-other' } }), 'invalid_token'],
     ['wrong iss', () => dispatchToken({ model: 'classifier', body: BODY, key: h.mesh, claims: { iss: 'https://evil.example' } }), 'invalid_token'],
@@ -79,6 +89,15 @@ describe('dispatch token attacks on /infer', () => {
   it('refuses a non-Bearer Authorization header with 401 unauthorized', async () => {
     const res = await h.backend.app.request(INFER, { method: 'POST', headers: { authorization: 'Basic dXNlcjpwYXNz' }, body: BODY });
     await expect401(res, 'unauthorized');
+  });
+
+  it('refuses a valid token whose body was swapped in transit, and the token is not spent by that', async () => {
+    const token = await dispatchToken({ model: 'classifier', body: BODY, key: h.mesh });
+    const swapped = BODY.replace('0.25', '0.75');
+    await expect401(await h.post(INFER, undefined, { raw: swapped, token }), 'invalid_token');
+    // Even a body that differs only by whitespace:
+    await expect401(await h.post(INFER, undefined, { raw: `${BODY} `, token }), 'invalid_token');
+    expect((await h.post(INFER, undefined, { raw: BODY, token })).status).toBe(200);
   });
 
   it('refuses a replayed jti', async () => {

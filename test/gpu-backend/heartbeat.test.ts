@@ -5,6 +5,8 @@
  * recovery once; stop() sends `ready: false`.
  */
 
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
 import { importJWK, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseHeartbeat, type HeartbeatAction } from '../../shared/heartbeat.ts';
@@ -69,6 +71,31 @@ describe('heartbeats', () => {
       ['embed', '1', true, 32],
     ]);
     expect(body.models.every((m) => m.p50Ms > 0)).toBe(true);
+    // Memory per model: the size of the model.onnx it serves.
+    for (const m of body.models) {
+      expect(m.memoryBytes).toBe((await stat(path.join(repo.dir, m.name, m.version, 'model.onnx'))).size);
+    }
+  });
+
+  it('reports p50Ms as the median of measured execution times', async () => {
+    for (let i = 0; i < 5; i++) {
+      const res = await h.post('/v2/models/classifier/infer', { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 16], data: new Array(16).fill(i) }] });
+      expect(res.status).toBe(200);
+    }
+    const reported = h.backend.snapshot().models.find((m) => m.name === 'classifier')!.p50Ms;
+    const measured = h.backend.repository.modelStats().find((m) => m.name === 'classifier')!.p50Ms;
+    expect(reported).toBeGreaterThan(0);
+    expect(reported).toBeCloseTo(measured, 3);
+  });
+
+  it('parses memoryBytes as optional and non-negative', () => {
+    const beat = structuredClone(h.heartbeats[0]!.body) as { models: Record<string, unknown>[] };
+    delete beat.models[0]!.memoryBytes;
+    expect(parseHeartbeat(beat).models[0]).not.toHaveProperty('memoryBytes');
+    beat.models[0]!.memoryBytes = -1;
+    expect(() => parseHeartbeat(beat)).toThrow(/models\[0\]\.memoryBytes must be a number >= 0/);
+    beat.models[0]!.memoryBytes = '12';
+    expect(() => parseHeartbeat(beat)).toThrow(/memoryBytes/);
   });
 
   it('applies unload and load actions from the reply', async () => {

@@ -8,6 +8,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import * as ort from 'onnxruntime-node';
 import { SignJWT, createLocalJWKSet, exportJWK, generateKeyPair, type CryptoKey, type JWK, type JWTHeaderParameters } from 'jose';
 import { sha256Hex } from '../../shared/hash.ts';
 import { DISPATCH_TTL_S, TYP } from '../../shared/tokens.ts';
@@ -15,6 +16,7 @@ import { createBackend, type Backend, type BackendOverrides } from '../../gpu-ba
 import { loadConfig } from '../../gpu-backend/src/config.ts';
 import { generateDemoModels } from '../../gpu-backend/src/demo-models/generate.ts';
 import { memoryLogger } from '../../gpu-backend/src/log.ts';
+import type { CreateSession } from '../../gpu-backend/src/sessions.ts';
 import { generateProviderKey, type ProviderJwk } from '../../gpu-backend/src/provider-key.ts';
 
 export const EDGE_URL = 'http://edge.test';
@@ -142,4 +144,46 @@ function modelOf(p: string): string {
 export async function errorCode(res: Response): Promise<string> {
   const body = (await res.json()) as { error?: { code?: string } };
   return body.error?.code ?? `(no error code; status ${res.status})`;
+}
+
+/**
+ * Real ORT sessions whose `run` waits while the gate is closed (`close()`,
+ * then `open()`). `runs` counts every run (warm-ups included); `feeds` keeps
+ * the values of every input each run was given, so a test can tell which
+ * requests ran.
+ */
+export function gatedSessions() {
+  const gate = {
+    closed: undefined as Promise<void> | undefined,
+    open: () => {},
+    runs: 0,
+    feeds: [] as Record<string, number[]>[],
+  };
+  const close = () => {
+    gate.closed = new Promise<void>((resolve) => (gate.open = () => { gate.closed = undefined; resolve(); }));
+  };
+  const create: CreateSession = async (p, o) => {
+    const session = await ort.InferenceSession.create(p, o);
+    const run = session.run.bind(session);
+    (session as { run: unknown }).run = async (...args: Parameters<typeof run>) => {
+      gate.runs++;
+      const feeds: Record<string, number[]> = {};
+      for (const [name, t] of Object.entries(args[0] as Record<string, ort.Tensor>)) feeds[name] = Array.from(t.data as ArrayLike<number | bigint>, Number);
+      gate.feeds.push(feeds);
+      while (gate.closed) await gate.closed;
+      return run(...args);
+    };
+    return session;
+  };
+  return { gate, close, open: () => gate.open(), create };
+}
+
+/** Polls `cond` every 2 ms for up to ~2 s. */
+export async function until(cond: () => boolean, what: string, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (cond()) return;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  throw new Error(`timed out waiting for ${what}`);
 }

@@ -2,30 +2,39 @@
  * The backend as a process (`node gpu-backend/src/main.ts`), the way the
  * local-mesh launcher starts it: it generates the demo models into a missing
  * repository, prints its ready line, heartbeats to the edge, serves, and on
- * SIGTERM sends `ready: false`, drains and exits 0. Also the keygen command.
+ * SIGTERM sends `ready: false`, drains and exits 0, after the requests in
+ * flight (running and queued) have all been answered. Also the keygen command.
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateDemoModels } from '../../gpu-backend/src/demo-models/generate.ts';
 import { checkProviderJwk, generateProviderKey } from '../../gpu-backend/src/provider-key.ts';
+import { dispatchToken, meshKey, type MeshKey } from './helpers.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 let dir: string;
 let edge: Server;
 let edgeUrl: string;
+let mesh: MeshKey;
 const beats: { ready: boolean; url: string; executionProvider: string }[] = [];
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'mesh-process-'));
+  mesh = await meshKey();
   edge = createServer((req, res) => {
     let body = '';
     req.on('data', (c: Buffer) => (body += c.toString()));
     req.on('end', () => {
+      if (req.url === '/.well-known/jwks.json') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [mesh.publicJwk] }));
+        return;
+      }
       if (req.url === '/v1/providers/heartbeat' && req.headers.authorization?.startsWith('Bearer ')) beats.push(JSON.parse(body));
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true,"ttlSeconds":10,"actions":[]}');
     });
@@ -47,9 +56,16 @@ function run(script: string, args: string[], env: Record<string, string>): { chi
   return { child, output: () => out, exit };
 }
 
-async function until<T>(get: () => T | undefined, what: string, output: () => string, ms = 20_000): Promise<T> {
+async function until<T>(
+  get: () => T | undefined,
+  what: string,
+  output: () => string,
+  ms = 20_000,
+  refresh?: () => Promise<void>,
+): Promise<T> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
+    await refresh?.();
     const v = get();
     if (v !== undefined) return v;
     await new Promise((r) => setTimeout(r, 20));
@@ -89,6 +105,69 @@ describe('main.ts', () => {
       expect(await p.exit).toBe(0);
       expect(beats.at(-1)!.ready).toBe(false);
       expect(p.output()).toMatch(/SIGTERM: draining/);
+    } finally {
+      if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    }
+  });
+
+  it('on SIGTERM answers every request it holds before it exits 0, and takes no new one', async () => {
+    // The embed model again, with a long batching delay: requests sit queued in the backend until SIGTERM.
+    const repoDir = path.join(dir, 'slow-models');
+    await generateDemoModels(repoDir);
+    const embed = JSON.parse(await readFile(path.join(repoDir, 'embed', 'config.json'), 'utf8')) as Record<string, unknown>;
+    await mkdir(path.join(repoDir, 'slow', '1'), { recursive: true });
+    await copyFile(path.join(repoDir, 'embed', '1', 'model.onnx'), path.join(repoDir, 'slow', '1', 'model.onnx'));
+    await writeFile(
+      path.join(repoDir, 'slow', 'config.json'),
+      JSON.stringify({ ...embed, name: 'slow', dynamic_batching: { max_queue_delay_microseconds: 600_000 } }),
+    );
+    const { privateJwk } = await generateProviderKey('proc-key-2');
+    const p = run('gpu-backend/src/main.ts', [], {
+      BACKEND_ID: 'proc-2',
+      PROVIDER_ID: 'prov-1',
+      PROVIDER_KEY: JSON.stringify(privateJwk),
+      REGION: 'us-east',
+      EDGE_URL: edgeUrl,
+      PORT: '0',
+      MODEL_REPOSITORY: repoDir,
+      MODELS: 'slow',
+      EXECUTION_PROVIDERS: 'cpu',
+      HEARTBEAT_INTERVAL_MS: '200',
+    });
+    try {
+      const url = await until(() => /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(p.output())?.[1], 'the ready line', p.output);
+      // Four requests of 4 x 128 tokens: 16 rows, under max_batch_size, so they wait the 0.6 s delay, then run as one batch.
+      const infer = async (i: number) => {
+        const ids = Array.from({ length: 4 * 128 }, (_, j) => 1 + ((i * 7919 + j * 31) % 8000));
+        const body = JSON.stringify({ inputs: [{ name: 'input_ids', datatype: 'INT64', shape: [4, 128], data: ids }] });
+        const token = await dispatchToken({ model: 'slow', body, key: mesh, claims: { iss: edgeUrl, aud: 'proc-2' } });
+        return fetch(`${url}/v2/models/slow/infer`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body });
+      };
+      const held = [0, 1, 2, 3].map(infer);
+      let metrics = '';
+      await until(
+        () => (/^nv_inference_pending_request_count 4$/m.test(metrics) ? true : undefined),
+        'four requests queued in the backend',
+        p.output,
+        5000,
+        async () => {
+          metrics = await (await fetch(`${url}/metrics`)).text();
+        },
+      );
+      p.child.kill('SIGTERM');
+      await until(() => (/SIGTERM: draining/.test(p.output()) ? true : undefined), 'the drain', p.output);
+      const late = await infer(4).then((r) => r.status, () => 'refused');
+      expect([503, 'refused']).toContain(late);
+
+      for (const res of await Promise.all(held)) {
+        expect(res.status).toBe(200);
+        expect(res.headers.get('x-provider-attestation')).toBeTruthy();
+        const json = (await res.json()) as { outputs: { shape: number[] }[] };
+        expect(json.outputs[0]!.shape).toEqual([4, 256]);
+      }
+      expect(await p.exit).toBe(0);
+      expect(p.output()).not.toMatch(/still in flight/);
+      expect(p.output()).toMatch(/stopped/);
     } finally {
       if (p.child.exitCode === null) p.child.kill('SIGKILL');
     }

@@ -1,7 +1,9 @@
 /**
- * Model lifecycle on real ONNX Runtime sessions: the CUDA → CPU fallback, a
- * failed load, unload waiting for the run in flight, and the bounded queue
- * answering 429 when full.
+ * Model lifecycle on real ONNX Runtime sessions: the CUDA → CPU fallback (and
+ * `KIND_CPU` models kept on the CPU), a failed load, unload waiting for every
+ * request it admitted (queued or running) while new ones get 503, load of a
+ * loaded model as a no-op, a steady stream of requests through unload and
+ * load, and the bounded queue answering 429 when full.
  *
  * This machine has no GPU, and the CUDA build of onnxruntime-node is not
  * installed, so a real CUDA session cannot be exercised here: these tests show
@@ -13,7 +15,7 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CreateSession } from '../../gpu-backend/src/sessions.ts';
-import { demoRepository, errorCode, harness, type Harness } from './helpers.ts';
+import { demoRepository, errorCode, gatedSessions, harness, until, type Harness } from './helpers.ts';
 
 let repo: Awaited<ReturnType<typeof demoRepository>>;
 
@@ -32,37 +34,24 @@ beforeAll(async () => {
       output: [{ name: 'logits', data_type: 'TYPE_FP32', dims: [4] }],
     }),
   );
+  // The classifier again, with instances that must stay on the CPU.
+  await mkdir(path.join(repo.dir, 'cpu-only', '1'), { recursive: true });
+  await copyFile(path.join(repo.dir, 'classifier', '1', 'model.onnx'), path.join(repo.dir, 'cpu-only', '1', 'model.onnx'));
+  await writeFile(
+    path.join(repo.dir, 'cpu-only', 'config.json'),
+    JSON.stringify({
+      name: 'cpu-only',
+      platform: 'onnxruntime_onnx',
+      max_batch_size: 8,
+      input: [{ name: 'features', data_type: 'TYPE_FP32', dims: [16] }],
+      output: [{ name: 'probabilities', data_type: 'TYPE_FP32', dims: [4] }],
+      instance_group: [{ count: 2, kind: 'KIND_CPU' }],
+    }),
+  );
 });
 afterAll(() => repo?.cleanup());
 
 const FEATURES = { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 16], data: new Array(16).fill(0.1) }] };
-
-/** Real sessions whose `run` waits while `gate.closed` is a pending promise. */
-function gatedSessions() {
-  const gate: { closed: Promise<void> | undefined; open: () => void; runs: number } = { closed: undefined, open: () => {}, runs: 0 };
-  const close = () => {
-    gate.closed = new Promise<void>((resolve) => (gate.open = () => { gate.closed = undefined; resolve(); }));
-  };
-  const create: CreateSession = async (p, o) => {
-    const session = await ort.InferenceSession.create(p, o);
-    const run = session.run.bind(session);
-    (session as { run: unknown }).run = async (...args: Parameters<typeof run>) => {
-      gate.runs++;
-      if (gate.closed) await gate.closed;
-      return run(...args);
-    };
-    return session;
-  };
-  return { gate, close, open: () => gate.open(), create };
-}
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (cond()) return;
-    await new Promise((r) => setTimeout(r, 2));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe('execution providers', () => {
   it('falls back from cuda to cpu on this GPU-less machine and reports cpu in /v2/health/ready', async () => {
@@ -104,6 +93,28 @@ describe('execution providers', () => {
       expect(lines).toEqual([expect.stringMatching(/CUDA execution provider could not initialise on device 3: CUDA driver not found \(test\); serving on cpu/)]);
       const ready = (await (await h.get('/v2/health/ready')).json()) as { executionProvider: string };
       expect(ready.executionProvider).toBe('cpu');
+    } finally {
+      await h.backend.repository.close();
+    }
+  });
+});
+
+describe('instance kinds', () => {
+  it('opens a KIND_CPU model on cpu without trying cuda, and the others cuda first', async () => {
+    const calls: [string, unknown][] = [];
+    const create: CreateSession = async (p, o) => {
+      calls.push([path.basename(path.dirname(path.dirname(p))), o.executionProviders?.[0]]);
+      if ((o.executionProviders?.[0] as { name?: string } | undefined)?.name === 'cuda') throw new Error('no CUDA here (test)');
+      return ort.InferenceSession.create(p, o);
+    };
+    const h = await harness({ repo: repo.dir, env: { EXECUTION_PROVIDERS: 'cuda,cpu', MODELS: 'cpu-only,classifier' }, overrides: { createSession: create } });
+    try {
+      expect(calls).toEqual([
+        ['cpu-only', 'cpu'],
+        ['classifier', { name: 'cuda', deviceId: 0 }],
+        ['classifier', 'cpu'],
+      ]);
+      expect((await h.post('/v2/models/cpu-only/infer', FEATURES)).status).toBe(200);
     } finally {
       await h.backend.repository.close();
     }
@@ -177,5 +188,116 @@ describe('loading and unloading', () => {
     const reload = await h.post('/v2/repository/models/classifier/load', {});
     expect(reload.status).toBe(200);
     expect((await h.post('/v2/models/classifier/infer', FEATURES)).status).toBe(200);
+  });
+});
+
+describe('unload and load under traffic', () => {
+  let h: Harness;
+  let gated: ReturnType<typeof gatedSessions>;
+  let opens = 0;
+  beforeAll(async () => {
+    gated = gatedSessions();
+    h = await harness({
+      repo: repo.dir,
+      env: { MODELS: 'classifier,embed', EXECUTION_PROVIDERS: 'cpu', SLOTS: '1', MAX_QUEUE: '64' },
+      overrides: {
+        createSession: (p, o) => {
+          opens++;
+          return gated.create(p, o);
+        },
+      },
+    });
+  });
+  afterAll(async () => {
+    gated?.open();
+    await h?.backend.repository.close();
+  });
+
+  const features = (value: number) => ({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 16], data: new Array(16).fill(value) }] });
+  const ran = (value: number) => gated.gate.feeds.some((f) => f.features?.includes(Math.fround(value)));
+
+  it('unload waits for the queued AND the running requests, which all complete; requests meanwhile get 503 model_not_ready', async () => {
+    gated.close();
+    const running = h.post('/v2/models/classifier/infer', features(0.61));
+    await until(() => h.backend.scheduler.capacity.inFlight === 1, 'the first request to run');
+    // An embed request waits for the only slot first, so the queued classifier
+    // requests still wait after the running one is done: unload must wait for them too.
+    const embed = h.post('/v2/models/embed/infer', { inputs: [{ name: 'text', datatype: 'BYTES', shape: [1], data: ['ahead in line'] }] });
+    await until(() => h.backend.scheduler.capacity.queued === 1, 'the embed request queued');
+    const queued = [0.62, 0.63, 0.64].map((v) => h.post('/v2/models/classifier/infer', features(v)));
+    await until(() => h.backend.scheduler.capacity.queued === 4, 'three classifier requests queued');
+
+    let unloaded = false;
+    const unload = h.post('/v2/repository/models/classifier/unload', {}).then((r) => {
+      unloaded = true;
+      return r;
+    });
+    await until(() => h.backend.repository.state('classifier') === 'UNLOADING', 'UNLOADING');
+    const late = await h.post('/v2/models/classifier/infer', features(0.65));
+    expect(late.status).toBe(503);
+    expect(late.headers.get('retry-after')).toBe('1');
+    expect(await errorCode(late)).toBe('model_not_ready');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(unloaded).toBe(false);
+
+    gated.open();
+    for (const res of [await running, await embed, ...(await Promise.all(queued))]) expect(res.status).toBe(200);
+    expect((await unload).status).toBe(200);
+    expect(h.backend.repository.state('classifier')).toBe('UNAVAILABLE');
+    expect([0.61, 0.62, 0.63, 0.64].every(ran)).toBe(true);
+    expect(ran(0.65)).toBe(false);
+    expect(h.backend.scheduler.capacity).toEqual({ slots: 1, inFlight: 0, queued: 0 });
+
+    expect((await h.post('/v2/repository/models/classifier/load', {})).status).toBe(200);
+  });
+
+  it('loads a model that is already loaded as a no-op success', async () => {
+    const before = opens;
+    const { loadMs } = h.backend.repository.ready('embed');
+    const res = await h.post('/v2/repository/models/embed/load', {});
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ name: 'embed', state: 'READY', version: '1', loadMs: Math.round(loadMs) });
+    expect(opens).toBe(before); // no new session
+  });
+
+  it('answers a steady stream through unload and load with 200 or 503 model_not_ready only: never a 500, never a hang', async () => {
+    const outcomes: { model: string; status: number; code?: string; at: number }[] = [];
+    let stop = false;
+    const t0 = performance.now();
+    const withDeadline = (p: Promise<Response>) =>
+      Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('a request hung for 5 s')), 5000))]);
+    const client = async (model: 'classifier' | 'embed', n: number) => {
+      for (let i = 0; !stop; i++) {
+        const body =
+          model === 'classifier' ? features((n * 1000 + i) / 1e5) : { inputs: [{ name: 'text', datatype: 'BYTES', shape: [1], data: [`client ${n} request ${i}`] }] };
+        const res = await withDeadline(h.post(`/v2/models/${model}/infer`, body));
+        const outcome: (typeof outcomes)[number] = { model, status: res.status, at: performance.now() - t0 };
+        if (res.status !== 200) outcome.code = await errorCode(res);
+        outcomes.push(outcome);
+      }
+    };
+    const clients = [client('classifier', 1), client('classifier', 2), client('classifier', 3), client('embed', 4)];
+    const pause = () => new Promise((r) => setTimeout(r, 60));
+    await pause();
+    const unloadAt = performance.now() - t0;
+    expect((await h.post('/v2/repository/models/classifier/unload', {})).status).toBe(200);
+    await pause();
+    expect((await h.post('/v2/repository/models/classifier/load', {})).status).toBe(200);
+    const loadedAt = performance.now() - t0;
+    await pause();
+    stop = true;
+    await Promise.all(clients);
+
+    for (const o of outcomes) {
+      if (o.status !== 200) expect(o).toMatchObject({ model: 'classifier', status: 503, code: 'model_not_ready' });
+    }
+    const classifier = outcomes.filter((o) => o.model === 'classifier');
+    expect(classifier.some((o) => o.status === 200 && o.at < unloadAt)).toBe(true);
+    expect(classifier.some((o) => o.status === 503)).toBe(true);
+    expect(classifier.some((o) => o.status === 200 && o.at > loadedAt)).toBe(true);
+    expect(outcomes.filter((o) => o.model === 'embed').every((o) => o.status === 200)).toBe(true);
+    const metrics = await (await h.get('/metrics')).text();
+    expect(metrics).not.toMatch(/reason="internal"/);
+    expect(h.backend.scheduler.capacity).toEqual({ slots: 1, inFlight: 0, queued: 0 });
   });
 });

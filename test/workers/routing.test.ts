@@ -1,7 +1,7 @@
 import { env } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import { popLocation } from '../../shared/geo.ts';
-import { rankCandidates } from '../../workers/routing.ts';
+import { rankByScore } from '../../workers/routing/score.ts';
 import { refreshSnapshot } from '../../workers/snapshot.ts';
 import { admitProvider, call, heartbeatBody, keyFor, sendHeartbeat } from './helpers.ts';
 
@@ -14,16 +14,18 @@ describe('routing from the directories, per PoP', () => {
     // A cold backend in Jakarta must not attract Jakarta's traffic.
     await sendHeartbeat(p, heartbeatBody('cgk-cold', 'ap-southeast-3', { models: [{ name: 'embed', version: '1', warm: false, maxBatchSize: 8, p50Ms: 5 }] }));
     const snap = await refreshSnapshot(env);
-    const first = (colo: string) => rankCandidates(snap.backends, { model: 'embed', from: popLocation(colo)! })[0]?.backend.region;
+    const rank = (colo: string, pin?: string) =>
+      rankByScore(snap.backends, { model: 'embed', from: { code: colo, ...popLocation(colo)! }, pin }, {}, Date.now(), { allowCold: false });
+    const first = (colo: string) => rank(colo)[0]?.backend.region;
     expect(first('SIN')).toBe('ap-southeast');
     expect(first('CGK')).toBe('ap-southeast');
     expect(first('FRA')).toBe('eu-west');
     expect(first('IAD')).toBe('us-east');
     expect(first('GRU')).toBe('us-east');
-    const order = rankCandidates(snap.backends, { model: 'embed', from: popLocation('SIN')! }).map((c) => c.backend.id);
+    const order = rank('SIN').map((c) => c.backend.id);
     expect(order).toEqual(['sg-1', 'fra-1', 'iad-1']);
     // Pinned to a region: only that region.
-    const pinned = rankCandidates(snap.backends, { model: 'embed', from: popLocation('SIN')!, regions: new Set(['us-east']) });
+    const pinned = rank('SIN', 'us-east');
     expect(pinned.map((c) => c.backend.id)).toEqual(['iad-1']);
   });
 

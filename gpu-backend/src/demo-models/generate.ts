@@ -250,6 +250,16 @@ interface DemoModel {
   graph: () => GraphProto;
 }
 
+/**
+ * Queue policy of both demo models. 48 waiting requests per model binds before
+ * the backend-wide MAX_QUEUE (64), so one busy model cannot fill the queue the
+ * other needs. A request waits at most 10 s (less than the edge's 15 s
+ * BACKEND_TIMEOUT_MS, so the backend answers 504 before the edge gives up);
+ * callers may ask for less in `parameters.timeout`. One instance each: runs do
+ * not overlap in onnxruntime-node (see `slots` in config.ts).
+ */
+const DEMO_QUEUE_POLICY = { max_queue_size: 48, default_timeout_microseconds: 10_000_000, allow_timeout_override: true };
+
 const DEMO_MODELS: DemoModel[] = [
   {
     config: {
@@ -258,7 +268,12 @@ const DEMO_MODELS: DemoModel[] = [
       max_batch_size: 32,
       input: [{ name: 'input_ids', data_type: 'TYPE_INT64', dims: [-1] }],
       output: [{ name: 'embedding', data_type: 'TYPE_FP32', dims: [EMBED_DIM] }],
-      dynamic_batching: { max_queue_delay_microseconds: 2000, preferred_batch_size: [8, 16] },
+      dynamic_batching: {
+        max_queue_delay_microseconds: 2000,
+        preferred_batch_size: [8, 16],
+        default_queue_policy: DEMO_QUEUE_POLICY,
+      },
+      instance_group: [{ count: 1, kind: 'KIND_GPU' }],
       version_policy: { latest: { num_versions: 1 } },
       parameters: {
         tokenizer: TOKENIZER_NAME,
@@ -276,7 +291,12 @@ const DEMO_MODELS: DemoModel[] = [
       max_batch_size: 64,
       input: [{ name: 'features', data_type: 'TYPE_FP32', dims: [CLASSIFIER_FEATURES] }],
       output: [{ name: 'probabilities', data_type: 'TYPE_FP32', dims: [CLASSIFIER_CLASSES] }],
-      dynamic_batching: { max_queue_delay_microseconds: 1000, preferred_batch_size: [16, 32] },
+      dynamic_batching: {
+        max_queue_delay_microseconds: 1000,
+        preferred_batch_size: [16, 32],
+        default_queue_policy: DEMO_QUEUE_POLICY,
+      },
+      instance_group: [{ count: 1, kind: 'KIND_GPU' }],
       version_policy: { latest: { num_versions: 1 } },
     },
     graph: classifierGraph,

@@ -1,0 +1,46 @@
+/**
+ * One isolate's routing memory, shared by every request it serves: measured
+ * latencies and RTTs, its own calls in flight, ejected backends and the retry
+ * budget. Nothing here is shared with other isolates or persisted; each
+ * isolate learns on its own, as Envoy and Finagle clients do.
+ */
+
+import { LatencyBook } from './latency.ts';
+import { OutlierDetector } from './outliers.ts';
+import { RetryBudget } from './retry-budget.ts';
+import { RttTable } from './rtt.ts';
+import type { RoutingStats } from './score.ts';
+
+export interface IsolateRouting extends RoutingStats {
+  latency: LatencyBook;
+  rtt: RttTable;
+  pending: Map<string, number>;
+  ejected: OutlierDetector;
+  budget: RetryBudget;
+}
+
+export function createIsolateRouting(now: () => number = Date.now): IsolateRouting {
+  return {
+    latency: new LatencyBook(),
+    rtt: new RttTable(),
+    pending: new Map(),
+    ejected: new OutlierDetector({ now }),
+    budget: new RetryBudget({ now }),
+  };
+}
+
+/** The routing memory of this isolate. */
+export const isolateRouting: IsolateRouting = createIsolateRouting();
+
+/** Counts a call to `backendId` in flight until the returned function is called. */
+export function trackPending(state: IsolateRouting, backendId: string): () => void {
+  state.pending.set(backendId, (state.pending.get(backendId) ?? 0) + 1);
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    const left = (state.pending.get(backendId) ?? 1) - 1;
+    if (left <= 0) state.pending.delete(backendId);
+    else state.pending.set(backendId, left);
+  };
+}

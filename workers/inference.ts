@@ -159,9 +159,11 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       return new Response(result.body, { status: result.status, headers: { 'content-type': result.contentType } });
     }
     const now = Date.now();
-    routing.latency.observe(backend.id, call.model, result.ms, now);
-    // The network's share of the wait: the edge's time minus what the backend says it spent.
-    if (result.backendMs !== undefined) routing.rtt.observe(pop.code, backend.id, Math.max(0, result.ms - result.backendMs));
+    // Service time as the backend reports it, and the network's share (the rest of the wait) per PoP.
+    if (result.backendMs !== undefined) {
+      routing.latency.observe(backend.id, call.model, result.backendMs, now);
+      if (!pop.simulated) routing.rtt.observe(pop.code, backend.id, Math.max(0, result.ms - result.backendMs));
+    }
     let body: string | Uint8Array = result.body;
     let contentType = result.contentType;
     let outputSha256 = result.outputSha256;

@@ -9,6 +9,8 @@ import { popLocation, type LatLon } from '../shared/geo.ts';
 
 export interface Pop extends LatLon {
   code: string;
+  /** True when `x-mesh-dev-colo` chose it: the network underneath is not that PoP's, so its RTTs mean nothing. */
+  simulated?: boolean;
 }
 
 export const DEV_COLO_HEADER = 'x-mesh-dev-colo';
@@ -22,7 +24,7 @@ export function resolvePop(request: Request, dev: boolean): Pop {
     if (forced) {
       const at = popLocation(forced);
       if (!at) throw new MeshError('invalid_request', `${DEV_COLO_HEADER}: "${forced}" is not a known PoP IATA code.`);
-      return { code: forced.toUpperCase(), ...at };
+      return { code: forced.toUpperCase(), ...at, simulated: true };
     }
   }
   const cf = (request as { cf?: IncomingRequestCfProperties }).cf;

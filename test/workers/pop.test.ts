@@ -11,7 +11,7 @@ function request(headers: Record<string, string>, cf?: Record<string, unknown>) 
 describe('resolvePop', () => {
   it('acts as the PoP named by x-mesh-dev-colo only when MESH_DEV is on', () => {
     const req = request({ 'x-mesh-dev-colo': 'sin' }, { colo: 'FRA' });
-    expect(resolvePop(req, true)).toMatchObject({ code: 'SIN' });
+    expect(resolvePop(req, true)).toMatchObject({ code: 'SIN', simulated: true });
     expect(resolvePop(req, false)).toMatchObject({ code: 'FRA' });
   });
   it('refuses an unknown dev colo with a 400', () => {

@@ -7,8 +7,10 @@
  *
  * - rtt: `estimateRttMs` (geometry, or measured RTTs from this PoP);
  * - service: the heartbeat's p50 for the model, or, once this isolate has
- *   measured the backend, its peak-EWMA time to answer minus the RTT estimate
- *   (so the measured total replaces rtt + service, RTT errors included);
+ *   measured the backend, the peak-EWMA of its service times (what the
+ *   backend says it spent, `server-timing: backend;dur`). Service and RTT are
+ *   measured apart so that one is not mistaken for the other: a backend's
+ *   service time is the same from every PoP, its RTT is not;
  * - queue wait: (inFlight + queued [heartbeat] + pending [this isolate's own
  *   calls, which the seconds-old heartbeat has not seen]) / slots x service.
  *   A measured EWMA already holds the queueing its samples met, so load counts
@@ -121,8 +123,8 @@ export function estimate(backend: BackendEntry, model: HeartbeatModel, ctx: Scor
   const o = ctx.options ?? {};
   const locate = o.locate ?? backendLocation;
   const rttMs = estimateRttMs(ctx.from, backend, ctx.stats.rtt, { inflation: o.inflation, locate });
-  const measured = ctx.stats.latency?.get(backend.id, model.name)?.peak.value(ctx.now, rttMs + model.p50Ms);
-  const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured - rttMs);
+  const measured = ctx.stats.latency?.get(backend.id, model.name)?.peak.value(ctx.now, model.p50Ms);
+  const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured);
   const { slots, inFlight, queued } = backend.capacity;
   const load = inFlight + queued + (ctx.stats.pending?.get(backend.id) ?? 0);
   const queueMs = (load / Math.max(1, slots)) * serviceMs;

@@ -64,11 +64,13 @@ describe('rankByScore: expected time to a complete answer', () => {
     rtt.observe('FRA', 'fra', 40); // a bad path, measured
     expect(ids(rankByScore(list, { model: 'embed', from: pop('FRA') }, { rtt }, 0))).toEqual(['ams', 'fra']);
     const latency = new LatencyBook();
-    latency.observe('ams', 'embed', 300, 0); // a spike on ams
+    latency.observe('ams', 'embed', 300, 0); // a spike in ams's service time
     const ranked = rankByScore(list, { model: 'embed', from: pop('FRA') }, { latency }, 0);
     expect(ids(ranked)).toEqual(['fra', 'ams']);
-    // The measured total replaces rtt + service.
-    expect(ranked[1]!.rttMs + ranked[1]!.serviceMs).toBeCloseTo(300, 6);
+    // The measured service time replaces the heartbeat's p50; the RTT stays the PoP's own.
+    expect(ranked[1]!.serviceMs).toBeCloseTo(300, 6);
+    const fromSin = rankByScore(list, { model: 'embed', from: pop('SIN') }, { latency }, 0);
+    expect(fromSin[1]!.rttMs).toBeGreaterThan(ranked[1]!.rttMs + 100);
   });
 
   it('filters by model, version, readiness, expiry and ejection', () => {

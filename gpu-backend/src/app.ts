@@ -10,9 +10,9 @@
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { MeshError, errorBody, isMeshError } from '../../shared/errors.ts';
-import { sha256Hex } from '../../shared/hash.ts';
 import { parseInferRequest, parseJson, type InferResponse } from '../../shared/protocol.ts';
 import type { Attestor } from './attestation.ts';
+import { sha256HexSync } from './hash.ts';
 import { ANY_MODEL, type DispatchVerifier } from './dispatch.ts';
 import { InferenceEngine } from './inference.ts';
 import type { Lifecycle } from './lifecycle.ts';
@@ -127,8 +127,8 @@ export function createApp(deps: AppDeps): Hono {
           : { model_name: model.name, model_version: model.version, id: request.id, outputs };
       // Serialised once: these exact bytes are hashed, attested and sent.
       const bytes = encoder.encode(JSON.stringify(response));
-      const outputSha256 = await sha256Hex(bytes);
-      const attestation = await deps.attestor.sign({ jti: claims.jti, model: model.name, outputSha256, units: result.units });
+      const outputSha256 = sha256HexSync(bytes);
+      const attestation = deps.attestor.sign({ jti: claims.jti, model: model.name, outputSha256, units: result.units });
       const totalMs = now() - started;
       metrics.success(model.name, model.version, { totalMs, queueMs: result.queueMs, computeMs: result.computeMs, rows: result.rows });
       return new Response(bytes, {

@@ -82,6 +82,8 @@ export class Batcher {
   /** Batches started: waiting for a slot or executing. */
   #busy = 0;
   #waitingForSlot = false;
+  /** When the last execution of this model ended. */
+  #lastRunEnd = -Infinity;
 
   constructor(options: BatcherOptions) {
     this.config = options.config;
@@ -144,7 +146,9 @@ export class Batcher {
   #schedule(): void {
     if (this.#pending.length === 0 || this.#waitingForSlot || this.#busy >= this.instances) return;
     const oldest = this.#pending[0]!;
-    const waited = this.#now() - oldest.enqueuedAt;
+    // onnxruntime-node's run() holds the JS thread, so requests that arrived during the last run are
+    // still unread when it ends: the delay counts from the later of arrival and that end, to let them join.
+    const waited = this.#now() - Math.max(oldest.enqueuedAt, this.#lastRunEnd);
     if (!this.#batching || waited >= this.#delayMs || this.#compatibleRows(oldest) >= this.#targetRows) {
       if (this.#timer) clearTimeout(this.#timer);
       this.#timer = undefined;
@@ -263,6 +267,7 @@ export class Batcher {
     } catch (err) {
       for (const p of group) p.reject(err);
     } finally {
+      this.#lastRunEnd = this.#now();
       this.#scheduler.finished(group.length);
       release();
       this.#busy--;

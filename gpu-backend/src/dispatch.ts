@@ -10,8 +10,8 @@
 
 import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { MeshError } from '../../shared/errors.ts';
-import { sha256Hex } from '../../shared/hash.ts';
 import { ALGORITHMS, DISPATCH_TTL_MAX_S, TYP, type DispatchClaims } from '../../shared/tokens.ts';
+import { sha256HexSync } from './hash.ts';
 import { ReplayCache } from './replay-cache.ts';
 
 export interface DispatchVerifierOptions {
@@ -84,7 +84,7 @@ export class DispatchVerifier {
       throw invalid(`The dispatch token expires more than ${DISPATCH_TTL_MAX_S} s ahead.`);
     }
     if (claims.model !== model) throw invalid(`The dispatch token is for model "${claims.model}", not "${model}".`);
-    if (claims.body_sha256.toLowerCase() !== (await sha256Hex(body))) {
+    if (claims.body_sha256.toLowerCase() !== sha256HexSync(body)) {
       throw invalid('The dispatch token is bound to another request body (body_sha256 differs).');
     }
     if (!this.#replays.use(claims.jti, claims.exp + this.#tolerance, nowS)) throw invalid('The dispatch token was already used.');

@@ -92,7 +92,13 @@ export class SessionFactory {
   #options(provider: ExecutionProvider): ort.InferenceSession.SessionOptions {
     const executionProviders: ort.InferenceSession.ExecutionProviderConfig[] =
       provider === 'cuda' ? [{ name: 'cuda', deviceId: this.#cudaDeviceId }] : ['cpu'];
-    const options: ort.InferenceSession.SessionOptions = { executionProviders, graphOptimizationLevel: 'all', logSeverityLevel: 3 };
+    const options: ort.InferenceSession.SessionOptions = {
+      executionProviders,
+      graphOptimizationLevel: 'all',
+      logSeverityLevel: 3,
+      // Idle intra-op threads sleep instead of spinning: the HTTP and crypto work shares the cores.
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
+    };
     if (this.#intraOpThreads !== undefined) options.intraOpNumThreads = this.#intraOpThreads;
     return options;
   }

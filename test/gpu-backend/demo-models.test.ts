@@ -118,7 +118,7 @@ describe('configs match the ONNX graphs', () => {
   it('embed declares the tokenizer it was built for', async () => {
     const config = await readConfig(dirA, 'embed');
     expect(config.parameters).toMatchObject({ tokenizer: 'mesh-hash-v1', text_input: 'text', pad_id: PAD_ID });
-    expect(config.dynamic_batching?.preferred_batch_size).toEqual([8, 16]);
+    expect(config.dynamic_batching?.preferred_batch_size).toEqual([16, 32]);
     expect(config.dynamic_batching?.default_queue_policy).toEqual({
       max_queue_size: 48,
       default_timeout_microseconds: 10_000_000,

@@ -270,7 +270,7 @@ const DEMO_MODELS: DemoModel[] = [
       output: [{ name: 'embedding', data_type: 'TYPE_FP32', dims: [EMBED_DIM] }],
       dynamic_batching: {
         max_queue_delay_microseconds: 2000,
-        preferred_batch_size: [8, 16],
+        preferred_batch_size: [16, 32],
         default_queue_policy: DEMO_QUEUE_POLICY,
       },
       instance_group: [{ count: 1, kind: 'KIND_GPU' }],

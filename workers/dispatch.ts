@@ -20,6 +20,10 @@ export interface DispatchRequest {
   body: Uint8Array;
   bodySha256: string;
   timeoutMs: number;
+  /** Cancels the call (a hedge that lost). */
+  signal?: AbortSignal;
+  /** Called when the backend's response headers arrive (it has started answering). */
+  onResponse?: () => void;
 }
 
 export type DispatchResult =
@@ -110,13 +114,15 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
   let res: Response;
   let body: Uint8Array;
   try {
-    const signal = AbortSignal.timeout(req.timeoutMs);
+    const timeout = AbortSignal.timeout(req.timeoutMs);
+    const signal = req.signal ? AbortSignal.any([timeout, req.signal]) : timeout;
     res = await fetch(backend.url + path, {
       method: 'POST',
       body: req.body,
       headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
       signal,
     });
+    req.onResponse?.();
     body = new Uint8Array(await res.arrayBuffer());
   } catch (err) {
     const timeout = (err as Error).name === 'TimeoutError';

@@ -12,12 +12,13 @@ import { priceOf } from '../shared/pricing.ts';
 import { isRegionId } from '../shared/regions.ts';
 import type { KeyClaims, ReceiptClaims } from '../shared/tokens.ts';
 import type { AppEnv } from './context.ts';
-import { dispatch } from './dispatch.ts';
+import { dispatch, type DispatchRequest, type DispatchResult } from './dispatch.ts';
 import { settings } from './env.ts';
 import { signingKeys } from './keys.ts';
-import { isKnownModel } from './directory/backend.ts';
+import { isKnownModel, type BackendEntry } from './directory/backend.ts';
 import { resolvePop, type Pop } from './pop.ts';
 import { signReceipt } from './receipts.ts';
+import { hedgeDelayMs } from './routing/hedge.ts';
 import { isolateRouting, trackPending } from './routing/isolate.ts';
 import { pickAttempts } from './routing/p2c.ts';
 import { rankByScore, type Scored } from './routing/score.ts';
@@ -127,82 +128,170 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     candidatesFor(c, call.consumer, call.model, call.version),
   ]);
 
-  let lastTimeout = false;
+  const outcome = await attempt(call, candidates, snapshot, {
+    keys,
+    issuer: s.issuer,
+    consumer: call.consumer.sub,
+    model: call.model,
+    version: call.version,
+    body: call.oipBody,
+    bodySha256: oipSha256,
+    timeoutMs: s.backendTimeoutMs,
+  });
+  const { backend, result } = outcome;
+  if (result.kind === 'rejected') {
+    return new Response(result.body, { status: result.status, headers: { 'content-type': result.contentType } });
+  }
+  // Service time as the backend reports it, and the network's share (the rest of the wait) per PoP.
+  if (result.backendMs !== undefined) {
+    routing.latency.observe(backend.id, call.model, result.backendMs, Date.now());
+    if (!pop.simulated) routing.rtt.observe(pop.code, backend.id, Math.max(0, result.ms - result.backendMs));
+  }
+  let body: string | Uint8Array = result.body;
+  let contentType = result.contentType;
+  let outputSha256 = result.outputSha256;
+  if (call.shape) {
+    ({ body, contentType } = call.shape(result.body, result.units));
+    if (typeof body === 'string') body = new TextEncoder().encode(body);
+    outputSha256 = await sha256Hex(body);
+  }
+  const total = Date.now() - started;
+  const receipt = await signReceipt(keys, {
+    iss: s.issuer,
+    sub: call.consumer.sub,
+    jti: crypto.randomUUID(),
+    iat: Math.floor(Date.now() / 1000),
+    model: call.model,
+    model_version: call.version ?? backend.models.find((m) => m.name === call.model)?.version ?? '1',
+    provider: backend.provider,
+    backend: backend.id,
+    region: backend.region,
+    pop: pop.code,
+    units: result.units,
+    amount: priceOf(call.model, result.units),
+    input_sha256: consumerSha256 ?? oipSha256,
+    output_sha256: outputSha256,
+    latency_ms: total,
+    cache: 'miss',
+    verify,
+    attestation: result.attestation,
+  });
+  return new Response(body, {
+    status: 200,
+    headers: {
+      'content-type': contentType,
+      'x-mesh-receipt': receipt,
+      'x-mesh-region': backend.region,
+      'x-mesh-backend': backend.id,
+      'x-mesh-cache': 'miss',
+      'server-timing': `edge;dur=${Math.max(0, total - result.ms)}, backend;dur=${result.ms}, total;dur=${total}`,
+    },
+  });
+}
+
+
+/** What one attempt needs besides its backend (see `DispatchRequest`). */
+type AttemptRequest = Omit<DispatchRequest, 'signal' | 'onResponse'>;
+
+interface Settled {
+  backend: BackendEntry;
+  result: DispatchResult;
+}
+
+/** A backend's answer: its result, or its 4xx verdict on the request. */
+type Answer = Exclude<DispatchResult, { kind: 'failed' }>;
+
+interface Running {
+  settled: Promise<Settled & { running: Running }>;
+  controller: AbortController;
+  answered: boolean;
+}
+
+/**
+ * Tries the candidates until one answers: the first at once; the next when an
+ * attempt fails (a retry) or when the first has not started answering by its
+ * backend's p95 service time plus RTT (a hedge, at most one). Retries and the
+ * hedge spend the isolate's retry budget. The first answer wins and the other
+ * attempt is aborted; a backend's 4xx verdict on the request counts as an
+ * answer. Throws 502/504 when every candidate tried failed, 503 when the
+ * budget stopped the retries.
+ */
+async function attempt(call: InferenceCall, candidates: readonly Scored[], snapshot: Snapshot, req: AttemptRequest): Promise<{ backend: BackendEntry; result: Answer }> {
+  const routing = isolateRouting;
+  const running = new Set<Running>();
   const failures: string[] = [];
-  for (const [attempt, { backend }] of candidates.slice(0, MAX_ATTEMPTS).entries()) {
-    // A retry spends the isolate's retry budget, so a dead region cannot multiply the load on the rest.
-    if (attempt > 0 && !routing.budget.tryRetry()) {
-      throw new MeshError('no_capacity', `"${call.model}" failed on ${failures.join('; ')}, and the retry budget is spent; retry shortly.`, {
-        retryAfter: 1,
-      });
+  let next = 0;
+  let lastTimeout = false;
+  let budgetSpent = false;
+  let hedged = false;
+
+  const launch = (): boolean => {
+    const candidate = candidates[next];
+    if (!candidate || next >= MAX_ATTEMPTS) return false;
+    if (next > 0 && !routing.budget.tryRetry()) {
+      budgetSpent = true;
+      return false;
     }
-    const done = trackPending(routing, backend.id);
-    const result = await dispatch(backend, {
-      keys,
-      issuer: s.issuer,
-      consumer: call.consumer.sub,
-      model: call.model,
-      version: call.version,
-      body: call.oipBody,
-      bodySha256: oipSha256,
-      timeoutMs: s.backendTimeoutMs,
-    }).finally(done);
+    next++;
+    const { backend } = candidate;
+    const release = trackPending(routing, backend.id);
+    const r = { controller: new AbortController(), answered: false } as Running;
+    r.settled = dispatch(backend, {
+      ...req,
+      signal: r.controller.signal,
+      onResponse: () => {
+        r.answered = true;
+      },
+    })
+      .finally(release)
+      .then((result) => ({ backend, result, running: r }));
+    running.add(r);
+    return true;
+  };
+
+  /** When to hedge (ms after the first attempt started), if now is the time to consider it. */
+  const hedgeAt = (): number | undefined => {
+    const first = candidates[0];
+    if (hedged || next !== 1 || running.size !== 1 || !first || !candidates[1]) return undefined;
+    const p95 = hedgeDelayMs(routing.latency.get(first.backend.id, call.model), Date.now());
+    return p95 === undefined ? undefined : p95 + first.rttMs;
+  };
+
+  launch();
+  const startedAt = Date.now();
+  while (running.size > 0) {
+    const contenders: Promise<(Settled & { running: Running }) | 'hedge'>[] = [...running].map((r) => r.settled);
+    const at = hedgeAt();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (at !== undefined) {
+      contenders.push(new Promise((resolve) => (timer = setTimeout(() => resolve('hedge'), Math.max(0, startedAt + at - Date.now())))));
+    }
+    const winner = await Promise.race(contenders);
+    if (timer !== undefined) clearTimeout(timer);
+    if (winner === 'hedge') {
+      hedged = true;
+      const [first] = running;
+      if (first && !first.answered && launch()) console.warn(`infer ${call.model}: no answer yet, hedging to ${candidates[next - 1]!.backend.id}`);
+      continue;
+    }
+    running.delete(winner.running);
+    const { backend, result } = winner;
     if (result.kind === 'failed') {
       routing.ejected.recordFailure(backend, snapshot.byRegion.get(backend.region)?.length ?? 1);
       failures.push(`${backend.id}: ${result.reason}`);
       lastTimeout = result.timeout;
-      console.warn(`infer ${call.model}: backend ${backend.id} failed (${result.reason}); trying the next one`);
+      console.warn(`infer ${call.model}: backend ${backend.id} failed (${result.reason})`);
+      if (running.size === 0) launch();
       continue;
     }
     routing.ejected.recordSuccess(backend.id);
-    if (result.kind === 'rejected') {
-      return new Response(result.body, { status: result.status, headers: { 'content-type': result.contentType } });
-    }
-    const now = Date.now();
-    // Service time as the backend reports it, and the network's share (the rest of the wait) per PoP.
-    if (result.backendMs !== undefined) {
-      routing.latency.observe(backend.id, call.model, result.backendMs, now);
-      if (!pop.simulated) routing.rtt.observe(pop.code, backend.id, Math.max(0, result.ms - result.backendMs));
-    }
-    let body: string | Uint8Array = result.body;
-    let contentType = result.contentType;
-    let outputSha256 = result.outputSha256;
-    if (call.shape) {
-      ({ body, contentType } = call.shape(result.body, result.units));
-      if (typeof body === 'string') body = new TextEncoder().encode(body);
-      outputSha256 = await sha256Hex(body);
-    }
-    const total = Date.now() - started;
-    const receipt = await signReceipt(keys, {
-      iss: s.issuer,
-      sub: call.consumer.sub,
-      jti: crypto.randomUUID(),
-      iat: Math.floor(Date.now() / 1000),
-      model: call.model,
-      model_version: call.version ?? backend.models.find((m) => m.name === call.model)?.version ?? '1',
-      provider: backend.provider,
-      backend: backend.id,
-      region: backend.region,
-      pop: pop.code,
-      units: result.units,
-      amount: priceOf(call.model, result.units),
-      input_sha256: consumerSha256 ?? oipSha256,
-      output_sha256: outputSha256,
-      latency_ms: total,
-      cache: 'miss',
-      verify,
-      attestation: result.attestation,
-    });
-    return new Response(body, {
-      status: 200,
-      headers: {
-        'content-type': contentType,
-        'x-mesh-receipt': receipt,
-        'x-mesh-region': backend.region,
-        'x-mesh-backend': backend.id,
-        'x-mesh-cache': 'miss',
-        'server-timing': `edge;dur=${Math.max(0, total - result.ms)}, backend;dur=${result.ms}, total;dur=${total}`,
-      },
+    // The other attempt lost: cancel it (its backend's answer would never be billed anyway).
+    for (const loser of running) loser.controller.abort();
+    return { backend, result };
+  }
+  if (budgetSpent) {
+    throw new MeshError('no_capacity', `"${call.model}" failed on ${failures.join('; ')}, and the retry budget is spent; retry shortly.`, {
+      retryAfter: 1,
     });
   }
   const detail = failures.join('; ');

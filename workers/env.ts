@@ -17,6 +17,10 @@ export interface Env {
   SNAPSHOT_REFRESH_MS?: string;
   BACKEND_TIMEOUT_MS?: string;
   MAX_BODY_BYTES?: string;
+  /** Hugging Face inference endpoint to fall back to when no backend can serve (optional). */
+  HF_ENDPOINT_URL?: string;
+  /** Secret: its access token. */
+  HF_TOKEN?: string;
 }
 
 export interface Settings {

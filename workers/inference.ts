@@ -13,9 +13,10 @@ import { isRegionId } from '../shared/regions.ts';
 import type { KeyClaims, ReceiptClaims } from '../shared/tokens.ts';
 import type { AppEnv } from './context.ts';
 import { dispatch, type DispatchRequest, type DispatchResult } from './dispatch.ts';
+import { embedOnHuggingFace, mayFallBack } from './fallback.ts';
 import { settings } from './env.ts';
 import { signingKeys } from './keys.ts';
-import { isKnownModel, type BackendEntry } from './directory/backend.ts';
+import type { BackendEntry } from './directory/backend.ts';
 import { resolvePop, type Pop } from './pop.ts';
 import { signReceipt } from './receipts.ts';
 import { hedgeDelayMs } from './routing/hedge.ts';
@@ -47,6 +48,10 @@ export interface InferenceCall {
    * the OIP bytes are passed through unchanged.
    */
   shape?: (oip: Uint8Array, units: { input: number; output: number }) => { body: string | Uint8Array; contentType: string };
+  /** The request's texts, when it is a text-embedding request that may fall back to Hugging Face. */
+  texts?: string[];
+  /** The output name of the model's embedding, for a fallback answer in OIP form (default `embedding`). */
+  outputName?: string;
 }
 
 /** Regions this request may be served in: the `x-mesh-region` pin within the key's residency. */
@@ -85,7 +90,7 @@ export async function candidatesFor(
     candidates = rank(snapshot);
   }
   if (candidates.length === 0) {
-    if (!isKnownModel(snapshot.backends, model, version)) {
+    if (!snapshot.recentModels.has(version === undefined ? model : `${model}@${version}`)) {
       const what = version === undefined ? `a model named "${model}"` : `version "${version}" of "${model}"`;
       throw new MeshError('model_not_found', `No backend in the mesh serves ${what}.`);
     }
@@ -114,6 +119,22 @@ export function verifyMode(c: Context<AppEnv>): Verify {
   return verify as Verify;
 }
 
+/** Who computed an answer, for the receipt and the response headers. */
+interface Served {
+  /** OIP v2 response bytes. */
+  oip: Uint8Array;
+  /** SHA-256 of `oip`, when already known. */
+  oipSha256?: string;
+  units: { input: number; output: number };
+  provider: string;
+  backend: string;
+  region: string;
+  modelVersion: string;
+  attestation?: string;
+  /** Time spent waiting for it, ms. */
+  ms: number;
+}
+
 /** Runs the call on the best backend that answers and returns the consumer's response, receipt attached. */
 export async function runInference(c: Context<AppEnv>, call: InferenceCall): Promise<Response> {
   const started = Date.now();
@@ -121,40 +142,63 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   const verify = verifyMode(c);
   const routing = isolateRouting;
   routing.budget.recordRequest();
-  const [keys, oipSha256, consumerSha256, { pop, candidates, snapshot }] = await Promise.all([
+  const pop = resolvePop(c.req.raw, s.dev);
+  const [keys, oipSha256, consumerSha256] = await Promise.all([
     signingKeys(c.env),
     sha256Hex(call.oipBody),
     call.consumerBody ? sha256Hex(call.consumerBody) : undefined,
-    candidatesFor(c, call.consumer, call.model, call.version),
   ]);
 
-  const outcome = await attempt(call, candidates, snapshot, {
-    keys,
-    issuer: s.issuer,
-    consumer: call.consumer.sub,
-    model: call.model,
-    version: call.version,
-    body: call.oipBody,
-    bodySha256: oipSha256,
-    timeoutMs: s.backendTimeoutMs,
-  });
-  const { backend, result } = outcome;
-  if (result.kind === 'rejected') {
-    return new Response(result.body, { status: result.status, headers: { 'content-type': result.contentType } });
+  let served: Served;
+  try {
+    const { candidates, snapshot } = await candidatesFor(c, call.consumer, call.model, call.version);
+    const { backend, result } = await attempt(call, candidates, snapshot, {
+      keys,
+      issuer: s.issuer,
+      consumer: call.consumer.sub,
+      model: call.model,
+      version: call.version,
+      body: call.oipBody,
+      bodySha256: oipSha256,
+      timeoutMs: s.backendTimeoutMs,
+    });
+    if (result.kind === 'rejected') {
+      return new Response(result.body, { status: result.status, headers: { 'content-type': result.contentType } });
+    }
+    // Service time as the backend reports it, and the network's share (the rest of the wait) per PoP.
+    if (result.backendMs !== undefined) {
+      routing.latency.observe(backend.id, call.model, result.backendMs, Date.now());
+      if (!pop.simulated) routing.rtt.observe(pop.code, backend.id, Math.max(0, result.ms - result.backendMs));
+    }
+    served = {
+      oip: result.body,
+      oipSha256: result.outputSha256,
+      units: result.units,
+      provider: backend.provider,
+      backend: backend.id,
+      region: backend.region,
+      modelVersion: call.version ?? backend.models.find((m) => m.name === call.model)?.version ?? '1',
+      attestation: result.attestation,
+      ms: result.ms,
+    };
+  } catch (err) {
+    // No backend anywhere could serve it: the operator's Hugging Face endpoint, when there is one and the input is text.
+    if (!mayFallBack(c.env, err, call.texts)) throw err;
+    console.warn(`infer ${call.model}: ${(err as Error).message} Falling back to Hugging Face.`);
+    const hf = await embedOnHuggingFace(c.env, call.model, call.texts!, call.outputName ?? 'embedding', s.backendTimeoutMs);
+    served = { oip: hf.body, units: hf.units, provider: 'huggingface', backend: hf.endpoint, region: 'huggingface', modelVersion: 'huggingface', ms: hf.ms };
   }
-  // Service time as the backend reports it, and the network's share (the rest of the wait) per PoP.
-  if (result.backendMs !== undefined) {
-    routing.latency.observe(backend.id, call.model, result.backendMs, Date.now());
-    if (!pop.simulated) routing.rtt.observe(pop.code, backend.id, Math.max(0, result.ms - result.backendMs));
-  }
-  let body: string | Uint8Array = result.body;
-  let contentType = result.contentType;
-  let outputSha256 = result.outputSha256;
+
+  let body: Uint8Array = served.oip;
+  let contentType = 'application/json';
+  let outputSha256 = served.oipSha256;
   if (call.shape) {
-    ({ body, contentType } = call.shape(result.body, result.units));
-    if (typeof body === 'string') body = new TextEncoder().encode(body);
-    outputSha256 = await sha256Hex(body);
+    const shaped = call.shape(served.oip, served.units);
+    body = typeof shaped.body === 'string' ? new TextEncoder().encode(shaped.body) : shaped.body;
+    contentType = shaped.contentType;
+    outputSha256 = undefined;
   }
+  outputSha256 ??= await sha256Hex(body);
   const total = Date.now() - started;
   const receipt = await signReceipt(keys, {
     iss: s.issuer,
@@ -162,33 +206,32 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     jti: crypto.randomUUID(),
     iat: Math.floor(Date.now() / 1000),
     model: call.model,
-    model_version: call.version ?? backend.models.find((m) => m.name === call.model)?.version ?? '1',
-    provider: backend.provider,
-    backend: backend.id,
-    region: backend.region,
+    model_version: served.modelVersion,
+    provider: served.provider,
+    backend: served.backend,
+    region: served.region,
     pop: pop.code,
-    units: result.units,
-    amount: priceOf(call.model, result.units),
+    units: served.units,
+    amount: priceOf(call.model, served.units),
     input_sha256: consumerSha256 ?? oipSha256,
     output_sha256: outputSha256,
     latency_ms: total,
     cache: 'miss',
     verify,
-    attestation: result.attestation,
+    ...(served.attestation ? { attestation: served.attestation } : {}),
   });
   return new Response(body, {
     status: 200,
     headers: {
       'content-type': contentType,
       'x-mesh-receipt': receipt,
-      'x-mesh-region': backend.region,
-      'x-mesh-backend': backend.id,
+      'x-mesh-region': served.region,
+      'x-mesh-backend': served.backend,
       'x-mesh-cache': 'miss',
-      'server-timing': `edge;dur=${Math.max(0, total - result.ms)}, backend;dur=${result.ms}, total;dur=${total}`,
+      'server-timing': `edge;dur=${Math.max(0, total - served.ms)}, backend;dur=${served.ms}, total;dur=${total}`,
     },
   });
 }
-
 
 /** What one attempt needs besides its backend (see `DispatchRequest`). */
 type AttemptRequest = Omit<DispatchRequest, 'signal' | 'onResponse'>;

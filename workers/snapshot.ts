@@ -17,7 +17,16 @@ export interface Snapshot {
   byRegion: Map<string, BackendEntry[]>;
   /** `jti`s of revoked bearer keys. */
   revoked: ReadonlySet<string>;
+  /**
+   * Models (`name` and `name@version`) some backend announced within
+   * MODEL_MEMORY_MS: while every backend of a model is gone, requests for it
+   * get 503 (retry later), not 404 (no such model).
+   */
+  recentModels: ReadonlyMap<string, number>;
 }
+
+/** How long the isolate remembers a model no backend announces any more. */
+const MODEL_MEMORY_MS = 10 * 60_000;
 
 let current: Snapshot | undefined;
 let inFlight: Promise<Snapshot> | undefined;
@@ -40,9 +49,18 @@ async function fetchSnapshot(env: Env): Promise<Snapshot> {
     }
   });
   if (revoked!.status === 'rejected') console.warn(`snapshot: revoked keys failed: ${String(revoked!.reason)}`);
+  const backends = [...byRegion.values()].flat();
+  const recentModels = new Map([...(current?.recentModels ?? [])].filter(([, seen]) => at - seen < MODEL_MEMORY_MS));
+  for (const b of backends) {
+    for (const m of b.models) {
+      recentModels.set(m.name, at);
+      recentModels.set(`${m.name}@${m.version}`, at);
+    }
+  }
   const snap: Snapshot = {
     at,
-    backends: [...byRegion.values()].flat(),
+    backends,
+    recentModels,
     byRegion,
     // Revocations are never forgotten because one fetch failed.
     revoked: revoked!.status === 'fulfilled' ? new Set(revoked!.value as string[]) : (current?.revoked ?? new Set()),

@@ -27,7 +27,3 @@ export function servesWarm(b: BackendEntry, model: string, version?: string): bo
   return b.ready && b.models.some((m) => m.name === model && m.warm && (version === undefined || m.version === version));
 }
 
-/** True when any backend, warm or not, ready or not, announces `model` (at `version`, when given). */
-export function isKnownModel(backends: readonly BackendEntry[], model: string, version?: string): boolean {
-  return backends.some((b) => b.models.some((m) => m.name === model && (version === undefined || m.version === version)));
-}

@@ -11,8 +11,11 @@ async function infer(c: Context<AppEnv>): Promise<Response> {
   const consumer = await authenticate(c, ['consumer']);
   const body = await readBody(c);
   // Malformed tensors are refused here, before any backend is bothered.
-  parseInferRequest(parseJson(new TextDecoder().decode(body)));
-  return runInference(c, { consumer, model: c.req.param('model')!, version: c.req.param('version'), oipBody: body });
+  const request = parseInferRequest(parseJson(new TextDecoder().decode(body)));
+  // A request whose one input is text may fall back to Hugging Face when no backend can serve it.
+  const only = request.inputs.length === 1 ? request.inputs[0]! : undefined;
+  const texts = only?.datatype === 'BYTES' ? (only.data as string[]) : undefined;
+  return runInference(c, { consumer, model: c.req.param('model')!, version: c.req.param('version'), oipBody: body, ...(texts ? { texts } : {}) });
 }
 
 async function metadata(c: Context<AppEnv>): Promise<Response> {

@@ -36,6 +36,8 @@ export interface Heartbeat {
   /** False while warming up or draining: the edge routes nothing to it. */
   ready: boolean;
   models: HeartbeatModel[];
+  /** Models in its repository that it could load on request but has not (warm placement). */
+  available?: string[];
   capacity: Capacity;
 }
 
@@ -104,6 +106,13 @@ export function parseHeartbeat(body: unknown): Heartbeat {
     inFlight: num(c.inFlight, 'capacity.inFlight'),
     queued: num(c.queued, 'capacity.queued'),
   };
+  let available: string[] | undefined;
+  if (b.available !== undefined) {
+    if (!Array.isArray(b.available) || b.available.length > 256 || !b.available.every((n) => typeof n === 'string' && ID.test(n))) {
+      throw invalid('Heartbeat available must be a list of model names (at most 256).');
+    }
+    available = b.available as string[];
+  }
   return {
     backendId: b.backendId,
     url: url.origin + url.pathname.replace(/\/+$/, ''),
@@ -113,6 +122,7 @@ export function parseHeartbeat(body: unknown): Heartbeat {
     executionProvider: b.executionProvider,
     ready: b.ready,
     models,
+    ...(available ? { available } : {}),
     capacity,
   };
 }

@@ -3,6 +3,7 @@
  * Durable Object namespaces), and the parsed, typed view the code reads.
  */
 
+import { DEFAULT_PLACEMENT, type PlacementPolicy } from './directory/placement.ts';
 import type { RegionDirectory } from './directory/RegionDirectory.ts';
 import type { OperatorRegistry } from './operator/OperatorRegistry.ts';
 
@@ -17,6 +18,8 @@ export interface Env {
   SNAPSHOT_REFRESH_MS?: string;
   BACKEND_TIMEOUT_MS?: string;
   MAX_BODY_BYTES?: string;
+  DEMAND_WINDOW_SECONDS?: string;
+  IDLE_UNLOAD_SECONDS?: string;
   /** Hugging Face inference endpoint to fall back to when no backend can serve (optional). */
   HF_ENDPOINT_URL?: string;
   /** Secret: its access token. */
@@ -30,6 +33,7 @@ export interface Settings {
   snapshotRefreshMs: number;
   backendTimeoutMs: number;
   maxBodyBytes: number;
+  placement: PlacementPolicy;
 }
 
 function int(value: string | undefined, fallback: number): number {
@@ -50,6 +54,11 @@ export function settings(env: Env): Settings {
       snapshotRefreshMs: int(env.SNAPSHOT_REFRESH_MS, 1000),
       backendTimeoutMs: int(env.BACKEND_TIMEOUT_MS, 15_000),
       maxBodyBytes: int(env.MAX_BODY_BYTES, 8 * 1024 * 1024),
+      placement: {
+        ...DEFAULT_PLACEMENT,
+        demandWindowMs: int(env.DEMAND_WINDOW_SECONDS, DEFAULT_PLACEMENT.demandWindowMs / 1000) * 1000,
+        idleUnloadMs: int(env.IDLE_UNLOAD_SECONDS, DEFAULT_PLACEMENT.idleUnloadMs / 1000) * 1000,
+      },
     };
     cache.set(env, s);
   }

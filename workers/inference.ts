@@ -12,6 +12,7 @@ import { priceOf } from '../shared/pricing.ts';
 import { isRegionId } from '../shared/regions.ts';
 import type { KeyClaims, ReceiptClaims } from '../shared/tokens.ts';
 import type { AppEnv } from './context.ts';
+import { flushDemand, noteDemand } from './demand.ts';
 import { dispatch, type DispatchRequest, type DispatchResult } from './dispatch.ts';
 import { embedOnHuggingFace, mayFallBack } from './fallback.ts';
 import { settings } from './env.ts';
@@ -143,6 +144,8 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   const routing = isolateRouting;
   routing.budget.recordRequest();
   const pop = resolvePop(c.req.raw, s.dev);
+  noteDemand(pop, call.model);
+  flushDemand(c.env, c.executionCtx);
   const [keys, oipSha256, consumerSha256] = await Promise.all([
     signingKeys(c.env),
     sha256Hex(call.oipBody),

@@ -56,6 +56,8 @@ async function fetchSnapshot(env: Env): Promise<Snapshot> {
       recentModels.set(m.name, at);
       recentModels.set(`${m.name}@${m.version}`, at);
     }
+    // A model a backend could load is served after warm placement: 503 (retry) until then, not 404.
+    for (const name of b.available ?? []) recentModels.set(name, at);
   }
   const snap: Snapshot = {
     at,

@@ -82,6 +82,7 @@ export async function createBackend(config: BackendConfig, log: Logger, override
     executionProvider: repository.executionProvider,
     ready: repository.allReady && !lifecycle.draining,
     models: repository.heartbeatModels(),
+    available: repository.availableModels(),
     capacity: scheduler.capacity,
   });
 

@@ -287,6 +287,14 @@ export class ModelRepository {
     return out;
   }
 
+  /** Models in the repository that are neither loaded nor loading: what the edge may ask this backend to load. */
+  availableModels(): string[] {
+    return [...this.#entries.values()]
+      .filter((e) => e.state !== 'READY' && e.state !== 'LOADING')
+      .map((e) => e.name)
+      .sort();
+  }
+
   /** Per-model numbers for /metrics. */
   modelStats(): { name: string; version: string; state: ModelState; loadMs: number; p50Ms: number; inFlight: number }[] {
     return [...this.#entries.values()].map((e) => ({

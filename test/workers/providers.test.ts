@@ -120,3 +120,16 @@ describe('RegionDirectory expiry', () => {
     expect(next).toBeGreaterThan(Date.now() + 30_000);
   });
 });
+
+describe('warm placement through heartbeats', () => {
+  it('asks a backend of the region to load a model requested there, once', async () => {
+    const p = await admitProvider('prov-place');
+    const body = heartbeatBody('place-1', 'ap-south', { available: ['classifier'] });
+    expect(await (await sendHeartbeat(p, body)).json()).toMatchObject({ actions: [] });
+    await env.REGION_DIRECTORY.getByName('ap-south').recordDemand({ classifier: 3 });
+    expect(await (await sendHeartbeat(p, body)).json()).toMatchObject({ actions: [{ op: 'load', model: 'classifier' }] });
+    // Not asked again while the load is under way.
+    expect(await (await sendHeartbeat(p, body)).json()).toMatchObject({ actions: [] });
+    expect((await env.REGION_DIRECTORY.getByName('ap-south').demand())[0]).toMatchObject({ model: 'classifier', requests: 3 });
+  });
+});

@@ -1,8 +1,9 @@
 /**
  * RegionDirectory: one Durable Object per region (`getByName(regionId)`). It
  * holds the region's backends as of their last heartbeat (SQLite), answers
- * snapshots that isolates cache off the hot path, and drops backends that
- * stop heartbeating with an alarm.
+ * snapshots that isolates cache off the hot path, drops backends that stop
+ * heartbeating with an alarm, and counts demand per model, from which its
+ * heartbeat replies ask backends to load (or unload) models (placement.ts).
  */
 
 import { DurableObject } from 'cloudflare:workers';
@@ -11,6 +12,7 @@ import type { Heartbeat, HeartbeatAction } from '../../shared/heartbeat.ts';
 import type { Env } from '../env.ts';
 import { migrate, sqlOf, type Sql } from '../sql.ts';
 import type { BackendEntry } from './backend.ts';
+import { DEFAULT_PLACEMENT, placementActions, type PlacementPolicy } from './placement.ts';
 
 export type HeartbeatResult =
   | { ok: true; created: boolean; actions: HeartbeatAction[] }
@@ -35,6 +37,12 @@ const MIGRATIONS = [
      )`,
     'CREATE INDEX backends_expiry ON backends (expires_at)',
   ],
+  [
+    "ALTER TABLE backends ADD COLUMN available TEXT NOT NULL DEFAULT '[]'",
+    'CREATE TABLE demand (model TEXT PRIMARY KEY, requests INTEGER NOT NULL, last_request INTEGER NOT NULL)',
+    'CREATE TABLE asked (action TEXT PRIMARY KEY, at INTEGER NOT NULL)',
+    'CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)',
+  ],
 ] as const;
 
 type BackendRow = {
@@ -51,6 +59,7 @@ type BackendRow = {
   capacity: string;
   last_seen: number;
   expires_at: number;
+  available: string;
 };
 
 function toEntry(r: BackendRow): BackendEntry {
@@ -68,6 +77,7 @@ function toEntry(r: BackendRow): BackendEntry {
     capacity: JSON.parse(r.capacity),
     lastSeen: r.last_seen,
     expiresAt: r.expires_at,
+    available: JSON.parse(r.available),
   };
 }
 
@@ -84,7 +94,13 @@ export class RegionDirectory extends DurableObject<Env> {
    * Records a heartbeat from `provider`'s backend. A backend id belongs to the
    * provider that first registered it until it expires.
    */
-  async heartbeat(provider: string, providerKey: JWK, hb: Heartbeat, ttlMs: number): Promise<HeartbeatResult> {
+  async heartbeat(
+    provider: string,
+    providerKey: JWK,
+    hb: Heartbeat,
+    ttlMs: number,
+    policy: PlacementPolicy = DEFAULT_PLACEMENT,
+  ): Promise<HeartbeatResult> {
     const now = Date.now();
     const existing = this.#sql.one<{ provider: string; expires_at: number }>(
       'SELECT provider, expires_at FROM backends WHERE id = ?',
@@ -95,11 +111,12 @@ export class RegionDirectory extends DurableObject<Env> {
     }
     const expiresAt = now + ttlMs;
     this.#sql.run(
-      `INSERT INTO backends (id, provider, provider_key, region, url, lat, lon, execution_provider, ready, models, capacity, last_seen, expires_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO backends (id, provider, provider_key, region, url, lat, lon, execution_provider, ready, models, capacity, last_seen, expires_at, available)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT(id) DO UPDATE SET provider = excluded.provider, provider_key = excluded.provider_key, region = excluded.region, url = excluded.url,
          lat = excluded.lat, lon = excluded.lon, execution_provider = excluded.execution_provider, ready = excluded.ready,
-         models = excluded.models, capacity = excluded.capacity, last_seen = excluded.last_seen, expires_at = excluded.expires_at`,
+         models = excluded.models, capacity = excluded.capacity, last_seen = excluded.last_seen, expires_at = excluded.expires_at,
+         available = excluded.available`,
       hb.backendId,
       provider,
       JSON.stringify(providerKey),
@@ -113,9 +130,55 @@ export class RegionDirectory extends DurableObject<Env> {
       JSON.stringify(hb.capacity),
       now,
       expiresAt,
+      JSON.stringify(hb.available ?? []),
     );
     if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(expiresAt);
-    return { ok: true, created: !existing || existing.expires_at <= now, actions: [] };
+    return { ok: true, created: !existing || existing.expires_at <= now, actions: this.#place(hb, now, policy) };
+  }
+
+  /** Counts requests for models in this region (sent in batches by isolates, in the background). */
+  recordDemand(counts: Record<string, number>): void {
+    const now = Date.now();
+    this.#trackingSince(now);
+    for (const [model, n] of Object.entries(counts)) {
+      if (!Number.isFinite(n) || n <= 0 || model.length > 128) continue;
+      this.#sql.run(
+        `INSERT INTO demand (model, requests, last_request) VALUES (?, ?, ?)
+         ON CONFLICT(model) DO UPDATE SET requests = requests + excluded.requests, last_request = excluded.last_request`,
+        model,
+        Math.floor(n),
+        now,
+      );
+    }
+  }
+
+  /** Demand per model: requests counted and when the last one was seen. */
+  demand(): { model: string; requests: number; lastRequest: number }[] {
+    return this.#sql
+      .all<{ model: string; requests: number; last_request: number }>('SELECT model, requests, last_request FROM demand ORDER BY model')
+      .map((r) => ({ model: r.model, requests: r.requests, lastRequest: r.last_request }));
+  }
+
+  #trackingSince(now: number): number {
+    const row = this.#sql.one<{ value: number }>("SELECT value FROM meta WHERE key = 'tracking_since'");
+    if (row) return row.value;
+    this.#sql.run("INSERT INTO meta (key, value) VALUES ('tracking_since', ?)", now);
+    return now;
+  }
+
+  /** The warm-placement action for the backend that just heartbeated, remembered so it is not asked twice. */
+  #place(hb: Heartbeat, now: number, policy: PlacementPolicy): HeartbeatAction[] {
+    const region = this.backends();
+    const lastRequest = new Map(this.demand().map((d) => [d.model, d.lastRequest]));
+    const asked = new Map(
+      this.#sql.all<{ action: string; at: number }>('SELECT action, at FROM asked WHERE at > ?', now - policy.askAgainMs).map((r) => [r.action, r.at]),
+    );
+    const backend = { id: hb.backendId, ready: hb.ready, models: hb.models, available: hb.available ?? [] };
+    const actions = placementActions({ now, backend, region, lastRequest, trackingSince: this.#trackingSince(now), asked, policy });
+    for (const a of actions) {
+      this.#sql.run('INSERT INTO asked (action, at) VALUES (?, ?) ON CONFLICT(action) DO UPDATE SET at = excluded.at', `${a.op}:${a.model}`, now);
+    }
+    return actions;
   }
 
   /** The region's live backends (not yet expired), for isolate snapshots. */

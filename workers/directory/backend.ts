@@ -20,6 +20,8 @@ export interface BackendEntry {
   lastSeen: number;
   /** ms since epoch after which the directory drops it. */
   expiresAt: number;
+  /** Models it could load on request (warm placement). */
+  available?: string[];
 }
 
 /** True when the backend is ready and has `model` (at `version`, when given) loaded and warm. */

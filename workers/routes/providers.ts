@@ -59,7 +59,7 @@ export const providerRoutes = new Hono<AppEnv>().post('/v1/providers/heartbeat',
   }
   const region = regionById(hb.region)!;
   const ttl = settings(c.env).backendTtlMs;
-  const result = await c.env.REGION_DIRECTORY.getByName(region.id, { locationHint: region.locationHint }).heartbeat(providerId, jwk, hb, ttl);
+  const result = await c.env.REGION_DIRECTORY.getByName(region.id, { locationHint: region.locationHint }).heartbeat(providerId, jwk, hb, ttl, settings(c.env).placement);
   if (!result.ok) throw new MeshError(result.code, result.message);
   if (result.created) invalidateSnapshot();
   const reply: HeartbeatReply = { ok: true, ttlSeconds: ttl / 1000, actions: result.actions };

@@ -51,11 +51,20 @@ export interface MeshOptions {
   edgeVars?: Record<string, string>;
   /** Give up if the mesh is not ready after this long. Default 120 s. */
   readyTimeoutMs?: number;
+  /**
+   * The URL a backend announces in its heartbeats (its PUBLIC_URL), from its
+   * spec and the port it listens on; e.g. a fault proxy's in front of it.
+   * Default: the backend's own `http://127.0.0.1:<port>`.
+   */
+  publicUrl?: (spec: BackendSpec, port: number) => string | Promise<string>;
 }
 
 export interface RunningBackend extends BackendSpec {
+  /** Where the backend itself listens. */
   url: string;
   port: number;
+  /** The URL it announces, which the edge dispatches to (`url` unless `MeshOptions.publicUrl` says otherwise). */
+  publicUrl: string;
   process: ChildProcess | undefined;
   /** Stops the backend process (SIGKILL when `hard`, else SIGTERM and a drain). */
   stop(hard?: boolean): Promise<void>;
@@ -137,6 +146,12 @@ async function kill(child: ChildProcess | undefined, graceMs = 5000): Promise<vo
       child.kill(sig);
     }
   };
+  // No grace: SIGKILL alone, so a "hard" stop is a crash, not a drain.
+  if (graceMs === 0) {
+    signal('SIGKILL');
+    await done;
+    return;
+  }
   signal('SIGTERM');
   const timer = setTimeout(() => signal('SIGKILL'), graceMs);
   await done;
@@ -238,6 +253,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
       if (!admitted.ok) throw new Error(`admitting ${spec.provider} failed: ${admitted.status} ${await admitted.text()}`);
       const bport = backendPorts[i]!;
       const url = `http://127.0.0.1:${bport}`;
+      const publicUrl = opts.publicUrl ? await opts.publicUrl(spec, bport) : url;
       const env = {
         ...process.env,
         PATH: `${BIN}:${process.env.PATH}`,
@@ -246,7 +262,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
         PROVIDER_KEY: JSON.stringify(pair.privateJwk),
         HOST: '127.0.0.1',
         PORT: String(bport),
-        PUBLIC_URL: url,
+        PUBLIC_URL: publicUrl,
         REGION: spec.region,
         EDGE_URL: edgeUrl,
         MESH_ISSUER: edgeUrl,
@@ -259,6 +275,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
         ...spec,
         url,
         port: bport,
+        publicUrl,
         process: undefined,
         async start() {
           const child = spawn(process.execPath, [path.join(ROOT, 'gpu-backend', 'src', 'main.ts')], {

@@ -143,6 +143,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   const verify = verifyMode(c);
   const routing = isolateRouting;
   routing.budget.recordRequest();
+  routing.hedges.recordRequest();
   const pop = resolvePop(c.req.raw, s.dev);
   noteDemand(pop, call.model);
   flushDemand(c.env, c.executionCtx);
@@ -168,6 +169,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     if (result.kind === 'rejected') {
       return new Response(result.body, { status: result.status, headers: { 'content-type': result.contentType } });
     }
+    routing.answer.observe(backend.id, call.model, result.ms, Date.now());
     // Service time as the backend reports it, and the network's share (the rest of the wait) per PoP.
     if (result.backendMs !== undefined) {
       routing.latency.observe(backend.id, call.model, result.backendMs, Date.now());
@@ -248,6 +250,7 @@ interface Settled {
 type Answer = Exclude<DispatchResult, { kind: 'failed' }>;
 
 interface Running {
+  backend: BackendEntry;
   settled: Promise<Settled & { running: Running }>;
   controller: AbortController;
   answered: boolean;
@@ -255,9 +258,10 @@ interface Running {
 
 /**
  * Tries the candidates until one answers: the first at once; the next when an
- * attempt fails (a retry) or when the first has not started answering by its
- * backend's p95 service time plus RTT (a hedge, at most one). Retries and the
- * hedge spend the isolate's retry budget. The first answer wins and the other
+ * attempt fails (a retry) or when the first has not started answering by the
+ * p95 of that backend's answers as this isolate waited for them (a hedge, at
+ * most one). Retries spend the isolate's retry budget, hedges a budget of
+ * their own (5% of requests plus 1 a second), so hedging never starves a retry. The first answer wins and the other
  * attempt is aborted; a backend's 4xx verdict on the request counts as an
  * answer. Throws 502/504 when every candidate tried failed, 503 when the
  * budget stopped the retries.
@@ -271,17 +275,17 @@ async function attempt(call: InferenceCall, candidates: readonly Scored[], snaps
   let budgetSpent = false;
   let hedged = false;
 
-  const launch = (): boolean => {
+  const launch = (hedge = false): boolean => {
     const candidate = candidates[next];
     if (!candidate || next >= MAX_ATTEMPTS) return false;
-    if (next > 0 && !routing.budget.tryRetry()) {
-      budgetSpent = true;
+    if (hedge ? !routing.hedges.tryRetry() : next > 0 && !routing.budget.tryRetry()) {
+      if (!hedge) budgetSpent = true;
       return false;
     }
     next++;
     const { backend } = candidate;
     const release = trackPending(routing, backend.id);
-    const r = { controller: new AbortController(), answered: false } as Running;
+    const r = { controller: new AbortController(), answered: false, backend } as Running;
     r.settled = dispatch(backend, {
       ...req,
       signal: r.controller.signal,
@@ -299,8 +303,8 @@ async function attempt(call: InferenceCall, candidates: readonly Scored[], snaps
   const hedgeAt = (): number | undefined => {
     const first = candidates[0];
     if (hedged || next !== 1 || running.size !== 1 || !first || !candidates[1]) return undefined;
-    const p95 = hedgeDelayMs(routing.latency.get(first.backend.id, call.model), Date.now());
-    return p95 === undefined ? undefined : p95 + first.rttMs;
+    // The p95 of the time the edge itself waited for this backend's answers (RTT and all).
+    return hedgeDelayMs(routing.answer.get(first.backend.id, call.model), Date.now());
   };
 
   launch();
@@ -317,7 +321,7 @@ async function attempt(call: InferenceCall, candidates: readonly Scored[], snaps
     if (winner === 'hedge') {
       hedged = true;
       const [first] = running;
-      if (first && !first.answered && launch()) console.warn(`infer ${call.model}: no answer yet, hedging to ${candidates[next - 1]!.backend.id}`);
+      if (first && !first.answered && launch(true)) console.warn(`infer ${call.model}: no answer yet, hedging to ${candidates[next - 1]!.backend.id}`);
       continue;
     }
     running.delete(winner.running);
@@ -331,8 +335,12 @@ async function attempt(call: InferenceCall, candidates: readonly Scored[], snaps
       continue;
     }
     routing.ejected.recordSuccess(backend.id);
-    // The other attempt lost: cancel it (its backend's answer would never be billed anyway).
-    for (const loser of running) loser.controller.abort();
+    // The other attempt lost: cancel it (its backend's answer would never be billed anyway). One that
+    // had not even started answering counts as a failure, so a hung backend gets ejected, hedges or not.
+    for (const loser of running) {
+      loser.controller.abort();
+      if (!loser.answered) routing.ejected.recordFailure(loser.backend, snapshot.byRegion.get(loser.backend.region)?.length ?? 1);
+    }
     return { backend, result };
   }
   if (budgetSpent) {

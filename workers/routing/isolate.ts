@@ -12,20 +12,28 @@ import { RttTable } from './rtt.ts';
 import type { RoutingStats } from './score.ts';
 
 export interface IsolateRouting extends RoutingStats {
+  /** Service time per (backend, model), as backends report it: what scoring uses. */
   latency: LatencyBook;
+  /** Time to an answer per (backend, model), as the edge waited for it: what hedging waits on. */
+  answer: LatencyBook;
   rtt: RttTable;
   pending: Map<string, number>;
   ejected: OutlierDetector;
+  /** Retries after a failed attempt. */
   budget: RetryBudget;
+  /** Hedges, apart from retries so that hedging never starves a retry (Tail at Scale: about 5% extra load). */
+  hedges: RetryBudget;
 }
 
 export function createIsolateRouting(now: () => number = Date.now): IsolateRouting {
   return {
     latency: new LatencyBook(),
+    answer: new LatencyBook(),
     rtt: new RttTable(),
     pending: new Map(),
     ejected: new OutlierDetector({ now }),
     budget: new RetryBudget({ now }),
+    hedges: new RetryBudget({ now, ratio: 0.05, minPerSecond: 1 }),
   };
 }
 

@@ -1,0 +1,105 @@
+/**
+ * The per-request path performs no Durable Object call: once an isolate has
+ * its snapshot, inference requests are routed, dispatched and receipted from
+ * memory; directory reads and demand reports happen in the background, at
+ * most every SNAPSHOT_REFRESH_MS / 2 s. The backend here is a FAKE answering
+ * in-process (global fetch stubbed): real backends are the integration tests'.
+ */
+
+import { env } from 'cloudflare:test';
+import { decodeProtectedHeader, importJWK, jwtVerify, SignJWT, type JWK } from 'jose';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { sha256Hex } from '../../shared/hash.ts';
+import { TYP, type DispatchClaims } from '../../shared/tokens.ts';
+import { app } from '../../workers/app.ts';
+import type { Env } from '../../workers/env.ts';
+import { admitProvider, BASE, heartbeatBody, keyFor, sendHeartbeat } from './helpers.ts';
+
+/** `env` with every Durable Object stub method call counted. */
+function countingEnv(calls: string[]): Env {
+  const wrap = (ns: DurableObjectNamespace, name: string) =>
+    new Proxy(ns, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver);
+        if (prop !== 'getByName' || typeof value !== 'function') return value;
+        return (id: string, opts?: unknown) => {
+          const stub = Reflect.apply(value, target, [id, opts]);
+          return new Proxy(stub as object, {
+            get(s, method) {
+              const m = Reflect.get(s, method);
+              if (typeof m !== 'function') return m;
+              return (...args: unknown[]) => {
+                calls.push(`${name}(${id}).${String(method)}`);
+                // Reflect.apply: on an RPC stub, `m.apply` would name a remote method.
+                return Reflect.apply(m, s, args);
+              };
+            },
+          });
+        };
+      },
+    });
+  return {
+    ...env,
+    // Long enough that no background refresh is due during the test.
+    SNAPSHOT_REFRESH_MS: '600000',
+    REGION_DIRECTORY: wrap(env.REGION_DIRECTORY as unknown as DurableObjectNamespace, 'RegionDirectory'),
+    OPERATOR_REGISTRY: wrap(env.OPERATOR_REGISTRY as unknown as DurableObjectNamespace, 'OperatorRegistry'),
+  } as unknown as Env;
+}
+
+afterEach(() => vi.restoreAllMocks());
+
+describe('the per-request path', () => {
+  it('makes no Durable Object call once the snapshot is in memory', async () => {
+    const provider = await admitProvider('prov-hot');
+    expect((await sendHeartbeat(provider, heartbeatBody('hot-1', 'eu-west', { url: 'http://fake-backend.test' }))).status).toBe(200);
+    const signing = (JSON.parse(env.MESH_SIGNING_KEYS!) as { keys: JWK[] }).keys[0]!;
+    const meshPublic = await importJWK({ kty: signing.kty, crv: signing.crv, x: signing.x }, 'EdDSA');
+
+    // The fake backend: checks the dispatch token like a real one and attests its answer.
+    vi.spyOn(globalThis, 'fetch').mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
+      const req = new Request(input, init);
+      const token = req.headers.get('authorization')!.slice('Bearer '.length);
+      expect(decodeProtectedHeader(token).typ).toBe(TYP.dispatch);
+      const { payload } = await jwtVerify<DispatchClaims>(token, meshPublic, { algorithms: ['EdDSA'], audience: 'hot-1' });
+      const body = JSON.stringify({ model_name: 'embed', model_version: '1', outputs: [{ name: 'embedding', datatype: 'FP32', shape: [1, 2], data: [0.6, 0.8] }] });
+      const attestation = await new SignJWT({ jti: payload.jti, model: 'embed', output_sha256: await sha256Hex(body), units: { input: 3, output: 1 } })
+        .setProtectedHeader({ alg: 'EdDSA', typ: TYP.attestation, kid: provider.kid })
+        .setIssuer(provider.id)
+        .setSubject('hot-1')
+        .setIssuedAt()
+        .sign(provider.key);
+      return new Response(body, { headers: { 'content-type': 'application/json', 'x-provider-attestation': attestation, 'server-timing': 'backend;dur=1' } });
+    });
+
+    const calls: string[] = [];
+    const counted = countingEnv(calls);
+    const consumer = await keyFor('consumer', 'hot-consumer');
+    const waitUntil: Promise<unknown>[] = [];
+    const ctx = { waitUntil: (p: Promise<unknown>) => void waitUntil.push(p), passThroughOnException() {}, props: {} } as unknown as ExecutionContext;
+    const infer = () =>
+      app.fetch(
+        new Request(`${BASE}/v2/models/embed/infer`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${consumer}`, 'x-mesh-dev-colo': 'FRA' },
+          body: JSON.stringify({ inputs: [{ name: 'input_ids', shape: [1, 3], datatype: 'INT64', data: [1, 2, 3] }] }),
+        }),
+        counted,
+        ctx,
+      );
+
+    // Warm-up: the snapshot may be fetched, the first demand report may be sent.
+    const first = await infer();
+    expect(first.status, await first.clone().text()).toBe(200);
+    await Promise.all(waitUntil);
+    calls.length = 0;
+
+    for (let i = 0; i < 20; i++) {
+      const res = await infer();
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-mesh-receipt')).toBeTruthy();
+      expect(res.headers.get('x-mesh-backend')).toBe('hot-1');
+    }
+    expect(calls).toEqual([]);
+  });
+});

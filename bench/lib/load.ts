@@ -25,6 +25,10 @@ export interface ClosedLoopOptions {
   timeoutMs?: number;
   /** Called with the first 200 response body, to check it once. */
   check?: (body: Buffer, headers: http.IncomingHttpHeaders) => void;
+  /** Extra request headers, the same on every request. */
+  headers?: Readonly<Record<string, string>>;
+  /** Called with the headers and latency (ms) of every 200 answer. */
+  onAnswer?: (headers: http.IncomingHttpHeaders, ms: number) => void;
 }
 
 export interface ClosedLoopResult {
@@ -68,7 +72,7 @@ export async function closedLoop(o: ClosedLoopOptions): Promise<ClosedLoopResult
           port: url.port,
           path: url.pathname,
           method: 'POST',
-          headers: { 'content-type': 'application/json', 'content-length': bodyLength, authorization: `Bearer ${token}` },
+          headers: { ...o.headers, 'content-type': 'application/json', 'content-length': bodyLength, authorization: `Bearer ${token}` },
         },
         (res) => {
           const status = res.statusCode ?? 0;
@@ -81,6 +85,7 @@ export async function closedLoop(o: ClosedLoopOptions): Promise<ClosedLoopResult
             const ms = performance.now() - t0;
             if (status === 200) {
               latencies[ok++] = ms;
+              o.onAnswer?.(res.headers, ms);
               if (!checked) {
                 checked = true;
                 try {

@@ -11,7 +11,9 @@ import type { ModelMetadata } from '../shared/protocol.ts';
 import type { KeyClaims } from '../shared/tokens.ts';
 import type { AppEnv } from './context.ts';
 import { settings } from './env.ts';
-import { candidatesFor, MAX_ATTEMPTS } from './inference.ts';
+import { mayFallBack } from './fallback.ts';
+import { candidatesFor, MAX_ATTEMPTS, type InferenceCall } from './inference.ts';
+import { oipRequestBytes, type Rows } from './translate.ts';
 
 const TTL_MS = 60_000;
 const cache = new Map<string, { meta: ModelMetadata; at: number }>();
@@ -39,4 +41,27 @@ export async function modelMetadata(c: Context<AppEnv>, consumer: KeyClaims, mod
     return meta;
   }
   throw new MeshError('backend_failed', `No backend answered the metadata of "${model}".`);
+}
+
+/**
+ * The OIP side of a call made of `rows` (OpenAI and Hugging Face routes): the
+ * request bytes built from the model's metadata. When no backend can serve the
+ * model and the rows are texts, there is no metadata, and the call carries what
+ * the Hugging Face fallback needs instead.
+ */
+export async function rowsCall(
+  c: Context<AppEnv>,
+  consumer: KeyClaims,
+  model: string,
+  rows: Rows,
+): Promise<{ meta: ModelMetadata | undefined; call: Pick<InferenceCall, 'oipBody' | 'texts' | 'outputName'> }> {
+  const texts = typeof rows[0] === 'string' ? (rows as string[]) : undefined;
+  const meta = await modelMetadata(c, consumer, model).catch((err: unknown) => {
+    if (mayFallBack(c.env, err, texts)) return undefined;
+    throw err;
+  });
+  const call: Pick<InferenceCall, 'oipBody' | 'texts' | 'outputName'> = { oipBody: meta ? oipRequestBytes(meta, rows) : new Uint8Array() };
+  if (texts) call.texts = texts;
+  if (meta?.outputs[0]) call.outputName = meta.outputs[0].name;
+  return { meta, call };
 }

@@ -4,42 +4,22 @@
  * loopback. Requests enter at simulated PoPs (MESH_DEV's x-mesh-dev-colo).
  */
 
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { InferenceClient } from '@huggingface/inference';
 import { createRemoteJWKSet, importJWK, jwtVerify, SignJWT } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../shared/hash.ts';
 import { priceOf } from '../../shared/pricing.ts';
 import { TYP, type AttestationClaims, type ReceiptClaims } from '../../shared/tokens.ts';
-import { startMesh, type LocalMesh } from '../../scripts/local-mesh.ts';
+import type { LocalMesh } from '../../scripts/local-mesh.ts';
+import { useMesh } from '../helpers/mesh.ts';
 
-let mesh: LocalMesh;
-let dir: string;
-const logs: string[] = [];
-
-beforeAll(async () => {
-  dir = await mkdtemp(path.join(tmpdir(), 'mesh-it-'));
-  try {
-    mesh = await startMesh({
-      port: 0,
-      backendPortBase: 0,
-      dir,
-      log: (line) => logs.push(line),
-      edgeVars: { BACKEND_TTL_SECONDS: '3', SNAPSHOT_REFRESH_MS: '500' },
-      backendEnv: { HEARTBEAT_INTERVAL_MS: '500' },
-      readyTimeoutMs: 90_000,
-    });
-  } catch (err) {
-    console.error(logs.join('\n'));
-    throw err;
-  }
+const local = useMesh({
+  edgeVars: { BACKEND_TTL_SECONDS: '3', SNAPSHOT_REFRESH_MS: '500' },
+  backendEnv: { HEARTBEAT_INTERVAL_MS: '500' },
 });
-
-afterAll(async () => {
-  await mesh?.stop();
-  await rm(dir, { recursive: true, force: true });
+let mesh: LocalMesh;
+beforeAll(() => {
+  mesh = local.mesh();
 });
 
 const embedBody = (text = 'the quick brown fox') =>

@@ -6,40 +6,18 @@
  * are served.
  */
 
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startMesh, type LocalMesh } from '../../scripts/local-mesh.ts';
+import { expect, it } from 'vitest';
+import { useMesh } from '../helpers/mesh.ts';
 
-let mesh: LocalMesh;
-let dir: string;
-const logs: string[] = [];
-
-beforeAll(async () => {
-  dir = await mkdtemp(path.join(tmpdir(), 'mesh-place-'));
-  try {
-    mesh = await startMesh({
-      port: 0,
-      backendPortBase: 0,
-      dir,
-      backends: [{ id: 'fra-1', region: 'eu-west', provider: 'provider-fra' }],
-      log: (line) => logs.push(line),
-      edgeVars: { SNAPSHOT_REFRESH_MS: '300' },
-      backendEnv: { HEARTBEAT_INTERVAL_MS: '300', MODELS: 'embed' },
-    });
-  } catch (err) {
-    console.error(logs.join('\n'));
-    throw err;
-  }
+const local = useMesh({
+  backends: [{ id: 'fra-1', region: 'eu-west', provider: 'provider-fra' }],
+  edgeVars: { SNAPSHOT_REFRESH_MS: '300' },
+  backendEnv: { HEARTBEAT_INTERVAL_MS: '300', MODELS: 'embed' },
 });
-
-afterAll(async () => {
-  await mesh?.stop();
-  await rm(dir, { recursive: true, force: true });
-});
+const logs = local.logs;
 
 it('loads a model where it is requested, then serves it there', async () => {
+  const mesh = local.mesh();
   const body = JSON.stringify({ inputs: [{ name: 'features', shape: [1, 16], datatype: 'FP32', data: Array(16).fill(0.5) }] });
   const ask = () =>
     fetch(`${mesh.edgeUrl}/v2/models/classifier/infer`, {

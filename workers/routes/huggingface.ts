@@ -14,9 +14,8 @@ import { parseJson } from '../../shared/protocol.ts';
 import { authenticate } from '../auth.ts';
 import type { AppEnv } from '../context.ts';
 import { readBody, runInference } from '../inference.ts';
-import { mayFallBack } from '../fallback.ts';
-import { modelMetadata } from '../metadata.ts';
-import { isRows, oipRequestBytes, outputRows, type Rows } from '../translate.ts';
+import { rowsCall } from '../metadata.ts';
+import { isRows, outputRows, type Rows } from '../translate.ts';
 
 const TASKS = new Set(['feature-extraction', 'sentence-similarity']);
 const FIELDS = new Set(['inputs', 'parameters', 'options']);
@@ -65,19 +64,12 @@ async function run(c: Context<AppEnv>): Promise<Response> {
   if (!isRows(rows)) {
     throw new MeshError('invalid_request', '"inputs" must be a string, a list of strings, a list of numbers, or a list of number lists.');
   }
-  const texts = typeof (rows as Rows)[0] === 'string' ? (rows as string[]) : undefined;
-  // With no backend for the model, a text request may still be served by the Hugging Face fallback.
-  const meta = await modelMetadata(c, consumer, model).catch((err: unknown) => {
-    if (mayFallBack(c.env, err, texts)) return undefined;
-    throw err;
-  });
+  const { call } = await rowsCall(c, consumer, model, rows as Rows);
   return runInference(c, {
     consumer,
     model,
-    oipBody: meta ? oipRequestBytes(meta, rows as Rows) : new Uint8Array(),
     consumerBody,
-    ...(texts ? { texts } : {}),
-    ...(meta?.outputs[0] ? { outputName: meta.outputs[0].name } : {}),
+    ...call,
     shape: (oip) => {
       const out = outputRows(oip);
       const result = similarity ? out.slice(1).map((row) => cosine(out[0]!, row)) : single ? out[0] : out;

@@ -10,11 +10,10 @@ import { parseJson } from '../../shared/protocol.ts';
 import { authenticate } from '../auth.ts';
 import type { AppEnv } from '../context.ts';
 import { allowedRegions, readBody, runInference } from '../inference.ts';
-import { mayFallBack } from '../fallback.ts';
-import { modelMetadata } from '../metadata.ts';
+import { rowsCall } from '../metadata.ts';
 import { settings } from '../env.ts';
 import { getSnapshot } from '../snapshot.ts';
-import { isRows, oipRequestBytes, outputRows, type Rows } from '../translate.ts';
+import { isRows, outputRows, type Rows } from '../translate.ts';
 
 const EMBEDDING_FIELDS = new Set(['model', 'input', 'encoding_format', 'dimensions', 'user']);
 const MAX_INPUTS = 2048;
@@ -44,12 +43,7 @@ export const openaiRoutes = new Hono<AppEnv>()
       throw new MeshError('invalid_request', '"input" must be a string, an array of strings, an array of token ids, or an array of token-id arrays (none empty).');
     }
     if (rows.length > MAX_INPUTS) throw new MeshError('invalid_request', `"input" may hold at most ${MAX_INPUTS} items.`);
-    const texts = typeof (rows as Rows)[0] === 'string' ? (rows as string[]) : undefined;
-    // With no backend for the model, a text request may still be served by the Hugging Face fallback.
-    const meta = await modelMetadata(c, consumer, model).catch((err: unknown) => {
-      if (mayFallBack(c.env, err, texts)) return undefined;
-      throw err;
-    });
+    const { meta, call } = await rowsCall(c, consumer, model, rows as Rows);
     const width = meta?.outputs[0]?.shape.at(-1);
     if (dimensions !== undefined && meta && dimensions !== width) {
       throw new MeshError('invalid_request', `"${model}" returns ${width}-dimensional embeddings; "dimensions" cannot change that.`);
@@ -57,10 +51,8 @@ export const openaiRoutes = new Hono<AppEnv>()
     return runInference(c, {
       consumer,
       model,
-      oipBody: meta ? oipRequestBytes(meta, rows as Rows) : new Uint8Array(),
       consumerBody,
-      ...(texts ? { texts } : {}),
-      ...(meta?.outputs[0] ? { outputName: meta.outputs[0].name } : {}),
+      ...call,
       shape: (oip, units) => ({
         contentType: 'application/json',
         body: JSON.stringify({

@@ -71,6 +71,7 @@ import { silentLogger } from '../gpu-backend/src/log.ts';
 import { SessionFactory } from '../gpu-backend/src/sessions.ts';
 import { tokenize } from '../shared/tokenizer.ts';
 import { machineBusyMs, waitForQuiet } from './lib/cpu.ts';
+import { envIntList, envNumber } from './lib/env.ts';
 import { ROOT, startBackend, startFakeEdge, type BackendProcess, type FakeEdge } from './lib/backend-process.ts';
 import { closedLoop, quantile } from './lib/load.ts';
 
@@ -107,7 +108,7 @@ async function quiet(what: string, pids: readonly number[] = []): Promise<void> 
 const SECONDS = envNumber('BENCH_SECONDS', 8, 1, 45); // tokens live 60 s from signing
 const WARMUP_SECONDS = envNumber('BENCH_WARMUP_SECONDS', 1.5, 0, 10);
 const CEILING_SECONDS = envNumber('BENCH_CEILING_SECONDS', 1.5, 0.2, 10);
-const CONCURRENCIES = (process.env.BENCH_CONCURRENCY ?? '1,4,16,64').split(',').map((s) => envInt('BENCH_CONCURRENCY', s.trim(), 1, 256));
+const CONCURRENCIES = envIntList('BENCH_CONCURRENCY', '1,4,16,64', 1, 256);
 const INTRA_OP_THREADS = process.env.INTRA_OP_THREADS?.trim() || undefined;
 
 interface CeilingPoint {
@@ -472,20 +473,6 @@ function ceilingMsAt(points: readonly CeilingPoint[], batch: number): number {
 
 function busyNote(otherCpu: number): string {
   return otherCpu > NOISY_OTHER_CPU ? ` (other processes used ${(otherCpu * 100).toFixed(0)}% of the CPU meanwhile)` : '';
-}
-
-function envNumber(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name]?.trim();
-  if (!raw) return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`${name} must be a number from ${min} to ${max}, got ${JSON.stringify(raw)}`);
-  return n;
-}
-
-function envInt(name: string, raw: string, min: number, max: number): number {
-  const n = Number(raw);
-  if (!/^\d+$/.test(raw) || n < min || n > max) throw new Error(`${name} must be a comma list of integers from ${min} to ${max}, got ${JSON.stringify(raw)}`);
-  return n;
 }
 
 main().catch((err: unknown) => {

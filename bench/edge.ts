@@ -71,12 +71,13 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { SignJWT, importJWK, type CryptoKey } from 'jose';
+import { importJWK, type CryptoKey } from 'jose';
 import { freePort, ROOT, startMesh, type LocalMesh } from '../scripts/local-mesh.ts';
 import { sha256Hex } from '../shared/hash.ts';
-import { DISPATCH_TTL_MAX_S, TYP } from '../shared/tokens.ts';
 import { machineBusyMs, processCpuMs } from './lib/cpu.ts';
+import { envIntList, envList, envNumber } from './lib/env.ts';
 import { closedLoop, quantile } from './lib/load.ts';
+import { signDispatchTokens } from './lib/tokens.ts';
 
 const BACKEND = { id: 'fra-1', region: 'eu-west', provider: 'provider-fra' };
 const COLO = 'FRA';
@@ -85,8 +86,8 @@ const GOAL_P99_MS = 1;
 const SECONDS = envNumber('BENCH_SECONDS', 6, 1, 45); // dispatch tokens live 60 s from signing
 const WARMUP_SECONDS = envNumber('BENCH_WARMUP_SECONDS', 1, 0, 10);
 const ROUNDS = envNumber('BENCH_ROUNDS', 3, 1, 10);
-const CONCURRENCIES = list('BENCH_CONCURRENCY', '1,16').map((s) => envInt('BENCH_CONCURRENCY', s, 1, 256));
-const MODELS = list('BENCH_MODELS', 'classifier');
+const CONCURRENCIES = envIntList('BENCH_CONCURRENCY', '1,16', 1, 256);
+const MODELS = envList('BENCH_MODELS', 'classifier');
 const CORES = os.availableParallelism();
 /** More than this share of the machine used by processes outside the bench flags a phase. */
 const NOISY_OTHER_CPU = 0.05;
@@ -183,7 +184,7 @@ async function main(): Promise<void> {
       const bodySha256 = await sha256Hex(workload.body);
       const consumerKey = mesh.consumerKey;
       const tokensFor = async (p: PathId, count: number): Promise<string[]> =>
-        p === 'mesh' ? new Array<string>(count).fill(consumerKey) : signDispatchTokens(key, kid, issuer, BACKEND.id, model, bodySha256, count);
+        p === 'mesh' ? new Array<string>(count).fill(consumerKey) : signDispatchTokens({ key, kid, issuer, aud: BACKEND.id, model, bodySha256, count });
 
       for (let round = 1; round <= ROUNDS; round++) {
         for (const concurrency of CONCURRENCIES) {
@@ -208,24 +209,6 @@ async function main(): Promise<void> {
   } finally {
     await stopAll();
   }
-}
-
-/** Signs `count` single-use dispatch tokens as the edge does (workers/dispatch.ts), 256 at a time. */
-async function signDispatchTokens(key: CryptoKey, kid: string, issuer: string, aud: string, model: string, bodySha256: string, count: number): Promise<string[]> {
-  const iat = Math.floor(Date.now() / 1000);
-  const sign = () =>
-    new SignJWT({ model, body_sha256: bodySha256 })
-      .setProtectedHeader({ alg: 'EdDSA', typ: TYP.dispatch, kid })
-      .setIssuer(issuer)
-      .setAudience(aud)
-      .setSubject('bench-consumer')
-      .setJti(crypto.randomUUID())
-      .setIssuedAt(iat)
-      .setExpirationTime(iat + DISPATCH_TTL_MAX_S)
-      .sign(key);
-  const tokens: string[] = [];
-  for (let i = 0; i < count; i += 256) tokens.push(...(await Promise.all(Array.from({ length: Math.min(256, count - i) }, sign))));
-  return tokens;
 }
 
 interface MeasureOptions {
@@ -586,24 +569,6 @@ function outputShape(j: unknown, name: string): string | undefined {
 
 function json(value: unknown): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(value));
-}
-
-function list(name: string, fallback: string): string[] {
-  return (process.env[name]?.trim() || fallback).split(',').map((s) => s.trim()).filter(Boolean);
-}
-
-function envNumber(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name]?.trim();
-  if (!raw) return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`${name} must be a number from ${min} to ${max}, got ${JSON.stringify(raw)}`);
-  return n;
-}
-
-function envInt(name: string, raw: string, min: number, max: number): number {
-  const n = Number(raw);
-  if (!/^\d+$/.test(raw) || n < min || n > max) throw new Error(`${name} must be a comma list of integers from ${min} to ${max}, got ${JSON.stringify(raw)}`);
-  return n;
 }
 
 main().catch((err: unknown) => {

@@ -10,12 +10,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { SignJWT, importJWK, type CryptoKey, type JWK } from 'jose';
+import { importJWK, type CryptoKey, type JWK } from 'jose';
 import { generateProviderKey } from '../../gpu-backend/src/provider-key.ts';
 import { sha256Hex } from '../../shared/hash.ts';
 import { generateEd25519 } from '../../shared/keys.ts';
-import { DISPATCH_TTL_MAX_S, TYP } from '../../shared/tokens.ts';
 import { processCpuMs } from './cpu.ts';
+import { signDispatchTokens } from './tokens.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const BACKEND_ID = 'bench-1';
@@ -56,22 +56,7 @@ export async function startFakeEdge(): Promise<FakeEdge> {
     },
     async signTokens(model, body, count) {
       const bodySha256 = await sha256Hex(body);
-      const iat = Math.floor(Date.now() / 1000);
-      const sign = () =>
-        new SignJWT({ model, body_sha256: bodySha256 })
-          .setProtectedHeader({ alg: 'EdDSA', typ: TYP.dispatch, kid: 'bench-mesh-key' })
-          .setIssuer(MESH_ISSUER)
-          .setAudience(BACKEND_ID)
-          .setSubject('bench-consumer')
-          .setJti(crypto.randomUUID())
-          .setIssuedAt(iat)
-          .setExpirationTime(iat + DISPATCH_TTL_MAX_S)
-          .sign(key);
-      const tokens: string[] = [];
-      for (let i = 0; i < count; i += 256) {
-        tokens.push(...(await Promise.all(Array.from({ length: Math.min(256, count - i) }, sign))));
-      }
-      return tokens;
+      return signDispatchTokens({ key, kid: 'bench-mesh-key', issuer: MESH_ISSUER, aud: BACKEND_ID, model, bodySha256, count });
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -8,24 +8,15 @@
 import { serve } from '@hono/node-server';
 import { importJWK, jwtVerify } from 'jose';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../shared/hash.ts';
 import type { InferResponse, ModelMetadata } from '../../shared/protocol.ts';
 import { tokenize } from '../../shared/tokenizer.ts';
 import { TYP, decodePayload, type AttestationClaims, type DispatchClaims } from '../../shared/tokens.ts';
-import { BACKEND_ID, PROVIDER_ID, demoRepository, dispatchToken, errorCode, harness, type Harness } from './helpers.ts';
+import { BACKEND_ID, PROVIDER_ID, dispatchToken, errorCode, type Harness, useDemoHarness } from './helpers.ts';
 
-let repo: Awaited<ReturnType<typeof demoRepository>>;
 let h: Harness;
-
-beforeAll(async () => {
-  repo = await demoRepository();
-  h = await harness({ repo: repo.dir });
-});
-afterAll(async () => {
-  await h?.backend.repository.close();
-  await repo?.cleanup();
-});
+useDemoHarness((built) => (h = built));
 
 /** Verifies the response's attestation with the provider's public key and checks it covers these exact bytes. */
 async function checkAttestation(res: Response, token: string, bytes: Uint8Array): Promise<AttestationClaims> {

@@ -6,23 +6,14 @@
  */
 
 import { SignJWT, base64url, createLocalJWKSet, errors, exportSPKI, importJWK, type CryptoKey } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MeshError } from '../../shared/errors.ts';
 import { TYP } from '../../shared/tokens.ts';
 import { DispatchVerifier } from '../../gpu-backend/src/dispatch.ts';
-import { BACKEND_ID, EDGE_URL, demoRepository, dispatchToken, errorCode, harness, meshKey, type Harness } from './helpers.ts';
+import { BACKEND_ID, EDGE_URL, dispatchToken, errorCode, meshKey, type Harness, useDemoHarness } from './helpers.ts';
 
-let repo: Awaited<ReturnType<typeof demoRepository>>;
 let h: Harness;
-
-beforeAll(async () => {
-  repo = await demoRepository();
-  h = await harness({ repo: repo.dir });
-});
-afterAll(async () => {
-  await h?.backend.repository.close();
-  await repo?.cleanup();
-});
+useDemoHarness((built) => (h = built));
 
 const BODY = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 16], data: new Array(16).fill(0.25) }] });
 const INFER = '/v2/models/classifier/infer';

@@ -6,6 +6,7 @@
  */
 
 import { mkdtemp, rm } from 'node:fs/promises';
+import { afterAll, beforeAll } from 'vitest';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -186,4 +187,26 @@ export async function until(cond: () => boolean, what: string, ms = 2000): Promi
     await new Promise((r) => setTimeout(r, 2));
   }
   throw new Error(`timed out waiting for ${what}`);
+}
+
+/**
+ * Registers `beforeAll`/`afterAll` that build a harness over a fresh demo
+ * repository and tear both down; `use` receives the harness once built.
+ *
+ * @example
+ * let h: Harness;
+ * useDemoHarness((built) => (h = built));
+ */
+export function useDemoHarness(use: (h: Harness) => void, options: Omit<HarnessOptions, 'repo'> = {}): void {
+  let repo: Awaited<ReturnType<typeof demoRepository>> | undefined;
+  let built: Harness | undefined;
+  beforeAll(async () => {
+    repo = await demoRepository();
+    built = await harness({ ...options, repo: repo.dir });
+    use(built);
+  });
+  afterAll(async () => {
+    await built?.backend.repository.close();
+    await repo?.cleanup();
+  });
 }

@@ -10,24 +10,15 @@ import { serve } from '@hono/node-server';
 import fc from 'fast-check';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MeshError } from '../../shared/errors.ts';
 import { parseInferRequest } from '../../shared/protocol.ts';
 import type { ModelConfig } from '../../gpu-backend/src/model-config.ts';
 import { prepareInference } from '../../gpu-backend/src/tensors.ts';
-import { demoRepository, dispatchToken, harness, type Harness } from './helpers.ts';
+import { dispatchToken, type Harness, useDemoHarness } from './helpers.ts';
 
-let repo: Awaited<ReturnType<typeof demoRepository>>;
 let h: Harness;
-
-beforeAll(async () => {
-  repo = await demoRepository();
-  h = await harness({ repo: repo.dir });
-});
-afterAll(async () => {
-  await h?.backend.repository.close();
-  await repo?.cleanup();
-});
+useDemoHarness((built) => (h = built));
 
 const zeros = (n: number) => new Array<number>(n).fill(0);
 const features = (shape: number[], data: unknown[] = zeros(shape.reduce((a, b) => a * b, 1)), datatype = 'FP32') => ({

@@ -77,10 +77,10 @@ export async function candidatesFor(
   consumer: KeyClaims,
   model: string,
   version?: string,
+  pop: Pop = resolvePop(c.req.raw, settings(c.env).dev),
 ): Promise<{ pop: Pop; candidates: Scored[]; snapshot: Snapshot }> {
   const s = settings(c.env);
   const residency = allowedRegions(c, consumer);
-  const pop = resolvePop(c.req.raw, s.dev);
   const rank = (snap: Snapshot) =>
     pickAttempts(rankByScore(snap.backends, { model, version, from: pop, residency }, isolateRouting, Date.now(), { allowCold: false }), Math.random);
   let snapshot = await getSnapshot(c.env, c.executionCtx, s.snapshotRefreshMs);
@@ -155,7 +155,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
 
   let served: Served;
   try {
-    const { candidates, snapshot } = await candidatesFor(c, call.consumer, call.model, call.version);
+    const { candidates, snapshot } = await candidatesFor(c, call.consumer, call.model, call.version, pop);
     const { backend, result } = await attempt(call, candidates, snapshot, {
       keys,
       issuer: s.issuer,

@@ -26,11 +26,16 @@ export type MeshErrorCode =
   | 'model_not_ready'
   | 'body_too_large'
   | 'rate_limited'
+  | 'receipt_not_found'
+  | 'batch_not_found'
+  | 'batch_open'
+  | 'already_settled'
   // 5xx
   | 'no_capacity'
   | 'backend_failed'
   | 'backend_timeout'
   | 'not_ready'
+  | 'settlement_unavailable'
   | 'internal';
 
 /** The HTTP status each code maps to, so a code never drifts from its status. */
@@ -52,10 +57,15 @@ export const STATUS_OF: Record<MeshErrorCode, number> = {
   model_not_ready: 503,
   body_too_large: 413,
   rate_limited: 429,
+  receipt_not_found: 404,
+  batch_not_found: 404,
+  batch_open: 404,
+  already_settled: 409,
   no_capacity: 503,
   backend_failed: 502,
   backend_timeout: 504,
   not_ready: 503,
+  settlement_unavailable: 503,
   internal: 500,
 };
 

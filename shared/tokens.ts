@@ -18,6 +18,10 @@ export const TYP = {
   attestation: 'mesh-attestation+jwt',
   /** Edge -> consumer and billing: what was served and charged. */
   receipt: 'mesh-receipt+jwt',
+  /** Edge -> billing: a closed settlement batch (API.md section 5). */
+  batch: 'mesh-batch+jwt',
+  /** Edge -> billing webhook: one signed delivery of a closed batch. */
+  webhook: 'mesh-webhook+jwt',
 } as const;
 
 /** Audience of operator-issued bearer keys. */
@@ -103,6 +107,44 @@ export interface ReceiptClaims {
   cache: 'hit' | 'miss';
   verify: 'none' | 'sampled' | 'redundant';
   attestation?: string;
+}
+
+/** Per-provider payout and per-consumer charge of a batch, integer micro-USD. */
+export interface BatchTotals {
+  /** provider id -> payout: the sum of `amount` over its receipts, disputed ones withheld. */
+  providers: Record<string, number>;
+  /** consumer id (`sub`) -> charge: the sum of `amount` over its receipts. */
+  consumers: Record<string, number>;
+}
+
+/** Claims of a settlement batch (`typ: mesh-batch+jwt`, API.md section 5). */
+export interface BatchClaims {
+  iss: string;
+  iat: number;
+  batch_id: string;
+  /** The ledger shard that holds this batch (receipts are sharded by jti). */
+  shard: number;
+  /** The batch covers receipts appended in [epoch_start, epoch_end), Unix time in ms. */
+  epoch_start: number;
+  epoch_end: number;
+  /** Number of receipts (leaves). */
+  count: number;
+  /** RFC 9162 Merkle tree head over the receipts in append order, hex. */
+  merkle_root: string;
+  totals: BatchTotals;
+  /** Receipt ids withheld from payout by verification. */
+  disputed: string[];
+}
+
+/** Claims of a webhook delivery token (`typ: mesh-webhook+jwt`): binds one POST body to one billing URL. */
+export interface WebhookClaims {
+  iss: string;
+  aud: string; // the billing URL
+  jti: string;
+  iat: number;
+  exp: number;
+  batch_id: string;
+  body_sha256: string;
 }
 
 /**

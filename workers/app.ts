@@ -12,6 +12,7 @@ import { healthRoutes } from './routes/health.ts';
 import { huggingfaceRoutes } from './routes/huggingface.ts';
 import { openaiRoutes } from './routes/openai.ts';
 import { providerRoutes } from './routes/providers.ts';
+import { settlementRoutes } from './routes/settlement.ts';
 
 export const app = new Hono<AppEnv>()
   .route('/', healthRoutes)
@@ -19,6 +20,7 @@ export const app = new Hono<AppEnv>()
   .route('/', openaiRoutes)
   .route('/', huggingfaceRoutes)
   .route('/', providerRoutes)
+  .route('/', settlementRoutes)
   .route('/', adminRoutes);
 
 app.notFound((c) => c.json(errorBody(new MeshError('not_found', `No route for ${c.req.method} ${c.req.path}.`)), 404));

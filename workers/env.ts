@@ -6,11 +6,17 @@
 import { DEFAULT_PLACEMENT, type PlacementPolicy } from './directory/placement.ts';
 import type { RegionDirectory } from './directory/RegionDirectory.ts';
 import type { OperatorRegistry } from './operator/OperatorRegistry.ts';
+import type { SettlementLedger } from './settlement/SettlementLedger.ts';
 
 export interface Env {
   REGION_DIRECTORY: DurableObjectNamespace<RegionDirectory>;
   OPERATOR_REGISTRY: DurableObjectNamespace<OperatorRegistry>;
-  /** Secret: the mesh's private signing keys, a JWKS of Ed25519 private JWKs with `kid`; the first signs. */
+  SETTLEMENT_LEDGER: DurableObjectNamespace<SettlementLedger>;
+  /** Queue of signed receipts, consumed into the ledger. */
+  RECEIPTS: Queue<unknown>;
+  /** R2 bucket: closed batches (receipts NDJSON, batch JWT, JWKS) and dead letters. */
+  SETTLEMENT_ARCHIVE: R2Bucket;
+  /** Secret: the mesh's private signing keys, a JWKS of Ed25519 private JWKs with `kid` (and optional `use_from`); the first usable one signs. */
   MESH_SIGNING_KEYS?: string;
   MESH_ISSUER: string;
   MESH_DEV?: string;
@@ -20,6 +26,14 @@ export interface Env {
   MAX_BODY_BYTES?: string;
   DEMAND_WINDOW_SECONDS?: string;
   IDLE_UNLOAD_SECONDS?: string;
+  /** Public JWKS of retired signing keys, each with `retired_at` (see docs/key-rotation.md). */
+  MESH_RETIRED_KEYS?: string;
+  /** Days a receipt can be disputed; a retired key stays in the JWKS this long. */
+  RECEIPT_DISPUTE_DAYS?: string;
+  SETTLEMENT_EPOCH_SECONDS?: string;
+  SETTLEMENT_SHARDS?: string;
+  /** Billing system URL that receives each closed batch (optional). */
+  SETTLEMENT_WEBHOOK_URL?: string;
   /** Hugging Face inference endpoint to fall back to when no backend can serve (optional). */
   HF_ENDPOINT_URL?: string;
   /** Secret: its access token. */
@@ -34,6 +48,12 @@ export interface Settings {
   backendTimeoutMs: number;
   maxBodyBytes: number;
   placement: PlacementPolicy;
+  settlement: {
+    epochMs: number;
+    /** Ledger shards receipts are spread over by jti (1..100). */
+    shards: number;
+    webhookUrl: string | undefined;
+  };
 }
 
 function int(value: string | undefined, fallback: number): number {
@@ -58,6 +78,11 @@ export function settings(env: Env): Settings {
         ...DEFAULT_PLACEMENT,
         demandWindowMs: int(env.DEMAND_WINDOW_SECONDS, DEFAULT_PLACEMENT.demandWindowMs / 1000) * 1000,
         idleUnloadMs: int(env.IDLE_UNLOAD_SECONDS, DEFAULT_PLACEMENT.idleUnloadMs / 1000) * 1000,
+      },
+      settlement: {
+        epochMs: int(env.SETTLEMENT_EPOCH_SECONDS, 60) * 1000,
+        shards: Math.min(100, Math.floor(int(env.SETTLEMENT_SHARDS, 4))),
+        webhookUrl: env.SETTLEMENT_WEBHOOK_URL || undefined,
       },
     };
     cache.set(env, s);

@@ -20,6 +20,7 @@ import { signingKeys } from './keys.ts';
 import type { BackendEntry } from './directory/backend.ts';
 import { resolvePop, type Pop } from './pop.ts';
 import { signReceipt } from './receipts.ts';
+import { recordReceipt } from './settlement/record.ts';
 import { hedgeDelayMs } from './routing/hedge.ts';
 import { isolateRouting, trackPending } from './routing/isolate.ts';
 import { pickAttempts } from './routing/p2c.ts';
@@ -205,10 +206,11 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   }
   outputSha256 ??= await sha256Hex(body);
   const total = Date.now() - started;
+  const jti = crypto.randomUUID();
   const receipt = await signReceipt(keys, {
     iss: s.issuer,
     sub: call.consumer.sub,
-    jti: crypto.randomUUID(),
+    jti,
     iat: Math.floor(Date.now() / 1000),
     model: call.model,
     model_version: served.modelVersion,
@@ -225,6 +227,8 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     verify,
     ...(served.attestation ? { attestation: served.attestation } : {}),
   });
+  // Settlement first: the answer leaves only once its receipt is safely queued.
+  await recordReceipt(c.env, jti, receipt);
   return new Response(body, {
     status: 200,
     headers: {

@@ -46,6 +46,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TYP, type ReceiptClaims } from '../../shared/tokens.ts';
 import { startMesh, type BackendSpec, type LocalMesh, type RunningBackend } from '../../scripts/local-mesh.ts';
 import { startFaultProxy, type FaultProxy, type FaultProxyStats } from '../helpers/fault-proxy.ts';
+import { settle } from '../helpers/settlement.ts';
 
 const SPECS: BackendSpec[] = [
   { id: 'sg-1', region: 'ap-southeast', provider: 'provider-sg-1' },
@@ -128,6 +129,8 @@ interface Sample {
   backend: string | undefined;
   receipts: number;
   jti: string | undefined;
+  /** The receipt JWT, when the request was answered. */
+  receipt?: string;
   /** Why it counts as failed: the error code, a receipt problem or a client error. */
   failure: string | undefined;
 }
@@ -173,7 +176,7 @@ async function one(pop: string, headers: Record<string, string> = {}): Promise<S
     try {
       const { payload } = await jwtVerify<ReceiptClaims>(header!, jwks, { algorithms: ['EdDSA'], typ: TYP.receipt, issuer: mesh.edgeUrl });
       if (payload.backend !== answeredBy) return { ...sample, failure: `receipt names ${payload.backend}, header ${answeredBy}` };
-      return { ...sample, jti: payload.jti };
+      return { ...sample, jti: payload.jti, receipt: header! };
     } catch (err) {
       return { ...sample, failure: `bad receipt: ${(err as Error).message}` };
     }
@@ -576,5 +579,30 @@ describe('real faults under a steady stream from SIN, CGK, FRA and IAD', () => {
     expect(stalled / iad.length).toBeGreaterThan(0.03);
     expect(p99).toBeLessThan(1_000);
     expect(iad.length).toBeGreaterThan(100);
+  });
+
+  // After every fault: settlement (API.md section 5) reconciles with what the consumers received.
+  it('settlement: every answered request is one receipt in exactly one closed batch; totals add up', async () => {
+    const answered = new Map(all.filter((s) => s.receipt !== undefined).map((s) => [s.jti!, s.receipt!]));
+    const clientFailures = all.filter((s) => s.status === 0).length;
+    const settled = await settle(mesh.edgeUrl, mesh.adminToken, answered.keys());
+    const missing = [...answered.keys()].filter((j) => !settled.seen.has(j));
+    const doubled = [...settled.seen].filter(([, n]) => n > 1).map(([j]) => j);
+    // A receipt the consumer never saw can only come from a request the client gave up on.
+    const unseen = [...settled.seen.keys()].filter((j) => !answered.has(j));
+    const charged = settled.receipts.reduce((sum, r) => sum + r.amount, 0);
+    const sumOf = (o: Record<string, number>) => Object.values(o).reduce((a, b) => a + b, 0);
+    const line =
+      `[faults] settlement: requests=${all.length} answered=${answered.size} batches=${settled.batches.length} ` +
+      `receipts_in_batches=${settled.receipts.length} missing=${missing.length} doubled=${doubled.length} ` +
+      `not_seen_by_consumers=${unseen.length} charged_micro_usd=${charged} closes=${settled.closes}`;
+    console.log(line);
+    matrix.push(line);
+    expect(missing).toEqual([]);
+    expect(doubled).toEqual([]);
+    expect(unseen.length).toBeLessThanOrEqual(clientFailures);
+    expect(settled.batches.reduce((n, b) => n + b.count, 0)).toBe(settled.receipts.length);
+    expect(settled.batches.reduce((n, b) => n + sumOf(b.totals.consumers), 0)).toBe(charged);
+    expect(settled.batches.reduce((n, b) => n + sumOf(b.totals.providers), 0)).toBe(charged);
   });
 });

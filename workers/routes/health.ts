@@ -1,8 +1,14 @@
-/** Unauthenticated routes: edge liveness and readiness (API.md section 2) and the JWKS (section 4). */
+/**
+ * Unauthenticated routes: edge liveness and readiness (API.md section 2), the
+ * JWKS (section 4: the keys receipts can be verified with now) and the JWKS
+ * archive (every key the mesh ever signed with, retired ones with `retired_at`).
+ */
 
 import { Hono } from 'hono';
 import type { AppEnv } from '../context.ts';
-import { signingKeys } from '../keys.ts';
+import { JWKS_MAX_AGE_S, signingKeys } from '../keys.ts';
+
+const CACHEABLE = { 'cache-control': `public, max-age=${JWKS_MAX_AGE_S}` };
 
 export const healthRoutes = new Hono<AppEnv>()
   .get('/v2/health/live', (c) => c.json({ live: true }))
@@ -16,5 +22,9 @@ export const healthRoutes = new Hono<AppEnv>()
   })
   .get('/.well-known/jwks.json', async (c) => {
     const keys = await signingKeys(c.env);
-    return c.json(keys.publicJwks, 200, { 'cache-control': 'public, max-age=300' });
+    return c.json(keys.publicJwks, 200, CACHEABLE);
+  })
+  .get('/.well-known/jwks-archive.json', async (c) => {
+    const keys = await signingKeys(c.env);
+    return c.json(keys.archiveJwks, 200, CACHEABLE);
   });

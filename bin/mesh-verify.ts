@@ -1,0 +1,343 @@
+#!/usr/bin/env node
+/**
+ * mesh-verify: the offline verifier as a command, for billing systems and
+ * auditors (API.md sections 4 and 5). Reads receipts, batches, proofs and the
+ * mesh's JWKS from files (or stdin, or a JWKS URL), verifies them with
+ * shared/verify.ts and says `ok` or `FAIL` with the first thing that is wrong.
+ *
+ * Exit status: 0 verified, 1 verification failed, 2 usage error or input that
+ * cannot be read. Runs on Node >= 22.12 directly from TypeScript.
+ */
+
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fromHex, toHex } from '../shared/merkle.ts';
+import type { BatchClaims } from '../shared/tokens.ts';
+import {
+  verifyBatch,
+  verifyInclusionProof,
+  verifyReceipt,
+  VerifyError,
+  type InclusionProof,
+  type Jwks,
+  type VerifyOptions,
+} from '../shared/verify.ts';
+
+const USAGE = `Usage:
+  mesh-verify receipt <receipt.jwt | JWT | -> --jwks <jwks.json | URL>
+  mesh-verify batch <batch.jwt | batch.json> --receipts <receipts.ndjson> --jwks <jwks.json | URL>
+  mesh-verify proof <receipt.jwt | JWT | -> --proof <proof.json> --batch <batch.jwt | batch.json> --jwks <jwks.json | URL>
+  mesh-verify archive <dir> [--jwks <jwks.json | URL>]
+
+Verifies mesh receipts, settlement batches and inclusion proofs offline
+against the mesh's public JWKS (GET /.well-known/jwks.json).
+
+  receipt   one receipt JWT: a file holding it, the JWT itself, or - for stdin
+  batch     a batch JWT (a file holding it, or batch.json as GET
+            /v1/settlement/batches/{id} returns it: { "id", "batch" }) against
+            all its receipts in leaf order
+  proof     a receipt's inclusion proof (proof.json as GET
+            /v1/receipts/{jti}/proof returns it) against its batch
+  archive   a downloaded batch archive folder: batch.json, receipts.ndjson
+            and jwks.json (--jwks overrides the folder's jwks.json)
+
+receipts.ndjson holds one receipt per line, each either a JSON object with a
+"receipt" field ({"receipt":"<JWT>", ...}), a JSON string ("<JWT>"), or the
+bare JWT; blank lines are skipped. A receipt or batch file may likewise hold
+the bare JWT, a JSON string, or a JSON object with a "receipt" / "batch" field.
+
+Options:
+  --jwks <file | URL>  the mesh's JWKS, a file or an http(s) URL (fetched once)
+  --issuer <url>       also require every token's iss to be this URL
+  --json               print the result as one JSON object on stdout
+  -h, --help           print this help
+
+Exit status: 0 verified, 1 verification failed, 2 usage error or unreadable input.`;
+
+/** A usage error or input that cannot be read: exit 2. */
+class UsageError extends Error {}
+
+type Outcome = { line: string; json: Record<string, unknown> };
+
+async function main(argv: string[]): Promise<number> {
+  let args: ReturnType<typeof parse>;
+  try {
+    args = parse(argv);
+  } catch (err) {
+    // parseArgs explains at length; its first sentence is the reason.
+    return usage((err as Error).message.split(/\.\s/)[0]!);
+  }
+  const { values, positionals } = args;
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const [command, target, ...extra] = positionals;
+  if (!command) return usage('no command given (receipt, batch, proof or archive)');
+  if (extra.length > 0) return usage(`unexpected argument ${JSON.stringify(extra[0])}`);
+  const opts: VerifyOptions = values.issuer !== undefined ? { issuer: values.issuer } : {};
+
+  let outcome: Outcome;
+  try {
+    switch (command) {
+      case 'receipt':
+        outcome = await receiptCommand(need(target, 'a receipt'), values, opts);
+        break;
+      case 'batch':
+        outcome = await batchCommand(need(target, 'a batch'), values, opts);
+        break;
+      case 'proof':
+        outcome = await proofCommand(need(target, 'a receipt'), values, opts);
+        break;
+      case 'archive':
+        outcome = await archiveCommand(need(target, 'an archive folder'), values, opts);
+        break;
+      default:
+        return usage(`unknown command ${JSON.stringify(command)} (receipt, batch, proof or archive)`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) return usage(err.message);
+    const code = err instanceof VerifyError || err instanceof InputError ? err.code : 'internal';
+    const message = err instanceof Error ? err.message : String(err);
+    if (values.json) process.stdout.write(`${JSON.stringify({ ok: false, command, code, message })}\n`);
+    else process.stderr.write(`FAIL  ${code === 'internal' ? `internal error: ${message}` : message}\n`);
+    return 1;
+  }
+  if (values.json) process.stdout.write(`${JSON.stringify({ ok: true, command, ...outcome.json })}\n`);
+  else process.stdout.write(`ok  ${outcome.line}\n`);
+  return 0;
+}
+
+function parse(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      jwks: { type: 'string' },
+      receipts: { type: 'string' },
+      proof: { type: 'string' },
+      batch: { type: 'string' },
+      issuer: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+}
+
+type Values = ReturnType<typeof parse>['values'];
+
+function usage(reason: string): number {
+  process.stderr.write(`mesh-verify: ${reason} (see mesh-verify --help)\n`);
+  return 2;
+}
+
+function need(v: string | undefined, what: string): string {
+  if (v === undefined || v === '') throw new UsageError(`missing ${what}`);
+  return v;
+}
+
+function needOption(values: Values, name: 'jwks' | 'receipts' | 'proof' | 'batch'): string {
+  const v = values[name];
+  if (v === undefined || v === '') throw new UsageError(`missing --${name}`);
+  return v;
+}
+
+// --- commands --------------------------------------------------------------
+
+async function receiptCommand(target: string, values: Values, opts: VerifyOptions): Promise<Outcome> {
+  const jwks = await loadJwks(needOption(values, 'jwks'));
+  const jwt = await loadToken(target, 'receipt');
+  const r = await verifyReceipt(jwt, jwks, opts);
+  return {
+    line: `receipt ${r.jti}: ${r.model}@${r.model_version} by provider ${r.provider} for consumer ${r.sub}, ${r.amount} micro-USD, ${r.units.input}+${r.units.output} units`,
+    json: { receipt: r },
+  };
+}
+
+async function batchCommand(target: string, values: Values, opts: VerifyOptions): Promise<Outcome> {
+  const jwks = await loadJwks(needOption(values, 'jwks'));
+  const batch = await loadBatch(target);
+  const receiptsPath = needOption(values, 'receipts');
+  const receipts = parseNdjson(await readText(receiptsPath), receiptsPath);
+  return batchOutcome(batch, receipts, jwks, opts);
+}
+
+async function proofCommand(target: string, values: Values, opts: VerifyOptions): Promise<Outcome> {
+  const jwks = await loadJwks(needOption(values, 'jwks'));
+  const jwt = await loadToken(target, 'receipt');
+  const proofPath = needOption(values, 'proof');
+  const proof = parseJson(await readText(proofPath), proofPath) as InclusionProof;
+  const batch = await loadBatch(needOption(values, 'batch'));
+  const { receipt, batch: b } = await verifyInclusionProof(jwt, proof, batch.jwt, jwks, opts);
+  checkBatchId(batch, b);
+  return {
+    line: `receipt ${receipt.jti} is leaf ${proof.leaf_index} of ${proof.tree_size} in batch ${b.batch_id} (root ${short(b.merkle_root)})`,
+    json: { jti: receipt.jti, batch_id: b.batch_id, leaf_index: proof.leaf_index, tree_size: proof.tree_size, merkle_root: b.merkle_root },
+  };
+}
+
+async function archiveCommand(dir: string, values: Values, opts: VerifyOptions): Promise<Outcome> {
+  const info = await stat(dir).catch(() => undefined);
+  if (!info?.isDirectory()) throw new UsageError(`${dir} is not a folder`);
+  const jwks = await loadJwks(values.jwks ?? join(dir, 'jwks.json'));
+  const batch = await loadBatch(join(dir, 'batch.json'));
+  const receiptsPath = join(dir, 'receipts.ndjson');
+  const receipts = parseNdjson(await readText(receiptsPath), receiptsPath);
+  return batchOutcome(batch, receipts, jwks, opts);
+}
+
+async function batchOutcome(batch: LoadedBatch, receipts: string[], jwks: Jwks, opts: VerifyOptions): Promise<Outcome> {
+  const { claims } = await verifyBatch(batch.jwt, receipts, jwks, opts);
+  checkBatchId(batch, claims);
+  const providers = Object.keys(claims.totals.providers).length;
+  const consumers = Object.keys(claims.totals.consumers).length;
+  const disputed = claims.disputed.length > 0 ? `, ${claims.disputed.length} disputed (withheld from payout)` : '';
+  return {
+    line: `batch ${claims.batch_id}: ${claims.count} receipts, root ${short(claims.merkle_root)}, totals verified (${plural(providers, 'provider')}, ${plural(consumers, 'consumer')})${disputed}`,
+    json: {
+      batch_id: claims.batch_id,
+      count: claims.count,
+      merkle_root: claims.merkle_root,
+      epoch_start: claims.epoch_start,
+      epoch_end: claims.epoch_end,
+      totals: claims.totals,
+      disputed: claims.disputed,
+    },
+  };
+}
+
+// --- input -----------------------------------------------------------------
+
+/** Input that was read but is not what it should be: a verification failure (exit 1), like a VerifyError. */
+class InputError extends Error {
+  readonly code = 'malformed';
+}
+
+interface LoadedBatch {
+  jwt: string;
+  /** The `id` of a `{ "id", "batch" }` file, when there was one. */
+  id?: string;
+}
+
+/** A batch.json's `id` must name the batch its JWT signs. */
+function checkBatchId(batch: LoadedBatch, claims: BatchClaims): void {
+  if (batch.id !== undefined && batch.id !== claims.batch_id) {
+    throw new VerifyError('proof_mismatch', `batch file says id ${batch.id}, but its signed batch_id is ${claims.batch_id}`);
+  }
+}
+
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
+
+async function readText(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** A receipt or batch argument: `-` (stdin), a file, or the JWT itself. */
+async function loadTokenText(arg: string): Promise<{ text: string; source: string }> {
+  if (arg === '-') return { text: await readStdin(), source: 'stdin' };
+  const isFile = await stat(arg).then((s) => s.isFile(), () => false);
+  if (isFile) return { text: await readText(arg), source: arg };
+  if (JWT_SHAPE.test(arg.trim())) return { text: arg, source: 'argument' };
+  throw new UsageError(`${arg} is neither a file nor a JWT`);
+}
+
+/** The JWT in a text: bare, a JSON string, or a JSON object's `field`. */
+function tokenIn(text: string, field: 'receipt' | 'batch', source: string): { jwt: string; json?: Record<string, unknown> } {
+  const t = text.trim();
+  if (t.startsWith('{')) {
+    const json = parseJson(t, source) as Record<string, unknown>;
+    const jwt = json[field];
+    if (typeof jwt !== 'string') throw new InputError(`${source}: no "${field}" JWT in this JSON object`);
+    return { jwt: jwt.trim(), json };
+  }
+  if (t.startsWith('"')) {
+    const jwt = parseJson(t, source);
+    if (typeof jwt !== 'string') throw new InputError(`${source}: not a JWT string`);
+    return { jwt: jwt.trim() };
+  }
+  if (t === '') throw new InputError(`${source}: empty`);
+  return { jwt: t };
+}
+
+async function loadToken(arg: string, field: 'receipt' | 'batch'): Promise<string> {
+  const { text, source } = await loadTokenText(arg);
+  return tokenIn(text, field, source).jwt;
+}
+
+async function loadBatch(arg: string): Promise<LoadedBatch> {
+  const { text, source } = await loadTokenText(arg);
+  const { jwt, json } = tokenIn(text, 'batch', source);
+  const id = json?.id;
+  if (id !== undefined && typeof id !== 'string') throw new InputError(`${source}: "id" must be a string`);
+  return id === undefined ? { jwt } : { jwt, id };
+}
+
+/** receipts.ndjson: one receipt per line, as `{"receipt": JWT, ...}`, a JSON string, or the bare JWT. */
+function parseNdjson(text: string, source: string): string[] {
+  const out: string[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.trim();
+    if (line === '') continue;
+    out.push(tokenIn(line, 'receipt', `${source} line ${i + 1}`).jwt);
+  }
+  return out;
+}
+
+function parseJson(text: string, source: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new InputError(`${source}: not valid JSON`);
+  }
+}
+
+async function loadJwks(arg: string): Promise<Jwks> {
+  let text: string;
+  if (/^https?:\/\//i.test(arg)) {
+    try {
+      const res = await fetch(arg, { signal: AbortSignal.timeout(15_000), headers: { accept: 'application/json' } });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      text = await res.text();
+    } catch (err) {
+      throw new UsageError(`cannot fetch JWKS from ${arg}: ${(err as Error).message}`);
+    }
+  } else {
+    text = await readText(arg);
+  }
+  let jwks: unknown;
+  try {
+    jwks = JSON.parse(text);
+  } catch {
+    throw new UsageError(`JWKS ${arg} is not valid JSON`);
+  }
+  if (typeof jwks !== 'object' || jwks === null || !Array.isArray((jwks as Jwks).keys)) {
+    throw new UsageError(`JWKS ${arg} has no "keys" array`);
+  }
+  return jwks as Jwks;
+}
+
+// --- output ----------------------------------------------------------------
+
+function short(hex: string): string {
+  const h = fromHex(hex);
+  return h ? `${toHex(h).slice(0, 12)}…` : hex;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,64 @@
+/**
+ * Reconciling a running mesh's settlement log against what consumers saw:
+ * closes the open batches until every expected receipt is in a closed batch
+ * (the queue delivers within a second or two), reads every batch and its
+ * receipts through the billing API, and checks each batch with the offline
+ * verifier (signature, Merkle root, count, totals).
+ */
+
+import { verifyBatch, type Jwks } from '../../shared/verify.ts';
+import type { BatchClaims, ReceiptClaims } from '../../shared/tokens.ts';
+
+export interface Settled {
+  batches: BatchClaims[];
+  /** jti -> how many closed batches hold it (exactly-once means 1 each). */
+  seen: Map<string, number>;
+  receipts: ReceiptClaims[];
+  closes: number;
+}
+
+async function json<T>(res: Response): Promise<T> {
+  if (!res.ok) throw new Error(`${res.url}: HTTP ${res.status} ${await res.text()}`);
+  return (await res.json()) as T;
+}
+
+export async function settle(edgeUrl: string, adminToken: string, expected: Iterable<string>, timeoutMs = 30_000): Promise<Settled> {
+  const auth = { authorization: `Bearer ${adminToken}` };
+  const jwks = await json<Jwks>(await fetch(`${edgeUrl}/.well-known/jwks.json`));
+  const want = new Set(expected);
+  const out: Settled = { batches: [], seen: new Map(), receipts: [], closes: 0 };
+  let after = '';
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    await json(await fetch(`${edgeUrl}/admin/settlement/close`, { method: 'POST', headers: auth }));
+    out.closes++;
+    for (;;) {
+      const list = await json<{ batches: { id: string }[]; next: string | null }>(
+        await fetch(`${edgeUrl}/v1/settlement/batches?after=${after}&limit=100`, { headers: auth }),
+      );
+      for (const { id } of list.batches) {
+        const { batch } = await json<{ batch: string }>(await fetch(`${edgeUrl}/v1/settlement/batches/${id}`, { headers: auth }));
+        const jwts: string[] = [];
+        let from: number | null = 0;
+        while (from !== null) {
+          const page: { receipts: string[]; next: number | null } = await json(
+            await fetch(`${edgeUrl}/v1/settlement/batches/${id}/receipts?from=${from}&limit=2000`, { headers: auth }),
+          );
+          jwts.push(...page.receipts);
+          from = page.next;
+        }
+        const verified = await verifyBatch(batch, jwts, jwks, { issuer: edgeUrl });
+        out.batches.push(verified.claims);
+        for (const r of verified.receipts) {
+          out.receipts.push(r);
+          out.seen.set(r.jti, (out.seen.get(r.jti) ?? 0) + 1);
+        }
+        after = id;
+      }
+      if (list.next === null) break;
+    }
+    const missing = [...want].filter((j) => !out.seen.has(j));
+    if (missing.length === 0 || Date.now() > deadline) return out;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}

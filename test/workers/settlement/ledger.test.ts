@@ -1,0 +1,300 @@
+/**
+ * The settlement ledger in workerd (Durable Objects, Queue and R2 in
+ * Miniflare): exactly-once appends, idempotent closing (alarm fired twice,
+ * restart mid-epoch), chunked Merkle proofs, totals and disputes, the R2
+ * archive, and the billing API checked with the offline verifier.
+ */
+
+import { env } from 'cloudflare:workers';
+import { createExecutionContext, createMessageBatch, getQueueResult, runDurableObjectAlarm, runInDurableObject, evictDurableObject } from 'cloudflare:test';
+import { describe, expect, it } from 'vitest';
+import { leafHash, merkleRoot, toHex } from '../../../shared/merkle.ts';
+import { shardOf, totalsOf } from '../../../shared/settlement.ts';
+import { decodePayload, type BatchClaims, type ReceiptClaims } from '../../../shared/tokens.ts';
+import { verifyBatch, verifyInclusionProof, type Jwks } from '../../../shared/verify.ts';
+import { signingKeys } from '../../../workers/keys.ts';
+import worker from '../../../workers/index.ts';
+import { signReceipt } from '../../../workers/receipts.ts';
+import { ledgerShard } from '../../../workers/settlement/ledger.ts';
+import { call, keyFor } from '../helpers.ts';
+
+const SHARDS = Number(env.SETTLEMENT_SHARDS ?? 4);
+
+let counter = 0;
+
+/** A real receipt signed by the edge's key; `shard` picks a jti that hashes there. */
+async function receipt(over: Partial<ReceiptClaims> = {}, shard?: number): Promise<{ jti: string; jwt: string; claims: ReceiptClaims }> {
+  let jti = over.jti ?? crypto.randomUUID();
+  while (shard !== undefined && shardOf(jti, SHARDS) !== shard) jti = crypto.randomUUID();
+  const n = counter++;
+  const claims: ReceiptClaims = {
+    iss: env.MESH_ISSUER,
+    sub: `consumer-${n % 3}`,
+    jti,
+    iat: Math.floor(Date.now() / 1000),
+    model: 'embed',
+    model_version: '1',
+    provider: `provider-${n % 2}`,
+    backend: 'b-1',
+    region: 'eu-west',
+    pop: 'FRA',
+    units: { input: 10 + (n % 7), output: 1 },
+    amount: 1 + (n % 5),
+    input_sha256: 'a'.repeat(64),
+    output_sha256: 'b'.repeat(64),
+    latency_ms: 3,
+    cache: 'miss',
+    verify: 'sampled',
+    ...over,
+  };
+  return { jti, jwt: await signReceipt(await signingKeys(env), claims), claims };
+}
+
+async function jwks(): Promise<Jwks> {
+  return (await (await call('/.well-known/jwks.json')).json()) as Jwks;
+}
+
+async function closeAll(): Promise<string[]> {
+  const res = await call('/admin/settlement/close', { method: 'POST', token: await keyFor('admin') });
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { closed: string[] }).closed;
+}
+
+async function allReceipts(id: string, token: string, limit = 1000): Promise<string[]> {
+  const out: string[] = [];
+  let from: number | null = 0;
+  while (from !== null) {
+    const res = await call(`/v1/settlement/batches/${id}/receipts?from=${from}&limit=${limit}`, { token });
+    expect(res.status).toBe(200);
+    const page = (await res.json()) as { receipts: string[]; next: number | null };
+    out.push(...page.receipts);
+    from = page.next;
+  }
+  return out;
+}
+
+describe('SettlementLedger', () => {
+  it('appends each jti once, however often it is delivered, across batches', async () => {
+    await closeAll();
+    const shard = 1;
+    const ledger = ledgerShard(env, shard);
+    const a = await receipt({}, shard);
+    const b = await receipt({}, shard);
+    expect(await ledger.append(shard, [a.jwt, b.jwt, a.jwt])).toEqual(['appended', 'appended', 'duplicate']);
+    const [id] = await ledger.close(shard);
+    // Redelivered after its batch closed: still a no-op, not a second leaf in the next batch.
+    expect(await ledger.append(shard, [b.jwt, a.jwt])).toEqual(['duplicate', 'duplicate']);
+    expect(await ledger.close(shard)).toEqual([]);
+    const record = await ledger.batch(shard, id!);
+    expect(record?.count).toBe(2);
+    expect((await ledger.stats(shard)).open).toBe(0);
+  });
+
+  it('marks messages that are not receipts invalid, without appending them', async () => {
+    const shard = 2;
+    const good = await receipt({}, shard);
+    const out = await ledgerShard(env, shard).append(shard, ['not-a-jwt', good.jwt, 'a.b.c']);
+    expect(out[0]).toMatchObject({ invalid: expect.any(String) });
+    expect(out[1]).toBe('appended');
+    expect(out[2]).toMatchObject({ invalid: expect.any(String) });
+  });
+
+  it('closes a signed batch that the offline verifier accepts, with a proof for every receipt across chunk boundaries', async () => {
+    await closeAll();
+    const shard = 0;
+    const ledger = ledgerShard(env, shard);
+    const made = [];
+    // 2 full chunks of 1024 and a partial third one.
+    for (let i = 0; i < 2100; i++) made.push(await receipt({}, shard));
+    for (let i = 0; i < made.length; i += 500) await ledger.append(shard, made.slice(i, i + 500).map((r) => r.jwt));
+    const closed = await closeAll();
+    const id = closed.find((x) => x.includes(`-0${shard}-`))!;
+    expect(id).toBeDefined();
+
+    const billing = await keyFor('billing');
+    const res = await call(`/v1/settlement/batches/${id}`, { token: billing });
+    expect(res.status).toBe(200);
+    const { batch } = (await res.json()) as { batch: string };
+    const receipts = await allReceipts(id, billing, 700);
+    expect(receipts).toEqual(made.map((r) => r.jwt));
+
+    const keys = await jwks();
+    const { claims } = await verifyBatch(batch, receipts, keys, { issuer: env.MESH_ISSUER });
+    expect(claims.count).toBe(2100);
+    expect(claims.merkle_root).toBe(toHex(merkleRoot(made.map((r) => leafHash(r.jwt)))));
+    expect(claims.totals).toEqual(totalsOf(made.map((r) => r.claims)));
+
+    for (const leaf of [0, 1, 1023, 1024, 1025, 2047, 2048, 2099]) {
+      const proofRes = await call(`/v1/receipts/${made[leaf]!.jti}/proof`, { token: billing });
+      expect(proofRes.status).toBe(200);
+      const proof = (await proofRes.json()) as { batch_id: string; leaf_index: number; tree_size: number; audit_path: string[] };
+      expect(proof).toMatchObject({ batch_id: id, leaf_index: leaf, tree_size: 2100 });
+      await verifyInclusionProof(made[leaf]!.jwt, proof, batch, keys);
+    }
+  });
+
+  it('archives each closed batch to R2: receipts NDJSON, JWKS and the batch', async () => {
+    await closeAll();
+    const shard = 3;
+    const made = [await receipt({}, shard), await receipt({}, shard), await receipt({}, shard)];
+    await ledgerShard(env, shard).append(shard, made.map((r) => r.jwt));
+    const [id] = (await closeAll()).filter((x) => x.includes(`-0${shard}-`));
+    const prefix = `settlement/${id}/`;
+    const batchJson = (await (await env.SETTLEMENT_ARCHIVE.get(`${prefix}batch.json`))!.json()) as { id: string; batch: string };
+    expect(batchJson.id).toBe(id);
+    const lines = (await (await env.SETTLEMENT_ARCHIVE.get(`${prefix}receipts.ndjson`))!.text()).trim().split('\n');
+    expect(lines.map((l) => (JSON.parse(l) as { receipt: string }).receipt)).toEqual(made.map((r) => r.jwt));
+    const archivedKeys = (await (await env.SETTLEMENT_ARCHIVE.get(`${prefix}jwks.json`))!.json()) as Jwks;
+    await verifyBatch(batchJson.batch, made.map((r) => r.jwt), archivedKeys);
+    expect((await ledgerShard(env, shard).batch(shard, id!))?.archived).toBe(true);
+  });
+
+  it('closes once when the epoch alarm fires twice: no duplicate batch, no gap', async () => {
+    await closeAll();
+    const shard = 1;
+    const ledger = ledgerShard(env, shard);
+    const first = [await receipt({}, shard), await receipt({}, shard)];
+    await ledger.append(shard, first.map((r) => r.jwt));
+    const before = (await ledger.stats(shard)).batches.signed ?? 0;
+    // The epoch is over: move the open batch's deadline into the past.
+    await runInDurableObject(ledger, (_o, state: DurableObjectState) => {
+      state.storage.sql.exec("UPDATE batches SET deadline = 1 WHERE state = 'open'");
+    });
+    expect(await runDurableObjectAlarm(ledger)).toBe(true);
+    await runInDurableObject(ledger, async (_o, state: DurableObjectState) => state.storage.setAlarm(Date.now()));
+    await runDurableObjectAlarm(ledger);
+    const stats = await ledger.stats(shard);
+    expect(stats.batches.signed).toBe(before + 1);
+    expect(stats.open).toBe(0);
+
+    // The next batch starts where the last one ended.
+    const second = await receipt({}, shard);
+    await ledger.append(shard, [second.jwt]);
+    await ledger.close(shard);
+    const listed = (await ledger.list(shard, '', 1000)).slice(-2);
+    expect(listed.map((b) => b.count)).toEqual([2, 1]);
+    expect(listed[1]!.epoch_start).toBe(listed[0]!.epoch_end);
+  });
+
+  it('keeps the open batch across a restart mid-epoch', async () => {
+    await closeAll();
+    const shard = 2;
+    const ledger = ledgerShard(env, shard);
+    const before = [await receipt({}, shard), await receipt({}, shard)];
+    await ledger.append(shard, before.map((r) => r.jwt));
+    await evictDurableObject(ledger);
+    const after = [await receipt({}, shard)];
+    // The restarted object still knows what it holds: a redelivery is a duplicate, new ones follow on.
+    expect(await ledgerShard(env, shard).append(shard, [before[0]!.jwt, after[0]!.jwt])).toEqual(['duplicate', 'appended']);
+    const [id] = await ledgerShard(env, shard).close(shard);
+    const page = await ledgerShard(env, shard).receipts(shard, id!, 0, 10);
+    expect(page?.receipts).toEqual([...before, ...after].map((r) => r.jwt));
+  });
+
+  it('withholds a disputed receipt from payout while charging its consumer', async () => {
+    await closeAll();
+    const shard = 3;
+    const ledger = ledgerShard(env, shard);
+    const a = await receipt({ provider: 'p-honest', sub: 'c-1', amount: 7 }, shard);
+    const b = await receipt({ provider: 'p-suspect', sub: 'c-1', amount: 5 }, shard);
+    await ledger.append(shard, [a.jwt, b.jwt]);
+    const admin = await keyFor('admin');
+    const res = await call('/admin/settlement/disputes', { method: 'POST', token: admin, body: JSON.stringify({ jti: b.jti, reason: 'mismatch' }) });
+    expect(res.status).toBe(201);
+    const [id] = await ledger.close(shard);
+    const { batch } = (await ledger.batch(shard, id!))!;
+    const claims = decodePayload<BatchClaims>(batch)!;
+    expect(claims.disputed).toEqual([b.jti]);
+    expect(claims.totals).toEqual({ providers: { 'p-honest': 7, 'p-suspect': 0 }, consumers: { 'c-1': 12 } });
+    await verifyBatch(batch, [a.jwt, b.jwt], await jwks());
+    // Closed: it can no longer be disputed.
+    const late = await call('/admin/settlement/disputes', { method: 'POST', token: admin, body: JSON.stringify({ jti: a.jti }) });
+    expect(late.status).toBe(409);
+    expect(((await late.json()) as { error: { code: string } }).error.code).toBe('already_settled');
+  });
+});
+
+describe('the receipts queue consumer', () => {
+  it('acks message by message: a poison message is retried (towards the DLQ), the rest are appended', async () => {
+    const good = [await receipt(), await receipt()];
+    const batch = createMessageBatch('mesh-receipts', [
+      { id: 'm1', timestamp: new Date(), attempts: 1, body: { v: 1, receipt: good[0]!.jwt } },
+      { id: 'm2', timestamp: new Date(), attempts: 1, body: { nonsense: true } },
+      { id: 'm3', timestamp: new Date(), attempts: 1, body: { v: 1, receipt: good[1]!.jwt } },
+      { id: 'm4', timestamp: new Date(), attempts: 1, body: { v: 1, receipt: 'x.y.z' } },
+    ]);
+    const ctx = createExecutionContext();
+    await worker.queue(batch, env);
+    const result = await getQueueResult(batch, ctx);
+    expect(result.explicitAcks.sort()).toEqual(['m1', 'm3']);
+    expect(result.retryMessages.map((m) => m.msgId).sort()).toEqual(['m2', 'm4']);
+    for (const r of good) {
+      const shard = shardOf(r.jti, SHARDS);
+      expect((await ledgerShard(env, shard).proof(shard, r.jti))).toEqual({ pending: true });
+    }
+  });
+
+  it('treats a duplicate delivery as delivered (acked, appended once)', async () => {
+    await closeAll();
+    const r = await receipt();
+    for (const id of ['d1', 'd2']) {
+      const batch = createMessageBatch('mesh-receipts', [{ id, timestamp: new Date(), attempts: 1, body: { v: 1, receipt: r.jwt } }]);
+      const ctx = createExecutionContext();
+      await worker.queue(batch, env);
+      expect((await getQueueResult(batch, ctx)).explicitAcks).toEqual([id]);
+    }
+    const closed = await closeAll();
+    const shard = shardOf(r.jti, SHARDS);
+    const id = closed.find((x) => x.includes(`-0${shard}-`))!;
+    expect((await ledgerShard(env, shard).batch(shard, id))?.count).toBe(1);
+  });
+
+  it('keeps dead letters in R2 and acks them', async () => {
+    const batch = createMessageBatch('mesh-receipts-dlq', [{ id: 'dead-1', timestamp: new Date('2026-11-25T00:00:00Z'), attempts: 6, body: { nonsense: 1 } }]);
+    const ctx = createExecutionContext();
+    await worker.queue(batch, env);
+    expect((await getQueueResult(batch, ctx)).explicitAcks).toEqual(['dead-1']);
+    const kept = await env.SETTLEMENT_ARCHIVE.get('dead-letter/mesh-receipts-dlq/2026-11-25/dead-1.json');
+    expect(((await kept!.json()) as { body: unknown }).body).toEqual({ nonsense: 1 });
+  });
+});
+
+describe('the billing API', () => {
+  it('needs a billing or admin token', async () => {
+    expect((await call('/v1/settlement/batches')).status).toBe(401);
+    expect((await call('/v1/settlement/batches', { token: await keyFor('consumer') })).status).toBe(403);
+    expect((await call('/v1/settlement/batches', { token: await keyFor('billing') })).status).toBe(200);
+    expect((await call('/v1/settlement/batches', { token: await keyFor('admin') })).status).toBe(200);
+    expect((await call('/admin/settlement/close', { method: 'POST', token: await keyFor('billing') })).status).toBe(403);
+  });
+
+  it('lists closed batches oldest first across shards, paged by `after`', async () => {
+    for (let s = 0; s < SHARDS; s++) await ledgerShard(env, s).append(s, [(await receipt({}, s)).jwt]);
+    await closeAll();
+    const billing = await keyFor('billing');
+    const all = (await (await call('/v1/settlement/batches?limit=1000', { token: billing })).json()) as { batches: { id: string }[] };
+    const ids = all.batches.map((b) => b.id);
+    expect(ids).toEqual([...ids].sort());
+    expect(new Set(ids).size).toBe(ids.length);
+    const firstPage = (await (await call('/v1/settlement/batches?limit=2', { token: billing })).json()) as { batches: { id: string }[]; next: string };
+    expect(firstPage.batches.map((b) => b.id)).toEqual(ids.slice(0, 2));
+    const second = (await (await call(`/v1/settlement/batches?limit=2&after=${firstPage.next}`, { token: billing })).json()) as { batches: { id: string }[] };
+    expect(second.batches.map((b) => b.id)).toEqual(ids.slice(2, 4));
+  });
+
+  it('answers 404 batch_open for a receipt in the open batch, 404 for unknown ids, 400 for bad paging', async () => {
+    const r = await receipt();
+    const shard = shardOf(r.jti, SHARDS);
+    await ledgerShard(env, shard).append(shard, [r.jwt]);
+    const billing = await keyFor('billing');
+    const open = await call(`/v1/receipts/${r.jti}/proof`, { token: billing });
+    expect(open.status).toBe(404);
+    expect(((await open.json()) as { error: { code: string } }).error.code).toBe('batch_open');
+    const unknown = await call(`/v1/receipts/${crypto.randomUUID()}/proof`, { token: billing });
+    expect(((await unknown.json()) as { error: { code: string } }).error.code).toBe('receipt_not_found');
+    expect((await call('/v1/settlement/batches/nope', { token: billing })).status).toBe(404);
+    expect((await call('/v1/settlement/batches/9999999999999-00-000001', { token: billing })).status).toBe(404);
+    expect((await call('/v1/settlement/batches?after=garbage', { token: billing })).status).toBe(400);
+    expect((await call('/v1/settlement/batches?limit=-1', { token: billing })).status).toBe(400);
+  });
+});

@@ -1,0 +1,514 @@
+/**
+ * SettlementLedger: one shard of the settlement log (API.md section 5). The
+ * queue consumer appends receipts here; each shard owns the receipts whose
+ * `jti` hashes to it (`shardOf`) and closes its own batches.
+ *
+ * Exactly once: `jti` is unique in the shard, so a redelivered message is a
+ * no-op, whichever batch the first copy went into.
+ *
+ * Batches tile the shard's append order. Receipts get consecutive `seq`s; a
+ * batch is the range [first_seq, first_seq + count) of the receipts table, and
+ * a receipt's leaf index is `seq - first_seq`. A batch moves through
+ * open -> sealed -> signed, each step idempotent:
+ * - seal (synchronous, one transaction): the open batch's range is fixed and
+ *   a new open batch starts at the next seq, so appends never wait on closing;
+ * - sign: the Merkle tree (RFC 9162) and the totals are computed from the
+ *   frozen range and the batch JWT is stored, only if the batch is still
+ *   `sealed`; an alarm that fires twice finds nothing left to do;
+ * - archive (R2) and webhook push follow, retried until they succeed.
+ *
+ * Memory stays bounded for any batch size: leaf hashes are computed at
+ * append and stored; closing reads them in chunks of 1024 and keeps only each
+ * chunk's root (32 bytes per 1024 receipts); a proof recomputes one chunk.
+ */
+
+import { DurableObject } from 'cloudflare:workers';
+import { chunkedProof, leafHash, merkleRoot, toHex, type Hash } from '../../shared/merkle.ts';
+import { addToTotals, batchId, emptyTotals, sortedTotals } from '../../shared/settlement.ts';
+import { decodePayload, TYP, type BatchClaims, type ReceiptClaims } from '../../shared/tokens.ts';
+import { settings, type Env } from '../env.ts';
+import { sign, signingKeys } from '../keys.ts';
+import { migrate, sqlOf, type Sql } from '../sql.ts';
+import { archiveBatch } from './archive.ts';
+import { deliverWebhook, nextWebhookAttempt } from './webhook.ts';
+
+/** Leaves per stored chunk root (a power of two). */
+export const CHUNK = 1024;
+const CHUNK_BITS = 10;
+
+/** What happened to one receipt handed to `append`. */
+export type AppendOutcome = 'appended' | 'duplicate' | { invalid: string };
+
+/** A closed batch as the billing API lists it. */
+export interface BatchSummary {
+  id: string;
+  shard: number;
+  epoch_start: number;
+  epoch_end: number;
+  count: number;
+  merkle_root: string;
+}
+
+export interface BatchRecord extends BatchSummary {
+  batch: string;
+  archived: boolean;
+  webhook: 'none' | 'pending' | 'delivered' | 'failed';
+}
+
+export interface ReceiptPage {
+  id: string;
+  receipts: string[];
+  /** Leaf index to ask for next; null on the last page. */
+  next: number | null;
+}
+
+export interface Proof {
+  batch_id: string;
+  leaf_index: number;
+  tree_size: number;
+  audit_path: string[];
+}
+
+export type ProofAnswer = Proof | { pending: true } | null;
+
+interface BatchRow extends Record<string, string | number | ArrayBuffer | null> {
+  seq: number;
+  id: string | null;
+  state: 'open' | 'sealed' | 'signed';
+  epoch_start: number;
+  epoch_end: number | null;
+  deadline: number | null;
+  first_seq: number;
+  count: number;
+  merkle_root: string | null;
+  chunk_roots: ArrayBuffer | null;
+  jwt: string | null;
+  archived: number;
+  webhook: string;
+  webhook_attempts: number;
+  webhook_next: number | null;
+}
+
+const MIGRATIONS = [
+  [
+    'CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)',
+    // seq: append order within the shard; a batch is a contiguous seq range.
+    `CREATE TABLE receipts (
+       seq INTEGER PRIMARY KEY,
+       jti TEXT NOT NULL UNIQUE,
+       sub TEXT NOT NULL,
+       provider TEXT NOT NULL,
+       amount INTEGER NOT NULL,
+       leaf_hash BLOB NOT NULL,
+       jwt TEXT NOT NULL,
+       appended_at INTEGER NOT NULL)`,
+    `CREATE TABLE batches (
+       seq INTEGER PRIMARY KEY,
+       id TEXT UNIQUE,
+       state TEXT NOT NULL,
+       epoch_start INTEGER NOT NULL,
+       epoch_end INTEGER,
+       deadline INTEGER,
+       first_seq INTEGER NOT NULL,
+       count INTEGER NOT NULL DEFAULT 0,
+       merkle_root TEXT,
+       chunk_roots BLOB,
+       jwt TEXT,
+       archived INTEGER NOT NULL DEFAULT 0,
+       webhook TEXT NOT NULL DEFAULT 'none',
+       webhook_attempts INTEGER NOT NULL DEFAULT 0,
+       webhook_next INTEGER)`,
+    // Receipts withheld from payout by verification (DESIGN.md, Trust); only while their batch is open.
+    'CREATE TABLE disputes (jti TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL)',
+  ],
+] as const;
+
+/** The next epoch boundary strictly after `now`: epochs are aligned to the clock, so shards close together. */
+export function nextDeadline(now: number, epochMs: number): number {
+  return (Math.floor(now / epochMs) + 1) * epochMs;
+}
+
+/** Parses the claims the ledger keeps; a reason when the message is not a receipt. */
+function parseReceipt(jwt: unknown): ReceiptClaims | string {
+  if (typeof jwt !== 'string' || jwt.split('.').length !== 3) return 'not a compact JWS';
+  const claims = decodePayload<Partial<ReceiptClaims>>(jwt);
+  if (!claims || typeof claims !== 'object') return 'payload is not JSON';
+  if (typeof claims.jti !== 'string' || claims.jti.length === 0 || claims.jti.length > 256) return 'jti missing';
+  if (typeof claims.sub !== 'string' || claims.sub.length === 0) return 'sub missing';
+  if (typeof claims.provider !== 'string' || claims.provider.length === 0) return 'provider missing';
+  if (!Number.isSafeInteger(claims.amount) || claims.amount! < 0) return 'amount is not a non-negative integer';
+  return claims as ReceiptClaims;
+}
+
+function bytes(blob: ArrayBuffer): Uint8Array {
+  return new Uint8Array(blob);
+}
+
+function blobOf(hash: Uint8Array): ArrayBuffer {
+  return hash.buffer.slice(hash.byteOffset, hash.byteOffset + hash.byteLength) as ArrayBuffer;
+}
+
+function joinHashes(hashes: readonly Hash[]): ArrayBuffer {
+  const out = new Uint8Array(hashes.length * 32);
+  hashes.forEach((h, i) => out.set(h, i * 32));
+  return out.buffer;
+}
+
+function splitHashes(blob: ArrayBuffer): Hash[] {
+  const all = new Uint8Array(blob);
+  const out: Hash[] = [];
+  for (let i = 0; i < all.length; i += 32) out.push(all.subarray(i, i + 32));
+  return out;
+}
+
+function summary(row: BatchRow): BatchSummary {
+  return {
+    id: row.id!,
+    shard: 0,
+    epoch_start: row.epoch_start,
+    epoch_end: row.epoch_end!,
+    count: row.count,
+    merkle_root: row.merkle_root!,
+  };
+}
+
+export class SettlementLedger extends DurableObject<Env> {
+  #sql: Sql;
+  #shard = -1;
+  #nextSeq = 1;
+  /** Set while `#finish` runs, so two callers never sign or archive at once. */
+  #finishing: Promise<void> | undefined;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.#sql = sqlOf(ctx.storage);
+    ctx.blockConcurrencyWhile(async () => {
+      migrate(this.#sql, MIGRATIONS);
+      const shard = this.#sql.one<{ value: string }>("SELECT value FROM meta WHERE key = 'shard'");
+      if (shard) this.#shard = Number(shard.value);
+      this.#nextSeq = (this.#sql.one<{ m: number | null }>('SELECT MAX(seq) AS m FROM receipts')?.m ?? 0) + 1;
+      if (!this.#open()) {
+        this.#sql.run("INSERT INTO batches (seq, state, epoch_start, first_seq) VALUES (1, 'open', ?, 1)", Date.now());
+      }
+    });
+  }
+
+  // ---- appending --------------------------------------------------------
+
+  /**
+   * Appends receipts (compact JWTs) in order. Returns one outcome per input:
+   * `duplicate` when the jti is already in this shard, `invalid` when the
+   * message is not a receipt (the consumer sends those to the dead-letter queue).
+   */
+  append(shard: number, receipts: readonly string[]): AppendOutcome[] {
+    this.#claim(shard);
+    const now = Date.now();
+    const out: AppendOutcome[] = [];
+    this.ctx.storage.transactionSync(() => {
+      for (const jwt of receipts) {
+        const claims = parseReceipt(jwt);
+        if (typeof claims === 'string') {
+          out.push({ invalid: claims });
+          continue;
+        }
+        const written = this.#sql.run(
+          `INSERT INTO receipts (seq, jti, sub, provider, amount, leaf_hash, jwt, appended_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(jti) DO NOTHING`,
+          this.#nextSeq,
+          claims.jti,
+          claims.sub,
+          claims.provider,
+          claims.amount,
+          blobOf(leafHash(jwt)),
+          jwt,
+          now,
+        );
+        if (written > 0) {
+          this.#nextSeq++;
+          out.push('appended');
+        } else out.push('duplicate');
+      }
+      const open = this.#open()!;
+      if (open.deadline === null && this.#nextSeq > open.first_seq) {
+        this.#sql.run('UPDATE batches SET deadline = ? WHERE seq = ?', nextDeadline(now, this.#epochMs()), open.seq);
+      }
+    });
+    this.ctx.waitUntil(this.#schedule());
+    return out;
+  }
+
+  /**
+   * Withholds a receipt from payout (a verification mismatch). Only while
+   * its batch is open: a signed batch never changes (`settled`, the route's 409).
+   * A receipt not yet appended is withheld when it arrives.
+   */
+  dispute(shard: number, jti: string, reason: string): { jti: string; created: boolean; settled: boolean } {
+    this.#claim(shard);
+    const row = this.#sql.one<{ seq: number }>('SELECT seq FROM receipts WHERE jti = ?', jti);
+    if (row && row.seq < this.#open()!.first_seq) return { jti, created: false, settled: true };
+    const written = this.#sql.run('INSERT INTO disputes (jti, reason, at) VALUES (?, ?, ?) ON CONFLICT(jti) DO NOTHING', jti, reason, Date.now());
+    return { jti, created: written > 0, settled: false };
+  }
+
+  // ---- closing ----------------------------------------------------------
+
+  /**
+   * Closes the open batch now (`POST /admin/settlement/close`) when it holds
+   * receipts, then signs and archives every sealed batch. Returns the ids of
+   * the batches this call closed.
+   */
+  async close(shard: number): Promise<string[]> {
+    this.#claim(shard);
+    const id = this.#seal(Date.now());
+    try {
+      await this.#finishAll();
+    } finally {
+      // Whatever is left (an archive or webhook that failed) is retried by the alarm.
+      await this.#schedule();
+    }
+    return id ? [id] : [];
+  }
+
+  /** The epoch alarm: seals the open batch at its deadline, finishes pending work, schedules the next wake-up. */
+  override async alarm(): Promise<void> {
+    if (this.#shard < 0) return;
+    const open = this.#open()!;
+    const now = Date.now();
+    if (open.deadline !== null && now >= open.deadline) this.#seal(now);
+    try {
+      await this.#finishAll();
+    } catch (err) {
+      // Sealed batches stay sealed; #schedule wakes us again shortly to retry.
+      console.error(`settlement shard ${this.#shard}: finishing batches failed:`, err);
+    }
+    await this.#schedule();
+  }
+
+  /** Seals the open batch if it has receipts; returns the sealed batch's id. Synchronous: no append can interleave. */
+  #seal(now: number): string | undefined {
+    const open = this.#open()!;
+    const count = this.#nextSeq - open.first_seq;
+    if (count === 0) return undefined;
+    const end = Math.max(now, open.epoch_start + 1);
+    const id = batchId(end, this.#shard, open.seq);
+    this.ctx.storage.transactionSync(() => {
+      this.#sql.run("UPDATE batches SET state = 'sealed', id = ?, epoch_end = ?, count = ? WHERE seq = ?", id, end, count, open.seq);
+      this.#sql.run("INSERT INTO batches (seq, state, epoch_start, first_seq) VALUES (?, 'open', ?, ?)", open.seq + 1, end, this.#nextSeq);
+    });
+    return id;
+  }
+
+  /**
+   * Signs, archives and pushes every batch that still needs it. Runs one at a
+   * time: a caller waits for a run that starts after its call, so the batch it
+   * just sealed is signed when it returns.
+   */
+  #finishAll(): Promise<void> {
+    const run = (this.#finishing ?? Promise.resolve()).catch(() => {}).then(() => this.#finishOnce());
+    this.#finishing = run;
+    return run;
+  }
+
+  async #finishOnce(): Promise<void> {
+    for (const row of this.#sql.all<BatchRow>("SELECT * FROM batches WHERE state = 'sealed' ORDER BY seq")) await this.#signBatch(row);
+    for (const row of this.#sql.all<BatchRow>("SELECT * FROM batches WHERE state = 'signed' AND archived = 0 ORDER BY seq")) {
+      await archiveBatch(this.env, row.id!, row.jwt!, this.#iterate(row.first_seq, row.count));
+      this.#sql.run('UPDATE batches SET archived = 1 WHERE seq = ?', row.seq);
+    }
+    await this.#pushWebhooks();
+  }
+
+  /** Builds the tree and totals of a sealed batch from its frozen range and stores the signed JWT. */
+  async #signBatch(row: BatchRow): Promise<void> {
+    const { root, chunkRoots, totals, disputed } = this.#build(row.first_seq, row.count);
+    const claims: BatchClaims = {
+      iss: settings(this.env).issuer,
+      iat: Math.floor(Date.now() / 1000),
+      batch_id: row.id!,
+      shard: this.#shard,
+      epoch_start: row.epoch_start,
+      epoch_end: row.epoch_end!,
+      count: row.count,
+      merkle_root: toHex(root),
+      totals: sortedTotals(totals),
+      disputed,
+    };
+    const jwt = await sign(await signingKeys(this.env), TYP.batch, { ...claims });
+    this.#sql.run(
+      "UPDATE batches SET state = 'signed', merkle_root = ?, chunk_roots = ?, jwt = ?, webhook = ? WHERE seq = ? AND state = 'sealed'",
+      claims.merkle_root,
+      joinHashes(chunkRoots),
+      jwt,
+      settings(this.env).settlement.webhookUrl ? 'pending' : 'none',
+      row.seq,
+    );
+  }
+
+  /** One pass over a batch's receipts: chunk roots, the tree head, totals, disputed ids. */
+  #build(firstSeq: number, count: number) {
+    const disputedSet = new Set(
+      this.#sql
+        .all<{ jti: string }>('SELECT d.jti FROM disputes d JOIN receipts r ON r.jti = d.jti WHERE r.seq >= ? AND r.seq < ?', firstSeq, firstSeq + count)
+        .map((r) => r.jti),
+    );
+    const totals = emptyTotals();
+    const chunkRoots: Hash[] = [];
+    let chunk: Hash[] = [];
+    const cursor = this.ctx.storage.sql.exec<{ jti: string; sub: string; provider: string; amount: number; leaf_hash: ArrayBuffer }>(
+      'SELECT jti, sub, provider, amount, leaf_hash FROM receipts WHERE seq >= ? AND seq < ? ORDER BY seq',
+      firstSeq,
+      firstSeq + count,
+    );
+    for (const r of cursor) {
+      chunk.push(bytes(r.leaf_hash));
+      addToTotals(totals, r, disputedSet);
+      if (chunk.length === CHUNK) {
+        chunkRoots.push(merkleRoot(chunk));
+        chunk = [];
+      }
+    }
+    if (chunk.length > 0) chunkRoots.push(merkleRoot(chunk));
+    return { root: merkleRoot(chunkRoots), chunkRoots, totals, disputed: [...disputedSet].sort() };
+  }
+
+  /** The receipts of a range in leaf order, read in pages (for the archive). */
+  *#iterate(firstSeq: number, count: number, page = 2000): Generator<{ leaf: number; jti: string; jwt: string }> {
+    for (let from = firstSeq; from < firstSeq + count; from += page) {
+      const to = Math.min(from + page, firstSeq + count);
+      const rows = this.#sql.all<{ seq: number; jti: string; jwt: string }>('SELECT seq, jti, jwt FROM receipts WHERE seq >= ? AND seq < ? ORDER BY seq', from, to);
+      for (const r of rows) yield { leaf: r.seq - firstSeq, jti: r.jti, jwt: r.jwt };
+    }
+  }
+
+  async #pushWebhooks(): Promise<void> {
+    const url = settings(this.env).settlement.webhookUrl;
+    if (!url) return;
+    const now = Date.now();
+    const due = this.#sql.all<BatchRow>(
+      "SELECT * FROM batches WHERE webhook = 'pending' AND (webhook_next IS NULL OR webhook_next <= ?) ORDER BY seq",
+      now,
+    );
+    for (const row of due) {
+      const attempts = row.webhook_attempts + 1;
+      const error = await deliverWebhook(this.env, url, row.id!, row.jwt!);
+      if (error === undefined) {
+        this.#sql.run("UPDATE batches SET webhook = 'delivered', webhook_attempts = ?, webhook_next = NULL WHERE seq = ?", attempts, row.seq);
+        continue;
+      }
+      const next = nextWebhookAttempt(attempts, Date.now());
+      console.warn(`settlement: webhook for batch ${row.id} failed (attempt ${attempts}): ${error}${next === undefined ? '; giving up' : ''}`);
+      this.#sql.run(
+        'UPDATE batches SET webhook = ?, webhook_attempts = ?, webhook_next = ? WHERE seq = ?',
+        next === undefined ? 'failed' : 'pending',
+        attempts,
+        next ?? null,
+        row.seq,
+      );
+    }
+  }
+
+  /** Sets the alarm to the earliest of: the open batch's deadline, unfinished batches (soon), the next webhook retry. */
+  async #schedule(): Promise<void> {
+    const now = Date.now();
+    let next = Infinity;
+    const open = this.#open()!;
+    if (open.deadline !== null) next = Math.min(next, open.deadline);
+    const unfinished = this.#sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM batches WHERE state = 'sealed' OR (state = 'signed' AND archived = 0)")!;
+    if (unfinished.n > 0) next = Math.min(next, now + 5_000);
+    const hook = this.#sql.one<{ t: number | null }>("SELECT MIN(COALESCE(webhook_next, 0)) AS t FROM batches WHERE webhook = 'pending'");
+    if (hook?.t !== null && hook?.t !== undefined) next = Math.min(next, Math.max(hook.t, now + 1_000));
+    if (next === Infinity) return;
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > next || current < now - 60_000) await this.ctx.storage.setAlarm(next);
+  }
+
+  // ---- reading ----------------------------------------------------------
+
+  /** Closed batches with ids after `after`, oldest first. */
+  list(shard: number, after: string, limit: number): BatchSummary[] {
+    this.#claim(shard);
+    return this.#sql
+      .all<BatchRow>("SELECT * FROM batches WHERE state = 'signed' AND id > ? ORDER BY id LIMIT ?", after, limit)
+      .map((r) => ({ ...summary(r), shard: this.#shard }));
+  }
+
+  batch(shard: number, id: string): BatchRecord | null {
+    this.#claim(shard);
+    const row = this.#sql.one<BatchRow>("SELECT * FROM batches WHERE id = ? AND state = 'signed'", id);
+    if (!row) return null;
+    return {
+      ...summary(row),
+      shard: this.#shard,
+      batch: row.jwt!,
+      archived: row.archived === 1,
+      webhook: row.webhook as BatchRecord['webhook'],
+    };
+  }
+
+  /** A page of a closed batch's receipts in leaf order, from leaf `from`. */
+  receipts(shard: number, id: string, from: number, limit: number): ReceiptPage | null {
+    this.#claim(shard);
+    const row = this.#sql.one<BatchRow>("SELECT * FROM batches WHERE id = ? AND state = 'signed'", id);
+    if (!row) return null;
+    const start = Math.min(Math.max(0, from), row.count);
+    const end = Math.min(row.count, start + limit);
+    const receipts = this.#sql
+      .all<{ jwt: string }>('SELECT jwt FROM receipts WHERE seq >= ? AND seq < ? ORDER BY seq', row.first_seq + start, row.first_seq + end)
+      .map((r) => r.jwt);
+    return { id, receipts, next: end < row.count ? end : null };
+  }
+
+  /** The inclusion proof of a receipt; `{ pending }` while its batch is open; null when this shard never saw it. */
+  proof(shard: number, jti: string): ProofAnswer {
+    this.#claim(shard);
+    const r = this.#sql.one<{ seq: number }>('SELECT seq FROM receipts WHERE jti = ?', jti);
+    if (!r) return null;
+    const row = this.#sql.one<BatchRow>('SELECT * FROM batches WHERE first_seq <= ? ORDER BY seq DESC LIMIT 1', r.seq)!;
+    if (row.state !== 'signed') return { pending: true };
+    const leaf = r.seq - row.first_seq;
+    const chunkIndex = leaf >> CHUNK_BITS;
+    const chunkStart = row.first_seq + (chunkIndex << CHUNK_BITS);
+    const chunk = this.#sql
+      .all<{ leaf_hash: ArrayBuffer }>(
+        'SELECT leaf_hash FROM receipts WHERE seq >= ? AND seq < ? ORDER BY seq',
+        chunkStart,
+        Math.min(chunkStart + CHUNK, row.first_seq + row.count),
+      )
+      .map((x) => bytes(x.leaf_hash));
+    const path = chunkedProof(chunk, leaf & (CHUNK - 1), splitHashes(row.chunk_roots!), chunkIndex);
+    return { batch_id: row.id!, leaf_index: leaf, tree_size: row.count, audit_path: path.map(toHex) };
+  }
+
+  /** Counts for tests, benchmarks and the operator: receipts held, open batch size, batches by state. */
+  stats(shard: number): { shard: number; receipts: number; open: number; batches: Record<string, number>; disputes: number } {
+    this.#claim(shard);
+    const open = this.#open()!;
+    const batches: Record<string, number> = {};
+    for (const r of this.#sql.all<{ state: string; n: number }>('SELECT state, COUNT(*) AS n FROM batches GROUP BY state')) batches[r.state] = r.n;
+    return {
+      shard: this.#shard,
+      receipts: this.#nextSeq - 1,
+      open: this.#nextSeq - open.first_seq,
+      batches,
+      disputes: this.#sql.one<{ n: number }>('SELECT COUNT(*) AS n FROM disputes')!.n,
+    };
+  }
+
+  // ---- internals --------------------------------------------------------
+
+  #open(): BatchRow | undefined {
+    return this.#sql.one<BatchRow>("SELECT * FROM batches WHERE state = 'open'");
+  }
+
+  #epochMs(): number {
+    return settings(this.env).settlement.epochMs;
+  }
+
+  /** Learns (once) which shard this object is; a call naming another shard is a routing bug. */
+  #claim(shard: number): void {
+    if (this.#shard === shard) return;
+    if (this.#shard >= 0) throw new Error(`SettlementLedger shard ${this.#shard} was called as shard ${shard}.`);
+    this.#shard = shard;
+    this.#sql.run("INSERT INTO meta (key, value) VALUES ('shard', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", String(shard));
+  }
+}

@@ -11,6 +11,7 @@ import { generateEd25519 } from '../../shared/keys.ts';
 import { inclusionProof, leafHash, merkleRoot, toHex } from '../../shared/merkle.ts';
 import { sortedTotals, totalsOf } from '../../shared/settlement.ts';
 import { TYP, type BatchClaims, type ReceiptClaims } from '../../shared/tokens.ts';
+import { receiptClaims } from '../helpers/receipts.ts';
 
 /** The CLI runs as a real child process on this Node (22, which runs the .ts directly). */
 const CLI = fileURLToPath(new URL('../../bin/mesh-verify.ts', import.meta.url));
@@ -44,27 +45,6 @@ let jwksServer: Server;
 let jwksUrl: string;
 const path = (name: string) => join(dir, name);
 
-function receiptClaims(i: number): ReceiptClaims {
-  return {
-    iss: ISSUER,
-    sub: `consumer-${i % 3}`,
-    jti: `rcpt-${String(i).padStart(6, '0')}`,
-    iat: Math.floor(Date.now() / 1000) - 60,
-    model: 'iris',
-    model_version: '1',
-    provider: `p${i % 2}`,
-    backend: 'b1',
-    region: 'ap-southeast',
-    pop: 'SIN',
-    units: { input: 4, output: 3 },
-    amount: 100 + i,
-    input_sha256: 'a'.repeat(64),
-    output_sha256: 'b'.repeat(64),
-    latency_ms: 12,
-    cache: 'miss',
-    verify: 'none',
-  };
-}
 
 /** Flips one payload field while keeping the signature: a tampered receipt. */
 function tamper(jwt: string): string {
@@ -150,7 +130,7 @@ describe('mesh-verify: valid material', () => {
     ]);
     for (const run of runs) {
       expect(run, run.stderr).toMatchObject({ code: 0, stderr: '' });
-      expect(run.stdout).toBe('ok  receipt rcpt-000002: iris@1 by provider p0 for consumer consumer-2, 102 micro-USD, 4+3 units\n');
+      expect(run.stdout).toBe('ok  receipt rcpt-000002: embed@1 by provider p0 for consumer consumer-2, 102 micro-USD, 6+3 units\n');
     }
   });
 

@@ -13,6 +13,7 @@ import {
   type Jwks,
   type VerifyOptions,
 } from '../../shared/verify.ts';
+import { receiptClaims as baseClaims } from '../helpers/receipts.ts';
 
 const ISSUER = 'https://mesh.test';
 const NOW = Math.floor(Date.now() / 1000);
@@ -40,27 +41,7 @@ beforeAll(async () => {
 });
 
 function receiptClaims(i: number, over: Partial<ReceiptClaims> = {}): ReceiptClaims {
-  return {
-    iss: ISSUER,
-    sub: `consumer-${i % 3}`,
-    jti: `rcpt-${String(i).padStart(6, '0')}`,
-    iat: NOW - 100 + (i % 50),
-    model: 'iris',
-    model_version: '1',
-    provider: `p${i % 2}`,
-    backend: `b${i % 4}`,
-    region: 'ap-southeast',
-    pop: 'SIN',
-    units: { input: 4, output: 3 },
-    amount: 100 + i,
-    input_sha256: 'a'.repeat(64),
-    output_sha256: 'b'.repeat(64),
-    latency_ms: 12,
-    cache: 'miss',
-    verify: 'none',
-    attestation: 'eyJhbGciOiJFZERTQSJ9.e30.c2ln',
-    ...over,
-  };
+  return baseClaims(i, { iss: ISSUER, iat: NOW - 100 + (i % 50), attestation: 'eyJhbGciOiJFZERTQSJ9.e30.c2ln', ...over });
 }
 
 /** Signs any payload with any header over a key of `s`. */

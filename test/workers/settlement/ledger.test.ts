@@ -16,6 +16,7 @@ import { signingKeys } from '../../../workers/keys.ts';
 import worker from '../../../workers/index.ts';
 import { signReceipt } from '../../../workers/receipts.ts';
 import { ledgerShard } from '../../../workers/settlement/ledger.ts';
+import { receiptClaims } from '../../helpers/receipts.ts';
 import { call, keyFor } from '../helpers.ts';
 
 const SHARDS = Number(env.SETTLEMENT_SHARDS ?? 4);
@@ -26,27 +27,7 @@ let counter = 0;
 async function receipt(over: Partial<ReceiptClaims> = {}, shard?: number): Promise<{ jti: string; jwt: string; claims: ReceiptClaims }> {
   let jti = over.jti ?? crypto.randomUUID();
   while (shard !== undefined && shardOf(jti, SHARDS) !== shard) jti = crypto.randomUUID();
-  const n = counter++;
-  const claims: ReceiptClaims = {
-    iss: env.MESH_ISSUER,
-    sub: `consumer-${n % 3}`,
-    jti,
-    iat: Math.floor(Date.now() / 1000),
-    model: 'embed',
-    model_version: '1',
-    provider: `provider-${n % 2}`,
-    backend: 'b-1',
-    region: 'eu-west',
-    pop: 'FRA',
-    units: { input: 10 + (n % 7), output: 1 },
-    amount: 1 + (n % 5),
-    input_sha256: 'a'.repeat(64),
-    output_sha256: 'b'.repeat(64),
-    latency_ms: 3,
-    cache: 'miss',
-    verify: 'sampled',
-    ...over,
-  };
+  const claims = receiptClaims(counter++, { iss: env.MESH_ISSUER, iat: Math.floor(Date.now() / 1000), jti, ...over });
   return { jti, jwt: await signReceipt(await signingKeys(env), claims), claims };
 }
 

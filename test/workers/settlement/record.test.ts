@@ -15,14 +15,11 @@ import { signingKeys } from '../../../workers/keys.ts';
 import { signReceipt } from '../../../workers/receipts.ts';
 import { ledgerShard } from '../../../workers/settlement/ledger.ts';
 import { recordReceipt } from '../../../workers/settlement/record.ts';
+import { receiptClaims } from '../../helpers/receipts.ts';
 
 async function receipt() {
   const jti = crypto.randomUUID();
-  const jwt = await signReceipt(await signingKeys(env), {
-    iss: env.MESH_ISSUER, sub: 'c-rec', jti, iat: Math.floor(Date.now() / 1000), model: 'embed', model_version: '1',
-    provider: 'p-rec', backend: 'b', region: 'eu-west', pop: 'FRA', units: { input: 3, output: 1 }, amount: 1,
-    input_sha256: 'a'.repeat(64), output_sha256: 'b'.repeat(64), latency_ms: 1, cache: 'miss', verify: 'sampled',
-  });
+  const jwt = await signReceipt(await signingKeys(env), receiptClaims(0, { iss: env.MESH_ISSUER, jti }));
   return { jti, jwt };
 }
 

@@ -1,0 +1,32 @@
+/**
+ * Receipt claims for tests (API.md section 4): every required claim, varied by
+ * `i` (consumer, provider, amount) so totals have several keys. Plain data,
+ * usable in Node and in workerd alike.
+ */
+
+import type { ReceiptClaims } from '../../shared/tokens.ts';
+
+export const TEST_ISSUER = 'https://mesh.test';
+
+export function receiptClaims(i: number, over: Partial<ReceiptClaims> = {}): ReceiptClaims {
+  return {
+    iss: TEST_ISSUER,
+    sub: `consumer-${i % 3}`,
+    jti: `rcpt-${String(i).padStart(6, '0')}`,
+    iat: Math.floor(Date.now() / 1000) - 60,
+    model: 'embed',
+    model_version: '1',
+    provider: `p${i % 2}`,
+    backend: `b${i % 4}`,
+    region: 'ap-southeast',
+    pop: 'SIN',
+    units: { input: 4 + (i % 7), output: 3 },
+    amount: 100 + i,
+    input_sha256: 'a'.repeat(64),
+    output_sha256: 'b'.repeat(64),
+    latency_ms: 12,
+    cache: 'miss',
+    verify: 'none',
+    ...over,
+  };
+}

@@ -35,7 +35,6 @@ export type MeshErrorCode =
   | 'backend_failed'
   | 'backend_timeout'
   | 'not_ready'
-  | 'settlement_unavailable'
   | 'internal';
 
 /** The HTTP status each code maps to, so a code never drifts from its status. */
@@ -65,7 +64,6 @@ export const STATUS_OF: Record<MeshErrorCode, number> = {
   backend_failed: 502,
   backend_timeout: 504,
   not_ready: 503,
-  settlement_unavailable: 503,
   internal: 500,
 };
 

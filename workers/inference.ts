@@ -227,8 +227,8 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     verify,
     ...(served.attestation ? { attestation: served.attestation } : {}),
   });
-  // Settlement first: the answer leaves only once its receipt is safely queued.
-  await recordReceipt(c.env, jti, receipt);
+  // To settlement, off the answer's path: awaited in waitUntil, retried, never dropped (settlement/record.ts).
+  c.executionCtx.waitUntil(recordReceipt(c.env, jti, receipt));
   return new Response(body, {
     status: 200,
     headers: {

@@ -1,20 +1,19 @@
 /**
- * The producer: a receipt is queued before its answer leaves; when the queue
- * refuses, it goes straight to its ledger shard; when that fails too, the
- * request fails (503 settlement_unavailable) rather than answer unbilled.
- * The failing queue and ledger here are stand-ins wrapped around the real
- * bindings (a Miniflare queue cannot be made to fail on demand).
+ * The producer: a receipt goes to the queue; when the queue refuses twice,
+ * straight to its ledger shard; when that fails too, to R2 under
+ * `undelivered/`; only if R2 fails as well, in full to the error log. It never
+ * rejects. The failing queue, ledger and bucket here are stand-ins wrapped
+ * around the real bindings (Miniflare's cannot be made to fail on demand).
  */
 
 import { env } from 'cloudflare:workers';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { MeshError } from '../../../shared/errors.ts';
 import { shardOf } from '../../../shared/settlement.ts';
 import type { Env } from '../../../workers/env.ts';
 import { signingKeys } from '../../../workers/keys.ts';
 import { signReceipt } from '../../../workers/receipts.ts';
 import { ledgerShard } from '../../../workers/settlement/ledger.ts';
-import { recordReceipt } from '../../../workers/settlement/record.ts';
+import { recordReceipt, undeliveredKey } from '../../../workers/settlement/record.ts';
 import { receiptClaims } from '../../helpers/receipts.ts';
 
 async function receipt() {
@@ -26,6 +25,8 @@ async function receipt() {
 function failingQueue() {
   return { send: vi.fn(async () => { throw new Error('queue unavailable'); }), sendBatch: vi.fn() };
 }
+const brokenLedger = { getByName: () => ({ append: async () => { throw new Error('ledger down'); } }) };
+const brokenBucket = { put: async () => { throw new Error('R2 down'); } };
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -34,7 +35,7 @@ describe('recordReceipt', () => {
     const sent: unknown[] = [];
     const queue = { send: async (body: unknown) => void sent.push(body), sendBatch: vi.fn() };
     const { jti, jwt } = await receipt();
-    await recordReceipt({ ...env, RECEIPTS: queue } as unknown as Env, jti, jwt);
+    expect(await recordReceipt({ ...env, RECEIPTS: queue } as unknown as Env, jti, jwt)).toBe('queued');
     expect(sent).toEqual([{ v: 1, receipt: jwt }]);
   });
 
@@ -42,20 +43,30 @@ describe('recordReceipt', () => {
     vi.spyOn(console, 'error').mockImplementation(() => {});
     const { jti, jwt } = await receipt();
     const queue = failingQueue();
-    await recordReceipt({ ...env, RECEIPTS: queue } as unknown as Env, jti, jwt);
+    expect(await recordReceipt({ ...env, RECEIPTS: queue } as unknown as Env, jti, jwt)).toBe('ledger');
     expect(queue.send).toHaveBeenCalledTimes(2);
     const shard = shardOf(jti, Number(env.SETTLEMENT_SHARDS));
     expect(await ledgerShard(env, shard).proof(shard, jti)).toEqual({ pending: true });
   });
 
-  it('fails the request with 503 settlement_unavailable when neither the queue nor the ledger takes it', async () => {
+  it('keeps the receipt in R2 under undelivered/ when neither the queue nor the ledger takes it', async () => {
     vi.spyOn(console, 'error').mockImplementation(() => {});
     const { jti, jwt } = await receipt();
-    const brokenLedger = { getByName: () => ({ append: async () => { throw new Error('ledger down'); } }) };
-    const err = await recordReceipt({ ...env, RECEIPTS: failingQueue(), SETTLEMENT_LEDGER: brokenLedger } as unknown as Env, jti, jwt).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(MeshError);
-    expect((err as MeshError).code).toBe('settlement_unavailable');
-    expect((err as MeshError).status).toBe(503);
-    expect((err as MeshError).retryAfter).toBe(1);
+    const where = await recordReceipt({ ...env, RECEIPTS: failingQueue(), SETTLEMENT_LEDGER: brokenLedger } as unknown as Env, jti, jwt);
+    expect(where).toBe('undelivered');
+    expect(await (await env.SETTLEMENT_ARCHIVE.get(undeliveredKey(jti)))!.text()).toBe(jwt);
+  });
+
+  it('logs the whole receipt when R2 fails too, and still does not throw', async () => {
+    const logged: string[] = [];
+    vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => void logged.push(String(args[0])));
+    const { jti, jwt } = await receipt();
+    const where = await recordReceipt(
+      { ...env, RECEIPTS: failingQueue(), SETTLEMENT_LEDGER: brokenLedger, SETTLEMENT_ARCHIVE: brokenBucket } as unknown as Env,
+      jti,
+      jwt,
+    );
+    expect(where).toBe('lost');
+    expect(logged.some((line) => line.includes('RECEIPT NOT RECORDED') && line.includes(jwt))).toBe(true);
   });
 });

@@ -152,14 +152,26 @@ export interface WebhookClaims {
  * of a token whose signature is checked elsewhere (or not needed to be).
  */
 export function decodePayload<T>(jws: string): T | undefined {
-  const part = jws.split('.')[1];
-  if (!part) return undefined;
+  const start = jws.indexOf('.') + 1;
+  const end = jws.indexOf('.', start);
+  if (start === 0 || end < 0) return undefined;
   try {
-    const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
-    const bin = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4));
-    const bytes = Uint8Array.from(bin, (c) => c.charCodeAt(0));
-    return JSON.parse(new TextDecoder().decode(bytes)) as T;
+    return JSON.parse(utf8.decode(base64urlBytes(jws.slice(start, end)))) as T;
   } catch {
     return undefined;
   }
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+type FromBase64 = (s: string, o: { alphabet: 'base64url' }) => Uint8Array;
+const nativeFromBase64 = (Uint8Array as unknown as { fromBase64?: FromBase64 }).fromBase64;
+
+/** base64url (padding optional) to bytes: the runtime's `Uint8Array.fromBase64` where it has one (workerd), else `atob`. */
+function base64urlBytes(part: string): Uint8Array {
+  if (nativeFromBase64) return nativeFromBase64(part, { alphabet: 'base64url' });
+  const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
+  const bin = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4));
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return bytes;
 }

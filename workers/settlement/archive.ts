@@ -6,8 +6,9 @@
  * `{ "id", "batch" }`, written last: its presence marks a complete archive).
  * `npx mesh-verify archive <dir>` checks a downloaded copy offline.
  *
- * Large batches stream through a multipart upload in 8 MiB parts, so the
- * ledger never holds a whole batch in memory. Writing is idempotent: a retry
+ * Large batches stream through a multipart upload in parts of exactly 8 MiB
+ * (R2 wants all but the last part of one size), so the ledger never holds a
+ * whole batch in memory. Writing is idempotent: a retry
  * rewrites the same objects.
  */
 
@@ -54,8 +55,15 @@ async function putNdjson(bucket: R2Bucket, key: string, receipts: Iterable<Archi
   };
   try {
     for (const r of receipts) {
-      const line = encoder.encode(`${JSON.stringify({ leaf: r.leaf, jti: r.jti, receipt: r.jwt })}\n`);
-      if (used + line.length > PART_BYTES) await flush();
+      let line = encoder.encode(`${JSON.stringify({ leaf: r.leaf, jti: r.jti, receipt: r.jwt })}\n`);
+      // R2 wants every part but the last of one size: fill each part to the byte, splitting lines across parts.
+      while (used + line.length >= PART_BYTES) {
+        const room = PART_BYTES - used;
+        part.set(line.subarray(0, room), used);
+        used = PART_BYTES;
+        line = line.subarray(room);
+        await flush();
+      }
       part.set(line, used);
       used += line.length;
     }

@@ -15,7 +15,8 @@
  * - sign: the Merkle tree (RFC 9162) and the totals are computed from the
  *   frozen range and the batch JWT is stored, only if the batch is still
  *   `sealed`; an alarm that fires twice finds nothing left to do;
- * - archive (R2) and webhook push follow, retried until they succeed.
+ * - archive (R2) and webhook push follow in the alarm, retried until they
+ *   succeed, so a close returns as soon as its batch is signed.
  *
  * Memory stays bounded for any batch size: leaf hashes are computed at
  * append and stored; closing reads them in chunks of 1024 and keeps only each
@@ -31,6 +32,9 @@ import { sign, signingKeys } from '../keys.ts';
 import { migrate, sqlOf, type Sql } from '../sql.ts';
 import { archiveBatch } from './archive.ts';
 import { deliverWebhook, nextWebhookAttempt } from './webhook.ts';
+
+/** How long to wait before retrying finishing work that failed. */
+const RETRY_MS = 5_000;
 
 /** Leaves per stored chunk root (a power of two). */
 export const CHUNK = 1024;
@@ -254,34 +258,40 @@ export class SettlementLedger extends DurableObject<Env> {
 
   /**
    * Closes the open batch now (`POST /admin/settlement/close`) when it holds
-   * receipts, then signs and archives every sealed batch. Returns the ids of
-   * the batches this call closed.
+   * receipts and signs every sealed batch; returns the ids of the batches this
+   * call closed, readable (and provable) at once. Archiving and the webhook
+   * follow in the alarm, so a big batch's R2 upload does not hold the caller.
    */
   async close(shard: number): Promise<string[]> {
     this.#claim(shard);
     const id = this.#seal(Date.now());
     try {
-      await this.#finishAll();
+      await this.#serially(() => this.#signAll());
     } finally {
-      // Whatever is left (an archive or webhook that failed) is retried by the alarm.
       await this.#schedule();
     }
     return id ? [id] : [];
   }
 
-  /** The epoch alarm: seals the open batch at its deadline, finishes pending work, schedules the next wake-up. */
+  /** The epoch alarm: seals the open batch at its deadline, signs, archives, pushes, schedules the next wake-up. */
   override async alarm(): Promise<void> {
     if (this.#shard < 0) return;
     const open = this.#open()!;
     const now = Date.now();
     if (open.deadline !== null && now >= open.deadline) this.#seal(now);
+    let failed = false;
     try {
-      await this.#finishAll();
+      await this.#serially(async () => {
+        await this.#signAll();
+        await this.#archiveAll();
+        await this.#pushWebhooks();
+      });
     } catch (err) {
-      // Sealed batches stay sealed; #schedule wakes us again shortly to retry.
+      // Each step is idempotent and stays pending; #schedule wakes us again to retry.
+      failed = true;
       console.error(`settlement shard ${this.#shard}: finishing batches failed:`, err);
     }
-    await this.#schedule();
+    await this.#schedule(failed ? RETRY_MS : 0);
   }
 
   /** Seals the open batch if it has receipts; returns the sealed batch's id. Synchronous: no append can interleave. */
@@ -299,23 +309,24 @@ export class SettlementLedger extends DurableObject<Env> {
   }
 
   /**
-   * Signs, archives and pushes every batch that still needs it. Runs one at a
-   * time: a caller waits for a run that starts after its call, so the batch it
-   * just sealed is signed when it returns.
+   * Runs finishing work one run at a time: a caller waits for a run that
+   * starts after its call, so the batch it just sealed is covered when it returns.
    */
-  #finishAll(): Promise<void> {
-    const run = (this.#finishing ?? Promise.resolve()).catch(() => {}).then(() => this.#finishOnce());
+  #serially(work: () => Promise<void>): Promise<void> {
+    const run = (this.#finishing ?? Promise.resolve()).catch(() => {}).then(work);
     this.#finishing = run;
     return run;
   }
 
-  async #finishOnce(): Promise<void> {
+  async #signAll(): Promise<void> {
     for (const row of this.#sql.all<BatchRow>("SELECT * FROM batches WHERE state = 'sealed' ORDER BY seq")) await this.#signBatch(row);
+  }
+
+  async #archiveAll(): Promise<void> {
     for (const row of this.#sql.all<BatchRow>("SELECT * FROM batches WHERE state = 'signed' AND archived = 0 ORDER BY seq")) {
       await archiveBatch(this.env, row.id!, row.jwt!, this.#iterate(row.first_seq, row.count));
       this.#sql.run('UPDATE batches SET archived = 1 WHERE seq = ?', row.seq);
     }
-    await this.#pushWebhooks();
   }
 
   /** Builds the tree and totals of a sealed batch from its frozen range and stores the signed JWT. */
@@ -407,19 +418,22 @@ export class SettlementLedger extends DurableObject<Env> {
     }
   }
 
-  /** Sets the alarm to the earliest of: the open batch's deadline, unfinished batches (soon), the next webhook retry. */
-  async #schedule(): Promise<void> {
+  /**
+   * Sets the alarm to the earliest of: the open batch's deadline, unfinished
+   * batches (now, or after `retryMs` when the last try failed), the next webhook retry.
+   */
+  async #schedule(retryMs = 0): Promise<void> {
     const now = Date.now();
     let next = Infinity;
     const open = this.#open()!;
     if (open.deadline !== null) next = Math.min(next, open.deadline);
     const unfinished = this.#sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM batches WHERE state = 'sealed' OR (state = 'signed' AND archived = 0)")!;
-    if (unfinished.n > 0) next = Math.min(next, now + 5_000);
+    if (unfinished.n > 0) next = Math.min(next, now + retryMs);
     const hook = this.#sql.one<{ t: number | null }>("SELECT MIN(COALESCE(webhook_next, 0)) AS t FROM batches WHERE webhook = 'pending'");
-    if (hook?.t !== null && hook?.t !== undefined) next = Math.min(next, Math.max(hook.t, now + 1_000));
+    if (hook?.t !== null && hook?.t !== undefined) next = Math.min(next, Math.max(hook.t, now + retryMs));
     if (next === Infinity) return;
     const current = await this.ctx.storage.getAlarm();
-    if (current === null || current > next || current < now - 60_000) await this.ctx.storage.setAlarm(next);
+    if (current === null || current > next) await this.ctx.storage.setAlarm(next);
   }
 
   // ---- reading ----------------------------------------------------------

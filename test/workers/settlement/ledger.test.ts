@@ -41,6 +41,17 @@ async function closeAll(): Promise<string[]> {
   return ((await res.json()) as { closed: string[] }).closed;
 }
 
+/** Runs the shard's alarm (archiving happens there) and waits until the batch is archived. */
+async function archived(shard: number, id: string): Promise<void> {
+  const ledger = ledgerShard(env, shard);
+  for (let i = 0; i < 100; i++) {
+    await runDurableObjectAlarm(ledger);
+    if ((await ledger.batch(shard, id))?.archived) return;
+    await scheduler.wait(50);
+  }
+  throw new Error(`batch ${id} was not archived`);
+}
+
 async function allReceipts(id: string, token: string, limit = 1000): Promise<string[]> {
   const out: string[] = [];
   let from: number | null = 0;
@@ -120,6 +131,8 @@ describe('SettlementLedger', () => {
     const made = [await receipt({}, shard), await receipt({}, shard), await receipt({}, shard)];
     await ledgerShard(env, shard).append(shard, made.map((r) => r.jwt));
     const [id] = (await closeAll()).filter((x) => x.includes(`-0${shard}-`));
+    // Closing returns once the batch is signed; the alarm archives it.
+    await archived(shard, id!);
     const prefix = `settlement/${id}/`;
     const batchJson = (await (await env.SETTLEMENT_ARCHIVE.get(`${prefix}batch.json`))!.json()) as { id: string; batch: string };
     expect(batchJson.id).toBe(id);
@@ -139,6 +152,7 @@ describe('SettlementLedger', () => {
     for (let i = 0; i < 7000; i++) jwts.push((await receipt({ attestation: 'x'.repeat(400) }, shard)).jwt);
     for (let i = 0; i < jwts.length; i += 1000) await ledger.append(shard, jwts.slice(i, i + 1000));
     const [id] = await ledger.close(shard);
+    await archived(shard, id!);
     const object = (await env.SETTLEMENT_ARCHIVE.get(`settlement/${id}/receipts.ndjson`))!;
     expect(object.size).toBeGreaterThan(8 * 1024 * 1024);
     const lines = (await object.text()).trimEnd().split('\n');

@@ -17,8 +17,8 @@
  *     (b) pass-through: POST passthrough/...  (the same, through wrangler dev + workerd)
  *     (c) mesh edge:    POST edge/...  with the consumer key and x-mesh-dev-colo: FRA
  *         (auth, routing from the snapshot, dispatch token signed, attestation
- *         verified, receipt signed; no queue send yet: receipts go to a queue
- *         in a later issue)
+ *         verified, receipt signed and sent to the receipts queue in
+ *         waitUntil, batched per isolate)
  *   (a) and (b) carry single-use dispatch tokens signed with the mesh's
  *   local-dev key exactly as the edge signs them (iss, aud, kid, typ, jti,
  *   model, body_sha256); a pool is signed before each phase, never during one.
@@ -361,7 +361,7 @@ function report(phases: Phase[], totalMs: number): unknown {
   }
   lines.push('');
   lines.push(...verdicts);
-  lines.push(`(c) has auth, routing, dispatch token, attestation check and receipt on; no queue send yet (receipts go to a queue in a later issue).`);
+  lines.push(`(c) has auth, routing, dispatch token, attestation check, receipt and the receipt's queue send on (in waitUntil, batched per isolate; Miniflare's local queue).`);
   lines.push(`edge;dur is the edge's own server-timing (its total minus its backend call), in whole ms of workerd's clock, which only advances on I/O: it under-reports CPU time.`);
   const withErrors = phases.filter((p) => errorsOf(p) > 0);
   if (withErrors.length > 0) lines.push(`phases with errors: ${withErrors.map((p) => `${p.model}/${p.path}/c${p.concurrency}/r${p.round}: ${p.errorSamples[0] ?? ''}`).join('; ')}`);
@@ -375,7 +375,7 @@ function report(phases: Phase[], totalMs: number): unknown {
     machine: { cores: CORES, cpu: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.arch()}` },
     settings: { seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, rounds: ROUNDS, concurrency: CONCURRENCIES, models: MODELS, colo: COLO, backend: BACKEND },
     goal: { p50Ms: GOAL_P50_MS, p99Ms: GOAL_P99_MS },
-    notes: ['no queue send yet: receipts go to a queue in a later issue', 'edge;dur: workerd clock, whole ms, advances only on I/O'],
+    notes: ['queue send in waitUntil, batched per isolate (Miniflare local queue)', 'edge;dur: workerd clock, whole ms, advances only on I/O'],
     summary,
     phases,
     noisy: { maxOtherCpu: busiest, warned: busiest > NOISY_OTHER_CPU },

@@ -26,7 +26,7 @@
  * - /claims?run&n: builds n receipts' claims and keeps them (not timed)
  * - /sign?n: signs the first n kept claims with signReceipt (timed by the caller)
  * - /pool?run&n: signs n receipts and keeps them (the append and send phases' input)
- * - /send?n: records n kept receipts with the edge's `recordReceipt` (an awaited RECEIPTS send each)
+ * - /send?n&batch: sends n kept receipts to RECEIPTS as the edge's `recordReceipt` does, `batch` per sendBatch
  * - /append?do&callers&batch: appends every kept receipt to ledger `do`, in RPC
  *   batches of `batch`, from `callers` concurrent callers
  * - /load?do&run&from&count&callers&batch: signs receipts [from, from + count) of
@@ -401,15 +401,16 @@ export default {
           return json({ kept: pool.length, meanChars: pool.reduce((a, j) => a + j.length, 0) / Math.max(1, pool.length) });
         }
         case '/send': {
+          // The queue send recordReceipt makes, timed without its FLUSH_MS wait: one RECEIPTS.sendBatch per `batch` receipts.
           const n = int(url, 'n');
+          const batch = int(url, 'batch', 1);
           if (n > 0 && pool.length === 0) throw new Error('/send needs /pool first');
-          const where = /** @type {Record<string, number>} */ ({});
-          for (let i = 0; i < n; i++) {
-            const to = await recordReceipt(env, jtiOf(poolRun, i % pool.length), /** @type {string} */ (pool[i % pool.length]));
-            where[to] = (where[to] ?? 0) + 1;
+          for (let i = 0; i < n; i += batch) {
+            const messages = [];
+            for (let k = i; k < Math.min(n, i + batch); k++) messages.push({ body: { v: 1, receipt: pool[k % pool.length] }, contentType: /** @type {const} */ ('json') });
+            await env.RECEIPTS.sendBatch(messages);
           }
-          if ((where.queued ?? 0) !== n) throw new Error(`recordReceipt did not queue every receipt: ${JSON.stringify(where)}`);
-          return json({ sent: n, where });
+          return json({ sent: n, batch });
         }
         case '/append':
           return json(await appendAll(env, doName(url), pool, int(url, 'callers', 4), int(url, 'batch', 100)));

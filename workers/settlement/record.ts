@@ -1,14 +1,21 @@
 /**
  * The producer side of settlement: every signed receipt goes to the
- * `RECEIPTS` queue. The answer does not wait for it (a queue send costs a
- * round trip, about 1 ms even in Miniflare, and the mesh exists for
- * latency): the send runs in `ctx.waitUntil`, so the runtime keeps it alive
- * after the response, and it is awaited there, retried, and never dropped
- * silently. If the queue refuses twice, the receipt is appended straight to
- * its ledger shard; if that fails too, it is written to the archive bucket
- * under `undelivered/` for the operator to replay; only if R2 fails as well
- * does the receipt end in the error log, in full. `recordReceipt` never
- * rejects: it says where the receipt went.
+ * `RECEIPTS` queue. The answer does not wait for it (a queue send is a round
+ * trip, about 1 ms even in Miniflare, and the mesh exists for latency): the
+ * send runs in `ctx.waitUntil`, so the runtime keeps it alive after the
+ * response, and is awaited there, retried, and never dropped silently.
+ *
+ * Receipts of one isolate travel together: each waits in the isolate's
+ * outbox for up to FLUSH_MS, and the first request whose wait ends takes
+ * everything waiting (up to a queue batch: 100 messages, 256 KB) and sends it
+ * in one `sendBatch` from its own context; the others find their receipt
+ * taken and are done. Under load that is one queue round trip per batch, not
+ * per request, and no promise crosses from one request to another.
+ *
+ * If the queue refuses twice, the receipts are appended straight to their
+ * ledger shards; what a shard refuses is written to the archive bucket under
+ * `undelivered/` for the operator to replay; only if R2 fails as well does a
+ * receipt end in the error log, in full. `recordReceipt` never rejects.
  */
 
 import type { Env } from '../env.ts';
@@ -20,25 +27,71 @@ export interface ReceiptMessage {
   receipt: string;
 }
 
-export type Recorded = 'queued' | 'ledger' | 'undelivered' | 'lost';
+/** Where a receipt went; `batched` when another request of the isolate sent it. */
+export type Recorded = 'queued' | 'ledger' | 'undelivered' | 'lost' | 'batched';
 
+interface Pending {
+  jti: string;
+  receipt: string;
+}
+
+/** How long a receipt waits for others to share its queue send. */
+export const FLUSH_MS = 50;
+/** Cloudflare Queues: at most 100 messages and 256 KB per sendBatch (with room for message overhead). */
+const MAX_MESSAGES = 100;
+const MAX_BYTES = 200_000;
 const SEND_ATTEMPTS = 2;
+
+const outboxes = new WeakMap<Env, Pending[]>();
 
 export function undeliveredKey(jti: string): string {
   return `undelivered/${jti}.jwt`;
 }
 
 export async function recordReceipt(env: Env, jti: string, receipt: string): Promise<Recorded> {
+  let outbox = outboxes.get(env);
+  if (!outbox) outboxes.set(env, (outbox = []));
+  const mine: Pending = { jti, receipt };
+  outbox.push(mine);
+  await new Promise((resolve) => setTimeout(resolve, FLUSH_MS));
+  let outcome: Recorded = 'batched';
+  while (outbox.includes(mine)) {
+    const batch = take(outbox);
+    const results = await deliver(env, batch);
+    const i = batch.indexOf(mine);
+    if (i >= 0) outcome = results[i]!;
+  }
+  return outcome;
+}
+
+/** The oldest waiting receipts, as many as one queue batch holds. */
+function take(outbox: Pending[]): Pending[] {
+  let n = 0;
+  let bytes = 0;
+  while (n < outbox.length && n < MAX_MESSAGES && (n === 0 || bytes + outbox[n]!.receipt.length + 32 <= MAX_BYTES)) {
+    bytes += outbox[n]!.receipt.length + 32;
+    n++;
+  }
+  return outbox.splice(0, n);
+}
+
+async function deliver(env: Env, batch: Pending[]): Promise<Recorded[]> {
   let error: unknown;
   for (let attempt = 0; attempt < SEND_ATTEMPTS; attempt++) {
     try {
-      await env.RECEIPTS.send({ v: 1, receipt } satisfies ReceiptMessage, { contentType: 'json' });
-      return 'queued';
+      await env.RECEIPTS.sendBatch(batch.map((p) => ({ body: { v: 1, receipt: p.receipt } satisfies ReceiptMessage, contentType: 'json' as const })));
+      return batch.map(() => 'queued');
     } catch (err) {
       error = err;
     }
   }
-  console.error(`settlement: queue send failed for receipt ${jti}; appending it to the ledger directly.`, error);
+  console.error(`settlement: queue send failed for ${batch.length} receipts; appending them to the ledger directly.`, error);
+  return Promise.all(batch.map((p) => fallBack(env, p)));
+}
+
+/** The queue refused: the ledger shard itself, then R2, then the log. */
+async function fallBack(env: Env, { jti, receipt }: Pending): Promise<Recorded> {
+  let error: unknown;
   try {
     const shard = shardOfReceipt(env, jti);
     const [outcome] = await ledgerShard(env, shard).append(shard, [receipt]);

@@ -143,18 +143,18 @@ describe('SettlementLedger', () => {
     expect((await ledgerShard(env, shard).batch(shard, id!))?.archived).toBe(true);
   });
 
-  it('archives a batch larger than one 8 MiB part through a multipart upload, every line intact', async () => {
+  it('archives a batch of three 8 MiB parts through a multipart upload, every line intact', async () => {
     await closeAll();
     const shard = 2;
     const ledger = ledgerShard(env, shard);
     const jwts: string[] = [];
-    // ~1.3 KB per NDJSON line: 7000 lines are two parts and a bit.
-    for (let i = 0; i < 7000; i++) jwts.push((await receipt({ attestation: 'x'.repeat(400) }, shard)).jwt);
+    // ~2.9 KB per NDJSON line: 7000 lines are two full parts and a partial third (R2 wants the full ones of one size).
+    for (let i = 0; i < 7000; i++) jwts.push((await receipt({ attestation: 'x'.repeat(1500) }, shard)).jwt);
     for (let i = 0; i < jwts.length; i += 1000) await ledger.append(shard, jwts.slice(i, i + 1000));
     const [id] = await ledger.close(shard);
     await archived(shard, id!);
     const object = (await env.SETTLEMENT_ARCHIVE.get(`settlement/${id}/receipts.ndjson`))!;
-    expect(object.size).toBeGreaterThan(8 * 1024 * 1024);
+    expect(object.size).toBeGreaterThan(16 * 1024 * 1024);
     const lines = (await object.text()).trimEnd().split('\n');
     expect(lines.map((l) => (JSON.parse(l) as { leaf: number; receipt: string }).receipt)).toEqual(jwts);
     expect((await ledger.batch(shard, id!))?.archived).toBe(true);

@@ -1,5 +1,6 @@
 /**
- * The producer: a receipt goes to the queue; when the queue refuses twice,
+ * The producer: receipts go to the queue, an isolate's concurrent ones in
+ * shared batches; when the queue refuses twice,
  * straight to its ledger shard; when that fails too, to R2 under
  * `undelivered/`; only if R2 fails as well, in full to the error log. It never
  * rejects. The failing queue, ledger and bucket here are stand-ins wrapped
@@ -23,7 +24,7 @@ async function receipt() {
 }
 
 function failingQueue() {
-  return { send: vi.fn(async () => { throw new Error('queue unavailable'); }), sendBatch: vi.fn() };
+  return { send: vi.fn(), sendBatch: vi.fn(async () => { throw new Error('queue unavailable'); }) };
 }
 const brokenLedger = { getByName: () => ({ append: async () => { throw new Error('ledger down'); } }) };
 const brokenBucket = { put: async () => { throw new Error('R2 down'); } };
@@ -33,10 +34,23 @@ afterEach(() => vi.restoreAllMocks());
 describe('recordReceipt', () => {
   it('sends the receipt to the queue', async () => {
     const sent: unknown[] = [];
-    const queue = { send: async (body: unknown) => void sent.push(body), sendBatch: vi.fn() };
+    const queue = { send: vi.fn(), sendBatch: async (batch: { body: unknown }[]) => void sent.push(...batch.map((m) => m.body)) };
     const { jti, jwt } = await receipt();
     expect(await recordReceipt({ ...env, RECEIPTS: queue } as unknown as Env, jti, jwt)).toBe('queued');
     expect(sent).toEqual([{ v: 1, receipt: jwt }]);
+  });
+
+  it("sends an isolate's concurrent receipts in shared batches of at most 100, each once", async () => {
+    const batches: unknown[][] = [];
+    const queue = { send: vi.fn(), sendBatch: async (batch: { body: unknown }[]) => void batches.push(batch.map((m) => m.body)) };
+    const fake = { ...env, RECEIPTS: queue } as unknown as Env;
+    const made = await Promise.all(Array.from({ length: 150 }, () => receipt()));
+    const outcomes = await Promise.all(made.map((r) => recordReceipt(fake, r.jti, r.jwt)));
+    expect(batches.map((b) => b.length)).toEqual([100, 50]);
+    expect(batches.flat()).toEqual(made.map((r) => ({ v: 1, receipt: r.jwt })));
+    // One request per batch sent it; the others found theirs taken.
+    expect(outcomes.filter((o) => o === 'queued')).toHaveLength(2);
+    expect(outcomes.filter((o) => o === 'batched')).toHaveLength(148);
   });
 
   it('appends straight to the ledger shard when the queue refuses twice', async () => {
@@ -44,7 +58,7 @@ describe('recordReceipt', () => {
     const { jti, jwt } = await receipt();
     const queue = failingQueue();
     expect(await recordReceipt({ ...env, RECEIPTS: queue } as unknown as Env, jti, jwt)).toBe('ledger');
-    expect(queue.send).toHaveBeenCalledTimes(2);
+    expect(queue.sendBatch).toHaveBeenCalledTimes(2);
     const shard = shardOf(jti, Number(env.SETTLEMENT_SHARDS));
     expect(await ledgerShard(env, shard).proof(shard, jti)).toEqual({ pending: true });
   });

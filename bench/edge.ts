@@ -78,6 +78,7 @@ import { machineBusyMs, processCpuMs } from './lib/cpu.ts';
 import { envIntList, envList, envNumber } from './lib/env.ts';
 import { closedLoop, quantile } from './lib/load.ts';
 import { signDispatchTokens } from './lib/tokens.ts';
+import { killGroup, live } from './lib/processes.ts';
 
 const BACKEND = { id: 'fra-1', region: 'eu-west', provider: 'provider-fra' };
 const COLO = 'FRA';
@@ -447,18 +448,6 @@ interface Passthrough {
   stop(): Promise<void>;
 }
 
-const live = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of live) killGroup(child, 'SIGKILL');
-});
-
-function killGroup(child: ChildProcess, sig: NodeJS.Signals): void {
-  try {
-    process.kill(-child.pid!, sig);
-  } catch {
-    child.kill(sig);
-  }
-}
 
 /** Starts bench/passthrough/ with `wrangler dev`, the flags scripts/local-mesh.ts gives the edge, forwarding to `target`. */
 async function startPassthrough(target: string, stateDir: string): Promise<Passthrough> {

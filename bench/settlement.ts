@@ -104,7 +104,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, statfsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { generateEd25519 } from '../shared/keys.ts';
@@ -112,6 +111,9 @@ import { chunkedProof, inclusionProof, leafHash, merkleRoot, equalHashes, verify
 import { verifyInclusionProof, type InclusionProof, type Jwks } from '../shared/verify.ts';
 import { machineBusyMs } from './lib/cpu.ts';
 import { envIntList, envNumber } from './lib/env.ts';
+import { seededUnit } from '../shared/random.ts';
+import { killGroup, live } from './lib/processes.ts';
+import { freePort } from '../scripts/local-mesh.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const BENCH_DIR = path.join(ROOT, 'bench', 'settlement');
@@ -192,29 +194,6 @@ interface Worker {
   stop(): Promise<void>;
 }
 
-const live = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of live) signalGroup(child, 'SIGKILL');
-});
-
-function signalGroup(child: ChildProcess, sig: NodeJS.Signals): void {
-  try {
-    process.kill(-child.pid!, sig);
-  } catch {
-    child.kill(sig);
-  }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * Bundles bench/settlement/ once (`wrangler deploy --dry-run`) into `dir`,
@@ -287,14 +266,14 @@ async function startWorker(config: string, envFile: string, stateDir: string): P
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
-      signalGroup(child, 'SIGTERM');
+      killGroup(child, 'SIGTERM');
       // wrangler dev does not always leave on SIGTERM; its state is a temp dir, so a short grace.
-      const timer = setTimeout(() => signalGroup(child, 'SIGKILL'), 3000);
+      const timer = setTimeout(() => killGroup(child, 'SIGKILL'), 3000);
       await exited;
       clearTimeout(timer);
     }
     // workerd may outlive wrangler's node process: whatever is left of the group goes too.
-    signalGroup(child, 'SIGKILL');
+    killGroup(child, 'SIGKILL');
     live.delete(child);
   };
   const deadline = Date.now() + 90_000;
@@ -382,17 +361,6 @@ function median(values: number[]): number {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
-/** A small seeded PRNG (mulberry32), so the leaves a run picks are reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Per-item µs of a request that does `n` things, minus the same request doing none; median over rounds. */
 async function perItemUs(base: string, route: (n: number) => string, n: number, what: string): Promise<{ us: number; rounds: number[] }> {
@@ -673,7 +641,7 @@ async function main(): Promise<void> {
     log(`bench Worker ready at ${base}`);
     const busy0 = { machine: machineBusyMs(), ours: ourCpuMs(worker.pgid), at: performance.now() };
     const jwks = (await post<Jwks>(base, '/jwks')).value;
-    const rand = rng(0x5e77);
+    const rand = seededUnit(0x5e77); // the leaves a run picks are reproducible
 
     // (3a) Merkle in Node, over real receipts.
     const samples = (await post<string[]>(base, '/sample?run=1&n=1024')).value;

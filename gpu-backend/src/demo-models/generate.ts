@@ -26,6 +26,7 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DEFAULT_MAX_LENGTH, PAD_ID, TOKENIZER_NAME, VOCAB_SIZE } from '../../../shared/tokenizer.ts';
 import type { ModelConfig } from '../model-config.ts';
+import { mulberry32 } from '../../../shared/random.ts';
 import {
   DataType,
   encodeModel,
@@ -57,17 +58,6 @@ export const CLASSIFIER_CLASSES = 4;
 // Deterministic weights
 // ---------------------------------------------------------------------------
 
-/** mulberry32: a tiny 32-bit PRNG; integer-only, so identical on every engine. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 /** `count` floats uniform in [-limit, limit), from `seed`. Only exact IEEE operations. */
 function uniform(seed: number, count: number, limit: number): Float32Array {

@@ -34,16 +34,7 @@ export function pop(code: string): RttOrigin {
   return { code, ...at };
 }
 
-/** mulberry32: a small seeded PRNG, so distribution tests are reproducible. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small seeded PRNG (shared/random.ts), so distribution tests are reproducible. */
+export { seededUnit as seeded } from '../../../shared/random.ts';
 
 export const ids = (list: readonly { backend: { id: string } }[]) => list.map((c) => c.backend.id);

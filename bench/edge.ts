@@ -78,7 +78,7 @@ import { machineBusyMs, processCpuMs } from './lib/cpu.ts';
 import { envIntList, envList, envNumber } from './lib/env.ts';
 import { closedLoop, quantile } from './lib/load.ts';
 import { signDispatchTokens } from './lib/tokens.ts';
-import { killGroup, live } from './lib/processes.ts';
+import { supervise } from './lib/processes.ts';
 
 const BACKEND = { id: 'fra-1', region: 'eu-west', provider: 'provider-fra' };
 const COLO = 'FRA';
@@ -470,26 +470,10 @@ async function startPassthrough(target: string, stateDir: string): Promise<Passt
     ],
     { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: 'false', PATH: `${bin}:${process.env.PATH}` }, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
   );
-  live.add(child);
-  let out = '';
-  const append = (c: Buffer) => {
-    out = (out + c.toString('utf8')).slice(-8000);
-  };
-  child.stdout!.on('data', append);
-  child.stderr!.on('data', append);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      killGroup(child, 'SIGTERM');
-      const timer = setTimeout(() => killGroup(child, 'SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    }
-    live.delete(child);
-  };
+  const { output, stop } = supervise(child, 5000);
   const deadline = Date.now() + 60_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`the pass-through's wrangler dev exited (${child.exitCode}):\n${out}`);
+    if (child.exitCode !== null) throw new Error(`the pass-through's wrangler dev exited (${child.exitCode}):\n${output()}`);
     try {
       if ((await fetch(`${url}/v2/health/ready`)).ok) break;
     } catch {
@@ -497,7 +481,7 @@ async function startPassthrough(target: string, stateDir: string): Promise<Passt
     }
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`the pass-through Worker was not ready within 60 s:\n${out}`);
+      throw new Error(`the pass-through Worker was not ready within 60 s:\n${output()}`);
     }
     await new Promise((r) => setTimeout(r, 250));
   }

@@ -112,7 +112,7 @@ import { verifyInclusionProof, type InclusionProof, type Jwks } from '../shared/
 import { machineBusyMs } from './lib/cpu.ts';
 import { envIntList, envNumber } from './lib/env.ts';
 import { seededUnit } from '../shared/random.ts';
-import { killGroup, live } from './lib/processes.ts';
+import { supervise } from './lib/processes.ts';
 import { freePort } from '../scripts/local-mesh.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -256,29 +256,11 @@ async function startWorker(config: string, envFile: string, stateDir: string): P
       detached: true,
     },
   );
-  live.add(child);
-  let out = '';
-  const append = (c: Buffer) => {
-    out = (out + c.toString('utf8')).slice(-8000);
-  };
-  child.stdout!.on('data', append);
-  child.stderr!.on('data', append);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      killGroup(child, 'SIGTERM');
-      // wrangler dev does not always leave on SIGTERM; its state is a temp dir, so a short grace.
-      const timer = setTimeout(() => killGroup(child, 'SIGKILL'), 3000);
-      await exited;
-      clearTimeout(timer);
-    }
-    // workerd may outlive wrangler's node process: whatever is left of the group goes too.
-    killGroup(child, 'SIGKILL');
-    live.delete(child);
-  };
+  // wrangler dev does not always leave on SIGTERM; its state is a temp dir, so a short grace.
+  const { output, stop } = supervise(child, 3000);
   const deadline = Date.now() + 90_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`the bench Worker's wrangler dev exited (${child.exitCode}):\n${out}`);
+    if (child.exitCode !== null) throw new Error(`the bench Worker's wrangler dev exited (${child.exitCode}):\n${output()}`);
     try {
       if ((await request(url, '/ready')).status === 200) break;
     } catch {
@@ -286,7 +268,7 @@ async function startWorker(config: string, envFile: string, stateDir: string): P
     }
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`the bench Worker was not ready within 90 s:\n${out}`);
+      throw new Error(`the bench Worker was not ready within 90 s:\n${output()}`);
     }
     await sleep(250);
   }

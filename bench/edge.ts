@@ -65,20 +65,19 @@
  * 2.5 minutes per model.
  */
 
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { importJWK, type CryptoKey } from 'jose';
-import { freePort, ROOT, startMesh, type LocalMesh } from '../scripts/local-mesh.ts';
+import { ROOT, startMesh, type LocalMesh } from '../scripts/local-mesh.ts';
 import { sha256Hex } from '../shared/hash.ts';
 import { machineBusyMs, processCpuMs } from './lib/cpu.ts';
 import { envIntList, envList, envNumber } from './lib/env.ts';
 import { closedLoop, quantile } from './lib/load.ts';
 import { signDispatchTokens } from './lib/tokens.ts';
-import { supervise } from './lib/processes.ts';
+import { startWranglerDev, type WranglerDev } from './lib/processes.ts';
 
 const BACKEND = { id: 'fra-1', region: 'eu-west', provider: 'provider-fra' };
 const COLO = 'FRA';
@@ -441,51 +440,21 @@ async function quiet(what: string, groups: readonly (number | undefined)[]): Pro
   quietBudgetMs = Math.max(0, quietBudgetMs - (performance.now() - started - 300));
 }
 
-interface Passthrough {
-  url: string;
-  /** wrangler's pid, which leads its process group (workerd is in it). */
-  pid: number;
-  stop(): Promise<void>;
-}
+type Passthrough = WranglerDev;
 
 
 /** Starts bench/passthrough/ with `wrangler dev`, the flags scripts/local-mesh.ts gives the edge, forwarding to `target`. */
 async function startPassthrough(target: string, stateDir: string): Promise<Passthrough> {
-  const bin = path.join(ROOT, 'node_modules', '.bin');
-  const port = await freePort();
-  const inspectorPort = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const child = spawn(
-    path.join(bin, 'wrangler'),
-    [
-      'dev',
-      '--config', path.join(ROOT, 'bench', 'passthrough', 'wrangler.toml'),
-      '--ip', '127.0.0.1',
-      '--port', String(port),
-      '--inspector-port', String(inspectorPort),
-      '--persist-to', stateDir,
-      '--show-interactive-dev-session=false',
-      '--log-level', 'warn',
-      '--var', `TARGET:${target}`,
-    ],
-    { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: 'false', PATH: `${bin}:${process.env.PATH}` }, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
-  );
-  const { output, stop } = supervise(child, 5000);
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`the pass-through's wrangler dev exited (${child.exitCode}):\n${output()}`);
-    try {
-      if ((await fetch(`${url}/v2/health/ready`)).ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`the pass-through Worker was not ready within 60 s:\n${output()}`);
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return { url, pid: child.pid!, stop };
+  return startWranglerDev({
+    root: ROOT,
+    config: path.join(ROOT, 'bench', 'passthrough', 'wrangler.toml'),
+    stateDir,
+    vars: { TARGET: target },
+    readyPath: '/v2/health/ready',
+    readyTimeoutMs: 60_000,
+    graceMs: 5000,
+    name: 'the pass-through Worker',
+  });
 }
 
 /** The pid of the `wrangler dev` serving `port` (it leads its own process group: local-mesh.ts starts it detached). */

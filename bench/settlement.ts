@@ -100,7 +100,7 @@
  * about 3.5 minutes here, most of it signing and appending the 1.1e6 receipts.
  */
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, statfsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
@@ -112,8 +112,7 @@ import { verifyInclusionProof, type InclusionProof, type Jwks } from '../shared/
 import { machineBusyMs } from './lib/cpu.ts';
 import { envIntList, envNumber } from './lib/env.ts';
 import { seededUnit } from '../shared/random.ts';
-import { supervise } from './lib/processes.ts';
-import { freePort } from '../scripts/local-mesh.ts';
+import { startWranglerDev } from './lib/processes.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const BENCH_DIR = path.join(ROOT, 'bench', 'settlement');
@@ -143,7 +142,6 @@ const GOAL_CLOSE_SIZE = 1_000_000;
 const ISSUER = 'https://mesh.bench.local'; // bench/settlement/wrangler.toml MESH_ISSUER
 
 const log = (line: string) => console.log(`[bench] ${line}`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : 'n/a');
 const sec = (ms: number) => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s` : 'n/a');
 
@@ -225,54 +223,21 @@ async function bundleWorker(dir: string): Promise<string> {
 
 /** `wrangler dev` on the bundled bench Worker (see bundleWorker), its own process group, state in `stateDir`. */
 async function startWorker(config: string, envFile: string, stateDir: string): Promise<Worker> {
-  const bin = path.join(ROOT, 'node_modules', '.bin');
-  const port = await freePort();
-  const inspectorPort = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const child = spawn(
-    path.join(bin, 'wrangler'),
-    [
-      'dev',
-      '--config', config,
-      '--ip', '127.0.0.1',
-      '--port', String(port),
-      '--inspector-port', String(inspectorPort),
-      '--env-file', envFile,
-      '--persist-to', stateDir,
-      '--show-interactive-dev-session=false',
-      '--log-level', 'warn',
-    ],
-    {
-      cwd: ROOT,
-      env: {
-        ...process.env,
-        WRANGLER_SEND_METRICS: 'false',
-        PATH: `${bin}:${process.env.PATH}`,
-        // wrangler dev's local trace store and explorer (on by default) record every request and RPC in
-        // a SQLite Durable Object of their own, on the same thread; off, unless asked for.
-        ...(LOCAL_TRACES ? {} : { X_LOCAL_OBSERVABILITY: 'false', X_LOCAL_EXPLORER: 'false' }),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    },
-  );
-  // wrangler dev does not always leave on SIGTERM; its state is a temp dir, so a short grace.
-  const { output, stop } = supervise(child, 3000);
-  const deadline = Date.now() + 90_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`the bench Worker's wrangler dev exited (${child.exitCode}):\n${output()}`);
-    try {
-      if ((await request(url, '/ready')).status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`the bench Worker was not ready within 90 s:\n${output()}`);
-    }
-    await sleep(250);
-  }
-  return { url, pgid: child.pid!, stop };
+  const w = await startWranglerDev({
+    root: ROOT,
+    config,
+    envFile,
+    stateDir,
+    // wrangler dev's local trace store and explorer (on by default) record every request and RPC in
+    // a SQLite Durable Object of their own, on the same thread; off, unless asked for.
+    env: LOCAL_TRACES ? {} : { X_LOCAL_OBSERVABILITY: 'false', X_LOCAL_EXPLORER: 'false' },
+    readyPath: '/ready',
+    readyTimeoutMs: 90_000,
+    // wrangler dev does not always leave on SIGTERM; its state is a temp dir, so a short grace.
+    graceMs: 3000,
+    name: 'the bench Worker',
+  });
+  return { url: w.url, pgid: w.pid, stop: w.stop };
 }
 
 /** CPU (user + system) and bytes written to storage so far by the workerd processes of process group `pgid` (Linux /proc; NaN elsewhere). */

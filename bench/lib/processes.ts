@@ -1,9 +1,12 @@
 /**
- * Child process groups a benchmark starts (wrangler and its workerd): every
- * one is killed if the benchmark exits, however it exits.
+ * Child process groups a benchmark starts (wrangler dev and its workerd):
+ * starting one on free ports and waiting until it is ready, and killing every
+ * one if the benchmark exits, however it exits.
  */
 
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { freePort } from '../../scripts/local-mesh.ts';
 
 /** Groups still running; add a child when started, delete it once stopped. */
 export const live = new Set<ChildProcess>();
@@ -52,4 +55,76 @@ export function supervise(child: ChildProcess, graceMs: number): Supervised {
       live.delete(child);
     },
   };
+}
+
+export interface WranglerDev {
+  url: string;
+  /** wrangler's pid, which leads its process group (workerd is in it). */
+  pid: number;
+  stop(): Promise<void>;
+}
+
+export interface WranglerDevOptions {
+  /** The repository root (cwd, and where node_modules/.bin is). */
+  root: string;
+  /** The Worker's wrangler.toml. */
+  config: string;
+  /** Miniflare state (Durable Objects, R2, queues): a temp dir. */
+  stateDir: string;
+  envFile?: string;
+  vars?: Record<string, string>;
+  /** Extra environment for wrangler. */
+  env?: Record<string, string>;
+  /** Answers 200 once the Worker is up. */
+  readyPath: string;
+  readyTimeoutMs: number;
+  /** SIGTERM grace before SIGKILL on stop. */
+  graceMs: number;
+  /** For error messages: "the pass-through Worker". */
+  name: string;
+}
+
+/** `wrangler dev` on a free loopback port, in its own process group, resolved once `readyPath` answers 200. */
+export async function startWranglerDev(o: WranglerDevOptions): Promise<WranglerDev> {
+  const bin = path.join(o.root, 'node_modules', '.bin');
+  const port = await freePort();
+  const inspectorPort = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const child = spawn(
+    path.join(bin, 'wrangler'),
+    [
+      'dev',
+      '--config', o.config,
+      '--ip', '127.0.0.1',
+      '--port', String(port),
+      '--inspector-port', String(inspectorPort),
+      ...(o.envFile ? ['--env-file', o.envFile] : []),
+      '--persist-to', o.stateDir,
+      '--show-interactive-dev-session=false',
+      '--log-level', 'warn',
+      ...Object.entries(o.vars ?? {}).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
+    ],
+    {
+      cwd: o.root,
+      env: { ...process.env, WRANGLER_SEND_METRICS: 'false', PATH: `${bin}:${process.env.PATH}`, ...o.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    },
+  );
+  const { output, stop } = supervise(child, o.graceMs);
+  const deadline = Date.now() + o.readyTimeoutMs;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${o.name}'s wrangler dev exited (${child.exitCode}):\n${output()}`);
+    try {
+      if ((await fetch(url + o.readyPath)).status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`${o.name} was not ready within ${o.readyTimeoutMs / 1000} s:\n${output()}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return { url, pid: child.pid!, stop };
 }

@@ -1,4 +1,4 @@
-/** Which SettlementLedger shard holds a receipt, and the stub to reach it. */
+/** Which SettlementLedger shard holds a receipt, and how to reach that object. */
 
 import { shardOf } from '../../shared/settlement.ts';
 import { settings, type Env } from '../env.ts';

@@ -40,8 +40,12 @@ const RETRY_MS = 5_000;
 export const CHUNK = 1024;
 const CHUNK_BITS = 10;
 
-/** What happened to one receipt handed to `append`. */
-export type AppendOutcome = 'appended' | 'duplicate' | { invalid: string };
+/**
+ * What happened to one receipt handed to `append`: `invalid`, it is not a
+ * receipt (poison); `failed`, storage failed and nothing of the call was kept
+ * (transient: send it again).
+ */
+export type AppendOutcome = 'appended' | 'duplicate' | { invalid: string } | { failed: string };
 
 /** A closed batch as the billing API lists it. */
 export interface BatchSummary {
@@ -180,7 +184,7 @@ export class SettlementLedger extends DurableObject<Env> {
   #sql: Sql;
   #shard = -1;
   #nextSeq = 1;
-  /** Set while `#finish` runs, so two callers never sign or archive at once. */
+  /** The latest finishing run (signing, archiving, webhooks); runs never overlap. */
   #finishing: Promise<void> | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -200,14 +204,30 @@ export class SettlementLedger extends DurableObject<Env> {
   // ---- appending --------------------------------------------------------
 
   /**
-   * Appends receipts (compact JWTs) in order. Returns one outcome per input:
-   * `duplicate` when the jti is already in this shard, `invalid` when the
-   * message is not a receipt (the consumer sends those to the dead-letter queue).
+   * Appends receipts (compact JWTs) in order, all or nothing. Returns one
+   * outcome per input: `duplicate` when the jti is already in this shard,
+   * `invalid` when the message is not a receipt (the consumer sends those to
+   * the dead-letter queue), `failed` for every input when storage failed.
    */
   append(shard: number, receipts: readonly string[]): AppendOutcome[] {
     this.#claim(shard);
     const now = Date.now();
     const out: AppendOutcome[] = [];
+    const before = this.#nextSeq;
+    try {
+      this.#appendAll(receipts, now, out);
+    } catch (err) {
+      // The transaction rolled back: so does the sequence, or the batch would count rows it never got.
+      this.#nextSeq = before;
+      const reason = err instanceof Error ? `${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ''}` : String(err);
+      console.error(`settlement shard ${this.#shard}: append of ${receipts.length} receipts failed, nothing kept:`, reason);
+      return receipts.map(() => ({ failed: reason }));
+    }
+    this.ctx.waitUntil(this.#schedule());
+    return out;
+  }
+
+  #appendAll(receipts: readonly string[], now: number, out: AppendOutcome[]): void {
     this.ctx.storage.transactionSync(() => {
       for (const jwt of receipts) {
         const claims = parseReceipt(jwt);
@@ -237,8 +257,6 @@ export class SettlementLedger extends DurableObject<Env> {
         this.#sql.run('UPDATE batches SET deadline = ? WHERE seq = ?', nextDeadline(now, this.#epochMs()), open.seq);
       }
     });
-    this.ctx.waitUntil(this.#schedule());
-    return out;
   }
 
   /**

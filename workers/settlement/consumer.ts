@@ -2,8 +2,8 @@
  * The queue consumers of settlement.
  * - `RECEIPTS` queue: groups messages by ledger shard and appends them, then
  *   acknowledges message by message. Appended and duplicate receipts are
- *   acked; a shard that cannot be reached gets its messages retried with
- *   backoff; a message that is not a receipt (poison) is retried and, after
+ *   acked; a shard that cannot be reached, or whose storage failed, gets its
+ *   messages retried with backoff; a message that is not a receipt (poison) is retried and, after
  *   `max_retries`, lands in the dead-letter queue.
  * - Dead-letter queue: each poison message is written to the archive bucket
  *   under `dead-letter/` and logged, then acked, so none is lost silently.
@@ -57,6 +57,7 @@ export async function consumeReceipts(batch: MessageBatch<unknown>, env: Env): P
       items.forEach(({ msg }, i) => {
         const outcome = outcomes[i];
         if (outcome === 'appended' || outcome === 'duplicate') msg.ack();
+        else if (outcome !== undefined && 'failed' in outcome) msg.retry({ delaySeconds: backoffSeconds(msg.attempts) });
         else {
           console.error(`settlement: poison message ${msg.id} (attempt ${msg.attempts}): ${JSON.stringify(outcome)}`);
           msg.retry();

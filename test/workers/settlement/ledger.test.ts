@@ -7,11 +7,12 @@
 
 import { env } from 'cloudflare:workers';
 import { createExecutionContext, createMessageBatch, getQueueResult, runDurableObjectAlarm, runInDurableObject, evictDurableObject } from 'cloudflare:test';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { leafHash, merkleRoot, toHex } from '../../../shared/merkle.ts';
 import { shardOf, totalsOf } from '../../../shared/settlement.ts';
 import { decodePayload, type BatchClaims, type ReceiptClaims } from '../../../shared/tokens.ts';
 import { verifyBatch, verifyInclusionProof, type Jwks } from '../../../shared/verify.ts';
+import type { Env } from '../../../workers/env.ts';
 import { signingKeys } from '../../../workers/keys.ts';
 import worker from '../../../workers/index.ts';
 import { signReceipt } from '../../../workers/receipts.ts';
@@ -20,6 +21,8 @@ import { receiptClaims } from '../../helpers/receipts.ts';
 import { call, keyFor } from '../helpers.ts';
 
 const SHARDS = Number(env.SETTLEMENT_SHARDS ?? 4);
+
+afterEach(() => vi.restoreAllMocks());
 
 let counter = 0;
 
@@ -80,6 +83,27 @@ describe('SettlementLedger', () => {
     const record = await ledger.batch(shard, id!);
     expect(record?.count).toBe(2);
     expect((await ledger.stats(shard)).open).toBe(0);
+  });
+
+  it('rolls a failed append back whole: the batch never counts a row it did not get', async () => {
+    await closeAll();
+    const shard = 1;
+    const ledger = ledgerShard(env, shard);
+    const good = await receipt({}, shard);
+    const bad = await receipt({}, shard);
+    // A storage fault, injected: inserting `bad` fails inside the append's transaction.
+    await runInDurableObject(ledger, (_o, state: DurableObjectState) => {
+      state.storage.sql.exec(`CREATE TRIGGER fault BEFORE INSERT ON receipts WHEN NEW.jti = '${bad.jti}' BEGIN SELECT RAISE(ABORT, 'injected fault'); END`);
+    });
+    vi.spyOn(console, 'error').mockImplementation(() => {});
+    const outcomes = await ledger.append(shard, [good.jwt, bad.jwt]);
+    expect(outcomes).toEqual([{ failed: expect.stringMatching(/injected fault/) }, { failed: expect.stringMatching(/injected fault/) }]);
+    expect((await ledger.stats(shard)).open).toBe(0);
+    await runInDurableObject(ledger, (_o, state: DurableObjectState) => void state.storage.sql.exec('DROP TRIGGER fault'));
+    expect(await ledger.append(shard, [good.jwt, bad.jwt])).toEqual(['appended', 'appended']);
+    const [id] = await ledger.close(shard);
+    const { batch } = (await ledger.batch(shard, id!))!;
+    await verifyBatch(batch, [good.jwt, bad.jwt], await jwks());
   });
 
   it('marks messages that are not receipts invalid, without appending them', async () => {
@@ -242,6 +266,27 @@ describe('the receipts queue consumer', () => {
     for (const r of good) {
       const shard = shardOf(r.jti, SHARDS);
       expect((await ledgerShard(env, shard).proof(shard, r.jti))).toEqual({ pending: true });
+    }
+  });
+
+  it('retries the messages of a shard whose storage failed or that could not be reached, acking none', async () => {
+    vi.spyOn(console, 'error').mockImplementation(() => {});
+    const made = [await receipt(), await receipt()];
+    const ledgers = [
+      { append: async (_shard: number, list: string[]) => list.map(() => ({ failed: 'disk full' })) },
+      { append: async () => Promise.reject(new Error('shard unreachable')) },
+    ];
+    for (const ledger of ledgers) {
+      const batch = createMessageBatch(
+        'mesh-receipts',
+        made.map((r, i) => ({ id: `f${i}`, timestamp: new Date(), attempts: 3, body: { v: 1, receipt: r.jwt } })),
+      );
+      const ctx = createExecutionContext();
+      await worker.queue(batch, { ...env, SETTLEMENT_LEDGER: { getByName: () => ledger } } as unknown as Env);
+      const result = await getQueueResult(batch, ctx);
+      expect(result.explicitAcks).toEqual([]);
+      // (The plugin's queue result does not record retry delays, only which messages were retried.)
+      expect(result.retryMessages.map((m) => m.msgId).sort()).toEqual(['f0', 'f1']);
     }
   });
 

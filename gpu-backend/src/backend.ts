@@ -49,6 +49,7 @@ export async function createBackend(config: BackendConfig, log: Logger, override
   const sessions = new SessionFactory({
     providers: config.executionProviders,
     cudaDeviceId: config.cudaDeviceId,
+    thread: config.inferenceThread,
     log,
     ...(config.intraOpThreads !== undefined ? { intraOpThreads: config.intraOpThreads } : {}),
     ...(overrides.createSession ? { create: overrides.createSession } : {}),

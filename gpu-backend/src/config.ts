@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { ExecutionProvider } from '../../shared/heartbeat.ts';
 import { REGIONS, regionById } from '../../shared/regions.ts';
 import { checkProviderJwk, type ProviderJwk } from './provider-key.ts';
+import type { InferenceThread } from './sessions.ts';
 
 export interface BackendConfig {
   backendId: string;
@@ -37,16 +38,20 @@ export interface BackendConfig {
   maxBodyBytes: number;
   intraOpThreads: number | undefined;
   /**
+   * Where `session.run` executes (INFERENCE_THREAD): `worker`, one worker
+   * thread per model instance, so the main thread keeps serving HTTP while a
+   * batch runs; `main`, on the main thread (onnxruntime-node's `run()` then
+   * holds it for the whole execution); `auto` (default): `worker` on CUDA and
+   * on CPU hosts of 4 cores or more (sessions.ts says why).
+   */
+  inferenceThread: InferenceThread;
+  /**
    * Model executions (batches) at once over all models (SLOTS, default 1);
    * each model also runs at most the sum of its `instance_group[].count`
-   * batches at once. The default stays 1 rather than the sum of the instance
-   * counts: onnxruntime-node 1.30 runs `session.run` synchronously on the JS
-   * thread (it only defers the native call with setImmediate), so concurrent
-   * runs do not overlap. Measured on a 2-core CPU, two concurrent batch-16
-   * `embed` runs took 0.97-1.0x the time of two sequential ones (one session
-   * with ORT's default intra-op threads, or one or two sessions with 1 thread
-   * each). Raise SLOTS to the sum of instance counts only where runs can
-   * overlap (a binding that runs off the JS thread).
+   * batches at once. One accelerator runs one batch at a time best in most
+   * cases; raise SLOTS to the sum of instance counts where instances really
+   * run side by side (several GPUs' worth of device, or CPU cores to spare;
+   * each instance is its own session on its own worker thread).
    */
   slots: number;
   /** Inferences that may wait for a slot over all models (MAX_QUEUE, the backstop under each model's max_queue_size); beyond, 429. */
@@ -147,9 +152,18 @@ export function loadConfig(env: NodeJS.ProcessEnv): BackendConfig {
     heartbeatIntervalMs: integer(get('HEARTBEAT_INTERVAL_MS'), 'HEARTBEAT_INTERVAL_MS', 2000, 100, 60_000),
     maxBodyBytes: integer(get('MAX_BODY_BYTES'), 'MAX_BODY_BYTES', 8 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     intraOpThreads: get('INTRA_OP_THREADS') === undefined ? undefined : integer(get('INTRA_OP_THREADS'), 'INTRA_OP_THREADS', 1, 1, 1024),
+    inferenceThread: inferenceThread(get('INFERENCE_THREAD')),
     slots: integer(get('SLOTS'), 'SLOTS', 1, 1, 1024),
     maxQueue: integer(get('MAX_QUEUE'), 'MAX_QUEUE', 64, 0, 100_000),
   };
+}
+
+function inferenceThread(value: string | undefined): InferenceThread {
+  const v = (value ?? 'auto').trim().toLowerCase();
+  if (v !== 'auto' && v !== 'worker' && v !== 'main') {
+    throw new ConfigError('INFERENCE_THREAD', `must be "auto", "worker" or "main", got ${JSON.stringify(value)}.`);
+  }
+  return v;
 }
 
 function readProviderKey(inline: string | undefined, file: string | undefined): ProviderJwk {

@@ -16,8 +16,8 @@ import type * as ort from 'onnxruntime-node';
 import { MeshError } from '../../shared/errors.ts';
 import type { ExecutionProvider, HeartbeatModel } from '../../shared/heartbeat.ts';
 import type { Logger } from './log.ts';
-import { cpuOnly, parseModelConfig, type ModelConfig } from './model-config.ts';
-import type { SessionFactory } from './sessions.ts';
+import { cpuOnly, instanceCount, parseModelConfig, type ModelConfig } from './model-config.ts';
+import type { ModelSession, SessionFactory } from './sessions.ts';
 import { RollingMedian } from './stats.ts';
 import { toOrtFeeds, warmupFeeds } from './tensors.ts';
 
@@ -52,7 +52,7 @@ interface Entry {
   reason: string | undefined;
   config: ModelConfig | undefined;
   version: string | undefined;
-  session: ort.InferenceSession | undefined;
+  session: ModelSession | undefined;
   provider: ExecutionProvider | undefined;
   loadMs: number;
   serviceMs: RollingMedian;
@@ -398,14 +398,14 @@ export class ModelRepository {
     const started = this.#now();
     entry.state = 'LOADING';
     entry.reason = undefined;
-    let session: ort.InferenceSession | undefined;
+    let session: ModelSession | undefined;
     try {
       const config = await this.#readConfig(entry.name);
       const version = await this.#latestVersion(entry.name, config);
       entry.config = config;
       entry.version = version;
       const file = path.join(this.dir, entry.name, version, 'model.onnx');
-      const opened = await this.#sessions.open(file, { cpuOnly: cpuOnly(config) });
+      const opened = await this.#sessions.open(file, { cpuOnly: cpuOnly(config), instances: instanceCount(config) });
       entry.memoryBytes = (await stat(file)).size;
       session = opened.session;
       checkSessionMatchesConfig(config, session);
@@ -417,7 +417,7 @@ export class ModelRepository {
       entry.provider = opened.provider;
       entry.loadMs = this.#now() - started;
       entry.state = 'READY';
-      this.#log.info(`model ${entry.name} v${version} loaded on ${opened.provider} and warm in ${entry.loadMs.toFixed(0)} ms`);
+      this.#log.info(`model ${entry.name} v${version} loaded on ${opened.provider} (${opened.thread === 'worker' ? `${instanceCount(config)} worker thread(s)` : 'main thread'}) and warm in ${entry.loadMs.toFixed(0)} ms`);
       return this.#loaded(entry);
     } catch (err) {
       await session?.release().catch(() => undefined);
@@ -445,7 +445,7 @@ export class ModelRepository {
 }
 
 /** A config.json that names inputs or outputs the ONNX graph lacks would fail on every request: refuse it at load. */
-function checkSessionMatchesConfig(config: ModelConfig, session: ort.InferenceSession): void {
+function checkSessionMatchesConfig(config: ModelConfig, session: ModelSession): void {
   for (const t of config.input) {
     if (!session.inputNames.includes(t.name)) {
       throw new Error(`config input "${t.name}" is not an input of the ONNX graph (it has ${session.inputNames.join(', ')})`);

@@ -7,16 +7,47 @@
  * so heartbeats and /v2/health/ready report the truth.
  */
 
+import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import type { ExecutionProvider } from '../../shared/heartbeat.ts';
 import type { Logger } from './log.ts';
+import { ThreadedSession } from './session-thread.ts';
 
-/** `ort.InferenceSession.create`, or a stand-in in tests. */
-export type CreateSession = (modelPath: string, options: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession>;
+/** What the repository uses of a session: an `ort.InferenceSession`, or its instances on worker threads. */
+export interface ModelSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  run(feeds: ort.InferenceSession.FeedsType, fetches: readonly string[]): Promise<ort.InferenceSession.ReturnType>;
+  release(): Promise<void>;
+}
+
+/** Opens `instances` sessions of a model as one `ModelSession`; a stand-in in tests. */
+export type CreateSession = (modelPath: string, options: ort.InferenceSession.SessionOptions, instances: number) => Promise<ModelSession>;
+
+/**
+ * Where `session.run` executes: `worker` on worker threads, one per model
+ * instance, so the main thread serves HTTP while a batch runs; `main` on the
+ * main thread, one session per model whatever its instance count; `auto`
+ * (default) `worker` for CUDA sessions and on CPU hosts of at least
+ * `WORKER_MIN_CORES` cores, else `main`.
+ */
+export type InferenceThread = 'auto' | 'worker' | 'main';
+
+/**
+ * Below this many cores a CPU session stays on the main thread. Measured on 2
+ * cores (`npm run bench:backend`, INFERENCE_THREAD=worker vs main): on a
+ * worker the model gets one core and the HTTP thread the other, and
+ * concurrency 16 served 38% fewer requests than on the main thread (476 vs
+ * 773 req/s; 3% more at 64, 1000 vs 967); on a GPU, or with cores to spare,
+ * the HTTP work overlaps the run instead.
+ */
+export const WORKER_MIN_CORES = 4;
 
 export interface OpenedSession {
-  session: ort.InferenceSession;
+  session: ModelSession;
   provider: ExecutionProvider;
+  /** Where its runs execute. */
+  thread: 'worker' | 'main';
 }
 
 export interface SessionFactoryOptions {
@@ -24,18 +55,25 @@ export interface SessionFactoryOptions {
   providers: readonly ExecutionProvider[];
   cudaDeviceId?: number;
   intraOpThreads?: number;
+  /** Default `auto`. */
+  thread?: InferenceThread;
+  /** Cores of this host (`auto` and CPU threads on workers); default os.availableParallelism(). */
+  cores?: number;
   log: Logger;
   create?: CreateSession;
 }
 
-const createOrtSession: CreateSession = (modelPath, options) => ort.InferenceSession.create(modelPath, options);
+const createOnWorkers: CreateSession = (modelPath, options, instances) => ThreadedSession.open(modelPath, options, instances);
+const createOnMain: CreateSession = (modelPath, options) => ort.InferenceSession.create(modelPath, options);
 
 export class SessionFactory {
   readonly #providers: readonly ExecutionProvider[];
   readonly #cudaDeviceId: number;
   readonly #intraOpThreads: number | undefined;
   readonly #log: Logger;
-  readonly #create: CreateSession;
+  readonly #create: CreateSession | undefined;
+  readonly #thread: InferenceThread;
+  readonly #cores: number;
   #cudaFailure: string | undefined;
 
   constructor(options: SessionFactoryOptions) {
@@ -44,7 +82,9 @@ export class SessionFactory {
     this.#cudaDeviceId = options.cudaDeviceId ?? 0;
     this.#intraOpThreads = options.intraOpThreads;
     this.#log = options.log;
-    this.#create = options.create ?? createOrtSession;
+    this.#thread = options.thread ?? 'auto';
+    this.#cores = options.cores ?? availableParallelism();
+    this.#create = options.create;
     // ORT prints its own errors to stderr (e.g. the failed dlopen of the CUDA
     // add-on); every failure reaches us as an exception and is logged once by us.
     if (!options.create) ort.env.logLevel = 'fatal';
@@ -65,16 +105,21 @@ export class SessionFactory {
 
   /**
    * Opens `modelPath` on the first provider that initialises (only `cpu` with
-   * `cpuOnly`, a model whose instance_group is `KIND_CPU`). Throws when none does.
+   * `cpuOnly`, a model whose instance_group is `KIND_CPU`), as `instances`
+   * sessions on worker threads (one on the main thread with `thread: 'main'`).
+   * Throws when no provider works.
    */
-  async open(modelPath: string, options: { cpuOnly?: boolean } = {}): Promise<OpenedSession> {
+  async open(modelPath: string, options: { cpuOnly?: boolean; instances?: number } = {}): Promise<OpenedSession> {
     let lastError: unknown;
     const providers: readonly ExecutionProvider[] = options.cpuOnly ? ['cpu'] : this.#providers;
     for (const provider of providers) {
       if (provider === 'cuda' && this.#cudaFailure !== undefined) continue;
+      const thread = this.threadFor(provider);
+      const instances = thread === 'main' ? 1 : Math.max(1, options.instances ?? 1);
+      const create = this.#create ?? (thread === 'worker' ? createOnWorkers : createOnMain);
       try {
-        const session = await this.#create(modelPath, this.#options(provider));
-        return { session, provider };
+        const session = await create(modelPath, this.#options(provider, thread, instances), instances);
+        return { session, provider, thread };
       } catch (err) {
         lastError = err;
         if (provider !== 'cuda') throw err;
@@ -89,7 +134,13 @@ export class SessionFactory {
     throw lastError ?? new Error('No execution provider is configured.');
   }
 
-  #options(provider: ExecutionProvider): ort.InferenceSession.SessionOptions {
+  /** Where sessions on `provider` run, INFERENCE_THREAD resolved. */
+  threadFor(provider: ExecutionProvider): 'worker' | 'main' {
+    if (this.#thread !== 'auto') return this.#thread;
+    return provider === 'cuda' || this.#cores >= WORKER_MIN_CORES ? 'worker' : 'main';
+  }
+
+  #options(provider: ExecutionProvider, thread: 'worker' | 'main', instances: number): ort.InferenceSession.SessionOptions {
     const executionProviders: ort.InferenceSession.ExecutionProviderConfig[] =
       provider === 'cuda' ? [{ name: 'cuda', deviceId: this.#cudaDeviceId }] : ['cpu'];
     const options: ort.InferenceSession.SessionOptions = {
@@ -100,6 +151,8 @@ export class SessionFactory {
       extra: { session: { intra_op: { allow_spinning: '0' } } },
     };
     if (this.#intraOpThreads !== undefined) options.intraOpNumThreads = this.#intraOpThreads;
+    // CPU instances on worker threads leave one core to the main thread's HTTP work and share the rest.
+    else if (provider === 'cpu' && thread === 'worker') options.intraOpNumThreads = Math.max(1, Math.floor((this.#cores - 1) / instances));
     return options;
   }
 }

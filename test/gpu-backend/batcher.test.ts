@@ -6,6 +6,8 @@
  * merged batch gives each row the embedding it gets alone.
  */
 
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import fc from 'fast-check';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -277,12 +279,23 @@ describe('merged batches on the real embed model', () => {
   });
 });
 
-describe('batching correctness under random concurrent load (real models)', () => {
+// On the main thread (this 2-core host's default), and on worker threads with two
+// instances of each model running side by side (SLOTS 2).
+describe.each([
+  { thread: 'main', instances: 1 },
+  { thread: 'worker', instances: 2 },
+])('batching correctness under random concurrent load (real models, runs on the $thread thread, $instances instance(s))', ({ thread, instances }) => {
   let repo: Awaited<ReturnType<typeof demoRepository>>;
   let h: Harness;
   beforeAll(async () => {
     repo = await demoRepository();
-    h = await harness({ repo: repo.dir, env: { EXECUTION_PROVIDERS: 'cpu' } });
+    for (const model of ['embed', 'classifier']) {
+      const file = path.join(repo.dir, model, 'config.json');
+      const config = JSON.parse(await readFile(file, 'utf8')) as ModelConfig;
+      await writeFile(file, JSON.stringify({ ...config, instance_group: [{ count: instances, kind: 'KIND_GPU' }] }));
+    }
+    h = await harness({ repo: repo.dir, env: { EXECUTION_PROVIDERS: 'cpu', INFERENCE_THREAD: thread, SLOTS: String(instances) } });
+    expect(h.log.lines.some((l) => l.includes(thread === 'main' ? 'main thread' : `${instances} worker thread(s)`))).toBe(true);
   });
   afterAll(async () => {
     await h?.backend.repository.close();

@@ -56,6 +56,7 @@ describe('loadConfig', () => {
       heartbeatIntervalMs: 2000,
       maxBodyBytes: 8 * 1024 * 1024,
       intraOpThreads: undefined,
+      inferenceThread: 'auto',
     });
     expect(c.modelRepository).toBe(path.resolve('gpu-backend/models'));
     expect(c.providerKey.kid).toBe('k1');
@@ -81,6 +82,7 @@ describe('loadConfig', () => {
       HEARTBEAT_INTERVAL_MS: '500',
       MAX_BODY_BYTES: '1048576',
       INTRA_OP_THREADS: '4',
+      INFERENCE_THREAD: 'Worker',
     });
     expect(c).toMatchObject({
       host: '0.0.0.0',
@@ -96,6 +98,7 @@ describe('loadConfig', () => {
       heartbeatIntervalMs: 500,
       maxBodyBytes: 1048576,
       intraOpThreads: 4,
+      inferenceThread: 'worker',
     });
   });
 
@@ -128,6 +131,7 @@ describe('loadConfig', () => {
     ['a zero HEARTBEAT_INTERVAL_MS', { HEARTBEAT_INTERVAL_MS: '0' }, 'HEARTBEAT_INTERVAL_MS'],
     ['a fractional MAX_BODY_BYTES', { MAX_BODY_BYTES: '1.5' }, 'MAX_BODY_BYTES'],
     ['zero INTRA_OP_THREADS', { INTRA_OP_THREADS: '0' }, 'INTRA_OP_THREADS'],
+    ['an unknown INFERENCE_THREAD', { INFERENCE_THREAD: 'gpu' }, 'INFERENCE_THREAD'],
     ['a bad model name in MODELS', { MODELS: 'embed,../etc' }, 'MODELS'],
   ];
   for (const [name, change, variable] of bad) {

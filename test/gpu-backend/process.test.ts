@@ -110,9 +110,9 @@ describe('main.ts', () => {
     }
   });
 
-  it('on SIGTERM answers every request it holds before it exits 0, and takes no new one', async () => {
+  it.each(['main', 'worker'])('on SIGTERM answers every request it holds before it exits 0, and takes no new one (runs on the %s thread)', async (thread) => {
     // The embed model again, with a long batching delay: requests sit queued in the backend until SIGTERM.
-    const repoDir = path.join(dir, 'slow-models');
+    const repoDir = path.join(dir, `slow-models-${thread}`);
     await generateDemoModels(repoDir);
     const embed = JSON.parse(await readFile(path.join(repoDir, 'embed', 'config.json'), 'utf8')) as Record<string, unknown>;
     await mkdir(path.join(repoDir, 'slow', '1'), { recursive: true });
@@ -132,10 +132,12 @@ describe('main.ts', () => {
       MODEL_REPOSITORY: repoDir,
       MODELS: 'slow',
       EXECUTION_PROVIDERS: 'cpu',
+      INFERENCE_THREAD: thread,
       HEARTBEAT_INTERVAL_MS: '200',
     });
     try {
       const url = await until(() => /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(p.output())?.[1], 'the ready line', p.output);
+      expect(p.output()).toContain(thread === 'main' ? 'cpu (main thread)' : 'cpu (1 worker thread(s))');
       // Four requests of 4 x 128 tokens: 16 rows, under max_batch_size, so they wait the 0.6 s delay, then run as one batch.
       const infer = async (i: number) => {
         const ids = Array.from({ length: 4 * 128 }, (_, j) => 1 + ((i * 7919 + j * 31) % 8000));

@@ -201,9 +201,9 @@ describe('unload and load under traffic', () => {
       repo: repo.dir,
       env: { MODELS: 'classifier,embed', EXECUTION_PROVIDERS: 'cpu', SLOTS: '1', MAX_QUEUE: '64' },
       overrides: {
-        createSession: (p, o) => {
+        createSession: (p, o, n) => {
           opens++;
-          return gated.create(p, o);
+          return gated.create(p, o, n);
         },
       },
     });

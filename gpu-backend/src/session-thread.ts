@@ -1,0 +1,192 @@
+/**
+ * A model's ONNX Runtime sessions on worker threads, as one `ModelSession`.
+ * onnxruntime-node's `run()` holds the calling thread for the whole execution
+ * (its promise only defers the native call), so a session on the main thread
+ * stops HTTP, token checks, JSON and signing while a batch runs. Here each
+ * instance of the model (instance_group count) is a session of its own on a
+ * thread of its own (session-worker.ts), as Triton keeps one copy per
+ * instance: the main thread prepares the next batch and answers the last one
+ * while this one executes, and two instances really run at once.
+ *
+ * Inputs are copied to the thread (they are small: token ids, features);
+ * outputs come back transferred. A run goes to an idle instance, or waits for
+ * the first one free. A thread that dies fails its run and leaves the pool;
+ * runs fail clearly once none is left.
+ */
+
+import { Worker } from 'node:worker_threads';
+import * as ort from 'onnxruntime-node';
+import type { ModelSession } from './sessions.ts';
+
+/** A tensor as it crosses the thread boundary (structured clone). */
+export interface WireTensor {
+  type: string;
+  dims: readonly number[];
+  data: ArrayBufferView | string[];
+}
+
+export interface WorkerInit {
+  modelPath: string;
+  options: ort.InferenceSession.SessionOptions;
+}
+
+export interface RunRequest {
+  id: number;
+  feeds: Record<string, WireTensor>;
+  fetches: string[];
+}
+
+export type RunReply = { id: number; outputs: Record<string, WireTensor> } | { id: number; error: string };
+
+type Opened = { kind: 'open'; inputNames: string[]; outputNames: string[] } | { kind: 'open-failed'; message: string };
+
+const WORKER_URL = new URL('./session-worker.ts', import.meta.url);
+
+interface Instance {
+  worker: Worker;
+  /** The run this instance executes now. */
+  current: { id: number; resolve(outputs: ort.InferenceSession.ReturnType): void; reject(err: Error): void } | undefined;
+  dead: boolean;
+}
+
+export class ThreadedSession implements ModelSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  readonly #instances: Instance[];
+  readonly #waiting: (() => void)[] = [];
+  #nextId = 1;
+  #released = false;
+
+  private constructor(instances: Instance[], opened: { inputNames: string[]; outputNames: string[] }) {
+    this.#instances = instances;
+    this.inputNames = opened.inputNames;
+    this.outputNames = opened.outputNames;
+    for (const instance of instances) this.#watch(instance);
+  }
+
+  /**
+   * Opens `instances` sessions of `modelPath` with `options`, each on its own
+   * thread. Rejects with ONNX Runtime's message when any fails to open (the
+   * others are ended).
+   */
+  static async open(modelPath: string, options: ort.InferenceSession.SessionOptions, instances = 1): Promise<ThreadedSession> {
+    const workerData: WorkerInit = { modelPath, options };
+    const workers = Array.from({ length: Math.max(1, instances) }, () => new Worker(WORKER_URL, { workerData }));
+    const opened = await Promise.allSettled(workers.map((w) => firstMessage(w)));
+    const failure = opened.find((o) => o.status === 'rejected' || o.value.kind === 'open-failed');
+    if (failure) {
+      await Promise.all(workers.map((w) => w.terminate()));
+      if (failure.status === 'rejected') throw failure.reason;
+      throw new Error((failure.value as { message: string }).message);
+    }
+    const first = (opened[0] as PromiseFulfilledResult<Opened & { kind: 'open' }>).value;
+    return new ThreadedSession(
+      workers.map((worker) => ({ worker, current: undefined, dead: false })),
+      first,
+    );
+  }
+
+  /** Live instances (threads). */
+  get instances(): number {
+    return this.#instances.filter((i) => !i.dead).length;
+  }
+
+  async run(feeds: ort.InferenceSession.FeedsType, fetches: readonly string[]): Promise<ort.InferenceSession.ReturnType> {
+    const wire: Record<string, WireTensor> = {};
+    for (const [name, t] of Object.entries(feeds)) {
+      const tensor = t as ort.Tensor;
+      wire[name] = { type: tensor.type, dims: tensor.dims, data: tensor.data as WireTensor['data'] };
+    }
+    for (;;) {
+      if (this.#released) throw new Error('The model session was released.');
+      const live = this.#instances.filter((i) => !i.dead);
+      if (live.length === 0) throw new Error('Every inference thread of this model has died; reload the model.');
+      const idle = live.find((i) => !i.current);
+      if (idle) return this.#runOn(idle, wire, [...fetches]);
+      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    }
+  }
+
+  /** Releases every session (after the runs in flight) and ends the threads. */
+  async release(): Promise<void> {
+    if (this.#released) return;
+    this.#released = true;
+    for (const wake of this.#waiting.splice(0)) wake();
+    await Promise.all(
+      this.#instances.map(async (instance) => {
+        if (instance.dead) return;
+        while (instance.current) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+        const released = new Promise<void>((resolve) => {
+          const onMessage = (m: { kind?: string }) => {
+            if (m.kind !== 'released') return;
+            instance.worker.off('message', onMessage);
+            resolve();
+          };
+          instance.worker.on('message', onMessage);
+          instance.worker.once('exit', () => resolve());
+        });
+        instance.worker.postMessage({ release: true });
+        await released;
+        instance.dead = true;
+        await instance.worker.terminate();
+      }),
+    );
+  }
+
+  #runOn(instance: Instance, feeds: Record<string, WireTensor>, fetches: string[]): Promise<ort.InferenceSession.ReturnType> {
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      instance.current = { id, resolve, reject };
+      instance.worker.postMessage({ id, feeds, fetches } satisfies RunRequest);
+    });
+  }
+
+  #watch(instance: Instance): void {
+    instance.worker.on('message', (reply: RunReply | { kind: string }) => {
+      if (!('id' in reply)) return;
+      const current = instance.current;
+      if (!current || current.id !== reply.id) return;
+      this.#settled(instance);
+      if ('error' in reply) {
+        current.reject(new Error(reply.error));
+        return;
+      }
+      const outputs: Record<string, ort.Tensor> = {};
+      for (const [name, t] of Object.entries(reply.outputs)) {
+        outputs[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims);
+      }
+      current.resolve(outputs);
+    });
+    const fail = (why: string) => {
+      if (instance.dead) return;
+      instance.dead = true;
+      const current = instance.current;
+      this.#settled(instance);
+      current?.reject(new Error(`The inference thread ${why}.`));
+      for (const wake of this.#waiting.splice(0)) wake();
+    };
+    instance.worker.on('error', (err) => fail(`failed: ${err.message}`));
+    instance.worker.on('exit', (code) => fail(`exited (code ${code})`));
+  }
+
+  #settled(instance: Instance): void {
+    instance.current = undefined;
+    // Every waiter checks again (a run takes any idle instance, a release waits for its own).
+    for (const wake of this.#waiting.splice(0)) wake();
+  }
+}
+
+function firstMessage(worker: Worker): Promise<Opened> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => {
+      worker.off('message', onMessage);
+      reject(err);
+    };
+    const onMessage = (m: Opened) => {
+      worker.off('error', onError);
+      resolve(m);
+    };
+    worker.once('message', onMessage);
+    worker.once('error', onError);
+  });
+}

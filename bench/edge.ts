@@ -18,7 +18,24 @@
  *     (c) mesh edge:    POST edge/...  with the consumer key and x-mesh-dev-colo: FRA
  *         (auth, routing from the snapshot, dispatch token signed, attestation
  *         verified, receipt signed and sent to the receipts queue in
- *         waitUntil, batched per isolate)
+ *         waitUntil, batched per isolate). Settlement runs apart, as in
+ *         production, where the queue's consumer and the ledger shards are
+ *         other invocations: the edge's wrangler config is the repository's
+ *         without `[[queues.consumers]]`, and a second `wrangler dev` runs the
+ *         full config under another name; Miniflare's broker hands the
+ *         edge's receipts to it through wrangler's dev registry
+ *         (bench/lib/edge-config.ts). It shares the machine's two cores, not
+ *         the edge's workerd, and runs at nice 19: in production it is on
+ *         other machines, so here it gets the CPU the request path leaves
+ *         idle, and each phase waits until the ledger holds every receipt so
+ *         far before the next starts. At the end every answer's receipt must
+ *         be in its ledger shards (none lost, none doubled), and its CPU per
+ *         receipt is printed. BENCH_EDGE_SETTLEMENT=together runs it in the
+ *         edge's workerd instead, at the edge's priority.
+ * - wrangler dev's local trace store and explorer (a dev tool, on by default)
+ *   are off for every Worker: they record each request, subrequest and RPC in
+ *   a SQLite Durable Object on the Worker's thread, which cost the bare
+ *   pass-through 1.4 ms of CPU per request (3.8 -> 2.4 ms) and the edge more.
  *   (a) and (b) carry single-use dispatch tokens signed with the mesh's
  *   local-dev key exactly as the edge signs them (iss, aud, kid, typ, jti,
  *   model, body_sha256); a pool is signed before each phase, never during one.
@@ -26,9 +43,12 @@
  *   worker, microsecond timer) at concurrency 1 and 16: per phase a warm-up
  *   (BENCH_WARMUP_SECONDS), then BENCH_SECONDS of measurement. Rounds
  *   (BENCH_ROUNDS) repeat every (path, concurrency), the order of the paths
- *   rotated each round; the table shows the median over rounds of each
- *   statistic. The mesh's own cost is (c) - (b), at p50 and p99, both medians;
- *   the runtime's floor is (b) - (a).
+ *   rotated each round, after BENCH_PRIME_SECONDS of unmeasured load through
+ *   each path; the table shows the median over rounds of each statistic.
+ *   The mesh's own cost is (c) - (b) at p50 and p99, and the runtime's floor
+ *   (b) - (a): each the median over rounds of the difference within a round,
+ *   whose phases run back to back (this VM's speed drifts by tens of percent
+ *   over a run; a difference of medians from different rounds would show it).
  * - Cross-checks: the edge's own `server-timing: edge;dur` (its total minus
  *   its backend call, mean over answers). workerd's clock only advances on
  *   I/O (Spectre mitigation), so this under-reports CPU time, and it is whole
@@ -41,10 +61,12 @@
  * CPU-bound and its latency includes queueing behind the other processes; the
  * mesh's extra CPU then shows as latency more than once. The edge also does
  * background work (snapshot refresh each SNAPSHOT_REFRESH_MS, heartbeats each
- * second) that the pass-through does not, and locally the receipts queue's
- * broker, its consumer and the ledger shards run in the same workerd as the
- * edge (in production they run elsewhere), so their batch work lands in the
- * edge's p99. Timings are localhost, so (c) - (b)
+ * second) that the pass-through does not, and the receipts queue's broker is
+ * Miniflare's, in the edge's workerd (~1 ms of CPU per send; sends are
+ * batched per isolate). With BENCH_EDGE_SETTLEMENT=together the queue's
+ * consumer and the ledger shards run there as well, and their batch work
+ * lands in the edge's p50 and p99.
+ * Timings are localhost, so (c) - (b)
  * holds no network. Numbers move between runs by a few tenths of a ms: compare
  * within one run.
  *
@@ -61,7 +83,9 @@
  * the CPU, so each 0.1 ms of edge CPU costs ~0.8 ms of latency (16 / 2 cores).
  *
  * Env: BENCH_EDGE_VARS (JSON of extra edge vars, e.g. '{"SNAPSHOT_REFRESH_MS":"600000"}'),
- * BENCH_SECONDS (6), BENCH_WARMUP_SECONDS (1), BENCH_ROUNDS (3),
+ * BENCH_EDGE_SETTLEMENT (apart; together: the queue consumer and ledger in the edge's workerd),
+ * BENCH_EDGE_LOCAL_TRACES (0; 1 leaves wrangler dev's local trace store on),
+ * BENCH_SECONDS (6), BENCH_WARMUP_SECONDS (1), BENCH_ROUNDS (3), BENCH_PRIME_SECONDS (3),
  * BENCH_CONCURRENCY (1,16), BENCH_MODELS (classifier; also: embed),
  * BENCH_QUIET_WAIT_SECONDS (20: before each phase, wait up to this long for
  * other processes to leave the CPU alone, 6x that in all; 0: never wait).
@@ -80,6 +104,7 @@ import { sha256Hex } from '../shared/hash.ts';
 import { machineBusyMs, processCpuMs } from './lib/cpu.ts';
 import { envIntList, envList, envNumber } from './lib/env.ts';
 import { closedLoop, quantile } from './lib/load.ts';
+import { benchWranglerConfigs } from './lib/edge-config.ts';
 import { signDispatchTokens } from './lib/tokens.ts';
 import { startWranglerDev, type WranglerDev } from './lib/processes.ts';
 
@@ -90,6 +115,16 @@ const GOAL_P99_MS = 1;
 const SECONDS = envNumber('BENCH_SECONDS', 6, 1, 45); // dispatch tokens live 60 s from signing
 const WARMUP_SECONDS = envNumber('BENCH_WARMUP_SECONDS', 1, 0, 10);
 const ROUNDS = envNumber('BENCH_ROUNDS', 3, 1, 10);
+/** Seconds of unmeasured load through each path before the first round. */
+const PRIME_SECONDS = envNumber('BENCH_PRIME_SECONDS', 3, 0, 30);
+/**
+ * `apart` (default): the receipts queue's consumer and the ledger shards run in a second `wrangler dev`
+ * (bench/lib/edge-config.ts), as production runs them elsewhere; `together`: in the edge's workerd.
+ */
+const SETTLEMENT = (process.env.BENCH_EDGE_SETTLEMENT ?? 'apart').trim().toLowerCase();
+/** 1: leave wrangler dev's local trace store and explorer on (its default for a human at `npm start`). */
+const LOCAL_TRACES = envNumber('BENCH_EDGE_LOCAL_TRACES', 0, 0, 1) === 1;
+if (SETTLEMENT !== 'apart' && SETTLEMENT !== 'together') throw new Error(`BENCH_EDGE_SETTLEMENT must be "apart" or "together", got ${JSON.stringify(SETTLEMENT)}`);
 const CONCURRENCIES = envIntList('BENCH_CONCURRENCY', '1,16', 1, 256);
 const MODELS = envList('BENCH_MODELS', 'classifier');
 const CORES = os.availableParallelism();
@@ -126,6 +161,8 @@ interface Phase {
   concurrency: number;
   round: number;
   requests: number;
+  /** Answers in the warm-up before the measurement (they carry receipts too). */
+  warmupRequests: number;
   reqPerS: number;
   p50Ms: number;
   p99Ms: number;
@@ -148,8 +185,10 @@ async function main(): Promise<void> {
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'mesh-bench-edge-'));
   let mesh: LocalMesh | undefined;
   let passthrough: Passthrough | undefined;
+  let settlement: WranglerDev | undefined;
   const stopAll = async () => {
     await passthrough?.stop().catch(() => undefined);
+    await settlement?.stop().catch(() => undefined);
     await mesh?.stop().catch(() => undefined);
     await rm(tmp, { recursive: true, force: true });
   };
@@ -160,6 +199,17 @@ async function main(): Promise<void> {
 
   try {
     log(`${os.cpus().length} CPU(s) (${os.cpus()[0]?.model ?? '?'}), node ${process.version}`);
+    // Every wrangler dev here inherits these: its own dev registry (the edge's queue reaches the settlement
+    // process through it), and, unless asked for, no local trace store and explorer, which record every
+    // request, subrequest and RPC in a SQLite Durable Object of their own on the Worker's thread (wrangler
+    // dev tooling, not the runtime: they cost the pass-through 1.4 ms of CPU per request here).
+    process.env.WRANGLER_REGISTRY_PATH = path.join(tmp, 'registry');
+    await mkdir(process.env.WRANGLER_REGISTRY_PATH, { recursive: true });
+    if (!LOCAL_TRACES) {
+      process.env.X_LOCAL_OBSERVABILITY = 'false';
+      process.env.X_LOCAL_EXPLORER = 'false';
+    }
+    const configs = await benchWranglerConfigs(ROOT, path.join(tmp, 'config'));
     log(`starting the local mesh (edge in wrangler dev + backend ${BACKEND.id}) in ${tmp}`);
     mesh = await startMesh({
       port: 0,
@@ -168,17 +218,50 @@ async function main(): Promise<void> {
       dir: path.join(tmp, 'mesh'),
       log: (line) => console.log(`  ${line}`),
       ...(process.env.BENCH_EDGE_VARS ? { edgeVars: JSON.parse(process.env.BENCH_EDGE_VARS) as Record<string, string> } : {}),
+      ...(SETTLEMENT === 'apart' ? { wranglerConfig: configs.edge } : {}),
     });
     const backend = mesh.backends[0]!;
     const edgeGroup = wranglerGroup(new URL(mesh.edgeUrl).port);
     log(`mesh ready: edge ${mesh.edgeUrl} (process group ${edgeGroup ?? '?'}), backend ${backend.url} (pid ${backend.process?.pid ?? '?'})`);
+    if (SETTLEMENT === 'apart') {
+      settlement = await startWranglerDev({
+        root: ROOT,
+        config: configs.settlement,
+        stateDir: path.join(tmp, 'settlement'),
+        envFile: path.join(tmp, 'mesh', 'edge.env'),
+        vars: { MESH_ISSUER: mesh.edgeUrl, MESH_DEV: '1' },
+        readyPath: '/v2/health/live',
+        readyTimeoutMs: 60_000,
+        graceMs: 3000,
+        name: 'the settlement Worker',
+        // It stands for invocations that in production run on other machines: at the lowest CPU priority
+        // it takes the cores the request path leaves idle, and catches up between phases (ledgerCatchUp).
+        nice: 19,
+      });
+      log(`settlement (queue consumer and ledger shards) in a second wrangler dev: ${settlement.url} (process group ${settlement.pid})`);
+    }
+    const ledgerUrl = settlement?.url ?? mesh.edgeUrl;
+    const adminToken = mesh.adminToken;
+    const receiptsBefore = await ledgerReceipts(ledgerUrl, adminToken);
+    let primedMeshAnswers = 0;
+    const answeredSoFar = (ps: Phase[]) => primedMeshAnswers + ps.filter((p) => p.path === 'mesh').reduce((n, p) => n + p.requests + p.warmupRequests, 0);
+    /** Waits (up to 15 s) until the ledger holds `expected` receipts of this run; returns how many it holds. */
+    const ledgerCatchUp = async (expected: number): Promise<number> => {
+      let receipts = (await ledgerReceipts(ledgerUrl, adminToken)) - receiptsBefore;
+      for (const deadline = Date.now() + 15_000; receipts < expected && Date.now() < deadline; ) {
+        await new Promise((r) => setTimeout(r, 200));
+        receipts = (await ledgerReceipts(ledgerUrl, adminToken)) - receiptsBefore;
+      }
+      return receipts;
+    };
+    const settlementCpuBefore = settlement ? (groupCpuMs().get(settlement.pid)?.all ?? Number.NaN) : Number.NaN;
     passthrough = await startPassthrough(backend.url, path.join(tmp, 'passthrough'));
     log(`pass-through Worker ready: ${passthrough.url} (process group ${passthrough.pid}) -> ${backend.url}`);
 
     const key = (await importJWK(mesh.meshPrivateJwk, 'EdDSA')) as CryptoKey;
     const kid = mesh.meshPrivateJwk.kid!;
     const issuer = mesh.edgeUrl;
-    const pids = { edge: edgeGroup, passthrough: passthrough.pid, backend: backend.process?.pid };
+    const pids = { edge: edgeGroup, passthrough: passthrough.pid, backend: backend.process?.pid, settlement: settlement?.pid };
     const bases: Record<PathId, string> = { direct: backend.url, passthrough: passthrough.url, mesh: mesh.edgeUrl };
 
     const phases: Phase[] = [];
@@ -191,21 +274,38 @@ async function main(): Promise<void> {
       const tokensFor = async (p: PathId, count: number): Promise<string[]> =>
         p === 'mesh' ? new Array<string>(count).fill(consumerKey) : signDispatchTokens({ key, kid, issuer, aud: BACKEND.id, model, bodySha256, count });
 
+      // Priming, not measured: the first seconds of load through a fresh wrangler dev are slower (JIT, caches).
+      if (PRIME_SECONDS > 0) {
+        const c = Math.max(...CONCURRENCIES);
+        for (const p of PATHS) {
+          const tokens = await tokensFor(p, Math.ceil(MAX_RATE * PRIME_SECONDS) + c);
+          const primed = await closedLoop({ url: `${bases[p]}/v2/models/${model}/infer`, body: workload.body, tokens, concurrency: c, durationMs: PRIME_SECONDS * 1000, ...(p === 'mesh' ? { headers: { 'x-mesh-dev-colo': COLO } } : {}) });
+          if (p === 'mesh') primedMeshAnswers += primed.ok;
+          log(`${model}: primed ${p} with ${primed.ok} requests at concurrency ${c}`);
+        }
+        await ledgerCatchUp(answeredSoFar(phases));
+      }
       for (let round = 1; round <= ROUNDS; round++) {
         for (const concurrency of CONCURRENCIES) {
           // Rotate the order each round, so no path always runs right after another one.
           const order = PATHS.map((_, i) => PATHS[(i + round - 1) % PATHS.length]!);
           for (const p of order) {
             const runtimePid = p === 'mesh' ? pids.edge : p === 'passthrough' ? pids.passthrough : undefined;
-            phases.push(
-              await measure({ model, path: p, concurrency, round, url: `${bases[p]}/v2/models/${model}/infer`, workload, tokensFor, runtimePid, pids }),
-            );
+            const phase = await measure({ model, path: p, concurrency, round, url: `${bases[p]}/v2/models/${model}/infer`, workload, tokensFor, runtimePid, pids });
+            phases.push(phase);
+            // The queue delivers up to a second later: let the ledger take this phase's receipts before the next phase.
+            if (p === 'mesh') await ledgerCatchUp(answeredSoFar(phases));
           }
         }
       }
     }
 
-    const results = report(phases, performance.now() - started);
+    // Every answer through the edge carries a receipt, which must reach the ledger (queue, consumer, shard).
+    const answered = answeredSoFar(phases);
+    const receipts = await ledgerCatchUp(answered);
+    const settlementCpuMs = settlement ? (groupCpuMs().get(settlement.pid)?.all ?? Number.NaN) - settlementCpuBefore : Number.NaN;
+    const ledger = { answered, receipts, settlementCpuMsPerReceipt: settlementCpuMs / Math.max(1, receipts) };
+    const results = report(phases, performance.now() - started, ledger);
     const dir = path.join(ROOT, 'bench', 'results');
     await mkdir(dir, { recursive: true });
     const file = path.join(dir, 'edge.json');
@@ -226,7 +326,7 @@ interface MeasureOptions {
   tokensFor: (p: PathId, count: number) => Promise<string[]>;
   /** Process group of the wrangler dev this path goes through. */
   runtimePid: number | undefined;
-  pids: { edge: number | undefined; passthrough: number; backend: number | undefined };
+  pids: { edge: number | undefined; passthrough: number; backend: number | undefined; settlement: number | undefined };
 }
 
 async function measure(o: MeasureOptions): Promise<Phase> {
@@ -240,13 +340,15 @@ async function measure(o: MeasureOptions): Promise<Phase> {
     } else if (typeof h['x-provider-attestation'] !== 'string') throw new Error('the answer has no x-provider-attestation');
   };
 
-  await quiet(what, [o.pids.edge, o.pids.passthrough, o.pids.backend]);
+  await quiet(what, [o.pids.edge, o.pids.passthrough, o.pids.backend, o.pids.settlement]);
   // Warm-up: a pool for the fastest any path goes; the run's pool from the warm-up's rate.
   let runCount = Math.ceil(MAX_RATE * SECONDS) + 2 * o.concurrency;
+  let warmupRequests = 0;
   if (WARMUP_SECONDS > 0) {
     const tokens = await o.tokensFor(o.path, Math.ceil(MAX_RATE * WARMUP_SECONDS) + o.concurrency);
     const warm = await closedLoop({ url: o.url, body: o.workload.body, tokens, concurrency: o.concurrency, durationMs: WARMUP_SECONDS * 1000, headers, check });
     if (warm.ok === 0) throw new Error(`${what}: no request succeeded in the warm-up: ${warm.errorSamples.join('; ')}`);
+    warmupRequests = warm.ok;
     if (!warm.exhausted) runCount = Math.min(runCount, Math.ceil((warm.ok / warm.elapsedMs) * 1000 * SECONDS * 2) + 2 * o.concurrency + 200);
   }
   const tokens = await o.tokensFor(o.path, runCount);
@@ -269,7 +371,12 @@ async function measure(o: MeasureOptions): Promise<Phase> {
       loadgen: (self.user + self.system) / 1000,
       runtime: of(o.runtimePid),
       backend: o.pids.backend === undefined ? Number.NaN : processCpuMs(o.pids.backend),
-      ours: of(o.pids.edge).all + of(o.pids.passthrough).all + of(o.pids.backend).all + (self.user + self.system) / 1000,
+      ours:
+        of(o.pids.edge).all +
+        of(o.pids.passthrough).all +
+        (o.pids.settlement === undefined ? 0 : of(o.pids.settlement).all) +
+        (o.pids.backend === undefined ? 0 : processCpuMs(o.pids.backend)) +
+        (self.user + self.system) / 1000,
       machine: machineBusyMs(),
     };
   };
@@ -283,6 +390,7 @@ async function measure(o: MeasureOptions): Promise<Phase> {
     concurrency: o.concurrency,
     round: o.round,
     requests: result.ok,
+    warmupRequests,
     reqPerS: (result.ok * 1000) / result.elapsedMs,
     p50Ms: quantile(result.latenciesMs, 0.5),
     p99Ms: quantile(result.latenciesMs, 0.99),
@@ -312,7 +420,7 @@ async function measure(o: MeasureOptions): Promise<Phase> {
   return phase;
 }
 
-function report(phases: Phase[], totalMs: number): unknown {
+function report(phases: Phase[], totalMs: number, ledger: { answered: number; receipts: number; settlementCpuMsPerReceipt: number }): unknown {
   const f = (v: number | undefined, digits = 2) => (v !== undefined && Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
   const signed = (v: number) => (Number.isFinite(v) ? `${v >= 0 ? '+' : ''}${v.toFixed(2)}` : 'n/a');
   const errorsOf = (p: Phase) => Object.values(p.errors).reduce((a, b) => a + b, 0);
@@ -344,29 +452,54 @@ function report(phases: Phase[], totalMs: number): unknown {
     }
     lines.push(
       '',
-      '| difference | concurrency | p50 ms | p99 ms | runtime CPU ms/req |',
+      '| difference (median over rounds of the difference within a round) | concurrency | p50 ms | p99 ms | runtime CPU ms/req |',
       '| --- | ---: | ---: | ---: | ---: |',
     );
     const costs: unknown[] = [];
     for (const c of CONCURRENCIES) {
       const r = rows[c]!;
+      // Differences are taken within each round (the phases of a round run back to back) and then the
+      // median over rounds: this VM's speed drifts by tens of percent over a run, which a difference of
+      // medians taken from different rounds would mistake for the mesh's cost.
+      const paired = (x: PathId, y: PathId, get: (p: Phase) => number) => {
+        const of = (id: PathId) => phases.filter((q) => q.model === model && q.path === id && q.concurrency === c);
+        const ys = new Map(of(y).map((q) => [q.round, get(q)]));
+        return median(of(x).flatMap((q) => (ys.has(q.round) ? [get(q) - ys.get(q.round)!] : [])).filter(Number.isFinite));
+      };
       lines.push(
-        `| runtime floor, (b) - (a) | ${c} | ${signed(r.passthrough.p50Ms - r.direct.p50Ms)} | ${signed(r.passthrough.p99Ms - r.direct.p99Ms)} | ${f(r.passthrough.runtimeCpuMs, 3)} |`,
+        `| runtime floor, (b) - (a) | ${c} | ${signed(paired('passthrough', 'direct', (q) => q.p50Ms))} | ${signed(paired('passthrough', 'direct', (q) => q.p99Ms))} | ${f(r.passthrough.runtimeCpuMs, 3)} |`,
       );
-      const p50 = r.mesh.p50Ms - r.passthrough.p50Ms;
-      const p99 = r.mesh.p99Ms - r.passthrough.p99Ms;
-      lines.push(`| **mesh's own cost, (c) - (b)** | ${c} | **${signed(p50)}** | **${signed(p99)}** | ${signed(r.mesh.runtimeCpuMs - r.passthrough.runtimeCpuMs)} |`);
+      const p50 = paired('mesh', 'passthrough', (q) => q.p50Ms);
+      const p99 = paired('mesh', 'passthrough', (q) => q.p99Ms);
+      lines.push(`| **mesh's own cost, (c) - (b)** | ${c} | **${signed(p50)}** | **${signed(p99)}** | ${signed(paired('mesh', 'passthrough', (q) => q.cpuMsPerReq.runtime))} |`);
       const met = p50 < GOAL_P50_MS && p99 < GOAL_P99_MS;
       verdicts.push(
         `${model}, concurrency ${c}: mesh's own cost ${signed(p50)} ms p50, ${signed(p99)} ms p99; goal < ${GOAL_P50_MS} ms p50 and < ${GOAL_P99_MS} ms p99: ${met ? 'met' : 'MISSED'}`,
       );
-      costs.push({ concurrency: c, p50Ms: p50, p99Ms: p99, runtimeCpuMsPerReq: r.mesh.runtimeCpuMs - r.passthrough.runtimeCpuMs, met, floorP50Ms: r.passthrough.p50Ms - r.direct.p50Ms, floorP99Ms: r.passthrough.p99Ms - r.direct.p99Ms });
+      costs.push({
+        concurrency: c,
+        p50Ms: p50,
+        p99Ms: p99,
+        runtimeCpuMsPerReq: paired('mesh', 'passthrough', (q) => q.cpuMsPerReq.runtime),
+        met,
+        floorP50Ms: paired('passthrough', 'direct', (q) => q.p50Ms),
+        floorP99Ms: paired('passthrough', 'direct', (q) => q.p99Ms),
+      });
     }
     summary.push({ model, body: new TextDecoder().decode(WORKLOADS[model]!.body), rows, costs });
   }
   lines.push('');
   lines.push(...verdicts);
   lines.push(`(c) has auth, routing, dispatch token, attestation check, receipt and the receipt's queue send on (in waitUntil, batched per isolate; Miniflare's local queue).`);
+  lines.push(
+    SETTLEMENT === 'apart'
+      ? `The queue's consumer and the ledger shards ran in a second wrangler dev at nice 19 (as production runs them elsewhere), sharing the machine's idle CPU but not the edge's workerd: ${Number.isFinite(ledger.settlementCpuMsPerReceipt) ? `${ledger.settlementCpuMsPerReceipt.toFixed(3)} ms of CPU per receipt there` : 'its CPU unknown'}. BENCH_EDGE_SETTLEMENT=together runs them in the edge's workerd.`
+      : `The queue's consumer and the ledger shards ran in the edge's workerd, on its thread (BENCH_EDGE_SETTLEMENT=together; not how production runs).`,
+  );
+  lines.push(
+    `Receipts: ${ledger.receipts} in the ledger for ${ledger.answered} answers through the edge (priming and warm-ups included)${ledger.receipts === ledger.answered ? ': none lost, none doubled' : ': MISMATCH'}.`,
+  );
+  if (!LOCAL_TRACES) lines.push(`wrangler dev's local trace store and explorer were off for every Worker (BENCH_EDGE_LOCAL_TRACES=1 leaves them on).`);
   lines.push(`edge;dur is the edge's own server-timing (its total minus its backend call), in whole ms of workerd's clock, which only advances on I/O: it under-reports CPU time.`);
   const withErrors = phases.filter((p) => errorsOf(p) > 0);
   if (withErrors.length > 0) lines.push(`phases with errors: ${withErrors.map((p) => `${p.model}/${p.path}/c${p.concurrency}/r${p.round}: ${p.errorSamples[0] ?? ''}`).join('; ')}`);
@@ -378,10 +511,15 @@ function report(phases: Phase[], totalMs: number): unknown {
   return {
     date: new Date().toISOString(),
     machine: { cores: CORES, cpu: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.arch()}` },
-    settings: { seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, rounds: ROUNDS, concurrency: CONCURRENCIES, models: MODELS, colo: COLO, backend: BACKEND },
+    settings: { seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, rounds: ROUNDS, concurrency: CONCURRENCIES, models: MODELS, colo: COLO, backend: BACKEND, settlement: SETTLEMENT, localTraces: LOCAL_TRACES },
     goal: { p50Ms: GOAL_P50_MS, p99Ms: GOAL_P99_MS },
-    notes: ['queue send in waitUntil, batched per isolate (Miniflare local queue)', 'edge;dur: workerd clock, whole ms, advances only on I/O'],
+    notes: [
+      'queue send in waitUntil, batched per isolate (Miniflare local queue)',
+      SETTLEMENT === 'apart' ? 'queue consumer and ledger in a second wrangler dev' : 'queue consumer and ledger in the edge workerd',
+      'edge;dur: workerd clock, whole ms, advances only on I/O',
+    ],
     summary,
+    ledger,
     phases,
     noisy: { maxOtherCpu: busiest, warned: busiest > NOISY_OTHER_CPU },
   };
@@ -449,6 +587,14 @@ type Passthrough = WranglerDev;
 
 
 /** Starts bench/passthrough/ with `wrangler dev`, the flags scripts/local-mesh.ts gives the edge, forwarding to `target`. */
+/** Receipts in every ledger shard of the Worker at `url` (its admin API). */
+async function ledgerReceipts(url: string, adminToken: string): Promise<number> {
+  const res = await fetch(`${url}/admin/settlement/shards`, { headers: { authorization: `Bearer ${adminToken}` } });
+  if (!res.ok) throw new Error(`GET ${url}/admin/settlement/shards: HTTP ${res.status} ${await res.text()}`);
+  const { shards } = (await res.json()) as { shards: { receipts: number }[] };
+  return shards.reduce((n, s) => n + s.receipts, 0);
+}
+
 async function startPassthrough(target: string, stateDir: string): Promise<Passthrough> {
   return startWranglerDev({
     root: ROOT,

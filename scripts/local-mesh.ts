@@ -52,6 +52,11 @@ export interface MeshOptions {
   /** Give up if the mesh is not ready after this long. Default 120 s. */
   readyTimeoutMs?: number;
   /**
+   * The edge's wrangler config, when not the repository's wrangler.toml
+   * (bench:edge runs one without queue consumers). Its `main` must be absolute.
+   */
+  wranglerConfig?: string;
+  /**
    * The URL a backend announces in its heartbeats (its PUBLIC_URL), from its
    * spec and the port it listens on; e.g. a fault proxy's in front of it.
    * Default: the backend's own `http://127.0.0.1:<port>`.
@@ -81,6 +86,8 @@ export interface LocalMesh {
   localJson: string;
   /** The local-dev mesh private key (tests sign dispatch tokens with it). */
   meshPrivateJwk: JWK;
+  /** wrangler dev's DevTools inspector for the edge (bench/profile-edge.ts). */
+  inspectorUrl: string;
   /** Signs another operator key (consumer, billing, admin) with the local mesh key. */
   issue(sub: string, role: 'consumer' | 'billing' | 'admin', regions?: string[]): Promise<string>;
   stop(): Promise<void>;
@@ -208,6 +215,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
     path.join(BIN, 'wrangler'),
     [
       'dev',
+      ...(opts.wranglerConfig ? ['--config', opts.wranglerConfig] : []),
       '--ip', '127.0.0.1',
       '--port', String(port),
       '--inspector-port', String(inspectorPort),
@@ -323,7 +331,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
       backends: backends.map(({ id, url, region, provider }) => ({ id, url, region, provider })),
     };
     await writeFile(localJson, JSON.stringify(info, null, 2) + '\n', { mode: 0o600 });
-    return { edgeUrl, consumerKey, adminToken, backends, localJson, meshPrivateJwk: mesh.privateJwk, issue, stop: stopAll };
+    return { edgeUrl, consumerKey, adminToken, backends, localJson, meshPrivateJwk: mesh.privateJwk, inspectorUrl: `http://127.0.0.1:${inspectorPort}`, issue, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

@@ -32,6 +32,8 @@ export interface Env {
   RECEIPT_DISPUTE_DAYS?: string;
   SETTLEMENT_EPOCH_SECONDS?: string;
   SETTLEMENT_SHARDS?: string;
+  /** How long a receipt waits in its isolate for others to share one queue send, ms. */
+  RECEIPTS_FLUSH_MS?: string;
   /** Billing system URL that receives each closed batch (optional). */
   SETTLEMENT_WEBHOOK_URL?: string;
   /** Hugging Face inference endpoint to fall back to when no backend can serve (optional). */
@@ -53,6 +55,8 @@ export interface Settings {
     /** Ledger shards receipts are spread over by jti (1..100). */
     shards: number;
     webhookUrl: string | undefined;
+    /** How long a receipt waits in its isolate's outbox for others to share its queue send (1..5000 ms). */
+    flushMs: number;
   };
 }
 
@@ -83,6 +87,7 @@ export function settings(env: Env): Settings {
         epochMs: int(env.SETTLEMENT_EPOCH_SECONDS, 60) * 1000,
         shards: Math.min(100, Math.floor(int(env.SETTLEMENT_SHARDS, 4))),
         webhookUrl: env.SETTLEMENT_WEBHOOK_URL || undefined,
+        flushMs: Math.min(5000, int(env.RECEIPTS_FLUSH_MS, 200)),
       },
     };
     cache.set(env, s);

@@ -82,6 +82,8 @@ export interface WranglerDevOptions {
   graceMs: number;
   /** For error messages: "the pass-through Worker". */
   name: string;
+  /** Run it under `nice -n <value>` (wrangler, workerd and every thread inherit it). */
+  nice?: number;
 }
 
 /** `wrangler dev` on a free loopback port, in its own process group, resolved once `readyPath` answers 200. */
@@ -90,27 +92,27 @@ export async function startWranglerDev(o: WranglerDevOptions): Promise<WranglerD
   const port = await freePort();
   const inspectorPort = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const child = spawn(
+  const command = [
     path.join(bin, 'wrangler'),
-    [
-      'dev',
-      '--config', o.config,
-      '--ip', '127.0.0.1',
-      '--port', String(port),
-      '--inspector-port', String(inspectorPort),
-      ...(o.envFile ? ['--env-file', o.envFile] : []),
-      '--persist-to', o.stateDir,
-      '--show-interactive-dev-session=false',
-      '--log-level', 'warn',
-      ...Object.entries(o.vars ?? {}).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
-    ],
-    {
-      cwd: o.root,
-      env: { ...process.env, WRANGLER_SEND_METRICS: 'false', PATH: `${bin}:${process.env.PATH}`, ...o.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    },
-  );
+    'dev',
+    '--config', o.config,
+    '--ip', '127.0.0.1',
+    '--port', String(port),
+    '--inspector-port', String(inspectorPort),
+    ...(o.envFile ? ['--env-file', o.envFile] : []),
+    '--persist-to', o.stateDir,
+    '--show-interactive-dev-session=false',
+    '--log-level', 'warn',
+    ...Object.entries(o.vars ?? {}).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
+  ];
+  // nice execs wrangler in place: the pid (and process group) stay the same.
+  const [file, ...args] = o.nice === undefined ? command : ['nice', '-n', String(o.nice), ...command];
+  const child = spawn(file!, args, {
+    cwd: o.root,
+    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', PATH: `${bin}:${process.env.PATH}`, ...o.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   const { output, stop } = supervise(child, o.graceMs);
   const deadline = Date.now() + o.readyTimeoutMs;
   for (;;) {

@@ -6,7 +6,10 @@
  * response, and is awaited there, retried, and never dropped silently.
  *
  * Receipts of one isolate travel together: each waits in the isolate's
- * outbox for up to FLUSH_MS, and the first request whose wait ends takes
+ * outbox for up to RECEIPTS_FLUSH_MS (200 ms by default: far inside the 30 s
+ * the runtime gives `waitUntil` work, and long enough that a lightly loaded
+ * isolate sends a few batches a second, not one per request), and the first
+ * request whose wait ends takes
  * everything waiting (up to a queue batch: 100 messages, 256 KB) and sends it
  * in one `sendBatch` from its own context; the others find their receipt
  * taken and are done. Under load that is one queue round trip per batch, not
@@ -18,7 +21,7 @@
  * receipt end in the error log, in full. `recordReceipt` never rejects.
  */
 
-import type { Env } from '../env.ts';
+import { settings, type Env } from '../env.ts';
 import { ledgerShard, shardOfReceipt } from './ledger.ts';
 
 /** The queue message: a version tag and the compact receipt JWT. */
@@ -35,8 +38,6 @@ interface Pending {
   receipt: string;
 }
 
-/** How long a receipt waits for others to share its queue send. */
-export const FLUSH_MS = 50;
 /** Cloudflare Queues: at most 100 messages and 256 KB per sendBatch (with room for message overhead). */
 const MAX_MESSAGES = 100;
 const MAX_BYTES = 200_000;
@@ -53,7 +54,7 @@ export async function recordReceipt(env: Env, jti: string, receipt: string): Pro
   if (!outbox) outboxes.set(env, (outbox = []));
   const mine: Pending = { jti, receipt };
   outbox.push(mine);
-  await new Promise((resolve) => setTimeout(resolve, FLUSH_MS));
+  await new Promise((resolve) => setTimeout(resolve, settings(env).settlement.flushMs));
   let outcome: Recorded = 'batched';
   while (outbox.includes(mine)) {
     const batch = take(outbox);

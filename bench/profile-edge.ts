@@ -1,0 +1,151 @@
+/**
+ * `node bench/profile-edge.ts`: where the mesh edge's CPU goes, from a V8
+ * sampling profile of the edge's isolate in workerd under load. A diagnostic,
+ * not a benchmark: it starts the local mesh (scripts/local-mesh.ts, one
+ * backend), drives the same closed loop as `npm run bench:edge` path (c)
+ * through the edge, with wrangler dev's DevTools inspector recording a CPU
+ * profile meanwhile, and prints the functions with the most self time and the
+ * source files they belong to, as shares of the isolate's busy time. The raw
+ * profile goes to bench/results/edge.cpuprofile (open it in Chrome DevTools,
+ * Performance tab).
+ *
+ * Read shares, not times: with the inspector attached workerd runs the isolate
+ * several times slower (about 7 ms of busy time per answer here, against
+ * ~0.4 ms without), and not evenly: native calls (crypto, fetch) suffer less
+ * than JavaScript. Self time of a JavaScript function includes what V8
+ * inlined into it.
+ *
+ * Env: PROFILE_SECONDS (8), PROFILE_CONCURRENCY (1), PROFILE_TOP (40),
+ * PROFILE_INTERVAL_US (1000: V8's sampling interval; a short one slows the
+ * isolate a lot), BENCH_EDGE_VARS (JSON of extra edge vars) and
+ * BENCH_EDGE_SETTLEMENT (`together` runs the queue consumer and the ledger in
+ * the edge's workerd; by default none runs, and Miniflare's broker drops the
+ * queued receipts), as in bench:edge.
+ */
+
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { ROOT, startMesh } from '../scripts/local-mesh.ts';
+import { envNumber } from './lib/env.ts';
+import { closedLoop } from './lib/load.ts';
+import { benchWranglerConfigs } from './lib/edge-config.ts';
+
+const SECONDS = envNumber('PROFILE_SECONDS', 8, 1, 120);
+const CONCURRENCY = envNumber('PROFILE_CONCURRENCY', 1, 1, 256);
+const TOP = envNumber('PROFILE_TOP', 40, 5, 500);
+const INTERVAL_US = envNumber('PROFILE_INTERVAL_US', 1000, 50, 100_000);
+const BODY = new TextEncoder().encode(
+  JSON.stringify({ inputs: [{ name: 'features', shape: [1, 16], datatype: 'FP32', data: Array.from({ length: 16 }, (_, i) => i / 10) }] }),
+);
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number };
+  children?: number[];
+}
+interface CpuProfile {
+  nodes: ProfileNode[];
+  startTime: number;
+  endTime: number;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** One DevTools protocol session over WebSocket. */
+async function inspect(inspectorUrl: string) {
+  const targets = (await (await fetch(`${inspectorUrl}/json`)).json()) as { webSocketDebuggerUrl: string; title?: string }[];
+  const target = targets.find((t) => /edge|mesh/i.test(t.title ?? '')) ?? targets[0];
+  if (!target) throw new Error(`no inspector target at ${inspectorUrl}/json`);
+  // Miniflare's inspector proxy wants an Origin on the host it allows (DNS-rebinding guard); undici's WebSocket takes headers.
+  const ws = new WebSocket(target.webSocketDebuggerUrl, { headers: { origin: 'http://localhost' } } as unknown as string[]);
+  await new Promise<void>((resolve, reject) => {
+    ws.onopen = () => resolve();
+    ws.onerror = () => reject(new Error(`cannot connect to ${target.webSocketDebuggerUrl}`));
+  });
+  let next = 1;
+  const waiting = new Map<number, (result: unknown) => void>();
+  ws.onmessage = (event) => {
+    const message = JSON.parse(String(event.data)) as { id?: number; result?: unknown; error?: { message: string } };
+    if (message.id === undefined) return;
+    waiting.get(message.id)?.(message.error ? Promise.reject(new Error(message.error.message)) : message.result);
+    waiting.delete(message.id);
+  };
+  const call = <T>(method: string, params: Record<string, unknown> = {}) =>
+    new Promise<T>((resolve) => {
+      const id = next++;
+      waiting.set(id, resolve as (r: unknown) => void);
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+  return { title: target.title, call, close: () => ws.close() };
+}
+
+/** Self time per function and per source file, ms. */
+function summarise(profile: CpuProfile) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map<number, number>();
+  for (let i = 0; i < profile.samples.length; i++) self.set(profile.samples[i]!, (self.get(profile.samples[i]!) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  const fns = new Map<string, number>();
+  const files = new Map<string, number>();
+  let total = 0;
+  for (const [id, us] of self) {
+    const { functionName, url, lineNumber } = byId.get(id)!.callFrame;
+    const file = url ? url.replace(/^.*?(workers\/|shared\/|node_modules\/)/, '$1') : '(native)';
+    const fn = `${functionName || '(anonymous)'}  ${file}${url ? `:${lineNumber + 1}` : ''}`;
+    fns.set(fn, (fns.get(fn) ?? 0) + us);
+    const group = /^\(/.test(functionName) && !url ? functionName : file.replace(/^(node_modules\/(?:@[^/]+\/)?[^/]+).*$/, '$1');
+    files.set(group, (files.get(group) ?? 0) + us);
+    total += us;
+  }
+  const sorted = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]);
+  return { total, fns: sorted(fns), files: sorted(files) };
+}
+
+const tmp = await mkdtemp(path.join(os.tmpdir(), 'mesh-profile-'));
+// As bench:edge: wrangler dev's local trace store off, and a dev registry of its own.
+process.env.WRANGLER_REGISTRY_PATH = path.join(tmp, 'registry');
+await mkdir(process.env.WRANGLER_REGISTRY_PATH, { recursive: true });
+process.env.X_LOCAL_OBSERVABILITY = 'false';
+process.env.X_LOCAL_EXPLORER = 'false';
+const mesh = await startMesh({
+  port: 0,
+  backendPortBase: 0,
+  backends: [{ id: 'fra-1', region: 'eu-west', provider: 'provider-fra' }],
+  dir: path.join(tmp, 'mesh'),
+  log: (line) => console.log(`  ${line}`),
+  ...(process.env.BENCH_EDGE_VARS ? { edgeVars: JSON.parse(process.env.BENCH_EDGE_VARS) as Record<string, string> } : {}),
+  // Receipts are sent to the queue, but no consumer or ledger runs in this workerd (none runs at all here).
+  ...(process.env.BENCH_EDGE_SETTLEMENT === 'together' ? {} : { wranglerConfig: (await benchWranglerConfigs(ROOT, path.join(tmp, 'config'))).edge }),
+});
+try {
+  const url = `${mesh.edgeUrl}/v2/models/classifier/infer`;
+  const tokens = (n: number) => new Array<string>(n).fill(mesh.consumerKey);
+  const headers = { 'x-mesh-dev-colo': 'FRA' };
+  console.log(`[profile] warming up 2 s at concurrency ${CONCURRENCY}`);
+  await closedLoop({ url, body: BODY, tokens: tokens(100_000), concurrency: CONCURRENCY, durationMs: 2000, headers });
+  const inspector = await inspect(mesh.inspectorUrl);
+  console.log(`[profile] inspector target: ${inspector.title ?? '?'}; profiling ${SECONDS} s`);
+  await inspector.call('Profiler.enable');
+  await inspector.call('Profiler.setSamplingInterval', { interval: INTERVAL_US });
+  await inspector.call('Profiler.start');
+  const result = await closedLoop({ url, body: BODY, tokens: tokens(1_000_000), concurrency: CONCURRENCY, durationMs: SECONDS * 1000, headers });
+  const { profile } = await inspector.call<{ profile: CpuProfile }>('Profiler.stop');
+  inspector.close();
+  await mkdir(path.join(ROOT, 'bench', 'results'), { recursive: true });
+  await writeFile(path.join(ROOT, 'bench', 'results', 'edge.cpuprofile'), JSON.stringify(profile));
+
+  const { total, fns, files } = summarise(profile);
+  const wallMs = (profile.endTime - profile.startTime) / 1000;
+  const idle = files.find(([f]) => f === '(idle)')?.[1] ?? 0;
+  const busyMs = (total - idle) / 1000;
+  const n = result.ok;
+  const share = (us: number) => `${((100 * us) / Math.max(1, total - idle)).toFixed(1).padStart(5)} %`;
+  console.log(`\n${n} answers in ${wallMs.toFixed(0)} ms; the edge isolate was busy ${busyMs.toFixed(0)} ms (profiled: several times slower than unprofiled)`);
+  console.log('\nself time by source, share of busy time:');
+  for (const [file, us] of files.filter(([f]) => f !== '(idle)').slice(0, 20)) console.log(`  ${share(us)}  ${file}`);
+  console.log(`\nself time by function, top ${TOP}, share of busy time:`);
+  for (const [fn, us] of fns.filter(([f]) => !f.startsWith('(idle)')).slice(0, TOP)) console.log(`  ${share(us)}  ${fn}`);
+} finally {
+  await mesh.stop();
+  await rm(tmp, { recursive: true, force: true });
+}

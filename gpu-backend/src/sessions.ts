@@ -4,7 +4,9 @@
  * CUDA cannot initialise (no GPU, no driver, or onnxruntime-node's CUDA add-on
  * not installed) it says so in ONE log line, with ORT's reason, and every
  * model is served on `cpu`. The provider a session actually got is returned,
- * so heartbeats and /v2/health/ready report the truth.
+ * so heartbeats and /v2/health/ready report the truth. It also decides where
+ * a model's runs execute (INFERENCE_THREAD): one session per instance on
+ * worker threads (session-thread.ts), or one on the main thread.
  */
 
 import { availableParallelism } from 'node:os';

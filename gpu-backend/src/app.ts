@@ -178,7 +178,15 @@ export function createApp(deps: AppDeps): Hono {
       log.error(`loading model ${name} on request failed`, err);
       throw new MeshError('internal', `Model "${name}" failed to load; the backend's log says why.`, { cause: err });
     }
-    return c.json({ name, version: loaded.version, state: repository.state(name), executionProvider: loaded.provider, loadMs: Math.round(loaded.loadMs) });
+    return c.json({
+      name,
+      version: loaded.version,
+      state: repository.state(name),
+      executionProvider: loaded.provider,
+      inferenceThread: loaded.thread,
+      instances: loaded.instances,
+      loadMs: Math.round(loaded.loadMs),
+    });
   });
 
   app.post('/v2/repository/models/:model/unload', async (c) => {

@@ -30,6 +30,9 @@ export interface LoadedModel {
   version: string;
   config: ModelConfig;
   provider: ExecutionProvider;
+  /** Where its runs execute, and how many at once (instances on worker threads; 1 on the main thread). */
+  thread: 'worker' | 'main';
+  instances: number;
   /** Time to create the session and run the warm-up, ms. */
   loadMs: number;
 }
@@ -54,6 +57,7 @@ interface Entry {
   version: string | undefined;
   session: ModelSession | undefined;
   provider: ExecutionProvider | undefined;
+  thread: 'worker' | 'main' | undefined;
   loadMs: number;
   serviceMs: RollingMedian;
   /** Bytes of the served model.onnx: a proxy for its weights' memory. */
@@ -348,6 +352,7 @@ export class ModelRepository {
         version: undefined,
         session: undefined,
         provider: undefined,
+        thread: undefined,
         loadMs: 0,
         serviceMs: new RollingMedian(128),
         memoryBytes: undefined,
@@ -362,7 +367,16 @@ export class ModelRepository {
   }
 
   #loaded(entry: Entry): LoadedModel {
-    return { name: entry.name, version: entry.version!, config: entry.config!, provider: entry.provider!, loadMs: entry.loadMs };
+    const thread = entry.thread ?? 'main';
+    return {
+      name: entry.name,
+      version: entry.version!,
+      config: entry.config!,
+      provider: entry.provider!,
+      thread,
+      instances: thread === 'worker' ? instanceCount(entry.config!) : 1,
+      loadMs: entry.loadMs,
+    };
   }
 
   async #readConfig(name: string): Promise<ModelConfig> {
@@ -415,10 +429,13 @@ export class ModelRepository {
       entry.serviceMs.add(this.#now() - warm);
       entry.session = session;
       entry.provider = opened.provider;
+      entry.thread = opened.thread;
       entry.loadMs = this.#now() - started;
       entry.state = 'READY';
-      this.#log.info(`model ${entry.name} v${version} loaded on ${opened.provider} (${opened.thread === 'worker' ? `${instanceCount(config)} worker thread(s)` : 'main thread'}) and warm in ${entry.loadMs.toFixed(0)} ms`);
-      return this.#loaded(entry);
+      const loaded = this.#loaded(entry);
+      const where = loaded.thread === 'worker' ? `${loaded.instances} worker thread(s)` : 'main thread';
+      this.#log.info(`model ${entry.name} v${version} loaded on ${opened.provider} (${where}) and warm in ${entry.loadMs.toFixed(0)} ms`);
+      return loaded;
     } catch (err) {
       await session?.release().catch(() => undefined);
       entry.state = 'UNAVAILABLE';
@@ -437,6 +454,7 @@ export class ModelRepository {
     const session = entry.session;
     entry.session = undefined;
     entry.provider = undefined;
+    entry.thread = undefined;
     entry.state = 'UNAVAILABLE';
     entry.reason = 'unloaded';
     await session?.release().catch((err: unknown) => this.#log.warn(`model ${entry.name}: releasing its session failed: ${String(err)}`));

@@ -107,6 +107,8 @@ export async function harness(options: HarnessOptions): Promise<Harness> {
     PORT: '0',
     HEARTBEAT_INTERVAL_MS: '100',
     MAX_BODY_BYTES: String(64 * 1024),
+    // Runs on the main thread whatever this machine's cores (`auto` would pick workers from 4); tests that want workers say so.
+    INFERENCE_THREAD: 'main',
     ...options.env,
   });
   const log = memoryLogger();

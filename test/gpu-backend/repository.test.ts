@@ -256,7 +256,7 @@ describe('unload and load under traffic', () => {
     const { loadMs } = h.backend.repository.ready('embed');
     const res = await h.post('/v2/repository/models/embed/load', {});
     expect(res.status).toBe(200);
-    expect(await res.json()).toMatchObject({ name: 'embed', state: 'READY', version: '1', loadMs: Math.round(loadMs) });
+    expect(await res.json()).toMatchObject({ name: 'embed', state: 'READY', version: '1', executionProvider: 'cpu', inferenceThread: 'main', instances: 1, loadMs: Math.round(loadMs) });
     expect(opens).toBe(before); // no new session
   });
 

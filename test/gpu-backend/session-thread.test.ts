@@ -9,6 +9,7 @@
  * workers, where CPU instances share cores - 1 intra-op threads.
  */
 
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -84,9 +85,14 @@ describe('ThreadedSession', () => {
   });
 
   it('fails to open with ONNX Runtime\'s reason, and leaves no thread behind', async () => {
+    // This process's OS threads (Linux): the two worker threads must be gone again.
+    const threads = () => readdirSync('/proc/self/task').length;
+    const before = threads();
     const err = await ThreadedSession.open(path.join(repo.dir, 'embed', 'config.json'), OPTIONS, 2).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Error);
     expect((err as Error).message).toMatch(/protobuf|parsing|load model/i);
+    for (let i = 0; i < 100 && threads() > before; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(threads()).toBeLessThanOrEqual(before);
   });
 
   it('finishes the run in flight on release and refuses runs after it', async () => {

@@ -48,10 +48,11 @@
  * promise is a setImmediate around a blocking call). On this 2-core host the
  * backend keeps CPU sessions on the main thread (INFERENCE_THREAD=auto), so
  * no per-request work overlaps the model: HTTP, the dispatch token's Ed25519 verification through jose and
- * WebCrypto (~0.2 ms), SHA-256 of body and answer through WebCrypto, JSON and
+ * WebCrypto (~0.2 ms, most of it on libuv's pool), SHA-256 of body and answer, JSON and
  * tokenization, JSON of 256 floats and the Ed25519 attestation (~0.1 ms). A
  * batch of B costs about C(B) + B * o, with C the ceiling's ms per run and o
- * 0.5-0.7 ms of main-thread time per request, so served ~ B / (C(B) + B * o).
+ * 0.35-0.7 ms of main-thread time per request (0.35-0.38 at concurrency 64
+ * in the latest runs), so served ~ B / (C(B) + B * o).
  * Requests that arrive during a run are parsed and verified only after it, so
  * the next batch takes whoever is ready (~12 at concurrency 16 and 64, at most
  * preferred_batch_size 16) while the ceiling's best batch is 32. This load

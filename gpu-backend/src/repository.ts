@@ -331,10 +331,29 @@ export class ModelRepository {
       const computeMs = this.#now() - started;
       entry.serviceMs.add(computeMs);
       return { outputs, computeMs };
+    } catch (err) {
+      const failure = session.failure;
+      if (failure === undefined) throw err;
+      // The session is gone for good (its threads died): stop offering the model, so heartbeats say
+      // it is not warm and the edge routes elsewhere; a load (or the edge's placement) opens it afresh.
+      this.#broken(entry, session, failure);
+      throw new MeshError('model_not_ready', `Model "${name}" stopped here (${failure}); it is no longer loaded.`, { retryAfter: 1, cause: err });
     } finally {
       entry.inFlight--;
       this.#wakeIfIdle(entry);
     }
+  }
+
+  /** Marks a READY model whose session failed for good UNAVAILABLE, once, and releases what is left of the session. */
+  #broken(entry: Entry, session: ModelSession, failure: string): void {
+    if (entry.session !== session) return;
+    entry.session = undefined;
+    entry.provider = undefined;
+    entry.thread = undefined;
+    entry.state = 'UNAVAILABLE';
+    entry.reason = failure;
+    this.#log.error(`model ${entry.name}: ${failure}; it is unavailable until it is loaded again`);
+    void session.release().catch(() => undefined);
   }
 
   #wakeIfIdle(entry: Entry): void {

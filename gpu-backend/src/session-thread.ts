@@ -56,6 +56,7 @@ export class ThreadedSession implements ModelSession {
   readonly #waiting: (() => void)[] = [];
   #nextId = 1;
   #released = false;
+  #lastDeath: string | undefined;
 
   private constructor(instances: Instance[], opened: { inputNames: string[]; outputNames: string[] }) {
     this.#instances = instances;
@@ -91,6 +92,11 @@ export class ThreadedSession implements ModelSession {
     return this.#instances.filter((i) => !i.dead).length;
   }
 
+  /** Why no run can succeed any more: every thread died (not released). */
+  get failure(): string | undefined {
+    return !this.#released && this.instances === 0 ? `every inference thread died (the last one ${this.#lastDeath ?? 'ended'})` : undefined;
+  }
+
   async run(feeds: ort.InferenceSession.FeedsType, fetches: readonly string[]): Promise<ort.InferenceSession.ReturnType> {
     const wire: Record<string, WireTensor> = {};
     for (const [name, t] of Object.entries(feeds)) {
@@ -100,7 +106,7 @@ export class ThreadedSession implements ModelSession {
     for (;;) {
       if (this.#released) throw new Error('The model session was released.');
       const live = this.#instances.filter((i) => !i.dead);
-      if (live.length === 0) throw new Error('Every inference thread of this model has died; reload the model.');
+      if (live.length === 0) throw new Error(`The model cannot run: ${this.failure ?? 'no inference thread'}.`);
       const idle = live.find((i) => !i.current);
       if (idle) return this.#runOn(idle, wire, [...fetches]);
       await new Promise<void>((resolve) => this.#waiting.push(resolve));
@@ -160,6 +166,7 @@ export class ThreadedSession implements ModelSession {
     const fail = (why: string) => {
       if (instance.dead) return;
       instance.dead = true;
+      this.#lastDeath = why;
       const current = instance.current;
       this.#settled(instance);
       current?.reject(new Error(`The inference thread ${why}.`));

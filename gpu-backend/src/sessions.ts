@@ -21,6 +21,8 @@ export interface ModelSession {
   readonly outputNames: readonly string[];
   run(feeds: ort.InferenceSession.FeedsType, fetches: readonly string[]): Promise<ort.InferenceSession.ReturnType>;
   release(): Promise<void>;
+  /** Why the session can run no more (every inference thread died), once that is so; absent or undefined while it can. */
+  readonly failure?: string | undefined;
 }
 
 /** Opens `instances` sessions of a model as one `ModelSession`; a stand-in in tests. */

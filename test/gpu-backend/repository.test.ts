@@ -121,6 +121,50 @@ describe('instance kinds', () => {
   });
 });
 
+describe('a session that can run no more', () => {
+  it('takes the model out of service (503, not warm), says why once, and a load opens it afresh', async () => {
+    // A stand-in for a ThreadedSession whose every inference thread died (a real one cannot be killed from
+    // here): a real session that, once `dead`, refuses runs and reports its failure as ThreadedSession does.
+    const opened: { dead: boolean }[] = [];
+    const create: CreateSession = async (p, o) => {
+      const real = await ort.InferenceSession.create(p, o);
+      const state = { dead: false };
+      opened.push(state);
+      return {
+        inputNames: real.inputNames,
+        outputNames: real.outputNames,
+        get failure() {
+          return state.dead ? 'every inference thread died (the last one exited (code 1))' : undefined;
+        },
+        run: async (feeds, fetches) => {
+          if (state.dead) throw new Error('The inference thread exited (code 1).');
+          return real.run(feeds, [...fetches]);
+        },
+        release: () => real.release(),
+      };
+    };
+    const h = await harness({ repo: repo.dir, env: { EXECUTION_PROVIDERS: 'cpu', MODELS: 'classifier' }, overrides: { createSession: create } });
+    try {
+      expect((await h.post('/v2/models/classifier/infer', FEATURES)).status).toBe(200);
+      opened[0]!.dead = true;
+      const res = await h.post('/v2/models/classifier/infer', FEATURES);
+      expect(res.status).toBe(503);
+      expect(await errorCode(res)).toBe('model_not_ready');
+      expect(h.backend.repository.state('classifier')).toBe('UNAVAILABLE');
+      expect(h.backend.snapshot().models.find((m) => m.name === 'classifier')?.warm ?? false).toBe(false);
+      // Later requests are refused before they reach the session; the failure is logged once.
+      expect((await h.post('/v2/models/classifier/infer', FEATURES)).status).toBe(503);
+      expect(h.log.lines.filter((l) => l.includes('every inference thread died'))).toHaveLength(1);
+
+      expect((await h.post('/v2/repository/models/classifier/load', {})).status).toBe(200);
+      expect(opened).toHaveLength(2);
+      expect((await h.post('/v2/models/classifier/infer', FEATURES)).status).toBe(200);
+    } finally {
+      await h.backend.repository.close();
+    }
+  });
+});
+
 describe('loading and unloading', () => {
   let h: Harness;
   let gated: ReturnType<typeof gatedSessions>;

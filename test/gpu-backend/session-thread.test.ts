@@ -45,6 +45,7 @@ describe('ThreadedSession', () => {
 
   it('answers exactly what the session answers in-process, for concurrent runs on two instances', async () => {
     expect(threaded.instances).toBe(2);
+    expect(threaded.failure).toBeUndefined();
     expect(threaded.inputNames).toEqual(['input_ids']);
     expect(threaded.outputNames).toEqual(['embedding']);
     const feeds = Array.from({ length: 6 }, (_, i) => idsFeed(1 + i, 8 + 3 * i, i));
@@ -103,6 +104,8 @@ describe('ThreadedSession', () => {
     expect(result.embedding!.dims).toEqual([32, 256]);
     await released;
     expect(session.instances).toBe(0);
+    // Released on purpose is not a failure (that is for threads that died).
+    expect(session.failure).toBeUndefined();
     await expect(session.run(idsFeed(1, 4, 1), ['embedding'])).rejects.toThrow(/released/);
   });
 

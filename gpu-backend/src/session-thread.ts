@@ -11,7 +11,8 @@
  * Inputs are copied to the thread (they are small: token ids, features);
  * outputs come back transferred. A run goes to an idle instance, or waits for
  * the first one free. A thread that dies fails its run and leaves the pool;
- * runs fail clearly once none is left.
+ * once none is left, `failure` says why and the repository takes the model
+ * out of service until it is loaded again.
  */
 
 import { Worker } from 'node:worker_threads';

@@ -61,14 +61,17 @@
  * core (intra-op threads = cores - 1) or fights the HTTP thread for two:
  * throughput at saturation is the same and lower at concurrency 16, because
  * the model and the per-request work need the same two cores. On a GPU the
- * model leaves the CPU, the runs are on workers, and o alone is the gap.
+ * model leaves the CPU, the runs are on workers, and o alone is the gap;
+ * HTTP_THREADS spreads o over threads, and the main-thread CPU column (the
+ * backend's main thread alone, from /proc) shows what stays serialised there.
  *
  * Env: BENCH_SECONDS (8), BENCH_WARMUP_SECONDS (1.5), BENCH_CEILING_SECONDS
  * (1.5 per batch size), BENCH_CONCURRENCY (1,4,16,64), BENCH_QUIET_WAIT_SECONDS
  * (20: before each measurement, wait up to this long for other processes to
  * leave the CPU alone, at most 4x that in all; 0: never wait), INTRA_OP_THREADS
  * (passed to the backend; the ceiling takes the better of it and ORT's
- * default), INFERENCE_THREAD (the backend's: auto, worker, main). Results also go to
+ * default), INFERENCE_THREAD (the backend's: auto, worker, main), HTTP_THREADS
+ * (the backend's: auto or a count). Results also go to
  * bench/results/backend.json. With defaults it takes about 1.5 minutes.
  */
 
@@ -122,6 +125,8 @@ const CONCURRENCIES = envIntList('BENCH_CONCURRENCY', '1,4,16,64', 1, 256);
 const INTRA_OP_THREADS = process.env.INTRA_OP_THREADS?.trim() || undefined;
 /** The backend's INFERENCE_THREAD (passed through from the environment). */
 const INFERENCE_THREAD = process.env.INFERENCE_THREAD?.trim() || 'auto';
+/** The backend's HTTP_THREADS (passed through from the environment). */
+const HTTP_THREADS = process.env.HTTP_THREADS?.trim() || 'auto';
 
 interface CeilingPoint {
   batch: number;
@@ -148,6 +153,8 @@ interface Run {
   queueMs: number;
   computeMs: number;
   backendCpuMsPerReq: number;
+  /** The backend's main thread alone; with the model on worker threads, the per-request work serialised on it. */
+  mainThreadCpuMsPerReq: number;
   loadgenCpuMsPerReq: number;
   /** Share of the machine (every core) that other processes used during the run. */
   otherCpu: number;
@@ -324,10 +331,12 @@ async function measure(edge: FakeEdge, backend: BackendProcess, batching: 'on' |
   const before = await scrape(backend.url);
   const cpuBefore = process.cpuUsage();
   const backendCpuBefore = backend.cpuMs();
+  const mainCpuBefore = backend.mainThreadCpuMs();
   const machineBefore = machineBusyMs();
   const result = await closedLoop({ url, body: BODY, tokens, concurrency, durationMs: SECONDS * 1000, check: checkAnswer });
   const cpu = process.cpuUsage(cpuBefore);
   const backendCpu = backend.cpuMs() - backendCpuBefore;
+  const mainCpu = backend.mainThreadCpuMs() - mainCpuBefore;
   const machine = machineBusyMs() - machineBefore;
   const after = await scrape(backend.url);
 
@@ -350,6 +359,7 @@ async function measure(edge: FakeEdge, backend: BackendProcess, batching: 'on' |
     queueMs: successes > 0 ? d('nv_inference_queue_duration_us') / 1000 / successes : Number.NaN,
     computeMs: computeMsPerReq,
     backendCpuMsPerReq: backendCpu / n,
+    mainThreadCpuMsPerReq: mainCpu / n,
     loadgenCpuMsPerReq: (cpu.user + cpu.system) / 1000 / n,
     otherCpu: Math.max(0, machine - backendCpu - (cpu.user + cpu.system) / 1000) / (CORES * result.elapsedMs),
     errors: result.errors,
@@ -397,16 +407,16 @@ function report(ceiling: CeilingPoint[], best: CeilingPoint, recheck: CeilingPoi
   lines.push('| batch | ms per run | rows/s | other CPU |', '| ---: | ---: | ---: | ---: |');
   for (const p of ceiling) lines.push(`| ${p.batch}${p === best ? ' (best)' : ''} | ${f(p.msPerRun, 2)} | ${f(p.rowsPerS, 0)} | ${pct(p.otherCpu)} |`);
   lines.push(`| ${recheck.batch} (re-check after the runs) | ${f(recheck.msPerRun, 2)} | ${f(recheck.rowsPerS, 0)} | ${pct(recheck.otherCpu)} |`);
-  lines.push('', `Served: one backend process, closed loop, ${SECONDS} s per run`, '');
+  lines.push('', `Served: one backend process (INFERENCE_THREAD=${INFERENCE_THREAD}, HTTP_THREADS=${HTTP_THREADS}), closed loop, ${SECONDS} s per run`, '');
   lines.push(
-    '| batching | concurrency | req/s | p50 ms | p99 ms | mean batch | ms per batch (ceiling) | backend ms (queue / compute) | backend CPU ms/req | load-gen CPU ms/req | other CPU | ceiling right after, rows/s | errors |',
+    '| batching | concurrency | req/s | p50 ms | p99 ms | mean batch | ms per batch (ceiling) | backend ms (queue / compute) | backend CPU ms/req (main thread) | load-gen CPU ms/req | other CPU | ceiling right after, rows/s | errors |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   );
   for (const r of runs) {
     const errs = errorsOf(r);
     lines.push(
       `| ${r.batching} | ${r.concurrency} | ${f(r.reqPerS, 0)} | ${f(r.p50Ms, 2)} | ${f(r.p99Ms, 2)} | ${f(r.meanBatch, 2)} | ${f(r.msPerBatch, 2)} (${f(ceilingMsAt(ceiling, r.meanBatch), 2)}) | ` +
-        `${f(r.backendMs, 2)} (${f(r.queueMs, 2)} / ${f(r.computeMs, 2)}) | ${f(r.backendCpuMsPerReq, 2)} | ${f(r.loadgenCpuMsPerReq, 2)} | ${pct(r.otherCpu)} | ` +
+        `${f(r.backendMs, 2)} (${f(r.queueMs, 2)} / ${f(r.computeMs, 2)}) | ${f(r.backendCpuMsPerReq, 2)} (${f(r.mainThreadCpuMsPerReq, 3)}) | ${f(r.loadgenCpuMsPerReq, 2)} | ${pct(r.otherCpu)} | ` +
         `${r.ceilingAfter ? f(r.ceilingAfter.rowsPerS, 0) : '-'} | ` +
         `${errs === 0 ? '0' : `${errs} ${JSON.stringify(r.errors)}`}${r.tokensRanOut ? ' (tokens ran out)' : ''} |`,
     );
@@ -466,7 +476,7 @@ function report(ceiling: CeilingPoint[], best: CeilingPoint, recheck: CeilingPoi
   return {
     date: new Date().toISOString(),
     machine: { cores: CORES, cpu: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.arch()}` },
-    settings: { model: MODEL, text: TEXT, seq: tokenize(TEXT).length, bodyBytes: BODY.length, seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, ceilingSeconds: CEILING_SECONDS, intraOpThreads: INTRA_OP_THREADS ?? 'ORT default', inferenceThread: INFERENCE_THREAD },
+    settings: { model: MODEL, text: TEXT, seq: tokenize(TEXT).length, bodyBytes: BODY.length, seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, ceilingSeconds: CEILING_SECONDS, intraOpThreads: INTRA_OP_THREADS ?? 'ORT default', inferenceThread: INFERENCE_THREAD, httpThreads: HTTP_THREADS },
     ceiling: { points: ceiling, best, recheck, drift },
     runs,
     ratios: {

@@ -14,7 +14,7 @@ import { importJWK, type CryptoKey, type JWK } from 'jose';
 import { generateProviderKey } from '../../gpu-backend/src/provider-key.ts';
 import { sha256Hex } from '../../shared/hash.ts';
 import { generateEd25519 } from '../../shared/keys.ts';
-import { processCpuMs } from './cpu.ts';
+import { processCpuMs, threadCpuMs } from './cpu.ts';
 import { signDispatchTokens } from './tokens.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '..', '..');
@@ -71,6 +71,8 @@ export interface BackendProcess {
   pid: number;
   /** User + system CPU time of the process so far, ms (Linux /proc; NaN elsewhere). */
   cpuMs(): number;
+  /** CPU time of its main thread alone (the executor: batching, and the model too with INFERENCE_THREAD=main), ms. */
+  mainThreadCpuMs(): number;
   /** The last lines it printed. */
   output(): string;
   /** SIGTERM, then SIGKILL after `graceMs`. Resolves with the exit code (null when killed). */
@@ -141,6 +143,7 @@ export async function startBackend(o: { edge: FakeEdge; repository: string; mode
     url,
     pid,
     cpuMs: () => processCpuMs(pid),
+    mainThreadCpuMs: () => threadCpuMs(pid),
     output: () => out,
     async stop(graceMs = 15_000) {
       if (exitCode !== undefined) return exitCode;

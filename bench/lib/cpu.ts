@@ -11,8 +11,17 @@ const TICKS_PER_S = 100;
 
 /** User + system CPU time of process `pid` so far, ms. */
 export function processCpuMs(pid: number): number {
+  return cpuMsOf(`/proc/${pid}/stat`);
+}
+
+/** User + system CPU time of one thread of process `pid` so far, ms (`tid` = `pid`: its main thread). */
+export function threadCpuMs(pid: number, tid = pid): number {
+  return cpuMsOf(`/proc/${pid}/task/${tid}/stat`);
+}
+
+function cpuMsOf(file: string): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(file, 'utf8');
     // Fields after "(comm) ": state is [0], utime [11], stime [12].
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_S;

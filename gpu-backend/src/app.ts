@@ -1,42 +1,56 @@
 /**
- * The backend's HTTP API (Open Inference Protocol v2, API.md section 3), as a
- * Hono app built from its dependencies; `main.ts` serves it. Inference and
- * repository changes need a dispatch token bound to the model and the body;
- * every answer to an inference is serialised once, hashed, and attested by
- * the provider key. Errors become `{ error: { code, message } }` in `onError`
- * and nowhere else.
+ * The backend's HTTP API (Open Inference Protocol v2, API.md section 3), as
+ * Hono apps built from their dependencies. `createApp` is the whole API;
+ * `createThreadApp` is what an HTTP thread serves (http-thread.ts): the
+ * inference routes, with everything else forwarded to the main thread's app.
+ * Inference and repository changes need a dispatch token bound to the model
+ * and the body; every answer to an inference is serialised once, hashed, and
+ * attested by the provider key. Errors become `{ error: { code, message } }`
+ * in `onError` and nowhere else.
  */
 
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { MeshError, errorBody, isMeshError } from '../../shared/errors.ts';
-import { parseInferRequest, parseJson, type InferResponse } from '../../shared/protocol.ts';
+import { parseInferRequest, parseJson, type InferRequest, type InferResponse } from '../../shared/protocol.ts';
+import type { DispatchClaims } from '../../shared/tokens.ts';
 import type { Attestor } from './attestation.ts';
 import { sha256HexSync } from './hash.ts';
 import { ANY_MODEL, type DispatchVerifier } from './dispatch.ts';
-import { InferenceEngine } from './inference.ts';
+import { noSuchVersion, notFound, type InferencePort, type WireError } from './executor.ts';
 import type { Lifecycle } from './lifecycle.ts';
 import type { Logger } from './log.ts';
 import { modelMetadata, serverMetadata } from './metadata.ts';
 import type { Metrics } from './metrics.ts';
 import type { LoadedModel, ModelRepository } from './repository.ts';
-import type { Scheduler } from './scheduler.ts';
 import type { SessionFactory } from './sessions.ts';
+import { jsonOutputs } from './tensors.ts';
 
-export interface AppDeps {
-  backendId: string;
+/** What the inference routes need, on whichever thread they run. */
+export interface InferRouteDeps {
   maxBodyBytes: number;
-  repository: ModelRepository;
-  scheduler: Scheduler;
-  dispatch: DispatchVerifier;
+  /** Checks tokens; `executor.run` spends them. */
+  dispatch: Pick<DispatchVerifier, 'check'>;
   attestor: Attestor;
-  metrics: Metrics;
+  executor: InferencePort;
   lifecycle: Lifecycle;
   log: Logger;
-  /** Only to report why CUDA is not in use, in /v2/health/ready. */
-  sessions?: SessionFactory;
   /** Monotonic milliseconds, for timings. */
   now?: () => number;
+}
+
+export interface AppDeps extends InferRouteDeps {
+  backendId: string;
+  repository: ModelRepository;
+  dispatch: DispatchVerifier;
+  metrics: Metrics;
+  /** Only to report why CUDA is not in use, in /v2/health/ready. */
+  sessions?: SessionFactory;
+}
+
+export interface ThreadAppDeps extends InferRouteDeps {
+  /** Answers any other route: the main thread's app, across the thread. */
+  forward: (request: Request, body: ArrayBuffer | null) => Promise<Response>;
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8';
@@ -46,27 +60,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 /** Builds the backend's Hono app. It does not listen: see `main.ts`. */
 export function createApp(deps: AppDeps): Hono {
   const { repository, dispatch, metrics, lifecycle, log } = deps;
-  const now = deps.now ?? (() => performance.now());
-  const engine = new InferenceEngine({ repository, scheduler: deps.scheduler, metrics, now });
-  const app = new Hono();
-
-  app.use('*', async (_c, next) => {
-    const done = lifecycle.enter();
-    try {
-      await next();
-    } finally {
-      done();
-    }
-  });
-  app.use(
-    '*',
-    bodyLimit({
-      maxSize: deps.maxBodyBytes,
-      onError: () => {
-        throw tooLarge(deps.maxBodyBytes);
-      },
-    }),
-  );
+  const app = base(deps);
 
   app.get('/v2', (c) => c.json(serverMetadata()));
   app.get('/v2/health/live', (c) => c.json({ live: true }));
@@ -105,48 +99,7 @@ export function createApp(deps: AppDeps): Hono {
   app.get('/v2/models/:model/ready', modelReady);
   app.get('/v2/models/:model/versions/:version/ready', modelReady);
 
-  const infer = async (c: Context) => {
-    const started = now();
-    const name = c.req.param('model')!;
-    const body = await readBody(c, deps.maxBodyBytes);
-    const claims = await verified(c, body, name);
-    let model: LoadedModel | undefined;
-    try {
-      if (lifecycle.draining) throw new MeshError('not_ready', 'This backend is shutting down; send the request elsewhere.', { retryAfter: 1 });
-      if (!(await repository.has(name))) throw notFound(name);
-      model = repository.ready(name);
-      const wanted = c.req.param('version');
-      if (wanted !== undefined && wanted !== model.version) throw noSuchVersion(name, wanted, model.version);
-
-      const request = parseInferRequest(parseJson(decode(body)));
-      const result = await engine.infer(model, request);
-      const { outputs } = result;
-      const response: InferResponse =
-        request.id === undefined
-          ? { model_name: model.name, model_version: model.version, outputs }
-          : { model_name: model.name, model_version: model.version, id: request.id, outputs };
-      // Serialised once: these exact bytes are hashed, attested and sent.
-      const bytes = encoder.encode(JSON.stringify(response));
-      const outputSha256 = sha256HexSync(bytes);
-      const attestation = deps.attestor.sign({ jti: claims.jti, model: model.name, outputSha256, units: result.units });
-      const totalMs = now() - started;
-      metrics.success(model.name, model.version, { totalMs, queueMs: result.queueMs, computeMs: result.computeMs, rows: result.rows });
-      return new Response(bytes, {
-        status: 200,
-        headers: {
-          'content-type': JSON_TYPE,
-          'x-provider-attestation': attestation,
-          'server-timing': `queue;dur=${result.queueMs.toFixed(2)}, compute;dur=${result.computeMs.toFixed(2)}, backend;dur=${totalMs.toFixed(2)}`,
-        },
-      });
-    } catch (err) {
-      // Only models this backend has are labelled: a label per unknown name would let callers grow the metrics.
-      if (repository.knows(name)) {
-        metrics.failure(name, model?.version ?? repository.versionOf(name) ?? '', isMeshError(err) ? err.code : 'internal');
-      }
-      throw err;
-    }
-  };
+  const infer = inferRoute(deps);
   app.post('/v2/models/:model/infer', infer);
   app.post('/v2/models/:model/versions/:version/infer', infer);
 
@@ -203,17 +156,6 @@ export function createApp(deps: AppDeps): Hono {
 
   app.notFound((c) => c.json(errorBody(new MeshError('not_found', `No route ${c.req.method} ${c.req.path} on this backend.`)), 404));
 
-  app.onError((err, c) => {
-    if (isMeshError(err)) {
-      if (err.retryAfter !== undefined) c.header('retry-after', String(err.retryAfter));
-      if (err.code === 'invalid_token') c.header('www-authenticate', 'Bearer error="invalid_token"');
-      else if (err.code === 'unauthorized') c.header('www-authenticate', 'Bearer realm="mesh-backend"');
-      return c.json(errorBody(err), err.status as 400);
-    }
-    log.error(`unhandled error on ${c.req.method} ${c.req.path}`, err);
-    return c.json(errorBody(new MeshError('internal', 'The backend failed to handle this request.')), 500);
-  });
-
   /** Verifies the dispatch token, counting refusals. */
   async function verified(c: Context, body: Uint8Array, model: string) {
     try {
@@ -225,6 +167,120 @@ export function createApp(deps: AppDeps): Hono {
   }
 
   return app;
+}
+
+/**
+ * What an HTTP thread serves: the inference routes, run here up to the
+ * main thread's half (`executor.run`, across the thread), and every other
+ * route forwarded whole to the main thread's app.
+ */
+export function createThreadApp(deps: ThreadAppDeps): Hono {
+  const app = base(deps);
+  const infer = inferRoute(deps);
+  app.post('/v2/models/:model/infer', infer);
+  app.post('/v2/models/:model/versions/:version/infer', infer);
+  app.all('*', async (c) => {
+    const { raw } = c.req;
+    const body = raw.method === 'GET' || raw.method === 'HEAD' ? null : await c.req.arrayBuffer();
+    return deps.forward(raw, body);
+  });
+  return app;
+}
+
+/** The middleware and the one error-to-HTTP place both apps share. */
+function base(deps: Pick<InferRouteDeps, 'lifecycle' | 'maxBodyBytes' | 'log'>): Hono {
+  const app = new Hono();
+  app.use('*', async (_c, next) => {
+    const done = deps.lifecycle.enter();
+    try {
+      await next();
+    } finally {
+      done();
+    }
+  });
+  app.use(
+    '*',
+    bodyLimit({
+      maxSize: deps.maxBodyBytes,
+      onError: () => {
+        throw tooLarge(deps.maxBodyBytes);
+      },
+    }),
+  );
+  app.onError((err, c) => {
+    if (isMeshError(err)) {
+      if (err.retryAfter !== undefined) c.header('retry-after', String(err.retryAfter));
+      if (err.code === 'invalid_token') c.header('www-authenticate', 'Bearer error="invalid_token"');
+      else if (err.code === 'unauthorized') c.header('www-authenticate', 'Bearer realm="mesh-backend"');
+      return c.json(errorBody(err), err.status as 400);
+    }
+    deps.log.error(`unhandled error on ${c.req.method} ${c.req.path}`, err);
+    return c.json(errorBody(new MeshError('internal', 'The backend failed to handle this request.')), 500);
+  });
+  return app;
+}
+
+/**
+ * `POST /v2/models/{m}[/versions/{v}]/infer`: reads the body, checks the
+ * dispatch token, parses the request, has the executor spend the token and
+ * run it, then serialises the answer once: those exact bytes are hashed,
+ * attested and sent.
+ */
+function inferRoute(deps: InferRouteDeps): (c: Context) => Promise<Response> {
+  const { executor } = deps;
+  const now = deps.now ?? (() => performance.now());
+  return async (c) => {
+    const started = now();
+    const name = c.req.param('model')!;
+    const body = await readBody(c, deps.maxBodyBytes);
+    let claims: DispatchClaims;
+    try {
+      claims = await deps.dispatch.check(c.req.header('authorization'), body, name);
+    } catch (err) {
+      if (isMeshError(err)) executor.tokenRejected(err.code);
+      throw err;
+    }
+    let request: InferRequest | undefined;
+    let invalid: WireError | undefined;
+    try {
+      request = parseInferRequest(parseJson(decode(body)));
+    } catch (err) {
+      if (!isMeshError(err)) throw err;
+      invalid = { code: err.code, message: err.message };
+    }
+    try {
+      const wanted = c.req.param('version');
+      const { version, result } = await executor.run({
+        name,
+        jti: claims.jti,
+        exp: claims.exp,
+        ...(wanted !== undefined ? { version: wanted } : {}),
+        ...(request ? { request } : {}),
+        ...(invalid ? { invalid } : {}),
+      });
+      const response: InferResponse =
+        request!.id === undefined
+          ? { model_name: name, model_version: version, outputs: jsonOutputs(result.outputs) }
+          : { model_name: name, model_version: version, id: request!.id, outputs: jsonOutputs(result.outputs) };
+      const bytes = encoder.encode(JSON.stringify(response));
+      const outputSha256 = sha256HexSync(bytes);
+      const attestation = deps.attestor.sign({ jti: claims.jti, model: name, outputSha256, units: result.units });
+      const totalMs = now() - started;
+      executor.succeeded(name, version, { totalMs, queueMs: result.queueMs, computeMs: result.computeMs, rows: result.rows });
+      return new Response(bytes, {
+        status: 200,
+        headers: {
+          'content-type': JSON_TYPE,
+          'x-provider-attestation': attestation,
+          'server-timing': `queue;dur=${result.queueMs.toFixed(2)}, compute;dur=${result.computeMs.toFixed(2)}, backend;dur=${totalMs.toFixed(2)}`,
+        },
+      });
+    } catch (err) {
+      // A replayed token was counted as a refused token when it was spent.
+      if (!(isMeshError(err) && err.code === 'invalid_token')) executor.failed(name, isMeshError(err) ? err.code : 'internal');
+      throw err;
+    }
+  };
 }
 
 /** The raw body bytes (the dispatch token is bound to exactly these). */
@@ -244,12 +300,4 @@ function decode(body: Uint8Array): string {
 
 function tooLarge(max: number): MeshError {
   return new MeshError('body_too_large', `The request body is larger than this backend's limit of ${max} bytes.`);
-}
-
-function notFound(name: string): MeshError {
-  return new MeshError('model_not_found', `Model "${name}" is not in this backend's repository.`);
-}
-
-function noSuchVersion(name: string, wanted: string, version: string | undefined): MeshError {
-  return new MeshError('model_not_found', `Model "${name}" has no version "${wanted}" here (it serves ${version ?? 'none'}).`);
 }

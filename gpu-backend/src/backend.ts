@@ -1,7 +1,8 @@
 /**
  * Assembles a backend from its configuration: the session factory, model
- * repository, scheduler, dispatch verifier, attestor, metrics, heartbeats and
- * the Hono app. `main.ts` calls it and serves the app; tests and the local-mesh
+ * repository, scheduler, dispatch verifier, attestor, metrics, the executor
+ * (the main thread's half of an inference), heartbeats and the Hono app.
+ * `main.ts` calls it and serves the app; tests and the local-mesh
  * launcher can call it too, swapping the edge's JWKS, `fetch` or the logger.
  */
 
@@ -11,7 +12,9 @@ import { createApp } from './app.ts';
 import { Attestor } from './attestation.ts';
 import type { BackendConfig } from './config.ts';
 import { DispatchVerifier, edgeJwks } from './dispatch.ts';
+import { Executor } from './executor.ts';
 import { Heartbeater } from './heartbeat.ts';
+import { InferenceEngine } from './inference.ts';
 import { Lifecycle } from './lifecycle.ts';
 import type { Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
@@ -37,6 +40,8 @@ export interface Backend {
   scheduler: Scheduler;
   sessions: SessionFactory;
   lifecycle: Lifecycle;
+  /** The main thread's half of every inference (HTTP threads call it across the thread). */
+  executor: Executor;
   heartbeat: Heartbeater;
   metrics: Metrics;
   /** The body of a heartbeat now. */
@@ -105,11 +110,13 @@ export async function createBackend(config: BackendConfig, log: Logger, override
     ...(overrides.fetch ? { fetch: overrides.fetch } : {}),
   });
 
+  const engine = new InferenceEngine({ repository, scheduler, metrics });
+  const executor = new Executor({ repository, engine, dispatch, metrics, lifecycle });
   const app = createApp({
     backendId: config.backendId,
     maxBodyBytes: config.maxBodyBytes,
     repository,
-    scheduler,
+    executor,
     dispatch,
     attestor,
     metrics,
@@ -118,5 +125,5 @@ export async function createBackend(config: BackendConfig, log: Logger, override
     sessions,
   });
 
-  return { app, config, repository, scheduler, sessions, lifecycle, heartbeat, metrics, snapshot };
+  return { app, config, repository, scheduler, sessions, lifecycle, executor, heartbeat, metrics, snapshot };
 }

@@ -46,6 +46,15 @@ export interface BackendConfig {
    */
   inferenceThread: InferenceThread;
   /**
+   * Threads that serve HTTP (HTTP_THREADS, Triton's `--http-thread-count`):
+   * 0, the main thread serves every request; n, n worker threads share the
+   * port (SO_REUSEPORT) and do each inference's HTTP, token, JSON and
+   * attestation work, so the main thread only batches and runs models;
+   * `auto` (default): 0 below 4 cores, else half the cores, at most 8
+   * (http-threads.ts says why).
+   */
+  httpThreads: number | 'auto';
+  /**
    * Model executions (batches) at once over all models (SLOTS, default 1);
    * each model also runs at most the sum of its `instance_group[].count`
    * batches at once. One accelerator runs one batch at a time best in most
@@ -153,6 +162,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): BackendConfig {
     maxBodyBytes: integer(get('MAX_BODY_BYTES'), 'MAX_BODY_BYTES', 8 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     intraOpThreads: get('INTRA_OP_THREADS') === undefined ? undefined : integer(get('INTRA_OP_THREADS'), 'INTRA_OP_THREADS', 1, 1, 1024),
     inferenceThread: inferenceThread(get('INFERENCE_THREAD')),
+    httpThreads: get('HTTP_THREADS')?.toLowerCase() === 'auto' ? 'auto' : integerOr(get('HTTP_THREADS'), 'HTTP_THREADS', 'auto', 0, 64),
     slots: integer(get('SLOTS'), 'SLOTS', 1, 1, 1024),
     maxQueue: integer(get('MAX_QUEUE'), 'MAX_QUEUE', 64, 0, 100_000),
   };
@@ -206,6 +216,15 @@ function integer(raw: string | undefined, name: string, fallback: number, min: n
   const n = Number(raw);
   if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > max) {
     throw new ConfigError(name, `must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}.`);
+  }
+  return n;
+}
+
+function integerOr<T>(raw: string | undefined, name: string, fallback: T, min: number, max: number): number | T {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new ConfigError(name, `must be "auto" or an integer from ${min} to ${max}, got ${JSON.stringify(raw)}.`);
   }
   return n;
 }

@@ -57,6 +57,27 @@ export class DispatchVerifier {
    * is `body`, and spends the token's jti. Returns the claims.
    */
   async verify(authorization: string | undefined, body: Uint8Array, model: string): Promise<DispatchClaims> {
+    const claims = await this.check(authorization, body, model);
+    this.spend(claims);
+    return claims;
+  }
+
+  /**
+   * Spends the jti of claims that `check` accepted: throws 401 when the token
+   * was used before. Kept apart so that HTTP threads check tokens in parallel
+   * while one replay cache, on the main thread, spends them (http-threads.ts).
+   */
+  spend(claims: Pick<DispatchClaims, 'jti' | 'exp'>): void {
+    const nowS = Math.floor(this.#now() / 1000);
+    if (!this.#replays.use(claims.jti, claims.exp + this.#tolerance, nowS)) throw invalid('The dispatch token was already used.');
+  }
+
+  /**
+   * Everything `verify` checks except single use: signature, algorithm,
+   * `typ`, issuer, audience, times, model and body binding. Returns the claims;
+   * the caller must `spend` them before acting on the request.
+   */
+  async check(authorization: string | undefined, body: Uint8Array, model: string): Promise<DispatchClaims> {
     const token = bearer(authorization);
     const nowMs = this.#now();
     const nowS = Math.floor(nowMs / 1000);
@@ -87,7 +108,6 @@ export class DispatchVerifier {
     if (claims.body_sha256.toLowerCase() !== sha256HexSync(body)) {
       throw invalid('The dispatch token is bound to another request body (body_sha256 differs).');
     }
-    if (!this.#replays.use(claims.jti, claims.exp + this.#tolerance, nowS)) throw invalid('The dispatch token was already used.');
     return claims;
   }
 }

@@ -8,17 +8,18 @@
  */
 
 import { MeshError } from '../../shared/errors.ts';
-import type { InferOutput, InferRequest } from '../../shared/protocol.ts';
+import type { InferRequest } from '../../shared/protocol.ts';
 import type { Units } from '../../shared/tokens.ts';
 import { Batcher } from './batcher.ts';
 import type { ModelConfig } from './model-config.ts';
 import type { Metrics } from './metrics.ts';
 import type { LoadedModel, ModelRepository } from './repository.ts';
 import type { Scheduler } from './scheduler.ts';
-import { prepareInference, toOutputs } from './tensors.ts';
+import { prepareInference, toOutputs, type OutputTensor } from './tensors.ts';
 
 export interface InferenceResult {
-  outputs: InferOutput[];
+  /** In the request's order of outputs; still typed arrays (`jsonOutputs` makes them OIP JSON). */
+  outputs: OutputTensor[];
   units: Units;
   rows: number;
   queueMs: number;

@@ -2,16 +2,19 @@
  * The backend process: `npm run backend` (node gpu-backend/src/main.ts).
  * Only wiring: read the config, make sure the model repository exists
  * (generating the demo models when it does not), load and warm the models,
- * listen, heartbeat, and drain on SIGTERM/SIGINT. Prints one line when it is
- * ready: `backend <id> ready: <models> warm on <provider>, listening on <url>`.
+ * listen (on the main thread, or on HTTP threads: http-threads.ts), heartbeat,
+ * and drain on SIGTERM/SIGINT. Prints one line when it is ready:
+ * `backend <id> ready: <models> warm on <provider>, listening on <url> (<how>)`.
  */
 
 import { serve } from '@hono/node-server';
 import { existsSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { createBackend } from './backend.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { generateDemoModels } from './demo-models/generate.ts';
+import { HttpThreads, httpThreadsFor } from './http-threads.ts';
 import { consoleLogger } from './log.ts';
 
 const DRAIN_TIMEOUT_MS = 10_000;
@@ -28,18 +31,40 @@ async function main(): Promise<void> {
   const backend = await createBackend(config, log);
   const loaded = await backend.repository.loadAll(config.models);
 
-  const server = serve({ fetch: backend.app.fetch, hostname: config.host, port: config.port });
-  const address = await new Promise<AddressInfo>((resolve, reject) => {
-    server.once('listening', () => resolve(server.address() as AddressInfo));
-    server.once('error', reject);
-  });
+  const threadCount = httpThreadsFor(config.httpThreads, availableParallelism());
+  let address: AddressInfo;
+  let stopListening: (timeoutMs: number) => Promise<boolean>;
+  if (threadCount === 0) {
+    const server = serve({ fetch: backend.app.fetch, hostname: config.host, port: config.port });
+    address = await new Promise<AddressInfo>((resolve, reject) => {
+      server.once('listening', () => resolve(server.address() as AddressInfo));
+      server.once('error', reject);
+    });
+    stopListening = async (timeoutMs) => {
+      server.close();
+      if ('closeIdleConnections' in server) server.closeIdleConnections();
+      return backend.lifecycle.idle(timeoutMs);
+    };
+  } else {
+    const threads = await HttpThreads.start({ count: threadCount, config, executor: backend.executor, app: backend.app, log });
+    address = threads.address;
+    stopListening = async (timeoutMs) => {
+      const started = Date.now();
+      const idle = await threads.drain(timeoutMs);
+      // Forwarded requests are the main thread's too: they are done when their thread is.
+      const rest = await backend.lifecycle.idle(Math.max(0, timeoutMs - (Date.now() - started)));
+      await threads.terminate();
+      return idle && rest;
+    };
+  }
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const listening = `http://${host}:${address.port}`;
   if (config.port === 0 && !process.env.PUBLIC_URL) config.publicUrl = listening;
 
   backend.heartbeat.start();
   const names = loaded.map((m) => m.name).join(', ');
-  log.info(`backend ${config.backendId} ready: ${names} warm on ${backend.repository.executionProvider}, listening on ${listening}`);
+  const http = threadCount === 0 ? 'HTTP on the main thread' : `${threadCount} HTTP threads`;
+  log.info(`backend ${config.backendId} ready: ${names} warm on ${backend.repository.executionProvider}, listening on ${listening} (${http})`);
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -51,10 +76,8 @@ async function main(): Promise<void> {
     log.info(`${signal}: draining (not ready, finishing requests in flight, at most ${DRAIN_TIMEOUT_MS / 1000} s)`);
     backend.lifecycle.beginDrain();
     await backend.heartbeat.stop();
-    server.close();
-    if ('closeIdleConnections' in server) server.closeIdleConnections();
-    const idle = await backend.lifecycle.idle(DRAIN_TIMEOUT_MS);
-    if (!idle) log.warn(`${backend.lifecycle.active} request(s) still in flight after ${DRAIN_TIMEOUT_MS / 1000} s; exiting anyway`);
+    const idle = await stopListening(DRAIN_TIMEOUT_MS);
+    if (!idle) log.warn(`request(s) still in flight after ${DRAIN_TIMEOUT_MS / 1000} s; exiting anyway`);
     await backend.repository.close();
     log.info('stopped');
     process.exit(0);

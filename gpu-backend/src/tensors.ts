@@ -299,15 +299,32 @@ export function prepareInference(config: ModelConfig, request: InferRequest): Pr
   };
 }
 
-/** Converts ORT results to OIP outputs, in `fetches` order. */
-export function toOutputs(config: ModelConfig, results: Record<string, ort.Tensor>, fetches: readonly string[]): InferOutput[] {
+/**
+ * One output tensor as the model produced it, before JSON: its data is still
+ * the typed array (or strings), so it crosses to an HTTP thread as one copy
+ * and only the thread that answers turns it into JSON numbers (`jsonOutputs`).
+ */
+export interface OutputTensor {
+  name: string;
+  datatype: Datatype;
+  shape: number[];
+  data: ort.Tensor['data'];
+}
+
+/** Picks the ORT results in `fetches` order and names their OIP datatypes. */
+export function toOutputs(config: ModelConfig, results: Record<string, ort.Tensor>, fetches: readonly string[]): OutputTensor[] {
   return fetches.map((name) => {
     const tensor = results[name];
     if (!tensor) throw new Error(`Model "${config.name}" returned no output "${name}".`);
     const datatype = DATATYPE_OF_ORT[tensor.type];
     if (!datatype) throw new Error(`Model "${config.name}" output "${name}" has ORT type ${tensor.type}, which OIP cannot carry.`);
-    return { name, datatype, shape: [...tensor.dims], data: toJsonData(datatype, tensor.data) };
+    return { name, datatype, shape: [...tensor.dims], data: tensor.data };
   });
+}
+
+/** OIP outputs (JSON data) of `outputs`. */
+export function jsonOutputs(outputs: readonly OutputTensor[]): InferOutput[] {
+  return outputs.map(({ name, datatype, shape, data }) => ({ name, datatype, shape, data: toJsonData(datatype, data) }));
 }
 
 function toJsonData(datatype: Datatype, data: ort.Tensor['data']): TensorData {

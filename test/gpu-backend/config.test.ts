@@ -83,6 +83,7 @@ describe('loadConfig', () => {
       MAX_BODY_BYTES: '1048576',
       INTRA_OP_THREADS: '4',
       INFERENCE_THREAD: 'Worker',
+      HTTP_THREADS: '4',
     });
     expect(c).toMatchObject({
       host: '0.0.0.0',
@@ -99,7 +100,15 @@ describe('loadConfig', () => {
       maxBodyBytes: 1048576,
       intraOpThreads: 4,
       inferenceThread: 'worker',
+      httpThreads: 4,
     });
+  });
+
+  it('reads HTTP_THREADS as auto (the default) or a count, 0 meaning the main thread serves HTTP', () => {
+    expect(loadConfig(base()).httpThreads).toBe('auto');
+    expect(loadConfig({ ...base(), HTTP_THREADS: 'AUTO' }).httpThreads).toBe('auto');
+    expect(loadConfig({ ...base(), HTTP_THREADS: '0' }).httpThreads).toBe(0);
+    expect(loadConfig({ ...base(), HTTP_THREADS: '8' }).httpThreads).toBe(8);
   });
 
   it('always keeps cpu as the last fallback', () => {
@@ -132,6 +141,9 @@ describe('loadConfig', () => {
     ['a fractional MAX_BODY_BYTES', { MAX_BODY_BYTES: '1.5' }, 'MAX_BODY_BYTES'],
     ['zero INTRA_OP_THREADS', { INTRA_OP_THREADS: '0' }, 'INTRA_OP_THREADS'],
     ['an unknown INFERENCE_THREAD', { INFERENCE_THREAD: 'gpu' }, 'INFERENCE_THREAD'],
+    ['a negative HTTP_THREADS', { HTTP_THREADS: '-1' }, 'HTTP_THREADS'],
+    ['HTTP_THREADS that is not a count', { HTTP_THREADS: 'many' }, 'HTTP_THREADS'],
+    ['too many HTTP_THREADS', { HTTP_THREADS: '65' }, 'HTTP_THREADS'],
     ['a bad model name in MODELS', { MODELS: 'embed,../etc' }, 'MODELS'],
   ];
   for (const [name, change, variable] of bad) {

@@ -121,6 +121,16 @@ describe('DispatchVerifier with a frozen clock', () => {
     return { verifier, body, token, setClock: (s: number) => (clock = s * 1000) };
   }
 
+  it('check accepts a token as often as asked; spend takes its jti once (HTTP threads check, the main thread spends)', async () => {
+    const { verifier, body, token } = await setup();
+    const t = await token();
+    const claims = await verifier.check(`Bearer ${t}`, body, 'm');
+    expect(await verifier.check(`Bearer ${t}`, body, 'm')).toEqual(claims);
+    verifier.spend(claims);
+    expect(() => verifier.spend(claims)).toThrow(/already used/);
+    await expect(verifier.verify(`Bearer ${t}`, body, 'm')).rejects.toThrow(/already used/);
+  });
+
   it('keeps the jose error as cause, with its code', async () => {
     const { verifier, body, token, setClock } = await setup();
     const t = await token();

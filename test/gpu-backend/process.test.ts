@@ -6,72 +6,30 @@
  * flight (running and queued) have all been answered. Also the keygen command.
  */
 
-import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateDemoModels } from '../../gpu-backend/src/demo-models/generate.ts';
 import { checkProviderJwk, generateProviderKey } from '../../gpu-backend/src/provider-key.ts';
-import { dispatchToken, meshKey, type MeshKey } from './helpers.ts';
+import { dispatchToken, type MeshKey } from './helpers.ts';
+import { fakeEdge, run, until, type FakeEdge } from './process-helpers.ts';
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
 let dir: string;
-let edge: Server;
+let edge: FakeEdge;
 let edgeUrl: string;
 let mesh: MeshKey;
-const beats: { ready: boolean; url: string; executionProvider: string }[] = [];
+let beats: FakeEdge['beats'];
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'mesh-process-'));
-  mesh = await meshKey();
-  edge = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c: Buffer) => (body += c.toString()));
-    req.on('end', () => {
-      if (req.url === '/.well-known/jwks.json') {
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [mesh.publicJwk] }));
-        return;
-      }
-      if (req.url === '/v1/providers/heartbeat' && req.headers.authorization?.startsWith('Bearer ')) beats.push(JSON.parse(body));
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true,"ttlSeconds":10,"actions":[]}');
-    });
-  });
-  await new Promise<void>((resolve) => edge.listen(0, '127.0.0.1', resolve));
-  edgeUrl = `http://127.0.0.1:${(edge.address() as AddressInfo).port}`;
+  edge = await fakeEdge();
+  ({ url: edgeUrl, mesh, beats } = edge);
 });
 afterAll(async () => {
-  await new Promise<void>((resolve) => edge?.close(() => resolve()));
+  await edge?.close();
   await rm(dir, { recursive: true, force: true });
 });
-
-function run(script: string, args: string[], env: Record<string, string>): { child: ChildProcess; output: () => string; exit: Promise<number | null> } {
-  const child = spawn(process.execPath, [path.join(ROOT, script), ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: 'pipe' });
-  let out = '';
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, output: () => out, exit };
-}
-
-async function until<T>(
-  get: () => T | undefined,
-  what: string,
-  output: () => string,
-  ms = 20_000,
-  refresh?: () => Promise<void>,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    await refresh?.();
-    const v = get();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}; output:\n${output()}`);
-}
 
 describe('main.ts', () => {
   it('generates models, says it is ready, heartbeats, serves, and drains on SIGTERM', async () => {
@@ -110,9 +68,13 @@ describe('main.ts', () => {
     }
   });
 
-  it.each(['main', 'worker'])('on SIGTERM answers every request it holds before it exits 0, and takes no new one (runs on the %s thread)', async (thread) => {
+  it.each([
+    ['main', '0'],
+    ['worker', '0'],
+    ['main', '2'],
+  ])('on SIGTERM answers every request it holds before it exits 0, and takes no new one (runs on the %s thread, HTTP_THREADS=%s)', async (thread, httpThreads) => {
     // The embed model again, with a long batching delay: requests sit queued in the backend until SIGTERM.
-    const repoDir = path.join(dir, `slow-models-${thread}`);
+    const repoDir = path.join(dir, `slow-models-${thread}-${httpThreads}`);
     await generateDemoModels(repoDir);
     const embed = JSON.parse(await readFile(path.join(repoDir, 'embed', 'config.json'), 'utf8')) as Record<string, unknown>;
     await mkdir(path.join(repoDir, 'slow', '1'), { recursive: true });
@@ -133,11 +95,13 @@ describe('main.ts', () => {
       MODELS: 'slow',
       EXECUTION_PROVIDERS: 'cpu',
       INFERENCE_THREAD: thread,
+      HTTP_THREADS: httpThreads,
       HEARTBEAT_INTERVAL_MS: '200',
     });
     try {
       const url = await until(() => /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(p.output())?.[1], 'the ready line', p.output);
       expect(p.output()).toContain(thread === 'main' ? 'cpu (main thread)' : 'cpu (1 worker thread(s))');
+      expect(p.output()).toContain(httpThreads === '0' ? '(HTTP on the main thread)' : `(${httpThreads} HTTP threads)`);
       // Four requests of 4 x 128 tokens: 16 rows, under max_batch_size, so they wait the 0.6 s delay, then run as one batch.
       const infer = async (i: number) => {
         const ids = Array.from({ length: 4 * 128 }, (_, j) => 1 + ((i * 7919 + j * 31) % 8000));

@@ -6,7 +6,8 @@
  */
 
 import { mkdtemp, rm } from 'node:fs/promises';
-import { afterAll, beforeAll } from 'vitest';
+import fc from 'fast-check';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -211,4 +212,68 @@ export function useDemoHarness(use: (h: Harness) => void, options: Omit<HarnessO
     await built?.backend.repository.close();
     await repo?.cleanup();
   });
+}
+
+/**
+ * Inference bodies for fuzzing (fast-check): any JSON value, near misses of
+ * OIP requests for the demo models (wrong names, datatypes, shapes, data,
+ * outputs, queue timeouts) and valid ones with a queue timeout override.
+ */
+export function inferBodies(): fc.Arbitrary<unknown> {
+  const datatype = fc.constantFrom('FP32', 'FP64', 'INT64', 'INT32', 'BYTES', 'BOOL', 'UINT8', 'FP16', 7);
+  const nearMiss = fc.record(
+    {
+      inputs: fc.array(
+        fc.record(
+          {
+            name: fc.constantFrom('features', 'input_ids', 'text', 'x', ''),
+            datatype,
+            shape: fc.array(fc.integer({ min: -1, max: 70 }), { maxLength: 3 }),
+            data: fc.array(fc.oneof(fc.double(), fc.integer(), fc.string(), fc.boolean(), fc.constant(null)), { maxLength: 40 }),
+          },
+          { requiredKeys: [] },
+        ),
+        { maxLength: 3 },
+      ),
+      outputs: fc.array(fc.record({ name: fc.constantFrom('probabilities', 'embedding', 'nope') }), { maxLength: 2 }),
+      // The queue timeout override (µs): valid, tiny, huge, negative, fractional or not a number.
+      parameters: fc.record(
+        {
+          timeout: fc.oneof(
+            fc.integer({ min: 0, max: 3000 }),
+            fc.integer({ min: 1, max: 2 ** 53 - 1 }),
+            fc.integer({ min: -1000, max: -1 }),
+            fc.double(),
+            fc.string(),
+            fc.constant(null),
+            fc.boolean(),
+          ),
+        },
+        { requiredKeys: [] },
+      ),
+    },
+    { requiredKeys: ['inputs'] },
+  );
+  const valid = fc.record({
+    inputs: fc.constant([{ name: 'features', datatype: 'FP32', shape: [1, 16], data: new Array(16).fill(0.5) }]),
+    parameters: fc.record({ timeout: fc.oneof(fc.integer({ min: 1, max: 3000 }), fc.integer({ min: 0, max: 2 ** 53 - 1 })) }),
+  });
+  return fc.oneof(fc.jsonValue(), nearMiss, valid);
+}
+
+/**
+ * An answer to a fuzzed inference: 200, or a 4xx with a snake_case code; the
+ * one 5xx a request may cause is 504 `backend_timeout`, when its own short,
+ * valid queue timeout passed while it waited.
+ */
+export async function expectNo5xx(res: { status: number; json(): Promise<unknown> }, body: unknown): Promise<void> {
+  const code = res.status === 200 ? undefined : ((await res.json()) as { error: { code: string } }).error.code;
+  if (code !== undefined) expect(code).toMatch(/^[a-z_]+$/);
+  const timeout = (body as { parameters?: { timeout?: unknown } } | null)?.parameters?.timeout;
+  if (res.status === 504) {
+    expect(code).toBe('backend_timeout');
+    expect(Number.isSafeInteger(timeout) && (timeout as number) > 0).toBe(true);
+  } else {
+    expect(res.status === 200 || (res.status >= 400 && res.status < 500)).toBe(true);
+  }
 }

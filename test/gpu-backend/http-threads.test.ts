@@ -2,7 +2,8 @@
  * HTTP threads (HTTP_THREADS): a backend process whose port is served by two
  * worker threads behaves as one backend. Inferences answer on any thread and
  * are attested; a token is single-use across threads (one replay cache, on the
- * main thread); bad requests get the same 4xx codes; every other route
+ * main thread); bad requests get the same 4xx codes, and fuzzed ones never
+ * a 5xx; every other route
  * (health, metadata, repository control, metrics) is the main thread's answer;
  * the main thread's metrics count what the threads served. A thread that
  * dies is replaced and the port keeps serving. Also how `auto` resolves.
@@ -13,13 +14,14 @@ import { request as httpRequest } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import fc from 'fast-check';
 import { decodeProtectedHeader, importJWK, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateDemoModels } from '../../gpu-backend/src/demo-models/generate.ts';
 import { HttpThreads, httpThreadsFor } from '../../gpu-backend/src/http-threads.ts';
 import { generateProviderKey } from '../../gpu-backend/src/provider-key.ts';
 import { TYP } from '../../shared/tokens.ts';
-import { demoRepository, dispatchToken, harness, type Harness } from './helpers.ts';
+import { demoRepository, dispatchToken, expectNo5xx, harness, inferBodies, type Harness } from './helpers.ts';
 import { fakeEdge, run, until, type FakeEdge, type Running } from './process-helpers.ts';
 
 describe('httpThreadsFor', () => {
@@ -200,6 +202,20 @@ describe('a backend with HTTP_THREADS=2', () => {
     expect(count(/^nv_inference_request_failure\{model="embed",version="1",reason="invalid_json"\} (\d+)$/m)).toBe(1);
     expect(count(/^nv_inference_request_failure\{model="embed",version="1",reason="model_not_found"\} (\d+)$/m)).toBe(1);
     expect(count(/^mesh_dispatch_rejected_total\{code="invalid_token"\} (\d+)$/m)).toBe(9);
+  });
+
+  it('never answers 5xx to random bodies or near-miss requests, across the thread', async () => {
+    let answered = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom('classifier', 'embed'), inferBodies(), async (model, value) => {
+        const body = JSON.stringify(value);
+        const res = await send('POST', `/v2/models/${model}/infer`, { body, token: await token(model, body) });
+        if (res.status === 200) answered++;
+        await expectNo5xx({ status: res.status, json: async () => JSON.parse(res.body.toString()) }, value);
+      }),
+      { numRuns: 150 },
+    );
+    expect(answered).toBeGreaterThan(0);
   });
 
   it('drains on SIGTERM and exits 0', async () => {

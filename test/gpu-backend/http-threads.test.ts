@@ -2,11 +2,11 @@
  * HTTP threads (HTTP_THREADS): a backend process whose port is served by two
  * worker threads behaves as one backend. Inferences answer on any thread and
  * are attested; a token is single-use across threads (one replay cache, on the
- * main thread); bad requests get the same 4xx codes, and fuzzed ones never
- * a 5xx; every other route
- * (health, metadata, repository control, metrics) is the main thread's answer;
- * the main thread's metrics count what the threads served. A thread that
- * dies is replaced and the port keeps serving. Also how `auto` resolves.
+ * main thread); bad requests get the same 4xx codes, and fuzzed ones never a
+ * 5xx; every other route (health, metadata, repository control, metrics) is
+ * the main thread's answer; the main thread's metrics count what the threads
+ * served. A thread that dies is replaced and the port keeps serving. Also how
+ * `auto` resolves.
  */
 
 import { createHash } from 'node:crypto';

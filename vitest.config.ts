@@ -1,7 +1,7 @@
 /**
  * One config, three kinds of test:
  * - `workers`: edge code and Durable Objects inside workerd (Workers Vitest plugin);
- * - `node`: shared code and the GPU backend, in Node with real ONNX Runtime;
+ * - `node`: shared code, the GPU backend (in Node with real ONNX Runtime) and the benchmarks' helpers;
  * - `integration`: real backend processes and the Worker in workerd (wrangler dev), on loopback.
  */
 
@@ -18,7 +18,7 @@ export default defineConfig({
       {
         test: {
           name: 'node',
-          include: ['test/shared/**/*.test.ts', 'test/gpu-backend/**/*.test.ts'],
+          include: ['test/shared/**/*.test.ts', 'test/gpu-backend/**/*.test.ts', 'test/bench/**/*.test.ts'],
           environment: 'node',
           testTimeout: 30_000,
           hookTimeout: 60_000,

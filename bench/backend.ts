@@ -21,7 +21,8 @@
  *   pairs a run with that measurement; the rested ratio is printed too.
  * - Served: a tiny fake edge on loopback publishes a bench mesh key's JWKS and
  *   answers heartbeats; ONE real backend process (`node gpu-backend/src/main.ts`,
- *   CPU provider, only `embed`) per configuration. For each concurrency (1, 4,
+ *   the CPU provider, or CUDA with BENCH_PROVIDER=cuda; only `embed`) per
+ *   configuration. For each concurrency (1, 4,
  *   16, 64) a closed-loop generator (bench/lib/load.ts: keep-alive node:http,
  *   one socket per worker) warms up, then runs BENCH_SECONDS (default 8) with
  *   the same request every time: one 31-word text as BYTES `text` (32 token
@@ -71,7 +72,11 @@
  * leave the CPU alone, at most 4x that in all; 0: never wait), INTRA_OP_THREADS
  * (passed to the backend; the ceiling takes the better of it and ORT's
  * default), INFERENCE_THREAD (the backend's: auto, worker, main), HTTP_THREADS
- * (the backend's: auto or a count). Results also go to
+ * (the backend's: auto or a count), BENCH_PROVIDER (cpu; cuda on a GPU host:
+ * the ceiling and the backend on CUDA, CUDA_DEVICE_ID, and the bench stops
+ * if CUDA does not start rather than compare CPU figures),
+ * BENCH_LOADGEN_THREADS (1; a GPU backend on a big host answers more than one
+ * thread of load generator sends, ~10,000 requests/s). Results also go to
  * bench/results/backend.json. With defaults it takes about 1.5 minutes.
  */
 
@@ -86,7 +91,8 @@ import { tokenize } from '../shared/tokenizer.ts';
 import { machineBusyMs, waitForQuiet } from './lib/cpu.ts';
 import { envIntList, envNumber } from './lib/env.ts';
 import { ROOT, startBackend, startFakeEdge, type BackendProcess, type FakeEdge } from './lib/backend-process.ts';
-import { closedLoop, quantile } from './lib/load.ts';
+import { quantile } from './lib/load.ts';
+import { closedLoopThreads } from './lib/load-threads.ts';
 
 const MODEL = 'embed';
 const TEXT =
@@ -123,6 +129,11 @@ const WARMUP_SECONDS = envNumber('BENCH_WARMUP_SECONDS', 1.5, 0, 10);
 const CEILING_SECONDS = envNumber('BENCH_CEILING_SECONDS', 1.5, 0.2, 10);
 const CONCURRENCIES = envIntList('BENCH_CONCURRENCY', '1,4,16,64', 1, 256);
 const INTRA_OP_THREADS = process.env.INTRA_OP_THREADS?.trim() || undefined;
+/** Threads of load generator (one thread sends ~10,000 requests/s at most: raise it for a GPU backend on a big host). */
+const LOADGEN_THREADS = envNumber('BENCH_LOADGEN_THREADS', 1, 1, 64);
+/** The execution provider of the ceiling and the backend: `cpu`, or `cuda` on a GPU host (no fallback: the bench stops if CUDA does not start). */
+const PROVIDER = benchProvider(process.env.BENCH_PROVIDER);
+const CUDA_DEVICE_ID = process.env.CUDA_DEVICE_ID?.trim() || '0';
 /** The backend's INFERENCE_THREAD (passed through from the environment). */
 const INFERENCE_THREAD = process.env.INFERENCE_THREAD?.trim() || 'auto';
 /** The backend's HTTP_THREADS (passed through from the environment). */
@@ -206,8 +217,15 @@ async function main(): Promise<void> {
     const runs: Run[] = [];
     for (const [batching, repo] of [['on', on], ['off', off]] as const) {
       log(`batching ${batching}: starting the backend (${repo})`);
-      backend = await startBackend({ edge, repository: repo, models: MODEL, ...(INTRA_OP_THREADS ? { env: { INTRA_OP_THREADS } } : {}) });
-      log(`batching ${batching}: backend pid ${backend.pid} ready at ${backend.url}`);
+      backend = await startBackend({
+        edge,
+        repository: repo,
+        models: MODEL,
+        env: { EXECUTION_PROVIDERS: PROVIDER, CUDA_DEVICE_ID, ...(INTRA_OP_THREADS ? { INTRA_OP_THREADS } : {}) },
+      });
+      const serving = ((await (await fetch(`${backend.url}/v2/health/ready`)).json()) as { executionProvider?: string }).executionProvider;
+      if (serving !== PROVIDER) throw new Error(`the backend serves on ${serving}, not ${PROVIDER} (its log says why)`);
+      log(`batching ${batching}: backend pid ${backend.pid} ready at ${backend.url}, on ${serving}`);
       for (const concurrency of CONCURRENCIES) {
         const run = await measure(edge, backend, batching, concurrency, best.rowsPerS);
         // The ceiling right after each batching-on run, with the backend idle: the
@@ -261,12 +279,17 @@ interface CeilingSession {
 async function openCeiling(modelPath: string, ids: number[]): Promise<CeilingSession> {
   const open = async (intraOpThreads?: number) => {
     const sessions = new SessionFactory({
-      providers: ['cpu'],
+      providers: PROVIDER === 'cuda' ? ['cuda'] : ['cpu'],
+      cudaDeviceId: Number(CUDA_DEVICE_ID),
       thread: 'main',
       log: silentLogger,
       ...(intraOpThreads !== undefined ? { intraOpThreads } : {}),
     });
-    return (await sessions.open(modelPath)).session;
+    try {
+      return (await sessions.open(modelPath)).session;
+    } catch (err) {
+      throw new Error(`the ceiling's ${PROVIDER} session did not open: ${sessions.cudaFailure ?? (err as Error).message}`, { cause: err });
+    }
   };
   const sessions = [await open()];
   if (INTRA_OP_THREADS) sessions.push(await open(Number(INTRA_OP_THREADS)));
@@ -320,7 +343,7 @@ async function measure(edge: FakeEdge, backend: BackendProcess, batching: 'on' |
     const warmCount = Math.ceil(ceilingRowsPerS * WARMUP_SECONDS * 2) + concurrency;
     log(`${what}: signing ${warmCount} dispatch tokens, warming up ${WARMUP_SECONDS} s`);
     const tokens = await edge.signTokens(MODEL, BODY, warmCount);
-    const warm = await closedLoop({ url, body: BODY, tokens, concurrency, durationMs: WARMUP_SECONDS * 1000 });
+    const warm = await closedLoopThreads({ url, body: BODY, tokens, concurrency, durationMs: WARMUP_SECONDS * 1000, threads: LOADGEN_THREADS });
     if (warm.ok === 0) throw new Error(`${what}: no request succeeded in the warm-up: ${warm.errorSamples.join('; ')}`);
     if (!warm.exhausted) runCount = Math.min(ceilingCount, Math.ceil((warm.ok / warm.elapsedMs) * 1000 * SECONDS * 3) + 2 * concurrency + 100);
   }
@@ -333,7 +356,7 @@ async function measure(edge: FakeEdge, backend: BackendProcess, batching: 'on' |
   const backendCpuBefore = backend.cpuMs();
   const mainCpuBefore = backend.mainThreadCpuMs();
   const machineBefore = machineBusyMs();
-  const result = await closedLoop({ url, body: BODY, tokens, concurrency, durationMs: SECONDS * 1000, check: checkAnswer });
+  const result = await closedLoopThreads({ url, body: BODY, tokens, concurrency, durationMs: SECONDS * 1000, check: checkAnswer, threads: LOADGEN_THREADS });
   const cpu = process.cpuUsage(cpuBefore);
   const backendCpu = backend.cpuMs() - backendCpuBefore;
   const mainCpu = backend.mainThreadCpuMs() - mainCpuBefore;
@@ -377,6 +400,12 @@ async function measure(edge: FakeEdge, backend: BackendProcess, batching: 'on' |
 }
 
 /** The first answer must be one 256-float embedding with an attestation. */
+function benchProvider(value: string | undefined): 'cpu' | 'cuda' {
+  const v = (value ?? 'cpu').trim().toLowerCase();
+  if (v !== 'cpu' && v !== 'cuda') throw new Error(`BENCH_PROVIDER must be cpu or cuda, got ${JSON.stringify(value)}`);
+  return v;
+}
+
 function checkAnswer(body: Buffer, headers: Record<string, unknown>): void {
   const json = JSON.parse(body.toString('utf8')) as { outputs?: { name: string; shape: number[]; data: number[] }[] };
   const out = json.outputs?.[0];
@@ -403,11 +432,11 @@ function report(ceiling: CeilingPoint[], best: CeilingPoint, recheck: CeilingPoi
   const pct = (v: number) => `${f(v * 100, 0)}%`;
   const errorsOf = (r: Run) => Object.values(r.errors).reduce((a, b) => a + b, 0);
   const lines: string[] = [];
-  lines.push('', `Ceiling: session.run in-process, ${MODEL}, seq ${tokenize(TEXT).length}, CPU provider, ${CORES} cores`, '');
+  lines.push('', `Ceiling: session.run in-process, ${MODEL}, seq ${tokenize(TEXT).length}, ${PROVIDER} provider, ${CORES} cores`, '');
   lines.push('| batch | ms per run | rows/s | other CPU |', '| ---: | ---: | ---: | ---: |');
   for (const p of ceiling) lines.push(`| ${p.batch}${p === best ? ' (best)' : ''} | ${f(p.msPerRun, 2)} | ${f(p.rowsPerS, 0)} | ${pct(p.otherCpu)} |`);
   lines.push(`| ${recheck.batch} (re-check after the runs) | ${f(recheck.msPerRun, 2)} | ${f(recheck.rowsPerS, 0)} | ${pct(recheck.otherCpu)} |`);
-  lines.push('', `Served: one backend process (INFERENCE_THREAD=${INFERENCE_THREAD}, HTTP_THREADS=${HTTP_THREADS}), closed loop, ${SECONDS} s per run`, '');
+  lines.push('', `Served: one backend process (${PROVIDER}, INFERENCE_THREAD=${INFERENCE_THREAD}, HTTP_THREADS=${HTTP_THREADS}), closed loop (${LOADGEN_THREADS} load thread(s)), ${SECONDS} s per run`, '');
   lines.push(
     '| batching | concurrency | req/s | p50 ms | p99 ms | mean batch | ms per batch (ceiling) | backend ms (queue / compute) | backend CPU ms/req (main thread) | load-gen CPU ms/req | other CPU | ceiling right after, rows/s | errors |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -476,7 +505,7 @@ function report(ceiling: CeilingPoint[], best: CeilingPoint, recheck: CeilingPoi
   return {
     date: new Date().toISOString(),
     machine: { cores: CORES, cpu: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.arch()}` },
-    settings: { model: MODEL, text: TEXT, seq: tokenize(TEXT).length, bodyBytes: BODY.length, seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, ceilingSeconds: CEILING_SECONDS, intraOpThreads: INTRA_OP_THREADS ?? 'ORT default', inferenceThread: INFERENCE_THREAD, httpThreads: HTTP_THREADS },
+    settings: { model: MODEL, text: TEXT, seq: tokenize(TEXT).length, bodyBytes: BODY.length, seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, ceilingSeconds: CEILING_SECONDS, intraOpThreads: INTRA_OP_THREADS ?? 'ORT default', inferenceThread: INFERENCE_THREAD, httpThreads: HTTP_THREADS, provider: PROVIDER, loadgenThreads: LOADGEN_THREADS },
     ceiling: { points: ceiling, best, recheck, drift },
     runs,
     ratios: {

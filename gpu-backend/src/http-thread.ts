@@ -19,7 +19,7 @@ import { Attestor } from './attestation.ts';
 import { DispatchVerifier, edgeJwks } from './dispatch.ts';
 import { fromWire, type InferAnswer, type InferJob, type InferencePort } from './executor.ts';
 import { Outbox, type HttpThreadInit, type MainMessage, type ThreadMessage, type WireResponse } from './http-threads.ts';
-import { Lifecycle } from './lifecycle.ts';
+import { Lifecycle, closeServer } from './lifecycle.ts';
 import { consoleLogger } from './log.ts';
 import type { RequestTiming } from './metrics.ts';
 import { importProviderKey } from './provider-key.ts';
@@ -107,17 +107,5 @@ server.listen({ host: config.host, port: listenPort, reusePort: true }, () => {
 });
 
 async function drain(timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  server.closeIdleConnections();
-  const idle = await lifecycle.idle(timeoutMs);
-  // A handler is done before its answer is written: wait until every connection has
-  // ended (each one is closed as soon as it is idle), so no answer is cut off when
-  // the main thread ends this thread.
-  const sweep = setInterval(() => server.closeIdleConnections(), 10);
-  const ended = await Promise.race([closed.then(() => true), sleep(Math.max(0, deadline - Date.now())).then(() => false)]);
-  clearInterval(sweep);
-  post({ t: 'drained', idle: idle && ended });
+  post({ t: 'drained', idle: await closeServer(server, lifecycle, timeoutMs) });
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());

@@ -1,8 +1,11 @@
 /**
  * Draining: on SIGTERM the backend stops reporting ready, refuses new
  * inferences with 503, and waits (bounded) for the HTTP requests in flight to
- * finish before it exits.
+ * finish before it exits. `closeServer` is the same for one HTTP server: stop
+ * listening, wait for its requests, then for its answers to be written.
  */
+
+import type { Server } from 'node:http';
 
 export class Lifecycle {
   #draining = false;
@@ -45,4 +48,29 @@ export class Lifecycle {
       });
     });
   }
+}
+
+/**
+ * Stops `server` listening and resolves once every request `lifecycle` counts
+ * is handled and every connection has ended, or after `timeoutMs` (false).
+ * A handler is done before its answer is written, so idle connections are
+ * closed as they become idle (each right after its answer) and the server's
+ * own close is awaited: nothing is cut off when the process or thread ends.
+ */
+export async function closeServer(server: Server, lifecycle: Lifecycle, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const idle = await lifecycle.idle(timeoutMs);
+  const sweep = setInterval(() => server.closeIdleConnections(), 10);
+  let timer: NodeJS.Timeout | undefined;
+  const ended = await Promise.race([
+    closed.then(() => true),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
+    }),
+  ]);
+  clearInterval(sweep);
+  clearTimeout(timer);
+  return idle && ended;
 }

@@ -9,12 +9,14 @@
 
 import { serve } from '@hono/node-server';
 import { existsSync } from 'node:fs';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { createBackend } from './backend.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { generateDemoModels } from './demo-models/generate.ts';
 import { HttpThreads, httpThreadsFor } from './http-threads.ts';
+import { closeServer } from './lifecycle.ts';
 import { consoleLogger } from './log.ts';
 
 const DRAIN_TIMEOUT_MS = 10_000;
@@ -35,16 +37,12 @@ async function main(): Promise<void> {
   let address: AddressInfo;
   let stopListening: (timeoutMs: number) => Promise<boolean>;
   if (threadCount === 0) {
-    const server = serve({ fetch: backend.app.fetch, hostname: config.host, port: config.port });
+    const server = serve({ fetch: backend.app.fetch, hostname: config.host, port: config.port }) as Server;
     address = await new Promise<AddressInfo>((resolve, reject) => {
       server.once('listening', () => resolve(server.address() as AddressInfo));
       server.once('error', reject);
     });
-    stopListening = async (timeoutMs) => {
-      server.close();
-      if ('closeIdleConnections' in server) server.closeIdleConnections();
-      return backend.lifecycle.idle(timeoutMs);
-    };
+    stopListening = (timeoutMs) => closeServer(server, backend.lifecycle, timeoutMs);
   } else {
     const threads = await HttpThreads.start({ count: threadCount, config, executor: backend.executor, app: backend.app, log });
     address = threads.address;

@@ -114,21 +114,22 @@ describe('a backend with HTTP_THREADS=2', () => {
       }),
     );
     const publicKey = await importJWK(provider.publicJwk, 'EdDSA');
-    const embeddings = new Set<string>();
+    const embeddings: number[][] = [];
     for (const [i, { t, res }] of answers.entries()) {
       expect(res.status).toBe(200);
       const json = JSON.parse(res.body.toString()) as { id: string; model_name: string; outputs: { name: string; shape: number[]; data: number[] }[] };
       expect(json).toMatchObject({ id: `req-${i}`, model_name: 'embed', model_version: '1' });
       expect(json.outputs[0]!.shape).toEqual([1, 256]);
-      embeddings.add(JSON.stringify(json.outputs[0]!.data));
+      embeddings.push(json.outputs[0]!.data);
       const attestation = res.headers['x-provider-attestation'] as string;
       const { payload } = await jwtVerify(attestation, publicKey, { algorithms: ['EdDSA'], typ: TYP.attestation, issuer: 'prov-threads', subject: BACKEND });
       expect(payload.output_sha256).toBe(createHash('sha256').update(res.body).digest('hex'));
       expect(payload.jti).toBe((JSON.parse(Buffer.from(t.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti);
       expect(decodeProtectedHeader(attestation).kid).toBe('threads-key');
     }
-    // The same text gives the same embedding whichever thread read it.
-    expect(embeddings.size).toBe(1);
+    // The same text gives the same embedding whichever thread read it (to float
+    // rounding: ONNX Runtime's kernels may sum in another order at another batch size).
+    for (const e of embeddings.slice(1)) e.forEach((x, j) => expect(x).toBeCloseTo(embeddings[0]![j]!, 5));
   });
 
   it('refuses a replayed token on every new connection, whichever thread takes it', async () => {

@@ -2,7 +2,8 @@
  * A closed-loop HTTP load generator for single-use bearer tokens: `concurrency`
  * workers, each sending one request, waiting for its answer, then sending the
  * next, over keep-alive connections (node:http, one socket per worker), until
- * the deadline or until the pre-signed tokens run out. Every request spends
+ * the deadline or until the pre-signed tokens run out (`closedLoop`; and
+ * `interleavedLoop`, which alternates several endpoints request by request). Every request spends
  * exactly one token, so none is wasted on a retry or a pre-built request.
  *
  * Why not autocannon: its latencies are whole milliseconds (too coarse for a
@@ -46,37 +47,72 @@ export interface ClosedLoopResult {
 }
 
 export async function closedLoop(o: ClosedLoopOptions): Promise<ClosedLoopResult> {
-  const url = new URL(o.url);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: o.concurrency, maxFreeSockets: o.concurrency });
-  const latencies = new Float64Array(o.tokens.length);
-  const errors: Record<string, number> = {};
-  const errorSamples: string[] = [];
-  let ok = 0;
-  let next = 0;
-  let checked = o.check === undefined;
+  const [result] = await interleavedLoop({
+    targets: [{ url: o.url, tokens: o.tokens, ...(o.headers ? { headers: o.headers } : {}), ...(o.check ? { check: o.check } : {}), ...(o.onAnswer ? { onAnswer: o.onAnswer } : {}) }],
+    body: o.body,
+    concurrency: o.concurrency,
+    durationMs: o.durationMs,
+    ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+  });
+  return result!;
+}
+
+/** One endpoint of an interleaved loop: its URL, token pool and per-target options. */
+export interface LoopTarget extends Pick<ClosedLoopOptions, 'url' | 'tokens' | 'headers' | 'check' | 'onAnswer'> {}
+
+export interface InterleavedLoopOptions {
+  targets: readonly LoopTarget[];
+  body: Uint8Array;
+  concurrency: number;
+  durationMs: number;
+  timeoutMs?: number;
+}
+
+/**
+ * A closed loop over several endpoints at once, request by request: each
+ * worker sends to target 0, then 1, ... then 0 again (worker w starts at
+ * target w mod n), so every target meets the same machine at the same time,
+ * and a drift of the machine's speed lands on all of them alike. Each target
+ * has its own token pool and keep-alive sockets; the loop ends at the
+ * deadline or when any pool runs out. One result per target, in order.
+ */
+export async function interleavedLoop(o: InterleavedLoopOptions): Promise<ClosedLoopResult[]> {
   const timeoutMs = o.timeoutMs ?? 10_000;
   const bodyLength = String(o.body.byteLength);
+  const targets = o.targets.map((t) => ({
+    t,
+    url: new URL(t.url),
+    agent: new http.Agent({ keepAlive: true, maxSockets: o.concurrency, maxFreeSockets: o.concurrency }),
+    latencies: new Float64Array(t.tokens.length),
+    errors: {} as Record<string, number>,
+    errorSamples: [] as string[],
+    ok: 0,
+    next: 0,
+    checked: t.check === undefined,
+    last: 0,
+  }));
+  type Target = (typeof targets)[number];
 
-  const fail = (key: string, sample: string) => {
-    errors[key] = (errors[key] ?? 0) + 1;
-    if (errorSamples.length < 5) errorSamples.push(`${key}: ${sample.slice(0, 300)}`);
+  const fail = (target: Target, key: string, sample: string) => {
+    target.errors[key] = (target.errors[key] ?? 0) + 1;
+    if (target.errorSamples.length < 5) target.errorSamples.push(`${key}: ${sample.slice(0, 300)}`);
   };
 
-  const once = (token: string) =>
+  const once = (target: Target, token: string) =>
     new Promise<void>((resolve) => {
       const t0 = performance.now();
       const req = http.request(
         {
-          agent,
-          host: url.hostname,
-          port: url.port,
-          path: url.pathname,
+          agent: target.agent,
+          host: target.url.hostname,
+          port: target.url.port,
+          path: target.url.pathname,
           method: 'POST',
-          headers: { ...o.headers, 'content-type': 'application/json', 'content-length': bodyLength, authorization: `Bearer ${token}` },
+          headers: { ...target.t.headers, 'content-type': 'application/json', 'content-length': bodyLength, authorization: `Bearer ${token}` },
         },
         (res) => {
           const status = res.statusCode ?? 0;
-          const keep = status !== 200 || !checked;
+          const keep = status !== 200 || !target.checked;
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => {
             if (keep) chunks.push(c);
@@ -84,28 +120,28 @@ export async function closedLoop(o: ClosedLoopOptions): Promise<ClosedLoopResult
           res.on('end', () => {
             const ms = performance.now() - t0;
             if (status === 200) {
-              latencies[ok++] = ms;
-              o.onAnswer?.(res.headers, ms);
-              if (!checked) {
-                checked = true;
+              target.latencies[target.ok++] = ms;
+              target.t.onAnswer?.(res.headers, ms);
+              if (!target.checked) {
+                target.checked = true;
                 try {
-                  o.check!(Buffer.concat(chunks), res.headers);
+                  target.t.check!(Buffer.concat(chunks), res.headers);
                 } catch (err) {
-                  fail('bad-answer', (err as Error).message);
+                  fail(target, 'bad-answer', (err as Error).message);
                 }
               }
-            } else fail(String(status), Buffer.concat(chunks).toString('utf8'));
+            } else fail(target, String(status), Buffer.concat(chunks).toString('utf8'));
             resolve();
           });
           res.on('error', (err) => {
-            fail('0', err.message);
+            fail(target, '0', err.message);
             resolve();
           });
         },
       );
       req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
       req.on('error', (err) => {
-        fail('0', err.message);
+        fail(target, '0', err.message);
         resolve();
       });
       req.end(o.body);
@@ -113,23 +149,26 @@ export async function closedLoop(o: ClosedLoopOptions): Promise<ClosedLoopResult
 
   const started = performance.now();
   const deadline = started + o.durationMs;
-  let last = started;
-  const worker = async () => {
-    while (performance.now() < deadline && next < o.tokens.length) {
-      await once(o.tokens[next++]!);
-      last = performance.now();
+  const left = () => targets.every((t) => t.next < t.t.tokens.length);
+  const worker = async (w: number) => {
+    for (let i = w; performance.now() < deadline && left(); i++) {
+      const target = targets[i % targets.length]!;
+      await once(target, target.t.tokens[target.next++]!);
+      target.last = performance.now();
     }
   };
-  await Promise.all(Array.from({ length: o.concurrency }, worker));
-  agent.destroy();
-  return {
-    latenciesMs: latencies.subarray(0, ok),
-    ok,
-    errors,
-    errorSamples,
-    elapsedMs: last - started,
-    exhausted: next >= o.tokens.length && last < deadline,
-  };
+  await Promise.all(Array.from({ length: o.concurrency }, (_, w) => worker(w)));
+  for (const t of targets) t.agent.destroy();
+  const last = Math.max(...targets.map((t) => t.last));
+  const exhausted = !left() && last < deadline;
+  return targets.map((t) => ({
+    latenciesMs: t.latencies.subarray(0, t.ok),
+    ok: t.ok,
+    errors: t.errors,
+    errorSamples: t.errorSamples,
+    elapsedMs: Math.max(t.last, started) - started,
+    exhausted,
+  }));
 }
 
 /** The q-quantile (0..1) of `values` by nearest rank; NaN when empty. */

@@ -113,20 +113,32 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
   const started = Date.now();
   let res: Response;
   let body: Uint8Array;
+  // One controller for the deadline and the caller's cancellation, and a timer
+  // cleared as soon as the call ends: `AbortSignal.timeout` would leave a timer
+  // pending in the request's context for the whole timeout after every call.
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort(new DOMException(`no answer within ${req.timeoutMs} ms`, 'TimeoutError'));
+  }, req.timeoutMs);
+  const cancel = () => controller.abort(req.signal?.reason);
+  if (req.signal?.aborted) cancel();
+  else req.signal?.addEventListener('abort', cancel, { once: true });
   try {
-    const timeout = AbortSignal.timeout(req.timeoutMs);
-    const signal = req.signal ? AbortSignal.any([timeout, req.signal]) : timeout;
     res = await fetch(backend.url + path, {
       method: 'POST',
       body: req.body,
       headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      signal,
+      signal: controller.signal,
     });
     req.onResponse?.();
     body = new Uint8Array(await res.arrayBuffer());
   } catch (err) {
-    const timeout = (err as Error).name === 'TimeoutError';
-    return { kind: 'failed', reason: timeout ? `no answer within ${req.timeoutMs} ms` : (err as Error).message, timeout };
+    return { kind: 'failed', reason: timedOut ? `no answer within ${req.timeoutMs} ms` : (err as Error).message, timeout: timedOut };
+  } finally {
+    clearTimeout(timer);
+    req.signal?.removeEventListener('abort', cancel);
   }
   const ms = Date.now() - started;
   const contentType = res.headers.get('content-type') ?? 'application/json';

@@ -227,7 +227,7 @@ export class HttpThreads {
     worker.on('message', (messages: ThreadMessage[]) => {
       for (const message of messages) this.#handle(outbox, message);
     });
-    await new Promise<void>((resolve, reject) => {
+    const listening = new Promise<void>((resolve, reject) => {
       const onMessage = (messages: ThreadMessage[]) => {
         for (const message of messages) {
           if (message.t === 'listening') {
@@ -251,15 +251,31 @@ export class HttpThreads {
       worker.on('message', onMessage);
       worker.on('exit', onExit);
     });
+    try {
+      await listening;
+    } catch (err) {
+      // Never listened: not one of the threads (a drain would wait for it forever).
+      this.#threads.delete(worker);
+      await worker.terminate();
+      throw err;
+    }
     worker.on('exit', (code) => {
       this.#threads.delete(worker);
       if (this.#stopping) return;
       this.#options.log.warn(`an HTTP thread exited (code ${code}); starting another in ${RESTART_DELAY_MS / 1000} s`);
-      setTimeout(() => {
-        if (this.#stopping) return;
-        this.#spawn().catch((err: unknown) => this.#options.log.error('restarting an HTTP thread failed', err));
-      }, RESTART_DELAY_MS).unref();
+      this.#restartLater();
     });
+  }
+
+  /** Starts a thread in place of one that died, trying again every RESTART_DELAY_MS until one listens. */
+  #restartLater(): void {
+    setTimeout(() => {
+      if (this.#stopping) return;
+      this.#spawn().catch((err: unknown) => {
+        this.#options.log.error(`restarting an HTTP thread failed; trying again in ${RESTART_DELAY_MS / 1000} s`, err);
+        this.#restartLater();
+      });
+    }, RESTART_DELAY_MS).unref();
   }
 
   #handle(outbox: Outbox<MainMessage>, message: ThreadMessage): void {

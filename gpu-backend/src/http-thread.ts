@@ -35,6 +35,8 @@ const lifecycle = new Lifecycle();
 const runs = new Map<number, { resolve: (answer: InferAnswer) => void; reject: (err: Error) => void }>();
 const fetches = new Map<number, (response: WireResponse) => void>();
 let nextId = 0;
+/** Set once the app is built (a drain may arrive before: the thread then has nothing to finish). */
+let server: Server | undefined;
 
 /** The main thread's executor, across the thread. */
 const executor: InferencePort = {
@@ -98,14 +100,15 @@ const app = createThreadApp({
 });
 
 // Plain HTTP/1.1 (no `createServer` option), so a node:http Server.
-const server = createAdaptorServer({ fetch: app.fetch, hostname: config.host, port: listenPort }) as Server;
-server.once('error', (err) => post({ t: 'listen-failed', message: err.message }));
-server.listen({ host: config.host, port: listenPort, reusePort: true }, () => {
-  server.removeAllListeners('error');
-  server.on('error', (err) => log.error('the HTTP server failed', err));
-  post({ t: 'listening', address: server.address() as AddressInfo });
+const http = createAdaptorServer({ fetch: app.fetch, hostname: config.host, port: listenPort }) as Server;
+server = http;
+http.once('error', (err) => post({ t: 'listen-failed', message: err.message }));
+http.listen({ host: config.host, port: listenPort, reusePort: true }, () => {
+  http.removeAllListeners('error');
+  http.on('error', (err) => log.error('the HTTP server failed', err));
+  post({ t: 'listening', address: http.address() as AddressInfo });
 });
 
 async function drain(timeoutMs: number): Promise<void> {
-  post({ t: 'drained', idle: await closeServer(server, lifecycle, timeoutMs) });
+  post({ t: 'drained', idle: server ? await closeServer(server, lifecycle, timeoutMs) : true });
 }

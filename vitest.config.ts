@@ -1,7 +1,8 @@
 /**
  * One config, three kinds of test:
  * - `workers`: edge code and Durable Objects inside workerd (Workers Vitest plugin);
- * - `node`: shared code, the GPU backend (in Node with real ONNX Runtime) and the benchmarks' helpers;
+ * - `node`: shared code, the receipts library and `mesh-verify`, the GPU backend (in Node with
+ *   real ONNX Runtime), the test and benchmark helpers;
  * - `integration`: real backend processes and the Worker in workerd (wrangler dev), on loopback.
  */
 
@@ -18,7 +19,14 @@ export default defineConfig({
       {
         test: {
           name: 'node',
-          include: ['test/shared/**/*.test.ts', 'test/gpu-backend/**/*.test.ts', 'test/bench/**/*.test.ts'],
+          include: [
+            'test/shared/**/*.test.ts',
+            'test/receipts/**/*.test.ts',
+            'test/bin/**/*.test.ts',
+            'test/helpers/**/*.test.ts',
+            'test/gpu-backend/**/*.test.ts',
+            'test/bench/**/*.test.ts',
+          ],
           environment: 'node',
           testTimeout: 30_000,
           hookTimeout: 60_000,

@@ -86,7 +86,7 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { generateDemoModels } from '../gpu-backend/src/demo-models/generate.ts';
 import { silentLogger } from '../gpu-backend/src/log.ts';
-import { SessionFactory } from '../gpu-backend/src/sessions.ts';
+import { SessionFactory } from '../gpu-backend/src/serving/sessions.ts';
 import { tokenize } from '../shared/tokenizer.ts';
 import { machineBusyMs, waitForQuiet } from './lib/cpu.ts';
 import { envIntList, envNumber } from './lib/env.ts';

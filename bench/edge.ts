@@ -117,7 +117,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { importJWK, type CryptoKey } from 'jose';
 import { ROOT, startMesh, type LocalMesh } from '../scripts/local-mesh.ts';
-import { sha256Hex } from '../shared/hash.ts';
+import { sha256Hex } from '../receipts/hash.ts';
 import { machineBusyMs, processCpuMs } from './lib/cpu.ts';
 import { envIntList, envList, envNumber } from './lib/env.ts';
 import { closedLoop, interleavedLoop, quantile } from './lib/load.ts';

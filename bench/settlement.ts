@@ -107,11 +107,11 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { generateEd25519 } from '../shared/keys.ts';
-import { chunkedProof, inclusionProof, leafHash, merkleRoot, equalHashes, verifyInclusion, type Hash } from '../shared/merkle.ts';
-import { verifyInclusionProof, type InclusionProof, type Jwks } from '../shared/verify.ts';
+import { chunkedProof, inclusionProof, leafHash, merkleRoot, equalHashes, verifyInclusion, type Hash } from '../receipts/merkle.ts';
+import { verifyInclusionProof, type InclusionProof, type Jwks } from '../receipts/verify.ts';
 import { machineBusyMs } from './lib/cpu.ts';
 import { envIntList, envNumber } from './lib/env.ts';
-import { seededUnit } from '../shared/random.ts';
+import { seededUnit } from '../gpu-backend/src/demo-models/random.ts';
 import { startWranglerDev } from './lib/processes.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');

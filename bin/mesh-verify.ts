@@ -12,8 +12,8 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { fromHex, toHex } from '../shared/merkle.ts';
-import type { BatchClaims } from '../shared/tokens.ts';
+import { fromHex, toHex } from '../receipts/merkle.ts';
+import type { BatchClaims } from '../shared/jwt.ts';
 import {
   verifyBatch,
   verifyInclusionProof,
@@ -22,7 +22,7 @@ import {
   type InclusionProof,
   type Jwks,
   type VerifyOptions,
-} from '../shared/verify.ts';
+} from '../receipts/verify.ts';
 
 const USAGE = `Usage:
   mesh-verify receipt <receipt.jwt | JWT | -> --jwks <jwks.json | URL>

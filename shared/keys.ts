@@ -5,7 +5,7 @@
  */
 
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK, type KeyObject } from 'jose';
-import { KEY_AUDIENCE, TYP, type KeyClaims, type KeyRole } from './tokens.ts';
+import { KEY_AUDIENCE, TYP, type KeyClaims, type KeyRole } from './jwt.ts';
 
 export interface IssueKeyOptions {
   issuer: string;

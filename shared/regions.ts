@@ -1,11 +1,15 @@
 /**
  * The mesh's regions: where GPU backends are grouped, one RegionDirectory
  * Durable Object each. Coordinates are the matching cloud regions'
- * (shared/data/README.md); the id is what backends announce and what
+ * (../shared/data/README.md); the id is what backends announce and what
  * `x-mesh-region` pins.
  */
 
-import type { LatLon } from './geo.ts';
+/** A point on Earth, degrees. */
+export interface LatLon {
+  lat: number;
+  lon: number;
+}
 
 export interface Region extends LatLon {
   id: string;

@@ -9,12 +9,12 @@
 
 import { errors as joseErrors, jwtVerify, type JWTHeaderParameters } from 'jose';
 import { MeshError } from '../shared/errors.ts';
-import { ALGORITHMS, KEY_AUDIENCE, TYP, type KeyClaims, type KeyRole } from '../shared/tokens.ts';
+import { ALGORITHMS, KEY_AUDIENCE, TYP, type KeyClaims, type KeyRole } from '../shared/jwt.ts';
 import type { Context } from 'hono';
 import type { AppEnv } from './context.ts';
 import { settings, type Env } from './env.ts';
 import { signingKeys, type SigningKeys } from './keys.ts';
-import { getSnapshot } from './snapshot.ts';
+import { getSnapshot } from './directory/snapshot.ts';
 
 const CACHE_MAX = 10_000;
 const verified = new Map<string, KeyClaims>();

@@ -1,7 +1,7 @@
 /** Dispatch tokens signed ahead of a measured run, as the edge signs them (workers/dispatch.ts), so signing is not measured. */
 
 import { SignJWT, type CryptoKey } from 'jose';
-import { DISPATCH_TTL_MAX_S, TYP } from '../../shared/tokens.ts';
+import { DISPATCH_TTL_MAX_S, TYP } from '../../shared/jwt.ts';
 
 export interface DispatchTokenOptions {
   key: CryptoKey;

@@ -59,11 +59,11 @@
  */
 
 import { signingKeys } from '../../workers/keys.ts';
-import { signReceipt } from '../../workers/receipts.ts';
+import { signReceipt } from '../../workers/inference/receipts.ts';
 import { recordReceipt } from '../../workers/settlement/record.ts';
 import { SettlementLedger } from '../../workers/settlement/SettlementLedger.ts';
-import { decodePayload, TYP } from '../../shared/tokens.ts';
-import { leafHash, merkleRoot } from '../../shared/merkle.ts';
+import { decodePayload, TYP } from '../../shared/jwt.ts';
+import { leafHash, merkleRoot } from '../../receipts/merkle.ts';
 
 /** The archive's multipart part size (workers/settlement/archive.ts). */
 const PART_BYTES = 8 * 1024 * 1024;
@@ -169,7 +169,7 @@ export class BenchLedger extends SettlementLedger {
 }
 
 /** @typedef {import('../../workers/env.ts').Env} Env */
-/** @typedef {import('../../shared/tokens.ts').ReceiptClaims} ReceiptClaims */
+/** @typedef {import('../../shared/jwt.ts').ReceiptClaims} ReceiptClaims */
 
 /** The shard number every bench ledger claims (each bench ledger is its own object). */
 const SHARD = 0;

@@ -8,20 +8,20 @@
 
 import type { JWTVerifyGetKey } from 'jose';
 import type { Heartbeat } from '../../shared/heartbeat.ts';
-import { createApp } from './app.ts';
-import { Attestor } from './attestation.ts';
+import { createApp } from './http/app.ts';
+import { Attestor } from './mesh/attestation.ts';
 import type { BackendConfig } from './config.ts';
-import { DispatchVerifier, edgeJwks } from './dispatch.ts';
-import { Executor } from './executor.ts';
-import { Heartbeater } from './heartbeat.ts';
-import { InferenceEngine } from './inference.ts';
+import { DispatchVerifier, edgeJwks } from './mesh/dispatch.ts';
+import { Executor } from './serving/executor.ts';
+import { Heartbeater } from './mesh/heartbeat.ts';
+import { InferenceEngine } from './serving/inference.ts';
 import { Lifecycle } from './lifecycle.ts';
 import type { Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
-import { importProviderKey } from './provider-key.ts';
-import { ModelRepository } from './repository.ts';
-import { Scheduler } from './scheduler.ts';
-import { SessionFactory, type CreateSession } from './sessions.ts';
+import { importProviderKey } from './mesh/provider-key.ts';
+import { ModelRepository } from './serving/repository.ts';
+import { Scheduler } from './serving/scheduler.ts';
+import { SessionFactory, type CreateSession } from './serving/sessions.ts';
 
 export interface BackendOverrides {
   /** The mesh's public keys; default: the edge's JWKS at `<EDGE_URL>/.well-known/jwks.json`. */

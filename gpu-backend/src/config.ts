@@ -8,8 +8,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ExecutionProvider } from '../../shared/heartbeat.ts';
 import { REGIONS, regionById } from '../../shared/regions.ts';
-import { checkProviderJwk, type ProviderJwk } from './provider-key.ts';
-import type { InferenceThread } from './sessions.ts';
+import { checkProviderJwk, type ProviderJwk } from './mesh/provider-key.ts';
+import type { InferenceThread } from './serving/sessions.ts';
 
 export interface BackendConfig {
   backendId: string;

@@ -11,7 +11,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { generateProviderKey } from './provider-key.ts';
+import { generateProviderKey } from './mesh/provider-key.ts';
 
 export { generateProviderKey };
 

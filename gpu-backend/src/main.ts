@@ -15,7 +15,7 @@ import { availableParallelism } from 'node:os';
 import { createBackend } from './backend.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { generateDemoModels } from './demo-models/generate.ts';
-import { HttpThreads, httpThreadsFor } from './http-threads.ts';
+import { HttpThreads, httpThreadsFor } from './http/http-pool.ts';
 import { closeServer } from './lifecycle.ts';
 import { consoleLogger } from './log.ts';
 

@@ -11,7 +11,7 @@
 
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Capacity, ExecutionProvider } from '../../shared/heartbeat.ts';
-import type { ModelState } from './repository.ts';
+import type { ModelState } from './serving/repository.ts';
 
 export interface MetricsSources {
   backendId: string;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../gpu-backend/src/config.ts';
-import { generateProviderKey, type ProviderJwk } from '../../gpu-backend/src/provider-key.ts';
+import { generateProviderKey, type ProviderJwk } from '../../gpu-backend/src/mesh/provider-key.ts';
 
 let key: ProviderJwk;
 let dir: string;

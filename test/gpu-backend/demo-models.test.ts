@@ -11,7 +11,7 @@ import {
   modelShape,
   parseModelConfig,
   type ModelConfig,
-} from '../../gpu-backend/src/model-config.ts';
+} from '../../gpu-backend/src/serving/model-config.ts';
 import { DATATYPES } from '../../shared/protocol.ts';
 import { PAD_ID, VOCAB_SIZE, padBatch, tokenize } from '../../shared/tokenizer.ts';
 

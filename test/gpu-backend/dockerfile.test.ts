@@ -26,7 +26,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, DEFAULT_MODEL_REPOSITORY, loadConfig, type BackendConfig } from '../../gpu-backend/src/config.ts';
-import { generateProviderKey } from '../../gpu-backend/src/provider-key.ts';
+import { generateProviderKey } from '../../gpu-backend/src/mesh/provider-key.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const DOCKERFILE = path.join(ROOT, 'gpu-backend', 'Dockerfile');

@@ -12,14 +12,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { SignJWT, createLocalJWKSet, exportJWK, generateKeyPair, type CryptoKey, type JWK, type JWTHeaderParameters } from 'jose';
-import { sha256Hex } from '../../shared/hash.ts';
-import { DISPATCH_TTL_S, TYP } from '../../shared/tokens.ts';
+import { sha256Hex } from '../../receipts/hash.ts';
+import { DISPATCH_TTL_S, TYP } from '../../shared/jwt.ts';
 import { createBackend, type Backend, type BackendOverrides } from '../../gpu-backend/src/backend.ts';
 import { loadConfig } from '../../gpu-backend/src/config.ts';
 import { generateDemoModels } from '../../gpu-backend/src/demo-models/generate.ts';
 import { memoryLogger } from '../../gpu-backend/src/log.ts';
-import type { CreateSession } from '../../gpu-backend/src/sessions.ts';
-import { generateProviderKey, type ProviderJwk } from '../../gpu-backend/src/provider-key.ts';
+import type { CreateSession } from '../../gpu-backend/src/serving/sessions.ts';
+import { generateProviderKey, type ProviderJwk } from '../../gpu-backend/src/mesh/provider-key.ts';
 
 export const EDGE_URL = 'http://edge.test';
 export const BACKEND_ID = 'backend-test-1';

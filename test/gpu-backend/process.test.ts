@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateDemoModels } from '../../gpu-backend/src/demo-models/generate.ts';
-import { checkProviderJwk, generateProviderKey } from '../../gpu-backend/src/provider-key.ts';
+import { checkProviderJwk, generateProviderKey } from '../../gpu-backend/src/mesh/provider-key.ts';
 import { dispatchToken, type MeshKey } from './helpers.ts';
 import { fakeEdge, run, until, type FakeEdge } from './process-helpers.ts';
 

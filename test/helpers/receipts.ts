@@ -4,7 +4,7 @@
  * usable in Node and in workerd alike.
  */
 
-import type { ReceiptClaims } from '../../shared/tokens.ts';
+import type { ReceiptClaims } from '../../shared/jwt.ts';
 
 export const TEST_ISSUER = 'https://mesh.test';
 

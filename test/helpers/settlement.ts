@@ -6,8 +6,8 @@
  * verifier (signature, Merkle root, count, totals).
  */
 
-import { verifyBatch, type Jwks } from '../../shared/verify.ts';
-import type { BatchClaims, ReceiptClaims } from '../../shared/tokens.ts';
+import { verifyBatch, type Jwks } from '../../receipts/verify.ts';
+import type { BatchClaims, ReceiptClaims } from '../../shared/jwt.ts';
 
 export interface Settled {
   batches: BatchClaims[];

@@ -12,8 +12,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sha256Hex } from '../../shared/hash.ts';
-import { TYP, type ReceiptClaims } from '../../shared/tokens.ts';
+import { sha256Hex } from '../../receipts/hash.ts';
+import { TYP, type ReceiptClaims } from '../../shared/jwt.ts';
 import { startMesh, type LocalMesh } from '../../scripts/local-mesh.ts';
 
 let mesh: LocalMesh;

@@ -43,7 +43,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TYP, type ReceiptClaims } from '../../shared/tokens.ts';
+import { TYP, type ReceiptClaims } from '../../shared/jwt.ts';
 import { startMesh, type BackendSpec, type LocalMesh, type RunningBackend } from '../../scripts/local-mesh.ts';
 import { startFaultProxy, type FaultProxy, type FaultProxyStats } from '../helpers/fault-proxy.ts';
 import { settle } from '../helpers/settlement.ts';

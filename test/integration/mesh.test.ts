@@ -7,9 +7,9 @@
 import { InferenceClient } from '@huggingface/inference';
 import { createRemoteJWKSet, importJWK, jwtVerify, SignJWT } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { sha256Hex } from '../../shared/hash.ts';
-import { priceOf } from '../../shared/pricing.ts';
-import { TYP, type AttestationClaims, type ReceiptClaims } from '../../shared/tokens.ts';
+import { sha256Hex } from '../../receipts/hash.ts';
+import { priceOf } from '../../workers/inference/pricing.ts';
+import { TYP, type AttestationClaims, type ReceiptClaims } from '../../shared/jwt.ts';
 import type { LocalMesh } from '../../scripts/local-mesh.ts';
 import { useMesh } from '../helpers/mesh.ts';
 

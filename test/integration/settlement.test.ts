@@ -15,8 +15,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sha256Hex } from '../../shared/hash.ts';
-import { TYP, type WebhookClaims } from '../../shared/tokens.ts';
+import { sha256Hex } from '../../receipts/hash.ts';
+import { TYP, type WebhookClaims } from '../../shared/jwt.ts';
 import { startMesh, type LocalMesh } from '../../scripts/local-mesh.ts';
 import { settle } from '../helpers/settlement.ts';
 

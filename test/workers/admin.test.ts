@@ -1,7 +1,7 @@
 import { env } from 'cloudflare:test';
 import { jwtVerify, importJWK, type JWK } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { KEY_AUDIENCE, TYP, type KeyClaims } from '../../shared/tokens.ts';
+import { KEY_AUDIENCE, TYP, type KeyClaims } from '../../shared/jwt.ts';
 import { call, keyFor } from './helpers.ts';
 
 async function issue(body: unknown, token?: string) {

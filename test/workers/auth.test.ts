@@ -1,7 +1,7 @@
 import { env } from 'cloudflare:test';
 import { SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { KEY_AUDIENCE, TYP } from '../../shared/tokens.ts';
+import { KEY_AUDIENCE, TYP } from '../../shared/jwt.ts';
 import { call, keyFor, meshKey } from './helpers.ts';
 
 const body = JSON.stringify({ inputs: [{ name: 'x', shape: [1], datatype: 'FP32', data: [1] }] });

@@ -4,7 +4,7 @@ import { env, exports } from 'cloudflare:workers';
 import { importJWK, SignJWT, type JWK } from 'jose';
 import { generateEd25519, issueKey } from '../../shared/keys.ts';
 import type { Heartbeat } from '../../shared/heartbeat.ts';
-import { HEARTBEAT_AUDIENCE, TYP, type KeyRole } from '../../shared/tokens.ts';
+import { HEARTBEAT_AUDIENCE, TYP, type KeyRole } from '../../shared/jwt.ts';
 
 export const BASE = 'https://mesh.test';
 

@@ -9,8 +9,8 @@
 import { env } from 'cloudflare:test';
 import { decodeProtectedHeader, importJWK, jwtVerify, SignJWT, type JWK } from 'jose';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { sha256Hex } from '../../shared/hash.ts';
-import { TYP, type DispatchClaims } from '../../shared/tokens.ts';
+import { sha256Hex } from '../../receipts/hash.ts';
+import { TYP, type DispatchClaims } from '../../shared/jwt.ts';
 import { app } from '../../workers/app.ts';
 import type { Env } from '../../workers/env.ts';
 import { admitProvider, BASE, heartbeatBody, keyFor, sendHeartbeat } from './helpers.ts';

@@ -10,11 +10,11 @@ import { base64url as joseB64url, CompactSign, createLocalJWKSet, decodeProtecte
 import { describe, expect, it } from 'vitest';
 import { MeshError } from '../../shared/errors.ts';
 import { generateEd25519, issueKey } from '../../shared/keys.ts';
-import { ALGORITHMS, KEY_AUDIENCE, TYP, type ReceiptClaims } from '../../shared/tokens.ts';
+import { ALGORITHMS, KEY_AUDIENCE, TYP, type ReceiptClaims } from '../../shared/jwt.ts';
 import { app } from '../../workers/app.ts';
 import type { Env } from '../../workers/env.ts';
 import { base64url, base64urlPortable, sign, signingKeys } from '../../workers/keys.ts';
-import { signReceipt } from '../../workers/receipts.ts';
+import { signReceipt } from '../../workers/inference/receipts.ts';
 
 const DAY = 24 * 3600 * 1000;
 const iso = (ms: number) => new Date(ms).toISOString();

@@ -1,8 +1,8 @@
 import { env } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
-import { popLocation } from '../../shared/geo.ts';
+import { popLocation } from '../../workers/geo/pops.ts';
 import { rankByScore } from '../../workers/routing/score.ts';
-import { refreshSnapshot } from '../../workers/snapshot.ts';
+import { refreshSnapshot } from '../../workers/directory/snapshot.ts';
 import { admitProvider, call, heartbeatBody, keyFor, sendHeartbeat } from './helpers.ts';
 
 describe('routing from the directories, per PoP', () => {

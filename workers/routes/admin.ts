@@ -9,12 +9,12 @@ import { MeshError } from '../../shared/errors.ts';
 import { isEd25519PublicJwk, issueKey } from '../../shared/keys.ts';
 import { parseJson } from '../../shared/protocol.ts';
 import { isRegionId, REGIONS } from '../../shared/regions.ts';
-import { decodePayload, type KeyClaims, type KeyRole } from '../../shared/tokens.ts';
+import { decodePayload, type KeyClaims, type KeyRole } from '../../shared/jwt.ts';
 import { authenticate } from '../auth.ts';
 import type { AppEnv } from '../context.ts';
 import { settings } from '../env.ts';
 import { signingKeys } from '../keys.ts';
-import { noteRevoked } from '../snapshot.ts';
+import { noteRevoked } from '../directory/snapshot.ts';
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const ROLES: readonly KeyRole[] = ['consumer', 'billing', 'admin'];

@@ -13,9 +13,9 @@ import { MeshError } from '../../shared/errors.ts';
 import { parseJson } from '../../shared/protocol.ts';
 import { authenticate } from '../auth.ts';
 import type { AppEnv } from '../context.ts';
-import { readBody, runInference } from '../inference.ts';
-import { rowsCall } from '../metadata.ts';
-import { isRows, outputRows, type Rows } from '../translate.ts';
+import { readBody, runInference } from '../inference/run.ts';
+import { rowsCall } from '../inference/metadata.ts';
+import { isRows, outputRows, type Rows } from '../inference/translate.ts';
 
 const TASKS = new Set(['feature-extraction', 'sentence-similarity']);
 const FIELDS = new Set(['inputs', 'parameters', 'options']);

@@ -4,8 +4,8 @@ import { Hono, type Context } from 'hono';
 import { parseInferRequest, parseJson } from '../../shared/protocol.ts';
 import { authenticate } from '../auth.ts';
 import type { AppEnv } from '../context.ts';
-import { readBody, runInference } from '../inference.ts';
-import { modelMetadata } from '../metadata.ts';
+import { readBody, runInference } from '../inference/run.ts';
+import { modelMetadata } from '../inference/metadata.ts';
 
 async function infer(c: Context<AppEnv>): Promise<Response> {
   const consumer = await authenticate(c, ['consumer']);

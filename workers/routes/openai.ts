@@ -9,11 +9,11 @@ import { MeshError } from '../../shared/errors.ts';
 import { parseJson } from '../../shared/protocol.ts';
 import { authenticate } from '../auth.ts';
 import type { AppEnv } from '../context.ts';
-import { allowedRegions, readBody, runInference } from '../inference.ts';
-import { rowsCall } from '../metadata.ts';
+import { allowedRegions, readBody, runInference } from '../inference/run.ts';
+import { rowsCall } from '../inference/metadata.ts';
 import { settings } from '../env.ts';
-import { getSnapshot } from '../snapshot.ts';
-import { isRows, outputRows, type Rows } from '../translate.ts';
+import { getSnapshot } from '../directory/snapshot.ts';
+import { isRows, outputRows, type Rows } from '../inference/translate.ts';
 
 const EMBEDDING_FIELDS = new Set(['model', 'input', 'encoding_format', 'dimensions', 'user']);
 const MAX_INPUTS = 2048;

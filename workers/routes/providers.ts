@@ -9,11 +9,11 @@ import { MeshError } from '../../shared/errors.ts';
 import { parseHeartbeat, type HeartbeatReply } from '../../shared/heartbeat.ts';
 import { parseJson } from '../../shared/protocol.ts';
 import { regionById } from '../../shared/regions.ts';
-import { ALGORITHMS, decodePayload, HEARTBEAT_AUDIENCE, HEARTBEAT_TTL_MAX_S, TYP, type HeartbeatClaims } from '../../shared/tokens.ts';
+import { ALGORITHMS, decodePayload, HEARTBEAT_AUDIENCE, HEARTBEAT_TTL_MAX_S, TYP, type HeartbeatClaims } from '../../shared/jwt.ts';
 import { bearer } from '../auth.ts';
 import type { AppEnv } from '../context.ts';
 import { settings, type Env } from '../env.ts';
-import { invalidateSnapshot } from '../snapshot.ts';
+import { invalidateSnapshot } from '../directory/snapshot.ts';
 
 const PROVIDER_CACHE_MS = 10_000;
 const providers = new Map<string, { jwk: JWK; key: CryptoKey; at: number }>();

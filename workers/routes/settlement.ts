@@ -9,11 +9,10 @@
 import { Hono } from 'hono';
 import { MeshError } from '../../shared/errors.ts';
 import { parseJson } from '../../shared/protocol.ts';
-import { parseBatchId } from '../../shared/settlement.ts';
 import { authenticate } from '../auth.ts';
 import type { AppEnv } from '../context.ts';
 import { settings } from '../env.ts';
-import { allShards, ledgerShard, shardOfReceipt } from '../settlement/ledger.ts';
+import { allShards, ledgerShard, parseBatchId, shardOfReceipt } from '../settlement/ledger.ts';
 import type { BatchSummary } from '../settlement/SettlementLedger.ts';
 
 const BILLING = ['billing', 'admin'] as const;

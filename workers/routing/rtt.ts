@@ -5,7 +5,7 @@
  * the physical floor (light in fibre: at most ~100 km of distance per ms of RTT).
  */
 
-import { DEFAULT_PATH_INFLATION, FIBRE_KM_PER_MS, greatCircleKm, type LatLon } from '../../shared/geo.ts';
+import { DEFAULT_PATH_INFLATION, FIBRE_KM_PER_MS, greatCircleKm, type LatLon } from '../geo/distance.ts';
 import { regionById } from '../../shared/regions.ts';
 
 /** Where a request entered the mesh; `code` (the PoP's IATA code) keys measured RTTs. */

@@ -26,7 +26,7 @@
  * times (seconds) cold backends rank last unless every warm one is swamped.
  */
 
-import { greatCircleKm, type LatLon } from '../../shared/geo.ts';
+import { greatCircleKm, type LatLon } from '../geo/distance.ts';
 import type { HeartbeatModel } from '../../shared/heartbeat.ts';
 import type { BackendEntry } from '../directory/backend.ts';
 import type { LatencyBook } from './latency.ts';

@@ -24,13 +24,15 @@
  */
 
 import { DurableObject } from 'cloudflare:workers';
-import { chunkedProof, leafHash, merkleRoot, toHex, type Hash } from '../../shared/merkle.ts';
-import { addToTotals, batchId, emptyTotals, sortedTotals } from '../../shared/settlement.ts';
-import { decodePayload, TYP, type BatchClaims, type ReceiptClaims } from '../../shared/tokens.ts';
+import { chunkedProof, leafHash, merkleRoot, toHex, type Hash } from '../../receipts/merkle.ts';
+import { addToTotals, emptyTotals, sortedTotals } from '../../receipts/totals.ts';
+import type { InclusionProof } from '../../receipts/verify.ts';
+import { decodePayload, TYP, type BatchClaims, type ReceiptClaims } from '../../shared/jwt.ts';
 import { settings, type Env } from '../env.ts';
 import { sign, signingKeys } from '../keys.ts';
 import { migrate, sqlOf, type Sql } from '../sql.ts';
 import { archiveBatch } from './archive.ts';
+import { batchId } from './ledger.ts';
 import { deliverWebhook, nextWebhookAttempt } from './webhook.ts';
 
 /** How long to wait before retrying finishing work that failed. */
@@ -70,14 +72,7 @@ export interface ReceiptPage {
   next: number | null;
 }
 
-export interface Proof {
-  batch_id: string;
-  leaf_index: number;
-  tree_size: number;
-  audit_path: string[];
-}
-
-export type ProofAnswer = Proof | { pending: true } | null;
+export type ProofAnswer = InclusionProof | { pending: true } | null;
 
 interface BatchRow extends Record<string, string | number | ArrayBuffer | null> {
   seq: number;

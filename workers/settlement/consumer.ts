@@ -9,7 +9,7 @@
  *   under `dead-letter/` and logged, then acked, so none is lost silently.
  */
 
-import { decodePayload } from '../../shared/tokens.ts';
+import { decodePayload } from '../../shared/jwt.ts';
 import type { Env } from '../env.ts';
 import { ledgerShard, shardOfReceipt } from './ledger.ts';
 import type { ReceiptMessage } from './record.ts';

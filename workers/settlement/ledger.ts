@@ -1,6 +1,5 @@
-/** Which SettlementLedger shard holds a receipt, and how to reach that object. */
+/** Which SettlementLedger shard holds a receipt, how to reach that object, and the batch ids it gives. */
 
-import { shardOf } from '../../shared/settlement.ts';
 import { settings, type Env } from '../env.ts';
 
 export function ledgerShard(env: Env, shard: number) {
@@ -15,4 +14,33 @@ export function shardOfReceipt(env: Env, jti: string): number {
 /** Every shard number, 0 .. SETTLEMENT_SHARDS - 1. */
 export function allShards(env: Env): number[] {
   return Array.from({ length: settings(env).settlement.shards }, (_, i) => i);
+}
+
+/**
+ * The ledger shard of a receipt id: FNV-1a over its UTF-8 bytes, mod `shards`.
+ * Stable forever for a given shard count (changing the count only moves new receipts).
+ */
+export function shardOf(jti: string, shards: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < jti.length; i++) {
+    h ^= jti.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % shards;
+}
+
+/**
+ * Batch ids sort oldest first as plain strings: the close time (ms, 13
+ * digits), the shard (2 digits), the shard's batch sequence (6 digits).
+ */
+export function batchId(epochEndMs: number, shard: number, seq: number): string {
+  return `${String(epochEndMs).padStart(13, '0')}-${String(shard).padStart(2, '0')}-${String(seq).padStart(6, '0')}`;
+}
+
+const BATCH_ID = /^(\d{13})-(\d{2})-(\d{6,})$/;
+
+/** Parses a batch id; undefined when it is not one. */
+export function parseBatchId(id: string): { epochEnd: number; shard: number; seq: number } | undefined {
+  const m = BATCH_ID.exec(id);
+  return m ? { epochEnd: Number(m[1]), shard: Number(m[2]), seq: Number(m[3]) } : undefined;
 }

@@ -8,8 +8,8 @@
  * is retried with exponential backoff by the ledger's alarm.
  */
 
-import { sha256Hex } from '../../shared/hash.ts';
-import { TYP, type WebhookClaims } from '../../shared/tokens.ts';
+import { sha256Hex } from '../../receipts/hash.ts';
+import { TYP, type WebhookClaims } from '../../shared/jwt.ts';
 import { settings, type Env } from '../env.ts';
 import { sign, signingKeys } from '../keys.ts';
 

@@ -25,8 +25,8 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DEFAULT_MAX_LENGTH, PAD_ID, TOKENIZER_NAME, VOCAB_SIZE } from '../../../shared/tokenizer.ts';
-import type { ModelConfig } from '../model-config.ts';
-import { mulberry32 } from '../../../shared/random.ts';
+import type { ModelConfig } from '../serving/model-config.ts';
+import { mulberry32 } from './random.ts';
 import {
   DataType,
   encodeModel,

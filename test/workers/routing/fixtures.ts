@@ -1,6 +1,6 @@
 /** Fixtures for the routing strategy tests: directory entries, PoPs and a seeded random source. */
 
-import { popLocation } from '../../../shared/geo.ts';
+import { popLocation } from '../../../workers/geo/pops.ts';
 import type { HeartbeatModel } from '../../../shared/heartbeat.ts';
 import type { BackendEntry } from '../../../workers/directory/backend.ts';
 import type { RttOrigin } from '../../../workers/routing/index.ts';
@@ -35,6 +35,6 @@ export function pop(code: string): RttOrigin {
 }
 
 /** A small seeded PRNG (shared/random.ts), so distribution tests are reproducible. */
-export { seededUnit as seeded } from '../../../shared/random.ts';
+export { seededUnit as seeded } from '../../../gpu-backend/src/demo-models/random.ts';
 
 export const ids = (list: readonly { backend: { id: string } }[]) => list.map((c) => c.backend.id);

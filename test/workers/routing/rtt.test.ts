@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { estimateRttMs as geometricRttMs, greatCircleKm } from '../../../shared/geo.ts';
+import { estimateRttMs as geometricRttMs, greatCircleKm } from '../../../workers/geo/distance.ts';
 import { regionById } from '../../../shared/regions.ts';
 import { RttTable, estimateRttMs, physicalFloorMs } from '../../../workers/routing/index.ts';
 import { backend, pop } from './fixtures.ts';

@@ -9,10 +9,10 @@
 
 import { env } from 'cloudflare:workers';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { shardOf } from '../../../shared/settlement.ts';
+import { shardOf } from '../../../workers/settlement/ledger.ts';
 import type { Env } from '../../../workers/env.ts';
 import { signingKeys } from '../../../workers/keys.ts';
-import { signReceipt } from '../../../workers/receipts.ts';
+import { signReceipt } from '../../../workers/inference/receipts.ts';
 import { ledgerShard } from '../../../workers/settlement/ledger.ts';
 import { recordReceipt, undeliveredKey } from '../../../workers/settlement/record.ts';
 import { receiptClaims } from '../../helpers/receipts.ts';

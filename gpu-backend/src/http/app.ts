@@ -1,0 +1,303 @@
+/**
+ * The backend's HTTP API (Open Inference Protocol v2, API.md section 3), as
+ * Hono apps built from their dependencies. `createApp` is the whole API;
+ * `createThreadApp` is what an HTTP thread serves (http-thread.ts): the
+ * inference routes, with everything else forwarded to the main thread's app.
+ * Inference and repository changes need a dispatch token bound to the model
+ * and the body; every answer to an inference is serialised once, hashed, and
+ * attested by the provider key. Errors become `{ error: { code, message } }`
+ * in `onError` and nowhere else.
+ */
+
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { MeshError, errorBody, isMeshError } from '../../../shared/errors.ts';
+import { parseInferRequest, parseJson, type InferRequest, type InferResponse } from '../../../shared/protocol.ts';
+import type { DispatchClaims } from '../../../shared/jwt.ts';
+import type { Attestor } from '../mesh/attestation.ts';
+import { sha256HexSync } from '../mesh/hash.ts';
+import { ANY_MODEL, type DispatchVerifier } from '../mesh/dispatch.ts';
+import { noSuchVersion, notFound, type InferencePort, type WireError } from '../serving/executor.ts';
+import type { Lifecycle } from '../lifecycle.ts';
+import type { Logger } from '../log.ts';
+import { modelMetadata, serverMetadata } from './metadata.ts';
+import type { Metrics } from '../metrics.ts';
+import type { LoadedModel, ModelRepository } from '../serving/repository.ts';
+import type { SessionFactory } from '../serving/sessions.ts';
+import { jsonOutputs } from '../serving/tensors.ts';
+
+/** What the inference routes need, on whichever thread they run. */
+export interface InferRouteDeps {
+  maxBodyBytes: number;
+  /** Checks tokens; `executor.run` spends them. */
+  dispatch: Pick<DispatchVerifier, 'check'>;
+  attestor: Attestor;
+  executor: InferencePort;
+  lifecycle: Lifecycle;
+  log: Logger;
+  /** Monotonic milliseconds, for timings. */
+  now?: () => number;
+}
+
+export interface AppDeps extends InferRouteDeps {
+  backendId: string;
+  repository: ModelRepository;
+  dispatch: DispatchVerifier;
+  metrics: Metrics;
+  /** Only to report why CUDA is not in use, in /v2/health/ready. */
+  sessions?: SessionFactory;
+}
+
+export interface ThreadAppDeps extends InferRouteDeps {
+  /** Answers any other route: the main thread's app, across the thread. */
+  forward: (request: Request, body: ArrayBuffer | null) => Promise<Response>;
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+const encoder = new TextEncoder();
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Builds the backend's Hono app. It does not listen: see `main.ts`. */
+export function createApp(deps: AppDeps): Hono {
+  const { repository, dispatch, metrics, lifecycle, log } = deps;
+  const app = base(deps);
+
+  app.get('/v2', (c) => c.json(serverMetadata()));
+  app.get('/v2/health/live', (c) => c.json({ live: true }));
+  app.get('/v2/health/ready', (c) => {
+    const ready = repository.allReady && !lifecycle.draining;
+    const body: Record<string, unknown> = {
+      ready,
+      backendId: deps.backendId,
+      executionProvider: repository.executionProvider,
+      draining: lifecycle.draining,
+      models: repository.desired.map((name) => ({ name, state: repository.state(name) })),
+    };
+    if (deps.sessions?.cudaFailure) body.cudaUnavailable = deps.sessions.cudaFailure;
+    return c.json(body, ready ? 200 : 503);
+  });
+
+  const metadata = async (c: Context) => {
+    const name = c.req.param('model')!;
+    const { config, version } = await repository.config(name);
+    const wanted = c.req.param('version');
+    if (wanted !== undefined && wanted !== version) throw noSuchVersion(name, wanted, version);
+    return c.json(modelMetadata(config, version));
+  };
+  app.get('/v2/models/:model', metadata);
+  app.get('/v2/models/:model/versions/:version', metadata);
+
+  const modelReady = async (c: Context) => {
+    const name = c.req.param('model')!;
+    if (!(await repository.has(name))) throw notFound(name);
+    const state = repository.state(name);
+    const wanted = c.req.param('version');
+    let ready = state === 'READY' && !lifecycle.draining;
+    if (ready && wanted !== undefined) ready = repository.ready(name).version === wanted;
+    return c.json({ name, ready, state }, ready ? 200 : 503);
+  };
+  app.get('/v2/models/:model/ready', modelReady);
+  app.get('/v2/models/:model/versions/:version/ready', modelReady);
+
+  const infer = inferRoute(deps);
+  app.post('/v2/models/:model/infer', infer);
+  app.post('/v2/models/:model/versions/:version/infer', infer);
+
+  app.post('/v2/repository/index', async (c) => {
+    const body = await readBody(c, deps.maxBodyBytes);
+    await verified(c, body, ANY_MODEL);
+    let onlyReady = false;
+    if (body.length > 0) {
+      const parsed = parseJson(decode(body));
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+        throw new MeshError('invalid_request', 'The repository index request must be a JSON object, e.g. {"ready": true}.');
+      }
+      const ready = (parsed as Record<string, unknown>).ready;
+      if (ready !== undefined && typeof ready !== 'boolean') throw new MeshError('invalid_request', '"ready" must be a boolean.');
+      onlyReady = ready === true;
+    }
+    const index = await repository.index();
+    return c.json(onlyReady ? index.filter((m) => m.state === 'READY') : index);
+  });
+
+  app.post('/v2/repository/models/:model/load', async (c) => {
+    const name = c.req.param('model');
+    await verified(c, await readBody(c, deps.maxBodyBytes), name);
+    let loaded: LoadedModel;
+    try {
+      loaded = await repository.load(name);
+    } catch (err) {
+      if (isMeshError(err)) throw err;
+      log.error(`loading model ${name} on request failed`, err);
+      throw new MeshError('internal', `Model "${name}" failed to load; the backend's log says why.`, { cause: err });
+    }
+    return c.json({
+      name,
+      version: loaded.version,
+      state: repository.state(name),
+      executionProvider: loaded.provider,
+      inferenceThread: loaded.thread,
+      instances: loaded.instances,
+      loadMs: Math.round(loaded.loadMs),
+    });
+  });
+
+  app.post('/v2/repository/models/:model/unload', async (c) => {
+    const name = c.req.param('model');
+    await verified(c, await readBody(c, deps.maxBodyBytes), name);
+    await repository.unload(name);
+    return c.json({ name, state: repository.state(name) });
+  });
+
+  app.get('/metrics', async (c) => {
+    const { body, contentType } = await metrics.render();
+    return c.body(body, 200, { 'content-type': contentType });
+  });
+
+  app.notFound((c) => c.json(errorBody(new MeshError('not_found', `No route ${c.req.method} ${c.req.path} on this backend.`)), 404));
+
+  /** Verifies the dispatch token, counting refusals. */
+  async function verified(c: Context, body: Uint8Array, model: string) {
+    try {
+      return await dispatch.verify(c.req.header('authorization'), body, model);
+    } catch (err) {
+      if (isMeshError(err)) metrics.tokenRejected(err.code);
+      throw err;
+    }
+  }
+
+  return app;
+}
+
+/**
+ * What an HTTP thread serves: the inference routes, run here up to the
+ * main thread's half (`executor.run`, across the thread), and every other
+ * route forwarded whole to the main thread's app.
+ */
+export function createThreadApp(deps: ThreadAppDeps): Hono {
+  const app = base(deps);
+  const infer = inferRoute(deps);
+  app.post('/v2/models/:model/infer', infer);
+  app.post('/v2/models/:model/versions/:version/infer', infer);
+  app.all('*', async (c) => {
+    const { raw } = c.req;
+    const body = raw.method === 'GET' || raw.method === 'HEAD' ? null : await c.req.arrayBuffer();
+    return deps.forward(raw, body);
+  });
+  return app;
+}
+
+/** The middleware and the one error-to-HTTP place both apps share. */
+function base(deps: Pick<InferRouteDeps, 'lifecycle' | 'maxBodyBytes' | 'log'>): Hono {
+  const app = new Hono();
+  app.use('*', async (_c, next) => {
+    const done = deps.lifecycle.enter();
+    try {
+      await next();
+    } finally {
+      done();
+    }
+  });
+  app.use(
+    '*',
+    bodyLimit({
+      maxSize: deps.maxBodyBytes,
+      onError: () => {
+        throw tooLarge(deps.maxBodyBytes);
+      },
+    }),
+  );
+  app.onError((err, c) => {
+    if (isMeshError(err)) {
+      if (err.retryAfter !== undefined) c.header('retry-after', String(err.retryAfter));
+      if (err.code === 'invalid_token') c.header('www-authenticate', 'Bearer error="invalid_token"');
+      else if (err.code === 'unauthorized') c.header('www-authenticate', 'Bearer realm="mesh-backend"');
+      return c.json(errorBody(err), err.status as 400);
+    }
+    deps.log.error(`unhandled error on ${c.req.method} ${c.req.path}`, err);
+    return c.json(errorBody(new MeshError('internal', 'The backend failed to handle this request.')), 500);
+  });
+  return app;
+}
+
+/**
+ * `POST /v2/models/{m}[/versions/{v}]/infer`: reads the body, checks the
+ * dispatch token, parses the request, has the executor spend the token and
+ * run it, then serialises the answer once: those exact bytes are hashed,
+ * attested and sent.
+ */
+function inferRoute(deps: InferRouteDeps): (c: Context) => Promise<Response> {
+  const { executor } = deps;
+  const now = deps.now ?? (() => performance.now());
+  return async (c) => {
+    const started = now();
+    const name = c.req.param('model')!;
+    const body = await readBody(c, deps.maxBodyBytes);
+    let claims: DispatchClaims;
+    try {
+      claims = await deps.dispatch.check(c.req.header('authorization'), body, name);
+    } catch (err) {
+      if (isMeshError(err)) executor.tokenRejected(err.code);
+      throw err;
+    }
+    let request: InferRequest | undefined;
+    let invalid: WireError | undefined;
+    try {
+      request = parseInferRequest(parseJson(decode(body)));
+    } catch (err) {
+      if (!isMeshError(err)) throw err;
+      invalid = { code: err.code, message: err.message };
+    }
+    try {
+      const wanted = c.req.param('version');
+      const { version, result } = await executor.run({
+        name,
+        jti: claims.jti,
+        exp: claims.exp,
+        ...(wanted !== undefined ? { version: wanted } : {}),
+        ...(request ? { request } : {}),
+        ...(invalid ? { invalid } : {}),
+      });
+      const response: InferResponse =
+        request!.id === undefined
+          ? { model_name: name, model_version: version, outputs: jsonOutputs(result.outputs) }
+          : { model_name: name, model_version: version, id: request!.id, outputs: jsonOutputs(result.outputs) };
+      const bytes = encoder.encode(JSON.stringify(response));
+      const outputSha256 = sha256HexSync(bytes);
+      const attestation = deps.attestor.sign({ jti: claims.jti, model: name, outputSha256, units: result.units });
+      const totalMs = now() - started;
+      executor.succeeded(name, version, { totalMs, queueMs: result.queueMs, computeMs: result.computeMs, rows: result.rows });
+      return new Response(bytes, {
+        status: 200,
+        headers: {
+          'content-type': JSON_TYPE,
+          'x-provider-attestation': attestation,
+          'server-timing': `queue;dur=${result.queueMs.toFixed(2)}, compute;dur=${result.computeMs.toFixed(2)}, backend;dur=${totalMs.toFixed(2)}`,
+        },
+      });
+    } catch (err) {
+      // A replayed token was counted as a refused token when it was spent.
+      if (!(isMeshError(err) && err.code === 'invalid_token')) executor.failed(name, isMeshError(err) ? err.code : 'internal');
+      throw err;
+    }
+  };
+}
+
+/** The raw body bytes (the dispatch token is bound to exactly these). */
+async function readBody(c: Context, max: number): Promise<Uint8Array> {
+  const bytes = new Uint8Array(await c.req.arrayBuffer());
+  if (bytes.length > max) throw tooLarge(max);
+  return bytes;
+}
+
+function decode(body: Uint8Array): string {
+  try {
+    return utf8.decode(body);
+  } catch {
+    throw new MeshError('invalid_json', 'The request body is not valid UTF-8 JSON.');
+  }
+}
+
+function tooLarge(max: number): MeshError {
+  return new MeshError('body_too_large', `The request body is larger than this backend's limit of ${max} bytes.`);
+}

@@ -1,0 +1,328 @@
+/**
+ * HTTP threads (HTTP_THREADS, Triton's `--http-thread-count`): n worker
+ * threads listen on the backend's port together (SO_REUSEPORT: the kernel
+ * spreads connections between them) and each runs `http-thread.ts`. They do
+ * the per-request work of an inference that needs no shared state (HTTP
+ * parsing, the dispatch token's signature and claims, JSON in and out,
+ * SHA-256, the attestation's signature) in parallel, and send the main
+ * thread only the parsed request. The main thread keeps what must be in one
+ * place (executor.ts: the replay cache, the repository, the batchers, the
+ * metrics) and answers every other route through its own app, forwarded whole.
+ *
+ * Why: with the model on a GPU, that per-request work is what limits a
+ * backend. On the main thread alone it costs 0.35-0.38 ms per embed request
+ * (`npm run bench:backend`), a cap of about 2,700 requests/s per backend
+ * whatever the GPU; with n threads the main thread's share is the message
+ * hop and the batching. `auto` keeps the main thread alone below 4 cores,
+ * where the threads would only take CPU from the model and the load, and on
+ * bigger hosts uses half the cores, at most 8 (Triton's default count).
+ *
+ * This file is the main thread's side: it starts the threads one after the
+ * other (the first one picks the port when PORT is 0), answers their
+ * messages, restarts one that dies (its connections are lost; the edge
+ * retries them elsewhere), and drains them on shutdown.
+ */
+
+import type { AddressInfo } from 'node:net';
+import { Worker } from 'node:worker_threads';
+import { MeshError, errorBody, type MeshErrorCode } from '../../../shared/errors.ts';
+import type { BackendConfig } from '../config.ts';
+import { toWire, type InferAnswer, type InferJob, type InferencePort, type WireError } from '../serving/executor.ts';
+import type { Logger } from '../log.ts';
+import type { RequestTiming } from '../metrics.ts';
+
+/** Below this many cores, `auto` serves HTTP on the main thread alone. */
+export const HTTP_THREADS_MIN_CORES = 4;
+/** The most HTTP threads `auto` starts (Triton's default `--http-thread-count`). */
+export const HTTP_THREADS_AUTO_MAX = 8;
+
+/** HTTP_THREADS resolved for a host of `cores` cores. */
+export function httpThreadsFor(setting: number | 'auto', cores: number): number {
+  if (setting !== 'auto') return setting;
+  if (cores < HTTP_THREADS_MIN_CORES) return 0;
+  return Math.min(HTTP_THREADS_AUTO_MAX, Math.floor(cores / 2));
+}
+
+/** workerData of an HTTP thread. */
+export interface HttpThreadInit {
+  config: BackendConfig;
+  /** The port to share; 0 for the first thread when PORT is 0. */
+  port: number;
+}
+
+export interface WireRequest {
+  method: string;
+  url: string;
+  headers: [string, string][];
+  body: ArrayBuffer | null;
+}
+
+export interface WireResponse {
+  status: number;
+  headers: [string, string][];
+  body: ArrayBuffer;
+}
+
+/** Thread → main (posted in arrays: `Outbox`). */
+export type ThreadMessage =
+  | { t: 'listening'; address: AddressInfo }
+  | { t: 'listen-failed'; message: string }
+  | { t: 'run'; id: number; job: InferJob }
+  | { t: 'fetch'; id: number; request: WireRequest }
+  | { t: 'succeeded'; name: string; version: string; timing: RequestTiming }
+  | { t: 'failed'; name: string; code: MeshErrorCode }
+  | { t: 'rejected'; code: MeshErrorCode }
+  | { t: 'drained'; idle: boolean };
+
+/** Main → thread (posted in arrays: `Outbox`). */
+export type MainMessage =
+  | { t: 'ran'; id: number; answer: InferAnswer }
+  | { t: 'ran'; id: number; error: WireError }
+  | { t: 'fetched'; id: number; response: WireResponse }
+  | { t: 'drain'; timeoutMs: number };
+
+/**
+ * An answer ready to post: each typed array is copied to a buffer of its own
+ * and transferred. A structured clone of JSON numbers costs ~50 us per embed
+ * answer on the main thread; this is a memcpy. (A request's rows are a view on
+ * the whole batch's buffer, which a clone would copy whole.)
+ */
+function wireAnswer(answer: InferAnswer): { wire: InferAnswer; transfer: ArrayBuffer[] } {
+  const transfer: ArrayBuffer[] = [];
+  const outputs = answer.result.outputs.map((output) => {
+    if (!ArrayBuffer.isView(output.data)) return output;
+    const data = output.data.slice();
+    transfer.push(data.buffer as ArrayBuffer);
+    return { ...output, data };
+  });
+  return { wire: { ...answer, result: { ...answer.result, outputs } }, transfer };
+}
+
+/**
+ * Messages to one thread, posted together: everything pushed in one turn of
+ * the event loop leaves as one array (one structured clone, one wake-up of
+ * the other thread) at `setImmediate`. A batch's answers all resolve in the
+ * same turn, so a thread gets them in one message instead of one each; each
+ * post costs ~25 us of main-thread time on this VM, most of it the wake-up.
+ */
+export class Outbox<T> {
+  readonly #post: (messages: T[], transfer: ArrayBuffer[]) => void;
+  #messages: T[] = [];
+  #transfer: ArrayBuffer[] = [];
+  #scheduled = false;
+
+  constructor(post: (messages: T[], transfer: ArrayBuffer[]) => void) {
+    this.#post = post;
+  }
+
+  push(message: T, transfer: readonly ArrayBuffer[] = []): void {
+    this.#messages.push(message);
+    this.#transfer.push(...transfer);
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /** Posts what is waiting now. */
+  flush(): void {
+    this.#scheduled = false;
+    if (this.#messages.length === 0) return;
+    const messages = this.#messages;
+    const transfer = this.#transfer;
+    this.#messages = [];
+    this.#transfer = [];
+    this.#post(messages, transfer);
+  }
+}
+
+const THREAD_URL = new URL('./http-worker.ts', import.meta.url);
+const RESTART_DELAY_MS = 1000;
+
+export interface HttpThreadsOptions {
+  count: number;
+  config: BackendConfig;
+  /** The main thread's half of every inference. */
+  executor: InferencePort;
+  /** The main thread's app: every route but inference is forwarded to it. */
+  app: { fetch: (request: Request) => Response | Promise<Response> };
+  log: Logger;
+}
+
+export class HttpThreads {
+  readonly #options: HttpThreadsOptions;
+  /** Each live thread, with the outbox of messages to it. */
+  readonly #threads = new Map<Worker, Outbox<MainMessage>>();
+  #address: AddressInfo | undefined;
+  #stopping = false;
+
+  private constructor(options: HttpThreadsOptions) {
+    this.#options = options;
+  }
+
+  /** Starts `count` threads on the config's host and port; resolves once all listen. */
+  static async start(options: HttpThreadsOptions): Promise<HttpThreads> {
+    if (!Number.isInteger(options.count) || options.count < 1) throw new RangeError('HttpThreads needs at least one thread.');
+    const threads = new HttpThreads(options);
+    try {
+      for (let i = 0; i < options.count; i++) await threads.#spawn();
+    } catch (err) {
+      await threads.terminate();
+      throw err;
+    }
+    return threads;
+  }
+
+  /** Where the threads listen. */
+  get address(): AddressInfo {
+    return this.#address!;
+  }
+
+  /** The live threads (diagnostics and tests: ending one shows the restart). */
+  get workers(): Worker[] {
+    return [...this.#threads.keys()];
+  }
+
+  /**
+   * Stops every thread listening, then waits (at most `timeoutMs`) for the
+   * requests each is handling. Resolves true when all finished in time.
+   */
+  async drain(timeoutMs: number): Promise<boolean> {
+    this.#stopping = true;
+    const results = await Promise.all(
+      [...this.#threads].map(
+        ([worker, outbox]) =>
+          new Promise<boolean>((resolve) => {
+            const onMessage = (messages: ThreadMessage[]) => {
+              const drained = messages.find((m) => m.t === 'drained');
+              if (!drained) return;
+              worker.off('message', onMessage);
+              worker.off('exit', onExit);
+              resolve(drained.idle);
+            };
+            const onExit = () => resolve(true);
+            worker.on('message', onMessage);
+            worker.once('exit', onExit);
+            outbox.push({ t: 'drain', timeoutMs });
+          }),
+      ),
+    );
+    return results.every(Boolean);
+  }
+
+  /** Ends every thread now. */
+  async terminate(): Promise<void> {
+    this.#stopping = true;
+    await Promise.all([...this.#threads.keys()].map((worker) => worker.terminate()));
+    this.#threads.clear();
+  }
+
+  /** Starts one thread; resolves once it listens. */
+  async #spawn(): Promise<void> {
+    const { config } = this.#options;
+    const workerData: HttpThreadInit = { config, port: this.#address?.port ?? config.port };
+    const worker = new Worker(THREAD_URL, { workerData });
+    const outbox = new Outbox<MainMessage>((messages, transfer) => worker.postMessage(messages, transfer));
+    this.#threads.set(worker, outbox);
+    worker.on('error', (err) => this.#options.log.error('an HTTP thread failed', err));
+    worker.on('message', (messages: ThreadMessage[]) => {
+      for (const message of messages) this.#handle(outbox, message);
+    });
+    const listening = new Promise<void>((resolve, reject) => {
+      const onMessage = (messages: ThreadMessage[]) => {
+        for (const message of messages) {
+          if (message.t === 'listening') {
+            this.#address ??= message.address;
+            done();
+            resolve();
+          } else if (message.t === 'listen-failed') {
+            done();
+            reject(new Error(`An HTTP thread could not listen on ${config.host}:${workerData.port}: ${message.message}`));
+          }
+        }
+      };
+      const onExit = (code: number) => {
+        done();
+        reject(new Error(`An HTTP thread exited (code ${code}) before it listened.`));
+      };
+      const done = () => {
+        worker.off('message', onMessage);
+        worker.off('exit', onExit);
+      };
+      worker.on('message', onMessage);
+      worker.on('exit', onExit);
+    });
+    try {
+      await listening;
+    } catch (err) {
+      // Never listened: not one of the threads (a drain would wait for it forever).
+      this.#threads.delete(worker);
+      await worker.terminate();
+      throw err;
+    }
+    worker.on('exit', (code) => {
+      this.#threads.delete(worker);
+      if (this.#stopping) return;
+      this.#options.log.warn(`an HTTP thread exited (code ${code}); starting another in ${RESTART_DELAY_MS / 1000} s`);
+      this.#restartLater();
+    });
+  }
+
+  /** Starts a thread in place of one that died, trying again every RESTART_DELAY_MS until one listens. */
+  #restartLater(): void {
+    setTimeout(() => {
+      if (this.#stopping) return;
+      this.#spawn().catch((err: unknown) => {
+        this.#options.log.error(`restarting an HTTP thread failed; trying again in ${RESTART_DELAY_MS / 1000} s`, err);
+        this.#restartLater();
+      });
+    }, RESTART_DELAY_MS).unref();
+  }
+
+  #handle(outbox: Outbox<MainMessage>, message: ThreadMessage): void {
+    const { executor } = this.#options;
+    switch (message.t) {
+      case 'run':
+        executor.run(message.job).then(
+          (answer) => {
+            const { wire, transfer } = wireAnswer(answer);
+            outbox.push({ t: 'ran', id: message.id, answer: wire }, transfer);
+          },
+          (err: unknown) => {
+            const error = toWire(err);
+            if (error.code === 'internal') this.#options.log.error(`inference of ${message.job.name} failed`, err);
+            outbox.push({ t: 'ran', id: message.id, error });
+          },
+        );
+        return;
+      case 'fetch':
+        void this.#forward(outbox, message.id, message.request);
+        return;
+      case 'succeeded':
+        executor.succeeded(message.name, message.version, message.timing);
+        return;
+      case 'failed':
+        executor.failed(message.name, message.code);
+        return;
+      case 'rejected':
+        executor.tokenRejected(message.code);
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** Answers a forwarded request with the main thread's app; its body is transferred back. */
+  async #forward(outbox: Outbox<MainMessage>, id: number, wire: WireRequest): Promise<void> {
+    let response: WireResponse;
+    try {
+      const request = new Request(wire.url, { method: wire.method, headers: wire.headers, ...(wire.body ? { body: wire.body } : {}) });
+      const answer = await this.#options.app.fetch(request);
+      response = { status: answer.status, headers: [...answer.headers], body: await answer.arrayBuffer() };
+    } catch (err) {
+      this.#options.log.error(`forwarding ${wire.method} ${wire.url} to the main thread failed`, err);
+      const body = await new Response(JSON.stringify(errorBody(new MeshError('internal', 'The backend failed to handle this request.')))).arrayBuffer();
+      response = { status: 500, headers: [['content-type', 'application/json; charset=utf-8']], body };
+    }
+    outbox.push({ t: 'fetched', id, response }, [response.body]);
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * One HTTP thread (http-threads.ts says why they exist): it listens on the
+ * backend's port beside the other HTTP threads (SO_REUSEPORT) and serves
+ * `createThreadApp`. An inference is read, its dispatch token checked (own
+ * JWKS cache, same rules as the main thread), its JSON parsed, then sent to
+ * the main thread, which spends the token and runs the model
+ * (`executor.ts`); the answer comes back here to be serialised, hashed and
+ * attested with the provider key. Every other route is forwarded whole to the
+ * main thread's app. On `drain` it stops listening and reports once the
+ * requests it holds are answered.
+ */
+
+import { createAdaptorServer } from '@hono/node-server';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parentPort, threadId, workerData } from 'node:worker_threads';
+import { createThreadApp } from './app.ts';
+import { Attestor } from '../mesh/attestation.ts';
+import { DispatchVerifier, edgeJwks } from '../mesh/dispatch.ts';
+import { fromWire, type InferAnswer, type InferJob, type InferencePort } from '../serving/executor.ts';
+import { Outbox, type HttpThreadInit, type MainMessage, type ThreadMessage, type WireResponse } from './http-pool.ts';
+import { Lifecycle, closeServer } from '../lifecycle.ts';
+import { consoleLogger } from '../log.ts';
+import type { RequestTiming } from '../metrics.ts';
+import { importProviderKey } from '../mesh/provider-key.ts';
+
+const port = parentPort;
+if (!port) throw new Error('http-thread.ts runs as a worker thread (http-threads.ts starts it), not on its own.');
+const { config, port: listenPort } = workerData as HttpThreadInit;
+const outbox = new Outbox<ThreadMessage>((messages, transfer) => port.postMessage(messages, transfer));
+const post = (message: ThreadMessage, transfer: readonly ArrayBuffer[] = []) => outbox.push(message, transfer);
+
+const log = consoleLogger(`backend ${config.backendId} http-${threadId}`);
+const lifecycle = new Lifecycle();
+const runs = new Map<number, { resolve: (answer: InferAnswer) => void; reject: (err: Error) => void }>();
+const fetches = new Map<number, (response: WireResponse) => void>();
+let nextId = 0;
+/** Set once the app is built (a drain may arrive before: the thread then has nothing to finish). */
+let server: Server | undefined;
+
+/** The main thread's executor, across the thread. */
+const executor: InferencePort = {
+  run: (job: InferJob) =>
+    new Promise<InferAnswer>((resolve, reject) => {
+      const id = nextId++;
+      runs.set(id, { resolve, reject });
+      post({ t: 'run', id, job });
+    }),
+  succeeded: (name: string, version: string, timing: RequestTiming) => post({ t: 'succeeded', name, version, timing }),
+  failed: (name, code) => post({ t: 'failed', name, code }),
+  tokenRejected: (code) => post({ t: 'rejected', code }),
+};
+
+/** Statuses whose responses have no body (a `Response` refuses one). */
+const NO_BODY = new Set([101, 204, 205, 304]);
+
+async function forward(request: Request, body: ArrayBuffer | null): Promise<Response> {
+  const id = nextId++;
+  const answered = new Promise<WireResponse>((resolve) => fetches.set(id, resolve));
+  post({ t: 'fetch', id, request: { method: request.method, url: request.url, headers: [...request.headers], body } }, body ? [body] : []);
+  const response = await answered;
+  const empty = request.method === 'HEAD' || NO_BODY.has(response.status);
+  return new Response(empty ? null : response.body, { status: response.status, headers: response.headers });
+}
+
+port.on('message', (messages: MainMessage[]) => {
+  for (const message of messages) handle(message);
+});
+
+function handle(message: MainMessage): void {
+  switch (message.t) {
+    case 'ran': {
+      const pending = runs.get(message.id);
+      runs.delete(message.id);
+      if ('answer' in message) pending?.resolve(message.answer);
+      else pending?.reject(fromWire(message.error));
+      return;
+    }
+    case 'fetched': {
+      const resolve = fetches.get(message.id);
+      fetches.delete(message.id);
+      resolve?.(message.response);
+      return;
+    }
+    case 'drain':
+      void drain(message.timeoutMs);
+      return;
+  }
+}
+
+const key = await importProviderKey(config.providerKey);
+const app = createThreadApp({
+  maxBodyBytes: config.maxBodyBytes,
+  dispatch: new DispatchVerifier({ backendId: config.backendId, issuer: config.meshIssuer, getKey: edgeJwks(config.edgeUrl) }),
+  attestor: new Attestor({ key, providerId: config.providerId, backendId: config.backendId }),
+  executor,
+  lifecycle,
+  log,
+  forward,
+});
+
+// Plain HTTP/1.1 (no `createServer` option), so a node:http Server.
+const http = createAdaptorServer({ fetch: app.fetch, hostname: config.host, port: listenPort }) as Server;
+server = http;
+http.once('error', (err) => post({ t: 'listen-failed', message: err.message }));
+http.listen({ host: config.host, port: listenPort, reusePort: true }, () => {
+  http.removeAllListeners('error');
+  http.on('error', (err) => log.error('the HTTP server failed', err));
+  post({ t: 'listening', address: http.address() as AddressInfo });
+});
+
+async function drain(timeoutMs: number): Promise<void> {
+  post({ t: 'drained', idle: server ? await closeServer(server, lifecycle, timeoutMs) : true });
+}

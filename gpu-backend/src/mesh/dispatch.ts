@@ -1,0 +1,119 @@
+/**
+ * Dispatch tokens (API.md section 3): the edge's permission to run one
+ * request here. A token must be an EdDSA JWT of `typ` mesh-dispatch+jwt from
+ * the mesh key (found by `kid` in the edge's JWKS), issued by the mesh for this
+ * backend (`aud`), live for at most 60 s, bound to this model and to the exact
+ * request body bytes (`body_sha256`), and never seen before (`jti`). Every
+ * failure is a 401 `invalid_token` that keeps jose's error as `cause`; a
+ * missing bearer token is a 401 `unauthorized`.
+ */
+
+import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { MeshError } from '../../../shared/errors.ts';
+import { ALGORITHMS, DISPATCH_TTL_MAX_S, TYP, type DispatchClaims } from '../../../shared/jwt.ts';
+import { sha256HexSync } from './hash.ts';
+import { ReplayCache } from './replay-cache.ts';
+
+export interface DispatchVerifierOptions {
+  /** This backend's id: the tokens' `aud`. */
+  backendId: string;
+  /** The mesh's issuer: the tokens' `iss`. */
+  issuer: string;
+  /** Resolves the mesh's public key by the token's header (jose `createRemoteJWKSet` / `createLocalJWKSet`). */
+  getKey: JWTVerifyGetKey;
+  /** Wall-clock milliseconds (tests freeze it). */
+  now?: () => number;
+  /** Seconds of clock difference tolerated between edge and backend. */
+  clockToleranceS?: number;
+  /** Most jtis remembered at once. */
+  maxLiveTokens?: number;
+}
+
+/** The model claim that allows `POST /v2/repository/index`. */
+export const ANY_MODEL = '*';
+
+const invalid = (message: string, cause?: unknown) => new MeshError('invalid_token', message, { cause });
+
+/** The JWKS of the edge, fetched from `<edgeUrl>/.well-known/jwks.json` (jose caches it and refetches on an unknown kid, with a cooldown). */
+export function edgeJwks(edgeUrl: string): JWTVerifyGetKey {
+  return createRemoteJWKSet(new URL('/.well-known/jwks.json', edgeUrl));
+}
+
+export class DispatchVerifier {
+  readonly #options: DispatchVerifierOptions;
+  readonly #now: () => number;
+  readonly #tolerance: number;
+  readonly #replays: ReplayCache;
+
+  constructor(options: DispatchVerifierOptions) {
+    this.#options = options;
+    this.#now = options.now ?? Date.now;
+    this.#tolerance = options.clockToleranceS ?? 5;
+    this.#replays = new ReplayCache(options.maxLiveTokens ?? 100_000);
+  }
+
+  /**
+   * Verifies the `Authorization` header of a request for `model` whose body
+   * is `body`, and spends the token's jti. Returns the claims.
+   */
+  async verify(authorization: string | undefined, body: Uint8Array, model: string): Promise<DispatchClaims> {
+    const claims = await this.check(authorization, body, model);
+    this.spend(claims);
+    return claims;
+  }
+
+  /**
+   * Spends the jti of claims that `check` accepted: throws 401 when the token
+   * was used before. Kept apart so that HTTP threads check tokens in parallel
+   * while one replay cache, on the main thread, spends them (http-threads.ts).
+   */
+  spend(claims: Pick<DispatchClaims, 'jti' | 'exp'>): void {
+    const nowS = Math.floor(this.#now() / 1000);
+    if (!this.#replays.use(claims.jti, claims.exp + this.#tolerance, nowS)) throw invalid('The dispatch token was already used.');
+  }
+
+  /**
+   * Everything `verify` checks except single use: signature, algorithm,
+   * `typ`, issuer, audience, times, model and body binding. Returns the claims;
+   * the caller must `spend` them before acting on the request.
+   */
+  async check(authorization: string | undefined, body: Uint8Array, model: string): Promise<DispatchClaims> {
+    const token = bearer(authorization);
+    const nowMs = this.#now();
+    const nowS = Math.floor(nowMs / 1000);
+    let claims: DispatchClaims;
+    try {
+      const { payload } = await jwtVerify(token, this.#options.getKey, {
+        algorithms: ALGORITHMS,
+        typ: TYP.dispatch,
+        issuer: this.#options.issuer,
+        audience: this.#options.backendId,
+        requiredClaims: ['exp', 'iat', 'jti', 'body_sha256', 'model'],
+        maxTokenAge: DISPATCH_TTL_MAX_S + this.#tolerance,
+        clockTolerance: this.#tolerance,
+        currentDate: new Date(nowMs),
+      });
+      claims = payload as unknown as DispatchClaims;
+    } catch (err) {
+      throw invalid(`The dispatch token is not valid: ${err instanceof Error ? err.message : String(err)}.`, err);
+    }
+    if (typeof claims.jti !== 'string' || claims.jti.length === 0 || claims.jti.length > 256) throw invalid('The dispatch token has no usable "jti".');
+    if (typeof claims.model !== 'string' || typeof claims.body_sha256 !== 'string') {
+      throw invalid('The dispatch token\'s "model" and "body_sha256" must be strings.');
+    }
+    if (claims.exp - nowS > DISPATCH_TTL_MAX_S + this.#tolerance) {
+      throw invalid(`The dispatch token expires more than ${DISPATCH_TTL_MAX_S} s ahead.`);
+    }
+    if (claims.model !== model) throw invalid(`The dispatch token is for model "${claims.model}", not "${model}".`);
+    if (claims.body_sha256.toLowerCase() !== sha256HexSync(body)) {
+      throw invalid('The dispatch token is bound to another request body (body_sha256 differs).');
+    }
+    return claims;
+  }
+}
+
+function bearer(authorization: string | undefined): string {
+  const match = /^Bearer[ ]+([A-Za-z0-9._~+/=-]+)\s*$/i.exec(authorization ?? '');
+  if (!match) throw new MeshError('unauthorized', 'This route needs a dispatch token from the edge (Authorization: Bearer <JWT>).');
+  return match[1]!;
+}

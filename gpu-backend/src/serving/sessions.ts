@@ -1,0 +1,167 @@
+/**
+ * Opening ONNX Runtime sessions on the best execution provider that works.
+ * Providers are tried in the configured order (`cuda` first by default); when
+ * CUDA cannot initialise (no GPU, no driver, or onnxruntime-node's CUDA add-on
+ * not installed) it says so in ONE log line, with ORT's reason, and every
+ * model is served on `cpu`. The provider a session actually got is returned,
+ * so heartbeats and /v2/health/ready report the truth. It also decides where
+ * a model's runs execute (INFERENCE_THREAD): one session per instance on
+ * worker threads (session-thread.ts), or one on the main thread.
+ */
+
+import { availableParallelism } from 'node:os';
+import * as ort from 'onnxruntime-node';
+import type { ExecutionProvider } from '../../../shared/heartbeat.ts';
+import type { Logger } from '../log.ts';
+import { ThreadedSession } from './session-pool.ts';
+
+/** What the repository uses of a session: an `ort.InferenceSession`, or its instances on worker threads. */
+export interface ModelSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  run(feeds: ort.InferenceSession.FeedsType, fetches: readonly string[]): Promise<ort.InferenceSession.ReturnType>;
+  release(): Promise<void>;
+  /** Why the session can run no more (every inference thread died), once that is so; absent or undefined while it can. */
+  readonly failure?: string | undefined;
+}
+
+/** Opens `instances` sessions of a model as one `ModelSession`; a stand-in in tests. */
+export type CreateSession = (modelPath: string, options: ort.InferenceSession.SessionOptions, instances: number) => Promise<ModelSession>;
+
+/**
+ * Where `session.run` executes: `worker` on worker threads, one per model
+ * instance, so the main thread serves HTTP while a batch runs; `main` on the
+ * main thread, one session per model whatever its instance count; `auto`
+ * (default) `worker` for CUDA sessions and on CPU hosts of at least
+ * `WORKER_MIN_CORES` cores, else `main`.
+ */
+export type InferenceThread = 'auto' | 'worker' | 'main';
+
+/**
+ * Below this many cores a CPU session stays on the main thread. Measured on 2
+ * cores (`npm run bench:backend`, INFERENCE_THREAD=worker vs main): on a
+ * worker the model gets one core and the HTTP thread the other, and
+ * concurrency 16 served 38% fewer requests than on the main thread (476 vs
+ * 773 req/s; 3% more at 64, 1000 vs 967); on a GPU, or with cores to spare,
+ * the HTTP work overlaps the run instead.
+ */
+export const WORKER_MIN_CORES = 4;
+
+export interface OpenedSession {
+  session: ModelSession;
+  provider: ExecutionProvider;
+  /** Where its runs execute. */
+  thread: 'worker' | 'main';
+}
+
+export interface SessionFactoryOptions {
+  /** In order of preference, e.g. `['cuda', 'cpu']`. */
+  providers: readonly ExecutionProvider[];
+  cudaDeviceId?: number;
+  intraOpThreads?: number;
+  /** Default `auto`. */
+  thread?: InferenceThread;
+  /** Cores of this host (`auto` and CPU threads on workers); default os.availableParallelism(). */
+  cores?: number;
+  log: Logger;
+  create?: CreateSession;
+}
+
+const createOnWorkers: CreateSession = (modelPath, options, instances) => ThreadedSession.open(modelPath, options, instances);
+const createOnMain: CreateSession = (modelPath, options) => ort.InferenceSession.create(modelPath, options);
+
+export class SessionFactory {
+  readonly #providers: readonly ExecutionProvider[];
+  readonly #cudaDeviceId: number;
+  readonly #intraOpThreads: number | undefined;
+  readonly #log: Logger;
+  readonly #create: CreateSession | undefined;
+  readonly #thread: InferenceThread;
+  readonly #cores: number;
+  #cudaFailure: string | undefined;
+
+  constructor(options: SessionFactoryOptions) {
+    if (options.providers.length === 0) throw new Error('SessionFactory needs at least one execution provider.');
+    this.#providers = options.providers;
+    this.#cudaDeviceId = options.cudaDeviceId ?? 0;
+    this.#intraOpThreads = options.intraOpThreads;
+    this.#log = options.log;
+    this.#thread = options.thread ?? 'auto';
+    this.#cores = options.cores ?? availableParallelism();
+    this.#create = options.create;
+    // ORT prints its own errors to stderr (e.g. the failed dlopen of the CUDA
+    // add-on); every failure reaches us as an exception and is logged once by us.
+    if (!options.create) ort.env.logLevel = 'fatal';
+  }
+
+  /** Why CUDA could not initialise, once it was tried and failed. */
+  get cudaFailure(): string | undefined {
+    return this.#cudaFailure;
+  }
+
+  /**
+   * The provider new sessions get: the first configured one not known to be
+   * broken. Before the first session this is a hope, after it a fact.
+   */
+  get preferred(): ExecutionProvider {
+    return this.#providers.find((p) => !(p === 'cuda' && this.#cudaFailure !== undefined)) ?? 'cpu';
+  }
+
+  /**
+   * Opens `modelPath` on the first provider that initialises (only `cpu` with
+   * `cpuOnly`, a model whose instance_group is `KIND_CPU`), as `instances`
+   * sessions on worker threads (one on the main thread with `thread: 'main'`).
+   * Throws when no provider works.
+   */
+  async open(modelPath: string, options: { cpuOnly?: boolean; instances?: number } = {}): Promise<OpenedSession> {
+    let lastError: unknown;
+    const providers: readonly ExecutionProvider[] = options.cpuOnly ? ['cpu'] : this.#providers;
+    for (const provider of providers) {
+      if (provider === 'cuda' && this.#cudaFailure !== undefined) continue;
+      const thread = this.threadFor(provider);
+      const instances = thread === 'main' ? 1 : Math.max(1, options.instances ?? 1);
+      const create = this.#create ?? (thread === 'worker' ? createOnWorkers : createOnMain);
+      try {
+        const session = await create(modelPath, this.#options(provider, thread, instances), instances);
+        return { session, provider, thread };
+      } catch (err) {
+        lastError = err;
+        if (provider !== 'cuda') throw err;
+        this.#cudaFailure = firstLine(err);
+        const next = providers.find((p) => p !== 'cuda') ?? 'none';
+        this.#log.warn(
+          `CUDA execution provider could not initialise on device ${this.#cudaDeviceId}: ${this.#cudaFailure}; serving on ${next}. ` +
+            '(CUDA needs an NVIDIA GPU with its driver and the CUDA build of onnxruntime-node, which its postinstall fetches.)',
+        );
+      }
+    }
+    throw lastError ?? new Error('No execution provider is configured.');
+  }
+
+  /** Where sessions on `provider` run, INFERENCE_THREAD resolved. */
+  threadFor(provider: ExecutionProvider): 'worker' | 'main' {
+    if (this.#thread !== 'auto') return this.#thread;
+    return provider === 'cuda' || this.#cores >= WORKER_MIN_CORES ? 'worker' : 'main';
+  }
+
+  #options(provider: ExecutionProvider, thread: 'worker' | 'main', instances: number): ort.InferenceSession.SessionOptions {
+    const executionProviders: ort.InferenceSession.ExecutionProviderConfig[] =
+      provider === 'cuda' ? [{ name: 'cuda', deviceId: this.#cudaDeviceId }] : ['cpu'];
+    const options: ort.InferenceSession.SessionOptions = {
+      executionProviders,
+      graphOptimizationLevel: 'all',
+      logSeverityLevel: 3,
+      // Idle intra-op threads sleep instead of spinning: the HTTP and crypto work shares the cores.
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
+    };
+    if (this.#intraOpThreads !== undefined) options.intraOpNumThreads = this.#intraOpThreads;
+    // CPU instances on worker threads leave one core to the main thread's HTTP work and share the rest.
+    else if (provider === 'cpu' && thread === 'worker') options.intraOpNumThreads = Math.max(1, Math.floor((this.#cores - 1) / instances));
+    return options;
+  }
+}
+
+function firstLine(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return message.split('\n')[0]!.trim() || 'unknown error';
+}

@@ -1,0 +1,353 @@
+/**
+ * Between OIP v2 JSON tensors and ONNX Runtime tensors, checked against the
+ * model's config: a request naming an unknown input, missing one, or sending
+ * the wrong datatype or shape is refused with a 400 that names the input and
+ * says what was expected and what came. Text (`BYTES`) sent to a model whose
+ * config names a `text_input` is tokenized (shared/tokenizer.ts) into its
+ * INT64 token-id input. Also counts the billing units of a request.
+ */
+
+import * as ort from 'onnxruntime-node';
+import { MeshError } from '../../../shared/errors.ts';
+import type { Datatype, InferOutput, InferRequest, TensorData } from '../../../shared/protocol.ts';
+import { DEFAULT_MAX_LENGTH, PAD_ID, TOKENIZER_NAME, VOCAB_SIZE, padBatch, tokenize } from '../../../shared/tokenizer.ts';
+import type { Units } from '../../../shared/jwt.ts';
+import { datatypeOf, modelShape, type ModelConfig, type ModelTensorConfig } from './model-config.ts';
+
+/** The element storage of one ORT tensor. */
+export type TensorValues =
+  | Float32Array
+  | Float64Array
+  | BigInt64Array
+  | Int32Array
+  | Int16Array
+  | Int8Array
+  | Uint8Array
+  | string[];
+
+/** One input, checked and converted, before it becomes an `ort.Tensor`. */
+export interface Feed {
+  datatype: Datatype;
+  shape: number[];
+  values: TensorValues;
+}
+
+/** A checked request, ready to run. */
+export interface PreparedInference {
+  feeds: Record<string, Feed>;
+  /** Output names to compute, in response order. */
+  fetches: string[];
+  /** Rows of the batch (1 for a model without a batch dimension). */
+  batch: number;
+  /** The input that carries token ids (padded with `padId`), if the model takes tokens. */
+  tokenInput: string | undefined;
+  padId: number;
+  units: Units;
+}
+
+/** How a model takes text: set when its config has `parameters.text_input`. */
+interface TextSpec {
+  /** Name of the BYTES input consumers send, e.g. `text`. */
+  name: string;
+  /** The INT64 input the token ids go into, e.g. `input_ids`. */
+  target: ModelTensorConfig;
+  maxLength: number;
+}
+
+const ORT_TYPE: Record<Datatype, ort.Tensor.Type> = {
+  BOOL: 'bool',
+  UINT8: 'uint8',
+  INT8: 'int8',
+  INT16: 'int16',
+  INT32: 'int32',
+  INT64: 'int64',
+  FP32: 'float32',
+  FP64: 'float64',
+  BYTES: 'string',
+};
+
+const DATATYPE_OF_ORT: Partial<Record<ort.Tensor.Type, Datatype>> = Object.fromEntries(
+  Object.entries(ORT_TYPE).map(([datatype, type]) => [type, datatype as Datatype]),
+);
+
+const fmt = (shape: readonly number[]): string => `[${shape.join(',')}]`;
+const describe = (config: ModelConfig, t: ModelTensorConfig): string => `${t.name} (${datatypeOf(t)} ${fmt(modelShape(config, t))})`;
+
+/** The model's `pad_id` parameter, or the tokenizer's PAD_ID. */
+export function padIdOf(config: ModelConfig): number {
+  const p = config.parameters?.pad_id;
+  return typeof p === 'number' && Number.isSafeInteger(p) ? p : PAD_ID;
+}
+
+/** The text input the model accepts besides its tensor inputs, if any. */
+export function textSpecOf(config: ModelConfig): TextSpec | undefined {
+  const name = config.parameters?.text_input;
+  if (typeof name !== 'string' || config.input.some((t) => t.name === name)) return undefined;
+  const target = config.input.find((t) => t.data_type === 'TYPE_INT64');
+  if (!target) return undefined;
+  const max = config.parameters?.max_sequence_length;
+  const maxLength = typeof max === 'number' && Number.isSafeInteger(max) && max > 0 ? max : DEFAULT_MAX_LENGTH;
+  return { name, target, maxLength };
+}
+
+/** The INT64 input that carries token ids, for a model that declares a tokenizer or a text input. */
+function tokenInputOf(config: ModelConfig): ModelTensorConfig | undefined {
+  const text = textSpecOf(config);
+  if (text) return text.target;
+  if (config.parameters?.tokenizer === undefined) return undefined;
+  return config.input.find((t) => t.data_type === 'TYPE_INT64');
+}
+
+/** Converts checked, flat JSON data to the typed storage of `datatype`. */
+export function toValues(datatype: Datatype, data: TensorData): TensorValues {
+  switch (datatype) {
+    case 'FP32':
+      return Float32Array.from(data as number[]);
+    case 'FP64':
+      return Float64Array.from(data as number[]);
+    case 'INT64':
+      return BigInt64Array.from(data as number[], (v) => BigInt(v));
+    case 'INT32':
+      return Int32Array.from(data as number[]);
+    case 'INT16':
+      return Int16Array.from(data as number[]);
+    case 'INT8':
+      return Int8Array.from(data as number[]);
+    case 'UINT8':
+      return Uint8Array.from(data as number[]);
+    case 'BOOL':
+      return Uint8Array.from(data as boolean[], (v) => (v ? 1 : 0));
+    case 'BYTES':
+      return (data as string[]).slice();
+  }
+}
+
+/** Builds the ORT tensor of a feed. */
+export function toOrtTensor(feed: Feed): ort.Tensor {
+  return new ort.Tensor(ORT_TYPE[feed.datatype], feed.values as never, feed.shape);
+}
+
+export function toOrtFeeds(feeds: Record<string, Feed>): Record<string, ort.Tensor> {
+  const out: Record<string, ort.Tensor> = {};
+  for (const [name, feed] of Object.entries(feeds)) out[name] = toOrtTensor(feed);
+  return out;
+}
+
+/** Checks a shape against the config's `[-1, ...dims]`; returns the batch size. */
+function checkShape(config: ModelConfig, t: ModelTensorConfig, shape: readonly number[], shown = t.name): number {
+  const expected = modelShape(config, t);
+  const mismatch = () =>
+    new MeshError('shape_mismatch', `Input "${shown}": expected shape ${fmt(expected)}, got ${fmt(shape)}.`);
+  if (shape.length !== expected.length) throw mismatch();
+  expected.forEach((d, i) => {
+    if (d !== -1 && shape[i] !== d) throw mismatch();
+  });
+  shape.forEach((d, i) => {
+    if (d < 1) {
+      throw new MeshError('shape_mismatch', `Input "${shown}": dimension ${i} of shape ${fmt(shape)} is 0; every dimension must be at least 1.`);
+    }
+  });
+  if (config.max_batch_size === 0) return 1;
+  const batch = shape[0]!;
+  if (batch > config.max_batch_size) {
+    throw new MeshError(
+      'shape_mismatch',
+      `Input "${shown}": batch size ${batch} exceeds the max_batch_size ${config.max_batch_size} of model "${config.name}".`,
+    );
+  }
+  return batch;
+}
+
+function checkTokenIds(config: ModelConfig, t: ModelTensorConfig, values: BigInt64Array, shape: readonly number[]): void {
+  const seq = shape[shape.length - 1]!;
+  const max = config.parameters?.max_sequence_length;
+  if (typeof max === 'number' && seq > max) {
+    throw new MeshError('shape_mismatch', `Input "${t.name}": sequence length ${seq} exceeds max_sequence_length ${max} of model "${config.name}".`);
+  }
+  if (config.parameters?.tokenizer !== TOKENIZER_NAME) return;
+  for (let i = 0; i < values.length; i++) {
+    const id = values[i]!;
+    if (id < 0n || id >= BigInt(VOCAB_SIZE)) {
+      throw new MeshError(
+        'invalid_tensor',
+        `Input "${t.name}": element ${i} is ${id}, not a token id of ${TOKENIZER_NAME} (0 to ${VOCAB_SIZE - 1}).`,
+      );
+    }
+  }
+}
+
+/** Tokenizes a batch of texts into the model's token-id input. */
+function tokenizeTexts(config: ModelConfig, spec: TextSpec, texts: string[]): Feed {
+  const fixed = spec.target.dims[spec.target.dims.length - 1];
+  const maxLength = fixed !== undefined && fixed > 0 ? Math.min(fixed, spec.maxLength) : spec.maxLength;
+  const rows = texts.map((text) => tokenize(text, maxLength));
+  let ids: number[];
+  let seq: number;
+  if (fixed !== undefined && fixed > 0) {
+    seq = fixed;
+    ids = new Array<number>(rows.length * seq).fill(padIdOf(config));
+    rows.forEach((row, r) => row.forEach((id, i) => (ids[r * seq + i] = id)));
+  } else {
+    ({ ids, seq } = padBatch(rows));
+    const pad = padIdOf(config);
+    if (pad !== PAD_ID) ids = ids.map((id) => (id === PAD_ID ? pad : id));
+  }
+  const batchDims = config.max_batch_size > 0 ? [texts.length] : [];
+  const shape = [...batchDims, ...spec.target.dims.slice(0, -1), seq];
+  return { datatype: 'INT64', shape, values: BigInt64Array.from(ids, (v) => BigInt(v)) };
+}
+
+/**
+ * Checks a parsed OIP request against the model's config and converts it.
+ * Throws a 400 `MeshError` naming the input, the expected and the actual
+ * datatype or shape.
+ */
+export function prepareInference(config: ModelConfig, request: InferRequest): PreparedInference {
+  const byName = new Map(config.input.map((t) => [t.name, t]));
+  const text = textSpecOf(config);
+  const tokenInput = tokenInputOf(config);
+  const feeds: Record<string, Feed> = {};
+  const batches: { name: string; batch: number }[] = [];
+
+  for (const input of request.inputs) {
+    const t = byName.get(input.name);
+    if (t) {
+      const expected = datatypeOf(t);
+      if (input.datatype !== expected) {
+        throw new MeshError('datatype_mismatch', `Input "${input.name}": expected datatype ${expected}, got ${input.datatype}.`);
+      }
+      batches.push({ name: input.name, batch: checkShape(config, t, input.shape) });
+      const values = toValues(expected, input.data);
+      if (t === tokenInput) checkTokenIds(config, t, values as BigInt64Array, input.shape);
+      feeds[t.name] = { datatype: expected, shape: input.shape.slice(), values };
+    } else if (text && input.name === text.name) {
+      if (input.datatype !== 'BYTES') {
+        throw new MeshError('datatype_mismatch', `Input "${input.name}": expected datatype BYTES (text), got ${input.datatype}.`);
+      }
+      const rank1 = config.max_batch_size > 0 ? [-1] : [1];
+      const ok = input.shape.length === 1 || (input.shape.length === 2 && input.shape[1] === 1);
+      if (!ok || (config.max_batch_size === 0 && input.shape[0] !== 1)) {
+        throw new MeshError('shape_mismatch', `Input "${input.name}": expected shape ${fmt(rank1)} (one text per row), got ${fmt(input.shape)}.`);
+      }
+      const rows = input.shape[0]!;
+      if (rows < 1) throw new MeshError('shape_mismatch', `Input "${input.name}": expected at least one text, got shape ${fmt(input.shape)}.`);
+      if (config.max_batch_size > 0 && rows > config.max_batch_size) {
+        throw new MeshError(
+          'shape_mismatch',
+          `Input "${input.name}": batch size ${rows} exceeds the max_batch_size ${config.max_batch_size} of model "${config.name}".`,
+        );
+      }
+      if (request.inputs.some((i) => i.name === text.target.name)) {
+        throw new MeshError('invalid_request', `Inputs "${input.name}" and "${text.target.name}" are alternatives: send one of them.`);
+      }
+      batches.push({ name: input.name, batch: rows });
+      feeds[text.target.name] = tokenizeTexts(config, text, input.data as string[]);
+    } else {
+      const accepted = config.input.map((x) => describe(config, x));
+      if (text) accepted.push(`${text.name} (BYTES ${fmt(config.max_batch_size > 0 ? [-1] : [1])})`);
+      throw new MeshError(
+        'unknown_input',
+        `Input "${input.name}" is not an input of model "${config.name}"; it takes ${accepted.join(', ')}.`,
+      );
+    }
+  }
+
+  for (const t of config.input) {
+    if (feeds[t.name]) continue;
+    const alt = text && text.target === t ? ` or text as "${text.name}" (BYTES)` : '';
+    throw new MeshError('missing_input', `Input "${t.name}" is missing: model "${config.name}" needs ${describe(config, t)}${alt}.`);
+  }
+
+  const first = batches[0]!;
+  for (const b of batches) {
+    if (b.batch !== first.batch) {
+      throw new MeshError('shape_mismatch', `Input "${b.name}": batch size ${b.batch} differs from input "${first.name}" (${first.batch}).`);
+    }
+  }
+
+  const outputNames = config.output.map((o) => o.name);
+  let fetches = outputNames;
+  if (request.outputs && request.outputs.length > 0) {
+    fetches = [];
+    for (const o of request.outputs) {
+      if (!outputNames.includes(o.name)) {
+        throw new MeshError(
+          'invalid_request',
+          `Requested output "${o.name}" is not an output of model "${config.name}"; its outputs are ${outputNames.join(', ')}.`,
+        );
+      }
+      if (!fetches.includes(o.name)) fetches.push(o.name);
+    }
+  }
+
+  const padId = padIdOf(config);
+  let inputUnits = first.batch;
+  if (tokenInput) {
+    const ids = feeds[tokenInput.name]!.values as BigInt64Array;
+    const pad = BigInt(padId);
+    inputUnits = 0;
+    for (let i = 0; i < ids.length; i++) if (ids[i] !== pad) inputUnits++;
+  }
+
+  return {
+    feeds,
+    fetches,
+    batch: first.batch,
+    tokenInput: tokenInput?.name,
+    padId,
+    units: { input: inputUnits, output: first.batch },
+  };
+}
+
+/**
+ * One output tensor as the model produced it, before JSON: its data is still
+ * the typed array (or strings), so it crosses to an HTTP thread as one copy
+ * and only the thread that answers turns it into JSON numbers (`jsonOutputs`).
+ */
+export interface OutputTensor {
+  name: string;
+  datatype: Datatype;
+  shape: number[];
+  data: ort.Tensor['data'];
+}
+
+/** Picks the ORT results in `fetches` order and names their OIP datatypes. */
+export function toOutputs(config: ModelConfig, results: Record<string, ort.Tensor>, fetches: readonly string[]): OutputTensor[] {
+  return fetches.map((name) => {
+    const tensor = results[name];
+    if (!tensor) throw new Error(`Model "${config.name}" returned no output "${name}".`);
+    const datatype = DATATYPE_OF_ORT[tensor.type];
+    if (!datatype) throw new Error(`Model "${config.name}" output "${name}" has ORT type ${tensor.type}, which OIP cannot carry.`);
+    return { name, datatype, shape: [...tensor.dims], data: tensor.data };
+  });
+}
+
+/** OIP outputs (JSON data) of `outputs`. */
+export function jsonOutputs(outputs: readonly OutputTensor[]): InferOutput[] {
+  return outputs.map(({ name, datatype, shape, data }) => ({ name, datatype, shape, data: toJsonData(datatype, data) }));
+}
+
+function toJsonData(datatype: Datatype, data: ort.Tensor['data']): TensorData {
+  if (datatype === 'BYTES') return Array.from(data as string[]);
+  if (datatype === 'BOOL') return Array.from(data as Uint8Array, (v) => v !== 0);
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) return Array.from(data, (v) => Number(v));
+  return Array.from(data as ArrayLike<number>);
+}
+
+/**
+ * A small batch of neutral values for every input: what the warm-up run at
+ * load time feeds the model (token inputs get [CLS]-like id 1, not padding).
+ */
+export function warmupFeeds(config: ModelConfig): Record<string, Feed> {
+  const feeds: Record<string, Feed> = {};
+  const tokenInput = tokenInputOf(config);
+  for (const t of config.input) {
+    const shape = modelShape(config, t).map((d, i) => (d !== -1 ? d : i === 0 && config.max_batch_size > 0 ? 1 : 8));
+    const count = shape.reduce((a, b) => a * b, 1);
+    const datatype = datatypeOf(t);
+    const fill = t === tokenInput ? 1 : 0;
+    const data: TensorData = datatype === 'BYTES' ? new Array<string>(count).fill('') : datatype === 'BOOL' ? new Array<boolean>(count).fill(false) : new Array<number>(count).fill(fill);
+    feeds[t.name] = { datatype, shape, values: toValues(datatype, data) };
+  }
+  return feeds;
+}

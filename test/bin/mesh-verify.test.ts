@@ -1,0 +1,232 @@
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { importJWK, SignJWT, type CryptoKey } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateEd25519 } from '../../shared/keys.ts';
+import { inclusionProof, leafHash, merkleRoot, toHex } from '../../receipts/merkle.ts';
+import { sortedTotals, totalsOf } from '../../receipts/totals.ts';
+import { TYP, type BatchClaims, type ReceiptClaims } from '../../shared/jwt.ts';
+import { receiptClaims } from '../helpers/receipts.ts';
+
+/** The CLI runs as a real child process on this Node (22, which runs the .ts directly). */
+const CLI = fileURLToPath(new URL('../../bin/mesh-verify.ts', import.meta.url));
+const BATCH_ID = '1764083700123-03-000042';
+const ISSUER = 'https://mesh.test';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `mesh-verify args...`, feeding `stdin`; killed after 20 s. */
+function cli(args: string[], stdin = ''): Promise<Run> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 20_000 });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', fail);
+    child.on('close', (code) => done({ code, stdout, stderr }));
+    child.stdin.end(stdin);
+  });
+}
+
+let dir: string;
+let receipts: string[];
+let batchJwt: string;
+let jwksServer: Server;
+let jwksUrl: string;
+const path = (name: string) => join(dir, name);
+
+
+/** Flips one payload field while keeping the signature: a tampered receipt. */
+function tamper(jwt: string): string {
+  const [h, p, s] = jwt.split('.');
+  const claims = JSON.parse(Buffer.from(p!, 'base64url').toString()) as ReceiptClaims;
+  claims.amount = 1;
+  return `${h}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${s}`;
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'mesh-verify-'));
+  const mesh = await generateEd25519('mesh-2025-02');
+  const other = await generateEd25519('other');
+  const key = (await importJWK(mesh.privateJwk, 'EdDSA')) as CryptoKey;
+  const sign = (payload: object, typ: string) => new SignJWT({ ...payload }).setProtectedHeader({ alg: 'EdDSA', typ, kid: mesh.publicJwk.kid! }).sign(key);
+
+  receipts = await Promise.all(Array.from({ length: 5 }, (_, i) => sign(receiptClaims(i), TYP.receipt)));
+  const leaves = receipts.map(leafHash);
+  const batch: BatchClaims = {
+    iss: ISSUER,
+    iat: Math.floor(Date.now() / 1000),
+    batch_id: BATCH_ID,
+    shard: 3,
+    epoch_start: 1764083640123,
+    epoch_end: 1764083700123,
+    count: receipts.length,
+    merkle_root: toHex(merkleRoot(leaves)),
+    totals: sortedTotals(totalsOf(receipts.map((_, i) => receiptClaims(i)))),
+    disputed: [],
+  };
+  batchJwt = await sign(batch, TYP.batch);
+  const proof = { batch_id: BATCH_ID, leaf_index: 2, tree_size: 5, audit_path: inclusionProof(leaves, 2).map(toHex) };
+  const jwks = JSON.stringify({ keys: [mesh.publicJwk] });
+
+  // The three line formats receipts.ndjson may use, and a blank line.
+  const ndjson = receipts
+    .map((r, i) => (i % 3 === 0 ? JSON.stringify({ receipt: r, jti: `rcpt-${i}` }) : i % 3 === 1 ? JSON.stringify(r) : r))
+    .join('\n');
+  const tampered = receipts.map((r, i) => JSON.stringify({ receipt: i === 3 ? tamper(r) : r })).join('\n');
+  const badPath = proof.audit_path.map((h, j) => (j === 0 ? `${h[0] === '0' ? '1' : '0'}${h.slice(1)}` : h));
+
+  await Promise.all([
+    writeFile(path('jwks.json'), jwks),
+    writeFile(path('other-jwks.json'), JSON.stringify({ keys: [other.publicJwk] })),
+    writeFile(path('receipt.jwt'), `${receipts[2]}\n`),
+    writeFile(path('receipt.json'), JSON.stringify({ receipt: receipts[2] })),
+    writeFile(path('batch.jwt'), batchJwt),
+    writeFile(path('batch.json'), JSON.stringify({ id: BATCH_ID, batch: batchJwt })),
+    writeFile(path('wrong-id.json'), JSON.stringify({ id: '1764083700123-03-000041', batch: batchJwt })),
+    writeFile(path('receipts.ndjson'), `${ndjson}\n\n`),
+    writeFile(path('tampered.ndjson'), tampered),
+    writeFile(path('proof.json'), JSON.stringify(proof)),
+    writeFile(path('bad-proof.json'), JSON.stringify({ ...proof, audit_path: badPath })),
+    writeFile(path('not-json.ndjson'), `${receipts[0]}\n{"receipt": \n`),
+  ]);
+  await mkdir(path('archive'));
+  await Promise.all([
+    writeFile(join(dir, 'archive', 'batch.json'), JSON.stringify({ id: BATCH_ID, batch: batchJwt })),
+    writeFile(join(dir, 'archive', 'receipts.ndjson'), receipts.map((r) => JSON.stringify({ receipt: r })).join('\n')),
+    writeFile(join(dir, 'archive', 'jwks.json'), jwks),
+  ]);
+
+  jwksServer = createServer((req, res) => {
+    if (req.url === '/.well-known/jwks.json') res.writeHead(200, { 'content-type': 'application/json' }).end(jwks);
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((ok) => jwksServer.listen(0, '127.0.0.1', ok));
+  jwksUrl = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/.well-known/jwks.json`;
+});
+
+afterAll(async () => {
+  await new Promise((ok) => jwksServer?.close(ok));
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('mesh-verify: valid material', () => {
+  it('verifies a receipt from a file, a JSON file, the argument and stdin', async () => {
+    const runs = await Promise.all([
+      cli(['receipt', path('receipt.jwt'), '--jwks', path('jwks.json')]),
+      cli(['receipt', path('receipt.json'), '--jwks', path('jwks.json'), '--issuer', ISSUER]),
+      cli(['receipt', receipts[2]!, '--jwks', path('jwks.json')]),
+      cli(['receipt', '-', '--jwks', path('jwks.json')], `${receipts[2]}\n`),
+    ]);
+    for (const run of runs) {
+      expect(run, run.stderr).toMatchObject({ code: 0, stderr: '' });
+      expect(run.stdout).toBe('ok  receipt rcpt-000002: embed@1 by provider p0 for consumer consumer-2, 102 micro-USD, 6+3 units\n');
+    }
+  });
+
+  it('verifies a batch (batch.json or the bare JWT) against mixed-format ndjson, with a file or URL JWKS', async () => {
+    const runs = await Promise.all([
+      cli(['batch', path('batch.json'), '--receipts', path('receipts.ndjson'), '--jwks', path('jwks.json')]),
+      cli(['batch', path('batch.jwt'), '--receipts', path('receipts.ndjson'), '--jwks', jwksUrl]),
+    ]);
+    for (const run of runs) {
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout).toMatch(/^ok {2}batch 1764083700123-03-000042: 5 receipts, root [0-9a-f]{12}…, totals verified \(2 providers, 3 consumers\)\n$/);
+    }
+  });
+
+  it('prints one JSON object with --json', async () => {
+    const run = await cli(['batch', path('batch.json'), '--receipts', path('receipts.ndjson'), '--jwks', path('jwks.json'), '--json']);
+    expect(run.code, run.stderr).toBe(0);
+    const out = JSON.parse(run.stdout) as Record<string, unknown>;
+    expect(out).toMatchObject({ ok: true, command: 'batch', batch_id: BATCH_ID, count: 5, disputed: [] });
+    expect(out.totals).toEqual({ providers: { p0: 100 + 102 + 104, p1: 101 + 103 }, consumers: { 'consumer-0': 203, 'consumer-1': 205, 'consumer-2': 102 } });
+  });
+
+  it('verifies an inclusion proof and an archive folder', async () => {
+    const [proof, archive] = await Promise.all([
+      cli(['proof', path('receipt.jwt'), '--proof', path('proof.json'), '--batch', path('batch.json'), '--jwks', path('jwks.json')]),
+      cli(['archive', path('archive')]),
+    ]);
+    expect(proof.code, proof.stderr).toBe(0);
+    expect(proof.stdout).toMatch(/^ok {2}receipt rcpt-000002 is leaf 2 of 5 in batch 1764083700123-03-000042 \(root [0-9a-f]{12}…\)\n$/);
+    expect(archive.code, archive.stderr).toBe(0);
+    expect(archive.stdout).toMatch(/^ok {2}batch 1764083700123-03-000042: 5 receipts/);
+  });
+});
+
+describe('mesh-verify: failures exit 1 with a FAIL line', () => {
+  it('names a tampered receipt line in receipts.ndjson', async () => {
+    const run = await cli(['batch', path('batch.json'), '--receipts', path('tampered.ndjson'), '--jwks', path('jwks.json')]);
+    expect(run).toEqual({ code: 1, stdout: '', stderr: 'FAIL  receipt 3 (jti rcpt-000003): signature does not verify (kid mesh-2025-02)\n' });
+  });
+
+  it('refuses a bad proof, a proof against the wrong batch id, and a batch.json whose id is not its batch', async () => {
+    const [bad, json, wrongId] = await Promise.all([
+      cli(['proof', path('receipt.jwt'), '--proof', path('bad-proof.json'), '--batch', path('batch.jwt'), '--jwks', path('jwks.json')]),
+      cli(['proof', path('receipt.jwt'), '--proof', path('bad-proof.json'), '--batch', path('batch.jwt'), '--jwks', path('jwks.json'), '--json']),
+      cli(['batch', path('wrong-id.json'), '--receipts', path('receipts.ndjson'), '--jwks', path('jwks.json')]),
+    ]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/^FAIL {2}receipt \(jti rcpt-000002\) is not leaf 2 of batch 1764083700123-03-000042: the audit path does not lead/);
+    expect(json.code).toBe(1);
+    expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, command: 'proof', code: 'not_included' });
+    expect(wrongId.code).toBe(1);
+    expect(wrongId.stderr).toContain('batch file says id 1764083700123-03-000041');
+  });
+
+  it('refuses an archive checked against another JWKS, the wrong issuer, and an unparseable ndjson line', async () => {
+    const [archive, issuer, notJson] = await Promise.all([
+      cli(['archive', path('archive'), '--jwks', path('other-jwks.json')]),
+      cli(['receipt', path('receipt.jwt'), '--jwks', path('jwks.json'), '--issuer', 'https://other.mesh']),
+      cli(['batch', path('batch.json'), '--receipts', path('not-json.ndjson'), '--jwks', path('jwks.json')]),
+    ]);
+    expect(archive.code).toBe(1);
+    expect(archive.stderr).toBe(`FAIL  batch ${BATCH_ID}: no EdDSA key with kid "mesh-2025-02" in the JWKS\n`);
+    expect(issuer.code).toBe(1);
+    expect(issuer.stderr).toContain('FAIL  receipt (jti rcpt-000002): issuer is "https://mesh.test", expected "https://other.mesh"');
+    expect(notJson.code).toBe(1);
+    expect(notJson.stderr).toBe(`FAIL  ${path('not-json.ndjson')} line 2: not valid JSON\n`);
+  });
+});
+
+describe('mesh-verify: usage', () => {
+  it('prints help and exits 0', async () => {
+    const run = await cli(['--help']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^Usage:\n {2}mesh-verify receipt/);
+  });
+
+  it('exits 2 with a one-line reason on usage errors', async () => {
+    const cases: string[][] = [
+      [],
+      ['frobnicate'],
+      ['receipt'],
+      ['receipt', path('receipt.jwt')],
+      ['receipt', path('receipt.jwt'), '--jwks', path('jwks.json'), '--bogus'],
+      ['receipt', path('no-such-file.jwt'), '--jwks', path('jwks.json')],
+      ['receipt', path('receipt.jwt'), '--jwks', path('no-such-jwks.json')],
+      ['batch', path('batch.json'), '--jwks', path('jwks.json')],
+      ['proof', path('receipt.jwt'), '--batch', path('batch.json'), '--jwks', path('jwks.json')],
+      ['archive', path('no-such-dir')],
+      ['receipt', path('receipt.jwt'), 'extra', '--jwks', path('jwks.json')],
+    ];
+    const runs = await Promise.all(cases.map((args) => cli(args)));
+    runs.forEach((run, i) => {
+      const what = JSON.stringify(cases[i]);
+      expect(run.code, what).toBe(2);
+      expect(run.stdout, what).toBe('');
+      expect(run.stderr, what).toMatch(/^mesh-verify: [^\n]+\n$/);
+    });
+  });
+});

@@ -1,0 +1,100 @@
+/**
+ * The isolate's view of every region's backends, and of the revoked keys.
+ * The per-request path reads
+ * this in-memory snapshot; it is refreshed from the RegionDirectory objects in
+ * the background (`ctx.waitUntil`) once it is older than SNAPSHOT_REFRESH_MS.
+ * Only a cold isolate, with no snapshot yet, waits for the first fetch.
+ */
+
+import { REGIONS } from '../../shared/regions.ts';
+import type { BackendEntry } from './backend.ts';
+import type { Env } from '../env.ts';
+
+export interface Snapshot {
+  /** ms since epoch when it was taken. */
+  at: number;
+  backends: BackendEntry[];
+  byRegion: Map<string, BackendEntry[]>;
+  /** `jti`s of revoked bearer keys. */
+  revoked: ReadonlySet<string>;
+  /**
+   * Models (`name` and `name@version`) some backend announced within
+   * MODEL_MEMORY_MS: while every backend of a model is gone, requests for it
+   * get 503 (retry later), not 404 (no such model).
+   */
+  recentModels: ReadonlyMap<string, number>;
+}
+
+/** How long the isolate remembers a model no backend announces any more. */
+const MODEL_MEMORY_MS = 10 * 60_000;
+
+let current: Snapshot | undefined;
+let inFlight: Promise<Snapshot> | undefined;
+
+async function fetchSnapshot(env: Env): Promise<Snapshot> {
+  const at = Date.now();
+  const [revoked, ...results] = await Promise.allSettled([
+    env.OPERATOR_REGISTRY.getByName('global').revokedKeys(),
+    ...REGIONS.map((r) => env.REGION_DIRECTORY.getByName(r.id, { locationHint: r.locationHint }).backends()),
+  ]);
+  const byRegion = new Map<string, BackendEntry[]>();
+  results.forEach((result, i) => {
+    const region = REGIONS[i]!.id;
+    if (result.status === 'fulfilled') {
+      byRegion.set(region, result.value as BackendEntry[]);
+    } else {
+      // Keep what we knew of a region whose directory did not answer this time.
+      console.warn(`snapshot: directory ${region} failed: ${String(result.reason)}`);
+      byRegion.set(region, current?.byRegion.get(region) ?? []);
+    }
+  });
+  if (revoked!.status === 'rejected') console.warn(`snapshot: revoked keys failed: ${String(revoked!.reason)}`);
+  const backends = [...byRegion.values()].flat();
+  const recentModels = new Map([...(current?.recentModels ?? [])].filter(([, seen]) => at - seen < MODEL_MEMORY_MS));
+  for (const b of backends) {
+    for (const m of b.models) {
+      recentModels.set(m.name, at);
+      recentModels.set(`${m.name}@${m.version}`, at);
+    }
+    // A model a backend could load is served after warm placement: 503 (retry) until then, not 404.
+    for (const name of b.available ?? []) recentModels.set(name, at);
+  }
+  const snap: Snapshot = {
+    at,
+    backends,
+    recentModels,
+    byRegion,
+    // Revocations are never forgotten because one fetch failed.
+    revoked: revoked!.status === 'fulfilled' ? new Set(revoked!.value as string[]) : (current?.revoked ?? new Set()),
+  };
+  current = snap;
+  return snap;
+}
+
+/** Fetches a fresh snapshot now (shared by concurrent callers). Only for paths that are already failing or rare. */
+export function refreshSnapshot(env: Env): Promise<Snapshot> {
+  inFlight ??= fetchSnapshot(env).finally(() => {
+    inFlight = undefined;
+  });
+  return inFlight;
+}
+
+/**
+ * The current snapshot. Starts a background refresh when it is stale; waits
+ * only when the isolate has none yet.
+ */
+export async function getSnapshot(env: Env, ctx: { waitUntil(p: Promise<unknown>): void }, refreshMs: number): Promise<Snapshot> {
+  if (!current) return refreshSnapshot(env);
+  if (Date.now() - current.at >= refreshMs && !inFlight) ctx.waitUntil(refreshSnapshot(env).catch(() => undefined));
+  return current;
+}
+
+/** Makes the next request fetch a fresh snapshot (after a registration changed the directory). */
+export function invalidateSnapshot(): void {
+  if (current) current = { ...current, at: 0 };
+}
+
+/** Applies a revocation to this isolate's snapshot at once; others see it on their next refresh. */
+export function noteRevoked(jti: string): void {
+  if (current) current = { ...current, revoked: new Set([...current.revoked, jti]) };
+}

@@ -1,0 +1,39 @@
+/**
+ * Which PoP a request entered at, and where that is: `request.cf.colo` in
+ * production; with `MESH_DEV=1` the `x-mesh-dev-colo` header may name any PoP
+ * (local development and tests simulate the world this way).
+ */
+
+import { MeshError } from '../../shared/errors.ts';
+import type { LatLon } from '../../shared/regions.ts';
+import { popLocation } from './pops.ts';
+
+export interface Pop extends LatLon {
+  code: string;
+  /** True when `x-mesh-dev-colo` chose it: the network underneath is not that PoP's, so its RTTs mean nothing. */
+  simulated?: boolean;
+}
+
+export const DEV_COLO_HEADER = 'x-mesh-dev-colo';
+/** The `pop` a receipt names when the runtime gave no colo. */
+const UNKNOWN_COLO = 'unknown';
+
+/** Resolves the PoP of a request. Unknown dev colo: 400. No location at all: lat/lon 0. */
+export function resolvePop(request: Request, dev: boolean): Pop {
+  if (dev) {
+    const forced = request.headers.get(DEV_COLO_HEADER);
+    if (forced) {
+      const at = popLocation(forced);
+      if (!at) throw new MeshError('invalid_request', `${DEV_COLO_HEADER}: "${forced}" is not a known PoP IATA code.`);
+      return { code: forced.toUpperCase(), ...at, simulated: true };
+    }
+  }
+  const cf = (request as { cf?: IncomingRequestCfProperties }).cf;
+  const colo = typeof cf?.colo === 'string' ? cf.colo : UNKNOWN_COLO;
+  const at = popLocation(colo);
+  if (at) return { code: colo, ...at };
+  const lat = Number(cf?.latitude);
+  const lon = Number(cf?.longitude);
+  if (Number.isFinite(lat) && Number.isFinite(lon)) return { code: colo, lat, lon };
+  return { code: colo, lat: 0, lon: 0 };
+}

@@ -1,0 +1,153 @@
+/**
+ * Sending one inference to one backend: the dispatch token that authorises it
+ * (API.md section 3), the call with its timeout, and the checks on what comes
+ * back (status, attestation bound to the bytes received). Returns a result the
+ * caller branches on; it never throws for a backend's fault.
+ */
+
+import { importJWK, jwtVerify, type JWK } from 'jose';
+import { sha256Hex } from '../../receipts/hash.ts';
+import { ALGORITHMS, DISPATCH_TTL_S, TYP, type AttestationClaims, type Units } from '../../shared/jwt.ts';
+import type { BackendEntry } from '../directory/backend.ts';
+import { sign, type SigningKeys } from '../keys.ts';
+
+export interface DispatchRequest {
+  keys: SigningKeys;
+  issuer: string;
+  consumer: string;
+  model: string;
+  version?: string;
+  body: Uint8Array;
+  bodySha256: string;
+  timeoutMs: number;
+  /** Cancels the call (a hedge that lost). */
+  signal?: AbortSignal;
+  /** Called when the backend's response headers arrive (it has started answering). */
+  onResponse?: () => void;
+}
+
+export type DispatchResult =
+  | {
+      kind: 'ok';
+      body: Uint8Array;
+      outputSha256: string;
+      attestation: string;
+      units: Units;
+      contentType: string;
+      /** Edge-measured time of the call. */
+      ms: number;
+      /** The backend's own time (its `server-timing: backend;dur=`), when it says. */
+      backendMs: number | undefined;
+    }
+  /** The backend refused the request itself (bad tensor, too large): the consumer's error, passed through. */
+  | { kind: 'rejected'; status: number; body: Uint8Array; contentType: string }
+  /** The backend failed (down, slow, 5xx, lying): try another. */
+  | { kind: 'failed'; reason: string; timeout: boolean };
+
+/** Backend statuses that are the consumer's fault and are passed through unchanged. */
+const PASS_THROUGH = new Set([400, 413]);
+
+const providerKeys = new Map<string, Promise<CryptoKey>>();
+
+function providerKey(jwk: JWK): Promise<CryptoKey> {
+  const id = `${jwk.crv}:${jwk.x}`;
+  let key = providerKeys.get(id);
+  if (!key) {
+    key = importJWK({ kty: 'OKP', crv: jwk.crv, x: jwk.x }, 'EdDSA') as Promise<CryptoKey>;
+    providerKeys.set(id, key);
+  }
+  return key;
+}
+
+/** Verifies the provider's attestation: its signature, and that it is about this call and these bytes. */
+async function checkAttestation(
+  att: string,
+  backend: BackendEntry,
+  jti: string,
+  model: string,
+  outputSha256: string,
+): Promise<AttestationClaims | string> {
+  if (!backend.providerKey) return 'no provider key on record';
+  let claims: AttestationClaims;
+  try {
+    const { payload } = await jwtVerify<AttestationClaims>(att, await providerKey(backend.providerKey), {
+      algorithms: ALGORITHMS,
+      typ: TYP.attestation,
+      issuer: backend.provider,
+      subject: backend.id,
+    });
+    claims = payload;
+  } catch (err) {
+    return `attestation does not verify (${(err as Error).message})`;
+  }
+  if (claims.jti !== jti) return 'attestation is for another dispatch';
+  if (claims.model !== model) return 'attestation names another model';
+  if (claims.output_sha256 !== outputSha256) return 'attestation does not match the bytes received';
+  const u = claims.units;
+  if (!u || !Number.isInteger(u.input) || !Number.isInteger(u.output) || u.input < 0 || u.output < 0) {
+    return 'attestation units are invalid';
+  }
+  return claims;
+}
+
+/** `backend;dur=<ms>` from a `server-timing` header. */
+function backendDuration(headers: Headers): number | undefined {
+  const m = /(?:^|,)\s*backend;dur=([0-9.]+)/.exec(headers.get('server-timing') ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
+export async function dispatch(backend: BackendEntry, req: DispatchRequest): Promise<DispatchResult> {
+  const jti = crypto.randomUUID();
+  const iat = Math.floor(Date.now() / 1000);
+  const token = await sign(req.keys, TYP.dispatch, {
+    iss: req.issuer,
+    aud: backend.id,
+    sub: req.consumer,
+    jti,
+    iat,
+    exp: iat + DISPATCH_TTL_S,
+    model: req.model,
+    body_sha256: req.bodySha256,
+  });
+  const path = `/v2/models/${encodeURIComponent(req.model)}${req.version ? `/versions/${encodeURIComponent(req.version)}` : ''}/infer`;
+  const started = Date.now();
+  let res: Response;
+  let body: Uint8Array;
+  // One controller for the deadline and the caller's cancellation, and a timer
+  // cleared as soon as the call ends: `AbortSignal.timeout` would leave a timer
+  // pending in the request's context for the whole timeout after every call.
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort(new DOMException(`no answer within ${req.timeoutMs} ms`, 'TimeoutError'));
+  }, req.timeoutMs);
+  const cancel = () => controller.abort(req.signal?.reason);
+  if (req.signal?.aborted) cancel();
+  else req.signal?.addEventListener('abort', cancel, { once: true });
+  try {
+    res = await fetch(backend.url + path, {
+      method: 'POST',
+      body: req.body,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      signal: controller.signal,
+    });
+    req.onResponse?.();
+    body = new Uint8Array(await res.arrayBuffer());
+  } catch (err) {
+    return { kind: 'failed', reason: timedOut ? `no answer within ${req.timeoutMs} ms` : (err as Error).message, timeout: timedOut };
+  } finally {
+    clearTimeout(timer);
+    req.signal?.removeEventListener('abort', cancel);
+  }
+  const ms = Date.now() - started;
+  const contentType = res.headers.get('content-type') ?? 'application/json';
+  if (PASS_THROUGH.has(res.status)) return { kind: 'rejected', status: res.status, body, contentType };
+  if (res.status !== 200) return { kind: 'failed', reason: `HTTP ${res.status}`, timeout: false };
+  const attestation = res.headers.get('x-provider-attestation');
+  if (!attestation) return { kind: 'failed', reason: 'no attestation', timeout: false };
+  const outputSha256 = await sha256Hex(body);
+  const checked = await checkAttestation(attestation, backend, jti, req.model, outputSha256);
+  if (typeof checked === 'string') return { kind: 'failed', reason: checked, timeout: false };
+  return { kind: 'ok', body, outputSha256, attestation, units: checked.units, contentType, ms, backendMs: backendDuration(res.headers) };
+}

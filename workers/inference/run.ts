@@ -1,0 +1,359 @@
+/**
+ * One consumer inference, whatever API it came in by: pick candidates from the
+ * isolate's snapshot, dispatch to the best, move on to the next when a backend
+ * fails, and answer with exactly one signed receipt. The OIP, OpenAI and
+ * Hugging Face routes only translate requests and responses around this.
+ */
+
+import type { Context } from 'hono';
+import { MeshError } from '../../shared/errors.ts';
+import { sha256Hex } from '../../receipts/hash.ts';
+import { priceOf } from './pricing.ts';
+import { isRegionId } from '../../shared/regions.ts';
+import type { KeyClaims, ReceiptClaims } from '../../shared/jwt.ts';
+import type { AppEnv } from '../context.ts';
+import { flushDemand, noteDemand } from '../directory/demand.ts';
+import { dispatch, type DispatchRequest, type DispatchResult } from './dispatch.ts';
+import { embedOnHuggingFace, mayFallBack } from './fallback.ts';
+import { settings } from '../env.ts';
+import { signingKeys } from '../keys.ts';
+import type { BackendEntry } from '../directory/backend.ts';
+import { resolvePop, type Pop } from '../geo/pop.ts';
+import { signReceipt } from './receipts.ts';
+import { recordReceipt } from '../settlement/record.ts';
+import { hedgeDelayMs } from '../routing/hedge.ts';
+import { isolateRouting, trackPending } from '../routing/isolate.ts';
+import { pickAttempts } from '../routing/p2c.ts';
+import { rankByScore, type Scored } from '../routing/score.ts';
+import { getSnapshot, refreshSnapshot, type Snapshot } from '../directory/snapshot.ts';
+
+/** At most this many backends are tried for one request. */
+export const MAX_ATTEMPTS = 3;
+const RETRY_AFTER_S = 5;
+/** A snapshot older than this is refreshed once before a request is refused for want of a backend. */
+const STALE_BEFORE_REFUSING_MS = 250;
+const VERIFY_MODES = new Set(['none', 'sampled', 'redundant']);
+
+export type Verify = ReceiptClaims['verify'];
+
+/** What a route hands over once it has authenticated and translated the request. */
+export interface InferenceCall {
+  consumer: KeyClaims;
+  model: string;
+  version?: string;
+  /** Exact bytes of the OIP v2 request for the backend. */
+  oipBody: Uint8Array;
+  /** The consumer's own request bytes, when they differ from `oipBody` (for the receipt's input_sha256). */
+  consumerBody?: Uint8Array;
+  /**
+   * Turns the backend's OIP response into what the consumer receives. Absent:
+   * the OIP bytes are passed through unchanged.
+   */
+  shape?: (oip: Uint8Array, units: { input: number; output: number }) => { body: string | Uint8Array; contentType: string };
+  /** The request's texts, when it is a text-embedding request that may fall back to Hugging Face. */
+  texts?: string[];
+  /** The output name of the model's embedding, for a fallback answer in OIP form (default `embedding`). */
+  outputName?: string;
+}
+
+/** Regions this request may be served in: the `x-mesh-region` pin within the key's residency. */
+export function allowedRegions(c: Context<AppEnv>, consumer: KeyClaims): Set<string> | undefined {
+  const pin = c.req.header('x-mesh-region');
+  const residency = consumer.regions ? new Set(consumer.regions) : undefined;
+  if (pin === undefined) return residency;
+  if (!isRegionId(pin)) throw new MeshError('unknown_region', `x-mesh-region: "${pin}" is not a mesh region.`);
+  if (residency && !residency.has(pin)) {
+    throw new MeshError('forbidden', `Your key may only be served in ${[...residency].join(', ')}, not ${pin}.`);
+  }
+  return new Set([pin]);
+}
+
+/**
+ * The backends to try for `model` from this request's PoP: scored by expected
+ * time to a complete answer, the first picked by power of two choices among
+ * the best, the rest in score order. 404 or 503 when there are none.
+ */
+export async function candidatesFor(
+  c: Context<AppEnv>,
+  consumer: KeyClaims,
+  model: string,
+  version?: string,
+  pop: Pop = resolvePop(c.req.raw, settings(c.env).dev),
+): Promise<{ pop: Pop; candidates: Scored[]; snapshot: Snapshot }> {
+  const s = settings(c.env);
+  const residency = allowedRegions(c, consumer);
+  const rank = (snap: Snapshot) =>
+    pickAttempts(rankByScore(snap.backends, { model, version, from: pop, residency }, isolateRouting, Date.now(), { allowCold: false }), Math.random);
+  let snapshot = await getSnapshot(c.env, c.executionCtx, s.snapshotRefreshMs);
+  let candidates = rank(snapshot);
+  if (candidates.length === 0 && Date.now() - snapshot.at > STALE_BEFORE_REFUSING_MS) {
+    // Before refusing, make sure the refusal is not an artefact of an old snapshot.
+    snapshot = await refreshSnapshot(c.env);
+    candidates = rank(snapshot);
+  }
+  if (candidates.length === 0) {
+    if (!snapshot.recentModels.has(version === undefined ? model : `${model}@${version}`)) {
+      const what = version === undefined ? `a model named "${model}"` : `version "${version}" of "${model}"`;
+      throw new MeshError('model_not_found', `No backend in the mesh serves ${what}.`);
+    }
+    const where = residency ? ` in ${[...residency].join(', ')}` : '';
+    throw new MeshError('no_capacity', `No ready backend has "${model}" warm${where} right now; retry shortly.`, {
+      retryAfter: RETRY_AFTER_S,
+    });
+  }
+  return { pop, candidates, snapshot };
+}
+
+/** Reads the request body within MAX_BODY_BYTES (413 beyond). */
+export async function readBody(c: Context<AppEnv>): Promise<Uint8Array> {
+  const max = settings(c.env).maxBodyBytes;
+  const tooLarge = () => new MeshError('body_too_large', `The request body is larger than the ${max}-byte limit.`);
+  if (Number(c.req.header('content-length')) > max) throw tooLarge();
+  const body = new Uint8Array(await c.req.arrayBuffer());
+  if (body.byteLength > max) throw tooLarge();
+  return body;
+}
+
+/** The `x-mesh-verify` mode of the request (default `sampled`). */
+export function verifyMode(c: Context<AppEnv>): Verify {
+  const verify = c.req.header('x-mesh-verify') ?? 'sampled';
+  if (!VERIFY_MODES.has(verify)) throw new MeshError('invalid_request', 'x-mesh-verify must be none, sampled or redundant.');
+  return verify as Verify;
+}
+
+/** Who computed an answer, for the receipt and the response headers. */
+interface Served {
+  /** OIP v2 response bytes. */
+  oip: Uint8Array;
+  /** SHA-256 of `oip`, when already known. */
+  oipSha256?: string;
+  units: { input: number; output: number };
+  provider: string;
+  backend: string;
+  region: string;
+  modelVersion: string;
+  attestation?: string;
+  /** Time spent waiting for it, ms. */
+  ms: number;
+}
+
+/** Runs the call on the best backend that answers and returns the consumer's response, receipt attached. */
+export async function runInference(c: Context<AppEnv>, call: InferenceCall): Promise<Response> {
+  const started = Date.now();
+  const s = settings(c.env);
+  const verify = verifyMode(c);
+  const routing = isolateRouting;
+  routing.budget.recordRequest();
+  routing.hedges.recordRequest();
+  const pop = resolvePop(c.req.raw, s.dev);
+  noteDemand(pop, call.model);
+  flushDemand(c.env, c.executionCtx);
+  const [keys, oipSha256, consumerSha256] = await Promise.all([
+    signingKeys(c.env),
+    sha256Hex(call.oipBody),
+    call.consumerBody ? sha256Hex(call.consumerBody) : undefined,
+  ]);
+
+  let served: Served;
+  try {
+    const { candidates, snapshot } = await candidatesFor(c, call.consumer, call.model, call.version, pop);
+    const { backend, result } = await attempt(call, candidates, snapshot, {
+      keys,
+      issuer: s.issuer,
+      consumer: call.consumer.sub,
+      model: call.model,
+      version: call.version,
+      body: call.oipBody,
+      bodySha256: oipSha256,
+      timeoutMs: s.backendTimeoutMs,
+    });
+    if (result.kind === 'rejected') {
+      return new Response(result.body, { status: result.status, headers: { 'content-type': result.contentType } });
+    }
+    routing.answer.observe(backend.id, call.model, result.ms, Date.now());
+    // Service time as the backend reports it, and the network's share (the rest of the wait) per PoP.
+    if (result.backendMs !== undefined) {
+      routing.latency.observe(backend.id, call.model, result.backendMs, Date.now());
+      if (!pop.simulated) routing.rtt.observe(pop.code, backend.id, Math.max(0, result.ms - result.backendMs));
+    }
+    served = {
+      oip: result.body,
+      oipSha256: result.outputSha256,
+      units: result.units,
+      provider: backend.provider,
+      backend: backend.id,
+      region: backend.region,
+      modelVersion: call.version ?? backend.models.find((m) => m.name === call.model)?.version ?? '1',
+      attestation: result.attestation,
+      ms: result.ms,
+    };
+  } catch (err) {
+    // No backend anywhere could serve it: the operator's Hugging Face endpoint, when there is one and the input is text.
+    if (!mayFallBack(c.env, err, call.texts)) throw err;
+    console.warn(`infer ${call.model}: ${(err as Error).message} Falling back to Hugging Face.`);
+    const hf = await embedOnHuggingFace(c.env, call.model, call.texts!, call.outputName ?? 'embedding', s.backendTimeoutMs);
+    served = { oip: hf.body, units: hf.units, provider: 'huggingface', backend: hf.endpoint, region: 'huggingface', modelVersion: 'huggingface', ms: hf.ms };
+  }
+
+  let body: Uint8Array = served.oip;
+  let contentType = 'application/json';
+  let outputSha256 = served.oipSha256;
+  if (call.shape) {
+    const shaped = call.shape(served.oip, served.units);
+    body = typeof shaped.body === 'string' ? new TextEncoder().encode(shaped.body) : shaped.body;
+    contentType = shaped.contentType;
+    outputSha256 = undefined;
+  }
+  outputSha256 ??= await sha256Hex(body);
+  const total = Date.now() - started;
+  const jti = crypto.randomUUID();
+  const receipt = await signReceipt(keys, {
+    iss: s.issuer,
+    sub: call.consumer.sub,
+    jti,
+    iat: Math.floor(Date.now() / 1000),
+    model: call.model,
+    model_version: served.modelVersion,
+    provider: served.provider,
+    backend: served.backend,
+    region: served.region,
+    pop: pop.code,
+    units: served.units,
+    amount: priceOf(call.model, served.units),
+    input_sha256: consumerSha256 ?? oipSha256,
+    output_sha256: outputSha256,
+    latency_ms: total,
+    cache: 'miss',
+    verify,
+    ...(served.attestation ? { attestation: served.attestation } : {}),
+  });
+  // To settlement, off the answer's path: awaited in waitUntil, retried, never dropped (settlement/record.ts).
+  c.executionCtx.waitUntil(recordReceipt(c.env, jti, receipt));
+  return new Response(body, {
+    status: 200,
+    headers: {
+      'content-type': contentType,
+      'x-mesh-receipt': receipt,
+      'x-mesh-region': served.region,
+      'x-mesh-backend': served.backend,
+      'x-mesh-cache': 'miss',
+      'server-timing': `edge;dur=${Math.max(0, total - served.ms)}, backend;dur=${served.ms}, total;dur=${total}`,
+    },
+  });
+}
+
+/** What one attempt needs besides its backend (see `DispatchRequest`). */
+type AttemptRequest = Omit<DispatchRequest, 'signal' | 'onResponse'>;
+
+interface Settled {
+  backend: BackendEntry;
+  result: DispatchResult;
+}
+
+/** A backend's answer: its result, or its 4xx verdict on the request. */
+type Answer = Exclude<DispatchResult, { kind: 'failed' }>;
+
+interface Running {
+  backend: BackendEntry;
+  settled: Promise<Settled & { running: Running }>;
+  controller: AbortController;
+  answered: boolean;
+}
+
+/**
+ * Tries the candidates until one answers: the first at once; the next when an
+ * attempt fails (a retry) or when the first has not started answering by the
+ * p95 of that backend's answers as this isolate waited for them (a hedge, at
+ * most one). Retries spend the isolate's retry budget, hedges a budget of
+ * their own (5% of requests plus 1 a second), so hedging never starves a retry. The first answer wins and the other
+ * attempt is aborted; a backend's 4xx verdict on the request counts as an
+ * answer. Throws 502/504 when every candidate tried failed, 503 when the
+ * budget stopped the retries.
+ */
+async function attempt(call: InferenceCall, candidates: readonly Scored[], snapshot: Snapshot, req: AttemptRequest): Promise<{ backend: BackendEntry; result: Answer }> {
+  const routing = isolateRouting;
+  const running = new Set<Running>();
+  const failures: string[] = [];
+  let next = 0;
+  let lastTimeout = false;
+  let budgetSpent = false;
+  let hedged = false;
+
+  const launch = (hedge = false): boolean => {
+    const candidate = candidates[next];
+    if (!candidate || next >= MAX_ATTEMPTS) return false;
+    if (hedge ? !routing.hedges.tryRetry() : next > 0 && !routing.budget.tryRetry()) {
+      if (!hedge) budgetSpent = true;
+      return false;
+    }
+    next++;
+    const { backend } = candidate;
+    const release = trackPending(routing, backend.id);
+    const r = { controller: new AbortController(), answered: false, backend } as Running;
+    r.settled = dispatch(backend, {
+      ...req,
+      signal: r.controller.signal,
+      onResponse: () => {
+        r.answered = true;
+      },
+    })
+      .finally(release)
+      .then((result) => ({ backend, result, running: r }));
+    running.add(r);
+    return true;
+  };
+
+  /** When to hedge (ms after the first attempt started), if now is the time to consider it. */
+  const hedgeAt = (): number | undefined => {
+    const first = candidates[0];
+    if (hedged || next !== 1 || running.size !== 1 || !first || !candidates[1]) return undefined;
+    // The p95 of the time the edge itself waited for this backend's answers (RTT and all).
+    return hedgeDelayMs(routing.answer.get(first.backend.id, call.model), Date.now());
+  };
+
+  launch();
+  const startedAt = Date.now();
+  while (running.size > 0) {
+    const contenders: Promise<(Settled & { running: Running }) | 'hedge'>[] = [...running].map((r) => r.settled);
+    const at = hedgeAt();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (at !== undefined) {
+      contenders.push(new Promise((resolve) => (timer = setTimeout(() => resolve('hedge'), Math.max(0, startedAt + at - Date.now())))));
+    }
+    const winner = await Promise.race(contenders);
+    if (timer !== undefined) clearTimeout(timer);
+    if (winner === 'hedge') {
+      hedged = true;
+      const [first] = running;
+      if (first && !first.answered && launch(true)) console.warn(`infer ${call.model}: no answer yet, hedging to ${candidates[next - 1]!.backend.id}`);
+      continue;
+    }
+    running.delete(winner.running);
+    const { backend, result } = winner;
+    if (result.kind === 'failed') {
+      routing.ejected.recordFailure(backend, snapshot.byRegion.get(backend.region)?.length ?? 1);
+      failures.push(`${backend.id}: ${result.reason}`);
+      lastTimeout = result.timeout;
+      console.warn(`infer ${call.model}: backend ${backend.id} failed (${result.reason})`);
+      if (running.size === 0) launch();
+      continue;
+    }
+    routing.ejected.recordSuccess(backend.id);
+    // The other attempt lost: cancel it (its backend's answer would never be billed anyway). One that
+    // had not even started answering counts as a failure, so a hung backend gets ejected, hedges or not.
+    for (const loser of running) {
+      loser.controller.abort();
+      if (!loser.answered) routing.ejected.recordFailure(loser.backend, snapshot.byRegion.get(loser.backend.region)?.length ?? 1);
+    }
+    return { backend, result };
+  }
+  if (budgetSpent) {
+    throw new MeshError('no_capacity', `"${call.model}" failed on ${failures.join('; ')}, and the retry budget is spent; retry shortly.`, {
+      retryAfter: 1,
+    });
+  }
+  const detail = failures.join('; ');
+  throw lastTimeout
+    ? new MeshError('backend_timeout', `Every backend tried for "${call.model}" timed out (${detail}).`)
+    : new MeshError('backend_failed', `Every backend tried for "${call.model}" failed (${detail}).`);
+}

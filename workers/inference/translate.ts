@@ -1,0 +1,63 @@
+/**
+ * Translation between the friendlier APIs (OpenAI, Hugging Face) and OIP v2:
+ * texts or numeric rows become the model's BYTES or numeric input, as its
+ * metadata names them; the first output tensor comes back as one row per input.
+ */
+
+import { MeshError } from '../../shared/errors.ts';
+import type { InferRequest, InferResponse, ModelMetadata, TensorMetadata } from '../../shared/protocol.ts';
+
+const encoder = new TextEncoder();
+
+export type Rows = string[] | number[][];
+
+/** True for a non-empty string[] or a non-empty number[][] with non-empty rows. */
+export function isRows(v: unknown): v is Rows {
+  if (!Array.isArray(v) || v.length === 0) return false;
+  if (v.every((x) => typeof x === 'string')) return true;
+  return v.every((row) => Array.isArray(row) && row.length > 0 && row.every((x) => typeof x === 'number' && Number.isFinite(x)));
+}
+
+function inputFor(meta: ModelMetadata, text: boolean): TensorMetadata {
+  const input = text ? meta.inputs.find((i) => i.datatype === 'BYTES') : meta.inputs.find((i) => i.datatype !== 'BYTES');
+  if (!input) {
+    throw new MeshError('invalid_request', `Model "${meta.name}" does not take ${text ? 'text' : 'numeric'} input.`);
+  }
+  return input;
+}
+
+/** The OIP request bytes for `rows` (texts, or numeric rows right-padded with the model's pad id). */
+export function oipRequestBytes(meta: ModelMetadata, rows: Rows): Uint8Array {
+  const text = typeof rows[0] === 'string';
+  const input = inputFor(meta, text);
+  let request: InferRequest;
+  if (text) {
+    request = { inputs: [{ name: input.name, shape: [rows.length], datatype: 'BYTES', data: rows as string[] }] };
+  } else {
+    const numeric = rows as number[][];
+    const width = Math.max(...numeric.map((r) => r.length));
+    const fixed = input.shape.at(-1);
+    if (fixed !== undefined && fixed > 0 && numeric.some((r) => r.length !== fixed)) {
+      throw new MeshError('shape_mismatch', `Input "${input.name}" of "${meta.name}" takes rows of ${fixed} numbers.`);
+    }
+    const pad = Number((meta as { parameters?: Record<string, unknown> }).parameters?.pad_id ?? 0);
+    const data: number[] = [];
+    for (const r of numeric) {
+      data.push(...r);
+      for (let i = r.length; i < width; i++) data.push(pad);
+    }
+    request = { inputs: [{ name: input.name, shape: [numeric.length, width], datatype: input.datatype, data }] };
+  }
+  return encoder.encode(JSON.stringify(request));
+}
+
+/** The first output of an OIP response, one flat row per input row. */
+export function outputRows(oip: Uint8Array): number[][] {
+  const response = JSON.parse(new TextDecoder().decode(oip)) as InferResponse;
+  const out = response.outputs[0];
+  if (!out) return [];
+  const n = out.shape[0] ?? 1;
+  const width = out.data.length / Math.max(1, n);
+  const data = out.data as number[];
+  return Array.from({ length: n }, (_, i) => data.slice(i * width, (i + 1) * width));
+}

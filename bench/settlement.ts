@@ -1,5 +1,5 @@
 /**
- * `npm run bench:settlement`: what settlement (API.md sections 4 and 5) costs
+ * `npm run bench:settlement`: what settlement (docs/api.md sections 4 and 5) costs
  * on this machine: signing receipts at the edge, the queue send, appends into
  * one ledger shard, and building, closing and proving Merkle batches of 1e5
  * and 1e6 receipts. A script, not a test: it prints what ONE run measured
@@ -22,7 +22,7 @@
  * - Times are taken here, in Node, around one HTTP request that does one
  *   thing (workerd's clock only advances on I/O), except the split of a close
  *   (below). workerd's CPU time and bytes written to disk come from /proc.
- * - Receipts carry every API.md section 4 claim and a real provider
+ * - Receipts carry every docs/api.md section 4 claim and a real provider
  *   attestation (an Ed25519 JWS like gpu-backend's); the table shows their size.
  * - (1) Signing: the claims of SETTLEMENT_BENCH_SIGN receipts are built first
  *   (not timed), then one request signs them all; minus an empty request, per

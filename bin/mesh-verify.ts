@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * mesh-verify: the offline verifier as a command, for billing systems and
- * auditors (API.md sections 4 and 5). Reads receipts, batches, proofs and the
+ * auditors (docs/api.md sections 4 and 5). Reads receipts, batches, proofs and the
  * mesh's JWKS from files (or stdin, or a JWKS URL), verifies them with
  * shared/verify.ts and says `ok` or `FAIL` with the first thing that is wrong.
  *

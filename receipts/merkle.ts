@@ -1,6 +1,6 @@
 /**
  * RFC 9162 section 2.1 Merkle trees (Certificate Transparency v2), the tree
- * every settlement batch commits to (API.md section 5): leaf and node hashes,
+ * every settlement batch commits to (docs/api.md section 5): leaf and node hashes,
  * the tree head, inclusion proofs and their verification, and the chunked
  * composition the ledger relies on to keep memory bounded.
  *

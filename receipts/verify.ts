@@ -1,7 +1,7 @@
 /**
  * The offline verifier: what a billing system runs to check, with nothing but
  * the mesh's public JWKS, that receipts, settlement batches and inclusion
- * proofs are exactly what the mesh signed (API.md sections 4 and 5). It
+ * proofs are exactly what the mesh signed (docs/api.md sections 4 and 5). It
  * recomputes every number it can: the Merkle root over the receipts in leaf
  * order, the totals (with the same `totalsOf` the ledger uses), the count.
  *
@@ -75,7 +75,7 @@ export interface VerifyOptions {
   currentDate?: Date;
 }
 
-/** API.md section 5 `GET /v1/receipts/{jti}/proof`. */
+/** docs/api.md section 5 `GET /v1/receipts/{jti}/proof`. */
 export interface InclusionProof {
   batch_id: string;
   leaf_index: number;
@@ -86,7 +86,7 @@ export interface InclusionProof {
 /** How far in the future an `iat` may be (clock skew between the edge and the verifier). */
 export const MAX_CLOCK_SKEW_S = 300;
 
-/** Every receipt claim of API.md section 4 but `attestation` (absent on cache hits). */
+/** Every receipt claim of docs/api.md section 4 but `attestation` (absent on cache hits). */
 export const RECEIPT_REQUIRED_CLAIMS = [
   'iss',
   'sub',
@@ -107,13 +107,13 @@ export const RECEIPT_REQUIRED_CLAIMS = [
   'verify',
 ] as const;
 
-/** The batch claims of API.md section 5. */
+/** The batch claims of docs/api.md section 5. */
 export const BATCH_REQUIRED_CLAIMS = ['batch_id', 'epoch_start', 'epoch_end', 'count', 'merkle_root', 'totals', 'disputed'] as const;
 
 /** Receipts whose signatures are checked at once in `verifyBatch`. */
 const PARALLEL = 64;
 
-/** Verifies one receipt JWT: signature, header, every claim of API.md section 4. */
+/** Verifies one receipt JWT: signature, header, every claim of docs/api.md section 4. */
 export async function verifyReceipt(jwt: string, jwks: Jwks, opts: VerifyOptions = {}): Promise<ReceiptClaims> {
   return checkReceipt(jwt, keySet(jwks), opts, 'receipt');
 }

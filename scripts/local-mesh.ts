@@ -1,5 +1,5 @@
 /**
- * The local mesh (API.md section 1): the edge Worker in workerd through
+ * The local mesh (docs/api.md section 1): the edge Worker in workerd through
  * `wrangler dev`, and one GPU backend process per region, each a provider of
  * its own with a key generated at start and admitted through the admin API.
  * `npm start` runs it; the integration tests and benchmarks start the same
@@ -28,7 +28,7 @@ export interface BackendSpec {
   provider: string;
 }
 
-/** The three providers of API.md section 1. */
+/** The three providers of docs/api.md section 1. */
 export const DEFAULT_BACKENDS: readonly BackendSpec[] = [
   { id: 'sg-1', region: 'ap-southeast', provider: 'provider-sg' },
   { id: 'fra-1', region: 'eu-west', provider: 'provider-fra' },

@@ -1,5 +1,5 @@
 /**
- * `npm start`: the local mesh of API.md section 1, with a `mesh ready` line and
+ * `npm start`: the local mesh of docs/api.md section 1, with a `mesh ready` line and
  * a copy-paste example; Ctrl-C stops everything it started.
  */
 

@@ -82,7 +82,7 @@ export class MeshError extends Error {
   }
 }
 
-/** The JSON body of every error response (API.md section 2). */
+/** The JSON body of every error response (docs/api.md section 2). */
 export interface ErrorBody {
   error: { code: MeshErrorCode | string; message: string };
 }

@@ -1,5 +1,5 @@
 /**
- * The heartbeat a backend sends the edge every few seconds (API.md section 3),
+ * The heartbeat a backend sends the edge every few seconds (docs/api.md section 3),
  * the edge's reply, and the parser the edge applies to the untrusted body.
  */
 

@@ -18,7 +18,7 @@ export const TYP = {
   attestation: 'mesh-attestation+jwt',
   /** Edge -> consumer and billing: what was served and charged. */
   receipt: 'mesh-receipt+jwt',
-  /** Edge -> billing: a closed settlement batch (API.md section 5). */
+  /** Edge -> billing: a closed settlement batch (docs/api.md section 5). */
   batch: 'mesh-batch+jwt',
   /** Edge -> billing webhook: one signed delivery of a closed batch. */
   webhook: 'mesh-webhook+jwt',
@@ -28,7 +28,7 @@ export const TYP = {
 export const KEY_AUDIENCE = 'mesh-api';
 /** Audience of heartbeat tokens. */
 export const HEARTBEAT_AUDIENCE = 'mesh-edge';
-/** Dispatch tokens live at most this long (API.md section 3). */
+/** Dispatch tokens live at most this long (docs/api.md section 3). */
 export const DISPATCH_TTL_MAX_S = 60;
 /** Dispatch tokens the edge signs live this long. */
 export const DISPATCH_TTL_S = 30;
@@ -71,7 +71,7 @@ export interface HeartbeatClaims {
   exp: number;
 }
 
-/** Claims of a provider attestation (`typ: mesh-attestation+jwt`, API.md section 3). */
+/** Claims of a provider attestation (`typ: mesh-attestation+jwt`, docs/api.md section 3). */
 export interface AttestationClaims {
   iss: string; // provider id
   sub: string; // backend id
@@ -87,7 +87,7 @@ export interface Units {
   output: number;
 }
 
-/** Claims of a receipt (`typ: mesh-receipt+jwt`, API.md section 4). */
+/** Claims of a receipt (`typ: mesh-receipt+jwt`, docs/api.md section 4). */
 export interface ReceiptClaims {
   iss: string;
   sub: string;
@@ -117,7 +117,7 @@ export interface BatchTotals {
   consumers: Record<string, number>;
 }
 
-/** Claims of a settlement batch (`typ: mesh-batch+jwt`, API.md section 5). */
+/** Claims of a settlement batch (`typ: mesh-batch+jwt`, docs/api.md section 5). */
 export interface BatchClaims {
   iss: string;
   iat: number;

@@ -1,5 +1,5 @@
 /**
- * Operator keys: issuing the bearer keys of API.md (consumer API keys, admin
+ * Operator keys: issuing the bearer keys of docs/api.md (consumer API keys, admin
  * and billing tokens) and generating Ed25519 key pairs. Used by the edge's
  * admin route and by the local-mesh launcher, in workerd and in Node alike.
  */

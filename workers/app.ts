@@ -1,6 +1,6 @@
 /**
  * The edge app: every route, and the one place errors become HTTP responses
- * (`{ error: { code, message } }`, API.md section 2).
+ * (`{ error: { code, message } }`, docs/api.md section 2).
  */
 
 import { Hono } from 'hono';

@@ -13,7 +13,7 @@
  * against the Workers types), because the root tsconfig type-checks bench/
  * with Node's types, under which the Worker code it imports does not compile.
  *
- * Receipts: every API.md section 4 claim, with a real provider attestation
+ * Receipts: every docs/api.md section 4 claim, with a real provider attestation
  * (an Ed25519 JWS signed like gpu-backend/src/attestation.ts does, by a
  * provider key generated here). A receipt's `jti` is a UUID-shaped string
  * derived bijectively from (run, index), so the bench can name the receipt of
@@ -231,7 +231,7 @@ const CONSUMERS = 200;
 let attestations;
 
 /**
- * 64 real provider attestations (API.md section 3), signed the way
+ * 64 real provider attestations (docs/api.md section 3), signed the way
  * gpu-backend/src/attestation.ts signs them, by a provider key made here.
  */
 function attestationPool() {
@@ -265,7 +265,7 @@ function attestationPool() {
 }
 
 /**
- * The claims of receipt `i` of `run`, every API.md section 4 claim, as the edge builds them.
+ * The claims of receipt `i` of `run`, every docs/api.md section 4 claim, as the edge builds them.
  * @param {Env} env @param {string[]} atts @param {number} run @param {number} i @param {number} iat
  * @returns {ReceiptClaims}
  */

@@ -138,7 +138,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): BackendConfig {
     }
     if (!executionProviders.includes(name)) executionProviders.push(name);
   }
-  // CPU is always the last resort (DESIGN.md: "cpu always as fallback").
+  // CPU is always the last resort (docs/design.md: "cpu always as fallback").
   if (!executionProviders.includes('cpu')) executionProviders.push('cpu');
   executionProviders.sort((a, b) => (a === 'cpu' ? 1 : 0) - (b === 'cpu' ? 1 : 0));
 

@@ -1,5 +1,5 @@
 /**
- * Receipt claims for tests (API.md section 4): every required claim, varied by
+ * Receipt claims for tests (docs/api.md section 4): every required claim, varied by
  * `i` (consumer, provider, amount) so totals have several keys. Plain data,
  * usable in Node and in workerd alike.
  */

@@ -581,7 +581,7 @@ describe('real faults under a steady stream from SIN, CGK, FRA and IAD', () => {
     expect(iad.length).toBeGreaterThan(100);
   });
 
-  // After every fault: settlement (API.md section 5) reconciles with what the consumers received.
+  // After every fault: settlement (docs/api.md section 5) reconciles with what the consumers received.
   it('settlement: every answered request is one receipt in exactly one closed batch; totals add up', async () => {
     const answered = new Map(all.filter((s) => s.receipt !== undefined).map((s) => [s.jti!, s.receipt!]));
     const clientFailures = all.filter((s) => s.status === 0).length;

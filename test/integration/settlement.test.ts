@@ -1,5 +1,5 @@
 /**
- * Settlement on a real local mesh (API.md section 5): the Worker in workerd
+ * Settlement on a real local mesh (docs/api.md section 5): the Worker in workerd
  * (wrangler dev, with its Queue, Durable Objects and R2 in Miniflare) and one
  * real backend. Answers' receipts reach closed batches exactly once, a
  * billing system checks a proof with the `mesh-verify` command, and each

@@ -1,7 +1,7 @@
 /**
  * Warm placement, as a pure decision: given one region's demand per model and
  * its backends, what the backend now heartbeating should load or unload
- * (DESIGN.md: "demand per model, from which it asks backends, in the
+ * (docs/design.md: "demand per model, from which it asks backends, in the
  * heartbeat reply, to pre-load models so that a warm one exists where demand
  * is"). At most one action per heartbeat, and none asked twice within
  * `askAgainMs`, so a slow load is not asked of every backend at once.

@@ -1,6 +1,6 @@
 /**
  * Sending one inference to one backend: the dispatch token that authorises it
- * (API.md section 3), the call with its timeout, and the checks on what comes
+ * (docs/api.md section 3), the call with its timeout, and the checks on what comes
  * back (status, attestation bound to the bytes received). Returns a result the
  * caller branches on; it never throws for a backend's fault.
  */

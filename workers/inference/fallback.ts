@@ -1,5 +1,5 @@
 /**
- * The last resort (DESIGN.md, "The routing brain"): when no backend in the
+ * The last resort (docs/design.md, "The routing brain"): when no backend in the
  * mesh can serve a request, a Hugging Face inference endpoint the operator
  * configured (`HF_ENDPOINT_URL` var, `HF_TOKEN` secret), called through
  * `@huggingface/inference`. Only text embedding (feature-extraction) falls

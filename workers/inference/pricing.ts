@@ -1,5 +1,5 @@
 /**
- * What an inference costs the consumer, in integer micro-USD (API.md section
+ * What an inference costs the consumer, in integer micro-USD (docs/api.md section
  * 4, `amount`). Prices are per unit: tokens in for the embedding model, items
  * out for the classifier. Fractions are rounded up once per request.
  */

@@ -1,5 +1,5 @@
 /**
- * Receipts (API.md section 4): one signed JWT per answered request, naming who
+ * Receipts (docs/api.md section 4): one signed JWT per answered request, naming who
  * computed what, where, for whom and at what price, bound to the exact bytes
  * of the request and of the response.
  */

@@ -1,7 +1,7 @@
 /**
  * OperatorRegistry: the operator's decisions, one object for the mesh
  * (`getByName("global")`): the providers admitted with their Ed25519 public
- * keys (API.md section 3, `POST /admin/providers`), read on heartbeats, and
+ * keys (docs/api.md section 3, `POST /admin/providers`), read on heartbeats, and
  * the bearer keys revoked before their expiry, which isolates copy into their
  * snapshot so that no request waits on this object.
  */

@@ -1,5 +1,5 @@
 /**
- * Operator routes, admin token only: admit providers (API.md section 3), see
+ * Operator routes, admin token only: admit providers (docs/api.md section 3), see
  * the backends the mesh knows, issue bearer keys (consumer, billing, admin)
  * and revoke them.
  */

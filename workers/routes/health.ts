@@ -1,5 +1,5 @@
 /**
- * Unauthenticated routes: edge liveness and readiness (API.md section 2), the
+ * Unauthenticated routes: edge liveness and readiness (docs/api.md section 2), the
  * JWKS (section 4: the keys receipts can be verified with now) and the JWKS
  * archive (every key the mesh ever signed with, retired ones with `retired_at`).
  */

@@ -1,5 +1,5 @@
 /**
- * Hugging Face Inference-compatible routes (API.md section 2):
+ * Hugging Face Inference-compatible routes (docs/api.md section 2):
  * `POST /models/{model}` and `POST /models/{model}/pipeline/{task}` with
  * `{ "inputs": ... }`, so `@huggingface/inference` works with
  * `endpointUrl: <edge>/models/<model>`. Tasks: feature-extraction (the

@@ -1,4 +1,4 @@
-/** Open Inference Protocol v2 routes for consumers (API.md section 2): infer and model metadata. */
+/** Open Inference Protocol v2 routes for consumers (docs/api.md section 2): infer and model metadata. */
 
 import { Hono, type Context } from 'hono';
 import { parseInferRequest, parseJson } from '../../shared/protocol.ts';

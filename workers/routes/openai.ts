@@ -1,5 +1,5 @@
 /**
- * OpenAI-compatible routes (API.md section 2): `POST /v1/embeddings` and
+ * OpenAI-compatible routes (docs/api.md section 2): `POST /v1/embeddings` and
  * `GET /v1/models`, so OpenAI SDKs work with `baseURL = <edge>/v1`. The
  * receipt covers the OpenAI-shaped body the consumer receives.
  */

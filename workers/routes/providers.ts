@@ -1,5 +1,5 @@
 /**
- * Provider routes (API.md section 3): a backend's heartbeat, authenticated by
+ * Provider routes (docs/api.md section 3): a backend's heartbeat, authenticated by
  * a JWT its provider key signed, recorded in its region's directory.
  */
 

@@ -1,5 +1,5 @@
 /**
- * Settlement routes (API.md section 5). Billing reads, for the admin token or
+ * Settlement routes (docs/api.md section 5). Billing reads, for the admin token or
  * a billing token (`role: billing`): closed batches (listed oldest first
  * across every ledger shard), one batch's JWT, its receipts in leaf order
  * (paged) and a receipt's inclusion proof. Operator actions, admin only:

@@ -1,5 +1,5 @@
 /**
- * SettlementLedger: one shard of the settlement log (API.md section 5). The
+ * SettlementLedger: one shard of the settlement log (docs/api.md section 5). The
  * queue consumer appends receipts here; each shard owns the receipts whose
  * `jti` hashes to it (`shardOf`) and closes its own batches.
  *
@@ -121,7 +121,7 @@ const MIGRATIONS = [
        webhook TEXT NOT NULL DEFAULT 'none',
        webhook_attempts INTEGER NOT NULL DEFAULT 0,
        webhook_next INTEGER)`,
-    // Receipts withheld from payout by verification (DESIGN.md, Trust); only while their batch is open.
+    // Receipts withheld from payout by verification (docs/design.md, Trust); only while their batch is open.
     'CREATE TABLE disputes (jti TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL)',
   ],
 ] as const;

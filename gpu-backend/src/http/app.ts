@@ -1,5 +1,5 @@
 /**
- * The backend's HTTP API (Open Inference Protocol v2, API.md section 3), as
+ * The backend's HTTP API (Open Inference Protocol v2, docs/api.md section 3), as
  * Hono apps built from their dependencies. `createApp` is the whole API;
  * `createThreadApp` is what an HTTP thread serves (http-thread.ts): the
  * inference routes, with everything else forwarded to the main thread's app.

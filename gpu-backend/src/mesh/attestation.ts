@@ -1,5 +1,5 @@
 /**
- * Provider attestations (API.md section 3): for every answer, a JWS by the
+ * Provider attestations (docs/api.md section 3): for every answer, a JWS by the
  * provider key over what was computed: the dispatch token's `jti`, the model,
  * the SHA-256 of the exact response body bytes sent, and the billing units.
  * The edge embeds it in the consumer's receipt.

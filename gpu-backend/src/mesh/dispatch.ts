@@ -1,5 +1,5 @@
 /**
- * Dispatch tokens (API.md section 3): the edge's permission to run one
+ * Dispatch tokens (docs/api.md section 3): the edge's permission to run one
  * request here. A token must be an EdDSA JWT of `typ` mesh-dispatch+jwt from
  * the mesh key (found by `kid` in the edge's JWKS), issued by the mesh for this
  * backend (`aud`), live for at most 60 s, bound to this model and to the exact

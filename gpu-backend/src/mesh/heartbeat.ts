@@ -1,5 +1,5 @@
 /**
- * Heartbeats (API.md section 3): every HEARTBEAT_INTERVAL_MS the backend tells
+ * Heartbeats (docs/api.md section 3): every HEARTBEAT_INTERVAL_MS the backend tells
  * the edge where it is, what it serves warm and how busy it is, signed with
  * the provider key, and applies the load/unload actions the edge's reply asks
  * for. A failing edge is logged once when the outage starts and once when it

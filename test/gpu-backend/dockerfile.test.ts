@@ -461,7 +461,10 @@ describe('gpu-backend/Dockerfile', () => {
 
   it('installs onnxruntime-node with its CUDA 12 add-on, production dependencies only', () => {
     const install = only('RUN', build).find((r) => /\bnpm ci\b/.test(r.args));
-    expect(install?.args).toMatch(/\bONNXRUNTIME_NODE_INSTALL=cuda12 npm ci\b/);
+    expect(install?.args).toMatch(/\bONNXRUNTIME_NODE_INSTALL=skip npm ci\b/);
+    expect(install?.args).toMatch(/&& npm run install:cuda\b/);
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    expect(pkg.scripts['install:cuda']).toMatch(/^ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules\/onnxruntime-node\/script\/install\.js$/);
     expect(install?.args).toMatch(/--omit=dev/);
     expect(install?.args).toMatch(/libonnxruntime_providers_cuda\.so/);
   });

@@ -24,6 +24,8 @@ export default defineConfig({
             'test/receipts/**/*.test.ts',
             'test/bin/**/*.test.ts',
             'test/helpers/**/*.test.ts',
+            'test/scripts/**/*.test.ts',
+            'test/*.test.ts',
             'test/gpu-backend/**/*.test.ts',
             'test/bench/**/*.test.ts',
           ],

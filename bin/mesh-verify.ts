@@ -12,9 +12,10 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { fromHex, toHex } from '../receipts/merkle.ts';
 import type { BatchClaims } from '../shared/jwt.ts';
 import {
+  fromHex,
+  toHex,
   verifyBatch,
   verifyInclusionProof,
   verifyReceipt,
@@ -22,7 +23,7 @@ import {
   type InclusionProof,
   type Jwks,
   type VerifyOptions,
-} from '../receipts/verify.ts';
+} from '../receipts/index.ts';
 
 const USAGE = `Usage:
   mesh-verify receipt <receipt.jwt | JWT | -> --jwks <jwks.json | URL>

@@ -6,7 +6,7 @@
  */
 
 import { importJWK, jwtVerify, type JWK } from 'jose';
-import { sha256Hex } from '../../receipts/hash.ts';
+import { sha256Hex } from '../../receipts/index.ts';
 import { ALGORITHMS, DISPATCH_TTL_S, TYP, type AttestationClaims, type Units } from '../../shared/jwt.ts';
 import type { BackendEntry } from '../directory/backend.ts';
 import { sign, type SigningKeys } from '../keys.ts';

@@ -7,7 +7,7 @@
 
 import type { Context } from 'hono';
 import { MeshError } from '../../shared/errors.ts';
-import { sha256Hex } from '../../receipts/hash.ts';
+import { sha256Hex } from '../../receipts/index.ts';
 import { priceOf } from './pricing.ts';
 import { isRegionId } from '../../shared/regions.ts';
 import type { KeyClaims, ReceiptClaims } from '../../shared/jwt.ts';

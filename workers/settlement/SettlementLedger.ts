@@ -24,9 +24,17 @@
  */
 
 import { DurableObject } from 'cloudflare:workers';
-import { chunkedProof, leafHash, merkleRoot, toHex, type Hash } from '../../receipts/merkle.ts';
-import { addToTotals, emptyTotals, sortedTotals } from '../../receipts/totals.ts';
-import type { InclusionProof } from '../../receipts/verify.ts';
+import {
+  addToTotals,
+  chunkedProof,
+  emptyTotals,
+  leafHash,
+  merkleRoot,
+  sortedTotals,
+  toHex,
+  type Hash,
+  type InclusionProof,
+} from '../../receipts/index.ts';
 import { decodePayload, TYP, type BatchClaims, type ReceiptClaims } from '../../shared/jwt.ts';
 import { settings, type Env } from '../env.ts';
 import { sign, signingKeys } from '../keys.ts';

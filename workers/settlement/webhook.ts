@@ -8,7 +8,7 @@
  * is retried with exponential backoff by the ledger's alarm.
  */
 
-import { sha256Hex } from '../../receipts/hash.ts';
+import { sha256Hex } from '../../receipts/index.ts';
 import { TYP, type WebhookClaims } from '../../shared/jwt.ts';
 import { settings, type Env } from '../env.ts';
 import { sign, signingKeys } from '../keys.ts';

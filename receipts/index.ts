@@ -1,0 +1,33 @@
+/**
+ * The receipts library: what anyone needs to build or check the mesh's
+ * settlement evidence with nothing but its public JWKS (docs/api.md sections
+ * 4 and 5). RFC 9162 Merkle trees, batch totals, and the offline verifier of
+ * receipts, batches and inclusion proofs. The Worker's ledger builds batches
+ * with it and `mesh-verify` (bin/) checks them with it, so both sides use one
+ * definition. Depends only on `shared/jwt.ts` and jose.
+ */
+
+export { sha256Hex, toHex } from './hash.ts';
+export {
+  chunkedProof,
+  emptyRoot,
+  equalHashes,
+  fromHex,
+  inclusionProof,
+  leafHash,
+  merkleRoot,
+  nodeHash,
+  verifyInclusion,
+  type Hash,
+} from './merkle.ts';
+export { addToTotals, emptyTotals, sortedTotals, totalsEqual, totalsOf, type Billable } from './totals.ts';
+export {
+  verifyBatch,
+  verifyInclusionProof,
+  verifyReceipt,
+  VerifyError,
+  type InclusionProof,
+  type Jwks,
+  type VerifyErrorCode,
+  type VerifyOptions,
+} from './verify.ts';

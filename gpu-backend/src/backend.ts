@@ -14,14 +14,14 @@ import type { BackendConfig } from './config.ts';
 import { DispatchVerifier, edgeJwks } from './mesh/dispatch.ts';
 import { Executor } from './serving/executor.ts';
 import { Heartbeater } from './mesh/heartbeat.ts';
-import { InferenceEngine } from './serving/inference.ts';
 import { Lifecycle } from './lifecycle.ts';
 import type { Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
 import { importProviderKey } from './mesh/provider-key.ts';
 import { ModelRepository } from './serving/repository.ts';
 import { Scheduler } from './serving/scheduler.ts';
-import { SessionFactory, type CreateSession } from './serving/sessions.ts';
+import type { CreateSession } from './serving/model-session.ts';
+import { SessionFactory } from './serving/sessions.ts';
 
 export interface BackendOverrides {
   /** The mesh's public keys; default: the edge's JWKS at `<EDGE_URL>/.well-known/jwks.json`. */
@@ -40,7 +40,7 @@ export interface Backend {
   scheduler: Scheduler;
   sessions: SessionFactory;
   lifecycle: Lifecycle;
-  /** The main thread's half of every inference (HTTP threads call it across the thread). */
+  /** The main thread's half of every inference (HTTP workers call it across the thread). */
   executor: Executor;
   heartbeat: Heartbeater;
   metrics: Metrics;
@@ -59,8 +59,14 @@ export async function createBackend(config: BackendConfig, log: Logger, override
     ...(config.intraOpThreads !== undefined ? { intraOpThreads: config.intraOpThreads } : {}),
     ...(overrides.createSession ? { create: overrides.createSession } : {}),
   });
-  const repository = new ModelRepository({ dir: config.modelRepository, sessions, log });
   const scheduler = new Scheduler({ slots: config.slots, maxQueue: config.maxQueue });
+  const repository = new ModelRepository({
+    dir: config.modelRepository,
+    sessions,
+    scheduler,
+    log,
+    onExecution: (model, rows) => metrics.execution(model.name, model.version, rows),
+  });
   const lifecycle = new Lifecycle();
   const clock = overrides.clock ?? Date.now;
   const dispatch = new DispatchVerifier({
@@ -110,8 +116,7 @@ export async function createBackend(config: BackendConfig, log: Logger, override
     ...(overrides.fetch ? { fetch: overrides.fetch } : {}),
   });
 
-  const engine = new InferenceEngine({ repository, scheduler, metrics });
-  const executor = new Executor({ repository, engine, dispatch, metrics, lifecycle });
+  const executor = new Executor({ repository, dispatch, metrics, lifecycle });
   const app = createApp({
     backendId: config.backendId,
     maxBodyBytes: config.maxBodyBytes,

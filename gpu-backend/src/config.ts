@@ -42,16 +42,16 @@ export interface BackendConfig {
    * thread per model instance, so the main thread keeps serving HTTP while a
    * batch runs; `main`, on the main thread (onnxruntime-node's `run()` then
    * holds it for the whole execution); `auto` (default): `worker` on CUDA and
-   * on CPU hosts of 4 cores or more (sessions.ts says why).
+   * on CPU hosts of 4 cores or more (serving/sessions.ts says why).
    */
   inferenceThread: InferenceThread;
   /**
    * Threads that serve HTTP (HTTP_THREADS, Triton's `--http-thread-count`):
-   * 0, the main thread serves every request; n, n worker threads share the
+   * 0, the main thread serves every request; n, n HTTP workers share the
    * port (SO_REUSEPORT) and do each inference's HTTP, token, JSON and
    * attestation work, so the main thread only batches and runs models;
    * `auto` (default): 0 below 4 cores, else half the cores, at most 8
-   * (http-threads.ts says why).
+   * (http/http-pool.ts says why).
    */
   httpThreads: number | 'auto';
   /**

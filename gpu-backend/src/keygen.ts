@@ -1,19 +1,17 @@
 /**
- * Provider key generation, as a command and a function:
+ * Provider key generation, as a command:
  *
  *   node gpu-backend/src/keygen.ts [--out provider-key.json] [--kid K]
  *
  * writes the private Ed25519 JWK (mode 0600) for the backend's
  * PROVIDER_KEY_FILE and prints the public JWK for the operator to admit
- * (`POST /admin/providers`). The launcher imports `generateProviderKey`.
+ * (`POST /admin/providers`).
  */
 
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { generateProviderKey } from './mesh/provider-key.ts';
-
-export { generateProviderKey };
 
 async function main(argv: string[]): Promise<void> {
   const { values } = parseArgs({

@@ -2,7 +2,7 @@
  * The backend process: `npm run backend` (node gpu-backend/src/main.ts).
  * Only wiring: read the config, make sure the model repository exists
  * (generating the demo models when it does not), load and warm the models,
- * listen (on the main thread, or on HTTP threads: http-threads.ts), heartbeat,
+ * listen (on the main thread, or on HTTP workers: http/http-pool.ts), heartbeat,
  * and drain on SIGTERM/SIGINT. Prints one line when it is ready:
  * `backend <id> ready: <models> warm on <provider>, listening on <url> (<how>)`.
  */
@@ -15,7 +15,7 @@ import { availableParallelism } from 'node:os';
 import { createBackend } from './backend.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { generateDemoModels } from './demo-models/generate.ts';
-import { HttpThreads, httpThreadsFor } from './http/http-pool.ts';
+import { HttpPool, httpThreadsFor } from './http/http-pool.ts';
 import { closeServer } from './lifecycle.ts';
 import { consoleLogger } from './log.ts';
 
@@ -44,14 +44,14 @@ async function main(): Promise<void> {
     });
     stopListening = (timeoutMs) => closeServer(server, backend.lifecycle, timeoutMs);
   } else {
-    const threads = await HttpThreads.start({ count: threadCount, config, executor: backend.executor, app: backend.app, log });
-    address = threads.address;
+    const pool = await HttpPool.start({ count: threadCount, config, executor: backend.executor, app: backend.app, log });
+    address = pool.address;
     stopListening = async (timeoutMs) => {
       const started = Date.now();
-      const idle = await threads.drain(timeoutMs);
-      // Forwarded requests are the main thread's too: they are done when their thread is.
+      const idle = await pool.drain(timeoutMs);
+      // Forwarded requests are the main thread's too: they are done when their worker is.
       const rest = await backend.lifecycle.idle(Math.max(0, timeoutMs - (Date.now() - started)));
-      await threads.terminate();
+      await pool.terminate();
       return idle && rest;
     };
   }

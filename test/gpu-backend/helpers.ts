@@ -18,7 +18,7 @@ import { createBackend, type Backend, type BackendOverrides } from '../../gpu-ba
 import { loadConfig } from '../../gpu-backend/src/config.ts';
 import { generateDemoModels } from '../../gpu-backend/src/demo-models/generate.ts';
 import { memoryLogger } from '../../gpu-backend/src/log.ts';
-import type { CreateSession } from '../../gpu-backend/src/serving/sessions.ts';
+import type { CreateSession } from '../../gpu-backend/src/serving/model-session.ts';
 import { generateProviderKey, type ProviderJwk } from '../../gpu-backend/src/mesh/provider-key.ts';
 
 export const EDGE_URL = 'http://edge.test';

@@ -1,24 +1,14 @@
 /**
  * Generates the demo model repository the GPU backend serves, in Triton's
- * layout: `<repo>/<name>/config.json` and `<repo>/<name>/1/model.onnx`.
+ * layout (`<repo>/<name>/config.json`, `<repo>/<name>/1/model.onnx`):
  *
  *   node gpu-backend/src/demo-models/generate.ts [dir]   (default: gpu-backend/models)
  *
- * The weights are not trained: they come from a fixed-seed PRNG and are
- * written little-endian, so every provider, on any machine, generates
- * bit-identical files (and the same sha256), which is what lets a receipt name
- * the model by hash. Two models:
- *
- * - `embed`: token ids [batch, seq] → L2-normalised embedding [batch, 256].
- *   Gather from a [VOCAB_SIZE, 256] table, plus a position encoding; two
- *   residual MLP blocks per token (256 → 1024 → 256, LayerNorm); mean pooling
- *   that ignores padding (id 0); L2 norm. The position encoding (sinusoids of
- *   0..seq-1 refined by 12 passes of one shared 256 → 2048 → 256 block) depends
- *   on seq only, so it is a fixed cost per call: on a 2-core CPU one seq-32
- *   request takes ~5 ms and a batch of 16 ~10 ms, so dynamic batching pays
- *   off as it does on a GPU, where small batches leave the device idle. It is
- *   there for that cost profile, not for quality: the model is untrained.
- * - `classifier`: features [batch, 16] → softmax probabilities [batch, 4].
+ * Untrained weights from a fixed-seed PRNG, written little-endian, so every
+ * provider generates bit-identical files (the same sha256), which is what
+ * lets a receipt name a model by hash. Two models: `embed` (token ids →
+ * L2-normalised embedding [batch, 256]) and `classifier` (features
+ * [batch, 16] → softmax probabilities [batch, 4]).
  */
 
 import { createHash } from 'node:crypto';
@@ -43,16 +33,16 @@ import {
 const OPSET = 17;
 const PRODUCER_VERSION = '1';
 
-export const EMBED_DIM = 256;
+const EMBED_DIM = 256;
 const EMBED_HIDDEN = 1024;
 const EMBED_BLOCKS = 2;
 const POSITION_HIDDEN = 2048;
 const POSITION_STEPS = 12;
 const POSITION_SCALE = 0.1;
 
-export const CLASSIFIER_FEATURES = 16;
+const CLASSIFIER_FEATURES = 16;
 const CLASSIFIER_HIDDEN = 64;
-export const CLASSIFIER_CLASSES = 4;
+const CLASSIFIER_CLASSES = 4;
 
 // ---------------------------------------------------------------------------
 // Deterministic weights
@@ -132,6 +122,16 @@ function applyBlock(prefix: string, x: string, out: string): NodeProto[] {
   ];
 }
 
+/**
+ * `embed`: token ids [batch, seq] → L2-normalised embedding [batch, 256].
+ * Gather from a [VOCAB_SIZE, 256] table, plus a position encoding; two
+ * residual MLP blocks per token (256 → 1024 → 256, LayerNorm); mean pooling
+ * that ignores padding (id 0); L2 norm. The position encoding (sinusoids of
+ * 0..seq-1 refined by 12 passes of one shared 256 → 2048 → 256 block) depends
+ * on seq only: a fixed cost per call that dynamic batching shares between
+ * requests, as on a GPU, where small batches leave the device idle. It is
+ * there for that cost profile, not for quality.
+ */
 function embedGraph(): GraphProto {
   const inits: TensorProto[] = [];
   const nodes: NodeProto[] = [];
@@ -292,9 +292,6 @@ const DEMO_MODELS: DemoModel[] = [
     graph: classifierGraph,
   },
 ];
-
-/** The names of the models `generateDemoModels` writes. */
-export const DEMO_MODEL_NAMES: readonly string[] = DEMO_MODELS.map((m) => m.config.name);
 
 // ---------------------------------------------------------------------------
 // Writing

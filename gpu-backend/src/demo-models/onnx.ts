@@ -1,16 +1,12 @@
 /**
  * A minimal ONNX protobuf *writer*: just enough of onnx.proto (ModelProto,
- * GraphProto, NodeProto, AttributeProto, TensorProto, ValueInfoProto) to emit
- * the demo models that `generate.ts` builds, with no dependencies.
- *
- * Why hand-written: the subset the demo models need is small (a dozen message
- * fields, three wire types), the npm `onnx-proto` package is unmaintained, and
- * pulling in protobufjs for a build-time generator is not worth it. Owning the
- * encoder also makes the output byte-for-byte deterministic: fields are written
- * in a fixed order, repeated scalars unpacked (as proto2 onnx.proto declares
- * them), and tensor data as little-endian `raw_data` whatever the host.
- *
- * Field numbers are those of onnx/onnx.proto (IR version 8, opset 17).
+ * GraphProto, NodeProto, AttributeProto, TensorProto, ValueInfoProto; field
+ * numbers of IR version 8, opset 17) to emit the demo models `generate.ts`
+ * builds. Hand-written because the subset is small and a protobuf dependency
+ * is not worth it for a build-time generator, and so that the output is
+ * byte-for-byte deterministic: fields in a fixed order, repeated scalars
+ * unpacked (as proto2 onnx.proto declares them), tensor data as little-endian
+ * `raw_data` whatever the host.
  */
 
 /** TensorProto.DataType values for the element types this writer can emit. */
@@ -124,7 +120,7 @@ export type AttributeValue =
   | { kind: 'tensor'; value: TensorProto };
 
 /** Attribute shorthand: an integer number is INT, a non-integer FLOAT, a string STRING, an array of integers INTS. */
-export type AttrInput = number | number[] | string | AttributeValue;
+type AttrInput = number | number[] | string | AttributeValue;
 
 export interface NodeProto {
   opType: string;
@@ -149,7 +145,7 @@ export interface GraphProto {
   outputs: ValueInfoProto[];
 }
 
-export interface ModelProto {
+interface ModelProto {
   graph: GraphProto;
   /** Default 8 (the IR version of ONNX 1.10–1.13, read by every ORT since 1.10). */
   irVersion?: number;

@@ -1,12 +1,11 @@
 /**
- * The backend's HTTP API (Open Inference Protocol v2, docs/api.md section 3), as
- * Hono apps built from their dependencies. `createApp` is the whole API;
- * `createThreadApp` is what an HTTP thread serves (http-thread.ts): the
- * inference routes, with everything else forwarded to the main thread's app.
+ * The backend's HTTP API (Open Inference Protocol v2, docs/api.md section 3)
+ * as Hono apps built from their dependencies: `createApp` is the whole API,
+ * `createWorkerApp` what an HTTP worker serves (http-worker.ts): the inference
+ * routes, with every other route forwarded to the main thread's app.
  * Inference and repository changes need a dispatch token bound to the model
- * and the body; every answer to an inference is serialised once, hashed, and
- * attested by the provider key. Errors become `{ error: { code, message } }`
- * in `onError` and nowhere else.
+ * and the body; every inference answer is serialised once, hashed and
+ * attested; errors become `{ error: { code, message } }` in `onError` only.
  */
 
 import { Hono, type Context } from 'hono';
@@ -22,12 +21,13 @@ import type { Lifecycle } from '../lifecycle.ts';
 import type { Logger } from '../log.ts';
 import { modelMetadata, serverMetadata } from './metadata.ts';
 import type { Metrics } from '../metrics.ts';
-import type { LoadedModel, ModelRepository } from '../serving/repository.ts';
+import type { ModelHandle } from '../serving/model-handle.ts';
+import type { ModelRepository } from '../serving/repository.ts';
 import type { SessionFactory } from '../serving/sessions.ts';
 import { jsonOutputs } from '../serving/tensors.ts';
 
 /** What the inference routes need, on whichever thread they run. */
-export interface InferRouteDeps {
+interface InferRouteDeps {
   maxBodyBytes: number;
   /** Checks tokens; `executor.run` spends them. */
   dispatch: Pick<DispatchVerifier, 'check'>;
@@ -48,7 +48,7 @@ export interface AppDeps extends InferRouteDeps {
   sessions?: SessionFactory;
 }
 
-export interface ThreadAppDeps extends InferRouteDeps {
+export interface WorkerAppDeps extends InferRouteDeps {
   /** Answers any other route: the main thread's app, across the thread. */
   forward: (request: Request, body: ArrayBuffer | null) => Promise<Response>;
 }
@@ -123,7 +123,7 @@ export function createApp(deps: AppDeps): Hono {
   app.post('/v2/repository/models/:model/load', async (c) => {
     const name = c.req.param('model');
     await verified(c, await readBody(c, deps.maxBodyBytes), name);
-    let loaded: LoadedModel;
+    let loaded: ModelHandle;
     try {
       loaded = await repository.load(name);
     } catch (err) {
@@ -170,11 +170,11 @@ export function createApp(deps: AppDeps): Hono {
 }
 
 /**
- * What an HTTP thread serves: the inference routes, run here up to the
+ * What an HTTP worker serves: the inference routes, run here up to the
  * main thread's half (`executor.run`, across the thread), and every other
  * route forwarded whole to the main thread's app.
  */
-export function createThreadApp(deps: ThreadAppDeps): Hono {
+export function createWorkerApp(deps: WorkerAppDeps): Hono {
   const app = base(deps);
   const infer = inferRoute(deps);
   app.post('/v2/models/:model/infer', infer);

@@ -1,26 +1,12 @@
 /**
- * HTTP threads (HTTP_THREADS, Triton's `--http-thread-count`): n worker
- * threads listen on the backend's port together (SO_REUSEPORT: the kernel
- * spreads connections between them) and each runs `http-thread.ts`. They do
- * the per-request work of an inference that needs no shared state (HTTP
- * parsing, the dispatch token's signature and claims, JSON in and out,
- * SHA-256, the attestation's signature) in parallel, and send the main
- * thread only the parsed request. The main thread keeps what must be in one
- * place (executor.ts: the replay cache, the repository, the batchers, the
- * metrics) and answers every other route through its own app, forwarded whole.
- *
- * Why: with the model on a GPU, that per-request work is what limits a
- * backend. On the main thread alone it costs 0.35-0.38 ms per embed request
- * (`npm run bench:backend`), a cap of about 2,700 requests/s per backend
- * whatever the GPU; with n threads the main thread's share is the message
- * hop and the batching. `auto` keeps the main thread alone below 4 cores,
- * where the threads would only take CPU from the model and the load, and on
- * bigger hosts uses half the cores, at most 8 (Triton's default count).
- *
- * This file is the main thread's side: it starts the threads one after the
- * other (the first one picks the port when PORT is 0), answers their
- * messages, restarts one that dies (its connections are lost; the edge
- * retries them elsewhere), and drains them on shutdown.
+ * The main thread's side of the HTTP workers (HTTP_THREADS, Triton's
+ * `--http-thread-count`): n worker threads (http-worker.ts) share the
+ * backend's port (SO_REUSEPORT) and do in parallel the per-request work that
+ * needs no shared state (HTTP, the token's signature, JSON, SHA-256, the
+ * attestation), which on one thread caps a backend however fast its GPU; the
+ * main thread keeps what must be in one place (serving/executor.ts). The pool
+ * starts the workers, answers their messages, restarts one that dies, and
+ * drains them on shutdown.
  */
 
 import type { AddressInfo } from 'node:net';
@@ -31,22 +17,22 @@ import { toWire, type InferAnswer, type InferJob, type InferencePort, type WireE
 import type { Logger } from '../log.ts';
 import type { RequestTiming } from '../metrics.ts';
 
-/** Below this many cores, `auto` serves HTTP on the main thread alone. */
-export const HTTP_THREADS_MIN_CORES = 4;
-/** The most HTTP threads `auto` starts (Triton's default `--http-thread-count`). */
-export const HTTP_THREADS_AUTO_MAX = 8;
+/** Below this many cores, `auto` serves HTTP on the main thread alone: workers would take CPU from the model. */
+const HTTP_THREADS_MIN_CORES = 4;
+/** The most HTTP workers `auto` starts (Triton's default `--http-thread-count`). */
+const HTTP_THREADS_AUTO_MAX = 8;
 
-/** HTTP_THREADS resolved for a host of `cores` cores. */
+/** HTTP_THREADS resolved for a host of `cores` cores: 0 below 4 cores, else half the cores, at most 8. */
 export function httpThreadsFor(setting: number | 'auto', cores: number): number {
   if (setting !== 'auto') return setting;
   if (cores < HTTP_THREADS_MIN_CORES) return 0;
   return Math.min(HTTP_THREADS_AUTO_MAX, Math.floor(cores / 2));
 }
 
-/** workerData of an HTTP thread. */
-export interface HttpThreadInit {
+/** workerData of an HTTP worker. */
+export interface HttpWorkerInit {
   config: BackendConfig;
-  /** The port to share; 0 for the first thread when PORT is 0. */
+  /** The port to share; 0 for the first worker when PORT is 0. */
   port: number;
 }
 
@@ -63,8 +49,8 @@ export interface WireResponse {
   body: ArrayBuffer;
 }
 
-/** Thread → main (posted in arrays: `Outbox`). */
-export type ThreadMessage =
+/** Worker → pool (posted in arrays: `Outbox`). */
+export type WorkerMessage =
   | { t: 'listening'; address: AddressInfo }
   | { t: 'listen-failed'; message: string }
   | { t: 'run'; id: number; job: InferJob }
@@ -74,8 +60,8 @@ export type ThreadMessage =
   | { t: 'rejected'; code: MeshErrorCode }
   | { t: 'drained'; idle: boolean };
 
-/** Main → thread (posted in arrays: `Outbox`). */
-export type MainMessage =
+/** Pool → worker (posted in arrays: `Outbox`). */
+export type PoolMessage =
   | { t: 'ran'; id: number; answer: InferAnswer }
   | { t: 'ran'; id: number; error: WireError }
   | { t: 'fetched'; id: number; response: WireResponse }
@@ -83,9 +69,9 @@ export type MainMessage =
 
 /**
  * An answer ready to post: each typed array is copied to a buffer of its own
- * and transferred. A structured clone of JSON numbers costs ~50 us per embed
- * answer on the main thread; this is a memcpy. (A request's rows are a view on
- * the whole batch's buffer, which a clone would copy whole.)
+ * and transferred, a memcpy instead of a structured clone of numbers. (A
+ * request's rows are a view on the whole batch's buffer, which a clone would
+ * copy whole.)
  */
 function wireAnswer(answer: InferAnswer): { wire: InferAnswer; transfer: ArrayBuffer[] } {
   const transfer: ArrayBuffer[] = [];
@@ -99,11 +85,10 @@ function wireAnswer(answer: InferAnswer): { wire: InferAnswer; transfer: ArrayBu
 }
 
 /**
- * Messages to one thread, posted together: everything pushed in one turn of
+ * Messages to one thread (a worker, or the pool), posted together: everything pushed in one turn of
  * the event loop leaves as one array (one structured clone, one wake-up of
  * the other thread) at `setImmediate`. A batch's answers all resolve in the
- * same turn, so a thread gets them in one message instead of one each; each
- * post costs ~25 us of main-thread time on this VM, most of it the wake-up.
+ * same turn, so a worker gets them in one message instead of one each.
  */
 export class Outbox<T> {
   readonly #post: (messages: T[], transfer: ArrayBuffer[]) => void;
@@ -135,10 +120,10 @@ export class Outbox<T> {
   }
 }
 
-const THREAD_URL = new URL('./http-worker.ts', import.meta.url);
+const WORKER_URL = new URL('./http-worker.ts', import.meta.url);
 const RESTART_DELAY_MS = 1000;
 
-export interface HttpThreadsOptions {
+export interface HttpPoolOptions {
   count: number;
   config: BackendConfig;
   /** The main thread's half of every inference. */
@@ -148,51 +133,51 @@ export interface HttpThreadsOptions {
   log: Logger;
 }
 
-export class HttpThreads {
-  readonly #options: HttpThreadsOptions;
-  /** Each live thread, with the outbox of messages to it. */
-  readonly #threads = new Map<Worker, Outbox<MainMessage>>();
+export class HttpPool {
+  readonly #options: HttpPoolOptions;
+  /** Each live worker, with the outbox of messages to it. */
+  readonly #workers = new Map<Worker, Outbox<PoolMessage>>();
   #address: AddressInfo | undefined;
   #stopping = false;
 
-  private constructor(options: HttpThreadsOptions) {
+  private constructor(options: HttpPoolOptions) {
     this.#options = options;
   }
 
-  /** Starts `count` threads on the config's host and port; resolves once all listen. */
-  static async start(options: HttpThreadsOptions): Promise<HttpThreads> {
-    if (!Number.isInteger(options.count) || options.count < 1) throw new RangeError('HttpThreads needs at least one thread.');
-    const threads = new HttpThreads(options);
+  /** Starts `count` workers on the config's host and port, one after the other (the first picks the port when PORT is 0); resolves once all listen. */
+  static async start(options: HttpPoolOptions): Promise<HttpPool> {
+    if (!Number.isInteger(options.count) || options.count < 1) throw new RangeError('HttpPool needs at least one worker.');
+    const pool = new HttpPool(options);
     try {
-      for (let i = 0; i < options.count; i++) await threads.#spawn();
+      for (let i = 0; i < options.count; i++) await pool.#spawn();
     } catch (err) {
-      await threads.terminate();
+      await pool.terminate();
       throw err;
     }
-    return threads;
+    return pool;
   }
 
-  /** Where the threads listen. */
+  /** Where the workers listen. */
   get address(): AddressInfo {
     return this.#address!;
   }
 
-  /** The live threads (diagnostics and tests: ending one shows the restart). */
+  /** The live workers (diagnostics and tests: ending one shows the restart). */
   get workers(): Worker[] {
-    return [...this.#threads.keys()];
+    return [...this.#workers.keys()];
   }
 
   /**
-   * Stops every thread listening, then waits (at most `timeoutMs`) for the
+   * Stops every worker listening, then waits (at most `timeoutMs`) for the
    * requests each is handling. Resolves true when all finished in time.
    */
   async drain(timeoutMs: number): Promise<boolean> {
     this.#stopping = true;
     const results = await Promise.all(
-      [...this.#threads].map(
+      [...this.#workers].map(
         ([worker, outbox]) =>
           new Promise<boolean>((resolve) => {
-            const onMessage = (messages: ThreadMessage[]) => {
+            const onMessage = (messages: WorkerMessage[]) => {
               const drained = messages.find((m) => m.t === 'drained');
               if (!drained) return;
               worker.off('message', onMessage);
@@ -209,26 +194,26 @@ export class HttpThreads {
     return results.every(Boolean);
   }
 
-  /** Ends every thread now. */
+  /** Ends every worker now. */
   async terminate(): Promise<void> {
     this.#stopping = true;
-    await Promise.all([...this.#threads.keys()].map((worker) => worker.terminate()));
-    this.#threads.clear();
+    await Promise.all([...this.#workers.keys()].map((worker) => worker.terminate()));
+    this.#workers.clear();
   }
 
-  /** Starts one thread; resolves once it listens. */
+  /** Starts one worker; resolves once it listens. */
   async #spawn(): Promise<void> {
     const { config } = this.#options;
-    const workerData: HttpThreadInit = { config, port: this.#address?.port ?? config.port };
-    const worker = new Worker(THREAD_URL, { workerData });
-    const outbox = new Outbox<MainMessage>((messages, transfer) => worker.postMessage(messages, transfer));
-    this.#threads.set(worker, outbox);
-    worker.on('error', (err) => this.#options.log.error('an HTTP thread failed', err));
-    worker.on('message', (messages: ThreadMessage[]) => {
+    const workerData: HttpWorkerInit = { config, port: this.#address?.port ?? config.port };
+    const worker = new Worker(WORKER_URL, { workerData });
+    const outbox = new Outbox<PoolMessage>((messages, transfer) => worker.postMessage(messages, transfer));
+    this.#workers.set(worker, outbox);
+    worker.on('error', (err) => this.#options.log.error('an HTTP worker failed', err));
+    worker.on('message', (messages: WorkerMessage[]) => {
       for (const message of messages) this.#handle(outbox, message);
     });
     const listening = new Promise<void>((resolve, reject) => {
-      const onMessage = (messages: ThreadMessage[]) => {
+      const onMessage = (messages: WorkerMessage[]) => {
         for (const message of messages) {
           if (message.t === 'listening') {
             this.#address ??= message.address;
@@ -236,13 +221,13 @@ export class HttpThreads {
             resolve();
           } else if (message.t === 'listen-failed') {
             done();
-            reject(new Error(`An HTTP thread could not listen on ${config.host}:${workerData.port}: ${message.message}`));
+            reject(new Error(`An HTTP worker could not listen on ${config.host}:${workerData.port}: ${message.message}`));
           }
         }
       };
       const onExit = (code: number) => {
         done();
-        reject(new Error(`An HTTP thread exited (code ${code}) before it listened.`));
+        reject(new Error(`An HTTP worker exited (code ${code}) before it listened.`));
       };
       const done = () => {
         worker.off('message', onMessage);
@@ -254,31 +239,31 @@ export class HttpThreads {
     try {
       await listening;
     } catch (err) {
-      // Never listened: not one of the threads (a drain would wait for it forever).
-      this.#threads.delete(worker);
+      // Never listened: not one of the workers (a drain would wait for it forever).
+      this.#workers.delete(worker);
       await worker.terminate();
       throw err;
     }
     worker.on('exit', (code) => {
-      this.#threads.delete(worker);
+      this.#workers.delete(worker);
       if (this.#stopping) return;
-      this.#options.log.warn(`an HTTP thread exited (code ${code}); starting another in ${RESTART_DELAY_MS / 1000} s`);
+      this.#options.log.warn(`an HTTP worker exited (code ${code}); starting another in ${RESTART_DELAY_MS / 1000} s`);
       this.#restartLater();
     });
   }
 
-  /** Starts a thread in place of one that died, trying again every RESTART_DELAY_MS until one listens. */
+  /** Starts a worker in place of one that died, trying again every RESTART_DELAY_MS until one listens. */
   #restartLater(): void {
     setTimeout(() => {
       if (this.#stopping) return;
       this.#spawn().catch((err: unknown) => {
-        this.#options.log.error(`restarting an HTTP thread failed; trying again in ${RESTART_DELAY_MS / 1000} s`, err);
+        this.#options.log.error(`restarting an HTTP worker failed; trying again in ${RESTART_DELAY_MS / 1000} s`, err);
         this.#restartLater();
       });
     }, RESTART_DELAY_MS).unref();
   }
 
-  #handle(outbox: Outbox<MainMessage>, message: ThreadMessage): void {
+  #handle(outbox: Outbox<PoolMessage>, message: WorkerMessage): void {
     const { executor } = this.#options;
     switch (message.t) {
       case 'run':
@@ -312,7 +297,7 @@ export class HttpThreads {
   }
 
   /** Answers a forwarded request with the main thread's app; its body is transferred back. */
-  async #forward(outbox: Outbox<MainMessage>, id: number, wire: WireRequest): Promise<void> {
+  async #forward(outbox: Outbox<PoolMessage>, id: number, wire: WireRequest): Promise<void> {
     let response: WireResponse;
     try {
       const request = new Request(wire.url, { method: wire.method, headers: wire.headers, ...(wire.body ? { body: wire.body } : {}) });

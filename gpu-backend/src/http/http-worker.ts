@@ -1,41 +1,40 @@
 /**
- * One HTTP thread (http-threads.ts says why they exist): it listens on the
- * backend's port beside the other HTTP threads (SO_REUSEPORT) and serves
- * `createThreadApp`. An inference is read, its dispatch token checked (own
- * JWKS cache, same rules as the main thread), its JSON parsed, then sent to
- * the main thread, which spends the token and runs the model
- * (`executor.ts`); the answer comes back here to be serialised, hashed and
- * attested with the provider key. Every other route is forwarded whole to the
- * main thread's app. On `drain` it stops listening and reports once the
- * requests it holds are answered.
+ * One HTTP worker (http-pool.ts starts them and says why): it listens on the
+ * backend's port beside the others (SO_REUSEPORT) and serves
+ * `createWorkerApp`. An inference is read, its dispatch token checked (own
+ * JWKS cache, same rules as the main thread) and its JSON parsed here, then
+ * the main thread spends the token and runs the model (serving/executor.ts); the
+ * answer comes back here to be serialised, hashed and attested. Every other
+ * route is forwarded whole. On `drain` it stops listening and reports once
+ * the requests it holds are answered.
  */
 
 import { createAdaptorServer } from '@hono/node-server';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parentPort, threadId, workerData } from 'node:worker_threads';
-import { createThreadApp } from './app.ts';
+import { createWorkerApp } from './app.ts';
 import { Attestor } from '../mesh/attestation.ts';
 import { DispatchVerifier, edgeJwks } from '../mesh/dispatch.ts';
 import { fromWire, type InferAnswer, type InferJob, type InferencePort } from '../serving/executor.ts';
-import { Outbox, type HttpThreadInit, type MainMessage, type ThreadMessage, type WireResponse } from './http-pool.ts';
+import { Outbox, type HttpWorkerInit, type PoolMessage, type WorkerMessage, type WireResponse } from './http-pool.ts';
 import { Lifecycle, closeServer } from '../lifecycle.ts';
 import { consoleLogger } from '../log.ts';
 import type { RequestTiming } from '../metrics.ts';
 import { importProviderKey } from '../mesh/provider-key.ts';
 
 const port = parentPort;
-if (!port) throw new Error('http-thread.ts runs as a worker thread (http-threads.ts starts it), not on its own.');
-const { config, port: listenPort } = workerData as HttpThreadInit;
-const outbox = new Outbox<ThreadMessage>((messages, transfer) => port.postMessage(messages, transfer));
-const post = (message: ThreadMessage, transfer: readonly ArrayBuffer[] = []) => outbox.push(message, transfer);
+if (!port) throw new Error('http-worker.ts runs as a worker thread (http-pool.ts starts it), not on its own.');
+const { config, port: listenPort } = workerData as HttpWorkerInit;
+const outbox = new Outbox<WorkerMessage>((messages, transfer) => port.postMessage(messages, transfer));
+const post = (message: WorkerMessage, transfer: readonly ArrayBuffer[] = []) => outbox.push(message, transfer);
 
-const log = consoleLogger(`backend ${config.backendId} http-${threadId}`);
+const log = consoleLogger(`backend ${config.backendId} http-worker-${threadId}`);
 const lifecycle = new Lifecycle();
 const runs = new Map<number, { resolve: (answer: InferAnswer) => void; reject: (err: Error) => void }>();
 const fetches = new Map<number, (response: WireResponse) => void>();
 let nextId = 0;
-/** Set once the app is built (a drain may arrive before: the thread then has nothing to finish). */
+/** Set once the app is built (a drain may arrive before: the worker then has nothing to finish). */
 let server: Server | undefined;
 
 /** The main thread's executor, across the thread. */
@@ -63,11 +62,11 @@ async function forward(request: Request, body: ArrayBuffer | null): Promise<Resp
   return new Response(empty ? null : response.body, { status: response.status, headers: response.headers });
 }
 
-port.on('message', (messages: MainMessage[]) => {
+port.on('message', (messages: PoolMessage[]) => {
   for (const message of messages) handle(message);
 });
 
-function handle(message: MainMessage): void {
+function handle(message: PoolMessage): void {
   switch (message.t) {
     case 'ran': {
       const pending = runs.get(message.id);
@@ -89,7 +88,7 @@ function handle(message: MainMessage): void {
 }
 
 const key = await importProviderKey(config.providerKey);
-const app = createThreadApp({
+const app = createWorkerApp({
   maxBodyBytes: config.maxBodyBytes,
   dispatch: new DispatchVerifier({ backendId: config.backendId, issuer: config.meshIssuer, getKey: edgeJwks(config.edgeUrl) }),
   attestor: new Attestor({ key, providerId: config.providerId, backendId: config.backendId }),

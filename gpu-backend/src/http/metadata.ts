@@ -9,10 +9,10 @@ import type { ModelMetadata, TensorMetadata } from '../../../shared/protocol.ts'
 import { datatypeOf, modelShape, type ModelConfig } from '../serving/model-config.ts';
 import { textSpecOf } from '../serving/tensors.ts';
 
-export const SERVER_NAME = 'edge-inference-mesh-gpu-backend';
-export const SERVER_VERSION = '0.1.0';
+const SERVER_NAME = 'edge-inference-mesh-gpu-backend';
+const SERVER_VERSION = '0.1.0';
 
-export interface ServerMetadata {
+interface ServerMetadata {
   name: string;
   version: string;
   extensions: string[];
@@ -23,7 +23,7 @@ export function serverMetadata(): ServerMetadata {
 }
 
 /** Model metadata with the model's parameters (tokenizer, text input) as OIP `parameters`. */
-export interface BackendModelMetadata extends ModelMetadata {
+interface BackendModelMetadata extends ModelMetadata {
   parameters?: Record<string, string | number | boolean>;
 }
 

@@ -1,20 +1,17 @@
 /**
- * Provider attestations (docs/api.md section 3): for every answer, a JWS by the
- * provider key over what was computed: the dispatch token's `jti`, the model,
- * the SHA-256 of the exact response body bytes sent, and the billing units.
- * The edge embeds it in the consumer's receipt.
- *
- * Signed with Node's own Ed25519 (`crypto.sign`), synchronously: one answer
- * costs 37 us of signing here instead of 127 us through jose's WebCrypto
- * path. The JWS is the plain compact form (RFC 7515) every JOSE library
- * verifies; the edge checks it with jose.
+ * Provider attestations (docs/api.md section 3): for every answer, a JWS by
+ * the provider key over the dispatch token's `jti`, the model, the SHA-256 of
+ * the exact response body sent and the billing units; the edge embeds it in
+ * the consumer's receipt. Signed synchronously with Node's own Ed25519
+ * (cheaper per answer than jose's WebCrypto path), as a plain compact JWS
+ * (RFC 7515) that every JOSE library verifies.
  */
 
 import { KeyObject, sign } from 'node:crypto';
 import { TYP, type AttestationClaims, type Units } from '../../../shared/jwt.ts';
 import type { ProviderKey } from './provider-key.ts';
 
-export interface AttestationInput {
+interface AttestationInput {
   jti: string;
   model: string;
   outputSha256: string;

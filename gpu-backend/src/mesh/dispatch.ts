@@ -64,8 +64,8 @@ export class DispatchVerifier {
 
   /**
    * Spends the jti of claims that `check` accepted: throws 401 when the token
-   * was used before. Kept apart so that HTTP threads check tokens in parallel
-   * while one replay cache, on the main thread, spends them (http-threads.ts).
+   * was used before. Kept apart so that HTTP workers check tokens in parallel
+   * while one replay cache, on the main thread, spends them (http/http-pool.ts).
    */
   spend(claims: Pick<DispatchClaims, 'jti' | 'exp'>): void {
     const nowS = Math.floor(this.#now() / 1000);

@@ -1,7 +1,7 @@
 /**
  * The provider's Ed25519 signing key: checking the private JWK an operator
  * configures, importing it once for signing (heartbeats and attestations), and
- * generating a fresh pair (`keygen.ts`, the local-mesh launcher). The public
+ * generating a fresh pair (`keygen.ts`, tests and benchmarks). The public
  * half is what the operator admits with `POST /admin/providers`.
  */
 

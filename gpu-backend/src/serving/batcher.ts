@@ -1,31 +1,35 @@
 /**
- * Dynamic batching per model, as Triton's dynamic batcher does it: requests
- * wait up to `dynamic_batching.max_queue_delay_microseconds` (or until a
- * preferred or the max batch size is reached) and are run as ONE batch when
- * one of the model's instances and an execution slot are free, then each gets
- * its own rows back. Requests join a batch only when their tensors agree
- * beyond the batch dimension; token-id inputs of different lengths are
- * right-padded with the model's pad id, which the model ignores. Models
- * without `dynamic_batching` run one request at a time.
- *
- * The batcher also applies the model's queue policy
- * (`dynamic_batching.default_queue_policy`): at most `max_queue_size`
- * requests wait (beyond: 429 `rate_limited`), and a request still waiting
- * when its timeout passes leaves the queue without running (504
- * `backend_timeout`). Up to the sum of `instance_group[].count` batches of
- * the model execute at once (default 1), each holding one of the scheduler's
- * slots.
+ * A model's dynamic batcher and queue policy, as Triton's: requests wait up to
+ * `max_queue_delay_microseconds` (or until a preferred or the max batch size
+ * is reached) and run as ONE batch when one of the model's instances and a
+ * scheduler slot are free; each gets its own rows back. Requests share a batch
+ * only when their tensors agree beyond the batch dimension (token ids are
+ * right-padded with the model's pad id). It bounds the model's queue
+ * (`max_queue_size`, full: 429) and drops requests whose timeout passes
+ * before they run (504). Models without `dynamic_batching` run one request at a time.
  */
 
 import type * as ort from 'onnxruntime-node';
 import { Tensor } from 'onnxruntime-node';
 import { MeshError } from '../../../shared/errors.ts';
+import type { InferRequest } from '../../../shared/protocol.ts';
 import { instanceCount, type ModelConfig } from './model-config.ts';
-import type { ModelRepository } from './repository.ts';
 import type { Scheduler } from './scheduler.ts';
 import { toOrtTensor, type Feed, type PreparedInference, type TensorValues } from './tensors.ts';
 
-export interface BatchResult {
+/** One timed run of a model's session. */
+export interface RunResult {
+  outputs: ort.InferenceSession.OnnxValueMapType;
+  computeMs: number;
+}
+
+/** What a batcher runs its batches on: one load of a model (`ModelHandle`), or a stand-in in tests. */
+export interface BatchTarget {
+  readonly config: ModelConfig;
+  run(feeds: ort.InferenceSession.FeedsType, fetches: readonly string[]): Promise<RunResult>;
+}
+
+interface BatchResult {
   /** This request's rows of each fetched output. */
   outputs: Record<string, ort.Tensor>;
   queueMs: number;
@@ -35,7 +39,7 @@ export interface BatchResult {
   batchRequests: number;
 }
 
-export interface SubmitOptions {
+interface SubmitOptions {
   /** How long the request may wait in the queue, microseconds; 0 or absent: no limit. */
   timeoutUs?: number;
 }
@@ -52,8 +56,8 @@ interface Pending {
 }
 
 export interface BatcherOptions {
-  config: ModelConfig;
-  repository: ModelRepository;
+  /** The model it batches for, and runs its batches on. */
+  model: BatchTarget;
   scheduler: Scheduler;
   now?: () => number;
   /** Called once per model execution (metrics). */
@@ -65,7 +69,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class Batcher {
   readonly config: ModelConfig;
-  readonly #repository: ModelRepository;
+  readonly #model: BatchTarget;
   readonly #scheduler: Scheduler;
   readonly #now: () => number;
   readonly #onExecution: ((rows: number, requests: number) => void) | undefined;
@@ -86,18 +90,19 @@ export class Batcher {
   #lastRunEnd = -Infinity;
 
   constructor(options: BatcherOptions) {
-    this.config = options.config;
-    this.#repository = options.repository;
+    const config = options.model.config;
+    this.config = config;
+    this.#model = options.model;
     this.#scheduler = options.scheduler;
     this.#now = options.now ?? (() => performance.now());
     this.#onExecution = options.onExecution;
-    const db = options.config.dynamic_batching;
-    this.#batching = db !== undefined && options.config.max_batch_size > 0;
+    const db = config.dynamic_batching;
+    this.#batching = db !== undefined && config.max_batch_size > 0;
     this.#delayMs = (db?.max_queue_delay_microseconds ?? 0) / 1000;
     const preferred = db?.preferred_batch_size ?? [];
-    this.#targetRows = preferred.length > 0 ? Math.max(...preferred) : options.config.max_batch_size;
+    this.#targetRows = preferred.length > 0 ? Math.max(...preferred) : config.max_batch_size;
     this.#maxQueue = db?.default_queue_policy?.max_queue_size ?? 0;
-    this.instances = instanceCount(options.config);
+    this.instances = instanceCount(config);
   }
 
   /** Requests waiting in this batcher. */
@@ -146,8 +151,8 @@ export class Batcher {
   #schedule(): void {
     if (this.#pending.length === 0 || this.#waitingForSlot || this.#busy >= this.instances) return;
     const oldest = this.#pending[0]!;
-    // onnxruntime-node's run() holds the JS thread, so requests that arrived during the last run are
-    // still unread when it ends: the delay counts from the later of arrival and that end, to let them join.
+    // A run on the main thread holds it, so requests that arrived meanwhile are read only when it ends:
+    // the delay counts from the later of arrival and that end, so they can still join.
     const waited = this.#now() - Math.max(oldest.enqueuedAt, this.#lastRunEnd);
     if (!this.#batching || waited >= this.#delayMs || this.#compatibleRows(oldest) >= this.#targetRows) {
       if (this.#timer) clearTimeout(this.#timer);
@@ -180,13 +185,8 @@ export class Batcher {
     if (p.timer) clearTimeout(p.timer);
     this.#scheduler.abandoned(1);
     const waited = this.#now() - p.enqueuedAt;
-    // 504 backend_timeout, not 503 not_ready: the code says what happened (this
-    // request's deadline passed while it queued here; it never ran), and
-    // `not_ready` already means "this backend is starting or draining", which
-    // nv_inference_request_failure{reason} must keep apart. The edge retries
-    // every backend 5xx elsewhere alike, and a retry-after would say nothing
-    // about a deadline the caller chose. (Triton answers UNAVAILABLE, "Request
-    // timeout expired".)
+    // 504 backend_timeout (its deadline passed; it never ran), kept apart from 503 not_ready (starting or
+    // draining); no retry-after: the caller chose the deadline.
     p.reject(
       new MeshError(
         'backend_timeout',
@@ -251,7 +251,7 @@ export class Batcher {
       const feeds = group.length === 1 ? group[0]!.prepared.feeds : mergeFeeds(group.map((p) => p.prepared));
       const ortFeeds: Record<string, ort.Tensor> = {};
       for (const [name, feed] of Object.entries(feeds)) ortFeeds[name] = toOrtTensor(feed);
-      const { outputs, computeMs } = await this.#repository.run(this.config.name, ortFeeds, fetches);
+      const { outputs, computeMs } = await this.#model.run(ortFeeds, fetches);
       const batchRows = group.reduce((n, p) => n + p.prepared.batch, 0);
       this.#onExecution?.(batchRows, group.length);
       let offset = 0;
@@ -274,6 +274,33 @@ export class Batcher {
       this.#schedule();
     }
   }
+}
+
+/**
+ * How long a request may wait in the model's queue, microseconds (0: no
+ * limit), as Triton decides it: the queue policy's
+ * `default_timeout_microseconds`, or the request's own `parameters.timeout`
+ * when the policy has `allow_timeout_override` and it is shorter (or the
+ * default is 0). Throws 400 when `parameters.timeout` is not a non-negative
+ * integer, whether or not the model honours it.
+ *
+ * @example
+ * // policy { default_timeout_microseconds: 10_000_000, allow_timeout_override: true }
+ * queueTimeoutUs(config, { inputs, parameters: { timeout: 50_000 } }); // 50_000
+ */
+export function queueTimeoutUs(config: ModelConfig, request: InferRequest): number {
+  const asked = request.parameters?.timeout;
+  if (asked !== undefined && !(Number.isSafeInteger(asked) && (asked as number) >= 0)) {
+    throw new MeshError(
+      'invalid_request',
+      `"parameters.timeout" must be a non-negative integer of microseconds, got ${JSON.stringify(asked) ?? String(asked)}.`,
+    );
+  }
+  const policy = config.dynamic_batching?.default_queue_policy;
+  const fallback = policy?.default_timeout_microseconds ?? 0;
+  const override = (asked as number | undefined) ?? 0;
+  if (policy?.allow_timeout_override && override > 0 && (fallback === 0 || override < fallback)) return override;
+  return fallback;
 }
 
 /** Requests with equal keys can share a batch: same inputs, datatypes and non-batch dims (token length aside). */

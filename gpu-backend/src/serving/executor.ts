@@ -1,24 +1,23 @@
 /**
  * The main thread's half of an inference: the steps that touch state the
- * whole process shares, so they happen in one place whichever thread read the
- * request. It spends the dispatch token's `jti` (one replay cache per
- * process), refuses while draining, finds the READY model at the wanted
- * version, and runs the parsed request through the inference engine (batcher,
- * slots, session). It also keeps the per-request metrics the HTTP side reports.
- *
- * The HTTP side (`app.ts`'s inference route, on the main thread or on an HTTP
- * thread, `http-thread.ts`) does the per-request work that needs no shared
- * state: reading the body, checking the token's signature and claims, parsing
- * the JSON, and serialising, hashing and attesting the answer.
+ * whole process shares, in one place whichever thread read the request. It
+ * spends the dispatch token's `jti` (one replay cache per process), refuses
+ * while draining, resolves the READY model's handle once, and runs the parsed
+ * request through that model's batcher; it keeps the per-request metrics.
+ * The HTTP side (http/app.ts, on the main thread or an HTTP worker) reads, checks
+ * and parses the request, and serialises, hashes and attests the answer.
  */
 
 import { MeshError, isMeshError, type MeshErrorCode } from '../../../shared/errors.ts';
+import type { Units } from '../../../shared/jwt.ts';
 import type { InferRequest } from '../../../shared/protocol.ts';
 import type { DispatchVerifier } from '../mesh/dispatch.ts';
-import type { InferenceEngine, InferenceResult } from './inference.ts';
 import type { Lifecycle } from '../lifecycle.ts';
 import type { Metrics, RequestTiming } from '../metrics.ts';
+import { queueTimeoutUs } from './batcher.ts';
+import type { ModelHandle } from './model-handle.ts';
 import type { ModelRepository } from './repository.ts';
+import { prepareInference, toOutputs, type OutputTensor } from './tensors.ts';
 
 /** An error as it crosses a thread: a `MeshError`'s code, message and retry hint. */
 export interface WireError {
@@ -46,6 +45,15 @@ export interface InferJob {
   invalid?: WireError;
 }
 
+interface InferenceResult {
+  /** In the request's order of outputs; still typed arrays (`jsonOutputs` makes them OIP JSON). */
+  outputs: OutputTensor[];
+  units: Units;
+  rows: number;
+  queueMs: number;
+  computeMs: number;
+}
+
 export interface InferAnswer {
   /** The version that answered. */
   version: string;
@@ -64,22 +72,17 @@ export interface InferencePort {
   tokenRejected(code: MeshErrorCode): void;
 }
 
+/** What the executor uses of the repository: one lookup per inference, and names for metrics. */
+type ModelLookup = Pick<ModelRepository, 'resolve' | 'knows' | 'versionOf'>;
+
 export class Executor implements InferencePort {
-  readonly #repository: ModelRepository;
-  readonly #engine: InferenceEngine;
+  readonly #repository: ModelLookup;
   readonly #dispatch: Pick<DispatchVerifier, 'spend'>;
   readonly #metrics: Metrics;
   readonly #lifecycle: Lifecycle;
 
-  constructor(options: {
-    repository: ModelRepository;
-    engine: InferenceEngine;
-    dispatch: Pick<DispatchVerifier, 'spend'>;
-    metrics: Metrics;
-    lifecycle: Lifecycle;
-  }) {
+  constructor(options: { repository: ModelLookup; dispatch: Pick<DispatchVerifier, 'spend'>; metrics: Metrics; lifecycle: Lifecycle }) {
     this.#repository = options.repository;
-    this.#engine = options.engine;
     this.#dispatch = options.dispatch;
     this.#metrics = options.metrics;
     this.#lifecycle = options.lifecycle;
@@ -92,14 +95,12 @@ export class Executor implements InferencePort {
       if (isMeshError(err)) this.tokenRejected(err.code);
       throw err;
     }
-    const { name } = job;
     if (this.#lifecycle.draining) throw new MeshError('not_ready', 'This backend is shutting down; send the request elsewhere.', { retryAfter: 1 });
-    if (!(await this.#repository.has(name))) throw notFound(name);
-    const model = this.#repository.ready(name);
-    if (job.version !== undefined && job.version !== model.version) throw noSuchVersion(name, job.version, model.version);
+    const model = await this.#repository.resolve(job.name);
+    if (job.version !== undefined && job.version !== model.version) throw noSuchVersion(job.name, job.version, model.version);
     if (job.invalid) throw fromWire(job.invalid);
     if (!job.request) throw new MeshError('invalid_request', 'The inference request is missing.');
-    return { version: model.version, result: await this.#engine.infer(model, job.request) };
+    return { version: model.version, result: await infer(model, job.request) };
   }
 
   succeeded(name: string, version: string, timing: RequestTiming): void {
@@ -113,6 +114,31 @@ export class Executor implements InferencePort {
 
   tokenRejected(code: MeshErrorCode): void {
     this.#metrics.tokenRejected(code);
+  }
+}
+
+/**
+ * Runs `request` on the READY `model`: checks it against the config (400s,
+ * a bad `parameters.timeout` included), takes a lease (so an unload waits for
+ * it; 503 once the model is unloading), and submits it to the model's batcher
+ * (429 when a queue is full, 504 `backend_timeout` when it waited past its
+ * queue timeout).
+ */
+async function infer(model: ModelHandle, request: InferRequest): Promise<InferenceResult> {
+  const prepared = prepareInference(model.config, request);
+  const timeoutUs = queueTimeoutUs(model.config, request);
+  const done = model.lease();
+  try {
+    const result = await model.batcher.submit(prepared, { timeoutUs });
+    return {
+      outputs: toOutputs(model.config, result.outputs, prepared.fetches),
+      units: prepared.units,
+      rows: prepared.batch,
+      queueMs: result.queueMs,
+      computeMs: result.computeMs,
+    };
+  } finally {
+    done();
   }
 }
 

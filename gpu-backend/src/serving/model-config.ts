@@ -1,28 +1,15 @@
 /**
- * Model configuration: the JSON form of a Triton `config.pbtxt`, read from
- * `<repo>/<model>/config.json`, and its validation. As in Triton, when
- * `max_batch_size > 0` the model's first dimension is the batch and the
- * `dims` of inputs and outputs EXCLUDE it; `-1` marks a variable dimension.
- *
- * Only the subset of Triton's schema the backend acts on is accepted; an
- * unknown field is an error (a typo must not silently disable batching).
- * `parameters` is a flat map of scalars (Triton nests `{ string_value }`).
- *
- * What the backend does with each part, as Triton does:
- * - `dynamic_batching`: batches requests (batcher.ts); its
- *   `default_queue_policy` bounds the model's queue (`max_queue_size`, full:
- *   429) and drops requests that wait longer than their timeout
- *   (`default_timeout_microseconds`, or the request's `parameters.timeout`
- *   when `allow_timeout_override`) without running them.
- * - `instance_group`: the sum of `count` is how many batches of the model
- *   may execute at once (default 1); `KIND_CPU` opens the model on the CPU
- *   provider whatever EXECUTION_PROVIDERS says, `KIND_GPU` follows it (CUDA,
- *   then the CPU fallback).
+ * Model configuration: the JSON form of a Triton `config.pbtxt`
+ * (`<repo>/<model>/config.json`), its types and its validation. Only the
+ * subset of Triton's schema the backend acts on is accepted, and an unknown
+ * field is an error: a typo must not silently disable batching. As in
+ * Triton, when `max_batch_size > 0` the `dims` of inputs and outputs exclude
+ * the batch dimension; `-1` marks a variable dimension.
  */
 
 import type { Datatype } from '../../../shared/protocol.ts';
 
-export const TRITON_DATA_TYPES = [
+const TRITON_DATA_TYPES = [
   'TYPE_BOOL',
   'TYPE_UINT8',
   'TYPE_INT8',
@@ -61,7 +48,7 @@ export const DATATYPE_TO_TRITON: Record<Datatype, TritonDataType> = {
   BYTES: 'TYPE_STRING',
 };
 
-export function isTritonDataType(v: unknown): v is TritonDataType {
+function isTritonDataType(v: unknown): v is TritonDataType {
   return typeof v === 'string' && (TRITON_DATA_TYPES as readonly string[]).includes(v);
 }
 
@@ -73,8 +60,8 @@ export interface ModelTensorConfig {
   dims: number[];
 }
 
-/** Triton's `ModelQueuePolicy` (its `timeout_action` is always REJECT here). */
-export interface QueuePolicyConfig {
+/** Triton's `ModelQueuePolicy` (its `timeout_action` is always REJECT here), applied by the batcher (batcher.ts). */
+interface QueuePolicyConfig {
   /** Requests that may wait in the model's queue; beyond, 429. 0 (default): no per-model bound (MAX_QUEUE still applies). */
   max_queue_size?: number;
   /** A request waiting longer than this is removed from the queue without running. 0 (default): no timeout. */
@@ -95,14 +82,14 @@ export interface DynamicBatchingConfig {
   default_queue_policy?: QueuePolicyConfig;
 }
 
-export const INSTANCE_KINDS = ['KIND_GPU', 'KIND_CPU'] as const;
-export type InstanceKind = (typeof INSTANCE_KINDS)[number];
+const INSTANCE_KINDS = ['KIND_GPU', 'KIND_CPU'] as const;
+type InstanceKind = (typeof INSTANCE_KINDS)[number];
 
 /** Triton's instance group: `count` executions of the model at once, on `kind`. */
 export interface InstanceGroupConfig {
-  /** Default 1. */
+  /** Default 1; the sum over groups is how many batches of the model may execute at once. */
   count?: number;
-  /** Default `KIND_GPU` (the configured providers, CUDA first). */
+  /** Default `KIND_GPU` (the configured providers, CUDA first); `KIND_CPU`: the CPU provider whatever EXECUTION_PROVIDERS says. */
   kind?: InstanceKind;
 }
 
@@ -127,7 +114,7 @@ export interface ModelConfig {
   instance_group?: InstanceGroupConfig[];
   /** Which numbered version folders to serve (default `{ latest: { num_versions: 1 } }`). */
   version_policy?: VersionPolicy;
-  /** Free-form model parameters, e.g. `tokenizer`, `text_input`, `max_sequence_length`, `pad_id`. */
+  /** Free-form scalar parameters (Triton nests `{ string_value }`), e.g. `tokenizer`, `text_input`, `max_sequence_length`, `pad_id`. */
   parameters?: Record<string, ModelParameterValue>;
 }
 

@@ -1,52 +1,35 @@
 /**
  * The Triton-style model repository (`<dir>/<model>/config.json`,
- * `<dir>/<model>/<version>/model.onnx`) and the ONNX Runtime sessions loaded
- * from it. Owns each model's lifecycle (UNAVAILABLE → LOADING → READY →
- * UNLOADING), the warm-up run at load, the rolling p50 service time, and the
- * requests holding a lease on it (queued in its batcher or running), so that
- * `unload` waits for every one of them before releasing the session: an
- * unload never drops a request it admitted. New requests are admitted only
- * while READY; during LOADING and UNLOADING they get 503 `model_not_ready`.
+ * `<dir>/<model>/<version>/model.onnx`): owns each model's lifecycle
+ * (UNAVAILABLE → LOADING → READY → UNLOADING), the warm-up run at load, the
+ * rolling p50 service time, and the handle of each READY model
+ * (model-handle.ts), which an inference resolves once by name. New requests
+ * are admitted only while READY (else 503 `model_not_ready`); an unload waits
+ * for every request it admitted before it releases the session.
  */
 
 import type { Dirent } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type * as ort from 'onnxruntime-node';
 import { MeshError } from '../../../shared/errors.ts';
 import type { ExecutionProvider, HeartbeatModel } from '../../../shared/heartbeat.ts';
 import type { Logger } from '../log.ts';
+import { ModelHandle } from './model-handle.ts';
 import { cpuOnly, instanceCount, parseModelConfig, type ModelConfig } from './model-config.ts';
-import type { ModelSession, SessionFactory } from './sessions.ts';
+import type { ModelSession } from './model-session.ts';
+import type { Scheduler } from './scheduler.ts';
+import type { SessionFactory } from './sessions.ts';
 import { RollingMedian } from './stats.ts';
 import { toOrtFeeds, warmupFeeds } from './tensors.ts';
 
 /** Triton's model states, as `POST /v2/repository/index` reports them. */
 export type ModelState = 'UNAVAILABLE' | 'LOADING' | 'READY' | 'UNLOADING';
 
-/** A model that is READY: its config, version and session. */
-export interface LoadedModel {
-  name: string;
-  version: string;
-  config: ModelConfig;
-  provider: ExecutionProvider;
-  /** Where its runs execute, and how many at once (instances on worker threads; 1 on the main thread). */
-  thread: 'worker' | 'main';
-  instances: number;
-  /** Time to create the session and run the warm-up, ms. */
-  loadMs: number;
-}
-
-export interface IndexEntry {
+interface IndexEntry {
   name: string;
   version?: string;
   state: ModelState;
   reason?: string;
-}
-
-export interface RunResult {
-  outputs: ort.InferenceSession.OnnxValueMapType;
-  computeMs: number;
 }
 
 interface Entry {
@@ -55,19 +38,12 @@ interface Entry {
   reason: string | undefined;
   config: ModelConfig | undefined;
   version: string | undefined;
-  session: ModelSession | undefined;
-  provider: ExecutionProvider | undefined;
-  thread: 'worker' | 'main' | undefined;
+  /** The current load's handle: set while READY and UNLOADING. */
+  handle: ModelHandle | undefined;
   loadMs: number;
   serviceMs: RollingMedian;
   /** Bytes of the served model.onnx: a proxy for its weights' memory. */
   memoryBytes: number | undefined;
-  /** Requests admitted for this model and not yet answered (queued or running). */
-  leases: number;
-  /** Session runs in flight. */
-  inFlight: number;
-  /** Woken when `leases` and `inFlight` are both 0. */
-  idle: (() => void)[];
   /** The load or unload under way; the next one waits for it. */
   transition: Promise<unknown> | undefined;
 }
@@ -75,7 +51,11 @@ interface Entry {
 export interface ModelRepositoryOptions {
   dir: string;
   sessions: SessionFactory;
+  /** The backend's slots and queue, shared by every model's batcher. */
+  scheduler: Scheduler;
   log: Logger;
+  /** Called once per model execution (metrics). */
+  onExecution?: (model: ModelHandle, rows: number) => void;
   /** Monotonic milliseconds (tests may freeze it). */
   now?: () => number;
 }
@@ -83,6 +63,8 @@ export interface ModelRepositoryOptions {
 export class ModelRepository {
   readonly dir: string;
   readonly #sessions: SessionFactory;
+  readonly #scheduler: Scheduler;
+  readonly #onExecution: ((model: ModelHandle, rows: number) => void) | undefined;
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #entries = new Map<string, Entry>();
@@ -93,6 +75,8 @@ export class ModelRepository {
   constructor(options: ModelRepositoryOptions) {
     this.dir = options.dir;
     this.#sessions = options.sessions;
+    this.#scheduler = options.scheduler;
+    this.#onExecution = options.onExecution;
     this.#log = options.log;
     this.#now = options.now ?? (() => performance.now());
   }
@@ -130,11 +114,11 @@ export class ModelRepository {
    * repository) and marks them as the ones it must serve to be ready.
    * Throws when one cannot be loaded.
    */
-  async loadAll(names?: readonly string[]): Promise<LoadedModel[]> {
+  async loadAll(names?: readonly string[]): Promise<ModelHandle[]> {
     const all = await this.scan();
     const wanted = names ?? all;
     if (wanted.length === 0) throw new Error(`Model repository ${this.dir} holds no model (no <model>/config.json).`);
-    const loaded: LoadedModel[] = [];
+    const loaded: ModelHandle[] = [];
     for (const name of wanted) loaded.push(await this.load(name));
     return loaded;
   }
@@ -143,12 +127,12 @@ export class ModelRepository {
    * Loads (or reloads nothing: a READY model is returned as it is) one model
    * and runs its warm-up. Throws `model_not_found` when the repository lacks it.
    */
-  async load(name: string): Promise<LoadedModel> {
+  async load(name: string): Promise<ModelHandle> {
     if (!(await this.has(name))) throw new MeshError('model_not_found', `Model "${name}" is not in this backend's repository.`);
     const entry = this.#entry(name);
     this.#desired.add(name);
     while (entry.transition) await entry.transition.catch(() => undefined);
-    if (entry.state === 'READY') return this.#loaded(entry);
+    if (entry.state === 'READY' && entry.handle) return entry.handle;
     const transition = this.#doLoad(entry);
     entry.transition = transition;
     try {
@@ -180,31 +164,19 @@ export class ModelRepository {
   }
 
   /**
-   * Admits one request for the READY model until the returned function is
-   * called (once it is answered): `unload` waits for every admitted request.
-   * Throws like `ready()` when the model is not READY.
+   * The READY model's handle, for one inference: one lookup by name. Throws
+   * 404 `model_not_found` when the repository lacks the model (rescanning at
+   * most once a second for a name it does not know) and 503
+   * `model_not_ready` when it is not READY.
    */
-  lease(name: string): () => void {
-    this.ready(name);
-    const entry = this.#entries.get(name)!;
-    entry.leases++;
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      entry.leases--;
-      this.#wakeIfIdle(entry);
-    };
+  async resolve(name: string): Promise<ModelHandle> {
+    const entry = this.#entries.get(name) ?? ((await this.has(name)) ? this.#entries.get(name) : undefined);
+    return readyHandle(name, entry);
   }
 
-  /** The READY model, or a 404/503 `MeshError`. */
-  ready(name: string): LoadedModel {
-    const entry = this.#entries.get(name);
-    if (!entry) throw new MeshError('model_not_found', `Model "${name}" is not in this backend's repository.`);
-    if (entry.state !== 'READY') {
-      throw new MeshError('model_not_ready', `Model "${name}" is not loaded here (state ${entry.state}).`, { retryAfter: 1 });
-    }
-    return this.#loaded(entry);
+  /** The READY model's handle, or a 404/503 `MeshError`; never rescans. */
+  ready(name: string): ModelHandle {
+    return readyHandle(name, this.#entries.get(name));
   }
 
   /** The model's config when it is known (loaded, or read from disk), for metadata. */
@@ -261,16 +233,9 @@ export class ModelRepository {
     for (const e of this.#entries.values()) {
       if (e.state !== 'READY') continue;
       any = true;
-      if (e.provider === 'cuda') return 'cuda';
+      if (e.handle?.provider === 'cuda') return 'cuda';
     }
     return any ? 'cpu' : this.#sessions.preferred;
-  }
-
-  /** Runs in flight, over all models. */
-  get inFlight(): number {
-    let n = 0;
-    for (const e of this.#entries.values()) n += e.inFlight;
-    return n;
   }
 
   /** What heartbeats report per model: READY ones and the ones loading. */
@@ -300,64 +265,25 @@ export class ModelRepository {
   }
 
   /** Per-model numbers for /metrics. */
-  modelStats(): { name: string; version: string; state: ModelState; loadMs: number; p50Ms: number; inFlight: number }[] {
+  modelStats(): { name: string; version: string; state: ModelState; loadMs: number; p50Ms: number }[] {
     return [...this.#entries.values()].map((e) => ({
       name: e.name,
       version: e.version ?? '',
       state: e.state,
       loadMs: e.loadMs,
       p50Ms: e.serviceMs.median,
-      inFlight: e.inFlight,
     }));
   }
 
-  /**
-   * Runs the model's session once, counting the run as in flight meanwhile.
-   * Runs while READY, and while UNLOADING for the requests admitted before
-   * (the session is released only once they are all answered); otherwise
-   * throws 503 `model_not_ready`.
-   */
-  async run(name: string, feeds: ort.InferenceSession.FeedsType, fetches: readonly string[]): Promise<RunResult> {
-    const entry = this.#entries.get(name);
-    const session = entry?.session;
-    if (!entry || !session || (entry.state !== 'READY' && entry.state !== 'UNLOADING')) {
-      this.ready(name);
-      throw new MeshError('model_not_ready', `Model "${name}" is not loaded here.`, { retryAfter: 1 });
-    }
-    entry.inFlight++;
-    const started = this.#now();
-    try {
-      const outputs = await session.run(feeds, [...fetches]);
-      const computeMs = this.#now() - started;
-      entry.serviceMs.add(computeMs);
-      return { outputs, computeMs };
-    } catch (err) {
-      const failure = session.failure;
-      if (failure === undefined) throw err;
-      // The session is gone for good (its threads died): stop offering the model, so heartbeats say
-      // it is not warm and the edge routes elsewhere; a load (or the edge's placement) opens it afresh.
-      this.#broken(entry, session, failure);
-      throw new MeshError('model_not_ready', `Model "${name}" stopped here (${failure}); it is no longer loaded.`, { retryAfter: 1, cause: err });
-    } finally {
-      entry.inFlight--;
-      this.#wakeIfIdle(entry);
-    }
-  }
-
-  /** Marks a READY model whose session failed for good UNAVAILABLE, once, and releases what is left of the session. */
-  #broken(entry: Entry, session: ModelSession, failure: string): void {
-    if (entry.session !== session) return;
-    entry.session = undefined;
-    entry.provider = undefined;
-    entry.thread = undefined;
+  /** Takes a READY model whose session failed for good out of service (UNAVAILABLE), once, and releases what is left of it. */
+  #broken(entry: Entry, handle: ModelHandle, failure: string): void {
+    if (entry.handle !== handle) return;
+    entry.handle = undefined;
     entry.state = 'UNAVAILABLE';
     entry.reason = failure;
+    // Heartbeats now say it is not warm, so the edge routes elsewhere; a load (or the edge's placement) opens it afresh.
     this.#log.error(`model ${entry.name}: ${failure}; it is unavailable until it is loaded again`);
-    void session.release().catch(() => undefined);
-  }
-
-  #wakeIfIdle(entry: Entry): void {
-    if (entry.leases === 0 && entry.inFlight === 0) for (const wake of entry.idle.splice(0)) wake();
+    void handle.release().catch(() => undefined);
   }
 
   #entry(name: string): Entry {
@@ -369,33 +295,15 @@ export class ModelRepository {
         reason: undefined,
         config: undefined,
         version: undefined,
-        session: undefined,
-        provider: undefined,
-        thread: undefined,
+        handle: undefined,
         loadMs: 0,
         serviceMs: new RollingMedian(128),
         memoryBytes: undefined,
-        leases: 0,
-        inFlight: 0,
-        idle: [],
         transition: undefined,
       };
       this.#entries.set(name, entry);
     }
     return entry;
-  }
-
-  #loaded(entry: Entry): LoadedModel {
-    const thread = entry.thread ?? 'main';
-    return {
-      name: entry.name,
-      version: entry.version!,
-      config: entry.config!,
-      provider: entry.provider!,
-      thread,
-      instances: thread === 'worker' ? instanceCount(entry.config!) : 1,
-      loadMs: entry.loadMs,
-    };
   }
 
   async #readConfig(name: string): Promise<ModelConfig> {
@@ -427,7 +335,7 @@ export class ModelRepository {
     return String(Math.max(...allowed));
   }
 
-  async #doLoad(entry: Entry): Promise<LoadedModel> {
+  async #doLoad(entry: Entry): Promise<ModelHandle> {
     const started = this.#now();
     entry.state = 'LOADING';
     entry.reason = undefined;
@@ -446,19 +354,31 @@ export class ModelRepository {
       const warmFeeds = warmupFeeds(config);
       await session.run(toOrtFeeds(warmFeeds), config.output.map((o) => o.name));
       entry.serviceMs.add(this.#now() - warm);
-      entry.session = session;
-      entry.provider = opened.provider;
-      entry.thread = opened.thread;
       entry.loadMs = this.#now() - started;
+      const onExecution = this.#onExecution;
+      const handle: ModelHandle = new ModelHandle({
+        name: entry.name,
+        version,
+        config,
+        session,
+        provider: opened.provider,
+        thread: opened.thread,
+        loadMs: entry.loadMs,
+        serviceMs: entry.serviceMs,
+        scheduler: this.#scheduler,
+        now: this.#now,
+        ...(onExecution ? { onExecution: (rows: number) => onExecution(handle, rows) } : {}),
+        onFailure: (failure) => this.#broken(entry, handle, failure),
+      });
+      entry.handle = handle;
       entry.state = 'READY';
-      const loaded = this.#loaded(entry);
-      const where = loaded.thread === 'worker' ? `${loaded.instances} worker thread(s)` : 'main thread';
+      const where = handle.thread === 'worker' ? `${handle.instances} worker thread(s)` : 'main thread';
       this.#log.info(`model ${entry.name} v${version} loaded on ${opened.provider} (${where}) and warm in ${entry.loadMs.toFixed(0)} ms`);
-      return loaded;
+      return handle;
     } catch (err) {
       await session?.release().catch(() => undefined);
       entry.state = 'UNAVAILABLE';
-      entry.session = undefined;
+      entry.handle = undefined;
       entry.reason = err instanceof Error ? err.message : String(err);
       this.#log.warn(`model ${entry.name} failed to load: ${entry.reason}`);
       if (err instanceof MeshError) throw err;
@@ -468,15 +388,15 @@ export class ModelRepository {
 
   async #doUnload(entry: Entry): Promise<void> {
     entry.state = 'UNLOADING';
-    // Every admitted request (queued or running) is answered first; checked again after each wake-up.
-    while (entry.leases > 0 || entry.inFlight > 0) await new Promise<void>((resolve) => entry.idle.push(resolve));
-    const session = entry.session;
-    entry.session = undefined;
-    entry.provider = undefined;
-    entry.thread = undefined;
+    const handle = entry.handle;
+    // Every admitted request (queued or running) is answered first.
+    await handle?.drain();
+    // Not current when its session failed meanwhile: `#broken` released it.
+    const current = handle !== undefined && entry.handle === handle;
+    entry.handle = undefined;
     entry.state = 'UNAVAILABLE';
     entry.reason = 'unloaded';
-    await session?.release().catch((err: unknown) => this.#log.warn(`model ${entry.name}: releasing its session failed: ${String(err)}`));
+    if (current) await handle.release().catch((err: unknown) => this.#log.warn(`model ${entry.name}: releasing its session failed: ${String(err)}`));
     this.#log.info(`model ${entry.name} unloaded`);
   }
 }
@@ -493,4 +413,12 @@ function checkSessionMatchesConfig(config: ModelConfig, session: ModelSession): 
       throw new Error(`config output "${t.name}" is not an output of the ONNX graph (it has ${session.outputNames.join(', ')})`);
     }
   }
+}
+
+function readyHandle(name: string, entry: Entry | undefined): ModelHandle {
+  if (!entry) throw new MeshError('model_not_found', `Model "${name}" is not in this backend's repository.`);
+  if (entry.state !== 'READY' || !entry.handle) {
+    throw new MeshError('model_not_ready', `Model "${name}" is not loaded here (state ${entry.state}).`, { retryAfter: 1 });
+  }
+  return entry.handle;
 }

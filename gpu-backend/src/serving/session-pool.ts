@@ -1,23 +1,16 @@
 /**
- * A model's ONNX Runtime sessions on worker threads, as one `ModelSession`.
- * onnxruntime-node's `run()` holds the calling thread for the whole execution
- * (its promise only defers the native call), so a session on the main thread
- * stops HTTP, token checks, JSON and signing while a batch runs. Here each
- * instance of the model (instance_group count) is a session of its own on a
- * thread of its own (session-worker.ts), as Triton keeps one copy per
- * instance: the main thread prepares the next batch and answers the last one
- * while this one executes, and two instances really run at once.
- *
- * Inputs are copied to the thread (they are small: token ids, features);
- * outputs come back transferred. A run goes to an idle instance, or waits for
- * the first one free. A thread that dies fails its run and leaves the pool;
- * once none is left, `failure` says why and the repository takes the model
- * out of service until it is loaded again.
+ * The main thread's side of a model's sessions on worker threads
+ * (session-worker.ts runs each), as one `ModelSession`: onnxruntime-node's
+ * `run()` holds its thread for the whole execution, so with one session per
+ * model instance on a thread of its own the main thread keeps serving HTTP
+ * while batches run, and instances really run at once. A run goes to an idle
+ * instance or waits for one; a thread that dies leaves the pool, and once none
+ * is left `failure` says why.
  */
 
 import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import type { ModelSession } from './sessions.ts';
+import type { ModelSession } from './model-session.ts';
 
 /** A tensor as it crosses the thread boundary (structured clone). */
 export interface WireTensor {
@@ -26,7 +19,7 @@ export interface WireTensor {
   data: ArrayBufferView | string[];
 }
 
-export interface WorkerInit {
+export interface SessionWorkerInit {
   modelPath: string;
   options: ort.InferenceSession.SessionOptions;
 }
@@ -50,7 +43,7 @@ interface Instance {
   dead: boolean;
 }
 
-export class ThreadedSession implements ModelSession {
+export class SessionPool implements ModelSession {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
   readonly #instances: Instance[];
@@ -71,8 +64,8 @@ export class ThreadedSession implements ModelSession {
    * thread. Rejects with ONNX Runtime's message when any fails to open (the
    * others are ended).
    */
-  static async open(modelPath: string, options: ort.InferenceSession.SessionOptions, instances = 1): Promise<ThreadedSession> {
-    const workerData: WorkerInit = { modelPath, options };
+  static async open(modelPath: string, options: ort.InferenceSession.SessionOptions, instances = 1): Promise<SessionPool> {
+    const workerData: SessionWorkerInit = { modelPath, options };
     const workers = Array.from({ length: Math.max(1, instances) }, () => new Worker(WORKER_URL, { workerData }));
     const opened = await Promise.allSettled(workers.map((w) => firstMessage(w)));
     const failure = opened.find((o) => o.status === 'rejected' || o.value.kind === 'open-failed');
@@ -82,7 +75,7 @@ export class ThreadedSession implements ModelSession {
       throw new Error((failure.value as { message: string }).message);
     }
     const first = (opened[0] as PromiseFulfilledResult<Opened & { kind: 'open' }>).value;
-    return new ThreadedSession(
+    return new SessionPool(
       workers.map((worker) => ({ worker, current: undefined, dead: false })),
       first,
     );
@@ -98,6 +91,7 @@ export class ThreadedSession implements ModelSession {
     return !this.#released && this.instances === 0 ? `every inference thread died (the last one ${this.#lastDeath ?? 'ended'})` : undefined;
   }
 
+  /** Inputs are copied to the thread (they are small: token ids, features); outputs come back transferred. */
   async run(feeds: ort.InferenceSession.FeedsType, fetches: readonly string[]): Promise<ort.InferenceSession.ReturnType> {
     const wire: Record<string, WireTensor> = {};
     for (const [name, t] of Object.entries(feeds)) {

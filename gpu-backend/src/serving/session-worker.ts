@@ -1,9 +1,7 @@
 /**
- * The worker-thread side of session-thread.ts: owns ONE ONNX Runtime session
- * and runs it off the main thread. onnxruntime-node's `run()` blocks the
- * thread that calls it for the whole execution, so with the session here the
- * main thread keeps reading, verifying and answering requests while a batch
- * executes (on a GPU: while the device computes).
+ * The worker-thread side of session-pool.ts: owns ONE ONNX Runtime session
+ * and runs it here, off the main thread, because a session's `run()` holds
+ * the thread that calls it for the whole execution.
  *
  * Messages: workerData `{ modelPath, options }` opens the session and posts
  * `{ kind: 'open', inputNames, outputNames }` or `{ kind: 'open-failed', message }`;
@@ -14,12 +12,12 @@
 
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import type { RunRequest, RunReply, WireTensor, WorkerInit } from './session-pool.ts';
+import type { RunRequest, RunReply, WireTensor, SessionWorkerInit } from './session-pool.ts';
 
 const port = parentPort;
-if (!port) throw new Error('session-worker.ts runs as a worker thread (new Worker), not on its own.');
+if (!port) throw new Error('session-worker.ts runs as a worker thread (session-pool.ts starts it), not on its own.');
 
-const init = workerData as WorkerInit;
+const init = workerData as SessionWorkerInit;
 // Errors reach the main thread as messages and are logged there, once.
 ort.env.logLevel = 'fatal';
 

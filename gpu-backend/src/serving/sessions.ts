@@ -1,32 +1,17 @@
 /**
- * Opening ONNX Runtime sessions on the best execution provider that works.
- * Providers are tried in the configured order (`cuda` first by default); when
- * CUDA cannot initialise (no GPU, no driver, or onnxruntime-node's CUDA add-on
- * not installed) it says so in ONE log line, with ORT's reason, and every
- * model is served on `cpu`. The provider a session actually got is returned,
- * so heartbeats and /v2/health/ready report the truth. It also decides where
- * a model's runs execute (INFERENCE_THREAD): one session per instance on
- * worker threads (session-thread.ts), or one on the main thread.
+ * Opens ONNX Runtime sessions on the first configured execution provider that
+ * works (`cuda`, then `cpu`), saying once, with ORT's reason, when CUDA cannot
+ * initialise, and returns the provider a session really got so heartbeats and
+ * /v2/health/ready report the truth. It also decides where a model's runs
+ * execute (INFERENCE_THREAD): on worker threads (session-pool.ts) or the main thread.
  */
 
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import type { ExecutionProvider } from '../../../shared/heartbeat.ts';
 import type { Logger } from '../log.ts';
-import { ThreadedSession } from './session-pool.ts';
-
-/** What the repository uses of a session: an `ort.InferenceSession`, or its instances on worker threads. */
-export interface ModelSession {
-  readonly inputNames: readonly string[];
-  readonly outputNames: readonly string[];
-  run(feeds: ort.InferenceSession.FeedsType, fetches: readonly string[]): Promise<ort.InferenceSession.ReturnType>;
-  release(): Promise<void>;
-  /** Why the session can run no more (every inference thread died), once that is so; absent or undefined while it can. */
-  readonly failure?: string | undefined;
-}
-
-/** Opens `instances` sessions of a model as one `ModelSession`; a stand-in in tests. */
-export type CreateSession = (modelPath: string, options: ort.InferenceSession.SessionOptions, instances: number) => Promise<ModelSession>;
+import type { CreateSession, ModelSession } from './model-session.ts';
+import { SessionPool } from './session-pool.ts';
 
 /**
  * Where `session.run` executes: `worker` on worker threads, one per model
@@ -38,16 +23,13 @@ export type CreateSession = (modelPath: string, options: ort.InferenceSession.Se
 export type InferenceThread = 'auto' | 'worker' | 'main';
 
 /**
- * Below this many cores a CPU session stays on the main thread. Measured on 2
- * cores (`npm run bench:backend`, INFERENCE_THREAD=worker vs main): on a
- * worker the model gets one core and the HTTP thread the other, and
- * concurrency 16 served 38% fewer requests than on the main thread (476 vs
- * 773 req/s; 3% more at 64, 1000 vs 967); on a GPU, or with cores to spare,
- * the HTTP work overlaps the run instead.
+ * Below this many cores a CPU session stays on the main thread: on a worker
+ * the model would take the cores the HTTP work needs, where on a GPU, or with
+ * cores to spare, the HTTP work overlaps the run (docs/benchmarks.md).
  */
-export const WORKER_MIN_CORES = 4;
+const WORKER_MIN_CORES = 4;
 
-export interface OpenedSession {
+interface OpenedSession {
   session: ModelSession;
   provider: ExecutionProvider;
   /** Where its runs execute. */
@@ -67,7 +49,7 @@ export interface SessionFactoryOptions {
   create?: CreateSession;
 }
 
-const createOnWorkers: CreateSession = (modelPath, options, instances) => ThreadedSession.open(modelPath, options, instances);
+const createOnWorkers: CreateSession = (modelPath, options, instances) => SessionPool.open(modelPath, options, instances);
 const createOnMain: CreateSession = (modelPath, options) => ort.InferenceSession.create(modelPath, options);
 
 export class SessionFactory {

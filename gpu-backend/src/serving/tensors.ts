@@ -74,7 +74,7 @@ const fmt = (shape: readonly number[]): string => `[${shape.join(',')}]`;
 const describe = (config: ModelConfig, t: ModelTensorConfig): string => `${t.name} (${datatypeOf(t)} ${fmt(modelShape(config, t))})`;
 
 /** The model's `pad_id` parameter, or the tokenizer's PAD_ID. */
-export function padIdOf(config: ModelConfig): number {
+function padIdOf(config: ModelConfig): number {
   const p = config.parameters?.pad_id;
   return typeof p === 'number' && Number.isSafeInteger(p) ? p : PAD_ID;
 }
@@ -99,7 +99,7 @@ function tokenInputOf(config: ModelConfig): ModelTensorConfig | undefined {
 }
 
 /** Converts checked, flat JSON data to the typed storage of `datatype`. */
-export function toValues(datatype: Datatype, data: TensorData): TensorValues {
+function toValues(datatype: Datatype, data: TensorData): TensorValues {
   switch (datatype) {
     case 'FP32':
       return Float32Array.from(data as number[]);
@@ -301,7 +301,7 @@ export function prepareInference(config: ModelConfig, request: InferRequest): Pr
 
 /**
  * One output tensor as the model produced it, before JSON: its data is still
- * the typed array (or strings), so it crosses to an HTTP thread as one copy
+ * the typed array (or strings), so it crosses to an HTTP worker as one copy
  * and only the thread that answers turns it into JSON numbers (`jsonOutputs`).
  */
 export interface OutputTensor {

@@ -1,12 +1,12 @@
 /**
- * HTTP threads (HTTP_THREADS): a backend process whose port is served by two
- * worker threads behaves as one backend. Inferences answer on any thread and
- * are attested; a token is single-use across threads (one replay cache, on the
- * main thread); bad requests get the same 4xx codes, and fuzzed ones never a
- * 5xx; every other route (health, metadata, repository control, metrics) is
- * the main thread's answer; the main thread's metrics count what the threads
- * served. A thread that dies is replaced and the port keeps serving. Also how
- * `auto` resolves.
+ * HTTP workers (HTTP_THREADS, http-pool.ts): a backend process whose port is
+ * served by two HTTP workers behaves as one backend. Inferences answer on any
+ * worker and are attested; a token is single-use across workers (one replay
+ * cache, on the main thread); bad requests get the same 4xx codes, and fuzzed
+ * ones never a 5xx; every other route (health, metadata, repository control,
+ * metrics) is the main thread's answer; the main thread's metrics count what
+ * the workers served. A worker that dies is replaced and the port keeps
+ * serving. Also how `auto` resolves.
  */
 
 import { createHash } from 'node:crypto';
@@ -18,7 +18,7 @@ import fc from 'fast-check';
 import { decodeProtectedHeader, importJWK, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateDemoModels } from '../../../gpu-backend/src/demo-models/generate.ts';
-import { HttpThreads, httpThreadsFor } from '../../../gpu-backend/src/http/http-pool.ts';
+import { HttpPool, httpThreadsFor } from '../../../gpu-backend/src/http/http-pool.ts';
 import { generateProviderKey } from '../../../gpu-backend/src/mesh/provider-key.ts';
 import { TYP } from '../../../shared/jwt.ts';
 import { demoRepository, dispatchToken, expectNo5xx, harness, inferBodies, type Harness } from '../helpers.ts';
@@ -52,7 +52,7 @@ describe('a backend with HTTP_THREADS=2', () => {
   let provider: Awaited<ReturnType<typeof generateProviderKey>>;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'mesh-http-threads-'));
+    dir = await mkdtemp(path.join(tmpdir(), 'mesh-http-pool-'));
     await generateDemoModels(path.join(dir, 'models'));
     edge = await fakeEdge();
     provider = await generateProviderKey('threads-key');
@@ -228,11 +228,11 @@ describe('a backend with HTTP_THREADS=2', () => {
   });
 });
 
-describe('HttpThreads', () => {
+describe('HttpPool', () => {
   let repo: Awaited<ReturnType<typeof demoRepository>>;
   let edge: FakeEdge;
   let h: Harness;
-  let threads: HttpThreads | undefined;
+  let pool: HttpPool | undefined;
 
   beforeAll(async () => {
     repo = await demoRepository();
@@ -241,16 +241,16 @@ describe('HttpThreads', () => {
     h = await harness({ repo: repo.dir, env: { EDGE_URL: edge.url, MODELS: 'classifier' } });
   }, 60_000);
   afterAll(async () => {
-    await threads?.terminate();
+    await pool?.terminate();
     await h?.backend.repository.close();
     await edge?.close();
     await repo?.cleanup();
   });
 
-  it('replaces a thread that dies, and the port keeps answering', async () => {
+  it('replaces a worker that dies, and the port keeps answering', async () => {
     const { backend } = h;
-    threads = await HttpThreads.start({ count: 2, config: backend.config, executor: backend.executor, app: backend.app, log: h.log });
-    const url = `http://127.0.0.1:${threads.address.port}`;
+    pool = await HttpPool.start({ count: 2, config: backend.config, executor: backend.executor, app: backend.app, log: h.log });
+    const url = `http://127.0.0.1:${pool.address.port}`;
     const infer = async () => {
       const body = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 16], data: new Array(16).fill(0.5) }] });
       const token = await dispatchToken({ model: 'classifier', body, key: edge.mesh, claims: { iss: edge.url } });
@@ -258,10 +258,10 @@ describe('HttpThreads', () => {
     };
     expect((await infer()).status).toBe(200);
 
-    const [victim] = threads.workers;
+    const [victim] = pool.workers;
     await victim!.terminate();
-    await until(() => (threads!.workers.length === 2 && !threads!.workers.includes(victim!) ? true : undefined), 'a new thread', () => h.log.lines.join('\n'), 10_000);
-    expect(h.log.lines.some((l) => /warn: an HTTP thread exited \(code 1\); starting another/.test(l))).toBe(true);
+    await until(() => (pool!.workers.length === 2 && !pool!.workers.includes(victim!) ? true : undefined), 'a new worker', () => h.log.lines.join('\n'), 10_000);
+    expect(h.log.lines.some((l) => /warn: an HTTP worker exited \(code 1\); starting another/.test(l))).toBe(true);
     const statuses = await Promise.all(Array.from({ length: 8 }, async () => (await infer()).status));
     expect(statuses).toEqual(new Array(8).fill(200));
   });

@@ -14,10 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseInferRequest, type InferResponse } from '../../../shared/protocol.ts';
 import { VOCAB_SIZE } from '../../../shared/tokenizer.ts';
 import { MeshError } from '../../../shared/errors.ts';
-import { Batcher, mergeFeeds } from '../../../gpu-backend/src/serving/batcher.ts';
-import { queueTimeoutUs } from '../../../gpu-backend/src/serving/inference.ts';
+import { Batcher, mergeFeeds, queueTimeoutUs, type BatchTarget } from '../../../gpu-backend/src/serving/batcher.ts';
 import type { ModelConfig } from '../../../gpu-backend/src/serving/model-config.ts';
-import type { ModelRepository } from '../../../gpu-backend/src/serving/repository.ts';
 import { Scheduler } from '../../../gpu-backend/src/serving/scheduler.ts';
 import { prepareInference, toOrtFeeds } from '../../../gpu-backend/src/serving/tensors.ts';
 import { demoRepository, harness, type Harness } from '../helpers.ts';
@@ -32,12 +30,13 @@ const tokenModel = (batching: boolean, maxBatch = 8): ModelConfig => ({
   parameters: { text_input: 'text', pad_id: 0 },
 });
 
-/** A stand-in repository whose model sums each row's ids; it records the shape of every run. */
-function summingRepository() {
+/** A stand-in model (what a `ModelHandle` is to its batcher) that sums each row's ids; it records the shape of every run. */
+function summingModel(config: ModelConfig) {
   const runs: number[][] = [];
-  const repo = {
-    async run(_name: string, feeds: Record<string, ort.Tensor>) {
-      const ids = feeds.ids!;
+  const model: BatchTarget = {
+    config,
+    async run(feeds) {
+      const ids = feeds.ids as ort.Tensor;
       runs.push([...ids.dims]);
       const [rows, seq] = ids.dims as [number, number];
       const data = ids.data as BigInt64Array;
@@ -46,16 +45,16 @@ function summingRepository() {
       return { outputs: { sum: new ort.Tensor('float32', sums, [rows, 1]) }, computeMs: 1 };
     },
   };
-  return { runs, repository: repo as unknown as ModelRepository };
+  return { runs, model };
 }
 
 const ids = (rows: number[][]) =>
   parseInferRequest({ inputs: [{ name: 'ids', datatype: 'INT64', shape: [rows.length, rows[0]!.length], data: rows.flat() }] });
 
 async function submitAll(config: ModelConfig, requests: number[][][]) {
-  const { runs, repository } = summingRepository();
+  const { runs, model } = summingModel(config);
   const scheduler = new Scheduler({ slots: 1, maxQueue: 100 });
-  const batcher = new Batcher({ config, repository, scheduler });
+  const batcher = new Batcher({ model, scheduler });
   const results = await Promise.all(requests.map((rows) => batcher.submit(prepareInference(config, ids(rows)))));
   expect(scheduler.capacity).toEqual({ slots: 1, inFlight: 0, queued: 0 });
   return { runs, sums: results.map((r) => Array.from(r.outputs.sum!.data as Float32Array)), results };
@@ -82,27 +81,28 @@ describe('Batcher', () => {
   });
 });
 
-/** Like summingRepository, but each run waits while the gate is closed; counts runs executing at once. */
-function gatedRepository() {
+/** Like summingModel, but each run waits while the gate is closed; counts runs executing at once. */
+function gatedModel(config: ModelConfig) {
   const state = { active: 0, maxActive: 0, runs: [] as number[][], gate: undefined as Promise<void> | undefined, open: () => {} };
   const close = () => {
     state.gate = new Promise<void>((resolve) => (state.open = () => { state.gate = undefined; resolve(); }));
   };
-  const { repository: summing } = summingRepository();
-  const repo = {
-    async run(name: string, feeds: Record<string, ort.Tensor>, fetches: readonly string[]) {
+  const { model: summing } = summingModel(config);
+  const model: BatchTarget = {
+    config,
+    async run(feeds, fetches) {
       state.active++;
       state.maxActive = Math.max(state.maxActive, state.active);
-      state.runs.push(Array.from(feeds.ids!.data as BigInt64Array, Number));
+      state.runs.push(Array.from((feeds.ids as ort.Tensor).data as BigInt64Array, Number));
       try {
         while (state.gate) await state.gate;
-        return await summing.run(name, feeds, fetches);
+        return await summing.run(feeds, fetches);
       } finally {
         state.active--;
       }
     },
   };
-  return { state, close, repository: repo as unknown as ModelRepository };
+  return { state, close, model };
 }
 
 async function until(cond: () => boolean, what: string): Promise<void> {
@@ -126,10 +126,10 @@ describe('Batcher instances and queue policy', () => {
     [[{ count: 2, kind: 'KIND_GPU' as const }], 2],
     [[{ count: 1 }, { count: 2 }], 3],
   ])('with instance_group %j runs at most %i batches of the model at once', async (groups, expected) => {
-    const { state, close, repository } = gatedRepository();
     const scheduler = new Scheduler({ slots: 8, maxQueue: 100 });
     const config = oneByOne(groups ? { instance_group: groups } : {});
-    const batcher = new Batcher({ config, repository, scheduler });
+    const { state, close, model } = gatedModel(config);
+    const batcher = new Batcher({ model, scheduler });
     expect(batcher.instances).toBe(expected);
     close();
     const all = Promise.all([1, 2, 3, 4, 5].map((n) => batcher.submit(prepareInference(config, ids([[n]])))));
@@ -144,10 +144,10 @@ describe('Batcher instances and queue policy', () => {
   });
 
   it('still holds a model to the global slots', async () => {
-    const { state, close, repository } = gatedRepository();
     const scheduler = new Scheduler({ slots: 1, maxQueue: 100 });
     const config = oneByOne({ instance_group: [{ count: 4 }] });
-    const batcher = new Batcher({ config, repository, scheduler });
+    const { state, close, model } = gatedModel(config);
+    const batcher = new Batcher({ model, scheduler });
     close();
     const all = Promise.all([1, 2, 3].map((n) => batcher.submit(prepareInference(config, ids([[n]])))));
     await until(() => state.active === 1, 'the first run');
@@ -159,10 +159,10 @@ describe('Batcher instances and queue policy', () => {
   });
 
   it('answers 429 rate_limited naming the model and its max_queue_size when its queue is full', async () => {
-    const { state, close, repository } = gatedRepository();
     const scheduler = new Scheduler({ slots: 1, maxQueue: 100 });
     const config = oneByOne({}, { max_queue_size: 2 });
-    const batcher = new Batcher({ config, repository, scheduler });
+    const { state, close, model } = gatedModel(config);
+    const batcher = new Batcher({ model, scheduler });
     close();
     const running = batcher.submit(prepareInference(config, ids([[1]])));
     await until(() => state.active === 1, 'the first run');
@@ -179,10 +179,10 @@ describe('Batcher instances and queue policy', () => {
   });
 
   it('takes a request whose timeout passed out of the queue, unrun, with 504 backend_timeout', async () => {
-    const { state, close, repository } = gatedRepository();
     const scheduler = new Scheduler({ slots: 1, maxQueue: 100 });
     const config = oneByOne();
-    const batcher = new Batcher({ config, repository, scheduler });
+    const { state, close, model } = gatedModel(config);
+    const batcher = new Batcher({ model, scheduler });
     close();
     const running = batcher.submit(prepareInference(config, ids([[1]])));
     await until(() => state.active === 1, 'the first run');
@@ -204,10 +204,10 @@ describe('Batcher instances and queue policy', () => {
 
   it('also drops an expired request when the batch forms before its (late) timer fires', async () => {
     let clock = 0;
-    const { state, repository } = gatedRepository();
     const scheduler = new Scheduler({ slots: 1, maxQueue: 100 });
     const config = tokenModel(true);
-    const batcher = new Batcher({ config, repository, scheduler, now: () => clock });
+    const { state, model } = gatedModel(config);
+    const batcher = new Batcher({ model, scheduler, now: () => clock });
     const expired = batcher.submit(prepareInference(config, ids([[7]])), { timeoutUs: 1_000_000 });
     const fresh = batcher.submit(prepareInference(config, ids([[8]])));
     clock = 5_000; // the run that held the event loop ends: 5 s "passed", past the delay and the first request's 1 s timeout
@@ -256,10 +256,10 @@ describe('merged batches on the real embed model', () => {
     const prepared = texts.map((t) => prepareInference(config, parseInferRequest({ inputs: [{ name: 'text', datatype: 'BYTES', shape: [1], data: [t] }] })));
     const merged = mergeFeeds(prepared);
     expect(merged.input_ids!.shape).toEqual([3, Math.max(...prepared.map((p) => p.feeds.input_ids!.shape[1]!))]);
-    const together = await h.backend.repository.run('embed', toOrtFeeds(merged), ['embedding']);
+    const together = await h.backend.repository.ready('embed').run(toOrtFeeds(merged), ['embedding']);
     const all = together.outputs.embedding!.data as Float32Array;
     for (let i = 0; i < texts.length; i++) {
-      const alone = await h.backend.repository.run('embed', toOrtFeeds(prepared[i]!.feeds), ['embedding']);
+      const alone = await h.backend.repository.ready('embed').run(toOrtFeeds(prepared[i]!.feeds), ['embedding']);
       const solo = alone.outputs.embedding!.data as Float32Array;
       const row = all.subarray(i * 256, (i + 1) * 256);
       for (let j = 0; j < 256; j++) expect(row[j]).toBeCloseTo(solo[j]!, 5);
@@ -346,7 +346,7 @@ describe.each([
           // The same request run alone, straight on the session: no batcher, no other rows.
           const { config } = h.backend.repository.ready(call.model);
           const prepared = prepareInference(config, parseInferRequest(call.body));
-          const alone = await h.backend.repository.run(call.model, toOrtFeeds(prepared.feeds), prepared.fetches);
+          const alone = await h.backend.repository.ready(call.model).run(toOrtFeeds(prepared.feeds), prepared.fetches);
           const want = alone.outputs[prepared.fetches[0]!]!;
           expect(got.shape).toEqual([...want.dims]);
           const wantData = want.data as Float32Array;

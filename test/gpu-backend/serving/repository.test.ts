@@ -14,7 +14,7 @@ import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CreateSession } from '../../../gpu-backend/src/serving/sessions.ts';
+import type { CreateSession } from '../../../gpu-backend/src/serving/model-session.ts';
 import { demoRepository, errorCode, gatedSessions, harness, until, type Harness } from '../helpers.ts';
 
 let repo: Awaited<ReturnType<typeof demoRepository>>;
@@ -123,8 +123,8 @@ describe('instance kinds', () => {
 
 describe('a session that can run no more', () => {
   it('takes the model out of service (503, not warm), says why once, and a load opens it afresh', async () => {
-    // A stand-in for a ThreadedSession whose every inference thread died (a real one cannot be killed from
-    // here): a real session that, once `dead`, refuses runs and reports its failure as ThreadedSession does.
+    // A stand-in for a SessionPool whose every inference thread died (a real one cannot be killed from
+    // here): a real session that, once `dead`, refuses runs and reports its failure as SessionPool does.
     const opened: { dead: boolean }[] = [];
     const create: CreateSession = async (p, o) => {
       const real = await ort.InferenceSession.create(p, o);

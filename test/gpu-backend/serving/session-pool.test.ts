@@ -1,5 +1,5 @@
 /**
- * Sessions on worker threads (session-thread.ts) and where the factory puts
+ * Sessions on worker threads (session-pool.ts) and where the factory puts
  * them (sessions.ts): a threaded session answers exactly what an in-process
  * session answers, several instances serve concurrent runs, the main thread
  * stays free while a run executes (the reason for the threads), a model that
@@ -14,8 +14,9 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../../gpu-backend/src/log.ts';
-import { ThreadedSession } from '../../../gpu-backend/src/serving/session-pool.ts';
-import { SessionFactory, type CreateSession, type ModelSession } from '../../../gpu-backend/src/serving/sessions.ts';
+import type { CreateSession, ModelSession } from '../../../gpu-backend/src/serving/model-session.ts';
+import { SessionPool } from '../../../gpu-backend/src/serving/session-pool.ts';
+import { SessionFactory } from '../../../gpu-backend/src/serving/sessions.ts';
 import { demoRepository } from '../helpers.ts';
 
 const OPTIONS: ort.InferenceSession.SessionOptions = { executionProviders: ['cpu'], graphOptimizationLevel: 'all' };
@@ -26,16 +27,16 @@ function idsFeed(rows: number, seq: number, seed: number): ort.InferenceSession.
   return { input_ids: new ort.Tensor('int64', data, [rows, seq]) };
 }
 
-describe('ThreadedSession', () => {
+describe('SessionPool', () => {
   let repo: Awaited<ReturnType<typeof demoRepository>>;
   let modelPath: string;
   let local: ort.InferenceSession;
-  let threaded: ThreadedSession;
+  let threaded: SessionPool;
   beforeAll(async () => {
     repo = await demoRepository();
     modelPath = path.join(repo.dir, 'embed', '1', 'model.onnx');
     local = await ort.InferenceSession.create(modelPath, OPTIONS);
-    threaded = await ThreadedSession.open(modelPath, OPTIONS, 2);
+    threaded = await SessionPool.open(modelPath, OPTIONS, 2);
   });
   afterAll(async () => {
     await threaded?.release();
@@ -89,7 +90,7 @@ describe('ThreadedSession', () => {
     // This process's OS threads (Linux): the two worker threads must be gone again.
     const threads = () => readdirSync('/proc/self/task').length;
     const before = threads();
-    const err = await ThreadedSession.open(path.join(repo.dir, 'embed', 'config.json'), OPTIONS, 2).catch((e: unknown) => e);
+    const err = await SessionPool.open(path.join(repo.dir, 'embed', 'config.json'), OPTIONS, 2).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Error);
     expect((err as Error).message).toMatch(/protobuf|parsing|load model/i);
     for (let i = 0; i < 100 && threads() > before; i++) await new Promise((r) => setTimeout(r, 10));
@@ -97,7 +98,7 @@ describe('ThreadedSession', () => {
   });
 
   it('finishes the run in flight on release and refuses runs after it', async () => {
-    const session = await ThreadedSession.open(modelPath, OPTIONS, 1);
+    const session = await SessionPool.open(modelPath, OPTIONS, 1);
     const running = session.run(idsFeed(32, 64, 1), ['embedding']);
     const released = session.release();
     const result = await running;

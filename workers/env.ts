@@ -1,46 +1,20 @@
 /**
- * The edge Worker's bindings and settings (wrangler.toml `[vars]`, secrets and
- * Durable Object namespaces), and the parsed, typed view the code reads.
+ * The edge Worker's bindings (wrangler.toml: `[vars]`, Durable Object
+ * namespaces, the queue and the bucket; secrets: .dev.vars.example), and the
+ * parsed, typed view the code reads.
  */
 
 import { DEFAULT_PLACEMENT, type PlacementPolicy } from './directory/placement.ts';
-import type { RegionDirectory } from './directory/RegionDirectory.ts';
-import type { OperatorRegistry } from './operator/OperatorRegistry.ts';
-import type { SettlementLedger } from './settlement/SettlementLedger.ts';
 
-export interface Env {
-  REGION_DIRECTORY: DurableObjectNamespace<RegionDirectory>;
-  OPERATOR_REGISTRY: DurableObjectNamespace<OperatorRegistry>;
-  SETTLEMENT_LEDGER: DurableObjectNamespace<SettlementLedger>;
-  /** Queue of signed receipts, consumed into the ledger. */
-  RECEIPTS: Queue<unknown>;
-  /** R2 bucket: closed batches (receipts NDJSON, batch JWT, JWKS) and dead letters. */
-  SETTLEMENT_ARCHIVE: R2Bucket;
-  /** Secret: the mesh's private signing keys, a JWKS of Ed25519 private JWKs with `kid` (and optional `use_from`); the first usable one signs. */
-  MESH_SIGNING_KEYS?: string;
-  MESH_ISSUER: string;
-  MESH_DEV?: string;
-  BACKEND_TTL_SECONDS?: string;
-  SNAPSHOT_REFRESH_MS?: string;
-  BACKEND_TIMEOUT_MS?: string;
-  MAX_BODY_BYTES?: string;
-  DEMAND_WINDOW_SECONDS?: string;
-  IDLE_UNLOAD_SECONDS?: string;
-  /** Public JWKS of retired signing keys, each with `retired_at` (see docs/key-rotation.md). */
-  MESH_RETIRED_KEYS?: string;
-  /** Days a receipt can be disputed; a retired key stays in the JWKS this long. */
-  RECEIPT_DISPUTE_DAYS?: string;
-  SETTLEMENT_EPOCH_SECONDS?: string;
-  SETTLEMENT_SHARDS?: string;
-  /** How long a receipt waits in its isolate for others to share one queue send, ms. */
-  RECEIPTS_FLUSH_MS?: string;
-  /** Billing system URL that receives each closed batch (optional). */
-  SETTLEMENT_WEBHOOK_URL?: string;
-  /** Hugging Face inference endpoint to fall back to when no backend can serve (optional). */
-  HF_ENDPOINT_URL?: string;
-  /** Secret: its access token. */
-  HF_TOKEN?: string;
-}
+/**
+ * The bindings, as `wrangler types` generates them (`npm run cf-typegen`) into
+ * worker-configuration.d.ts, the global `Cloudflare.Env` that `env` from
+ * `cloudflare:workers` and `cloudflare:test` has too. Not written by hand:
+ * change wrangler.toml or .dev.vars.example and regenerate (`npm run check`
+ * fails while it is stale). Every var and secret is typed `string`, but an
+ * unset secret is `undefined` at runtime: the code checks before use.
+ */
+export type Env = Cloudflare.Env;
 
 export interface Settings {
   issuer: string;

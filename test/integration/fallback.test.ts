@@ -1,9 +1,11 @@
 /**
  * The Hugging Face fallback on a real local mesh: when no backend can serve a
  * text-embedding request, the edge calls the operator's Hugging Face endpoint
- * through @huggingface/inference. The endpoint is a FAKE (a tiny loopback HTTP
- * server answering like a feature-extraction endpoint): the real one cannot be
- * reached from here. Everything else is real: workerd, a backend process.
+ * with one fetch, the request @huggingface/inference would send (the unit test
+ * test/workers/inference/fallback.test.ts compares the two). The endpoint is a
+ * FAKE (a tiny loopback HTTP server answering like a feature-extraction
+ * endpoint): the real one cannot be reached from here. Everything else is
+ * real: workerd, a backend process.
  */
 
 import { createServer, type IncomingMessage, type Server } from 'node:http';
@@ -19,7 +21,7 @@ import { startMesh, type LocalMesh } from '../../scripts/local-mesh.ts';
 let mesh: LocalMesh;
 let fake: Server;
 let dir: string;
-const seen: { authorization: string | undefined; body: unknown }[] = [];
+const seen: { authorization: string | undefined; contentType: string | undefined; body: unknown }[] = [];
 const logs: string[] = [];
 
 async function readJson(req: IncomingMessage): Promise<unknown> {
@@ -31,7 +33,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
 beforeAll(async () => {
   fake = createServer(async (req, res) => {
     const body = (await readJson(req)) as { inputs: string | string[] };
-    seen.push({ authorization: req.headers.authorization, body });
+    seen.push({ authorization: req.headers.authorization, contentType: req.headers['content-type'], body });
     const embed = (t: string) => [t.length, 1, 0.5];
     const out = typeof body.inputs === 'string' ? embed(body.inputs) : body.inputs.map(embed);
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(out));
@@ -94,7 +96,7 @@ describe('Hugging Face fallback', () => {
     expect(receipt).toMatchObject({ provider: 'huggingface', region: 'huggingface', model: 'embed', units: { output: 2 } });
     expect(receipt.attestation).toBeUndefined();
     expect(receipt.output_sha256).toBe(await sha256Hex(bytes));
-    expect(seen.at(-1)).toEqual({ authorization: 'Bearer hf_local_test_token', body: { inputs: ['ab', 'abcd'] } });
+    expect(seen.at(-1)).toEqual({ authorization: 'Bearer hf_local_test_token', contentType: 'application/json', body: { inputs: ['ab', 'abcd'] } });
 
     const oip = await post('/v2/models/embed/infer', { inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', data: ['xyz'] }] });
     expect(oip.status).toBe(200);

@@ -1,13 +1,15 @@
 /**
  * The last resort (docs/design.md, "The routing brain"): when no backend in the
  * mesh can serve a request, a Hugging Face inference endpoint the operator
- * configured (`HF_ENDPOINT_URL` var, `HF_TOKEN` secret), called through
- * `@huggingface/inference`. Only text embedding (feature-extraction) falls
- * back: the answer is reshaped into the OIP response the mesh's own backends
- * would give, so every consumer route and the receipt work unchanged.
+ * configured (`HF_ENDPOINT_URL` var, `HF_TOKEN` secret), called with one
+ * `fetch` that sends what `@huggingface/inference` sends for feature-extraction
+ * to an `endpointUrl` (the package stays the client the compatibility tests
+ * use; in the Worker it was most of the bundle). Only text embedding
+ * (feature-extraction) falls back: the answer is reshaped into the OIP response
+ * the mesh's own backends would give, so every consumer route and the receipt
+ * work unchanged.
  */
 
-import { InferenceClient } from '@huggingface/inference';
 import { MeshError } from '../../shared/errors.ts';
 import type { InferResponse } from '../../shared/protocol.ts';
 import { tokenize } from '../../shared/tokenizer.ts';
@@ -35,6 +37,12 @@ export function mayFallBack(env: Env, err: unknown, texts: readonly string[] | u
   return texts !== undefined && fallbackConfigured(env) && err instanceof MeshError && FALLBACK_CODES.has(err.code);
 }
 
+/** The largest answer read from the endpoint, bytes; a larger one is refused (`backend_failed`) unparsed. */
+export const HF_MAX_ANSWER_BYTES = 16 * 1024 * 1024;
+
+/** The Hugging Face router's URL for a model id, where `@huggingface/inference` sends an `endpointUrl` that is not an http(s) URL. */
+const HF_ROUTER_MODEL_URL = 'https://router.huggingface.co/hf-inference/models/';
+
 function rows(output: unknown, n: number): number[][] {
   const isRow = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number');
   if (n === 1 && isRow(output)) return [output];
@@ -42,14 +50,102 @@ function rows(output: unknown, n: number): number[][] {
   throw new MeshError('backend_failed', 'The Hugging Face endpoint answered in a shape that is not one embedding per input.');
 }
 
+/** The client's own check of a feature-extraction answer: nested arrays of numbers, at most 4 deep. */
+function isNumberArray(value: unknown[], maxDepth = 3, depth = 0): boolean {
+  if (depth > maxDepth) return false;
+  if (value.every((x) => Array.isArray(x))) return value.every((x) => isNumberArray(x as unknown[], maxDepth, depth + 1));
+  return value.every((x) => typeof x === 'number');
+}
+
+/** The response body, refused unread past `max` bytes (by `content-length`, then as it streams). */
+async function readCapped(res: Response, max: number): Promise<Uint8Array> {
+  const tooLarge = () => new Error(`The Hugging Face endpoint's answer is larger than ${max} bytes.`);
+  if (Number(res.headers.get('content-length')) > max) {
+    await res.body?.cancel();
+    throw tooLarge();
+  }
+  if (!res.body) return new Uint8Array();
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel();
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return bytes;
+}
+
+/** Resolves after `ms`, or rejects as soon as `signal` aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * Feature extraction on the endpoint, as `@huggingface/inference` (4.x) does it
+ * for `new InferenceClient(token, { endpointUrl }).featureExtraction({ inputs })`:
+ * POST `{ inputs }` as JSON with the token as a bearer (none without a token);
+ * a 503 (the endpoint scaling up) is retried after a short, growing pause
+ * (the client retries at once) until `signal` ends it;
+ * any other non-2xx, a non-JSON answer or one that is not nested arrays of
+ * numbers is an error. Throws on every failure; the caller maps it.
+ */
+async function featureExtraction(endpointUrl: string, token: string | undefined, inputs: string | string[], signal: AbortSignal): Promise<unknown> {
+  const url = /^https?:\/\//.test(endpointUrl) ? endpointUrl : `${HF_ROUTER_MODEL_URL}${endpointUrl}/pipeline/feature-extraction`;
+  const headers: Record<string, string> = { 'content-type': 'application/json', 'user-agent': 'edge-inference-mesh' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const body = JSON.stringify({ inputs });
+  let res = await fetch(url, { method: 'POST', headers, body, signal });
+  for (let retry = 1; res.status === 503; retry++) {
+    await res.body?.cancel();
+    // The client retries at once; a short, growing pause spares an endpoint that is scaling up.
+    await pause(Math.min(1000, 100 * retry), signal);
+    res = await fetch(url, { method: 'POST', headers, body, signal });
+  }
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new Error(`The Hugging Face endpoint answered HTTP ${res.status}.`);
+  }
+  if (!res.headers.get('content-type')?.startsWith('application/json')) {
+    await res.body?.cancel();
+    throw new Error(`The Hugging Face endpoint answered ${res.headers.get('content-type') ?? 'no content type'}, not JSON.`);
+  }
+  const output: unknown = JSON.parse(new TextDecoder().decode(await readCapped(res, HF_MAX_ANSWER_BYTES)));
+  if (!Array.isArray(output) || !isNumberArray(output)) {
+    throw new Error('The Hugging Face endpoint answered JSON that is not nested arrays of numbers.');
+  }
+  return output;
+}
+
 /** Embeds `texts` on the configured endpoint; the answer as OIP bytes with output `outputName`. */
 export async function embedOnHuggingFace(env: Env, model: string, texts: string[], outputName: string, timeoutMs: number): Promise<FallbackAnswer> {
-  const endpointUrl = env.HF_ENDPOINT_URL!;
-  const client = new InferenceClient(env.HF_TOKEN, { endpointUrl });
+  const endpointUrl = env.HF_ENDPOINT_URL;
   const started = Date.now();
   let output: unknown;
   try {
-    output = await client.featureExtraction({ inputs: texts.length === 1 ? texts[0]! : texts }, { signal: AbortSignal.timeout(timeoutMs) });
+    output = await featureExtraction(endpointUrl, env.HF_TOKEN, texts.length === 1 ? texts[0]! : texts, AbortSignal.timeout(timeoutMs));
   } catch (cause) {
     throw new MeshError('backend_failed', `No mesh backend could serve "${model}" and the Hugging Face fallback failed too.`, { cause });
   }

@@ -1,83 +1,16 @@
 /**
- * `npm run bench:backend`: how close one GPU backend process gets to its
- * model's own speed, and what dynamic batching buys. A script, not a test: it
- * prints ratios measured in ONE run on this machine (served vs a baseline on
- * the same machine), never absolute times as pass/fail.
- *
- * Method
- * - The demo models are generated into a temp repository; a second copy has
- *   `dynamic_batching` removed from every config.json (batching off).
- * - Ceiling: in this process, before any backend runs, an ONNX Runtime session
- *   is opened on the same embed model through the backend's own SessionFactory
- *   (same session options) on the main thread with ORT's default intra-op
- *   threads (with INTRA_OP_THREADS set, also with that many, best of the two:
- *   a setting that slows the model must not lower the bar), and
- *   `session.run` is timed at batch sizes 1..32
- *   for the workload's sequence length (best of 3 windows each). Rows/s at the
- *   best batch size is the most requests/s any server could answer (each
- *   request is one row). This CPU (a VM) runs ~20% slower after seconds of
- *   sustained load and recovers when idle, so the best batch size is measured
- *   again right after each batching-on run (backend idle), and served/ceiling
- *   pairs a run with that measurement; the rested ratio is printed too.
- * - Served: a tiny fake edge on loopback publishes a bench mesh key's JWKS and
- *   answers heartbeats; ONE real backend process (`node gpu-backend/src/main.ts`,
- *   the CPU provider, or CUDA with BENCH_PROVIDER=cuda; only `embed`) per
- *   configuration. For each concurrency (1, 4,
- *   16, 64) a closed-loop generator (bench/lib/load.ts: keep-alive node:http,
- *   one socket per worker) warms up, then runs BENCH_SECONDS (default 8) with
- *   the same request every time: one 31-word text as BYTES `text` (32 token
- *   ids with [CLS]), so the backend tokenizes, verifies a single-use dispatch
- *   token, runs, serialises 256 floats to JSON, hashes and attests them. The
- *   tokens are signed before each phase (warm-up, run), so signing is not measured.
- * - Per run: throughput (answers / time from first send to last answer), p50
- *   and p99 latency (client side, microsecond timer), mean batch size
- *   (nv_inference_count / nv_inference_exec_count deltas from /metrics), wall
- *   ms per batch next to the ceiling's ms per run at that batch size (once the
- *   slot is saturated, the difference / batch is the per-request work that is
- *   serialised with the model), the backend's own queue and compute times
- *   (/metrics; its compute includes the I/O callbacks that run during
- *   onnxruntime-node's setImmediate hop), the CPU the backend and this load
- *   generator used per answer (/proc, process.cpuUsage), and the share of the
- *   machine other processes used meanwhile (/proc/stat; a noisy machine is
- *   flagged).
- * - Ratios: served/ceiling = best batching-on throughput (any concurrency) /
- *   the ceiling measured right after that run; on/off = batching-on / batching-off throughput at concurrency 16,
- *   and whether p99 (on) <= p99 (off) there. Goals: >= 0.85 and >= 3x.
- *
- * What limits served/ceiling (2-core CPU box; measured while building this):
- * onnxruntime-node's `run` is synchronous on the thread that calls it (its
- * promise is a setImmediate around a blocking call). On this 2-core host the
- * backend keeps CPU sessions on the main thread (INFERENCE_THREAD=auto), so
- * no per-request work overlaps the model: HTTP, the dispatch token's Ed25519 verification through jose and
- * WebCrypto (~0.2 ms, most of it on libuv's pool), SHA-256 of body and answer, JSON and
- * tokenization, JSON of 256 floats and the Ed25519 attestation (~0.1 ms). A
- * batch of B costs about C(B) + B * o, with C the ceiling's ms per run and o
- * 0.35-0.7 ms of main-thread time per request (0.35-0.38 at concurrency 64
- * in the latest runs), so served ~ B / (C(B) + B * o).
- * Requests that arrive during a run are parsed and verified only after it, so
- * the next batch takes whoever is ready (~12 at concurrency 16 and 64, at most
- * preferred_batch_size 16) while the ceiling's best batch is 32. This load
- * generator costs ~0.1 ms of CPU per request. With INFERENCE_THREAD=worker the
- * work overlaps the run and batches fill to 32, but the model then gets one
- * core (intra-op threads = cores - 1) or fights the HTTP thread for two:
- * throughput at saturation is the same and lower at concurrency 16, because
- * the model and the per-request work need the same two cores. On a GPU the
- * model leaves the CPU, the runs are on workers, and o alone is the gap;
- * HTTP_THREADS spreads o over threads, and the main-thread CPU column (the
- * backend's main thread alone, from /proc) shows what stays serialised there.
+ * `npm run bench:backend`: how close one backend process gets to its model's
+ * own speed (served / an in-process `session.run` ceiling, at saturation) and
+ * what dynamic batching buys (on / off at concurrency 16). A script, not a
+ * test: it prints ratios from one run, never absolute times as pass/fail.
+ * Method and figures: docs/benchmarks.md.
  *
  * Env: BENCH_SECONDS (8), BENCH_WARMUP_SECONDS (1.5), BENCH_CEILING_SECONDS
  * (1.5 per batch size), BENCH_CONCURRENCY (1,4,16,64), BENCH_QUIET_WAIT_SECONDS
- * (20: before each measurement, wait up to this long for other processes to
- * leave the CPU alone, at most 4x that in all; 0: never wait), INTRA_OP_THREADS
- * (passed to the backend; the ceiling takes the better of it and ORT's
- * default), INFERENCE_THREAD (the backend's: auto, worker, main), HTTP_THREADS
- * (the backend's: auto or a count), BENCH_PROVIDER (cpu; cuda on a GPU host:
- * the ceiling and the backend on CUDA, CUDA_DEVICE_ID, and the bench stops
- * if CUDA does not start rather than compare CPU figures),
- * BENCH_LOADGEN_THREADS (1; a GPU backend on a big host answers more than one
- * thread of load generator sends, ~10,000 requests/s). Results also go to
- * bench/results/backend.json. With defaults it takes about 1.5 minutes.
+ * (20; 0: never wait for a quiet CPU), BENCH_PROVIDER (cpu; cuda: ceiling and
+ * backend on CUDA, stopping if CUDA does not start), BENCH_LOADGEN_THREADS (1);
+ * INTRA_OP_THREADS, INFERENCE_THREAD, HTTP_THREADS and CUDA_DEVICE_ID go to the
+ * backend. Results also go to bench/results/backend.json.
  */
 
 import { cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -228,9 +161,9 @@ async function main(): Promise<void> {
       log(`batching ${batching}: backend pid ${backend.pid} ready at ${backend.url}, on ${serving}`);
       for (const concurrency of CONCURRENCIES) {
         const run = await measure(edge, backend, batching, concurrency, best.rowsPerS);
-        // The ceiling right after each batching-on run, with the backend idle: the
-        // CPU after seconds of load (a VM's host throttles it by up to ~20% here)
-        // is the CPU the run had, so served/ceiling compares like with like.
+        // The ceiling right after each batching-on run, with the backend idle: the CPU after
+        // seconds of load (a VM's host throttles it) is the CPU the run had, so served/ceiling
+        // compares like with like.
         if (batching === 'on') run.ceilingAfter = await ceilingSession.measure(best.batch, `ceiling right after batching on, concurrency ${concurrency}`);
         runs.push(run);
       }

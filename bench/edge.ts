@@ -1,113 +1,18 @@
 /**
- * `npm run bench:edge`: what the mesh edge adds to a request's latency, over
- * what the local runtime costs by itself. A script, not a test: it prints
- * differences measured in ONE run on this machine, never absolute times as
- * pass/fail.
+ * `npm run bench:edge`: what the mesh edge adds to a request's latency, (c) the
+ * mesh edge minus (b) a bare pass-through Worker in the same local runtime,
+ * with (a) the backend called directly for reference; settlement runs in a
+ * second workerd, as in production. A script, not a test: it prints
+ * differences measured within one run, never absolute times as pass/fail.
+ * Method and figures: docs/benchmarks.md.
  *
- * Method
- * - One local mesh (scripts/local-mesh.ts: the edge in workerd through
- *   `wrangler dev`, ONE real backend `fra-1` in eu-west), on free ports, with
- *   its keys and state in a temp dir. A second `wrangler dev`, started with the
- *   same flags, runs bench/passthrough/worker.ts: a bare Worker that forwards
- *   each request unchanged to the backend (body and answer streamed).
- * - Three paths, the same OIP v2 request every time (default model
- *   `classifier`, one row of 16 floats, so the backend's time is small and
- *   stable and the edge's cost shows):
- *     (a) direct:       POST backend/v2/models/<model>/infer with a dispatch token
- *     (b) pass-through: POST passthrough/...  (the same, through wrangler dev + workerd)
- *     (c) mesh edge:    POST edge/...  with the consumer key and x-mesh-dev-colo: FRA
- *         (auth, routing from the snapshot, dispatch token signed, attestation
- *         verified, receipt signed and sent to the receipts queue in
- *         waitUntil, batched per isolate). Settlement runs apart, as in
- *         production, where the queue's consumer and the ledger shards are
- *         other invocations: the edge's wrangler config is the repository's
- *         without `[[queues.consumers]]`, and a second `wrangler dev` runs the
- *         full config under another name; Miniflare's broker hands the
- *         edge's receipts to it through wrangler's dev registry
- *         (bench/lib/edge-config.ts). It shares the machine's two cores, not
- *         the edge's workerd, and runs at nice 19: in production it is on
- *         other machines, so here it gets the CPU the request path leaves
- *         idle, and each phase waits until the ledger holds every receipt so
- *         far before the next starts. At the end every answer's receipt must
- *         be in its ledger shards (none lost, none doubled), and its CPU per
- *         receipt is printed. BENCH_EDGE_SETTLEMENT=together runs it in the
- *         edge's workerd instead, at the edge's priority.
- * - wrangler dev's local trace store and explorer (a dev tool, on by default)
- *   are off for every Worker: they record each request, subrequest and RPC in
- *   a SQLite Durable Object on the Worker's thread, which cost the bare
- *   pass-through 1.0-2.1 ms of CPU per request (median 1.7 over 8 alternating
- *   rounds against a second pass-through without it) and the edge more.
- *   (a) and (b) carry single-use dispatch tokens signed with the mesh's
- *   local-dev key exactly as the edge signs them (iss, aud, kid, typ, jti,
- *   model, body_sha256); a pool is signed before each phase, never during one.
- * - A closed loop (bench/lib/load.ts: keep-alive node:http, one socket per
- *   worker, microsecond timer) at concurrency 1 and 16: per phase a warm-up
- *   (BENCH_WARMUP_SECONDS), then BENCH_SECONDS of measurement. Rounds
- *   (BENCH_ROUNDS) repeat every (path, concurrency), the order of the paths
- *   rotated each round, after BENCH_PRIME_SECONDS of unmeasured load through
- *   each path; the table shows the median over rounds of each statistic.
- *   The mesh's own cost is (c) - (b) at p50 and p99, and the runtime's floor
- *   (b) - (a): each the median over rounds of the difference within a round,
- *   whose phases run back to back (this VM's speed drifts by tens of percent
- *   over a run; a difference of medians from different rounds would show it).
- * - Interleaved (BENCH_EDGE_INTERLEAVE, default 1): each round also runs the
- *   three paths at concurrency 1 request by request in turn (a, b, c, a, ...;
- *   bench/lib/load.ts `interleavedLoop`), so a drift of the machine lands on
- *   all three alike. Separate phases gave per-round differences from +0.09 to
- *   +2.36 ms at concurrency 1 on the same code; interleaved rounds agree
- *   within ~0.3 ms, so the goal at concurrency 1 is judged on them (the
- *   separate phases' figure is printed for reference). At concurrency 16
- *   interleaving would change the load each path meets (a third of it each),
- *   so there the separate phases stand.
- * - Cross-checks: the edge's own `server-timing: edge;dur` (its total minus
- *   its backend call, mean over answers). workerd's clock only advances on
- *   I/O (Spectre mitigation), so this under-reports CPU time, and it is whole
- *   milliseconds. And CPU per request from /proc: of the runtime's process
- *   group (workerd and wrangler's proxy; (c) - (b) is the edge's CPU), of
- *   the backend, and of this load generator.
- *
- * Caveats: a 2-core machine here: the load generator, workerd, wrangler's
- * proxy (node) and the backend share it, so at concurrency 16 every path is
- * CPU-bound and its latency includes queueing behind the other processes; the
- * mesh's extra CPU then shows as latency more than once. The edge also does
- * background work (snapshot refresh each SNAPSHOT_REFRESH_MS, heartbeats each
- * second) that the pass-through does not, and the receipts queue's broker is
- * Miniflare's, in the edge's workerd (~1 ms of CPU per send; sends are
- * batched per isolate). With BENCH_EDGE_SETTLEMENT=together the queue's
- * consumer and the ledger shards run there as well, and their batch work
- * lands in the edge's p50 and p99.
- * Timings are localhost, so (c) - (b)
- * holds no network. Numbers move between runs by a few tenths of a ms: compare
- * within one run.
- *
- * Where the edge's time goes (measured while building this, on a scratch copy
- * of the Worker with the backend faked inside the isolate: N inferences
- * through app.fetch in one request, minus N fake calls, median of 9-11 reps):
- * ~0.35-0.40 ms of CPU per inference. Attestation check (jose jwtVerify,
- * Ed25519) ~80 us, receipt signing ~40 us, dispatch token signing ~20 us (an
- * Ed25519 sign is ~20 us and a verify ~55 us in workerd here; jose adds
- * ~10-15 us to each), AbortSignal.timeout + any ~20 us, authenticate with a
- * cached key ~20 us, SHA-256 twice and JSON parse of a 134-byte body < 10 us,
- * routing ~3 us; the remaining ~110 us is Hono, body and header handling and
- * the Request/Response objects. In the real runtime it costs more: interleaved
- * A/B runs of temporary patches (3 rounds each, concurrency 1) put the
- * attestation check at ~0.4 ms of latency (with WebCrypto called directly
- * instead of jose, no better; node:crypto's synchronous verify ~0.1 ms
- * better, within noise) and the fetch's AbortSignal.timeout at ~0.2 ms;
- * sending receipts once per 5 s instead of per 200 ms changed nothing
- * (README, bench:edge). At concurrency 16 every process here waits for
- * the CPU, so each 0.1 ms of edge CPU costs ~0.8 ms of latency (16 / 2 cores).
- *
- * Env: BENCH_EDGE_VARS (JSON of extra edge vars, e.g. '{"SNAPSHOT_REFRESH_MS":"600000"}'),
- * BENCH_EDGE_INTERLEAVE (1; 0: separate phases only),
- * BENCH_EDGE_SETTLEMENT (apart; together: the queue consumer and ledger in the edge's workerd),
- * BENCH_EDGE_LOCAL_TRACES (0; 1 leaves wrangler dev's local trace store on),
- * BENCH_SECONDS (6), BENCH_WARMUP_SECONDS (1), BENCH_ROUNDS (3), BENCH_PRIME_SECONDS (3),
- * BENCH_CONCURRENCY (1,16), BENCH_MODELS (classifier; also: embed),
- * BENCH_QUIET_WAIT_SECONDS (20: before each phase, wait up to this long for
- * other processes to leave the CPU alone, 6x that in all; 0: never wait).
- * Results also go to bench/results/edge.json. With defaults it takes about
- * 2.5 minutes per model.
+ * Env: BENCH_ROUNDS (3), BENCH_SECONDS (6), BENCH_WARMUP_SECONDS (1),
+ * BENCH_PRIME_SECONDS (3), BENCH_CONCURRENCY (1,16), BENCH_MODELS (classifier;
+ * also: embed), BENCH_EDGE_INTERLEAVE (1; 0: separate phases only),
+ * BENCH_EDGE_SETTLEMENT (apart; together: queue consumer and ledger in the
+ * edge's workerd), BENCH_EDGE_LOCAL_TRACES (0; 1: wrangler dev's trace store
+ * on), BENCH_EDGE_VARS (JSON of extra edge vars), BENCH_QUIET_WAIT_SECONDS (20;
+ * 0: never wait for a quiet CPU). Results also go to bench/results/edge.json.
  */
 
 import { readFileSync, readdirSync } from 'node:fs';
@@ -236,7 +141,7 @@ async function main(): Promise<void> {
     // Every wrangler dev here inherits these: its own dev registry (the edge's queue reaches the settlement
     // process through it), and, unless asked for, no local trace store and explorer, which record every
     // request, subrequest and RPC in a SQLite Durable Object of their own on the Worker's thread (wrangler
-    // dev tooling, not the runtime: they cost the bare pass-through ~1.7 ms of CPU per request here).
+    // dev tooling, not the runtime; their cost is in docs/benchmarks.md).
     process.env.WRANGLER_REGISTRY_PATH = path.join(tmp, 'registry');
     await mkdir(process.env.WRANGLER_REGISTRY_PATH, { recursive: true });
     if (!LOCAL_TRACES) {

@@ -1,26 +1,14 @@
 /**
- * `node bench/profile-edge.ts`: where the mesh edge's CPU goes, from a V8
- * sampling profile of the edge's isolate in workerd under load. A diagnostic,
- * not a benchmark: it starts the local mesh (scripts/local-mesh.ts, one
- * backend), drives the same closed loop as `npm run bench:edge` path (c)
- * through the edge, with wrangler dev's DevTools inspector recording a CPU
- * profile meanwhile, and prints the functions with the most self time and the
- * source files they belong to, as shares of the isolate's busy time. The raw
- * profile goes to bench/results/edge.cpuprofile (open it in Chrome DevTools,
- * Performance tab).
- *
- * Read shares, not times: with the inspector attached workerd runs the isolate
- * several times slower (about 7 ms of busy time per answer here, against
- * ~0.4 ms without), and not evenly: native calls (crypto, fetch) suffer less
- * than JavaScript. Self time of a JavaScript function includes what V8
- * inlined into it.
+ * `npm run profile:edge`: where the mesh edge's CPU goes, from a V8 sampling
+ * profile of the edge isolate (wrangler dev's inspector) under the same closed
+ * loop as `bench:edge` path (c). A diagnostic: it prints the functions and
+ * files with the most self time as shares of the isolate's busy time (the
+ * inspector slows the isolate unevenly: read shares, not times), and writes
+ * bench/results/edge.cpuprofile. Method: docs/benchmarks.md.
  *
  * Env: PROFILE_SECONDS (8), PROFILE_CONCURRENCY (1), PROFILE_TOP (40),
- * PROFILE_INTERVAL_US (1000: V8's sampling interval; a short one slows the
- * isolate a lot), BENCH_EDGE_VARS (JSON of extra edge vars) and
- * BENCH_EDGE_SETTLEMENT (`together` runs the queue consumer and the ledger in
- * the edge's workerd; by default none runs, and Miniflare's broker drops the
- * queued receipts), as in bench:edge.
+ * PROFILE_INTERVAL_US (1000), BENCH_EDGE_VARS and BENCH_EDGE_SETTLEMENT as in
+ * bench:edge (by default no settlement runs and Miniflare drops the receipts).
  */
 
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';

@@ -1,103 +1,18 @@
 /**
- * `npm run bench:settlement`: what settlement (docs/api.md sections 4 and 5) costs
- * on this machine: signing receipts at the edge, the queue send, appends into
- * one ledger shard, and building, closing and proving Merkle batches of 1e5
- * and 1e6 receipts. A script, not a test: it prints what ONE run measured
- * here, and says whether each goal was met on this machine.
- *
- * Method
- * - The edge's own code runs in workerd through `wrangler dev` (the runtime
- *   `npm start` and bench/edge.ts use): a bench Worker (bench/settlement/
- *   worker.js, bundled once at start, so edits to the code during a run
- *   cannot restart it) that signs receipts with the real `signingKeys` and
- *   `signReceipt`, records them with the real `recordReceipt` (RECEIPTS
- *   queue), and calls the real `SettlementLedger` Durable Object (SQLite
- *   storage) by RPC. The signing key is a local-dev Ed25519 key generated
- *   at start; all state lives in a temp dir, deleted at the end (also on
- *   Ctrl-C). wrangler dev's local trace store
- *   and explorer are off (they record every request and RPC in a SQLite
- *   Durable Object of their own on the same thread: with them on, appends
- *   here run at less than half the rate and a trivial RPC costs 0.6 ms
- *   instead of 0.13 ms); SETTLEMENT_BENCH_LOCAL_TRACES=1 leaves them on.
- * - Times are taken here, in Node, around one HTTP request that does one
- *   thing (workerd's clock only advances on I/O), except the split of a close
- *   (below). workerd's CPU time and bytes written to disk come from /proc.
- * - Receipts carry every docs/api.md section 4 claim and a real provider
- *   attestation (an Ed25519 JWS like gpu-backend's); the table shows their size.
- * - (1) Signing: the claims of SETTLEMENT_BENCH_SIGN receipts are built first
- *   (not timed), then one request signs them all; minus an empty request, per
- *   receipt; median of SETTLEMENT_BENCH_ROUNDS. Goal: under 0.1 ms per request.
- *   The queue send is timed the same way: SETTLEMENT_BENCH_SENDS calls of the
- *   edge's `recordReceipt` (workers/settlement/record.ts: one awaited
- *   `env.RECEIPTS.send`; the edge runs it in waitUntil, after the answer).
- *   That is Miniflare's local queue, not production's: indicative only.
- * - (2) Appends: SETTLEMENT_BENCH_APPEND_RECEIPTS receipts are signed first,
- *   then appended to ONE fresh ledger object in RPC batches of 100 (the queue
- *   consumer's max_batch_size) from each number of concurrent callers in
- *   SETTLEMENT_BENCH_CALLERS, until the object answers a next call. Then
- *   where an append's time goes, per receipt: `decodePayload`, `leafHash`,
- *   the RPC and per-call work (append calls whose receipts the ledger refuses
- *   at its first check), and the rest (the SQLite insert and the ledger's
- *   bookkeeping) by difference. And the archive's pieces: building one
- *   NDJSON line as archive.ts does, and writing one 8 MiB multipart part
- *   into Miniflare's R2.
- * - (3a) Merkle in Node (shared/merkle.ts): leafHash over n real receipts (a
- *   pool of 1024, repeated), merkleRoot over the leaf hashes, the ledger's
- *   chunked build (roots of 1024-leaf chunks, then their root), then for
- *   SETTLEMENT_BENCH_PROOFS random leaves the ledger's `chunkedProof` and
- *   `verifyInclusion`, and `inclusionProof` over the whole leaf list (it
- *   rebuilds the tree: O(n), so only a few, up to ~3 s).
- * - (3b) The ledger in workerd, for each size in SETTLEMENT_BENCH_SIZES: a
- *   fresh ledger object gets that many receipts (signed in workerd, appended
- *   in batches of 100; progress every 10%), then `close(shard)` is timed end
- *   to end. The ledger's archive bucket is seen through a recording
- *   pass-through (worker.js, ArchiveTap): the first R2 call's completion ends
- *   "seal + tree + totals + sign" (an upper bound: the archive calls R2 first
- *   once it has built its first 8 MiB part), the rest is the archive write.
- *   A close that fails is reported as FAILED, and the rest still runs. To see
- *   where closing goes: the ledger's chunked Merkle build over as many leaf
- *   hashes held in memory (in workerd), and up to 200,000 of the batch's
- *   receipts read back through `receipts()` in pages of 2000 (the archive's
- *   page size; the RPC included). Then `proof(shard, jti)` for
- *   SETTLEMENT_BENCH_PROOFS random leaves, one after another (mean per call,
- *   next to the mean of a trivial RPC, `stats`), and five proofs are checked
- *   here with shared/verify.ts against the signed batch and the receipt the
- *   ledger returns for that leaf. Goal: a 1e6-receipt batch closes in under 10 s.
- *
- * What limits the numbers (this bench, the 2-core EPYC VM, one run):
- * - A shard is one thread, and workerd keeps it ~95% busy during appends
- *   whatever the number of callers. A fresh shard appends ~22k receipts/s,
- *   ~45 µs each: decodePayload 3, leafHash 4, the RPC and per-call work 3,
- *   and ~35 for the SQLite INSERT and bookkeeping (the local SQL API costs
- *   15-30 µs a statement, even `SELECT 1`: measured while building this).
- *   Filling the shard slows appends to ~11k/s at 0.9e6 receipts, and what
- *   workerd writes to disk per receipt rises from ~12 to ~19 KiB (for ~1.6
- *   KB of receipt), most likely because each insert into the UNIQUE index
- *   on random jtis dirties a page of its own, written to the WAL and again
- *   at checkpoint.
- * - close(shard) of 1e6: ≤ 5.4 s until the first archive write, of which the
- *   Merkle hashing is 0.7 s and the totals ~0.2 s (timed in Node); the rest
- *   is the scan of 1e6 rows whose pages also carry the ~1.5 KB JWTs (~2 GB
- *   read for 32-byte hashes). Then ~32 s of archive, ~30 µs per receipt:
- *   ~3 to read it back, ~5 for its NDJSON line, ~21 for Miniflare's R2
- *   writes (~110 ms per 8 MiB part; local R2, not production's).
- * - proof(): ~3 ms per call at 1e5 and at 1e6 alike: it reads a chunk's
- *   1024 leaf hashes from those same wide rows and recomputes ~2 x 1000 node
- *   hashes (the chunk's tree, the tree over the chunk roots) every time.
- *
- * Caveats: 2 cores; workerd runs the Worker and the Durable Object on one
- * thread, so callers, signing and the ledger share it. Local SQLite in
- * workerd and Miniflare's R2 and queue are not production's storage: compare
- * within one run. Disk: about 4x the receipts' bytes (SQLite, R2), checked
- * before starting.
+ * `npm run bench:settlement`: what settlement (docs/api.md sections 4 and 5)
+ * costs, with the edge's real code in workerd (bench/settlement/worker.js):
+ * signing receipts, the queue send, appends into one ledger shard, and
+ * building, closing and proving Merkle batches of 1e5 and 1e6 receipts (also
+ * in Node). A script, not a test: it prints what one run measured and whether
+ * each goal was met here. Method and figures: docs/benchmarks.md.
  *
  * Env: SETTLEMENT_BENCH_SIZES (100000,1000000; quick: 10000),
  * SETTLEMENT_BENCH_MERKLE_SIZES (the same as SIZES), SETTLEMENT_BENCH_SIGN
  * (20000), SETTLEMENT_BENCH_SENDS (2000), SETTLEMENT_BENCH_ROUNDS (3),
  * SETTLEMENT_BENCH_APPEND_RECEIPTS (30000), SETTLEMENT_BENCH_CALLERS (1,4),
  * SETTLEMENT_BENCH_PROOFS (1000), SETTLEMENT_BENCH_LOCAL_TRACES (0). Results
- * go to bench/results/settlement-<timestamp>.json. With defaults it takes
- * about 3.5 minutes here, most of it signing and appending the 1.1e6 receipts.
+ * go to bench/results/settlement-<timestamp>.json; all state lives in a temp
+ * dir, deleted at the end (also on Ctrl-C).
  */
 
 import { spawn } from 'node:child_process';
@@ -336,7 +251,7 @@ interface MerkleResult {
   ok: boolean;
 }
 
-/** (3a) shared/merkle.ts in Node over `size` leaves. */
+/** (3a) receipts/merkle.ts in Node over `size` leaves. */
 function merkleInNode(size: number, pool: readonly string[], rand: () => number): MerkleResult {
   const mask = pool.length - 1; // a power of two
   let t = performance.now();

@@ -3,10 +3,10 @@
  * mesh-verify: the offline verifier as a command, for billing systems and
  * auditors (docs/api.md sections 4 and 5). Reads receipts, batches, proofs and the
  * mesh's JWKS from files (or stdin, or a JWKS URL), verifies them with
- * shared/verify.ts and says `ok` or `FAIL` with the first thing that is wrong.
+ * receipts/verify.ts and says `ok` or `FAIL` with the first thing that is wrong.
  *
  * Exit status: 0 verified, 1 verification failed, 2 usage error or input that
- * cannot be read. Runs on Node >= 22.12 directly from TypeScript.
+ * cannot be read. Runs on Node >= 22.18 directly from TypeScript.
  */
 
 import { readFile, stat } from 'node:fs/promises';

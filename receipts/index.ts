@@ -4,7 +4,7 @@
  * 4 and 5). RFC 9162 Merkle trees, batch totals, and the offline verifier of
  * receipts, batches and inclusion proofs. The Worker's ledger builds batches
  * with it and `mesh-verify` (bin/) checks them with it, so both sides use one
- * definition. Depends only on `shared/jwt.ts` and jose.
+ * definition. Depends only on `shared/jwt.ts`, jose and `node:crypto`.
  */
 
 export { sha256Hex, toHex } from './hash.ts';

@@ -4,11 +4,10 @@
  * the tree head, inclusion proofs and their verification, and the chunked
  * composition the ledger relies on to keep memory bounded.
  *
- * Synchronous and allocation-light, so the root of a million leaves takes
- * about a second, in Node and in workerd alike. Leaf hashes go through
- * `node:crypto` (workerd needs `nodejs_compat`), one digest per leaf; node
- * hashes, all exactly 65 bytes, through a plain-JavaScript SHA-256 that is
- * about 4x faster than `node:crypto` in workerd (see below). Every hash
+ * Synchronous and allocation-light, in Node and in workerd alike (timings:
+ * docs/benchmarks.md, bench:settlement). Leaf hashes go through `node:crypto`
+ * (workerd needs `nodejs_compat`), one digest per leaf; node hashes, all
+ * exactly 65 bytes, through a plain-JavaScript SHA-256 (see below). Every hash
  * returned is a fresh 32-byte `Uint8Array` (never a `Buffer`) that owns its
  * buffer, safe to keep, store or structured-clone; inputs are never modified.
  *
@@ -35,7 +34,7 @@ import { toHex } from './hash.ts';
 export type Hash = Uint8Array;
 
 /** Length of every hash in the tree. */
-export const HASH_LENGTH = 32;
+const HASH_LENGTH = 32;
 
 /**
  * One SHA-256 digest of `data`, as a fresh 32-byte plain `Uint8Array` (not a
@@ -241,9 +240,9 @@ function copyHash(h: Hash): Hash {
 // two 64-byte blocks have a fixed shape: the 65 input bytes, 0x80, zeros, and
 // the message length, 520 bits, in the last 8 bytes. Only bytes 1..64 change
 // from call to call. This runs in plain JavaScript because in workerd
-// node:crypto's createHash/hash cost about 4 us a call (a stream object per
-// hash) against about 1 us here; in Node it is within 1.5x of the native
-// one-shot. Checked against node:crypto in test/shared/merkle.test.ts.
+// node:crypto builds a stream object per hash, which costs several times the
+// hash itself (measured: docs/benchmarks.md). Checked against node:crypto in
+// test/receipts/merkle.test.ts.
 
 const K = new Int32Array([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,

@@ -5,9 +5,10 @@
  * recomputes every number it can: the Merkle root over the receipts in leaf
  * order, the totals (with the same `totalsOf` the ledger uses), the count.
  *
- * Imports only shared/ and jose, so it runs in Node, in workerd and in the
- * `mesh-verify` CLI alike. Every failure is a `VerifyError` with a stable
- * snake_case `code` and a message that names the first thing that is wrong.
+ * Imports only this library, shared/jwt.ts and jose, so it runs in Node, in
+ * workerd and in the `mesh-verify` CLI alike. Every failure is a `VerifyError`
+ * with a stable snake_case `code` and a message that names the first thing
+ * that is wrong.
  */
 
 import { createLocalJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWK, type JWTPayload, type JWTVerifyGetKey } from 'jose';
@@ -84,10 +85,10 @@ export interface InclusionProof {
 }
 
 /** How far in the future an `iat` may be (clock skew between the edge and the verifier). */
-export const MAX_CLOCK_SKEW_S = 300;
+const MAX_CLOCK_SKEW_S = 300;
 
 /** Every receipt claim of docs/api.md section 4 but `attestation` (absent on cache hits). */
-export const RECEIPT_REQUIRED_CLAIMS = [
+const RECEIPT_REQUIRED_CLAIMS = [
   'iss',
   'sub',
   'jti',
@@ -108,7 +109,7 @@ export const RECEIPT_REQUIRED_CLAIMS = [
 ] as const;
 
 /** The batch claims of docs/api.md section 5. */
-export const BATCH_REQUIRED_CLAIMS = ['batch_id', 'epoch_start', 'epoch_end', 'count', 'merkle_root', 'totals', 'disputed'] as const;
+const BATCH_REQUIRED_CLAIMS = ['batch_id', 'epoch_start', 'epoch_end', 'count', 'merkle_root', 'totals', 'disputed'] as const;
 
 /** Receipts whose signatures are checked at once in `verifyBatch`. */
 const PARALLEL = 64;

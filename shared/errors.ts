@@ -38,7 +38,7 @@ export type MeshErrorCode =
   | 'internal';
 
 /** The HTTP status each code maps to, so a code never drifts from its status. */
-export const STATUS_OF: Record<MeshErrorCode, number> = {
+const STATUS_OF: Record<MeshErrorCode, number> = {
   invalid_json: 400,
   invalid_request: 400,
   invalid_tensor: 400,

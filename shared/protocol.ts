@@ -10,7 +10,7 @@ import { MeshError } from './errors.ts';
 export const DATATYPES = ['BOOL', 'UINT8', 'INT8', 'INT16', 'INT32', 'INT64', 'FP32', 'FP64', 'BYTES'] as const;
 export type Datatype = (typeof DATATYPES)[number];
 
-export function isDatatype(v: unknown): v is Datatype {
+function isDatatype(v: unknown): v is Datatype {
   return typeof v === 'string' && (DATATYPES as readonly string[]).includes(v);
 }
 
@@ -69,7 +69,7 @@ export interface ModelMetadata {
 }
 
 /** Upper bound on the elements one request may carry, whatever its byte size. */
-export const MAX_ELEMENTS = 1 << 22;
+const MAX_ELEMENTS = 1 << 22;
 
 const REQUEST_KEYS = new Set(['id', 'parameters', 'inputs', 'outputs']);
 const INPUT_KEYS = new Set(['name', 'shape', 'datatype', 'parameters', 'data']);
@@ -195,11 +195,4 @@ export function parseJson(text: string): unknown {
   } catch {
     throw new MeshError('invalid_json', 'The request body is not valid JSON.');
   }
-}
-
-/** Number of elements a shape holds. */
-export function elementCount(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
 }

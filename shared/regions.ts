@@ -1,7 +1,7 @@
 /**
  * The mesh's regions: where GPU backends are grouped, one RegionDirectory
  * Durable Object each. Coordinates are the matching cloud regions'
- * (../shared/data/README.md); the id is what backends announce and what
+ * (docs/design.md, "Latency-model reference facts"); the id is what backends announce and what
  * `x-mesh-region` pins.
  */
 

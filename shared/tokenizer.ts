@@ -2,7 +2,7 @@
  * The mesh's text tokenizer ("mesh-hash-v1"): turns text into the int64 token
  * ids the demo `embed` model takes. It is a hashing tokenizer, not a learned
  * vocabulary, so it needs no vocabulary file and gives the same ids in workerd
- * (the edge tokenizes `text` inputs before routing) and in Node (the backend
+ * (the edge counts the tokens of a Hugging Face fallback's texts) and in Node (the backend
  * and the tests). It uses only language built-ins: no Node APIs.
  *
  * Steps: NFKC-normalise, lowercase, split into words (runs of Unicode letters,
@@ -19,9 +19,9 @@ export const VOCAB_SIZE = 8192;
 /** Padding id; the `embed` model ignores it. */
 export const PAD_ID = 0;
 /** Leading id of every tokenized text, so an empty text still has one token. */
-export const CLS_ID = 1;
+const CLS_ID = 1;
 /** The smallest id a word can hash to. */
-export const FIRST_WORD_ID = 2;
+const FIRST_WORD_ID = 2;
 /** The tokenizer's name, as models' config.json refers to it. */
 export const TOKENIZER_NAME = 'mesh-hash-v1';
 /** Default `maxLength` of `tokenize`, [CLS] included. */
@@ -31,7 +31,7 @@ const WORD = /[\p{L}\p{M}\p{N}]+/gu;
 const encoder = new TextEncoder();
 
 /** 32-bit FNV-1a over bytes, as an unsigned integer. */
-export function fnv1a32(bytes: Uint8Array): number {
+function fnv1a32(bytes: Uint8Array): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < bytes.length; i++) {
     h ^= bytes[i]!;
@@ -41,7 +41,7 @@ export function fnv1a32(bytes: Uint8Array): number {
 }
 
 /** The id of one (already normalised) word: in [FIRST_WORD_ID, VOCAB_SIZE). */
-export function wordId(word: string): number {
+function wordId(word: string): number {
   return FIRST_WORD_ID + (fnv1a32(encoder.encode(word)) % (VOCAB_SIZE - FIRST_WORD_ID));
 }
 

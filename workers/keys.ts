@@ -4,35 +4,16 @@
  * and `/.well-known/jwks-archive.json` publish, and `sign()`, the hot-path
  * compact-JWS signer. Everything is parsed and imported once per isolate.
  *
- * Configuration:
- * - `MESH_SIGNING_KEYS` (secret): a JWKS of Ed25519 private JWKs, each with a
- *   `kid` and optionally `"use_from": "<ISO 8601 time>"`. The key that signs at
- *   time t is the FIRST key in the list whose `use_from` is absent or <= t (and
- *   that is not listed in `MESH_RETIRED_KEYS`). Every key in the list is
- *   published from the moment it is in the secret, and verifies operator keys.
- * - `MESH_RETIRED_KEYS` (var, optional): a JWKS of the PUBLIC halves of retired
- *   signing keys, each with `kid` and `"retired_at": "<ISO 8601 time>"`. A
- *   private part (`d`) is refused (`not_ready`).
- * - `RECEIPT_DISPUTE_DAYS` (var, optional, default 90): how long after
- *   `retired_at` a retired key stays in `jwks.json`, i.e. how long receipts
- *   signed by it can be disputed. `jwks-archive.json` keeps every key forever.
- * Both vars may be JSON strings or JSON values (a wrangler.toml table, a number).
- * A kid in both lists (retirement half deployed: vars and secrets deploy
- * separately) is published and verifies but never signs.
- *
- * Rotation (the full procedure, with commands, is docs/key-rotation.md):
- * 1. Generate a new Ed25519 key with a fresh `kid`.
- * 2. Publish before use: put it FIRST in `MESH_SIGNING_KEYS` with `use_from` at
- *    least 300 s (the JWKS `max-age`) in the future, keeping the old key listed.
- *    It is in `jwks.json` at once; the old key keeps signing.
- * 3. At `use_from` every isolate switches to the new key by itself.
- * 4. Keep the old key in `MESH_SIGNING_KEYS` while bearer keys it issued are
- *    still in use (they verify only against keys in the secret); reissue them.
- * 5. Retire it: add its public half to `MESH_RETIRED_KEYS` with `retired_at` =
- *    the new key's `use_from` (when its dispute window starts)
- *    (deploy), then remove it from `MESH_SIGNING_KEYS` (secret put), and destroy
- *    the private key. It stays in `jwks.json` for the dispute window after
- *    `retired_at`, and in `jwks-archive.json` forever.
+ * The settings (`MESH_SIGNING_KEYS`, `MESH_RETIRED_KEYS`,
+ * `RECEIPT_DISPUTE_DAYS`), which key signs when, what is published, and the
+ * rotation procedure are docs/key-rotation.md. In short: the key that signs at
+ * time t is the first in `MESH_SIGNING_KEYS` whose `use_from` is absent or
+ * <= t and that is not retired; every key in that list is published from the
+ * moment it is there and verifies operator keys; a retired key (public half,
+ * `retired_at`) stays in `jwks.json` for the dispute window and in
+ * `jwks-archive.json` forever. A kid in both lists (retirement half deployed:
+ * vars and secrets deploy separately) is published and verifies but never
+ * signs. Both vars may be JSON strings or JSON values.
  */
 
 import type { JWK, JWTPayload } from 'jose';
@@ -41,7 +22,7 @@ import type { Env } from './env.ts';
 
 /** The JWKS `max-age`: a new key must be published at least this long before it signs. */
 export const JWKS_MAX_AGE_S = 300;
-export const DEFAULT_DISPUTE_DAYS = 90;
+const DEFAULT_DISPUTE_DAYS = 90;
 
 /** A public JWK as the archive publishes it: retired keys carry `retired_at`. */
 export type ArchivedJwk = JWK & { retired_at?: string };

@@ -1,8 +1,8 @@
 /**
  * `closedLoop` (load.ts) spread over worker threads, for hosts where one
  * thread of load generator would be the bottleneck (a GPU backend on a big
- * machine answers more requests per second than one Node thread can send:
- * ~0.1 ms of CPU per request here). The concurrency and the token pool are
+ * machine answers more requests per second than one Node thread can send;
+ * docs/benchmarks.md). The concurrency and the token pool are
  * split between the threads, which start together; latencies, counts and
  * errors are merged, and the first answer is checked here. With one thread it
  * is `closedLoop` itself, in this thread.

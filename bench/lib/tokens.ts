@@ -1,4 +1,4 @@
-/** Dispatch tokens signed ahead of a measured run, as the edge signs them (workers/dispatch.ts), so signing is not measured. */
+/** Dispatch tokens signed ahead of a measured run, as the edge signs them (workers/inference/dispatch.ts), so signing is not measured. */
 
 import { SignJWT, type CryptoKey } from 'jose';
 import { DISPATCH_TTL_MAX_S, TYP } from '../../shared/jwt.ts';

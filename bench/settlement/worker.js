@@ -14,7 +14,7 @@
  * with Node's types, under which the Worker code it imports does not compile.
  *
  * Receipts: every docs/api.md section 4 claim, with a real provider attestation
- * (an Ed25519 JWS signed like gpu-backend/src/attestation.ts does, by a
+ * (an Ed25519 JWS signed like gpu-backend/src/mesh/attestation.ts does, by a
  * provider key generated here). A receipt's `jti` is a UUID-shaped string
  * derived bijectively from (run, index), so the bench can name the receipt of
  * any leaf without keeping them, and jtis are spread over the index as random
@@ -232,7 +232,7 @@ let attestations;
 
 /**
  * 64 real provider attestations (docs/api.md section 3), signed the way
- * gpu-backend/src/attestation.ts signs them, by a provider key made here.
+ * gpu-backend/src/mesh/attestation.ts signs them, by a provider key made here.
  */
 function attestationPool() {
   attestations ??= (async () => {

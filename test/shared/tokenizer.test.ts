@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { CLS_ID, PAD_ID, VOCAB_SIZE, fnv1a32, padBatch, tokenize, wordId } from '../../shared/tokenizer.ts';
+import { PAD_ID, VOCAB_SIZE, padBatch, tokenize } from '../../shared/tokenizer.ts';
+
+/** mesh-hash-v1's [CLS] id, first in every tokenized text. */
+const CLS_ID = 1;
 
 describe('tokenize', () => {
   it('starts with [CLS] and gives one id in [2, VOCAB_SIZE) per word', () => {
@@ -20,13 +23,12 @@ describe('tokenize', () => {
     expect(tokenize('hello world')).not.toEqual(tokenize('hello there'));
   });
 
-  it('hashes with 32-bit FNV-1a over UTF-8', () => {
-    // Published FNV-1a test vectors.
-    const utf8 = (s: string) => new TextEncoder().encode(s);
-    expect(fnv1a32(utf8(''))).toBe(0x811c9dc5);
-    expect(fnv1a32(utf8('a'))).toBe(0xe40c292c);
-    expect(fnv1a32(utf8('foobar'))).toBe(0xbf9cf968);
-    expect(wordId('foobar')).toBe(2 + (0xbf9cf968 % (VOCAB_SIZE - 2)));
+  it('hashes each word with 32-bit FNV-1a over UTF-8 into [2, VOCAB_SIZE)', () => {
+    // Published FNV-1a test vectors: 'a' -> 0xe40c292c, 'foobar' -> 0xbf9cf968.
+    const wordId = (fnv: number) => 2 + (fnv % (VOCAB_SIZE - 2));
+    expect(tokenize('a')).toEqual([CLS_ID, wordId(0xe40c292c)]);
+    expect(tokenize('foobar')).toEqual([CLS_ID, wordId(0xbf9cf968)]);
+    expect(tokenize('FOOBAR a')).toEqual([CLS_ID, wordId(0xbf9cf968), wordId(0xe40c292c)]);
   });
 
   it('returns only [CLS] for empty or word-less text', () => {

@@ -14,7 +14,7 @@ import { migrate, sqlOf, type Sql } from '../sql.ts';
 import type { BackendEntry } from './backend.ts';
 import { DEFAULT_PLACEMENT, placementActions, type PlacementPolicy } from './placement.ts';
 
-export type HeartbeatResult =
+type HeartbeatResult =
   | { ok: true; created: boolean; actions: HeartbeatAction[] }
   | { ok: false; code: 'forbidden'; message: string };
 

@@ -15,7 +15,7 @@ const nearestByPop = new Map<string, string>();
 let lastFlush = 0;
 
 /** The region nearest to a point (by great circle). */
-export function nearestRegion(at: LatLon): string {
+function nearestRegion(at: LatLon): string {
   let best = REGIONS[0]!;
   for (const r of REGIONS) if (greatCircleKm(at, r) < greatCircleKm(at, best)) best = r;
   return best.id;

@@ -27,14 +27,14 @@ export const DEFAULT_PLACEMENT: PlacementPolicy = {
   maxWarmModels: 8,
 };
 
-export interface PlacedBackend {
+interface PlacedBackend {
   id: string;
   ready: boolean;
   models: readonly HeartbeatModel[];
   available?: readonly string[];
 }
 
-export interface PlacementInput {
+interface PlacementInput {
   now: number;
   /** The backend whose heartbeat is being answered. */
   backend: PlacedBackend;

@@ -1,6 +1,7 @@
 /**
- * Great-circle distance and the round trip it implies over fibre: pure
- * functions the edge's routing scores with (and a world simulator can call).
+ * Great-circle distance and the constants of light in fibre: the geometry the
+ * edge's routing (routing/rtt.ts) and demand reports (directory/demand.ts)
+ * are built on. Pure functions.
  */
 
 import type { LatLon } from '../../shared/regions.ts';
@@ -10,7 +11,7 @@ export type { LatLon };
 const EARTH_RADIUS_KM = 6371.0088;
 /** Light in fibre covers about 200 km per ms one way. */
 export const FIBRE_KM_PER_MS = 200;
-/** Median internet path inflation over the great circle (shared/data/README.md). */
+/** Median internet path inflation over the great circle (docs/design.md, "Latency-model reference facts"). */
 export const DEFAULT_PATH_INFLATION = 2.0;
 
 const rad = (deg: number) => (deg * Math.PI) / 180;
@@ -21,9 +22,4 @@ export function greatCircleKm(a: LatLon, b: LatLon): number {
   const dLon = rad(b.lon - a.lon);
   const h = Math.sin(dLat / 2) ** 2 + Math.cos(rad(a.lat)) * Math.cos(rad(b.lat)) * Math.sin(dLon / 2) ** 2;
   return 2 * EARTH_RADIUS_KM * Math.asin(Math.min(1, Math.sqrt(h)));
-}
-
-/** Estimated round-trip time in ms over fibre between two points, with path inflation. */
-export function estimateRttMs(a: LatLon, b: LatLon, inflation = DEFAULT_PATH_INFLATION): number {
-  return ((2 * greatCircleKm(a, b)) / FIBRE_KM_PER_MS) * inflation;
 }

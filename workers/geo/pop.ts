@@ -14,7 +14,7 @@ export interface Pop extends LatLon {
   simulated?: boolean;
 }
 
-export const DEV_COLO_HEADER = 'x-mesh-dev-colo';
+const DEV_COLO_HEADER = 'x-mesh-dev-colo';
 /** The `pop` a receipt names when the runtime gave no colo. */
 const UNKNOWN_COLO = 'unknown';
 

@@ -6,14 +6,14 @@
 
 import type { Units } from '../../shared/jwt.ts';
 
-export interface Price {
+interface Price {
   /** micro-USD per input unit. */
   input: number;
   /** micro-USD per output unit. */
   output: number;
 }
 
-export const PRICES: Readonly<Record<string, Price>> = {
+const PRICES: Readonly<Record<string, Price>> = {
   // $0.10 per million tokens embedded.
   embed: { input: 0.1, output: 0 },
   // $5 per million items classified.
@@ -21,7 +21,7 @@ export const PRICES: Readonly<Record<string, Price>> = {
 };
 
 /** Price of a model not in the table. */
-export const DEFAULT_PRICE: Price = { input: 0.1, output: 1 };
+const DEFAULT_PRICE: Price = { input: 0.1, output: 1 };
 
 /** The amount charged for `units` of `model`, integer micro-USD. */
 export function priceOf(model: string, units: Units): number {

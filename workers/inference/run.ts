@@ -34,7 +34,7 @@ const RETRY_AFTER_S = 5;
 const STALE_BEFORE_REFUSING_MS = 250;
 const VERIFY_MODES = new Set(['none', 'sampled', 'redundant']);
 
-export type Verify = ReceiptClaims['verify'];
+type Verify = ReceiptClaims['verify'];
 
 /** What a route hands over once it has authenticated and translated the request. */
 export interface InferenceCall {
@@ -115,7 +115,7 @@ export async function readBody(c: Context<AppEnv>): Promise<Uint8Array> {
 }
 
 /** The `x-mesh-verify` mode of the request (default `sampled`). */
-export function verifyMode(c: Context<AppEnv>): Verify {
+function verifyMode(c: Context<AppEnv>): Verify {
   const verify = c.req.header('x-mesh-verify') ?? 'sampled';
   if (!VERIFY_MODES.has(verify)) throw new MeshError('invalid_request', 'x-mesh-verify must be none, sampled or redundant.');
   return verify as Verify;

@@ -11,7 +11,7 @@ import type { JWK } from 'jose';
 import type { Env } from '../env.ts';
 import { migrate, sqlOf, type Sql } from '../sql.ts';
 
-export interface ProviderRecord {
+interface ProviderRecord {
   id: string;
   publicJwk: JWK;
   addedAt: number;

@@ -36,8 +36,3 @@ export function hedgeDelayMs(stats: LatencyStats | undefined, now: number, optio
   if (q === undefined) return undefined;
   return Math.min(options.maxDelayMs ?? HEDGE_DEFAULTS.maxDelayMs, Math.max(options.minDelayMs ?? HEDGE_DEFAULTS.minDelayMs, q));
 }
-
-/** The next candidate not yet tried (the hedge or retry target), in attempt order; undefined when none is left. */
-export function nextCandidate<T extends { backend: { id: string } }>(attempts: readonly T[], tried: ReadonlySet<string>): T | undefined {
-  return attempts.find((c) => !tried.has(c.backend.id));
-}

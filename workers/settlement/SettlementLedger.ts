@@ -47,7 +47,7 @@ import { deliverWebhook, nextWebhookAttempt } from './webhook.ts';
 const RETRY_MS = 5_000;
 
 /** Leaves per stored chunk root (a power of two). */
-export const CHUNK = 1024;
+const CHUNK = 1024;
 const CHUNK_BITS = 10;
 
 /**
@@ -55,7 +55,7 @@ const CHUNK_BITS = 10;
  * receipt (poison); `failed`, storage failed and nothing of the call was kept
  * (transient: send it again).
  */
-export type AppendOutcome = 'appended' | 'duplicate' | { invalid: string } | { failed: string };
+type AppendOutcome = 'appended' | 'duplicate' | { invalid: string } | { failed: string };
 
 /** A closed batch as the billing API lists it. */
 export interface BatchSummary {
@@ -67,20 +67,20 @@ export interface BatchSummary {
   merkle_root: string;
 }
 
-export interface BatchRecord extends BatchSummary {
+interface BatchRecord extends BatchSummary {
   batch: string;
   archived: boolean;
   webhook: 'none' | 'pending' | 'delivered' | 'failed';
 }
 
-export interface ReceiptPage {
+interface ReceiptPage {
   id: string;
   receipts: string[];
   /** Leaf index to ask for next; null on the last page. */
   next: number | null;
 }
 
-export type ProofAnswer = InclusionProof | { pending: true } | null;
+type ProofAnswer = InclusionProof | { pending: true } | null;
 
 interface BatchRow extends Record<string, string | number | ArrayBuffer | null> {
   seq: number;
@@ -135,7 +135,7 @@ const MIGRATIONS = [
 ] as const;
 
 /** The next epoch boundary strictly after `now`: epochs are aligned to the clock, so shards close together. */
-export function nextDeadline(now: number, epochMs: number): number {
+function nextDeadline(now: number, epochMs: number): number {
   return (Math.floor(now / epochMs) + 1) * epochMs;
 }
 

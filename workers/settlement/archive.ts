@@ -18,13 +18,13 @@ import { signingKeys } from '../keys.ts';
 const PART_BYTES = 8 * 1024 * 1024;
 const encoder = new TextEncoder();
 
-export interface ArchivedReceipt {
+interface ArchivedReceipt {
   leaf: number;
   jti: string;
   jwt: string;
 }
 
-export function archivePrefix(batchId: string): string {
+function archivePrefix(batchId: string): string {
   return `settlement/${batchId}/`;
 }
 

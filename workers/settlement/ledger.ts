@@ -17,10 +17,11 @@ export function allShards(env: Env): number[] {
 }
 
 /**
- * The ledger shard of a receipt id: FNV-1a over its UTF-8 bytes, mod `shards`.
+ * The ledger shard of a receipt id: FNV-1a over its UTF-16 code units (the
+ * bytes of an ASCII id such as the edge's UUIDs), mod `shards`.
  * Stable forever for a given shard count (changing the count only moves new receipts).
  */
-export function shardOf(jti: string, shards: number): number {
+function shardOf(jti: string, shards: number): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < jti.length; i++) {
     h ^= jti.charCodeAt(i);

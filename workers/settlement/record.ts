@@ -1,7 +1,7 @@
 /**
  * The producer side of settlement: every signed receipt goes to the
  * `RECEIPTS` queue. The answer does not wait for it (a queue send is a round
- * trip, about 1 ms even in Miniflare, and the mesh exists for latency): the
+ * trip, and the mesh exists for latency; docs/benchmarks.md): the
  * send runs in `ctx.waitUntil`, so the runtime keeps it alive after the
  * response, and is awaited there, retried, and never dropped silently.
  *
@@ -31,7 +31,7 @@ export interface ReceiptMessage {
 }
 
 /** Where a receipt went; `batched` when another request of the isolate sent it. */
-export type Recorded = 'queued' | 'ledger' | 'undelivered' | 'lost' | 'batched';
+type Recorded = 'queued' | 'ledger' | 'undelivered' | 'lost' | 'batched';
 
 interface Pending {
   jti: string;
@@ -45,7 +45,7 @@ const SEND_ATTEMPTS = 2;
 
 const outboxes = new WeakMap<Env, Pending[]>();
 
-export function undeliveredKey(jti: string): string {
+function undeliveredKey(jti: string): string {
   return `undelivered/${jti}.jwt`;
 }
 

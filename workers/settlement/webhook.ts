@@ -14,7 +14,7 @@ import { settings, type Env } from '../env.ts';
 import { sign, signingKeys } from '../keys.ts';
 
 /** Attempts before giving up (the batch stays readable through the billing API). */
-export const WEBHOOK_MAX_ATTEMPTS = 16;
+const WEBHOOK_MAX_ATTEMPTS = 16;
 const BACKOFF_BASE_MS = 1_000;
 const BACKOFF_MAX_MS = 3_600_000;
 const TIMEOUT_MS = 10_000;

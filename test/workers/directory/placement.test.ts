@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import type { HeartbeatModel } from '../../../shared/heartbeat.ts';
-import { DEFAULT_PLACEMENT, placementActions, type PlacedBackend, type PlacementInput } from '../../../workers/directory/placement.ts';
+import { DEFAULT_PLACEMENT, placementActions } from '../../../workers/directory/placement.ts';
+
+type PlacementInput = Parameters<typeof placementActions>[0];
+type PlacedBackend = PlacementInput['backend'];
 
 const model = (name: string, warm = true): HeartbeatModel => ({ name, version: '1', warm, maxBatchSize: 8, p50Ms: 5 });
 const MIN = 60_000;

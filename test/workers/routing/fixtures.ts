@@ -3,7 +3,7 @@
 import { popLocation } from '../../../workers/geo/pops.ts';
 import type { HeartbeatModel } from '../../../shared/heartbeat.ts';
 import type { BackendEntry } from '../../../workers/directory/backend.ts';
-import type { RttOrigin } from '../../../workers/routing/index.ts';
+import type { RttOrigin } from '../../../workers/routing/rtt.ts';
 
 export function model(over: Partial<HeartbeatModel> = {}): HeartbeatModel {
   return { name: 'embed', version: '1', warm: true, maxBatchSize: 8, p50Ms: 20, ...over };

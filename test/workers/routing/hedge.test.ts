@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { LatencyStats, hedgeDelayMs, nextCandidate } from '../../../workers/routing/index.ts';
+import { hedgeDelayMs } from '../../../workers/routing/hedge.ts';
+import { LatencyStats } from '../../../workers/routing/latency.ts';
 
 describe('hedging decisions', () => {
   it('hedges at the backend p95, only once it has enough samples', () => {
@@ -19,11 +20,5 @@ describe('hedging decisions', () => {
     expect(hedgeDelayMs(fast, 0)).toBe(10);
     // Samples fade: an hour later there is too little left to trust.
     expect(hedgeDelayMs(stats, 3_600_000)).toBeUndefined();
-  });
-
-  it('sends the hedge to the next candidate not yet tried', () => {
-    const attempts = ['a', 'b', 'c'].map((id) => ({ backend: { id } }));
-    expect(nextCandidate(attempts, new Set(['a']))?.backend.id).toBe('b');
-    expect(nextCandidate(attempts, new Set(['a', 'b', 'c']))).toBeUndefined();
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DecayingHistogram, LatencyBook, PeakEwma } from '../../../workers/routing/index.ts';
+import { DecayingHistogram, LatencyBook, PeakEwma } from '../../../workers/routing/latency.ts';
 
 describe('PeakEwma', () => {
   it('jumps to a spike at once and decays back with its time constant', () => {

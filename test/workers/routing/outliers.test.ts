@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { OutlierDetector } from '../../../workers/routing/index.ts';
+import { OutlierDetector } from '../../../workers/routing/outliers.ts';
 
 const S = 1_000;
 

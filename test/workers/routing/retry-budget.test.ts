@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RetryBudget } from '../../../workers/routing/index.ts';
+import { RetryBudget } from '../../../workers/routing/retry-budget.ts';
 
 const MAX_ATTEMPTS = 3;
 

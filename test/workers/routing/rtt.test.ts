@@ -1,8 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { estimateRttMs as geometricRttMs, greatCircleKm } from '../../../workers/geo/distance.ts';
+import { DEFAULT_PATH_INFLATION, FIBRE_KM_PER_MS, greatCircleKm, type LatLon } from '../../../workers/geo/distance.ts';
 import { regionById } from '../../../shared/regions.ts';
-import { RttTable, estimateRttMs, physicalFloorMs } from '../../../workers/routing/index.ts';
+import { RttTable, estimateRttMs, physicalFloorMs } from '../../../workers/routing/rtt.ts';
 import { backend, pop } from './fixtures.ts';
+
+/** Great-circle fibre time there and back, times the median path inflation: what an unmeasured RTT is. */
+const geometricRttMs = (a: LatLon, b: LatLon) => ((2 * greatCircleKm(a, b)) / FIBRE_KM_PER_MS) * DEFAULT_PATH_INFLATION;
 
 const iad = backend('iad-1', 'us-east');
 const fra = pop('FRA');

@@ -1,15 +1,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { REGIONS } from '../../../shared/regions.ts';
-import {
-  LatencyBook,
-  OutlierDetector,
-  RttTable,
-  allowedRegions,
-  pickAttempts,
-  rankByScore,
-  type RoutingStats,
-} from '../../../workers/routing/index.ts';
+import { LatencyBook } from '../../../workers/routing/latency.ts';
+import { OutlierDetector } from '../../../workers/routing/outliers.ts';
+import { pickAttempts } from '../../../workers/routing/p2c.ts';
+import { RttTable } from '../../../workers/routing/rtt.ts';
+import { allowedRegions, rankByScore, type RoutingStats } from '../../../workers/routing/score.ts';
 import { backend, ids, model, pop, seeded } from './fixtures.ts';
 
 const none: RoutingStats = {};

@@ -10,14 +10,13 @@ import { createExecutionContext, createMessageBatch, getQueueResult, runDurableO
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { leafHash, merkleRoot, toHex } from '../../../receipts/merkle.ts';
 import { totalsOf } from '../../../receipts/totals.ts';
-import { shardOf } from '../../../workers/settlement/ledger.ts';
 import { decodePayload, type BatchClaims, type ReceiptClaims } from '../../../shared/jwt.ts';
 import { verifyBatch, verifyInclusionProof, type Jwks } from '../../../receipts/verify.ts';
 import type { Env } from '../../../workers/env.ts';
 import { signingKeys } from '../../../workers/keys.ts';
 import worker from '../../../workers/index.ts';
 import { signReceipt } from '../../../workers/inference/receipts.ts';
-import { ledgerShard } from '../../../workers/settlement/ledger.ts';
+import { ledgerShard, shardOfReceipt } from '../../../workers/settlement/ledger.ts';
 import { receiptClaims } from '../../helpers/receipts.ts';
 import { call, keyFor } from '../helpers.ts';
 
@@ -30,7 +29,7 @@ let counter = 0;
 /** A real receipt signed by the edge's key; `shard` picks a jti that hashes there. */
 async function receipt(over: Partial<ReceiptClaims> = {}, shard?: number): Promise<{ jti: string; jwt: string; claims: ReceiptClaims }> {
   let jti = over.jti ?? crypto.randomUUID();
-  while (shard !== undefined && shardOf(jti, SHARDS) !== shard) jti = crypto.randomUUID();
+  while (shard !== undefined && shardOfReceipt(env, jti) !== shard) jti = crypto.randomUUID();
   const claims = receiptClaims(counter++, { iss: env.MESH_ISSUER, iat: Math.floor(Date.now() / 1000), jti, ...over });
   return { jti, jwt: await signReceipt(await signingKeys(env), claims), claims };
 }
@@ -265,7 +264,7 @@ describe('the receipts queue consumer', () => {
     expect(result.explicitAcks.sort()).toEqual(['m1', 'm3']);
     expect(result.retryMessages.map((m) => m.msgId).sort()).toEqual(['m2', 'm4']);
     for (const r of good) {
-      const shard = shardOf(r.jti, SHARDS);
+      const shard = shardOfReceipt(env, r.jti);
       expect((await ledgerShard(env, shard).proof(shard, r.jti))).toEqual({ pending: true });
     }
   });
@@ -301,7 +300,7 @@ describe('the receipts queue consumer', () => {
       expect((await getQueueResult(batch, ctx)).explicitAcks).toEqual([id]);
     }
     const closed = await closeAll();
-    const shard = shardOf(r.jti, SHARDS);
+    const shard = shardOfReceipt(env, r.jti);
     const id = closed.find((x) => x.includes(`-0${shard}-`))!;
     expect((await ledgerShard(env, shard).batch(shard, id))?.count).toBe(1);
   });
@@ -341,7 +340,7 @@ describe('the billing API', () => {
 
   it('answers 404 batch_open for a receipt in the open batch, 404 for unknown ids, 400 for bad paging', async () => {
     const r = await receipt();
-    const shard = shardOf(r.jti, SHARDS);
+    const shard = shardOfReceipt(env, r.jti);
     await ledgerShard(env, shard).append(shard, [r.jwt]);
     const billing = await keyFor('billing');
     const open = await call(`/v1/receipts/${r.jti}/proof`, { token: billing });

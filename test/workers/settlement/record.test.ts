@@ -9,12 +9,11 @@
 
 import { env } from 'cloudflare:workers';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { shardOf } from '../../../workers/settlement/ledger.ts';
 import type { Env } from '../../../workers/env.ts';
 import { signingKeys } from '../../../workers/keys.ts';
 import { signReceipt } from '../../../workers/inference/receipts.ts';
-import { ledgerShard } from '../../../workers/settlement/ledger.ts';
-import { recordReceipt, undeliveredKey } from '../../../workers/settlement/record.ts';
+import { ledgerShard, shardOfReceipt } from '../../../workers/settlement/ledger.ts';
+import { recordReceipt } from '../../../workers/settlement/record.ts';
 import { receiptClaims } from '../../helpers/receipts.ts';
 
 async function receipt() {
@@ -59,7 +58,7 @@ describe('recordReceipt', () => {
     const queue = failingQueue();
     expect(await recordReceipt({ ...env, RECEIPTS: queue } as unknown as Env, jti, jwt)).toBe('ledger');
     expect(queue.sendBatch).toHaveBeenCalledTimes(2);
-    const shard = shardOf(jti, Number(env.SETTLEMENT_SHARDS));
+    const shard = shardOfReceipt(env, jti);
     expect(await ledgerShard(env, shard).proof(shard, jti)).toEqual({ pending: true });
   });
 
@@ -68,7 +67,7 @@ describe('recordReceipt', () => {
     const { jti, jwt } = await receipt();
     const where = await recordReceipt({ ...env, RECEIPTS: failingQueue(), SETTLEMENT_LEDGER: brokenLedger } as unknown as Env, jti, jwt);
     expect(where).toBe('undelivered');
-    expect(await (await env.SETTLEMENT_ARCHIVE.get(undeliveredKey(jti)))!.text()).toBe(jwt);
+    expect(await (await env.SETTLEMENT_ARCHIVE.get(`undelivered/${jti}.jwt`))!.text()).toBe(jwt);
   });
 
   it('logs the whole receipt when R2 fails too, and still does not throw', async () => {

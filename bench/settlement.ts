@@ -433,7 +433,7 @@ async function ledgerBatch(w: Worker, size: number, run: number, jwks: Jwks, ran
   }
   const proofMs = proofs.ms / PROOFS;
   const rpcFloorMs = floor.ms / PROOFS;
-  log(`  proof: ${proofMs.toFixed(2)} ms per call (a trivial RPC: ${rpcFloorMs.toFixed(2)} ms); ${proofs.value.ok}/${PROOFS} found, ${verified}/${proofs.value.kept.length} checked with shared/verify.ts`);
+  log(`  proof: ${proofMs.toFixed(2)} ms per call (a trivial RPC: ${rpcFloorMs.toFixed(2)} ms); ${proofs.value.ok}/${PROOFS} found, ${verified}/${proofs.value.kept.length} checked with receipts/verify.ts`);
   if (proofs.value.ok !== PROOFS || verified !== proofs.value.kept.length) throw new Error('some proofs were missing or did not verify');
 
   return {

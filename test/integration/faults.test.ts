@@ -547,7 +547,7 @@ describe('real faults under a steady stream from SIN, CGK, FRA and IAD', () => {
     expect(fra2.length).toBeGreaterThan(0);
   });
 
-  // Last: it needs the edge's hedging (workers/inference.ts) and a retry budget that the outage no longer holds.
+  // Last: it needs the edge's hedging (workers/inference/run.ts) and a retry budget that the outage no longer holds.
   it('hedging: iad-1 stalling 2 s on 10% of its requests does not lift the p99 above 1 s', async () => {
     const STALL_MS = 2_000;
     // Warm-up, until the outage's retries have left the budget's window; iad-1 (ejected by the flapping

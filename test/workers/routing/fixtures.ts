@@ -34,7 +34,7 @@ export function pop(code: string): RttOrigin {
   return { code, ...at };
 }
 
-/** A small seeded PRNG (shared/random.ts), so distribution tests are reproducible. */
+/** A small seeded PRNG (gpu-backend/src/demo-models/random.ts), so distribution tests are reproducible. */
 export { seededUnit as seeded } from '../../../gpu-backend/src/demo-models/random.ts';
 
 export const ids = (list: readonly { backend: { id: string } }[]) => list.map((c) => c.backend.id);

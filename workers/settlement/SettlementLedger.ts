@@ -41,6 +41,7 @@ import { sign, signingKeys } from '../keys.ts';
 import { migrate, sqlOf, type Sql } from '../sql.ts';
 import { archiveBatch } from './archive.ts';
 import { batchId } from './ledger.ts';
+import { blobOf, bytes, joinHashes, MIGRATIONS, splitHashes, type BatchRow } from './schema.ts';
 import { deliverWebhook, nextWebhookAttempt } from './webhook.ts';
 
 /** How long to wait before retrying finishing work that failed. */
@@ -82,58 +83,6 @@ interface ReceiptPage {
 
 type ProofAnswer = InclusionProof | { pending: true } | null;
 
-interface BatchRow extends Record<string, string | number | ArrayBuffer | null> {
-  seq: number;
-  id: string | null;
-  state: 'open' | 'sealed' | 'signed';
-  epoch_start: number;
-  epoch_end: number | null;
-  deadline: number | null;
-  first_seq: number;
-  count: number;
-  merkle_root: string | null;
-  chunk_roots: ArrayBuffer | null;
-  jwt: string | null;
-  archived: number;
-  webhook: string;
-  webhook_attempts: number;
-  webhook_next: number | null;
-}
-
-const MIGRATIONS = [
-  [
-    'CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)',
-    // seq: append order within the shard; a batch is a contiguous seq range.
-    `CREATE TABLE receipts (
-       seq INTEGER PRIMARY KEY,
-       jti TEXT NOT NULL UNIQUE,
-       sub TEXT NOT NULL,
-       provider TEXT NOT NULL,
-       amount INTEGER NOT NULL,
-       leaf_hash BLOB NOT NULL,
-       jwt TEXT NOT NULL,
-       appended_at INTEGER NOT NULL)`,
-    `CREATE TABLE batches (
-       seq INTEGER PRIMARY KEY,
-       id TEXT UNIQUE,
-       state TEXT NOT NULL,
-       epoch_start INTEGER NOT NULL,
-       epoch_end INTEGER,
-       deadline INTEGER,
-       first_seq INTEGER NOT NULL,
-       count INTEGER NOT NULL DEFAULT 0,
-       merkle_root TEXT,
-       chunk_roots BLOB,
-       jwt TEXT,
-       archived INTEGER NOT NULL DEFAULT 0,
-       webhook TEXT NOT NULL DEFAULT 'none',
-       webhook_attempts INTEGER NOT NULL DEFAULT 0,
-       webhook_next INTEGER)`,
-    // Receipts withheld from payout by verification (docs/design.md, Trust); only while their batch is open.
-    'CREATE TABLE disputes (jti TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL)',
-  ],
-] as const;
-
 /** The next epoch boundary strictly after `now`: epochs are aligned to the clock, so shards close together. */
 function nextDeadline(now: number, epochMs: number): number {
   return (Math.floor(now / epochMs) + 1) * epochMs;
@@ -149,27 +98,6 @@ function parseReceipt(jwt: unknown): ReceiptClaims | string {
   if (typeof claims.provider !== 'string' || claims.provider.length === 0) return 'provider missing';
   if (!Number.isSafeInteger(claims.amount) || claims.amount! < 0) return 'amount is not a non-negative integer';
   return claims as ReceiptClaims;
-}
-
-function bytes(blob: ArrayBuffer): Uint8Array {
-  return new Uint8Array(blob);
-}
-
-function blobOf(hash: Uint8Array): ArrayBuffer {
-  return hash.buffer.slice(hash.byteOffset, hash.byteOffset + hash.byteLength) as ArrayBuffer;
-}
-
-function joinHashes(hashes: readonly Hash[]): ArrayBuffer {
-  const out = new Uint8Array(hashes.length * 32);
-  hashes.forEach((h, i) => out.set(h, i * 32));
-  return out.buffer;
-}
-
-function splitHashes(blob: ArrayBuffer): Hash[] {
-  const all = new Uint8Array(blob);
-  const out: Hash[] = [];
-  for (let i = 0; i < all.length; i += 32) out.push(all.subarray(i, i + 32));
-  return out;
 }
 
 function summary(row: BatchRow): BatchSummary {

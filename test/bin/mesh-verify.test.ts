@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -8,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { importJWK, SignJWT, type CryptoKey } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateEd25519 } from '../../shared/keys.ts';
+import { runCli } from '../helpers/cli.ts';
 import { inclusionProof, leafHash, merkleRoot, toHex } from '../../receipts/merkle.ts';
 import { sortedTotals, totalsOf } from '../../receipts/totals.ts';
 import { TYP, type BatchClaims, type ReceiptClaims } from '../../shared/jwt.ts';
@@ -18,25 +18,8 @@ const CLI = fileURLToPath(new URL('../../bin/mesh-verify.ts', import.meta.url));
 const BATCH_ID = '1764083700123-03-000042';
 const ISSUER = 'https://mesh.test';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs `mesh-verify args...`, feeding `stdin`; killed after 20 s. */
-function cli(args: string[], stdin = ''): Promise<Run> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 20_000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', fail);
-    child.on('close', (code) => done({ code, stdout, stderr }));
-    child.stdin.end(stdin);
-  });
-}
+const cli = (args: string[], stdin = '') => runCli(CLI, args, { stdin });
 
 let dir: string;
 let receipts: string[];

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,29 +5,17 @@ import { fileURLToPath } from 'node:url';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateEd25519 } from '../../shared/keys.ts';
+import { runCli } from '../helpers/cli.ts';
 
 /** `npm run mesh-keys` runs this file with the pinned Node (22, which runs the .ts directly); so do the tests. */
 const CLI = fileURLToPath(new URL('../../scripts/mesh-keys.ts', import.meta.url));
 const ISSUER = 'https://mesh.example.com';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[]): Promise<Run> {
-  return new Promise((done, fail) => {
-    const env = { ...process.env };
-    delete env.npm_lifecycle_event;
-    const child = spawn(process.execPath, [CLI, ...args], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', fail);
-    child.on('close', (code) => done({ code, stdout, stderr }));
-  });
+/** Runs `mesh-keys args...` in the test's folder, as a plain `node` run (not under `npm run`). */
+function cli(args: string[]) {
+  const env = { ...process.env };
+  delete env.npm_lifecycle_event;
+  return runCli(CLI, args, { cwd: dir, env });
 }
 
 /** The public halves, as the edge publishes them: what a token must verify against. */

@@ -9,9 +9,10 @@
  * cannot be read. Runs on Node >= 22.18 directly from TypeScript.
  */
 
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { BatchClaims } from '../shared/jwt.ts';
 import {
   fromHex,
@@ -29,7 +30,7 @@ const USAGE = `Usage:
   mesh-verify receipt <receipt.jwt | JWT | -> --jwks <jwks.json | URL>
   mesh-verify batch <batch.jwt | batch.json> --receipts <receipts.ndjson> --jwks <jwks.json | URL>
   mesh-verify proof <receipt.jwt | JWT | -> --proof <proof.json> --batch <batch.jwt | batch.json> --jwks <jwks.json | URL>
-  mesh-verify archive <dir> [--jwks <jwks.json | URL>]
+  mesh-verify archive <dir> --jwks <jwks-archive.json | URL>
 
 Verifies mesh receipts, settlement batches and inclusion proofs offline
 against the mesh's public JWKS (GET /.well-known/jwks.json).
@@ -40,8 +41,12 @@ against the mesh's public JWKS (GET /.well-known/jwks.json).
             all its receipts in leaf order
   proof     a receipt's inclusion proof (proof.json as GET
             /v1/receipts/{jti}/proof returns it) against its batch
-  archive   a downloaded batch archive folder: batch.json, receipts.ndjson
-            and jwks.json (--jwks overrides the folder's jwks.json)
+  archive   a downloaded batch archive folder: batch.json and
+            receipts.ndjson, verified with the --jwks you trust (the edge's
+            /.well-known/jwks-archive.json, or your saved copy of it), never
+            with the folder's own jwks.json; that copy is only compared with
+            it, and a key in it that the trusted JWKS lacks or holds
+            differently fails the check
 
 receipts.ndjson holds one receipt per line, each either a JSON object with a
 "receipt" field ({"receipt":"<JWT>", ...}), a JSON string ("<JWT>"), or the
@@ -49,7 +54,8 @@ bare JWT; blank lines are skipped. A receipt or batch file may likewise hold
 the bare JWT, a JSON string, or a JSON object with a "receipt" / "batch" field.
 
 Options:
-  --jwks <file | URL>  the mesh's JWKS, a file or an http(s) URL (fetched once)
+  --jwks <file | URL>  the mesh's JWKS, a file or an http(s) URL (fetched once),
+                       from a source you trust; required by every command
   --issuer <url>       also require every token's iss to be this URL
   --json               print the result as one JSON object on stdout
   -h, --help           print this help
@@ -99,7 +105,7 @@ async function main(argv: string[]): Promise<number> {
     }
   } catch (err) {
     if (err instanceof UsageError) return usage(err.message);
-    const code = err instanceof VerifyError || err instanceof InputError ? err.code : 'internal';
+    const code = err instanceof VerifyError || err instanceof InputError || err instanceof JwksMismatch ? err.code : 'internal';
     const message = err instanceof Error ? err.message : String(err);
     if (values.json) process.stdout.write(`${JSON.stringify({ ok: false, command, code, message })}\n`);
     else process.stderr.write(`FAIL  ${code === 'internal' ? `internal error: ${message}` : message}\n`);
@@ -179,14 +185,82 @@ async function proofCommand(target: string, values: Values, opts: VerifyOptions)
   };
 }
 
+/**
+ * An archive folder. The folder is what is being checked, so nothing in it
+ * is trusted: batch and receipts are verified with the --jwks the caller
+ * trusts, and the folder's jwks.json is only compared with that JWKS.
+ */
 async function archiveCommand(dir: string, values: Values, opts: VerifyOptions): Promise<Outcome> {
   const info = await stat(dir).catch(() => undefined);
   if (!info?.isDirectory()) throw new UsageError(`${dir} is not a folder`);
-  const jwks = await loadJwks(values.jwks ?? join(dir, 'jwks.json'));
+  const trustedArg = values.jwks;
+  if (trustedArg === undefined || trustedArg === '') {
+    throw new UsageError(
+      'archive needs --jwks <file | URL> from a source you trust (the edge\'s /.well-known/jwks-archive.json or your saved copy); the archive\'s own jwks.json is not trusted',
+    );
+  }
+  const copyPath = join(dir, 'jwks.json');
+  if (await samePath(trustedArg, copyPath)) {
+    throw new UsageError(`--jwks must not be the archive's own jwks.json (${copyPath}): it is what is being checked`);
+  }
+  const trusted = await loadJwks(trustedArg);
+  const hasCopy = await stat(copyPath).then((s) => s.isFile(), () => false);
+  const copyKeys = hasCopy ? await compareJwksCopy(await loadJwks(copyPath), trusted, copyPath) : undefined;
   const batch = await loadBatch(join(dir, 'batch.json'));
   const receiptsPath = join(dir, 'receipts.ndjson');
   const receipts = parseNdjson(await readText(receiptsPath), receiptsPath);
-  return batchOutcome(batch, receipts, jwks, opts);
+  const outcome = await batchOutcome(batch, receipts, trusted, opts);
+  const copy = copyKeys === undefined ? 'no jwks.json in the archive' : `archive jwks.json matches the trusted JWKS (${plural(copyKeys, 'key')})`;
+  return { line: `${outcome.line}; ${copy}`, json: { ...outcome.json, archive_jwks: copyKeys === undefined ? 'absent' : 'matches' } };
+}
+
+/** The archive's copy of the JWKS differs from the trusted one: a verification failure (exit 1). */
+class JwksMismatch extends Error {
+  readonly code = 'jwks_mismatch';
+}
+
+/** Whether a --jwks argument names the same file as `path` (URLs never do). */
+async function samePath(arg: string, path: string): Promise<boolean> {
+  if (/^https?:\/\//i.test(arg)) return false;
+  const [a, b] = await Promise.all([realpath(arg).catch(() => undefined), realpath(path).catch(() => undefined)]);
+  return a !== undefined && a === b;
+}
+
+/**
+ * Checks that every key in the archive's jwks.json is in the trusted JWKS
+ * under the same kid with the same key material (RFC 7638 thumbprint). The
+ * trusted JWKS may hold more keys (ones added after this batch). Returns the
+ * number of keys compared.
+ */
+async function compareJwksCopy(copy: Jwks, trusted: Jwks, source: string): Promise<number> {
+  const trustedByKid = new Map<string, Set<string>>();
+  for (const key of trusted.keys) {
+    if (typeof key.kid !== 'string') continue;
+    const print = await thumbprint(key);
+    if (print === undefined) continue;
+    let prints = trustedByKid.get(key.kid);
+    if (!prints) trustedByKid.set(key.kid, (prints = new Set()));
+    prints.add(print);
+  }
+  for (const [i, key] of copy.keys.entries()) {
+    const kid = typeof key?.kid === 'string' ? key.kid : undefined;
+    if (kid === undefined) throw new JwksMismatch(`${source}: key ${i} has no kid; the trusted JWKS names every key`);
+    const prints = trustedByKid.get(kid);
+    if (!prints) throw new JwksMismatch(`${source}: key ${JSON.stringify(kid)} is not in the trusted JWKS; the archive's keys were replaced or added to`);
+    const print = await thumbprint(key);
+    if (print === undefined || !prints.has(print)) {
+      throw new JwksMismatch(`${source}: key ${JSON.stringify(kid)} differs from the trusted JWKS's key of that kid; the archive's keys were replaced`);
+    }
+  }
+  return copy.keys.length;
+}
+
+async function thumbprint(key: JWK): Promise<string | undefined> {
+  try {
+    return await calculateJwkThumbprint(key, 'sha256');
+  } catch {
+    return undefined;
+  }
 }
 
 async function batchOutcome(batch: LoadedBatch, receipts: string[], jwks: Jwks, opts: VerifyOptions): Promise<Outcome> {

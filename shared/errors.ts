@@ -35,6 +35,7 @@ export type MeshErrorCode =
   | 'backend_failed'
   | 'backend_timeout'
   | 'not_ready'
+  | 'not_implemented'
   | 'internal';
 
 /** The HTTP status each code maps to, so a code never drifts from its status. */
@@ -64,6 +65,7 @@ const STATUS_OF: Record<MeshErrorCode, number> = {
   backend_failed: 502,
   backend_timeout: 504,
   not_ready: 503,
+  not_implemented: 501,
   internal: 500,
 };
 

@@ -50,6 +50,13 @@ export interface KeyClaims {
   regions?: string[];
 }
 
+/**
+ * What a dispatch token allows: `infer` runs one inference of `model`;
+ * `control` changes the backend's repository (index, load, unload `model`).
+ * A token of one purpose is never accepted for the other.
+ */
+export type DispatchPurpose = 'infer' | 'control';
+
 /** Claims of a dispatch token (`typ: mesh-dispatch+jwt`). */
 export interface DispatchClaims {
   iss: string;
@@ -58,7 +65,10 @@ export interface DispatchClaims {
   jti: string;
   iat: number;
   exp: number;
+  purpose: DispatchPurpose;
   model: string;
+  /** The version the edge expects the backend to serve (infer tokens): the backend refuses the token when it serves another. */
+  model_version?: string;
   body_sha256: string;
 }
 
@@ -69,6 +79,10 @@ export interface HeartbeatClaims {
   aud: typeof HEARTBEAT_AUDIENCE;
   iat: number;
   exp: number;
+  /** Hex SHA-256 of the exact heartbeat body bytes: the token is good for that body only. */
+  body_sha256: string;
+  /** Strictly increasing per backend (the edge refuses one not above the last it accepted): a heartbeat is never replayed. */
+  seq: number;
 }
 
 /** Claims of a provider attestation (`typ: mesh-attestation+jwt`, docs/api.md section 3). */
@@ -107,6 +121,8 @@ export interface ReceiptClaims {
   cache: 'hit' | 'miss';
   verify: 'none' | 'sampled' | 'redundant';
   attestation?: string;
+  /** Set when the Hugging Face fallback answered: the upstream model id that computed it (`model` stays the mesh's name). */
+  upstream_model?: string;
 }
 
 /** Per-provider payout and per-consumer charge of a batch, integer micro-USD. */

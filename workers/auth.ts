@@ -4,7 +4,9 @@
  * algorithm list, typ, issuer, audience and a required `exp`; a verified key is
  * remembered per isolate until it expires, so the hot path pays one signature
  * check per key, not per request. Revoked keys are refused from the isolate's
- * snapshot (fresh within SNAPSHOT_REFRESH_MS), not by a call per request.
+ * snapshot (fresh within SNAPSHOT_REFRESH_MS), not by a call per request;
+ * while the isolate has never loaded that list, every key gets 503 `not_ready`
+ * (fail closed), never a pass.
  */
 
 import { errors as joseErrors, jwtVerify, type JWTHeaderParameters } from 'jose';
@@ -55,7 +57,8 @@ async function verifyKey(env: Env, token: string): Promise<KeyClaims> {
 
 /**
  * Authenticates a request's bearer key and checks its role.
- * Throws 401 (`unauthorized` / `invalid_token`) or 403 (`forbidden`).
+ * Throws 401 (`unauthorized` / `invalid_token`), 403 (`forbidden`), or 503
+ * (`not_ready`) while this isolate has never loaded the revoked-key list.
  */
 export async function authenticate(c: Context<AppEnv>, roles: readonly KeyRole[]): Promise<KeyClaims> {
   const env = c.env;
@@ -71,7 +74,15 @@ export async function authenticate(c: Context<AppEnv>, roles: readonly KeyRole[]
     if (verified.size >= CACHE_MAX) verified.delete(verified.keys().next().value!);
     verified.set(token, claims);
   }
-  const { revoked } = await getSnapshot(env, c.executionCtx, settings(env).snapshotRefreshMs);
+  const { snapshotRefreshMs } = settings(env);
+  const { revoked } = await getSnapshot(env, c.executionCtx, snapshotRefreshMs);
+  if (!revoked) {
+    // Fail closed: this isolate could not load the revoked-key list yet, so a
+    // revoked key would look valid. The snapshot refresh retries in the background.
+    throw new MeshError('not_ready', 'The edge cannot check key revocations right now; retry shortly.', {
+      retryAfter: Math.max(1, Math.ceil(snapshotRefreshMs / 1000)),
+    });
+  }
   if (revoked.has(claims.jti)) throw new MeshError('invalid_token', 'This key has been revoked.');
   if (!roles.includes(claims.role)) {
     throw new MeshError('forbidden', `This route needs a ${roles.join(' or ')} key; yours is a ${claims.role} key.`);

@@ -23,6 +23,10 @@ export interface Settings {
   snapshotRefreshMs: number;
   backendTimeoutMs: number;
   maxBodyBytes: number;
+  /** The largest answer read from a backend, bytes (a larger one fails the attempt). */
+  maxResponseBytes: number;
+  /** Distinct backend ids one provider may own mesh-wide (docs/api.md section 3.1). */
+  maxBackendsPerProvider: number;
   placement: PlacementPolicy;
   settlement: {
     epochMs: number;
@@ -52,6 +56,8 @@ export function settings(env: Env): Settings {
       snapshotRefreshMs: int(env.SNAPSHOT_REFRESH_MS, 1000),
       backendTimeoutMs: int(env.BACKEND_TIMEOUT_MS, 15_000),
       maxBodyBytes: int(env.MAX_BODY_BYTES, 8 * 1024 * 1024),
+      maxResponseBytes: int(env.MAX_RESPONSE_BYTES, 16 * 1024 * 1024),
+      maxBackendsPerProvider: Math.floor(int(env.MAX_BACKENDS_PER_PROVIDER, 64)),
       placement: {
         ...DEFAULT_PLACEMENT,
         demandWindowMs: int(env.DEMAND_WINDOW_SECONDS, DEFAULT_PLACEMENT.demandWindowMs / 1000) * 1000,

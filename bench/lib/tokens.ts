@@ -18,7 +18,7 @@ export interface DispatchTokenOptions {
 export async function signDispatchTokens(o: DispatchTokenOptions): Promise<string[]> {
   const iat = Math.floor(Date.now() / 1000);
   const sign = () =>
-    new SignJWT({ model: o.model, body_sha256: o.bodySha256 })
+    new SignJWT({ purpose: 'infer', model: o.model, body_sha256: o.bodySha256 })
       .setProtectedHeader({ alg: 'EdDSA', typ: TYP.dispatch, kid: o.kid })
       .setIssuer(o.issuer)
       .setAudience(o.aud)

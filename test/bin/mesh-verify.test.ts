@@ -46,18 +46,19 @@ beforeAll(async () => {
 
   receipts = await Promise.all(Array.from({ length: 5 }, (_, i) => sign(receiptClaims(i), TYP.receipt)));
   const leaves = receipts.map(leafHash);
-  const batch: BatchClaims = {
+  const batchOf = (jwts: string[]): BatchClaims => ({
     iss: ISSUER,
     iat: Math.floor(Date.now() / 1000),
     batch_id: BATCH_ID,
     shard: 3,
     epoch_start: 1764083640123,
     epoch_end: 1764083700123,
-    count: receipts.length,
-    merkle_root: toHex(merkleRoot(leaves)),
-    totals: sortedTotals(totalsOf(receipts.map((_, i) => receiptClaims(i)))),
+    count: jwts.length,
+    merkle_root: toHex(merkleRoot(jwts.map(leafHash))),
+    totals: sortedTotals(totalsOf(jwts.map((_, i) => receiptClaims(i)))),
     disputed: [],
-  };
+  });
+  const batch = batchOf(receipts);
   batchJwt = await sign(batch, TYP.batch);
   const proof = { batch_id: BATCH_ID, leaf_index: 2, tree_size: 5, audit_path: inclusionProof(leaves, 2).map(toHex) };
   const jwks = JSON.stringify({ keys: [mesh.publicJwk] });
@@ -90,8 +91,31 @@ beforeAll(async () => {
     writeFile(join(dir, 'archive', 'jwks.json'), jwks),
   ]);
 
+  // Forged archives: an attacker who can write the archive swaps its jwks.json for their own key (under the
+  // real kid, or a new one) and re-signs every receipt and the batch with it, or re-signs them and leaves
+  // the honest jwks.json in place; and an honest batch whose jwks.json gained an extra key.
+  const forgedArchives = [['forged-same-kid', mesh.publicJwk.kid!, true], ['forged-new-kid', 'attacker-1', true], ['forged-honest-jwks', mesh.publicJwk.kid!, false]] as const;
+  for (const [name, kid, swapJwks] of forgedArchives) {
+    const attacker = await generateEd25519(kid);
+    const attackerKey = (await importJWK(attacker.privateJwk, 'EdDSA')) as CryptoKey;
+    const forge = (payload: object, typ: string) => new SignJWT({ ...payload }).setProtectedHeader({ alg: 'EdDSA', typ, kid }).sign(attackerKey);
+    const forged = await Promise.all(Array.from({ length: 5 }, (_, i) => forge(receiptClaims(i), TYP.receipt)));
+    await mkdir(path(name));
+    await Promise.all([
+      writeFile(join(dir, name, 'batch.json'), JSON.stringify({ id: BATCH_ID, batch: await forge(batchOf(forged), TYP.batch) })),
+      writeFile(join(dir, name, 'receipts.ndjson'), forged.map((r) => JSON.stringify({ receipt: r })).join('\n')),
+      writeFile(join(dir, name, 'jwks.json'), swapJwks ? JSON.stringify({ keys: [attacker.publicJwk] }) : jwks),
+    ]);
+  }
+  await mkdir(path('extra-key'));
+  await Promise.all([
+    writeFile(join(dir, 'extra-key', 'batch.json'), JSON.stringify({ id: BATCH_ID, batch: batchJwt })),
+    writeFile(join(dir, 'extra-key', 'receipts.ndjson'), receipts.map((r) => JSON.stringify({ receipt: r })).join('\n')),
+    writeFile(join(dir, 'extra-key', 'jwks.json'), JSON.stringify({ keys: [mesh.publicJwk, other.publicJwk] })),
+  ]);
+
   jwksServer = createServer((req, res) => {
-    if (req.url === '/.well-known/jwks.json') res.writeHead(200, { 'content-type': 'application/json' }).end(jwks);
+    if (req.url === '/.well-known/jwks.json' || req.url === '/.well-known/jwks-archive.json') res.writeHead(200, { 'content-type': 'application/json' }).end(jwks);
     else res.writeHead(404).end();
   });
   await new Promise<void>((ok) => jwksServer.listen(0, '127.0.0.1', ok));
@@ -139,12 +163,18 @@ describe('mesh-verify: valid material', () => {
   it('verifies an inclusion proof and an archive folder', async () => {
     const [proof, archive] = await Promise.all([
       cli(['proof', path('receipt.jwt'), '--proof', path('proof.json'), '--batch', path('batch.json'), '--jwks', path('jwks.json')]),
-      cli(['archive', path('archive')]),
+      cli(['archive', path('archive'), '--jwks', path('jwks.json')]),
     ]);
     expect(proof.code, proof.stderr).toBe(0);
     expect(proof.stdout).toMatch(/^ok {2}receipt rcpt-000002 is leaf 2 of 5 in batch 1764083700123-03-000042 \(root [0-9a-f]{12}…\)\n$/);
     expect(archive.code, archive.stderr).toBe(0);
-    expect(archive.stdout).toMatch(/^ok {2}batch 1764083700123-03-000042: 5 receipts/);
+    expect(archive.stdout).toMatch(/^ok {2}batch 1764083700123-03-000042: 5 receipts, .*; archive jwks\.json matches the trusted JWKS \(1 key\)\n$/);
+  });
+
+  it('verifies an honest archive against the edge\'s jwks-archive.json URL', async () => {
+    const run = await cli(['archive', path('archive'), '--jwks', jwksUrl.replace('jwks.json', 'jwks-archive.json'), '--json']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(JSON.parse(run.stdout)).toMatchObject({ ok: true, command: 'archive', batch_id: BATCH_ID, count: 5, archive_jwks: 'matches' });
   });
 });
 
@@ -168,6 +198,35 @@ describe('mesh-verify: failures exit 1 with a FAIL line', () => {
     expect(wrongId.stderr).toContain('batch file says id 1764083700123-03-000041');
   });
 
+  it('refuses an archive whose jwks.json was swapped for an attacker\'s key and its batch re-signed with it', async () => {
+    const [sameKid, newKid, sameKidJson] = await Promise.all([
+      cli(['archive', path('forged-same-kid'), '--jwks', path('jwks.json')]),
+      cli(['archive', path('forged-new-kid'), '--jwks', jwksUrl]),
+      cli(['archive', path('forged-same-kid'), '--jwks', path('jwks.json'), '--json']),
+    ]);
+    expect(sameKid).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `FAIL  ${join(path('forged-same-kid'), 'jwks.json')}: key "mesh-2025-02" differs from the trusted JWKS's key of that kid; the archive's keys were replaced\n`,
+    });
+    expect(newKid.code).toBe(1);
+    expect(newKid.stderr).toBe(`FAIL  ${join(path('forged-new-kid'), 'jwks.json')}: key "attacker-1" is not in the trusted JWKS; the archive's keys were replaced or added to\n`);
+    expect(JSON.parse(sameKidJson.stdout)).toMatchObject({ ok: false, command: 'archive', code: 'jwks_mismatch' });
+  });
+
+  it('verifies the batch with the trusted key even when the archive\'s jwks.json is the honest one', async () => {
+    // jwks.json matches the trusted JWKS, but batch and receipts carry the attacker's signatures.
+    const run = await cli(['archive', path('forged-honest-jwks'), '--jwks', path('jwks.json')]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toBe(`FAIL  batch ${BATCH_ID}: signature does not verify (kid mesh-2025-02)\n`);
+  });
+
+  it('refuses an honest batch whose archive jwks.json holds a key the trusted JWKS lacks', async () => {
+    const run = await cli(['archive', path('extra-key'), '--jwks', path('jwks.json')]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toBe(`FAIL  ${join(path('extra-key'), 'jwks.json')}: key "other" is not in the trusted JWKS; the archive's keys were replaced or added to\n`);
+  });
+
   it('refuses an archive checked against another JWKS, the wrong issuer, and an unparseable ndjson line', async () => {
     const [archive, issuer, notJson] = await Promise.all([
       cli(['archive', path('archive'), '--jwks', path('other-jwks.json')]),
@@ -175,7 +234,7 @@ describe('mesh-verify: failures exit 1 with a FAIL line', () => {
       cli(['batch', path('batch.json'), '--receipts', path('not-json.ndjson'), '--jwks', path('jwks.json')]),
     ]);
     expect(archive.code).toBe(1);
-    expect(archive.stderr).toBe(`FAIL  batch ${BATCH_ID}: no EdDSA key with kid "mesh-2025-02" in the JWKS\n`);
+    expect(archive.stderr).toBe(`FAIL  ${join(path('archive'), 'jwks.json')}: key "mesh-2025-02" is not in the trusted JWKS; the archive's keys were replaced or added to\n`);
     expect(issuer.code).toBe(1);
     expect(issuer.stderr).toContain('FAIL  receipt (jti rcpt-000002): issuer is "https://mesh.test", expected "https://other.mesh"');
     expect(notJson.code).toBe(1);
@@ -201,7 +260,9 @@ describe('mesh-verify: usage', () => {
       ['receipt', path('receipt.jwt'), '--jwks', path('no-such-jwks.json')],
       ['batch', path('batch.json'), '--jwks', path('jwks.json')],
       ['proof', path('receipt.jwt'), '--batch', path('batch.json'), '--jwks', path('jwks.json')],
-      ['archive', path('no-such-dir')],
+      ['archive', path('no-such-dir'), '--jwks', path('jwks.json')],
+      ['archive', path('archive')],
+      ['archive', path('forged-same-kid'), '--jwks', join(path('forged-same-kid'), 'jwks.json')],
       ['receipt', path('receipt.jwt'), 'extra', '--jwks', path('jwks.json')],
     ];
     const runs = await Promise.all(cases.map((args) => cli(args)));
@@ -211,5 +272,16 @@ describe('mesh-verify: usage', () => {
       expect(run.stdout, what).toBe('');
       expect(run.stderr, what).toMatch(/^mesh-verify: [^\n]+\n$/);
     });
+  });
+
+  it('says that archive needs a trusted --jwks, and that the archive\'s own copy is not one', async () => {
+    const [none, own] = await Promise.all([
+      cli(['archive', path('archive')]),
+      cli(['archive', path('archive'), '--jwks', join(path('archive'), 'jwks.json')]),
+    ]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('archive needs --jwks <file | URL> from a source you trust');
+    expect(own.code).toBe(2);
+    expect(own.stderr).toContain("--jwks must not be the archive's own jwks.json");
   });
 });

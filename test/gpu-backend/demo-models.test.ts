@@ -126,6 +126,11 @@ describe('configs match the ONNX graphs', () => {
     });
     expect(config.instance_group).toEqual([{ count: 1, kind: 'KIND_GPU' }]);
   });
+
+  it('each declares how it is metered: embed by tokens, classifier by rows', async () => {
+    expect((await readConfig(dirA, 'embed')).parameters).toMatchObject({ metering: 'tokens', max_sequence_length: 128, pad_id: PAD_ID });
+    expect((await readConfig(dirA, 'classifier')).parameters).toEqual({ metering: 'rows' });
+  });
 });
 
 describe('embed', () => {
@@ -238,10 +243,22 @@ describe('parseModelConfig', () => {
     [{ ...valid, instance_group: [{ count: 1, gpus: [0] }] }, 'instance_group[0].gpus'],
     [{ ...valid, instance_group: [{ kind: 'KIND_GPU' }, { kind: 'KIND_CPU' }] }, 'instance_group'],
     [{ ...valid, parameters: { x: { string_value: 'y' } } }, 'parameters.x'],
+    [{ ...valid, parameters: { metering: 'bytes' } }, 'parameters.metering'],
+    [{ ...valid, parameters: { metering: 'Tokens' } }, 'parameters.metering'],
+    [{ ...valid, parameters: { metering: 1 } }, 'parameters.metering'],
+    [{ ...valid, parameters: { max_sequence_length: 0 } }, 'parameters.max_sequence_length'],
+    [{ ...valid, parameters: { max_sequence_length: '128' } }, 'parameters.max_sequence_length'],
+    [{ ...valid, parameters: { pad_id: 0.5 } }, 'parameters.pad_id'],
     [{ ...valid, input: [] }, 'input'],
     [{ ...valid, name: undefined }, 'name'],
   ])('rejects %j naming %s', (json, field) => {
     expect(() => parseModelConfig(json, 'models/m/config.json')).toThrow(`models/m/config.json: ${field} `);
+  });
+
+  it('accepts every meter of shared/metering.ts as parameters.metering', () => {
+    for (const metering of ['tokens', 'rows', 'elements', 'requests']) {
+      expect(parseModelConfig({ ...structuredClone(valid), parameters: { metering } }, 'cfg.json').parameters).toEqual({ metering });
+    }
   });
 
   it('maps Triton types to OIP datatypes and back', () => {

@@ -13,7 +13,7 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { SignJWT, createLocalJWKSet, exportJWK, generateKeyPair, type CryptoKey, type JWK, type JWTHeaderParameters } from 'jose';
 import { sha256Hex } from '../../receipts/hash.ts';
-import { DISPATCH_TTL_S, TYP } from '../../shared/jwt.ts';
+import { DISPATCH_TTL_S, TYP, type DispatchPurpose } from '../../shared/jwt.ts';
 import { createBackend, type Backend, type BackendOverrides } from '../../gpu-backend/src/backend.ts';
 import { loadConfig } from '../../gpu-backend/src/config.ts';
 import { generateDemoModels } from '../../gpu-backend/src/demo-models/generate.ts';
@@ -48,13 +48,15 @@ export interface DispatchOptions {
   model: string;
   body: string | Uint8Array;
   key: MeshKey;
+  /** Default `infer`; the repository routes need `control` (`purposeOf`). */
+  purpose?: DispatchPurpose;
   claims?: Record<string, unknown>;
   header?: Partial<JWTHeaderParameters>;
   iat?: number;
   exp?: number;
 }
 
-/** Signs a dispatch token as the edge would: right typ, iss, aud, model and body hash unless overridden. */
+/** Signs a dispatch token as the edge would: right typ, iss, aud, purpose, model and body hash unless overridden. */
 export async function dispatchToken(o: DispatchOptions): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   const iat = o.iat ?? now;
@@ -65,6 +67,7 @@ export async function dispatchToken(o: DispatchOptions): Promise<string> {
     jti: crypto.randomUUID(),
     iat,
     exp: o.exp ?? iat + DISPATCH_TTL_S,
+    purpose: o.purpose ?? 'infer',
     model: o.model,
     body_sha256: await sha256Hex(o.body),
     ...o.claims,
@@ -79,8 +82,9 @@ export interface Harness {
   mesh: MeshKey;
   provider: { privateJwk: ProviderJwk; publicJwk: JWK };
   log: ReturnType<typeof memoryLogger>;
-  heartbeats: { url: string; authorization: string; body: Record<string, unknown> }[];
-  /** POSTs `body` to `path` with a valid dispatch token for `model` (or the given token/headers). */
+  /** Every heartbeat sent: `raw` is the exact body bytes, `body` their JSON. */
+  heartbeats: { url: string; authorization: string; raw: Uint8Array; body: Record<string, unknown> }[];
+  /** POSTs `body` to `path` with a valid dispatch token for `model` and the route's purpose (or the given token/headers). */
   post(path: string, body: unknown, options?: { model?: string; token?: string | null; raw?: string }): Promise<Response>;
   get(path: string): Promise<Response>;
 }
@@ -116,7 +120,8 @@ export async function harness(options: HarnessOptions): Promise<Harness> {
   const heartbeats: Harness['heartbeats'] = [];
   const fakeFetch = (async (url: string | URL | Request, init?: RequestInit) => {
     const headers = new Headers(init?.headers);
-    heartbeats.push({ url: String(url), authorization: headers.get('authorization') ?? '', body: JSON.parse(String(init?.body)) });
+    const raw = new Uint8Array(await new Response(init?.body).arrayBuffer());
+    heartbeats.push({ url: String(url), authorization: headers.get('authorization') ?? '', raw, body: JSON.parse(new TextDecoder().decode(raw)) });
     const reply = options.heartbeatReply?.() ?? { ok: true, ttlSeconds: 10, actions: [] };
     return new Response(JSON.stringify(reply), { status: 200, headers: { 'content-type': 'application/json' } });
   }) as typeof fetch;
@@ -130,12 +135,17 @@ export async function harness(options: HarnessOptions): Promise<Harness> {
   const post: Harness['post'] = async (p, body, o = {}) => {
     const raw = o.raw ?? JSON.stringify(body);
     const headers: Record<string, string> = { 'content-type': 'application/json' };
-    const token = o.token === undefined ? await dispatchToken({ model: o.model ?? modelOf(p), body: raw, key: mesh }) : o.token;
+    const token = o.token === undefined ? await dispatchToken({ model: o.model ?? modelOf(p), body: raw, key: mesh, purpose: purposeOf(p) }) : o.token;
     if (token !== null) headers.authorization = `Bearer ${token}`;
     return backend.app.request(p, { method: 'POST', headers, body: raw });
   };
   const get: Harness['get'] = (p) => Promise.resolve(backend.app.request(p));
   return { backend, mesh, provider, log, heartbeats, post, get };
+}
+
+/** The purpose of the dispatch token a route needs: `control` for /v2/repository/..., else `infer`. */
+export function purposeOf(p: string): DispatchPurpose {
+  return p.startsWith('/v2/repository/') ? 'control' : 'infer';
 }
 
 /** The model a route is about: /v2/models/<m>/... or /v2/repository/models/<m>/..., `*` for the index. */

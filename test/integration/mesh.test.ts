@@ -95,7 +95,7 @@ describe('receipts', () => {
       region: 'eu-west',
       pop: 'FRA',
       units: { input: 2, output: 2 },
-      amount: priceOf('classifier', { input: 2, output: 2 }),
+      amount: priceOf({ input: 0, output: 5 }, { input: 2, output: 2 }), // the classifier's price in wrangler.toml
       cache: 'miss',
       verify: 'sampled',
     });
@@ -152,7 +152,7 @@ describe('dispatch tokens at the backend', () => {
   async function dispatchToken(over: Record<string, unknown>, body: string) {
     const key = await importJWK(mesh.meshPrivateJwk, 'EdDSA');
     const now = Math.floor(Date.now() / 1000);
-    return new SignJWT({ model: 'embed', body_sha256: await sha256Hex(body), sub: 'it', ...over })
+    return new SignJWT({ purpose: 'infer', model: 'embed', body_sha256: await sha256Hex(body), sub: 'it', ...over })
       .setProtectedHeader({ alg: 'EdDSA', typ: TYP.dispatch, kid: mesh.meshPrivateJwk.kid! })
       .setIssuer(mesh.edgeUrl)
       .setAudience((over.aud as string) ?? 'sg-1')

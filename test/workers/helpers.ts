@@ -1,10 +1,14 @@
-/** Test helpers inside workerd: keys signed with the test mesh key, providers, heartbeats. */
+/** Test helpers inside workerd: keys signed with the test mesh key, providers, heartbeats, counted Durable Object calls. */
 
+import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test';
 import { env, exports } from 'cloudflare:workers';
 import { importJWK, SignJWT, type JWK } from 'jose';
+import { sha256Hex } from '../../receipts/index.ts';
 import { generateEd25519, issueKey } from '../../shared/keys.ts';
 import type { Heartbeat } from '../../shared/heartbeat.ts';
 import { HEARTBEAT_AUDIENCE, TYP, type KeyRole } from '../../shared/jwt.ts';
+import { app } from '../../workers/app.ts';
+import type { Env } from '../../workers/env.ts';
 
 export const BASE = 'https://mesh.test';
 
@@ -51,22 +55,87 @@ export function heartbeatBody(backendId: string, region: string, over: Partial<H
   };
 }
 
-export async function heartbeatToken(provider: { id: string; key: CryptoKey | Uint8Array; kid: string }, sub: string, ttl = 60) {
+type Signer = { id: string; key: CryptoKey | Uint8Array; kid: string };
+
+/** Heartbeat seqs: strictly increasing in this module, seeded by the clock like the backend's. */
+let lastSeq = Date.now();
+export const nextSeq = () => ++lastSeq;
+
+/**
+ * A heartbeat token for `sub`, bound to the exact `body` string that will be
+ * sent (`body_sha256`), with the next `seq` unless one is given.
+ */
+export async function heartbeatToken(
+  provider: Signer,
+  sub: string,
+  body: string,
+  opts: { ttl?: number; seq?: number; bodySha256?: string; claims?: Record<string, unknown> } = {},
+) {
   const iat = Math.floor(Date.now() / 1000);
-  return new SignJWT({})
+  const claims = { body_sha256: opts.bodySha256 ?? (await sha256Hex(body)), seq: opts.seq ?? nextSeq(), ...opts.claims };
+  return new SignJWT(claims)
     .setProtectedHeader({ alg: 'EdDSA', typ: TYP.heartbeat, kid: provider.kid })
     .setIssuer(provider.id)
     .setSubject(sub)
     .setAudience(HEARTBEAT_AUDIENCE)
     .setIssuedAt(iat)
-    .setExpirationTime(iat + ttl)
+    .setExpirationTime(iat + (opts.ttl ?? 60))
     .sign(provider.key);
 }
 
-export async function sendHeartbeat(provider: { id: string; key: CryptoKey | Uint8Array; kid: string }, body: Heartbeat) {
-  return call('/v1/providers/heartbeat', {
-    method: 'POST',
-    token: await heartbeatToken(provider, body.backendId),
-    body: JSON.stringify(body),
-  });
+/** Sends one heartbeat as a backend does: a fresh token over the exact JSON sent. */
+export async function sendHeartbeat(provider: Signer, body: Heartbeat) {
+  const text = JSON.stringify(body);
+  return call('/v1/providers/heartbeat', { method: 'POST', token: await heartbeatToken(provider, body.backendId, text), body: text });
+}
+
+/**
+ * The test `env` with `vars` replaced (a new env object gets its own parsed
+ * settings) and every Durable Object stub method call recorded in `calls` as
+ * `Class(name).method`.
+ */
+export function envWith(vars: Record<string, string>, calls: string[] = []): Env {
+  const wrap = (ns: DurableObjectNamespace, cls: string) =>
+    new Proxy(ns, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver);
+        if (prop !== 'getByName' || typeof value !== 'function') return value;
+        return (name: string, opts?: unknown) => {
+          const stub = Reflect.apply(value, target, [name, opts]) as object;
+          return new Proxy(stub, {
+            get(s, method) {
+              const m = Reflect.get(s, method);
+              if (typeof m !== 'function') return m;
+              return (...args: unknown[]) => {
+                calls.push(`${cls}(${name}).${String(method)}`);
+                // Reflect.apply: on an RPC stub, `m.apply` would name a remote method.
+                return Reflect.apply(m, s, args);
+              };
+            },
+          });
+        };
+      },
+    });
+  return {
+    ...env,
+    ...vars,
+    REGION_DIRECTORY: wrap(env.REGION_DIRECTORY as unknown as DurableObjectNamespace, 'RegionDirectory'),
+    OPERATOR_REGISTRY: wrap(env.OPERATOR_REGISTRY as unknown as DurableObjectNamespace, 'OperatorRegistry'),
+  } as unknown as Env;
+}
+
+/** Like `call`, through the app with `e` (see `envWith`). */
+export async function callWith(e: Env, path: string, init: RequestInit & { token?: string } = {}) {
+  const headers = new Headers(init.headers);
+  if (init.token) headers.set('authorization', `Bearer ${init.token}`);
+  const ctx = createExecutionContext();
+  const res = await app.fetch(new Request(BASE + path, { ...init, headers }), e, ctx);
+  await waitOnExecutionContext(ctx);
+  return res;
+}
+
+/** Like `sendHeartbeat`, through the app with `e`. */
+export async function sendHeartbeatWith(e: Env, provider: Signer, body: Heartbeat) {
+  const text = JSON.stringify(body);
+  return callWith(e, '/v1/providers/heartbeat', { method: 'POST', token: await heartbeatToken(provider, body.backendId, text), body: text });
 }

@@ -59,6 +59,16 @@ describe('the per-request path', () => {
     // The fake backend: checks the dispatch token like a real one and attests its answer.
     vi.spyOn(globalThis, 'fetch').mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
       const req = new Request(input, init);
+      // The model's metadata, which the edge fetches once and keeps for a minute.
+      if (req.method === 'GET') {
+        return Response.json({
+          name: 'embed',
+          versions: ['1'],
+          platform: 'onnxruntime_onnx',
+          inputs: [{ name: 'input_ids', datatype: 'INT64', shape: [-1, -1] }],
+          outputs: [{ name: 'embedding', datatype: 'FP32', shape: [-1, 2] }],
+        });
+      }
       const token = req.headers.get('authorization')!.slice('Bearer '.length);
       expect(decodeProtectedHeader(token).typ).toBe(TYP.dispatch);
       const { payload } = await jwtVerify<DispatchClaims>(token, meshPublic, { algorithms: ['EdDSA'], audience: 'hot-1' });

@@ -301,7 +301,7 @@ describe('sign(): the direct compact JWS', () => {
     for (const claims of [
       { ...receiptClaims() },
       { ...receiptClaims({ sub: 'consumer-ü-东京-🙂', model: 'emb\u2028ed "quoted" \\ </script>' }) },
-      { iss: 'https://mesh.test', aud: 'b-1', sub: 'c', jti: 'j', iat: 1_800_000_000, exp: 4_000_000_000, model: 'm', body_sha256: 'f'.repeat(64) },
+      { iss: 'https://mesh.test', aud: 'b-1', sub: 'c', jti: 'j', iat: 1_800_000_000, exp: 4_000_000_000, purpose: 'infer', model: 'm', body_sha256: 'f'.repeat(64) },
       {},
     ]) {
       for (const typ of [TYP.receipt, TYP.dispatch]) {

@@ -29,15 +29,27 @@ describe('routing from the directories, per PoP', () => {
     expect(pinned.map((c) => c.backend.id)).toEqual(['iad-1']);
   });
 
-  it('answers 404 for a model nobody serves and 503 with retry-after when none is warm', async () => {
+  it('answers 404 for a model nobody serves or the catalogue does not offer, and 503 with retry-after when none is warm', async () => {
     const p = await admitProvider('prov-404');
-    await sendHeartbeat(p, heartbeatBody('cold-only', 'eu-west', { models: [{ name: 'cold-model', version: '1', warm: false, maxBatchSize: 8, p50Ms: 5 }] }));
+    // Nobody serves the classifier warm; a backend announces a model the operator's catalogue does not offer.
+    await sendHeartbeat(
+      p,
+      heartbeatBody('cold-only', 'eu-west', {
+        models: [
+          { name: 'classifier', version: '1', warm: false, maxBatchSize: 8, p50Ms: 5 },
+          { name: 'unpriced', version: '1', warm: true, maxBatchSize: 8, p50Ms: 5 },
+        ],
+      }),
+    );
     const key = await keyFor('consumer');
     const body = JSON.stringify({ inputs: [{ name: 'x', shape: [1], datatype: 'FP32', data: [1] }] });
     const unknown = await call('/v2/models/nope/infer', { method: 'POST', token: key, body, colo: 'FRA' });
     expect(unknown.status).toBe(404);
     expect(await unknown.json()).toMatchObject({ error: { code: 'model_not_found' } });
-    const cold = await call('/v2/models/cold-model/infer', { method: 'POST', token: key, body, colo: 'FRA' });
+    const unpriced = await call('/v2/models/unpriced/infer', { method: 'POST', token: key, body, colo: 'FRA' });
+    expect(unpriced.status).toBe(404);
+    expect(await unpriced.json()).toMatchObject({ error: { code: 'model_not_found', message: expect.stringMatching(/does not offer/) } });
+    const cold = await call('/v2/models/classifier/infer', { method: 'POST', token: key, body, colo: 'FRA' });
     expect(cold.status).toBe(503);
     expect(cold.headers.get('retry-after')).toBe('5');
     expect(await cold.json()).toMatchObject({ error: { code: 'no_capacity' } });

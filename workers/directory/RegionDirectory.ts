@@ -4,6 +4,10 @@
  * snapshots that isolates cache off the hot path, drops backends that stop
  * heartbeating with an alarm, and counts demand per model, from which its
  * heartbeat replies ask backends to load (or unload) models (placement.ts).
+ * It also keeps the last heartbeat `seq` accepted per backend id, so that no
+ * heartbeat token is accepted twice (docs/api.md section 3.2), and the
+ * providers the operator removed, whose heartbeats it refuses for a while
+ * (section 3.1).
  */
 
 import { DurableObject } from 'cloudflare:workers';
@@ -14,9 +18,24 @@ import { migrate, sqlOf, type Sql } from '../sql.ts';
 import type { BackendEntry } from './backend.ts';
 import { DEFAULT_PLACEMENT, placementActions, type PlacementPolicy } from './placement.ts';
 
-type HeartbeatResult =
+/** The verified claims of the heartbeat token that carried a heartbeat. */
+export interface HeartbeatTokenClaims {
+  /** The token's `seq`: accepted only above the last one accepted for this backend id. */
+  seq: number;
+  /** The token's `exp`, in ms: the accepted `seq` is kept at least until then. */
+  expiresAt: number;
+}
+
+export type HeartbeatResult =
   | { ok: true; created: boolean; actions: HeartbeatAction[] }
-  | { ok: false; code: 'forbidden'; message: string };
+  | { ok: false; code: 'forbidden'; reason: 'owned'; message: string }
+  /** `replayed`: a `seq` not above the last accepted; `removed`: the operator removed this provider (tombstone). */
+  | { ok: false; code: 'invalid_token'; reason: 'replayed' | 'removed'; message: string };
+
+/** Demand reports are bounded: this many models per call, counts capped (the rest is ignored). */
+const DEMAND_MAX_MODELS = 1024;
+const DEMAND_MAX_COUNT = 1_000_000_000;
+const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
 const MIGRATIONS = [
   [
@@ -42,6 +61,12 @@ const MIGRATIONS = [
     'CREATE TABLE demand (model TEXT PRIMARY KEY, requests INTEGER NOT NULL, last_request INTEGER NOT NULL)',
     'CREATE TABLE asked (action TEXT PRIMARY KEY, at INTEGER NOT NULL)',
     'CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)',
+  ],
+  [
+    // The last accepted heartbeat seq per backend id; kept until the latest accepted token's exp (ms), even after the backend row goes.
+    'CREATE TABLE heartbeat_seqs (backend_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, expires_at INTEGER NOT NULL)',
+    // Providers the operator removed: their heartbeats are refused until `until` (ms).
+    'CREATE TABLE removed_providers (provider TEXT PRIMARY KEY, until INTEGER NOT NULL)',
   ],
 ] as const;
 
@@ -91,24 +116,56 @@ export class RegionDirectory extends DurableObject<Env> {
   }
 
   /**
-   * Records a heartbeat from `provider`'s backend. A backend id belongs to the
-   * provider that first registered it until it expires.
+   * Records a heartbeat from `provider`'s backend, carried by a token whose
+   * signature and body hash the caller verified. Refused when the operator
+   * removed the provider within the tombstone period, when another provider's
+   * live backend holds the id in this region (the mesh-wide owner is the
+   * OperatorRegistry's; this is the region's own check), and when the token's
+   * `seq` is not above the last one accepted for the id.
    */
   async heartbeat(
     provider: string,
     providerKey: JWK,
     hb: Heartbeat,
+    token: HeartbeatTokenClaims,
     ttlMs: number,
     policy: PlacementPolicy = DEFAULT_PLACEMENT,
   ): Promise<HeartbeatResult> {
     const now = Date.now();
+    if (this.#sql.one('SELECT provider FROM removed_providers WHERE provider = ? AND until > ?', provider, now) !== undefined) {
+      return { ok: false, code: 'invalid_token', reason: 'removed', message: `Provider "${provider}" was removed by the operator.` };
+    }
     const existing = this.#sql.one<{ provider: string; expires_at: number }>(
       'SELECT provider, expires_at FROM backends WHERE id = ?',
       hb.backendId,
     );
     if (existing && existing.provider !== provider && existing.expires_at > now) {
-      return { ok: false, code: 'forbidden', message: `Backend "${hb.backendId}" belongs to another provider.` };
+      return { ok: false, code: 'forbidden', reason: 'owned', message: `Backend "${hb.backendId}" belongs to another provider.` };
     }
+    if (!Number.isSafeInteger(token.seq) || token.seq < 0 || !Number.isFinite(token.expiresAt)) {
+      return { ok: false, code: 'invalid_token', reason: 'replayed', message: 'The heartbeat token has no valid seq.' };
+    }
+    const last = this.#sql.one<{ seq: number; expires_at: number }>(
+      'SELECT seq, expires_at FROM heartbeat_seqs WHERE backend_id = ? AND expires_at > ?',
+      hb.backendId,
+      now,
+    );
+    if (last && token.seq <= last.seq) {
+      return {
+        ok: false,
+        code: 'invalid_token',
+        reason: 'replayed',
+        message: `Replayed heartbeat: seq ${token.seq} is not above the last accepted for backend "${hb.backendId}" (${last.seq}).`,
+      };
+    }
+    const seqExpiresAt = Math.max(token.expiresAt, last?.expires_at ?? 0, now);
+    this.#sql.run(
+      `INSERT INTO heartbeat_seqs (backend_id, seq, expires_at) VALUES (?, ?, ?)
+       ON CONFLICT(backend_id) DO UPDATE SET seq = excluded.seq, expires_at = excluded.expires_at`,
+      hb.backendId,
+      token.seq,
+      seqExpiresAt,
+    );
     const expiresAt = now + ttlMs;
     this.#sql.run(
       `INSERT INTO backends (id, provider, provider_key, region, url, lat, lon, execution_provider, ready, models, capacity, last_seen, expires_at, available)
@@ -132,21 +189,41 @@ export class RegionDirectory extends DurableObject<Env> {
       expiresAt,
       JSON.stringify(hb.available ?? []),
     );
-    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(expiresAt);
+    await this.#armAlarm(Math.min(expiresAt, seqExpiresAt));
     return { ok: true, created: !existing || existing.expires_at <= now, actions: this.#place(hb, now, policy) };
   }
 
-  /** Counts requests for models in this region (sent in batches by isolates, in the background). */
+  /**
+   * The operator removed `provider`: forgets its backends in this region now,
+   * and refuses its heartbeats until `until` (ms). Returns how many live
+   * backends it had here.
+   */
+  async removeProvider(provider: string, until: number): Promise<{ removed: number }> {
+    const now = Date.now();
+    const live = this.#sql.one<{ n: number }>('SELECT COUNT(*) AS n FROM backends WHERE provider = ? AND expires_at > ?', provider, now)?.n ?? 0;
+    this.#sql.run('DELETE FROM backends WHERE provider = ?', provider);
+    this.#sql.run(
+      `INSERT INTO removed_providers (provider, until) VALUES (?, ?)
+       ON CONFLICT(provider) DO UPDATE SET until = MAX(until, excluded.until)`,
+      provider,
+      until,
+    );
+    await this.#armAlarm(until);
+    return { removed: live };
+  }
+
+  /** Counts requests for models in this region (sent in batches by isolates, in the background); malformed entries are ignored. */
   recordDemand(counts: Record<string, number>): void {
+    if (typeof counts !== 'object' || counts === null || Array.isArray(counts)) return;
     const now = Date.now();
     this.#trackingSince(now);
-    for (const [model, n] of Object.entries(counts)) {
-      if (!Number.isFinite(n) || n <= 0 || model.length > 128) continue;
+    for (const [model, n] of Object.entries(counts).slice(0, DEMAND_MAX_MODELS)) {
+      if (typeof n !== 'number' || !Number.isFinite(n) || n < 1 || !MODEL_NAME.test(model)) continue;
       this.#sql.run(
         `INSERT INTO demand (model, requests, last_request) VALUES (?, ?, ?)
          ON CONFLICT(model) DO UPDATE SET requests = requests + excluded.requests, last_request = excluded.last_request`,
         model,
-        Math.floor(n),
+        Math.min(Math.floor(n), DEMAND_MAX_COUNT),
         now,
       );
     }
@@ -193,10 +270,24 @@ export class RegionDirectory extends DurableObject<Env> {
     return this.#sql.run('DELETE FROM backends WHERE id = ?', backendId) > 0;
   }
 
-  /** Drops backends whose heartbeats stopped, then sleeps until the next expiry. */
+  /** Makes sure an alarm fires at or before `at`. */
+  async #armAlarm(at: number): Promise<void> {
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+  }
+
+  /** Drops backends whose heartbeats stopped, seqs past their token's exp and ended tombstones, then sleeps until the next expiry. */
   override async alarm(): Promise<void> {
-    this.#sql.run('DELETE FROM backends WHERE expires_at <= ?', Date.now());
-    const next = this.#sql.one<{ at: number | null }>('SELECT MIN(expires_at) AS at FROM backends');
+    const now = Date.now();
+    this.#sql.run('DELETE FROM backends WHERE expires_at <= ?', now);
+    this.#sql.run('DELETE FROM heartbeat_seqs WHERE expires_at <= ?', now);
+    this.#sql.run('DELETE FROM removed_providers WHERE until <= ?', now);
+    const next = this.#sql.one<{ at: number | null }>(
+      `SELECT MIN(at) AS at FROM (
+         SELECT MIN(expires_at) AS at FROM backends
+         UNION ALL SELECT MIN(expires_at) FROM heartbeat_seqs
+         UNION ALL SELECT MIN(until) FROM removed_providers)`,
+    );
     if (next?.at != null) await this.ctx.storage.setAlarm(next.at);
   }
 }

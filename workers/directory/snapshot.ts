@@ -4,6 +4,9 @@
  * this in-memory snapshot; it is refreshed from the RegionDirectory objects in
  * the background (`ctx.waitUntil`) once it is older than SNAPSHOT_REFRESH_MS.
  * Only a cold isolate, with no snapshot yet, waits for the first fetch.
+ * Revocations fail closed: until this isolate has loaded the revoked-key list
+ * once, the snapshot says so (`revoked: undefined`) and keys are refused; a
+ * later failed load keeps the last list.
  */
 
 import { REGIONS } from '../../shared/regions.ts';
@@ -15,8 +18,11 @@ export interface Snapshot {
   at: number;
   backends: BackendEntry[];
   byRegion: Map<string, BackendEntry[]>;
-  /** `jti`s of revoked bearer keys. */
-  revoked: ReadonlySet<string>;
+  /**
+   * `jti`s of revoked bearer keys; `undefined` while this isolate has never
+   * loaded the list (revocations unknown: no key may be trusted yet).
+   */
+  revoked: ReadonlySet<string> | undefined;
   /**
    * Models (`name` and `name@version`) some backend announced within
    * MODEL_MEMORY_MS: while every backend of a model is gone, requests for it
@@ -64,8 +70,9 @@ async function fetchSnapshot(env: Env): Promise<Snapshot> {
     backends,
     recentModels,
     byRegion,
-    // Revocations are never forgotten because one fetch failed.
-    revoked: revoked!.status === 'fulfilled' ? new Set(revoked!.value as string[]) : (current?.revoked ?? new Set()),
+    // Revocations are never forgotten because one fetch failed, and never
+    // assumed empty: with no list ever loaded they stay unknown.
+    revoked: revoked!.status === 'fulfilled' ? new Set(revoked!.value as string[]) : current?.revoked,
   };
   current = snap;
   return snap;
@@ -94,7 +101,17 @@ export function invalidateSnapshot(): void {
   if (current) current = { ...current, at: 0 };
 }
 
-/** Applies a revocation to this isolate's snapshot at once; others see it on their next refresh. */
+/**
+ * Applies a revocation to this isolate's snapshot at once; others see it on
+ * their next refresh. With revocations still unknown there is nothing to add
+ * to: the registry holds it, and the first list this isolate loads has it.
+ */
 export function noteRevoked(jti: string): void {
-  if (current) current = { ...current, revoked: new Set([...current.revoked, jti]) };
+  if (current?.revoked) current = { ...current, revoked: new Set([...current.revoked, jti]) };
+}
+
+/** Forgets this isolate's snapshot, as a fresh isolate starts. Tests only: production never needs it. */
+export function forgetSnapshotForTests(): void {
+  current = undefined;
+  inFlight = undefined;
 }

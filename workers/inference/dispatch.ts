@@ -1,15 +1,20 @@
 /**
  * Sending one inference to one backend: the dispatch token that authorises it
- * (docs/api.md section 3), the call with its timeout, and the checks on what comes
- * back (status, attestation bound to the bytes received). Returns a result the
- * caller branches on; it never throws for a backend's fault.
+ * (docs/api.md section 3.4), the call with its timeout, and the checks on what
+ * comes back (docs/api.md section 3.5): a bounded body, the attestation bound
+ * to the bytes received, an answer that fits the request and the model, and
+ * units equal to the mesh's own count. Returns a result the caller branches
+ * on; it never throws for a backend's fault.
  */
 
 import { importJWK, jwtVerify, type JWK } from 'jose';
 import { sha256Hex } from '../../receipts/index.ts';
 import { ALGORITHMS, DISPATCH_TTL_S, TYP, type AttestationClaims, type Units } from '../../shared/jwt.ts';
+import type { InferResponse } from '../../shared/protocol.ts';
 import type { BackendEntry } from '../directory/backend.ts';
+import { readWithin } from '../body.ts';
 import { sign, type SigningKeys } from '../keys.ts';
+import { checkAnswer, checkRejection, MAX_REJECTION_BYTES, type AnswerExpectation } from './answer.ts';
 
 export interface DispatchRequest {
   keys: SigningKeys;
@@ -20,6 +25,12 @@ export interface DispatchRequest {
   body: Uint8Array;
   bodySha256: string;
   timeoutMs: number;
+  /** The largest answer read, bytes; a larger one fails the attempt unread. */
+  maxResponseBytes: number;
+  /** What the answer must fit. */
+  expect: AnswerExpectation;
+  /** The mesh's own count of the units of this request and `answer` (shared/metering.ts). */
+  meter: (answer: InferResponse) => Units;
   /** Cancels the call (a hedge that lost). */
   signal?: AbortSignal;
   /** Called when the backend's response headers arrive (it has started answering). */
@@ -32,19 +43,24 @@ export type DispatchResult =
       body: Uint8Array;
       outputSha256: string;
       attestation: string;
+      /** The units the mesh counted, which the attestation states too. */
       units: Units;
-      contentType: string;
+      /** The answer, parsed and checked. */
+      answer: InferResponse;
       /** Edge-measured time of the call. */
       ms: number;
       /** The backend's own time (its `server-timing: backend;dur=`), when it says. */
       backendMs: number | undefined;
     }
-  /** The backend refused the request itself (bad tensor, too large): the consumer's error, passed through. */
-  | { kind: 'rejected'; status: number; body: Uint8Array; contentType: string }
-  /** The backend failed (down, slow, 5xx, lying): try another. */
-  | { kind: 'failed'; reason: string; timeout: boolean };
+  /** The backend refused the request itself (bad tensor, too large): the consumer's error, passed through as this well-formed error. */
+  | { kind: 'rejected'; status: number; code: string; message: string }
+  /**
+   * The backend failed (down, slow, 5xx, lying): try another. `metadataMismatch`:
+   * the answer was well-formed but did not fit the model's metadata as the edge has it.
+   */
+  | { kind: 'failed'; reason: string; timeout: boolean; metadataMismatch?: boolean };
 
-/** Backend statuses that are the consumer's fault and are passed through unchanged. */
+/** Backend statuses that may be the consumer's fault, passed through when well-formed. */
 const PASS_THROUGH = new Set([400, 413]);
 
 const providerKeys = new Map<string, Promise<CryptoKey>>();
@@ -83,10 +99,6 @@ async function checkAttestation(
   if (claims.jti !== jti) return 'attestation is for another dispatch';
   if (claims.model !== model) return 'attestation names another model';
   if (claims.output_sha256 !== outputSha256) return 'attestation does not match the bytes received';
-  const u = claims.units;
-  if (!u || !Number.isInteger(u.input) || !Number.isInteger(u.output) || u.input < 0 || u.output < 0) {
-    return 'attestation units are invalid';
-  }
   return claims;
 }
 
@@ -99,6 +111,8 @@ function backendDuration(headers: Headers): number | undefined {
 export async function dispatch(backend: BackendEntry, req: DispatchRequest): Promise<DispatchResult> {
   const jti = crypto.randomUUID();
   const iat = Math.floor(Date.now() / 1000);
+  // The version this backend announced for the model, unless the consumer named one: the backend refuses the token for any other.
+  const version = req.version ?? backend.models.find((m) => m.name === req.model)?.version;
   const token = await sign(req.keys, TYP.dispatch, {
     iss: req.issuer,
     aud: backend.id,
@@ -106,13 +120,15 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
     jti,
     iat,
     exp: iat + DISPATCH_TTL_S,
+    purpose: 'infer',
     model: req.model,
+    ...(version !== undefined ? { model_version: version } : {}),
     body_sha256: req.bodySha256,
   });
   const path = `/v2/models/${encodeURIComponent(req.model)}${req.version ? `/versions/${encodeURIComponent(req.version)}` : ''}/infer`;
   const started = Date.now();
   let res: Response;
-  let body: Uint8Array;
+  let body: Uint8Array | undefined;
   // One controller for the deadline and the caller's cancellation, and a timer
   // cleared as soon as the call ends: `AbortSignal.timeout` would leave a timer
   // pending in the request's context for the whole timeout after every call.
@@ -133,7 +149,9 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
       signal: controller.signal,
     });
     req.onResponse?.();
-    body = new Uint8Array(await res.arrayBuffer());
+    const limit = PASS_THROUGH.has(res.status) ? MAX_REJECTION_BYTES : req.maxResponseBytes;
+    body = await readWithin(res.body, limit, res.headers.get('content-length'));
+    if (body === undefined) return { kind: 'failed', reason: `HTTP ${res.status} answer larger than ${limit} bytes`, timeout: false };
   } catch (err) {
     return { kind: 'failed', reason: timedOut ? `no answer within ${req.timeoutMs} ms` : (err as Error).message, timeout: timedOut };
   } finally {
@@ -141,13 +159,31 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
     req.signal?.removeEventListener('abort', cancel);
   }
   const ms = Date.now() - started;
-  const contentType = res.headers.get('content-type') ?? 'application/json';
-  if (PASS_THROUGH.has(res.status)) return { kind: 'rejected', status: res.status, body, contentType };
+  if (PASS_THROUGH.has(res.status)) {
+    const rejection = checkRejection(body);
+    if (typeof rejection === 'string') return { kind: 'failed', reason: `HTTP ${res.status}: ${rejection}`, timeout: false };
+    return { kind: 'rejected', status: res.status, ...rejection };
+  }
   if (res.status !== 200) return { kind: 'failed', reason: `HTTP ${res.status}`, timeout: false };
   const attestation = res.headers.get('x-provider-attestation');
   if (!attestation) return { kind: 'failed', reason: 'no attestation', timeout: false };
   const outputSha256 = await sha256Hex(body);
   const checked = await checkAttestation(attestation, backend, jti, req.model, outputSha256);
   if (typeof checked === 'string') return { kind: 'failed', reason: checked, timeout: false };
-  return { kind: 'ok', body, outputSha256, attestation, units: checked.units, contentType, ms, backendMs: backendDuration(res.headers) };
+  const answer = checkAnswer(body, req.expect);
+  if (typeof answer === 'string') {
+    const { metadata, ...structural } = req.expect;
+    const metadataMismatch = metadata !== undefined && typeof checkAnswer(body, structural) !== 'string';
+    return { kind: 'failed', reason: answer, timeout: false, metadataMismatch };
+  }
+  const units = req.meter(answer);
+  const claimed = checked.units as Partial<Units> | undefined;
+  if (claimed?.input !== units.input || claimed.output !== units.output) {
+    return {
+      kind: 'failed',
+      reason: `attested units ${JSON.stringify(claimed)?.slice(0, 100)} differ from the mesh's count ${JSON.stringify(units)}`,
+      timeout: false,
+    };
+  }
+  return { kind: 'ok', body, outputSha256, attestation, units, answer, ms, backendMs: backendDuration(res.headers) };
 }

@@ -1,25 +1,29 @@
 /**
- * The last resort (docs/design.md, "The routing brain"): when no backend in the
- * mesh can serve a request, a Hugging Face inference endpoint the operator
- * configured (`HF_ENDPOINT_URL` var, `HF_TOKEN` secret), called with one
- * `fetch` that sends what `@huggingface/inference` sends for feature-extraction
- * to an `endpointUrl` (the package stays the client the compatibility tests
- * use; in the Worker it was most of the bundle). Only text embedding
- * (feature-extraction) falls back: the answer is reshaped into the OIP response
- * the mesh's own backends would give, so every consumer route and the receipt
- * work unchanged.
+ * The last resort (docs/design.md, "The routing brain"; docs/api.md section
+ * 2.11): when no backend in the mesh can serve a request, a Hugging Face
+ * inference endpoint the operator configured (`HF_ENDPOINT_URL` var,
+ * `HF_TOKEN` secret), for the models the operator's catalogue gives a
+ * fallback (mesh model -> upstream model id and price) and only where the
+ * request's residency and region pin allow. Called with one `fetch` that
+ * sends what `@huggingface/inference` sends for feature-extraction to an
+ * `endpointUrl` (the package stays the client the compatibility tests use; in
+ * the Worker it was most of the bundle). Only text embedding
+ * (feature-extraction) falls back: the answer is reshaped into the OIP
+ * response the mesh's own backends would give, so every consumer route and
+ * the receipt work unchanged.
  */
 
 import { MeshError } from '../../shared/errors.ts';
 import type { InferResponse } from '../../shared/protocol.ts';
-import { tokenize } from '../../shared/tokenizer.ts';
-import type { Units } from '../../shared/jwt.ts';
 import type { Env } from '../env.ts';
+import { readWithin } from '../body.ts';
+import type { CatalogueModel, Fallback } from './catalogue.ts';
 
 export interface FallbackAnswer {
   /** OIP v2 response bytes, as a mesh backend would have sent them. */
   body: Uint8Array;
-  units: Units;
+  /** The same, parsed. */
+  answer: InferResponse;
   /** Host of the endpoint, named as the receipt's `backend`. */
   endpoint: string;
   ms: number;
@@ -32,16 +36,29 @@ export function fallbackConfigured(env: Env): boolean {
 
 const FALLBACK_CODES = new Set(['no_capacity', 'model_not_found', 'backend_failed', 'backend_timeout']);
 
-/** True when `err` means no mesh backend can serve, and a text request may go to Hugging Face instead. */
-export function mayFallBack(env: Env, err: unknown, texts: readonly string[] | undefined): boolean {
-  return texts !== undefined && fallbackConfigured(env) && err instanceof MeshError && FALLBACK_CODES.has(err.code);
+/**
+ * The fallback for a request that failed with `err`, when it may take one: `err`
+ * means no mesh backend can serve; the request is text; the operator configured
+ * an endpoint and gave `model` a fallback; and, when the request may only be
+ * served in `regions` (residency or pin), the fallback's region is one of them.
+ */
+export function fallbackFor(
+  env: Env,
+  err: unknown,
+  model: CatalogueModel,
+  texts: readonly string[] | undefined,
+  regions: ReadonlySet<string> | undefined,
+): Fallback | undefined {
+  const f = model.fallback;
+  if (!f || texts === undefined || !fallbackConfigured(env) || !(err instanceof MeshError) || !FALLBACK_CODES.has(err.code)) return undefined;
+  if (regions && (f.region === undefined || !regions.has(f.region))) return undefined;
+  return f;
 }
+
 
 /** The largest answer read from the endpoint, bytes; a larger one is refused (`backend_failed`) unparsed. */
 export const HF_MAX_ANSWER_BYTES = 16 * 1024 * 1024;
 
-/** The Hugging Face router's URL for a model id, where `@huggingface/inference` sends an `endpointUrl` that is not an http(s) URL. */
-const HF_ROUTER_MODEL_URL = 'https://router.huggingface.co/hf-inference/models/';
 
 function rows(output: unknown, n: number): number[][] {
   const isRow = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number');
@@ -55,36 +72,6 @@ function isNumberArray(value: unknown[], maxDepth = 3, depth = 0): boolean {
   if (depth > maxDepth) return false;
   if (value.every((x) => Array.isArray(x))) return value.every((x) => isNumberArray(x as unknown[], maxDepth, depth + 1));
   return value.every((x) => typeof x === 'number');
-}
-
-/** The response body, refused unread past `max` bytes (by `content-length`, then as it streams). */
-async function readCapped(res: Response, max: number): Promise<Uint8Array> {
-  const tooLarge = () => new Error(`The Hugging Face endpoint's answer is larger than ${max} bytes.`);
-  if (Number(res.headers.get('content-length')) > max) {
-    await res.body?.cancel();
-    throw tooLarge();
-  }
-  if (!res.body) return new Uint8Array();
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel();
-      throw tooLarge();
-    }
-    chunks.push(value);
-  }
-  const bytes = new Uint8Array(size);
-  let at = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return bytes;
 }
 
 /** Resolves after `ms`, or rejects as soon as `signal` aborts. */
@@ -112,8 +99,7 @@ function pause(ms: number, signal: AbortSignal): Promise<void> {
  * any other non-2xx, a non-JSON answer or one that is not nested arrays of
  * numbers is an error. Throws on every failure; the caller maps it.
  */
-async function featureExtraction(endpointUrl: string, token: string | undefined, inputs: string | string[], signal: AbortSignal): Promise<unknown> {
-  const url = /^https?:\/\//.test(endpointUrl) ? endpointUrl : `${HF_ROUTER_MODEL_URL}${endpointUrl}/pipeline/feature-extraction`;
+async function featureExtraction(url: string, token: string | undefined, inputs: string | string[], signal: AbortSignal): Promise<unknown> {
   const headers: Record<string, string> = { 'content-type': 'application/json', 'user-agent': 'edge-inference-mesh' };
   if (token) headers.authorization = `Bearer ${token}`;
   const body = JSON.stringify({ inputs });
@@ -132,16 +118,33 @@ async function featureExtraction(endpointUrl: string, token: string | undefined,
     await res.body?.cancel();
     throw new Error(`The Hugging Face endpoint answered ${res.headers.get('content-type') ?? 'no content type'}, not JSON.`);
   }
-  const output: unknown = JSON.parse(new TextDecoder().decode(await readCapped(res, HF_MAX_ANSWER_BYTES)));
+  const bytes = await readWithin(res.body, HF_MAX_ANSWER_BYTES, res.headers.get('content-length'));
+  if (!bytes) throw new Error(`The Hugging Face endpoint's answer is larger than ${HF_MAX_ANSWER_BYTES} bytes.`);
+  const output: unknown = JSON.parse(new TextDecoder().decode(bytes));
   if (!Array.isArray(output) || !isNumberArray(output)) {
     throw new Error('The Hugging Face endpoint answered JSON that is not nested arrays of numbers.');
   }
   return output;
 }
 
-/** Embeds `texts` on the configured endpoint; the answer as OIP bytes with output `outputName`. */
-export async function embedOnHuggingFace(env: Env, model: string, texts: string[], outputName: string, timeoutMs: number): Promise<FallbackAnswer> {
-  const endpointUrl = env.HF_ENDPOINT_URL;
+/** The endpoint URL for `upstream`: `HF_ENDPOINT_URL` with `{model}` replaced by the upstream model id. */
+export function endpointFor(env: Env, upstream: string): string {
+  return env.HF_ENDPOINT_URL.replaceAll('{model}', upstream);
+}
+
+/**
+ * Embeds `texts` with the upstream model `upstream` on the configured endpoint;
+ * the answer as OIP bytes with output `outputName`, named as mesh model `model`.
+ */
+export async function embedOnHuggingFace(
+  env: Env,
+  model: string,
+  upstream: string,
+  texts: string[],
+  outputName: string,
+  timeoutMs: number,
+): Promise<FallbackAnswer> {
+  const endpointUrl = endpointFor(env, upstream);
   const started = Date.now();
   let output: unknown;
   try {
@@ -158,7 +161,7 @@ export async function embedOnHuggingFace(env: Env, model: string, texts: string[
   };
   return {
     body: new TextEncoder().encode(JSON.stringify(response)),
-    units: { input: texts.reduce((n, t) => n + tokenize(t).length, 0), output: texts.length },
+    answer: response,
     endpoint: new URL(endpointUrl).host,
     ms: Date.now() - started,
   };

@@ -1,67 +1,176 @@
 /**
  * Model metadata (OIP v2 `GET /v2/models/{m}`), fetched from a backend that
- * serves the model and kept per isolate for a minute: the metadata route
- * answers from it, and the OpenAI and Hugging Face routes read input names
- * and datatypes from it to build OIP requests.
+ * serves the model, checked (bounded, well-formed, about this model) and kept
+ * per isolate for a minute: the metadata route answers from it, the OpenAI and
+ * Hugging Face routes read input names and datatypes from it to build OIP
+ * requests, and answers are checked against it. A backend whose metadata does
+ * not pass is skipped like one that is down.
  */
 
 import type { Context } from 'hono';
 import { MeshError } from '../../shared/errors.ts';
-import type { ModelMetadata } from '../../shared/protocol.ts';
+import { DATATYPES, type InferRequest, type ModelMetadata, type TensorMetadata } from '../../shared/protocol.ts';
 import type { KeyClaims } from '../../shared/jwt.ts';
 import type { AppEnv } from '../context.ts';
+import { readWithin } from '../body.ts';
 import { settings } from '../env.ts';
-import { mayFallBack } from './fallback.ts';
-import { candidatesFor, MAX_ATTEMPTS, type InferenceCall } from './run.ts';
-import { oipRequestBytes, type Rows } from './translate.ts';
+import { isolateRouting } from '../routing/isolate.ts';
+import { offered } from './catalogue.ts';
+import { fallbackFor } from './fallback.ts';
+import { allowedRegions, candidatesFor, MAX_ATTEMPTS } from './candidates.ts';
+import { oipRequest, type Rows } from './translate.ts';
 
 const TTL_MS = 60_000;
+/** The largest metadata document read, bytes. */
+export const MAX_METADATA_BYTES = 64 * 1024;
+const MAX_TENSORS = 64;
+const MAX_RANK = 8;
+const MAX_PARAMETERS = 32;
 const cache = new Map<string, { meta: ModelMetadata; at: number }>();
 
+const keyOf = (model: string, version?: string) => `${model}\u0000${version ?? ''}`;
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function checkTensors(v: unknown, what: string): TensorMetadata[] | string {
+  if (!Array.isArray(v) || v.length === 0 || v.length > MAX_TENSORS) return `${what} must be 1..${MAX_TENSORS} tensors`;
+  const out: TensorMetadata[] = [];
+  for (const t of v) {
+    if (!isObject(t) || typeof t.name !== 'string' || t.name.length === 0 || t.name.length > 256) return `${what}: a tensor has no valid name`;
+    if (typeof t.datatype !== 'string' || !(DATATYPES as readonly string[]).includes(t.datatype)) return `${what} "${t.name}": unknown datatype`;
+    if (!Array.isArray(t.shape) || t.shape.length > MAX_RANK || !t.shape.every((d) => Number.isSafeInteger(d) && d >= -1)) {
+      return `${what} "${t.name}": invalid shape`;
+    }
+    out.push({ name: t.name, datatype: t.datatype as TensorMetadata['datatype'], shape: t.shape as number[] });
+  }
+  return out;
+}
+
+/**
+ * Checks a backend's metadata document for `model` and keeps only what the
+ * mesh reads (names, datatypes, shapes, scalar parameters); a string says why
+ * it is refused.
+ */
+export function checkMetadata(raw: unknown, model: string): ModelMetadata | string {
+  if (!isObject(raw)) return 'not a JSON object';
+  if (raw.name !== model) return 'it names another model';
+  const versions = raw.versions ?? [];
+  if (!Array.isArray(versions) || versions.length > 16 || !versions.every((v) => typeof v === 'string' && v.length <= 64)) return 'invalid versions';
+  if (typeof raw.platform !== 'string' || raw.platform.length > 64) return 'invalid platform';
+  const inputs = checkTensors(raw.inputs, 'inputs');
+  if (typeof inputs === 'string') return inputs;
+  const outputs = checkTensors(raw.outputs, 'outputs');
+  if (typeof outputs === 'string') return outputs;
+  const meta: ModelMetadata & { parameters?: Record<string, string | number | boolean> } = { name: model, versions: versions as string[], platform: raw.platform, inputs, outputs };
+  if (raw.parameters !== undefined) {
+    if (!isObject(raw.parameters)) return 'parameters is not an object';
+    const entries = Object.entries(raw.parameters);
+    if (entries.length > MAX_PARAMETERS) return `more than ${MAX_PARAMETERS} parameters`;
+    const parameters: Record<string, string | number | boolean> = Object.create(null);
+    for (const [k, v] of entries) {
+      if (k.length > 64 || !(typeof v === 'number' || typeof v === 'boolean' || (typeof v === 'string' && v.length <= 256))) return `parameter "${k.slice(0, 64)}" is not a short scalar`;
+      parameters[k] = v;
+    }
+    meta.parameters = { ...parameters };
+  }
+  return meta;
+}
+
+/** The metadata this isolate holds for the model, without asking anyone. */
+function cachedMetadata(model: string, version?: string): ModelMetadata | undefined {
+  const hit = cache.get(keyOf(model, version));
+  return hit && Date.now() - hit.at < TTL_MS ? hit.meta : undefined;
+}
+
+/** Drops the model's metadata (an answer contradicted it), so the next request fetches it afresh. */
+export function forgetMetadata(model: string, version?: string): void {
+  cache.delete(keyOf(model, version));
+}
+
 export async function modelMetadata(c: Context<AppEnv>, consumer: KeyClaims, model: string, version?: string): Promise<ModelMetadata> {
-  const key = `${model}\u0000${version ?? ''}`;
-  const hit = cache.get(key);
-  if (hit && Date.now() - hit.at < TTL_MS) return hit.meta;
-  const { candidates } = await candidatesFor(c, consumer, model, version);
+  const hit = cachedMetadata(model, version);
+  if (hit) return hit;
+  const { candidates, snapshot } = await candidatesFor(c, consumer, model, version);
   const path = `/v2/models/${encodeURIComponent(model)}${version ? `/versions/${encodeURIComponent(version)}` : ''}`;
-  for (const { backend } of candidates.slice(0, MAX_ATTEMPTS)) {
-    let res: Response;
+  let notFound = 0;
+  const tried = candidates.slice(0, MAX_ATTEMPTS);
+  for (const { backend } of tried) {
+    let failure: string;
     try {
-      res = await fetch(backend.url + path, { signal: AbortSignal.timeout(settings(c.env).backendTimeoutMs) });
-    } catch {
-      continue;
+      const res = await fetch(backend.url + path, { signal: AbortSignal.timeout(settings(c.env).backendTimeoutMs) });
+      const body = await readWithin(res.body, MAX_METADATA_BYTES, res.headers.get('content-length'));
+      if (res.status === 404) {
+        notFound++;
+        continue;
+      }
+      if (res.status !== 200) failure = `HTTP ${res.status}`;
+      else if (!body) failure = `metadata larger than ${MAX_METADATA_BYTES} bytes`;
+      else {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(new TextDecoder().decode(body));
+        } catch {
+          parsed = undefined;
+        }
+        const meta = checkMetadata(parsed, model);
+        if (typeof meta !== 'string') {
+          cache.set(keyOf(model, version), { meta, at: Date.now() });
+          return meta;
+        }
+        failure = `invalid metadata (${meta})`;
+      }
+    } catch (err) {
+      failure = (err as Error).message;
     }
-    if (res.status === 404) {
-      const err = (await res.json().catch(() => undefined)) as { error?: { message?: string } } | undefined;
-      throw new MeshError('model_not_found', err?.error?.message ?? `Model "${model}" version "${version}" is not served.`);
-    }
-    if (res.status !== 200) continue;
-    const meta = (await res.json()) as ModelMetadata;
-    cache.set(key, { meta, at: Date.now() });
-    return meta;
+    console.warn(`metadata ${model}: backend ${backend.id} failed (${failure})`);
+    isolateRouting.ejected.recordFailure(backend, snapshot.byRegion.get(backend.region)?.length ?? 1);
+  }
+  if (notFound === tried.length) {
+    const what = version === undefined ? `"${model}"` : `version "${version}" of "${model}"`;
+    throw new MeshError('model_not_found', `No backend in the mesh serves ${what}.`);
   }
   throw new MeshError('backend_failed', `No backend answered the metadata of "${model}".`);
 }
 
+/** What `rowsCall` gives `runInference` (the fields of `InferenceCall`, inference/run.ts, of the same names). */
+export interface RowsCall {
+  oipBody: Uint8Array;
+  request: InferRequest;
+  metadata?: ModelMetadata;
+  texts?: string[];
+  outputName?: string;
+}
+
 /**
  * The OIP side of a call made of `rows` (OpenAI and Hugging Face routes): the
- * request bytes built from the model's metadata. When no backend can serve the
- * model and the rows are texts, there is no metadata, and the call carries what
- * the Hugging Face fallback needs instead.
+ * request built from the model's metadata. When no backend can serve the model
+ * and the rows are texts that may fall back to Hugging Face, there is no
+ * metadata, and the call carries what the fallback needs instead.
  */
 export async function rowsCall(
   c: Context<AppEnv>,
   consumer: KeyClaims,
   model: string,
   rows: Rows,
-): Promise<{ meta: ModelMetadata | undefined; call: Pick<InferenceCall, 'oipBody' | 'texts' | 'outputName'> }> {
+): Promise<{ meta: ModelMetadata | undefined; call: RowsCall }> {
   const texts = typeof rows[0] === 'string' ? (rows as string[]) : undefined;
+  const entry = offered(c.env, model);
   const meta = await modelMetadata(c, consumer, model).catch((err: unknown) => {
-    if (mayFallBack(c.env, err, texts)) return undefined;
+    if (fallbackFor(c.env, err, entry, texts, allowedRegions(c, consumer))) return undefined;
     throw err;
   });
-  const call: Pick<InferenceCall, 'oipBody' | 'texts' | 'outputName'> = { oipBody: meta ? oipRequestBytes(meta, rows) : new Uint8Array() };
+  let call: RowsCall;
+  if (meta) {
+    const { request, bytes } = oipRequest(meta, rows);
+    call = { oipBody: bytes, request, metadata: meta };
+    if (meta.outputs[0]) call.outputName = meta.outputs[0].name;
+  } else {
+    // Only the fallback will see it: the texts as the one BYTES input, which is what the mesh meters.
+    const request: InferRequest = { inputs: [{ name: 'text', shape: [texts!.length], datatype: 'BYTES', data: texts! }] };
+    call = { oipBody: new Uint8Array(), request };
+  }
   if (texts) call.texts = texts;
-  if (meta?.outputs[0]) call.outputName = meta.outputs[0].name;
   return { meta, call };
 }

@@ -9,30 +9,26 @@ import type { Context } from 'hono';
 import { MeshError } from '../../shared/errors.ts';
 import { sha256Hex } from '../../receipts/index.ts';
 import { priceOf } from './pricing.ts';
-import { isRegionId } from '../../shared/regions.ts';
-import type { KeyClaims, ReceiptClaims } from '../../shared/jwt.ts';
+import type { KeyClaims, ReceiptClaims, Units } from '../../shared/jwt.ts';
+import { inputUnits, meter, requestRows } from '../../shared/metering.ts';
+import type { InferRequest, InferResponse, ModelMetadata } from '../../shared/protocol.ts';
 import type { AppEnv } from '../context.ts';
-import { flushDemand, noteDemand } from '../directory/demand.ts';
+import { readWithin } from '../body.ts';
+import { offered } from './catalogue.ts';
 import { dispatch, type DispatchRequest, type DispatchResult } from './dispatch.ts';
-import { embedOnHuggingFace, mayFallBack } from './fallback.ts';
+import { embedOnHuggingFace, fallbackFor } from './fallback.ts';
+import { allowedRegions, candidatesFor, MAX_ATTEMPTS } from './candidates.ts';
+import { forgetMetadata } from './metadata.ts';
 import { settings } from '../env.ts';
 import { signingKeys } from '../keys.ts';
 import type { BackendEntry } from '../directory/backend.ts';
-import { resolvePop, type Pop } from '../geo/pop.ts';
+import { resolvePop } from '../geo/pop.ts';
 import { signReceipt } from './receipts.ts';
 import { recordReceipt } from '../settlement/record.ts';
 import { hedgeDelayMs } from '../routing/hedge.ts';
 import { isolateRouting, trackPending } from '../routing/isolate.ts';
-import { pickAttempts } from '../routing/p2c.ts';
-import { rankByScore, type Scored } from '../routing/score.ts';
-import { getSnapshot, refreshSnapshot, type Snapshot } from '../directory/snapshot.ts';
-
-/** At most this many backends are tried for one request. */
-export const MAX_ATTEMPTS = 3;
-const RETRY_AFTER_S = 5;
-/** A snapshot older than this is refreshed once before a request is refused for want of a backend. */
-const STALE_BEFORE_REFUSING_MS = 250;
-const VERIFY_MODES = new Set(['none', 'sampled', 'redundant']);
+import type { Scored } from '../routing/score.ts';
+import type { Snapshot } from '../directory/snapshot.ts';
 
 type Verify = ReceiptClaims['verify'];
 
@@ -43,91 +39,58 @@ export interface InferenceCall {
   version?: string;
   /** Exact bytes of the OIP v2 request for the backend. */
   oipBody: Uint8Array;
+  /** The same request, parsed: what the mesh meters and checks the answer against. */
+  request: InferRequest;
+  /** The model's metadata, when the route has it: answers are checked against it. */
+  metadata?: ModelMetadata;
   /** The consumer's own request bytes, when they differ from `oipBody` (for the receipt's input_sha256). */
   consumerBody?: Uint8Array;
   /**
-   * Turns the backend's OIP response into what the consumer receives. Absent:
-   * the OIP bytes are passed through unchanged.
+   * Turns the checked OIP answer into what the consumer receives. Absent:
+   * the backend's OIP bytes are passed through unchanged.
    */
-  shape?: (oip: Uint8Array, units: { input: number; output: number }) => { body: string | Uint8Array; contentType: string };
+  shape?: (answer: InferResponse, units: Units) => { body: string | Uint8Array; contentType: string };
   /** The request's texts, when it is a text-embedding request that may fall back to Hugging Face. */
   texts?: string[];
   /** The output name of the model's embedding, for a fallback answer in OIP form (default `embedding`). */
   outputName?: string;
 }
 
-/** Regions this request may be served in: the `x-mesh-region` pin within the key's residency. */
-export function allowedRegions(c: Context<AppEnv>, consumer: KeyClaims): Set<string> | undefined {
-  const pin = c.req.header('x-mesh-region');
-  const residency = consumer.regions ? new Set(consumer.regions) : undefined;
-  if (pin === undefined) return residency;
-  if (!isRegionId(pin)) throw new MeshError('unknown_region', `x-mesh-region: "${pin}" is not a mesh region.`);
-  if (residency && !residency.has(pin)) {
-    throw new MeshError('forbidden', `Your key may only be served in ${[...residency].join(', ')}, not ${pin}.`);
-  }
-  return new Set([pin]);
-}
-
-/**
- * The backends to try for `model` from this request's PoP: scored by expected
- * time to a complete answer, the first picked by power of two choices among
- * the best, the rest in score order. 404 or 503 when there are none.
- */
-export async function candidatesFor(
-  c: Context<AppEnv>,
-  consumer: KeyClaims,
-  model: string,
-  version?: string,
-  pop: Pop = resolvePop(c.req.raw, settings(c.env).dev),
-): Promise<{ pop: Pop; candidates: Scored[]; snapshot: Snapshot }> {
-  const s = settings(c.env);
-  const residency = allowedRegions(c, consumer);
-  const rank = (snap: Snapshot) =>
-    pickAttempts(rankByScore(snap.backends, { model, version, from: pop, residency }, isolateRouting, Date.now(), { allowCold: false }), Math.random);
-  let snapshot = await getSnapshot(c.env, c.executionCtx, s.snapshotRefreshMs);
-  let candidates = rank(snapshot);
-  if (candidates.length === 0 && Date.now() - snapshot.at > STALE_BEFORE_REFUSING_MS) {
-    // Before refusing, make sure the refusal is not an artefact of an old snapshot.
-    snapshot = await refreshSnapshot(c.env);
-    candidates = rank(snapshot);
-  }
-  if (candidates.length === 0) {
-    if (!snapshot.recentModels.has(version === undefined ? model : `${model}@${version}`)) {
-      const what = version === undefined ? `a model named "${model}"` : `version "${version}" of "${model}"`;
-      throw new MeshError('model_not_found', `No backend in the mesh serves ${what}.`);
-    }
-    const where = residency ? ` in ${[...residency].join(', ')}` : '';
-    throw new MeshError('no_capacity', `No ready backend has "${model}" warm${where} right now; retry shortly.`, {
-      retryAfter: RETRY_AFTER_S,
-    });
-  }
-  return { pop, candidates, snapshot };
-}
-
-/** Reads the request body within MAX_BODY_BYTES (413 beyond). */
+/** Reads the request body as a stream within MAX_BODY_BYTES (413 as soon as it passes it). */
 export async function readBody(c: Context<AppEnv>): Promise<Uint8Array> {
   const max = settings(c.env).maxBodyBytes;
-  const tooLarge = () => new MeshError('body_too_large', `The request body is larger than the ${max}-byte limit.`);
-  if (Number(c.req.header('content-length')) > max) throw tooLarge();
-  const body = new Uint8Array(await c.req.arrayBuffer());
-  if (body.byteLength > max) throw tooLarge();
+  const body = await readWithin(c.req.raw.body, max, c.req.header('content-length'));
+  if (!body) throw new MeshError('body_too_large', `The request body is larger than the ${max}-byte limit.`);
   return body;
 }
 
-/** The `x-mesh-verify` mode of the request (default `sampled`). */
+/**
+ * The `x-mesh-verify` mode of the request (default `sampled`). `redundant`
+ * (two backends compute, answers compared) does not exist yet: it is refused
+ * rather than signed into a receipt that would claim it.
+ */
 function verifyMode(c: Context<AppEnv>): Verify {
   const verify = c.req.header('x-mesh-verify') ?? 'sampled';
-  if (!VERIFY_MODES.has(verify)) throw new MeshError('invalid_request', 'x-mesh-verify must be none, sampled or redundant.');
-  return verify as Verify;
+  if (verify === 'redundant') {
+    throw new MeshError('not_implemented', 'x-mesh-verify: redundant (two backends compute, answers compared) is not available yet; use sampled or none.');
+  }
+  if (verify !== 'none' && verify !== 'sampled') throw new MeshError('invalid_request', 'x-mesh-verify must be none or sampled.');
+  return verify;
 }
 
 /** Who computed an answer, for the receipt and the response headers. */
 interface Served {
   /** OIP v2 response bytes. */
   oip: Uint8Array;
+  /** The same, parsed and checked. */
+  answer: InferResponse;
   /** SHA-256 of `oip`, when already known. */
   oipSha256?: string;
-  units: { input: number; output: number };
+  units: Units;
+  /** What the consumer pays, micro-USD. */
+  amount: number;
+  /** The Hugging Face model that answered, for a fallback. */
+  upstreamModel?: string;
   provider: string;
   backend: string;
   region: string;
@@ -142,12 +105,11 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   const started = Date.now();
   const s = settings(c.env);
   const verify = verifyMode(c);
+  const entry = offered(c.env, call.model);
   const routing = isolateRouting;
   routing.budget.recordRequest();
   routing.hedges.recordRequest();
   const pop = resolvePop(c.req.raw, s.dev);
-  noteDemand(pop, call.model);
-  flushDemand(c.env, c.executionCtx);
   const [keys, oipSha256, consumerSha256] = await Promise.all([
     signingKeys(c.env),
     sha256Hex(call.oipBody),
@@ -166,9 +128,20 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       body: call.oipBody,
       bodySha256: oipSha256,
       timeoutMs: s.backendTimeoutMs,
+      maxResponseBytes: s.maxResponseBytes,
+      expect: {
+        model: call.model,
+        rows: requestRows(call.request.inputs),
+        ...(call.request.outputs?.length ? { requested: call.request.outputs.map((o) => o.name) } : {}),
+        ...(call.metadata ? { metadata: call.metadata } : {}),
+      },
+      meter: (answer) => meter(entry, call.request.inputs, answer.outputs),
     });
     if (result.kind === 'rejected') {
-      return new Response(result.body, { status: result.status, headers: { 'content-type': result.contentType } });
+      return new Response(JSON.stringify({ error: { code: result.code, message: result.message } }), {
+        status: result.status,
+        headers: { 'content-type': 'application/json' },
+      });
     }
     routing.answer.observe(backend.id, call.model, result.ms, Date.now());
     // Service time as the backend reports it, and the network's share (the rest of the wait) per PoP.
@@ -178,8 +151,10 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     }
     served = {
       oip: result.body,
+      answer: result.answer,
       oipSha256: result.outputSha256,
       units: result.units,
+      amount: priceOf(entry.price, result.units),
       provider: backend.provider,
       backend: backend.id,
       region: backend.region,
@@ -188,18 +163,31 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       ms: result.ms,
     };
   } catch (err) {
-    // No backend anywhere could serve it: the operator's Hugging Face endpoint, when there is one and the input is text.
-    if (!mayFallBack(c.env, err, call.texts)) throw err;
-    console.warn(`infer ${call.model}: ${(err as Error).message} Falling back to Hugging Face.`);
-    const hf = await embedOnHuggingFace(c.env, call.model, call.texts!, call.outputName ?? 'embedding', s.backendTimeoutMs);
-    served = { oip: hf.body, units: hf.units, provider: 'huggingface', backend: hf.endpoint, region: 'huggingface', modelVersion: 'huggingface', ms: hf.ms };
+    // No backend anywhere could serve it: the operator's Hugging Face fallback for this model, when it has one, the input is text and the rules allow it.
+    const fallback = fallbackFor(c.env, err, entry, call.texts, allowedRegions(c, call.consumer));
+    if (!fallback) throw err;
+    console.warn(`infer ${call.model}: ${(err as Error).message} Falling back to Hugging Face (${fallback.model}).`);
+    const hf = await embedOnHuggingFace(c.env, call.model, fallback.model, call.texts!, call.outputName ?? 'embedding', s.backendTimeoutMs);
+    const units = { input: inputUnits(entry, call.request.inputs), output: requestRows(call.request.inputs) };
+    served = {
+      oip: hf.body,
+      answer: hf.answer,
+      units,
+      amount: priceOf(fallback.price, units),
+      upstreamModel: fallback.model,
+      provider: 'huggingface',
+      backend: hf.endpoint,
+      region: 'huggingface',
+      modelVersion: 'huggingface',
+      ms: hf.ms,
+    };
   }
 
   let body: Uint8Array = served.oip;
   let contentType = 'application/json';
   let outputSha256 = served.oipSha256;
   if (call.shape) {
-    const shaped = call.shape(served.oip, served.units);
+    const shaped = call.shape(served.answer, served.units);
     body = typeof shaped.body === 'string' ? new TextEncoder().encode(shaped.body) : shaped.body;
     contentType = shaped.contentType;
     outputSha256 = undefined;
@@ -219,13 +207,14 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     region: served.region,
     pop: pop.code,
     units: served.units,
-    amount: priceOf(call.model, served.units),
+    amount: served.amount,
     input_sha256: consumerSha256 ?? oipSha256,
     output_sha256: outputSha256,
     latency_ms: total,
     cache: 'miss',
     verify,
     ...(served.attestation ? { attestation: served.attestation } : {}),
+    ...(served.upstreamModel ? { upstream_model: served.upstreamModel } : {}),
   });
   // To settlement, off the answer's path: awaited in waitUntil, retried, never dropped (settlement/record.ts).
   c.executionCtx.waitUntil(recordReceipt(c.env, jti, receipt));
@@ -273,7 +262,6 @@ interface Running {
 async function attempt(call: InferenceCall, candidates: readonly Scored[], snapshot: Snapshot, req: AttemptRequest): Promise<{ backend: BackendEntry; result: Answer }> {
   const routing = isolateRouting;
   const running = new Set<Running>();
-  const failures: string[] = [];
   let next = 0;
   let lastTimeout = false;
   let budgetSpent = false;
@@ -329,10 +317,16 @@ async function attempt(call: InferenceCall, candidates: readonly Scored[], snaps
       continue;
     }
     running.delete(winner.running);
-    const { backend, result } = winner;
+    const { backend } = winner;
+    let { result } = winner;
+    if (result.kind !== 'failed') routing.rejections.record(backend.id, result.kind === 'rejected');
+    // An answer that does not fit the model's metadata may mean the metadata is wrong: fetch it afresh next time.
+    if (result.kind === 'failed' && result.metadataMismatch) forgetMetadata(call.model, call.version);
+    if (result.kind === 'rejected' && routing.rejections.suspect(backend.id)) {
+      result = { kind: 'failed', reason: `HTTP ${result.status} (${result.code}), and it refuses far more requests than other backends`, timeout: false };
+    }
     if (result.kind === 'failed') {
       routing.ejected.recordFailure(backend, snapshot.byRegion.get(backend.region)?.length ?? 1);
-      failures.push(`${backend.id}: ${result.reason}`);
       lastTimeout = result.timeout;
       console.warn(`infer ${call.model}: backend ${backend.id} failed (${result.reason})`);
       if (running.size === 0) launch();
@@ -347,13 +341,13 @@ async function attempt(call: InferenceCall, candidates: readonly Scored[], snaps
     }
     return { backend, result };
   }
+  // What failed where stays in the log (above); the consumer learns what happened, not which backend or why.
   if (budgetSpent) {
-    throw new MeshError('no_capacity', `"${call.model}" failed on ${failures.join('; ')}, and the retry budget is spent; retry shortly.`, {
+    throw new MeshError('no_capacity', `The backends tried for "${call.model}" failed, and the retry budget is spent; retry shortly.`, {
       retryAfter: 1,
     });
   }
-  const detail = failures.join('; ');
   throw lastTimeout
-    ? new MeshError('backend_timeout', `Every backend tried for "${call.model}" timed out (${detail}).`)
-    : new MeshError('backend_failed', `Every backend tried for "${call.model}" failed (${detail}).`);
+    ? new MeshError('backend_timeout', `Every backend tried for "${call.model}" timed out.`)
+    : new MeshError('backend_failed', `Every backend tried for "${call.model}" failed.`);
 }

@@ -26,8 +26,8 @@ function inputFor(meta: ModelMetadata, text: boolean): TensorMetadata {
   return input;
 }
 
-/** The OIP request bytes for `rows` (texts, or numeric rows right-padded with the model's pad id). */
-export function oipRequestBytes(meta: ModelMetadata, rows: Rows): Uint8Array {
+/** The OIP request for `rows` (texts, or numeric rows right-padded with the model's pad id), and its bytes. */
+export function oipRequest(meta: ModelMetadata, rows: Rows): { request: InferRequest; bytes: Uint8Array } {
   const text = typeof rows[0] === 'string';
   const input = inputFor(meta, text);
   let request: InferRequest;
@@ -48,12 +48,11 @@ export function oipRequestBytes(meta: ModelMetadata, rows: Rows): Uint8Array {
     }
     request = { inputs: [{ name: input.name, shape: [numeric.length, width], datatype: input.datatype, data }] };
   }
-  return encoder.encode(JSON.stringify(request));
+  return { request, bytes: encoder.encode(JSON.stringify(request)) };
 }
 
-/** The first output of an OIP response, one flat row per input row. */
-export function outputRows(oip: Uint8Array): number[][] {
-  const response = JSON.parse(new TextDecoder().decode(oip)) as InferResponse;
+/** The first output of a checked OIP answer, one flat row per input row. */
+export function outputRows(response: InferResponse): number[][] {
   const out = response.outputs[0];
   if (!out) return [];
   const n = out.shape[0] ?? 1;

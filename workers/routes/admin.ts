@@ -1,7 +1,7 @@
 /**
- * Operator routes, admin token only: admit providers (docs/api.md section 3), see
- * the backends the mesh knows, issue bearer keys (consumer, billing, admin)
- * and revoke them.
+ * Operator routes, admin token only: admit, re-key and remove providers
+ * (docs/api.md section 3.1), see the backends the mesh knows, issue bearer keys
+ * (consumer, billing, admin) and revoke them.
  */
 
 import { Hono } from 'hono';
@@ -14,7 +14,8 @@ import { authenticate } from '../auth.ts';
 import type { AppEnv } from '../context.ts';
 import { settings } from '../env.ts';
 import { signingKeys } from '../keys.ts';
-import { noteRevoked } from '../directory/snapshot.ts';
+import { invalidateSnapshot, noteRevoked } from '../directory/snapshot.ts';
+import { forgetProvider, PROVIDER_TOMBSTONE_MS } from './providers.ts';
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const ROLES: readonly KeyRole[] = ['consumer', 'billing', 'admin'];
@@ -39,9 +40,28 @@ export const adminRoutes = new Hono<AppEnv>()
     }
     const { kty, crv, x, kid } = body.publicJwk;
     const { created } = await c.env.OPERATOR_REGISTRY.getByName('global').put(body.id, { kty, crv, x, ...(kid ? { kid } : {}) });
+    // This isolate uses the new key at once; others within the provider-key cache time.
+    forgetProvider(body.id);
     return c.json({ id: body.id, created }, created ? 201 : 200);
   })
   .get('/admin/providers', async (c) => c.json({ providers: await c.env.OPERATOR_REGISTRY.getByName('global').list() }))
+  .delete('/admin/providers/:id', async (c) => {
+    const id = c.req.param('id');
+    if (!ID.test(id)) throw invalid('The provider id must be 1-128 characters of letters, digits, ".", "_", ":" or "-".');
+    const registry = c.env.OPERATOR_REGISTRY.getByName('global');
+    if (!(await registry.get(id))) throw new MeshError('not_found', `No provider "${id}" is admitted.`);
+    // Tombstones first, in every region: from here no heartbeat of this provider is accepted, whatever key an isolate
+    // still caches. A failure leaves the provider admitted, so the operator can simply retry.
+    const until = Date.now() + PROVIDER_TOMBSTONE_MS;
+    const removed = await Promise.all(
+      REGIONS.map((r) => c.env.REGION_DIRECTORY.getByName(r.id, { locationHint: r.locationHint }).removeProvider(id, until)),
+    );
+    const gone = await registry.remove(id);
+    forgetProvider(id);
+    invalidateSnapshot();
+    if (!gone) throw new MeshError('not_found', `No provider "${id}" is admitted.`);
+    return c.json({ id, removed: true, backends: removed.reduce((n, r) => n + r.removed, 0) });
+  })
   .get('/admin/backends', async (c) => {
     const lists = await Promise.all(
       REGIONS.map((r) => c.env.REGION_DIRECTORY.getByName(r.id, { locationHint: r.locationHint }).backends()),

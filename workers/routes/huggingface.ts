@@ -70,8 +70,8 @@ async function run(c: Context<AppEnv>): Promise<Response> {
     model,
     consumerBody,
     ...call,
-    shape: (oip) => {
-      const out = outputRows(oip);
+    shape: (answer) => {
+      const out = outputRows(answer);
       const result = similarity ? out.slice(1).map((row) => cosine(out[0]!, row)) : single ? out[0] : out;
       return { contentType: 'application/json', body: JSON.stringify(result) };
     },

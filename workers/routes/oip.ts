@@ -5,7 +5,10 @@ import { parseInferRequest, parseJson } from '../../shared/protocol.ts';
 import { authenticate } from '../auth.ts';
 import type { AppEnv } from '../context.ts';
 import { readBody, runInference } from '../inference/run.ts';
+import { allowedRegions } from '../inference/candidates.ts';
 import { modelMetadata } from '../inference/metadata.ts';
+import { offered } from '../inference/catalogue.ts';
+import { fallbackFor } from '../inference/fallback.ts';
 
 async function infer(c: Context<AppEnv>): Promise<Response> {
   const consumer = await authenticate(c, ['consumer']);
@@ -15,7 +18,14 @@ async function infer(c: Context<AppEnv>): Promise<Response> {
   // A request whose one input is text may fall back to Hugging Face when no backend can serve it.
   const only = request.inputs.length === 1 ? request.inputs[0]! : undefined;
   const texts = only?.datatype === 'BYTES' ? (only.data as string[]) : undefined;
-  return runInference(c, { consumer, model: c.req.param('model')!, version: c.req.param('version'), oipBody: body, ...(texts ? { texts } : {}) });
+  const model = c.req.param('model')!;
+  const version = c.req.param('version');
+  // Answers are checked against the model's metadata (kept a minute per isolate); none only when the request may fall back.
+  const metadata = await modelMetadata(c, consumer, model, version).catch((err: unknown) => {
+    if (fallbackFor(c.env, err, offered(c.env, model), texts, allowedRegions(c, consumer))) return undefined;
+    throw err;
+  });
+  return runInference(c, { consumer, model, version, oipBody: body, request, ...(metadata ? { metadata } : {}), ...(texts ? { texts } : {}) });
 }
 
 async function metadata(c: Context<AppEnv>): Promise<Response> {

@@ -9,11 +9,13 @@ import { MeshError } from '../../shared/errors.ts';
 import { parseJson } from '../../shared/protocol.ts';
 import { authenticate } from '../auth.ts';
 import type { AppEnv } from '../context.ts';
-import { allowedRegions, readBody, runInference } from '../inference/run.ts';
+import { readBody, runInference } from '../inference/run.ts';
+import { allowedRegions } from '../inference/candidates.ts';
 import { rowsCall } from '../inference/metadata.ts';
 import { settings } from '../env.ts';
 import { getSnapshot } from '../directory/snapshot.ts';
 import { isRows, outputRows, type Rows } from '../inference/translate.ts';
+import { catalogue } from '../inference/catalogue.ts';
 
 const EMBEDDING_FIELDS = new Set(['model', 'input', 'encoding_format', 'dimensions', 'user']);
 const MAX_INPUTS = 2048;
@@ -53,11 +55,11 @@ export const openaiRoutes = new Hono<AppEnv>()
       model,
       consumerBody,
       ...call,
-      shape: (oip, units) => ({
+      shape: (answer, units) => ({
         contentType: 'application/json',
         body: JSON.stringify({
           object: 'list',
-          data: outputRows(oip).map((row, index) => ({
+          data: outputRows(answer).map((row, index) => ({
             object: 'embedding',
             index,
             embedding: format === 'base64' ? base64Floats(row) : row,
@@ -72,10 +74,12 @@ export const openaiRoutes = new Hono<AppEnv>()
     const consumer = await authenticate(c, ['consumer']);
     const regions = allowedRegions(c, consumer);
     const snapshot = await getSnapshot(c.env, c.executionCtx, settings(c.env).snapshotRefreshMs);
+    // The models the operator offers that some ready backend here has warm.
+    const offered = catalogue(c.env);
     const names = new Set<string>();
     for (const b of snapshot.backends) {
       if (!b.ready || (regions && !regions.has(b.region))) continue;
-      for (const m of b.models) if (m.warm) names.add(m.name);
+      for (const m of b.models) if (m.warm && offered.has(m.name)) names.add(m.name);
     }
     return c.json({
       object: 'list',

@@ -1,12 +1,13 @@
 /**
  * One isolate's routing memory, shared by every request it serves: measured
- * latencies and RTTs, its own calls in flight, ejected backends and the retry
- * budget. Nothing here is shared with other isolates or persisted; each
+ * latencies and RTTs, its own calls in flight, ejected backends, the retry
+ * budget and the backends' rejection baseline. Nothing here is shared with other isolates or persisted; each
  * isolate learns on its own, as Envoy and Finagle clients do.
  */
 
 import { LatencyBook } from './latency.ts';
 import { OutlierDetector } from './outliers.ts';
+import { RejectionBaseline } from './rejections.ts';
 import { RetryBudget } from './retry-budget.ts';
 import { RttTable } from './rtt.ts';
 import type { RoutingStats } from './score.ts';
@@ -23,6 +24,8 @@ export interface IsolateRouting extends RoutingStats {
   budget: RetryBudget;
   /** Hedges, apart from retries so that hedging never starves a retry (Tail at Scale: about 5% extra load). */
   hedges: RetryBudget;
+  /** Each backend's 4xx verdicts against the others': a backend far above them is failing. */
+  rejections: RejectionBaseline;
 }
 
 export function createIsolateRouting(now: () => number = Date.now): IsolateRouting {
@@ -34,6 +37,7 @@ export function createIsolateRouting(now: () => number = Date.now): IsolateRouti
     ejected: new OutlierDetector({ now }),
     budget: new RetryBudget({ now }),
     hedges: new RetryBudget({ now, ratio: 0.05, minPerSecond: 1 }),
+    rejections: new RejectionBaseline(),
   };
 }
 

@@ -4,7 +4,7 @@
  * (`{"leaf","jti","receipt"}` per line), the public keys that can verify them
  * (`jwks.json`, retired keys included) and the batch itself (`batch.json`,
  * `{ "id", "batch" }`, written last: its presence marks a complete archive).
- * `npx mesh-verify archive <dir>` checks a downloaded copy offline.
+ * `npx mesh-verify archive <dir> --jwks <trusted JWKS>` checks a downloaded copy offline.
  *
  * Large batches stream through a multipart upload in parts of exactly 8 MiB
  * (R2 wants all but the last part of one size), so the ledger never holds a

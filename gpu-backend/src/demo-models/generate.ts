@@ -270,6 +270,8 @@ const DEMO_MODELS: DemoModel[] = [
         text_input: 'text',
         max_sequence_length: DEFAULT_MAX_LENGTH,
         pad_id: PAD_ID,
+        // Billed by non-padding tokens (shared/metering.ts), as the mesh's catalogue meters it.
+        metering: 'tokens',
       },
     },
     graph: embedGraph,
@@ -288,6 +290,8 @@ const DEMO_MODELS: DemoModel[] = [
       },
       instance_group: [{ count: 1, kind: 'KIND_GPU' }],
       version_policy: { latest: { num_versions: 1 } },
+      // Billed by rows (shared/metering.ts), as the mesh's catalogue meters it.
+      parameters: { metering: 'rows' },
     },
     graph: classifierGraph,
   },

@@ -3,16 +3,17 @@
  * as Hono apps built from their dependencies: `createApp` is the whole API,
  * `createWorkerApp` what an HTTP worker serves (http-worker.ts): the inference
  * routes, with every other route forwarded to the main thread's app.
- * Inference and repository changes need a dispatch token bound to the model
- * and the body; every inference answer is serialised once, hashed and
- * attested; errors become `{ error: { code, message } }` in `onError` only.
+ * Inference needs a dispatch token of purpose `infer`, the repository routes
+ * one of purpose `control`, each bound to the model and the body; every
+ * inference answer is serialised once, hashed and attested; errors become
+ * `{ error: { code, message } }` in `onError` only.
  */
 
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { MeshError, errorBody, isMeshError } from '../../../shared/errors.ts';
 import { parseInferRequest, parseJson, type InferRequest, type InferResponse } from '../../../shared/protocol.ts';
-import type { DispatchClaims } from '../../../shared/jwt.ts';
+import type { DispatchClaims, DispatchPurpose } from '../../../shared/jwt.ts';
 import type { Attestor } from '../mesh/attestation.ts';
 import { sha256HexSync } from '../mesh/hash.ts';
 import { ANY_MODEL, type DispatchVerifier } from '../mesh/dispatch.ts';
@@ -105,7 +106,7 @@ export function createApp(deps: AppDeps): Hono {
 
   app.post('/v2/repository/index', async (c) => {
     const body = await readBody(c, deps.maxBodyBytes);
-    await verified(c, body, ANY_MODEL);
+    await verified(c, body, ANY_MODEL, 'control');
     let onlyReady = false;
     if (body.length > 0) {
       const parsed = parseJson(decode(body));
@@ -122,7 +123,7 @@ export function createApp(deps: AppDeps): Hono {
 
   app.post('/v2/repository/models/:model/load', async (c) => {
     const name = c.req.param('model');
-    await verified(c, await readBody(c, deps.maxBodyBytes), name);
+    await verified(c, await readBody(c, deps.maxBodyBytes), name, 'control');
     let loaded: ModelHandle;
     try {
       loaded = await repository.load(name);
@@ -144,7 +145,7 @@ export function createApp(deps: AppDeps): Hono {
 
   app.post('/v2/repository/models/:model/unload', async (c) => {
     const name = c.req.param('model');
-    await verified(c, await readBody(c, deps.maxBodyBytes), name);
+    await verified(c, await readBody(c, deps.maxBodyBytes), name, 'control');
     await repository.unload(name);
     return c.json({ name, state: repository.state(name) });
   });
@@ -157,9 +158,9 @@ export function createApp(deps: AppDeps): Hono {
   app.notFound((c) => c.json(errorBody(new MeshError('not_found', `No route ${c.req.method} ${c.req.path} on this backend.`)), 404));
 
   /** Verifies the dispatch token, counting refusals. */
-  async function verified(c: Context, body: Uint8Array, model: string) {
+  async function verified(c: Context, body: Uint8Array, model: string, purpose: DispatchPurpose) {
     try {
-      return await dispatch.verify(c.req.header('authorization'), body, model);
+      return await dispatch.verify(c.req.header('authorization'), body, model, purpose);
     } catch (err) {
       if (isMeshError(err)) metrics.tokenRejected(err.code);
       throw err;
@@ -222,9 +223,9 @@ function base(deps: Pick<InferRouteDeps, 'lifecycle' | 'maxBodyBytes' | 'log'>):
 
 /**
  * `POST /v2/models/{m}[/versions/{v}]/infer`: reads the body, checks the
- * dispatch token, parses the request, has the executor spend the token and
- * run it, then serialises the answer once: those exact bytes are hashed,
- * attested and sent.
+ * dispatch token (purpose `infer`), parses the request, has the executor
+ * spend the token, check its `model_version` and run it, then serialises the
+ * answer once: those exact bytes are hashed, attested and sent.
  */
 function inferRoute(deps: InferRouteDeps): (c: Context) => Promise<Response> {
   const { executor } = deps;
@@ -235,7 +236,7 @@ function inferRoute(deps: InferRouteDeps): (c: Context) => Promise<Response> {
     const body = await readBody(c, deps.maxBodyBytes);
     let claims: DispatchClaims;
     try {
-      claims = await deps.dispatch.check(c.req.header('authorization'), body, name);
+      claims = await deps.dispatch.check(c.req.header('authorization'), body, name, 'infer');
     } catch (err) {
       if (isMeshError(err)) executor.tokenRejected(err.code);
       throw err;
@@ -255,6 +256,7 @@ function inferRoute(deps: InferRouteDeps): (c: Context) => Promise<Response> {
         jti: claims.jti,
         exp: claims.exp,
         ...(wanted !== undefined ? { version: wanted } : {}),
+        ...(claims.model_version !== undefined ? { modelVersion: claims.model_version } : {}),
         ...(request ? { request } : {}),
         ...(invalid ? { invalid } : {}),
       });

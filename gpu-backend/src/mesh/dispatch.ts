@@ -1,16 +1,20 @@
 /**
- * Dispatch tokens (docs/api.md section 3): the edge's permission to run one
+ * Dispatch tokens (docs/api.md section 3.4): the edge's permission to run one
  * request here. A token must be an EdDSA JWT of `typ` mesh-dispatch+jwt from
  * the mesh key (found by `kid` in the edge's JWKS), issued by the mesh for this
- * backend (`aud`), live for at most 60 s, bound to this model and to the exact
- * request body bytes (`body_sha256`), and never seen before (`jti`). Every
- * failure is a 401 `invalid_token` that keeps jose's error as `cause`; a
+ * backend (`aud`), of the route's `purpose` (`infer` for inference, `control`
+ * for the repository routes), expiring at most 60 s after this backend's now
+ * and living at most 60 s (`exp - iat`), bound to this model and to the exact
+ * request body bytes (`body_sha256`), and never seen before (`jti`). An infer
+ * token that names a `model_version` is good only where the model is served at
+ * that version (`checkModelVersion`, once the served version is known). Every
+ * failure is a 401 `invalid_token` (jose's error, if any, kept as `cause`); a
  * missing bearer token is a 401 `unauthorized`.
  */
 
 import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { MeshError } from '../../../shared/errors.ts';
-import { ALGORITHMS, DISPATCH_TTL_MAX_S, TYP, type DispatchClaims } from '../../../shared/jwt.ts';
+import { ALGORITHMS, DISPATCH_TTL_MAX_S, TYP, type DispatchClaims, type DispatchPurpose } from '../../../shared/jwt.ts';
 import { sha256HexSync } from './hash.ts';
 import { ReplayCache } from './replay-cache.ts';
 
@@ -23,7 +27,11 @@ export interface DispatchVerifierOptions {
   getKey: JWTVerifyGetKey;
   /** Wall-clock milliseconds (tests freeze it). */
   now?: () => number;
-  /** Seconds of clock difference tolerated between edge and backend. */
+  /**
+   * Seconds of clock difference tolerated between edge and backend, for an
+   * expired token and one issued in the future only: `exp` is never more than
+   * 60 s after this backend's now, whatever the tolerance.
+   */
   clockToleranceS?: number;
   /** Most jtis remembered at once. */
   maxLiveTokens?: number;
@@ -31,6 +39,12 @@ export interface DispatchVerifierOptions {
 
 /** The model claim that allows `POST /v2/repository/index`. */
 export const ANY_MODEL = '*';
+
+/** The routes each purpose allows, for error messages. */
+const ROUTES_OF: Record<DispatchPurpose, string> = {
+  infer: 'the inference routes',
+  control: 'the repository routes',
+};
 
 const invalid = (message: string, cause?: unknown) => new MeshError('invalid_token', message, { cause });
 
@@ -54,10 +68,11 @@ export class DispatchVerifier {
 
   /**
    * Verifies the `Authorization` header of a request for `model` whose body
-   * is `body`, and spends the token's jti. Returns the claims.
+   * is `body`, on a route that needs a token of `purpose`, and spends the
+   * token's jti. Returns the claims.
    */
-  async verify(authorization: string | undefined, body: Uint8Array, model: string): Promise<DispatchClaims> {
-    const claims = await this.check(authorization, body, model);
+  async verify(authorization: string | undefined, body: Uint8Array, model: string, purpose: DispatchPurpose): Promise<DispatchClaims> {
+    const claims = await this.check(authorization, body, model, purpose);
     this.spend(claims);
     return claims;
   }
@@ -74,10 +89,11 @@ export class DispatchVerifier {
 
   /**
    * Everything `verify` checks except single use: signature, algorithm,
-   * `typ`, issuer, audience, times, model and body binding. Returns the claims;
-   * the caller must `spend` them before acting on the request.
+   * `typ`, issuer, audience, purpose, times, model and body binding. Returns
+   * the claims; the caller must `spend` them before acting on the request (and,
+   * for an inference, `checkModelVersion` them once the served version is known).
    */
-  async check(authorization: string | undefined, body: Uint8Array, model: string): Promise<DispatchClaims> {
+  async check(authorization: string | undefined, body: Uint8Array, model: string, purpose: DispatchPurpose): Promise<DispatchClaims> {
     const token = bearer(authorization);
     const nowMs = this.#now();
     const nowS = Math.floor(nowMs / 1000);
@@ -88,7 +104,7 @@ export class DispatchVerifier {
         typ: TYP.dispatch,
         issuer: this.#options.issuer,
         audience: this.#options.backendId,
-        requiredClaims: ['exp', 'iat', 'jti', 'body_sha256', 'model'],
+        requiredClaims: ['exp', 'iat', 'jti', 'body_sha256', 'model', 'purpose'],
         maxTokenAge: DISPATCH_TTL_MAX_S + this.#tolerance,
         clockTolerance: this.#tolerance,
         currentDate: new Date(nowMs),
@@ -101,14 +117,37 @@ export class DispatchVerifier {
     if (typeof claims.model !== 'string' || typeof claims.body_sha256 !== 'string') {
       throw invalid('The dispatch token\'s "model" and "body_sha256" must be strings.');
     }
-    if (claims.exp - nowS > DISPATCH_TTL_MAX_S + this.#tolerance) {
-      throw invalid(`The dispatch token expires more than ${DISPATCH_TTL_MAX_S} s ahead.`);
+    if (claims.purpose !== purpose) {
+      const other: DispatchPurpose = purpose === 'infer' ? 'control' : 'infer';
+      const claimed = claims.purpose === other ? `"${other}", good for ${ROUTES_OF[other]} only` : `${JSON.stringify(claims.purpose)}, not a purpose`;
+      throw invalid(`The dispatch token's purpose is ${claimed}; this route needs purpose "${purpose}".`);
+    }
+    if (claims.model_version !== undefined && (typeof claims.model_version !== 'string' || claims.model_version.length === 0)) {
+      throw invalid('The dispatch token\'s "model_version" must be a non-empty string when present.');
+    }
+    // No clock tolerance on this side: a token never lives longer here than the contract allows.
+    if (claims.exp - nowS > DISPATCH_TTL_MAX_S) {
+      throw invalid(`The dispatch token expires ${claims.exp - nowS} s from now; at most ${DISPATCH_TTL_MAX_S} s is allowed.`);
+    }
+    if (claims.exp - claims.iat > DISPATCH_TTL_MAX_S) {
+      throw invalid(`The dispatch token lives ${claims.exp - claims.iat} s (exp - iat); at most ${DISPATCH_TTL_MAX_S} s is allowed.`);
     }
     if (claims.model !== model) throw invalid(`The dispatch token is for model "${claims.model}", not "${model}".`);
     if (claims.body_sha256.toLowerCase() !== sha256HexSync(body)) {
       throw invalid('The dispatch token is bound to another request body (body_sha256 differs).');
     }
     return claims;
+  }
+}
+
+/**
+ * Refuses (401 `invalid_token`) an infer token for `model` whose
+ * `model_version` (`claimed`, if any) is not `served`, the version this
+ * request is served at.
+ */
+export function checkModelVersion(model: string, claimed: string | undefined, served: string): void {
+  if (claimed !== undefined && claimed !== served) {
+    throw invalid(`The dispatch token is for version "${claimed}" of model "${model}", but this request is served at version "${served}".`);
   }
 }
 

@@ -1,8 +1,13 @@
 /**
- * Heartbeats (docs/api.md section 3): every HEARTBEAT_INTERVAL_MS the backend tells
+ * Heartbeats (docs/api.md section 3.2): every HEARTBEAT_INTERVAL_MS the backend tells
  * the edge where it is, what it serves warm and how busy it is, signed with
  * the provider key, and applies the load/unload actions the edge's reply asks
- * for. A failing edge is logged once when the outage starts and once when it
+ * for. Each token is good for one body only (`body_sha256` of the exact bytes
+ * sent: the body is serialised once, hashed, and those bytes sent) and
+ * carries a `seq` above every earlier one (`max(last + 1, now in ms)`: strictly
+ * increasing within the process, and above anything sent before a restart
+ * while the clock does not go back), so the edge refuses a replayed beat.
+ * A failing edge is logged once when the outage starts and once when it
  * ends, not on every beat. `stop()` sends a last beat with `ready: false`.
  */
 
@@ -10,6 +15,7 @@ import { SignJWT } from 'jose';
 import type { Heartbeat, HeartbeatAction } from '../../../shared/heartbeat.ts';
 import { HEARTBEAT_AUDIENCE, TYP } from '../../../shared/jwt.ts';
 import type { Logger } from '../log.ts';
+import { sha256HexSync } from './hash.ts';
 import type { ProviderKey } from './provider-key.ts';
 
 export interface HeartbeaterOptions {
@@ -33,6 +39,8 @@ export interface HeartbeaterOptions {
 /** Lifetime of a heartbeat token, s. */
 const TOKEN_TTL_S = 60;
 
+const encoder = new TextEncoder();
+
 export class Heartbeater {
   readonly url: string;
   readonly #o: HeartbeaterOptions;
@@ -43,6 +51,8 @@ export class Heartbeater {
   #current: Promise<boolean> | undefined;
   #failures = 0;
   #beats = 0;
+  /** The `seq` of the last token signed (0: none yet). */
+  #seq = 0;
   #actions: Promise<void> = Promise.resolve();
 
   constructor(options: HeartbeaterOptions) {
@@ -91,8 +101,8 @@ export class Heartbeater {
   async #send(override: Partial<Heartbeat>): Promise<boolean> {
     let reason: string;
     try {
-      const body = JSON.stringify({ ...this.#o.snapshot(), ...override });
-      const token = await this.#token();
+      const body = encoder.encode(JSON.stringify({ ...this.#o.snapshot(), ...override }));
+      const token = await this.#token(body);
       const res = await this.#fetch(this.url, {
         method: 'POST',
         headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
@@ -114,9 +124,12 @@ export class Heartbeater {
     return false;
   }
 
-  async #token(): Promise<string> {
-    const iat = Math.floor(this.#now() / 1000);
-    return new SignJWT({})
+  /** Signs the token for exactly `body`; its `seq` is taken before any await, so beats are numbered in the order they are sent. */
+  #token(body: Uint8Array): Promise<string> {
+    const nowMs = this.#now();
+    this.#seq = Math.max(this.#seq + 1, Math.floor(nowMs));
+    const iat = Math.floor(nowMs / 1000);
+    return new SignJWT({ body_sha256: sha256HexSync(body), seq: this.#seq })
       .setProtectedHeader({ alg: 'EdDSA', typ: TYP.heartbeat, kid: this.#o.key.kid })
       .setIssuer(this.#o.providerId)
       .setSubject(this.#o.backendId)

@@ -2,8 +2,10 @@
  * The main thread's half of an inference: the steps that touch state the
  * whole process shares, in one place whichever thread read the request. It
  * spends the dispatch token's `jti` (one replay cache per process), refuses
- * while draining, resolves the READY model's handle once, and runs the parsed
- * request through that model's batcher; it keeps the per-request metrics.
+ * while draining, resolves the READY model's handle once, refuses a token
+ * whose `model_version` is not the version served, runs the parsed request
+ * through that model's batcher and meters the answer (the units the backend
+ * attests); it keeps the per-request metrics.
  * The HTTP side (http/app.ts, on the main thread or an HTTP worker) reads, checks
  * and parses the request, and serialises, hashes and attests the answer.
  */
@@ -11,13 +13,13 @@
 import { MeshError, isMeshError, type MeshErrorCode } from '../../../shared/errors.ts';
 import type { Units } from '../../../shared/jwt.ts';
 import type { InferRequest } from '../../../shared/protocol.ts';
-import type { DispatchVerifier } from '../mesh/dispatch.ts';
+import { checkModelVersion, type DispatchVerifier } from '../mesh/dispatch.ts';
 import type { Lifecycle } from '../lifecycle.ts';
 import type { Metrics, RequestTiming } from '../metrics.ts';
 import { queueTimeoutUs } from './batcher.ts';
 import type { ModelHandle } from './model-handle.ts';
 import type { ModelRepository } from './repository.ts';
-import { prepareInference, toOutputs, type OutputTensor } from './tensors.ts';
+import { meterAnswer, prepareInference, toOutputs, type OutputTensor } from './tensors.ts';
 
 /** An error as it crosses a thread: a `MeshError`'s code, message and retry hint. */
 export interface WireError {
@@ -35,6 +37,8 @@ export interface InferJob {
   /** The checked dispatch token's claims, to spend. */
   jti: string;
   exp: number;
+  /** The token's `model_version`, when it names one: the request must be served at that version. */
+  modelVersion?: string;
   /** The parsed request; absent when `invalid` says why it could not be parsed. */
   request?: InferRequest;
   /**
@@ -98,6 +102,12 @@ export class Executor implements InferencePort {
     if (this.#lifecycle.draining) throw new MeshError('not_ready', 'This backend is shutting down; send the request elsewhere.', { retryAfter: 1 });
     const model = await this.#repository.resolve(job.name);
     if (job.version !== undefined && job.version !== model.version) throw noSuchVersion(job.name, job.version, model.version);
+    try {
+      checkModelVersion(job.name, job.modelVersion, model.version);
+    } catch (err) {
+      if (isMeshError(err)) this.tokenRejected(err.code);
+      throw err;
+    }
     if (job.invalid) throw fromWire(job.invalid);
     if (!job.request) throw new MeshError('invalid_request', 'The inference request is missing.');
     return { version: model.version, result: await infer(model, job.request) };
@@ -122,7 +132,8 @@ export class Executor implements InferencePort {
  * a bad `parameters.timeout` included), takes a lease (so an unload waits for
  * it; 503 once the model is unloading), and submits it to the model's batcher
  * (429 when a queue is full, 504 `backend_timeout` when it waited past its
- * queue timeout).
+ * queue timeout). The units are metered from the request as sent and the
+ * outputs' shapes.
  */
 async function infer(model: ModelHandle, request: InferRequest): Promise<InferenceResult> {
   const prepared = prepareInference(model.config, request);
@@ -130,9 +141,10 @@ async function infer(model: ModelHandle, request: InferRequest): Promise<Inferen
   const done = model.lease();
   try {
     const result = await model.batcher.submit(prepared, { timeoutUs });
+    const outputs = toOutputs(model.config, result.outputs, prepared.fetches);
     return {
-      outputs: toOutputs(model.config, result.outputs, prepared.fetches),
-      units: prepared.units,
+      outputs,
+      units: meterAnswer(model.config, request, outputs),
       rows: prepared.batch,
       queueMs: result.queueMs,
       computeMs: result.computeMs,

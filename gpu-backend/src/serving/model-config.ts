@@ -7,6 +7,7 @@
  * the batch dimension; `-1` marks a variable dimension.
  */
 
+import { METERS, isMeter } from '../../../shared/metering.ts';
 import type { Datatype } from '../../../shared/protocol.ts';
 
 const TRITON_DATA_TYPES = [
@@ -114,7 +115,12 @@ export interface ModelConfig {
   instance_group?: InstanceGroupConfig[];
   /** Which numbered version folders to serve (default `{ latest: { num_versions: 1 } }`). */
   version_policy?: VersionPolicy;
-  /** Free-form scalar parameters (Triton nests `{ string_value }`), e.g. `tokenizer`, `text_input`, `max_sequence_length`, `pad_id`. */
+  /**
+   * Scalar parameters (Triton nests `{ string_value }`), e.g. `tokenizer`,
+   * `text_input`, `max_sequence_length`, `pad_id`, `metering`. The ones the
+   * backend acts on are checked: `metering` is one of shared/metering.ts's
+   * meters, `max_sequence_length` a positive integer, `pad_id` an integer.
+   */
   parameters?: Record<string, ModelParameterValue>;
 }
 
@@ -311,6 +317,11 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
       if (typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v))) out[k] = v;
       else fail(`parameters.${k}`, `must be a string, number or boolean, got ${show(v)}`);
     }
+    if (out.metering !== undefined && !isMeter(out.metering)) {
+      fail('parameters.metering', `must be one of ${METERS.join(', ')} (how the model's inferences are billed), got ${show(out.metering)}`);
+    }
+    if (out.max_sequence_length !== undefined) positiveInt(out.max_sequence_length, 'parameters.max_sequence_length');
+    if (out.pad_id !== undefined && !Number.isSafeInteger(out.pad_id)) fail('parameters.pad_id', `must be an integer, got ${show(out.pad_id)}`);
     config.parameters = out;
   }
 

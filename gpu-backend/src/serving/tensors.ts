@@ -4,7 +4,10 @@
  * the wrong datatype or shape is refused with a 400 that names the input and
  * says what was expected and what came. Text (`BYTES`) sent to a model whose
  * config names a `text_input` is tokenized (shared/tokenizer.ts) into its
- * INT64 token-id input. Also counts the billing units of a request.
+ * INT64 token-id input. Also meters an answered request: the billing units
+ * the backend attests, computed with shared/metering.ts under the model's
+ * rule (`meterRuleOf`), from the request as the consumer sent it and the
+ * outputs' shapes, exactly as the edge recounts them.
  */
 
 import * as ort from 'onnxruntime-node';
@@ -12,6 +15,7 @@ import { MeshError } from '../../../shared/errors.ts';
 import type { Datatype, InferOutput, InferRequest, TensorData } from '../../../shared/protocol.ts';
 import { DEFAULT_MAX_LENGTH, PAD_ID, TOKENIZER_NAME, VOCAB_SIZE, padBatch, tokenize } from '../../../shared/tokenizer.ts';
 import type { Units } from '../../../shared/jwt.ts';
+import { METERS, isMeter, meter, type MeterRule } from '../../../shared/metering.ts';
 import { datatypeOf, modelShape, type ModelConfig, type ModelTensorConfig } from './model-config.ts';
 
 /** The element storage of one ORT tensor. */
@@ -42,7 +46,6 @@ export interface PreparedInference {
   /** The input that carries token ids (padded with `padId`), if the model takes tokens. */
   tokenInput: string | undefined;
   padId: number;
-  units: Units;
 }
 
 /** How a model takes text: set when its config has `parameters.text_input`. */
@@ -85,9 +88,7 @@ export function textSpecOf(config: ModelConfig): TextSpec | undefined {
   if (typeof name !== 'string' || config.input.some((t) => t.name === name)) return undefined;
   const target = config.input.find((t) => t.data_type === 'TYPE_INT64');
   if (!target) return undefined;
-  const max = config.parameters?.max_sequence_length;
-  const maxLength = typeof max === 'number' && Number.isSafeInteger(max) && max > 0 ? max : DEFAULT_MAX_LENGTH;
-  return { name, target, maxLength };
+  return { name, target, maxLength: maxTokensOf(config) };
 }
 
 /** The INT64 input that carries token ids, for a model that declares a tokenizer or a text input. */
@@ -280,23 +281,43 @@ export function prepareInference(config: ModelConfig, request: InferRequest): Pr
     }
   }
 
-  const padId = padIdOf(config);
-  let inputUnits = first.batch;
-  if (tokenInput) {
-    const ids = feeds[tokenInput.name]!.values as BigInt64Array;
-    const pad = BigInt(padId);
-    inputUnits = 0;
-    for (let i = 0; i < ids.length; i++) if (ids[i] !== pad) inputUnits++;
-  }
-
   return {
     feeds,
     fetches,
     batch: first.batch,
     tokenInput: tokenInput?.name,
-    padId,
-    units: { input: inputUnits, output: first.batch },
+    padId: padIdOf(config),
   };
+}
+
+/** The model's `max_sequence_length` parameter, or the tokenizer's default. */
+function maxTokensOf(config: ModelConfig): number {
+  const max = config.parameters?.max_sequence_length;
+  return typeof max === 'number' && Number.isSafeInteger(max) && max > 0 ? max : DEFAULT_MAX_LENGTH;
+}
+
+/**
+ * How the model's inferences are metered: `parameters.metering` (checked when
+ * the config is read), by default `tokens` for a model that takes token ids
+ * or text and `rows` for any other; `tokens` counts with the model's
+ * `max_sequence_length` and `pad_id`.
+ */
+export function meterRuleOf(config: ModelConfig): MeterRule {
+  const declared = config.parameters?.metering;
+  if (declared !== undefined && !isMeter(declared)) {
+    throw new Error(`Model "${config.name}": parameters.metering must be one of ${METERS.join(', ')}, got ${JSON.stringify(declared)}.`);
+  }
+  const kind = declared ?? (tokenInputOf(config) ? 'tokens' : 'rows');
+  return kind === 'tokens' ? { meter: kind, maxTokens: maxTokensOf(config), padId: padIdOf(config) } : { meter: kind };
+}
+
+/**
+ * The units of an answered request (what the backend attests): `request` is
+ * the checked request as the consumer sent it (text before tokenisation),
+ * `outputs` what the answer carries.
+ */
+export function meterAnswer(config: ModelConfig, request: InferRequest, outputs: readonly Pick<OutputTensor, 'shape'>[]): Units {
+  return meter(meterRuleOf(config), request.inputs, outputs);
 }
 
 /**

@@ -196,12 +196,30 @@ describe('repository', () => {
     expect((await h.post('/v2/models/classifier/infer', body)).status).toBe(200);
   });
 
-  it('refuses repository changes without a token, and a token for another model', async () => {
+  it('refuses repository changes without a token, and a control token for another model', async () => {
     const none = await h.post('/v2/repository/models/embed/unload', {}, { token: null });
     expect(none.status).toBe(401);
     const other = await h.post('/v2/repository/models/embed/unload', {}, { model: 'classifier' });
     expect(other.status).toBe(401);
     expect(await errorCode(other)).toBe('invalid_token');
+    expect(h.backend.repository.state('embed')).toBe('READY');
+  });
+
+  it('refuses an inference token on index, load and unload, saying which purpose the route needs', async () => {
+    for (const [p, model] of [
+      ['/v2/repository/index', '*'],
+      ['/v2/repository/models/embed/unload', 'embed'],
+      ['/v2/repository/models/embed/load', 'embed'],
+    ] as const) {
+      const raw = '{}';
+      const res = await h.post(p, undefined, { raw, token: await dispatchToken({ model, body: raw, key: h.mesh, purpose: 'infer' }) });
+      expect(res.status).toBe(401);
+      expect(res.headers.get('www-authenticate')).toBe('Bearer error="invalid_token"');
+      expect(((await res.json()) as { error: { code: string; message: string } }).error).toEqual({
+        code: 'invalid_token',
+        message: 'The dispatch token\'s purpose is "infer", good for the inference routes only; this route needs purpose "control".',
+      });
+    }
     expect(h.backend.repository.state('embed')).toBe('READY');
   });
 

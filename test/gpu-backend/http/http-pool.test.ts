@@ -167,6 +167,16 @@ describe('a backend with HTTP_THREADS=2', () => {
     const wrongVersion = await send('POST', '/v2/models/embed/versions/7/infer', { body, token: await token('embed', body) });
     expect(wrongVersion.status).toBe(404);
 
+    // A repository control token is no permission to infer, checked on the thread that reads the request.
+    const control = await send('POST', '/v2/models/embed/infer', { body, token: await token('embed', body, { purpose: 'control' }) });
+    expect(control.status).toBe(401);
+    expect(JSON.parse(control.body.toString()).error).toMatchObject({ code: 'invalid_token', message: expect.stringMatching(/purpose is "control"/) });
+
+    // A token for another version of the model, refused once the main thread knows the version served.
+    const otherVersion = await send('POST', '/v2/models/embed/infer', { body, token: await token('embed', body, { model_version: '2' }) });
+    expect(otherVersion.status).toBe(401);
+    expect(JSON.parse(otherVersion.body.toString()).error).toMatchObject({ code: 'invalid_token', message: expect.stringMatching(/version "2".*version "1"/) });
+
     const big = embedBody('x'.repeat(5000));
     const tooLarge = await send('POST', '/v2/models/embed/infer', { body: big, token: await token('embed', big) });
     expect(tooLarge.status).toBe(413);
@@ -186,12 +196,17 @@ describe('a backend with HTTP_THREADS=2', () => {
     expect((await send('GET', '/v2/nowhere')).status).toBe(404);
     expect((await send('HEAD', '/v2/health/live')).status).toBe(200);
 
-    const unload = await send('POST', '/v2/repository/models/classifier/unload', { body: '', token: await token('classifier', '') });
+    // An inference token is no permission to change the repository (forwarded to the main thread, refused there).
+    const inferToken = await send('POST', '/v2/repository/models/classifier/unload', { body: '', token: await token('classifier', '') });
+    expect(inferToken.status).toBe(401);
+    expect(JSON.parse(inferToken.body.toString()).error).toMatchObject({ code: 'invalid_token', message: expect.stringMatching(/purpose is "infer"/) });
+    const control = { purpose: 'control' };
+    const unload = await send('POST', '/v2/repository/models/classifier/unload', { body: '', token: await token('classifier', '', control) });
     expect(unload.status).toBe(200);
     expect(JSON.parse(unload.body.toString())).toMatchObject({ name: 'classifier', state: 'UNAVAILABLE' });
     const classifierReady = await send('GET', '/v2/models/classifier/ready');
     expect(classifierReady.status).toBe(503);
-    const load = await send('POST', '/v2/repository/models/classifier/load', { body: '', token: await token('classifier', '') });
+    const load = await send('POST', '/v2/repository/models/classifier/load', { body: '', token: await token('classifier', '', control) });
     expect(load.status).toBe(200);
     expect((await send('GET', '/v2/models/classifier/ready')).status).toBe(200);
 
@@ -202,7 +217,8 @@ describe('a backend with HTTP_THREADS=2', () => {
     expect(count(/^nv_inference_request_failure\{model="embed",version="1",reason="datatype_mismatch"\} (\d+)$/m)).toBe(1);
     expect(count(/^nv_inference_request_failure\{model="embed",version="1",reason="invalid_json"\} (\d+)$/m)).toBe(1);
     expect(count(/^nv_inference_request_failure\{model="embed",version="1",reason="model_not_found"\} (\d+)$/m)).toBe(1);
-    expect(count(/^mesh_dispatch_rejected_total\{code="invalid_token"\} (\d+)$/m)).toBe(9);
+    // Replays, the swapped body, the control token on infer, the other version, the infer token on unload.
+    expect(count(/^mesh_dispatch_rejected_total\{code="invalid_token"\} (\d+)$/m)).toBe(12);
   });
 
   it('never answers 5xx to random bodies or near-miss requests, across the thread', async () => {

@@ -1,16 +1,19 @@
 /**
  * Heartbeats: the first one goes out at start, signed by the provider key
  * with the heartbeat typ and audience, with a body the edge's parser accepts;
+ * each token is bound to the exact bytes sent (`body_sha256`) and carries a
+ * `seq` above every earlier one, also when the clock stands still or steps back;
  * the edge's load/unload actions are applied; an outage is logged once and its
  * recovery once; stop() sends `ready: false`.
  */
 
+import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { importJWK, jwtVerify } from 'jose';
+import { decodeJwt, importJWK, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseHeartbeat, type HeartbeatAction } from '../../../shared/heartbeat.ts';
-import { HEARTBEAT_AUDIENCE, TYP } from '../../../shared/jwt.ts';
+import { HEARTBEAT_AUDIENCE, TYP, type HeartbeatClaims } from '../../../shared/jwt.ts';
 import { Heartbeater } from '../../../gpu-backend/src/mesh/heartbeat.ts';
 import { memoryLogger } from '../../../gpu-backend/src/log.ts';
 import { importProviderKey } from '../../../gpu-backend/src/mesh/provider-key.ts';
@@ -77,6 +80,50 @@ describe('heartbeats', () => {
     }
   });
 
+  it('binds each token to the exact body bytes sent, with a seq above every earlier beat', async () => {
+    const before = Date.now();
+    for (let i = 0; i < 3; i++) expect(await h.backend.heartbeat.beat()).toBe(true);
+    const beats = h.heartbeats.map((b) => ({ raw: b.raw, claims: decodeJwt<HeartbeatClaims>(b.authorization.replace(/^Bearer /, '')) }));
+    for (const { raw, claims } of beats) expect(claims.body_sha256).toBe(createHash('sha256').update(raw).digest('hex'));
+    const seqs = beats.map((b) => b.claims.seq);
+    for (const [i, seq] of seqs.entries()) {
+      expect(Number.isSafeInteger(seq)).toBe(true);
+      if (i > 0) expect(seq).toBeGreaterThan(seqs[i - 1]!);
+    }
+    // Wall-clock based, so above anything a previous run of this backend sent.
+    expect(seqs.at(-1)!).toBeGreaterThanOrEqual(before);
+  });
+
+  it('keeps seq increasing when the clock stands still or steps back, and hashes what it sends', async () => {
+    let clock = 1_900_000_000_000;
+    const sent: { raw: Uint8Array; claims: HeartbeatClaims }[] = [];
+    const beater = new Heartbeater({
+      edgeUrl: EDGE_URL,
+      providerId: PROVIDER_ID,
+      backendId: BACKEND_ID,
+      key: await importProviderKey(h.provider.privateJwk),
+      intervalMs: 60_000,
+      snapshot: () => h.backend.snapshot(),
+      apply: async () => false,
+      log: memoryLogger(),
+      now: () => clock,
+      fetch: (async (_url: unknown, init?: RequestInit) => {
+        const raw = new Uint8Array(await new Response(init?.body).arrayBuffer());
+        sent.push({ raw, claims: decodeJwt<HeartbeatClaims>(new Headers(init?.headers).get('authorization')!.replace(/^Bearer /, '')) });
+        return new Response('{"ok":true,"ttlSeconds":10,"actions":[]}');
+      }) as typeof fetch,
+    });
+    await beater.beat();
+    await beater.beat(); // same millisecond
+    clock -= 5_000; // the clock steps back
+    await beater.beat();
+    clock += 60_000;
+    await beater.beat({ ready: false });
+    expect(sent.map((s) => s.claims.seq)).toEqual([1_900_000_000_000, 1_900_000_000_001, 1_900_000_000_002, 1_900_000_055_000]);
+    for (const { raw, claims } of sent) expect(claims.body_sha256).toBe(createHash('sha256').update(raw).digest('hex'));
+    expect(JSON.parse(new TextDecoder().decode(sent.at(-1)!.raw)).ready).toBe(false);
+  });
+
   it('reports p50Ms as the median of measured execution times', async () => {
     for (let i = 0; i < 5; i++) {
       const res = await h.post('/v2/models/classifier/infer', { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 16], data: new Array(16).fill(i) }] });
@@ -127,7 +174,7 @@ describe('heartbeats', () => {
       apply: async () => false,
       log,
       fetch: (async (_url: unknown, init?: RequestInit) => {
-        bodies.push(JSON.parse(String(init?.body)));
+        bodies.push(JSON.parse(await new Response(init?.body).text()));
         if (!up) throw new TypeError('fetch failed', { cause: new Error('connect ECONNREFUSED') });
         return new Response('{"ok":true,"ttlSeconds":10,"actions":[]}');
       }) as typeof fetch,

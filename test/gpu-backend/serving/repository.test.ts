@@ -1,6 +1,7 @@
 /**
  * Model lifecycle on real ONNX Runtime sessions: the CUDA → CPU fallback (and
- * `KIND_CPU` models kept on the CPU), a failed load, unload waiting for every
+ * `KIND_CPU` models kept on the CPU), a failed load (a config that does not
+ * match its graph, or one that names an unknown meter), unload waiting for every
  * request it admitted (queued or running) while new ones get 503, load of a
  * loaded model as a no-op, a steady stream of requests through unload and
  * load, and the bounded queue answering 429 when full.
@@ -32,6 +33,20 @@ beforeAll(async () => {
       max_batch_size: 8,
       input: [{ name: 'features', data_type: 'TYPE_FP32', dims: [16] }],
       output: [{ name: 'logits', data_type: 'TYPE_FP32', dims: [4] }],
+    }),
+  );
+  // The classifier again, billed by a meter the mesh does not have: it must fail to load, saying so.
+  await mkdir(path.join(repo.dir, 'unmetered', '1'), { recursive: true });
+  await copyFile(path.join(repo.dir, 'classifier', '1', 'model.onnx'), path.join(repo.dir, 'unmetered', '1', 'model.onnx'));
+  await writeFile(
+    path.join(repo.dir, 'unmetered', 'config.json'),
+    JSON.stringify({
+      name: 'unmetered',
+      platform: 'onnxruntime_onnx',
+      max_batch_size: 8,
+      input: [{ name: 'features', data_type: 'TYPE_FP32', dims: [16] }],
+      output: [{ name: 'probabilities', data_type: 'TYPE_FP32', dims: [4] }],
+      parameters: { metering: 'bytes' },
     }),
   );
   // The classifier again, with instances that must stay on the CPU.
@@ -190,6 +205,17 @@ describe('loading and unloading', () => {
     expect(broken?.state).toBe('UNAVAILABLE');
     expect(broken?.reason).toMatch(/config output "logits" is not an output of the ONNX graph/);
     expect((await h.post('/v2/models/classifier/infer', FEATURES)).status).toBe(200);
+  });
+
+  it('refuses to load a model whose parameters.metering is not a meter, and says which meters there are', async () => {
+    const res = await h.post('/v2/repository/models/unmetered/load', {});
+    expect(res.status).toBe(500);
+    expect(await errorCode(res)).toBe('internal');
+    const index = (await (await h.post('/v2/repository/index', {})).json()) as { name: string; state: string; reason?: string }[];
+    const unmetered = index.find((m) => m.name === 'unmetered');
+    expect(unmetered?.state).toBe('UNAVAILABLE');
+    expect(unmetered?.reason).toMatch(/unmetered[/\\]config\.json: parameters\.metering must be one of tokens, rows, elements, requests .*got "bytes"/);
+    expect((await h.post('/v2/models/unmetered/infer', FEATURES)).status).toBe(503);
   });
 
   it('answers 429 with retry-after when the queue is full', async () => {

@@ -4,18 +4,25 @@
  * and the backend keeps serving afterwards. A property test throws random
  * JSON and near-miss OIP requests at it (with random queue timeouts): never
  * a 5xx, save 504 `backend_timeout` for a request whose own timeout passed.
+ * Metering: the units the backend attests under each meter (tokens, rows,
+ * elements, requests), from the request as sent and the outputs' shapes, on
+ * configs and on a real backend.
  */
 
 import { serve } from '@hono/node-server';
 import fc from 'fast-check';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { describe, expect, it } from 'vitest';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodePayload, type AttestationClaims } from '../../../shared/jwt.ts';
+import { tokenize } from '../../../shared/tokenizer.ts';
 import { MeshError } from '../../../shared/errors.ts';
 import { parseInferRequest } from '../../../shared/protocol.ts';
 import type { ModelConfig } from '../../../gpu-backend/src/serving/model-config.ts';
-import { prepareInference } from '../../../gpu-backend/src/serving/tensors.ts';
-import { dispatchToken, expectNo5xx, inferBodies, type Harness, useDemoHarness } from '../helpers.ts';
+import { meterAnswer, meterRuleOf, prepareInference } from '../../../gpu-backend/src/serving/tensors.ts';
+import { demoRepository, dispatchToken, expectNo5xx, harness, inferBodies, type Harness, useDemoHarness } from '../helpers.ts';
 
 let h: Harness;
 useDemoHarness((built) => (h = built));
@@ -225,5 +232,110 @@ describe('bad tensors', () => {
       { numRuns: 200 },
     );
     await expectServing();
+  });
+});
+
+describe('metering', () => {
+  /** A model over `inputs` with one FP32 output of `outDims` per row, and `parameters`. */
+  const model = (inputs: ModelConfig['input'], parameters?: ModelConfig['parameters'], outDims = [4]): ModelConfig => ({
+    name: 'm',
+    platform: 'onnxruntime_onnx',
+    max_batch_size: 8,
+    input: inputs,
+    output: [{ name: 'y', data_type: 'TYPE_FP32', dims: outDims }],
+    ...(parameters ? { parameters } : {}),
+  });
+  const ids = [{ name: 'input_ids', data_type: 'TYPE_INT64' as const, dims: [-1] }];
+  const feats = [{ name: 'features', data_type: 'TYPE_FP32' as const, dims: [16] }];
+  const text = { tokenizer: 'mesh-hash-v1', text_input: 'text', max_sequence_length: 128, pad_id: 0 };
+  const out = (rows: number, cols = 4) => [{ shape: [rows, cols] }];
+  const idsRequest = (shape: number[], data: number[]) => parseInferRequest({ inputs: [{ name: 'input_ids', datatype: 'INT64', shape, data }] });
+  const textRequest = (texts: string[]) => parseInferRequest({ inputs: [{ name: 'text', datatype: 'BYTES', shape: [texts.length], data: texts }] });
+  const featRequest = (rows: number) => parseInferRequest({ inputs: [{ name: 'features', datatype: 'FP32', shape: [rows, 16], data: zeros(rows * 16) }] });
+
+  it('defaults to tokens for a model that takes token ids or text, and to rows for any other', () => {
+    expect(meterRuleOf(model(ids, text))).toEqual({ meter: 'tokens', maxTokens: 128, padId: 0 });
+    expect(meterRuleOf(model(ids, { tokenizer: 'mesh-hash-v1' }))).toEqual({ meter: 'tokens', maxTokens: 128, padId: 0 });
+    expect(meterRuleOf(model(ids))).toEqual({ meter: 'rows' }); // INT64 input, but no tokenizer: not token ids
+    expect(meterRuleOf(model(feats))).toEqual({ meter: 'rows' });
+    expect(meterRuleOf(model(ids, { ...text, max_sequence_length: 16, pad_id: 3 }))).toEqual({ meter: 'tokens', maxTokens: 16, padId: 3 });
+    expect(meterRuleOf(model(ids, { ...text, metering: 'requests' }))).toEqual({ meter: 'requests' });
+    expect(() => meterRuleOf(model(feats, { metering: 'bytes' }))).toThrow(/parameters\.metering must be one of tokens, rows, elements, requests, got "bytes"/);
+  });
+
+  it('tokens: non-padding token ids, or the texts\' tokens as the backend tokenises them (truncated at max_sequence_length); output rows', () => {
+    const embed = model(ids, { ...text, metering: 'tokens' }, [256]);
+    expect(meterAnswer(embed, idsRequest([2, 4], [1, 17, 99, 0, 1, 42, 0, 0]), out(2, 256))).toEqual({ input: 5, output: 2 });
+    const texts = ['Hello, edge mesh!', 'GPU backends answer fast', ''];
+    const expected = texts.reduce((n, t) => n + tokenize(t).length, 0);
+    expect(meterAnswer(embed, textRequest(texts), out(3, 256))).toEqual({ input: expected, output: 3 });
+    const long = Array.from({ length: 200 }, (_, i) => `w${i}`).join(' ');
+    expect(meterAnswer(embed, textRequest([long]), out(1, 256))).toEqual({ input: 128, output: 1 });
+    const short = model(ids, { ...text, max_sequence_length: 8, pad_id: 7 }, [256]);
+    expect(meterAnswer(short, textRequest([long]), out(1, 256))).toEqual({ input: 8, output: 1 });
+    // With pad_id 7, id 7 is padding and id 0 is a token.
+    expect(meterAnswer(short, idsRequest([1, 4], [1, 0, 7, 7]), out(1, 256))).toEqual({ input: 2, output: 1 });
+  });
+
+  it('rows: the batch rows in and out, whatever the tensors hold', () => {
+    expect(meterAnswer(model(feats), featRequest(3), out(3))).toEqual({ input: 3, output: 3 });
+    expect(meterAnswer(model(ids, { ...text, metering: 'rows' }), textRequest(['a b c', 'd']), out(2, 256))).toEqual({ input: 2, output: 2 });
+  });
+
+  it('elements: every element of every input, and of every output', () => {
+    const pair = model([...feats, { name: 'mask', data_type: 'TYPE_BOOL', dims: [2] }], { metering: 'elements' });
+    const request = parseInferRequest({
+      inputs: [
+        { name: 'features', datatype: 'FP32', shape: [3, 16], data: zeros(48) },
+        { name: 'mask', datatype: 'BOOL', shape: [3, 2], data: [true, false, true, false, true, false] },
+      ],
+    });
+    expect(meterAnswer(pair, request, [{ shape: [3, 4] }, { shape: [3] }])).toEqual({ input: 54, output: 15 });
+    // A text is one element, however long.
+    expect(meterAnswer(model(ids, { ...text, metering: 'elements' }), textRequest(['one two three', 'four']), out(2, 256))).toEqual({ input: 2, output: 512 });
+  });
+
+  it('requests: one in and one out, whatever the size', () => {
+    expect(meterAnswer(model(feats, { metering: 'requests' }), featRequest(8), out(8))).toEqual({ input: 1, output: 1 });
+  });
+
+  describe('on a real backend: the attested units follow the model\'s meter', () => {
+    let repo: Awaited<ReturnType<typeof demoRepository>>;
+    let backend: Harness;
+    beforeAll(async () => {
+      repo = await demoRepository();
+      // The classifier again under each meter it may be billed by.
+      for (const metering of ['elements', 'requests']) {
+        const name = `classifier-${metering}`;
+        await mkdir(path.join(repo.dir, name, '1'), { recursive: true });
+        await copyFile(path.join(repo.dir, 'classifier', '1', 'model.onnx'), path.join(repo.dir, name, '1', 'model.onnx'));
+        await writeFile(
+          path.join(repo.dir, name, 'config.json'),
+          JSON.stringify({
+            name,
+            platform: 'onnxruntime_onnx',
+            max_batch_size: 8,
+            input: [{ name: 'features', data_type: 'TYPE_FP32', dims: [16] }],
+            output: [{ name: 'probabilities', data_type: 'TYPE_FP32', dims: [4] }],
+            parameters: { metering },
+          }),
+        );
+      }
+      backend = await harness({ repo: repo.dir, env: { MODELS: 'classifier,classifier-elements,classifier-requests' } });
+    });
+    afterAll(async () => {
+      await backend?.backend.repository.close();
+      await repo?.cleanup();
+    });
+
+    it.each([
+      ['classifier', { input: 3, output: 3 }],
+      ['classifier-elements', { input: 48, output: 12 }],
+      ['classifier-requests', { input: 1, output: 1 }],
+    ])('%s attests %j for 3 rows', async (name, units) => {
+      const res = await backend.post(`/v2/models/${name}/infer`, features([3, 16]));
+      expect(res.status).toBe(200);
+      expect(decodePayload<AttestationClaims>(res.headers.get('x-provider-attestation')!)!.units).toEqual(units);
+    });
   });
 });

@@ -11,10 +11,12 @@ import { InferenceClient } from '@huggingface/inference';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MeshError } from '../../../shared/errors.ts';
 import type { Env } from '../../../workers/env.ts';
-import { embedOnHuggingFace, HF_MAX_ANSWER_BYTES } from '../../../workers/inference/fallback.ts';
+import { parseCatalogue } from '../../../workers/inference/catalogue.ts';
+import { embedOnHuggingFace, endpointFor, fallbackFor, HF_MAX_ANSWER_BYTES } from '../../../workers/inference/fallback.ts';
 
 const ENDPOINT = 'https://embed.endpoints.huggingface.test/v1';
 const TOKEN = 'hf_unit_test_token';
+const UPSTREAM = 'sentence-transformers/all-MiniLM-L6-v2';
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -63,7 +65,7 @@ async function viaClient(texts: string[], answers: (() => Response)[], token = T
 
 async function viaWorker(texts: string[], answers: (() => Response)[], e: Env = withEndpoint()) {
   const sent = stubFetch(...answers);
-  const result = await outcome(embedOnHuggingFace(e, 'embed', texts, 'embedding', 5_000));
+  const result = await outcome(embedOnHuggingFace(e, 'embed', UPSTREAM, texts, 'embedding', 5_000));
   vi.restoreAllMocks();
   return { sent, result };
 }
@@ -165,7 +167,7 @@ describe('the Hugging Face fallback answer', () => {
         new Promise<Response>((_resolve, reject) => init?.signal?.addEventListener('abort', () => reject(init.signal!.reason))),
     );
     const started = Date.now();
-    const err = await embedOnHuggingFace(withEndpoint(), 'embed', ['a'], 'embedding', 50).catch((e: unknown) => e);
+    const err = await embedOnHuggingFace(withEndpoint(), 'embed', UPSTREAM, ['a'], 'embedding', 50).catch((e: unknown) => e);
     expectBackendFailed(err);
     expect(Date.now() - started).toBeLessThan(5_000);
   });
@@ -174,7 +176,7 @@ describe('the Hugging Face fallback answer', () => {
     // Each 503 takes a moment, as over a network.
     const sent = stubFetch(() => new Promise<Response>((resolve) => setTimeout(() => resolve(json({ error: 'loading' }, 503)()), 5)));
     const started = Date.now();
-    const err = await embedOnHuggingFace(withEndpoint(), 'embed', ['a'], 'embedding', 450).catch((e: unknown) => e);
+    const err = await embedOnHuggingFace(withEndpoint(), 'embed', UPSTREAM, ['a'], 'embedding', 450).catch((e: unknown) => e);
     expectBackendFailed(err);
     // At once, after 100 ms and after 200 more (the third may miss the timeout on a busy machine); the next
     // pause (300 ms) outlasts it. The client, retrying at once, would send dozens.
@@ -189,5 +191,36 @@ describe('the Hugging Face fallback answer', () => {
     if (!result.ok) expectBackendFailed(result.error, /not one embedding per input/);
     const client = await viaClient(['a', 'b'], [json([[1, 2]])]);
     expect(client.result.ok).toBe(true);
+  });
+});
+
+describe('when a request may fall back (the operator\'s fallback table, residency and pins)', () => {
+  const models = parseCatalogue({
+    embed: { meter: 'tokens', price: { input: 0.1 }, fallback: { model: UPSTREAM, price: { input: 0.2 } } },
+    'embed-eu': { meter: 'tokens', price: { input: 0.1 }, fallback: { model: UPSTREAM, price: { input: 0.2 }, region: 'eu-west' } },
+    classifier: { meter: 'rows', price: { output: 5 } },
+  });
+  const noBackend = new MeshError('no_capacity', 'none');
+  const e = withEndpoint();
+
+  it('falls back only for a model the table gives a fallback, for text, on a "no backend can serve" error', () => {
+    expect(fallbackFor(e, noBackend, models.get('embed')!, ['a'], undefined)).toEqual({ model: UPSTREAM, price: { input: 0.2, output: 0 } });
+    expect(fallbackFor(e, noBackend, models.get('classifier')!, ['a'], undefined)).toBeUndefined();
+    expect(fallbackFor(e, noBackend, models.get('embed')!, undefined, undefined)).toBeUndefined();
+    expect(fallbackFor(e, new MeshError('invalid_request', 'bad'), models.get('embed')!, ['a'], undefined)).toBeUndefined();
+    expect(fallbackFor(withEndpoint({ HF_ENDPOINT_URL: '' }), noBackend, models.get('embed')!, ['a'], undefined)).toBeUndefined();
+  });
+
+  it('honours residency and pins: only a fallback that names an allowed region', () => {
+    expect(fallbackFor(e, noBackend, models.get('embed')!, ['a'], new Set(['eu-west']))).toBeUndefined();
+    expect(fallbackFor(e, noBackend, models.get('embed-eu')!, ['a'], new Set(['eu-west']))?.region).toBe('eu-west');
+    expect(fallbackFor(e, noBackend, models.get('embed-eu')!, ['a'], new Set(['us-east']))).toBeUndefined();
+  });
+
+  it('puts the upstream model id where the endpoint URL says {model}', () => {
+    expect(endpointFor(withEndpoint({ HF_ENDPOINT_URL: 'https://router.example/models/{model}/pipeline/feature-extraction' }), UPSTREAM)).toBe(
+      `https://router.example/models/${UPSTREAM}/pipeline/feature-extraction`,
+    );
+    expect(endpointFor(e, UPSTREAM)).toBe(ENDPOINT);
   });
 });

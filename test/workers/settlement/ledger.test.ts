@@ -106,6 +106,22 @@ describe('SettlementLedger', () => {
     await verifyBatch(batch, [good.jwt, bad.jwt], await jwks());
   });
 
+  it('totals ids that name Object.prototype members as numbers, in a batch the offline verifier accepts', async () => {
+    await closeAll();
+    const shard = 3;
+    const ledger = ledgerShard(env, shard);
+    const ids = ['__proto__', 'constructor', 'toString', 'hasOwnProperty'];
+    const made = await Promise.all(ids.flatMap((id) => [receipt({ sub: id, provider: id, amount: 10 }, shard), receipt({ sub: id, provider: id, amount: 20 }, shard)]));
+    expect(await ledger.append(shard, made.map((r) => r.jwt))).toEqual(made.map(() => 'appended'));
+    const [id] = await ledger.close(shard);
+    const { batch } = (await ledger.batch(shard, id!))!;
+    const { claims } = await verifyBatch(batch, made.map((r) => r.jwt), await jwks());
+    for (const who of ids) {
+      expect([who, Object.hasOwn(claims.totals.consumers, who) && claims.totals.consumers[who]]).toEqual([who, 30]);
+      expect([who, Object.hasOwn(claims.totals.providers, who) && claims.totals.providers[who]]).toEqual([who, 30]);
+    }
+  });
+
   it('marks messages that are not receipts invalid, without appending them', async () => {
     const shard = 2;
     const good = await receipt({}, shard);

@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+import { checkMetadata } from '../../../workers/inference/metadata.ts';
+
+const good = {
+  name: 'embed',
+  versions: ['1'],
+  platform: 'onnxruntime_onnx',
+  inputs: [{ name: 'text', datatype: 'BYTES', shape: [-1] }],
+  outputs: [{ name: 'embedding', datatype: 'FP32', shape: [-1, 64] }],
+  parameters: { tokenizer: 'mesh-hash-v1', pad_id: 0, max_batch_size: 32 },
+};
+
+describe("a backend's model metadata, before the edge caches it", () => {
+  it('keeps a well-formed document for the model asked about', () => {
+    expect(checkMetadata(good, 'embed')).toEqual(good);
+  });
+
+  const bad: [string, unknown, RegExp][] = [
+    ['not an object', [good], /not a JSON object/],
+    ['about another model', { ...good, name: 'classifier' }, /another model/],
+    ['no outputs', { ...good, outputs: [] }, /outputs must be/],
+    ['thousands of inputs', { ...good, inputs: Array.from({ length: 1000 }, (_, i) => ({ name: `i${i}`, datatype: 'FP32', shape: [1] })) }, /inputs must be/],
+    ['an unknown datatype', { ...good, outputs: [{ name: 'e', datatype: 'FP8', shape: [1] }] }, /unknown datatype/],
+    ['a shape of strings', { ...good, outputs: [{ name: 'e', datatype: 'FP32', shape: ['a'] }] }, /invalid shape/],
+    ['a huge name', { ...good, outputs: [{ name: 'e'.repeat(1000), datatype: 'FP32', shape: [1] }] }, /no valid name/],
+    ['an object as parameter', { ...good, parameters: { pad_id: { $gt: 1 } } }, /not a short scalar/],
+    ['a huge version list', { ...good, versions: Array.from({ length: 100 }, (_, i) => String(i)) }, /versions/],
+  ];
+  for (const [what, doc, reason] of bad) {
+    it(`refuses ${what}`, () => {
+      expect(checkMetadata(doc, 'embed')).toMatch(reason);
+    });
+  }
+
+  it('keeps a parameter named __proto__ as data, not as a prototype', () => {
+    const doc = JSON.parse('{"name":"embed","versions":[],"platform":"p","inputs":[{"name":"x","datatype":"FP32","shape":[1]}],"outputs":[{"name":"y","datatype":"FP32","shape":[1]}],"parameters":{"__proto__":1}}');
+    const meta = checkMetadata(doc, 'embed') as unknown as { parameters: Record<string, unknown> };
+    expect(Object.getPrototypeOf(meta.parameters)).toBe(Object.prototype);
+    expect(Object.hasOwn(meta.parameters, '__proto__')).toBe(true);
+  });
+});

@@ -1,0 +1,79 @@
+/**
+ * The backends to try for one request: the regions it may be served in (the
+ * key's residency and the `x-mesh-region` pin), and its candidates ranked from
+ * the isolate's snapshot, or the 404/503 that says why there are none. Each
+ * call also counts demand for the model (directory/demand.ts).
+ */
+
+import type { Context } from 'hono';
+import { MeshError } from '../../shared/errors.ts';
+import { isRegionId } from '../../shared/regions.ts';
+import type { KeyClaims } from '../../shared/jwt.ts';
+import type { AppEnv } from '../context.ts';
+import { flushDemand, noteDemand } from '../directory/demand.ts';
+import { getSnapshot, refreshSnapshot, type Snapshot } from '../directory/snapshot.ts';
+import { settings } from '../env.ts';
+import { resolvePop, type Pop } from '../geo/pop.ts';
+import { isolateRouting } from '../routing/isolate.ts';
+import { pickAttempts } from '../routing/p2c.ts';
+import { rankByScore, type Scored } from '../routing/score.ts';
+import { offered } from './catalogue.ts';
+
+/** At most this many backends are tried for one request. */
+export const MAX_ATTEMPTS = 3;
+const RETRY_AFTER_S = 5;
+/** A snapshot older than this is refreshed once before a request is refused for want of a backend. */
+const STALE_BEFORE_REFUSING_MS = 250;
+
+/** Regions this request may be served in: the `x-mesh-region` pin within the key's residency. */
+export function allowedRegions(c: Context<AppEnv>, consumer: KeyClaims): Set<string> | undefined {
+  const pin = c.req.header('x-mesh-region');
+  const residency = consumer.regions ? new Set(consumer.regions) : undefined;
+  if (pin === undefined) return residency;
+  if (!isRegionId(pin)) throw new MeshError('unknown_region', `x-mesh-region: "${pin}" is not a mesh region.`);
+  if (residency && !residency.has(pin)) {
+    throw new MeshError('forbidden', `Your key may only be served in ${[...residency].join(', ')}, not ${pin}.`);
+  }
+  return new Set([pin]);
+}
+
+/**
+ * The backends to try for `model` from this request's PoP: scored by expected
+ * time to a complete answer, the first picked by power of two choices among
+ * the best, the rest in score order. 404 or 503 when there are none.
+ */
+export async function candidatesFor(
+  c: Context<AppEnv>,
+  consumer: KeyClaims,
+  model: string,
+  version?: string,
+  pop: Pop = resolvePop(c.req.raw, settings(c.env).dev),
+): Promise<{ pop: Pop; candidates: Scored[]; snapshot: Snapshot }> {
+  const s = settings(c.env);
+  offered(c.env, model);
+  const residency = allowedRegions(c, consumer);
+  // Demand counts every request for an offered model, served or not (a metadata fetch counts too): it is what warm placement reads.
+  noteDemand(pop, model);
+  flushDemand(c.env, c.executionCtx);
+  const rank = (snap: Snapshot) =>
+    pickAttempts(rankByScore(snap.backends, { model, version, from: pop, residency }, isolateRouting, Date.now(), { allowCold: false }), Math.random);
+  let snapshot = await getSnapshot(c.env, c.executionCtx, s.snapshotRefreshMs);
+  let candidates = rank(snapshot);
+  if (candidates.length === 0 && Date.now() - snapshot.at > STALE_BEFORE_REFUSING_MS) {
+    // Before refusing, make sure the refusal is not an artefact of an old snapshot.
+    snapshot = await refreshSnapshot(c.env);
+    candidates = rank(snapshot);
+  }
+  if (candidates.length === 0) {
+    if (!snapshot.recentModels.has(version === undefined ? model : `${model}@${version}`)) {
+      const what = version === undefined ? `a model named "${model}"` : `version "${version}" of "${model}"`;
+      throw new MeshError('model_not_found', `No backend in the mesh serves ${what}.`);
+    }
+    const where = residency ? ` in ${[...residency].join(', ')}` : '';
+    throw new MeshError('no_capacity', `No ready backend has "${model}" warm${where} right now; retry shortly.`, {
+      retryAfter: RETRY_AFTER_S,
+    });
+  }
+  return { pop, candidates, snapshot };
+}
+

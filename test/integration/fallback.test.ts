@@ -21,7 +21,9 @@ import { startMesh, type LocalMesh } from '../../scripts/local-mesh.ts';
 let mesh: LocalMesh;
 let fake: Server;
 let dir: string;
-const seen: { authorization: string | undefined; contentType: string | undefined; body: unknown }[] = [];
+const seen: { path: string | undefined; authorization: string | undefined; contentType: string | undefined; body: unknown }[] = [];
+/** The `embed` model's fallback in wrangler.toml's catalogue. */
+const UPSTREAM = 'sentence-transformers/all-MiniLM-L6-v2';
 const logs: string[] = [];
 
 async function readJson(req: IncomingMessage): Promise<unknown> {
@@ -33,7 +35,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
 beforeAll(async () => {
   fake = createServer(async (req, res) => {
     const body = (await readJson(req)) as { inputs: string | string[] };
-    seen.push({ authorization: req.headers.authorization, contentType: req.headers['content-type'], body });
+    seen.push({ path: req.url, authorization: req.headers.authorization, contentType: req.headers['content-type'], body });
     const embed = (t: string) => [t.length, 1, 0.5];
     const out = typeof body.inputs === 'string' ? embed(body.inputs) : body.inputs.map(embed);
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(out));
@@ -48,7 +50,7 @@ beforeAll(async () => {
       dir,
       backends: [{ id: 'fra-1', region: 'eu-west', provider: 'provider-fra' }],
       log: (line) => logs.push(line),
-      edgeVars: { BACKEND_TTL_SECONDS: '2', SNAPSHOT_REFRESH_MS: '300', HF_ENDPOINT_URL: `http://127.0.0.1:${port}`, HF_TOKEN: 'hf_local_test_token' },
+      edgeVars: { BACKEND_TTL_SECONDS: '2', SNAPSHOT_REFRESH_MS: '300', HF_ENDPOINT_URL: `http://127.0.0.1:${port}/models/{model}`, HF_TOKEN: 'hf_local_test_token' },
       backendEnv: { HEARTBEAT_INTERVAL_MS: '400' },
     });
   } catch (err) {
@@ -93,14 +95,28 @@ describe('Hugging Face fallback', () => {
     const body = JSON.parse(new TextDecoder().decode(bytes)) as { data: { embedding: number[] }[] };
     expect(body.data.map((d) => d.embedding)).toEqual([[2, 1, 0.5], [4, 1, 0.5]]);
     const receipt = await receiptOf(res);
-    expect(receipt).toMatchObject({ provider: 'huggingface', region: 'huggingface', model: 'embed', units: { output: 2 } });
+    // The units are metered as for a backend (tokens, [CLS] included: 2 per text), priced at the fallback's 0.2 µUSD.
+    expect(receipt).toMatchObject({ provider: 'huggingface', region: 'huggingface', model: 'embed', upstream_model: UPSTREAM, units: { input: 4, output: 2 }, amount: 1 });
     expect(receipt.attestation).toBeUndefined();
     expect(receipt.output_sha256).toBe(await sha256Hex(bytes));
-    expect(seen.at(-1)).toEqual({ authorization: 'Bearer hf_local_test_token', contentType: 'application/json', body: { inputs: ['ab', 'abcd'] } });
+    expect(seen.at(-1)).toEqual({ path: `/models/${UPSTREAM}`, authorization: 'Bearer hf_local_test_token', contentType: 'application/json', body: { inputs: ['ab', 'abcd'] } });
 
     const oip = await post('/v2/models/embed/infer', { inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', data: ['xyz'] }] });
     expect(oip.status).toBe(200);
     expect(await oip.json()).toMatchObject({ model_name: 'embed', outputs: [{ datatype: 'FP32', shape: [1, 3], data: [3, 1, 0.5] }] });
+  });
+
+  it('does not fall back for a consumer whose residency the fallback does not name', async () => {
+    const before = seen.length;
+    const key = await mesh.issue('eu-only', 'consumer', ['eu-west']);
+    const res = await fetch(`${mesh.edgeUrl}/v1/embeddings`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'x-mesh-dev-colo': 'FRA' },
+      body: JSON.stringify({ model: 'embed', input: 'hello' }),
+    });
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('no_capacity');
+    expect(seen.length).toBe(before);
   });
 
   it('does not fall back for numeric inputs: 503 with retry-after', async () => {

@@ -6,6 +6,7 @@ import { importJWK, SignJWT, type JWK } from 'jose';
 import { sha256Hex } from '../../receipts/index.ts';
 import { generateEd25519, issueKey } from '../../shared/keys.ts';
 import type { Heartbeat } from '../../shared/heartbeat.ts';
+import { regionById } from '../../shared/regions.ts';
 import { HEARTBEAT_AUDIENCE, TYP, type KeyRole } from '../../shared/jwt.ts';
 import { app } from '../../workers/app.ts';
 import type { Env } from '../../workers/env.ts';
@@ -45,8 +46,9 @@ export function heartbeatBody(backendId: string, region: string, over: Partial<H
     backendId,
     url: `http://127.0.0.1:1/${backendId}`,
     region,
-    lat: 0,
-    lon: 0,
+    // Where the region is, unless a test says otherwise (the edge checks the claim fits the region).
+    lat: regionById(region)?.lat ?? 0,
+    lon: regionById(region)?.lon ?? 0,
     executionProvider: 'cpu',
     ready: true,
     models: [{ name: 'embed', version: '1', warm: true, maxBatchSize: 32, p50Ms: 5 }],

@@ -207,6 +207,7 @@ describe('heartbeat limits', () => {
     ['a huge p50Ms', (b) => ({ ...b, models: [{ ...model(0), p50Ms: 1e12 }] }), /models\[0\]\.p50Ms/],
     ['a negative memoryBytes', (b) => ({ ...b, models: [{ ...model(0), memoryBytes: -1 }] }), /models\[0\]\.memoryBytes/],
     ['lat out of range', (b) => ({ ...b, lat: 91 }), /lat/],
+    ['a location far from its region (Sydney claiming eu-west)', (b) => ({ ...b, lat: -33.87, lon: 151.21 }), /km from region "eu-west".*nearest: "ap-southeast-3"/],
   ];
   for (const [what, change, message] of cases) {
     it(`refuses ${what} with a 400 naming the field`, async () => {

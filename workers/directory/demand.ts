@@ -5,8 +5,9 @@
  * where a warm copy of its model would serve it best. No request waits on it.
  */
 
-import { greatCircleKm, type LatLon } from '../geo/distance.ts';
-import { REGIONS, regionById } from '../../shared/regions.ts';
+import type { LatLon } from '../geo/distance.ts';
+import { nearestRegion } from '../geo/regions.ts';
+import { regionById } from '../../shared/regions.ts';
 import type { Env } from '../env.ts';
 
 const DEMAND_FLUSH_MS = 2_000;
@@ -14,18 +15,11 @@ const counts = new Map<string, Map<string, number>>();
 const nearestByPop = new Map<string, string>();
 let lastFlush = 0;
 
-/** The region nearest to a point (by great circle). */
-function nearestRegion(at: LatLon): string {
-  let best = REGIONS[0]!;
-  for (const r of REGIONS) if (greatCircleKm(at, r) < greatCircleKm(at, best)) best = r;
-  return best.id;
-}
-
 /** Counts one request for `model` entering at `pop`. */
 export function noteDemand(pop: LatLon & { code: string }, model: string): void {
   let region = nearestByPop.get(pop.code);
   if (region === undefined) {
-    region = nearestRegion(pop);
+    region = nearestRegion(pop).id;
     nearestByPop.set(pop.code, region);
   }
   let models = counts.get(region);

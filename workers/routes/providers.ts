@@ -24,6 +24,7 @@ import { readWithin } from '../body.ts';
 import type { AppEnv } from '../context.ts';
 import { settings, type Env } from '../env.ts';
 import { invalidateSnapshot } from '../directory/snapshot.ts';
+import { regionMisfit } from '../geo/regions.ts';
 
 /** How long an isolate uses an admitted provider's key before asking the registry again (a re-key takes effect within it). */
 export const PROVIDER_CACHE_MS = 10_000;
@@ -189,6 +190,13 @@ export const providerRoutes = new Hono<AppEnv>().post('/v1/providers/heartbeat',
   const hb = parseHeartbeat(parseJson(text));
   if (claims.sub !== hb.backendId) {
     throw new MeshError('forbidden', `The token is for backend "${claims.sub}", the body for "${hb.backendId}".`);
+  }
+  const misfit = regionMisfit(hb.region, hb);
+  if (misfit) {
+    throw new MeshError(
+      'invalid_request',
+      `Heartbeat lat/lon (${hb.lat}, ${hb.lon}) is ${Math.round(misfit.km)} km from region "${hb.region}"; a backend there announces the region it is in (nearest: "${misfit.nearest.id}").`,
+    );
   }
   await claimOwnership(c.env, providerId, provider.addedAt, hb.backendId);
 

@@ -20,13 +20,56 @@ import { fallbackFor } from './fallback.ts';
 import { allowedRegions, candidatesFor, MAX_ATTEMPTS } from './candidates.ts';
 import { oipRequest, type Rows } from './translate.ts';
 
-const TTL_MS = 60_000;
+/** Metadata younger than this is used as it is. */
+export const METADATA_TTL_MS = 60_000;
+/** Older metadata, up to this age, is used while a fresh copy is fetched in the background; older still is fetched first. */
+export const METADATA_STALE_MS = 10 * 60_000;
 /** The largest metadata document read, bytes. */
 export const MAX_METADATA_BYTES = 64 * 1024;
 const MAX_TENSORS = 64;
 const MAX_RANK = 8;
 const MAX_PARAMETERS = 32;
-const cache = new Map<string, { meta: ModelMetadata; at: number }>();
+/**
+ * One isolate's copies of model metadata and their age: `fresh` (use it),
+ * `stale` (use it, and refresh it once in the background), or gone (fetch it
+ * first). The clock is injected.
+ */
+export class MetadataCache {
+  readonly #copies = new Map<string, { meta: ModelMetadata; at: number }>();
+  readonly #refreshing = new Set<string>();
+  readonly #now: () => number;
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  lookup(key: string): { meta: ModelMetadata; fresh: boolean } | undefined {
+    const hit = this.#copies.get(key);
+    if (!hit) return undefined;
+    const age = this.#now() - hit.at;
+    if (age >= METADATA_STALE_MS) return undefined;
+    return { meta: hit.meta, fresh: age < METADATA_TTL_MS };
+  }
+
+  set(key: string, meta: ModelMetadata): void {
+    this.#copies.set(key, { meta, at: this.#now() });
+  }
+
+  delete(key: string): void {
+    this.#copies.delete(key);
+  }
+
+  /** Runs `refresh` for `key` unless a refresh of it is running; returns its promise, or undefined when one was running. */
+  refreshOnce(key: string, refresh: () => Promise<unknown>): Promise<unknown> | undefined {
+    if (this.#refreshing.has(key)) return undefined;
+    this.#refreshing.add(key);
+    return refresh()
+      .catch(() => undefined)
+      .finally(() => this.#refreshing.delete(key));
+  }
+}
+
+const cache = new MetadataCache();
 
 const keyOf = (model: string, version?: string) => `${model}\u0000${version ?? ''}`;
 
@@ -78,20 +121,32 @@ export function checkMetadata(raw: unknown, model: string): ModelMetadata | stri
   return meta;
 }
 
-/** The metadata this isolate holds for the model, without asking anyone. */
-function cachedMetadata(model: string, version?: string): ModelMetadata | undefined {
-  const hit = cache.get(keyOf(model, version));
-  return hit && Date.now() - hit.at < TTL_MS ? hit.meta : undefined;
-}
-
 /** Drops the model's metadata (an answer contradicted it), so the next request fetches it afresh. */
 export function forgetMetadata(model: string, version?: string): void {
   cache.delete(keyOf(model, version));
 }
 
+/**
+ * The model's metadata: from this isolate's copy while it is fresh; from a
+ * stale copy while a fresh one is fetched in the background (`waitUntil`), so
+ * only an isolate without any copy makes a request wait for a backend.
+ */
 export async function modelMetadata(c: Context<AppEnv>, consumer: KeyClaims, model: string, version?: string): Promise<ModelMetadata> {
-  const hit = cachedMetadata(model, version);
-  if (hit) return hit;
+  const key = keyOf(model, version);
+  const hit = cache.lookup(key);
+  if (hit && !hit.fresh) {
+    const refresh = cache.refreshOnce(key, () =>
+      fetchMetadata(c, consumer, model, version).catch((err: unknown) => {
+        console.warn(`metadata ${model}: background refresh failed (${(err as Error).message})`);
+      }),
+    );
+    if (refresh) c.executionCtx.waitUntil(refresh);
+  }
+  return hit ? hit.meta : fetchMetadata(c, consumer, model, version);
+}
+
+/** Fetches the metadata from the model's best candidates, the first valid answer kept. */
+async function fetchMetadata(c: Context<AppEnv>, consumer: KeyClaims, model: string, version?: string): Promise<ModelMetadata> {
   const { candidates, snapshot } = await candidatesFor(c, consumer, model, version);
   const path = `/v2/models/${encodeURIComponent(model)}${version ? `/versions/${encodeURIComponent(version)}` : ''}`;
   let notFound = 0;
@@ -116,7 +171,7 @@ export async function modelMetadata(c: Context<AppEnv>, consumer: KeyClaims, mod
         }
         const meta = checkMetadata(parsed, model);
         if (typeof meta !== 'string') {
-          cache.set(keyOf(model, version), { meta, at: Date.now() });
+          cache.set(keyOf(model, version), meta);
           return meta;
         }
         failure = `invalid metadata (${meta})`;

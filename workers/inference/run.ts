@@ -10,7 +10,7 @@ import { MeshError } from '../../shared/errors.ts';
 import { sha256Hex } from '../../receipts/index.ts';
 import { priceOf } from './pricing.ts';
 import type { KeyClaims, ReceiptClaims, Units } from '../../shared/jwt.ts';
-import { inputUnits, meter, requestRows } from '../../shared/metering.ts';
+import { meter, requestRows } from '../../shared/metering.ts';
 import type { InferRequest, InferResponse, ModelMetadata } from '../../shared/protocol.ts';
 import type { AppEnv } from '../context.ts';
 import { readWithin } from '../body.ts';
@@ -168,7 +168,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     if (!fallback) throw err;
     console.warn(`infer ${call.model}: ${(err as Error).message} Falling back to Hugging Face (${fallback.model}).`);
     const hf = await embedOnHuggingFace(c.env, call.model, fallback.model, call.texts!, call.outputName ?? 'embedding', s.backendTimeoutMs);
-    const units = { input: inputUnits(entry, call.request.inputs), output: requestRows(call.request.inputs) };
+    const units = meter(entry, call.request.inputs, hf.answer.outputs);
     served = {
       oip: hf.body,
       answer: hf.answer,

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { checkMetadata } from '../../../workers/inference/metadata.ts';
+import type { ModelMetadata } from '../../../shared/protocol.ts';
+import { checkMetadata, MetadataCache, METADATA_STALE_MS, METADATA_TTL_MS } from '../../../workers/inference/metadata.ts';
 
 const good = {
   name: 'embed',
@@ -37,5 +38,45 @@ describe("a backend's model metadata, before the edge caches it", () => {
     const meta = checkMetadata(doc, 'embed') as unknown as { parameters: Record<string, unknown> };
     expect(Object.getPrototypeOf(meta.parameters)).toBe(Object.prototype);
     expect(Object.hasOwn(meta.parameters, '__proto__')).toBe(true);
+  });
+});
+
+describe('the metadata an isolate keeps', () => {
+  const doc = checkMetadata(good, 'embed') as ModelMetadata;
+
+  it('is fresh for a minute, then stale (used while refreshed) up to 10 minutes, then gone', () => {
+    let now = 0;
+    const cache = new MetadataCache(() => now);
+    cache.set('embed', doc);
+    expect(cache.lookup('embed')).toEqual({ meta: doc, fresh: true });
+    now = METADATA_TTL_MS;
+    expect(cache.lookup('embed')).toEqual({ meta: doc, fresh: false });
+    now = METADATA_STALE_MS - 1;
+    expect(cache.lookup('embed')?.fresh).toBe(false);
+    now = METADATA_STALE_MS;
+    expect(cache.lookup('embed')).toBeUndefined();
+  });
+
+  it('refreshes a key once at a time, and again after the refresh ends, whether it failed or not', async () => {
+    const cache = new MetadataCache(() => 0);
+    let release!: () => void;
+    const first = cache.refreshOnce('embed', () => new Promise<void>((r) => (release = r)));
+    expect(first).toBeDefined();
+    expect(cache.refreshOnce('embed', async () => undefined)).toBeUndefined();
+    expect(cache.refreshOnce('classifier', async () => undefined)).toBeDefined();
+    release();
+    await first;
+    const failing = cache.refreshOnce('embed', async () => {
+      throw new Error('backend down');
+    });
+    await expect(failing).resolves.toBeUndefined();
+    expect(cache.refreshOnce('embed', async () => undefined)).toBeDefined();
+  });
+
+  it('forgets a copy on request (an answer contradicted it)', () => {
+    const cache = new MetadataCache(() => 0);
+    cache.set('embed', doc);
+    cache.delete('embed');
+    expect(cache.lookup('embed')).toBeUndefined();
   });
 });

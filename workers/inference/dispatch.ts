@@ -150,7 +150,7 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
     });
     req.onResponse?.();
     const limit = PASS_THROUGH.has(res.status) ? MAX_REJECTION_BYTES : req.maxResponseBytes;
-    body = await readWithin(res.body, limit, res.headers.get('content-length'));
+    body = await readWithin(res, limit);
     if (body === undefined) return { kind: 'failed', reason: `HTTP ${res.status} answer larger than ${limit} bytes`, timeout: false };
   } catch (err) {
     return { kind: 'failed', reason: timedOut ? `no answer within ${req.timeoutMs} ms` : (err as Error).message, timeout: timedOut };

@@ -118,7 +118,7 @@ async function featureExtraction(url: string, token: string | undefined, inputs:
     await res.body?.cancel();
     throw new Error(`The Hugging Face endpoint answered ${res.headers.get('content-type') ?? 'no content type'}, not JSON.`);
   }
-  const bytes = await readWithin(res.body, HF_MAX_ANSWER_BYTES, res.headers.get('content-length'));
+  const bytes = await readWithin(res, HF_MAX_ANSWER_BYTES);
   if (!bytes) throw new Error(`The Hugging Face endpoint's answer is larger than ${HF_MAX_ANSWER_BYTES} bytes.`);
   const output: unknown = JSON.parse(new TextDecoder().decode(bytes));
   if (!Array.isArray(output) || !isNumberArray(output)) {

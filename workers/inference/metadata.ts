@@ -155,7 +155,7 @@ async function fetchMetadata(c: Context<AppEnv>, consumer: KeyClaims, model: str
     let failure: string;
     try {
       const res = await fetch(backend.url + path, { signal: AbortSignal.timeout(settings(c.env).backendTimeoutMs) });
-      const body = await readWithin(res.body, MAX_METADATA_BYTES, res.headers.get('content-length'));
+      const body = await readWithin(res, MAX_METADATA_BYTES);
       if (res.status === 404) {
         notFound++;
         continue;

@@ -59,7 +59,7 @@ export interface InferenceCall {
 /** Reads the request body as a stream within MAX_BODY_BYTES (413 as soon as it passes it). */
 export async function readBody(c: Context<AppEnv>): Promise<Uint8Array> {
   const max = settings(c.env).maxBodyBytes;
-  const body = await readWithin(c.req.raw.body, max, c.req.header('content-length'));
+  const body = await readWithin(c.req.raw, max);
   if (!body) throw new MeshError('body_too_large', `The request body is larger than the ${max}-byte limit.`);
   return body;
 }

@@ -134,7 +134,7 @@ async function claimOwnership(env: Env, provider: string, addedAt: number, backe
 
 /** The body, read as a stream within HEARTBEAT_MAX_BYTES; a declared `content-length` above it is refused unread. */
 async function readHeartbeatBody(req: Request): Promise<Uint8Array> {
-  const bytes = await readWithin(req.body, HEARTBEAT_MAX_BYTES, req.headers.get('content-length'));
+  const bytes = await readWithin(req, HEARTBEAT_MAX_BYTES);
   if (!bytes) throw new MeshError('body_too_large', `A heartbeat body may be at most ${HEARTBEAT_MAX_BYTES} bytes.`);
   return bytes;
 }

@@ -92,37 +92,48 @@ export async function sendHeartbeat(provider: Signer, body: Heartbeat) {
 }
 
 /**
+ * `ns` with every method call on its stubs going through `around`, which gets
+ * the object's name, the method, its arguments and `invoke` (the real call).
+ */
+export function wrapStubs(
+  ns: DurableObjectNamespace,
+  around: (name: string, method: string, args: unknown[], invoke: () => unknown) => unknown,
+): DurableObjectNamespace {
+  return new Proxy(ns, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver);
+      if (prop !== 'getByName' || typeof value !== 'function') return value;
+      return (name: string, opts?: unknown) => {
+        const stub = Reflect.apply(value, target, [name, opts]) as object;
+        return new Proxy(stub, {
+          get(s, method) {
+            const m = Reflect.get(s, method);
+            if (typeof m !== 'function') return m;
+            // Reflect.apply: on an RPC stub, `m.apply` would name a remote method.
+            return (...args: unknown[]) => around(name, String(method), args, () => Reflect.apply(m, s, args));
+          },
+        });
+      };
+    },
+  });
+}
+
+/**
  * The test `env` with `vars` replaced (a new env object gets its own parsed
  * settings) and every Durable Object stub method call recorded in `calls` as
  * `Class(name).method`.
  */
 export function envWith(vars: Record<string, string>, calls: string[] = []): Env {
-  const wrap = (ns: DurableObjectNamespace, cls: string) =>
-    new Proxy(ns, {
-      get(target, prop, receiver) {
-        const value = Reflect.get(target, prop, receiver);
-        if (prop !== 'getByName' || typeof value !== 'function') return value;
-        return (name: string, opts?: unknown) => {
-          const stub = Reflect.apply(value, target, [name, opts]) as object;
-          return new Proxy(stub, {
-            get(s, method) {
-              const m = Reflect.get(s, method);
-              if (typeof m !== 'function') return m;
-              return (...args: unknown[]) => {
-                calls.push(`${cls}(${name}).${String(method)}`);
-                // Reflect.apply: on an RPC stub, `m.apply` would name a remote method.
-                return Reflect.apply(m, s, args);
-              };
-            },
-          });
-        };
-      },
+  const counted = (ns: unknown, cls: string) =>
+    wrapStubs(ns as DurableObjectNamespace, (name, method, _args, invoke) => {
+      calls.push(`${cls}(${name}).${method}`);
+      return invoke();
     });
   return {
     ...env,
     ...vars,
-    REGION_DIRECTORY: wrap(env.REGION_DIRECTORY as unknown as DurableObjectNamespace, 'RegionDirectory'),
-    OPERATOR_REGISTRY: wrap(env.OPERATOR_REGISTRY as unknown as DurableObjectNamespace, 'OperatorRegistry'),
+    REGION_DIRECTORY: counted(env.REGION_DIRECTORY, 'RegionDirectory'),
+    OPERATOR_REGISTRY: counted(env.OPERATOR_REGISTRY, 'OperatorRegistry'),
   } as unknown as Env;
 }
 

@@ -12,40 +12,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { sha256Hex } from '../../receipts/hash.ts';
 import { TYP, type DispatchClaims } from '../../shared/jwt.ts';
 import { app } from '../../workers/app.ts';
-import type { Env } from '../../workers/env.ts';
-import { admitProvider, BASE, heartbeatBody, keyFor, sendHeartbeat } from './helpers.ts';
-
-/** `env` with every Durable Object stub method call counted. */
-function countingEnv(calls: string[]): Env {
-  const wrap = (ns: DurableObjectNamespace, name: string) =>
-    new Proxy(ns, {
-      get(target, prop, receiver) {
-        const value = Reflect.get(target, prop, receiver);
-        if (prop !== 'getByName' || typeof value !== 'function') return value;
-        return (id: string, opts?: unknown) => {
-          const stub = Reflect.apply(value, target, [id, opts]);
-          return new Proxy(stub as object, {
-            get(s, method) {
-              const m = Reflect.get(s, method);
-              if (typeof m !== 'function') return m;
-              return (...args: unknown[]) => {
-                calls.push(`${name}(${id}).${String(method)}`);
-                // Reflect.apply: on an RPC stub, `m.apply` would name a remote method.
-                return Reflect.apply(m, s, args);
-              };
-            },
-          });
-        };
-      },
-    });
-  return {
-    ...env,
-    // Long enough that no background refresh is due during the test.
-    SNAPSHOT_REFRESH_MS: '600000',
-    REGION_DIRECTORY: wrap(env.REGION_DIRECTORY as unknown as DurableObjectNamespace, 'RegionDirectory'),
-    OPERATOR_REGISTRY: wrap(env.OPERATOR_REGISTRY as unknown as DurableObjectNamespace, 'OperatorRegistry'),
-  } as unknown as Env;
-}
+import { admitProvider, BASE, envWith, heartbeatBody, keyFor, sendHeartbeat } from './helpers.ts';
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -83,7 +50,8 @@ describe('the per-request path', () => {
     });
 
     const calls: string[] = [];
-    const counted = countingEnv(calls);
+    // Long enough that no background refresh is due during the test.
+    const counted = envWith({ SNAPSHOT_REFRESH_MS: '600000' }, calls);
     const consumer = await keyFor('consumer', 'hot-consumer');
     const waitUntil: Promise<unknown>[] = [];
     const ctx = { waitUntil: (p: Promise<unknown>) => void waitUntil.push(p), passThroughOnException() {}, props: {} } as unknown as ExecutionContext;

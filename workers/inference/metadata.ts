@@ -1,10 +1,11 @@
 /**
- * Model metadata (OIP v2 `GET /v2/models/{m}`), fetched from a backend that
- * serves the model, checked (bounded, well-formed, about this model) and kept
- * per isolate for a minute: the metadata route answers from it, the OpenAI and
- * Hugging Face routes read input names and datatypes from it to build OIP
- * requests, and answers are checked against it. A backend whose metadata does
- * not pass is skipped like one that is down.
+ * Model metadata (OIP v2 `GET /v2/models/{m}`), fetched from backends that
+ * serve the model, checked (bounded, well-formed, about this model), agreed
+ * on by two providers where two serve it, and kept per isolate: the metadata
+ * route answers from it, the OpenAI and Hugging Face routes read input names
+ * and datatypes from it to build OIP requests, and answers are checked
+ * against it. A backend whose metadata does not pass is skipped like one that
+ * is down.
  */
 
 import type { Context } from 'hono';
@@ -17,7 +18,7 @@ import { settings } from '../env.ts';
 import { isolateRouting } from '../routing/isolate.ts';
 import { offered } from './catalogue.ts';
 import { fallbackFor } from './fallback.ts';
-import { allowedRegions, candidatesFor, MAX_ATTEMPTS } from './candidates.ts';
+import { allowedRegions, candidatesFor } from './candidates.ts';
 import { oipRequest, type Rows } from './translate.ts';
 
 /** Metadata younger than this is used as it is. */
@@ -145,46 +146,88 @@ export async function modelMetadata(c: Context<AppEnv>, consumer: KeyClaims, mod
   return hit ? hit.meta : fetchMetadata(c, consumer, model, version);
 }
 
-/** Fetches the metadata from the model's best candidates, the first valid answer kept. */
+/** Backends asked at most for one model's metadata. */
+const MAX_METADATA_ASKS = 5;
+
+/** One backend's metadata document: checked, or why not (`notFound` for a 404). */
+async function askMetadata(url: string, model: string, timeoutMs: number): Promise<ModelMetadata | { failure: string; notFound?: true }> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    const body = await readWithin(res, MAX_METADATA_BYTES);
+    if (res.status === 404) return { failure: 'HTTP 404', notFound: true };
+    if (res.status !== 200) return { failure: `HTTP ${res.status}` };
+    if (!body) return { failure: `metadata larger than ${MAX_METADATA_BYTES} bytes` };
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(new TextDecoder().decode(body));
+    } catch {
+      parsed = undefined;
+    }
+    const meta = checkMetadata(parsed, model);
+    return typeof meta === 'string' ? { failure: `invalid metadata (${meta})` } : meta;
+  } catch (err) {
+    return { failure: (err as Error).message };
+  }
+}
+
+/**
+ * Fetches the metadata from the model's best candidates. Where two or more
+ * providers serve the model, a document counts only once backends of two
+ * different providers give the same one: one provider cannot make the edge
+ * check (and fail) everyone else's answers against metadata of its own
+ * making. When backends of only one provider give a valid document, it is
+ * used (nothing contradicts it). A backend whose document is missing or
+ * malformed is skipped and counted towards its ejection; disagreeing ones are
+ * not (the edge cannot tell which is right): with no two providers agreeing,
+ * the answer is 502.
+ */
 async function fetchMetadata(c: Context<AppEnv>, consumer: KeyClaims, model: string, version?: string): Promise<ModelMetadata> {
   const { candidates, snapshot } = await candidatesFor(c, consumer, model, version);
   const path = `/v2/models/${encodeURIComponent(model)}${version ? `/versions/${encodeURIComponent(version)}` : ''}`;
+  const timeoutMs = settings(c.env).backendTimeoutMs;
+  const tried = candidates.slice(0, MAX_METADATA_ASKS).map((x) => x.backend);
+  const needed = new Set(tried.map((b) => b.provider)).size >= 2 ? 2 : 1;
+  /** Documents seen, by their canonical JSON: the providers that gave each. */
+  const seen = new Map<string, { meta: ModelMetadata; providers: Set<string> }>();
   let notFound = 0;
-  const tried = candidates.slice(0, MAX_ATTEMPTS);
-  for (const { backend } of tried) {
-    let failure: string;
-    try {
-      const res = await fetch(backend.url + path, { signal: AbortSignal.timeout(settings(c.env).backendTimeoutMs) });
-      const body = await readWithin(res, MAX_METADATA_BYTES);
-      if (res.status === 404) {
-        notFound++;
-        continue;
-      }
-      if (res.status !== 200) failure = `HTTP ${res.status}`;
-      else if (!body) failure = `metadata larger than ${MAX_METADATA_BYTES} bytes`;
+  let disagreed = false;
+  // The first two from different providers at once; then one at a time until two agree.
+  const second = tried.findIndex((b) => b.provider !== tried[0]?.provider);
+  const order = second > 0 ? [tried[0]!, tried[second]!, ...tried.filter((_, i) => i !== 0 && i !== second)] : tried;
+  const answers = order.map((b, i) => (i < needed ? askMetadata(b.url + path, model, timeoutMs) : undefined));
+  for (const [i, backend] of order.entries()) {
+    const answer = await (answers[i] ?? askMetadata(backend.url + path, model, timeoutMs));
+    if ('failure' in answer) {
+      if (answer.notFound) notFound++;
       else {
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(new TextDecoder().decode(body));
-        } catch {
-          parsed = undefined;
-        }
-        const meta = checkMetadata(parsed, model);
-        if (typeof meta !== 'string') {
-          cache.set(keyOf(model, version), meta);
-          return meta;
-        }
-        failure = `invalid metadata (${meta})`;
+        console.warn(`metadata ${model}: backend ${backend.id} failed (${answer.failure})`);
+        isolateRouting.ejected.recordFailure(backend, snapshot.byRegion.get(backend.region)?.length ?? 1);
       }
-    } catch (err) {
-      failure = (err as Error).message;
+      continue;
     }
-    console.warn(`metadata ${model}: backend ${backend.id} failed (${failure})`);
-    isolateRouting.ejected.recordFailure(backend, snapshot.byRegion.get(backend.region)?.length ?? 1);
+    const key = JSON.stringify(answer);
+    const entry = seen.get(key) ?? { meta: answer, providers: new Set<string>() };
+    entry.providers.add(backend.provider);
+    seen.set(key, entry);
+    if (seen.size > 1) disagreed = true;
+    if (entry.providers.size >= needed) {
+      cache.set(keyOf(model, version), entry.meta);
+      return entry.meta;
+    }
   }
-  if (notFound === tried.length) {
+  if (notFound === order.length) {
     const what = version === undefined ? `"${model}"` : `version "${version}" of "${model}"`;
     throw new MeshError('model_not_found', `No backend in the mesh serves ${what}.`);
+  }
+  if (disagreed) {
+    console.warn(`metadata ${model}: backends of different providers disagree about it; none is used`);
+    throw new MeshError('backend_failed', `The backends serving "${model}" disagree about its metadata; retry shortly.`);
+  }
+  // One document, from one provider: no other provider gave a valid one to compare it with.
+  const only = [...seen.values()][0];
+  if (only) {
+    cache.set(keyOf(model, version), only.meta);
+    return only.meta;
   }
   throw new MeshError('backend_failed', `No backend answered the metadata of "${model}".`);
 }

@@ -20,49 +20,41 @@ import { demoRepository, errorCode, gatedSessions, harness, until, type Harness 
 
 let repo: Awaited<ReturnType<typeof demoRepository>>;
 
+/** A model `name` in the repository: the classifier's graph under `config`. */
+async function classifierCopy(name: string, config: object): Promise<void> {
+  await mkdir(path.join(repo.dir, name, '1'), { recursive: true });
+  await copyFile(path.join(repo.dir, 'classifier', '1', 'model.onnx'), path.join(repo.dir, name, '1', 'model.onnx'));
+  await writeFile(path.join(repo.dir, name, 'config.json'), JSON.stringify(config));
+}
+
 beforeAll(async () => {
   repo = await demoRepository();
   // A model whose config names an output the graph does not have: it must fail to load, cleanly.
-  await mkdir(path.join(repo.dir, 'broken', '1'), { recursive: true });
-  await copyFile(path.join(repo.dir, 'classifier', '1', 'model.onnx'), path.join(repo.dir, 'broken', '1', 'model.onnx'));
-  await writeFile(
-    path.join(repo.dir, 'broken', 'config.json'),
-    JSON.stringify({
-      name: 'broken',
-      platform: 'onnxruntime_onnx',
-      max_batch_size: 8,
-      input: [{ name: 'features', data_type: 'TYPE_FP32', dims: [16] }],
-      output: [{ name: 'logits', data_type: 'TYPE_FP32', dims: [4] }],
-    }),
-  );
+  await classifierCopy('broken', {
+    name: 'broken',
+    platform: 'onnxruntime_onnx',
+    max_batch_size: 8,
+    input: [{ name: 'features', data_type: 'TYPE_FP32', dims: [16] }],
+    output: [{ name: 'logits', data_type: 'TYPE_FP32', dims: [4] }],
+  });
   // The classifier again, billed by a meter the mesh does not have: it must fail to load, saying so.
-  await mkdir(path.join(repo.dir, 'unmetered', '1'), { recursive: true });
-  await copyFile(path.join(repo.dir, 'classifier', '1', 'model.onnx'), path.join(repo.dir, 'unmetered', '1', 'model.onnx'));
-  await writeFile(
-    path.join(repo.dir, 'unmetered', 'config.json'),
-    JSON.stringify({
-      name: 'unmetered',
-      platform: 'onnxruntime_onnx',
-      max_batch_size: 8,
-      input: [{ name: 'features', data_type: 'TYPE_FP32', dims: [16] }],
-      output: [{ name: 'probabilities', data_type: 'TYPE_FP32', dims: [4] }],
-      parameters: { metering: 'bytes' },
-    }),
-  );
+  await classifierCopy('unmetered', {
+    name: 'unmetered',
+    platform: 'onnxruntime_onnx',
+    max_batch_size: 8,
+    input: [{ name: 'features', data_type: 'TYPE_FP32', dims: [16] }],
+    output: [{ name: 'probabilities', data_type: 'TYPE_FP32', dims: [4] }],
+    parameters: { metering: 'bytes' },
+  });
   // The classifier again, with instances that must stay on the CPU.
-  await mkdir(path.join(repo.dir, 'cpu-only', '1'), { recursive: true });
-  await copyFile(path.join(repo.dir, 'classifier', '1', 'model.onnx'), path.join(repo.dir, 'cpu-only', '1', 'model.onnx'));
-  await writeFile(
-    path.join(repo.dir, 'cpu-only', 'config.json'),
-    JSON.stringify({
-      name: 'cpu-only',
-      platform: 'onnxruntime_onnx',
-      max_batch_size: 8,
-      input: [{ name: 'features', data_type: 'TYPE_FP32', dims: [16] }],
-      output: [{ name: 'probabilities', data_type: 'TYPE_FP32', dims: [4] }],
-      instance_group: [{ count: 2, kind: 'KIND_CPU' }],
-    }),
-  );
+  await classifierCopy('cpu-only', {
+    name: 'cpu-only',
+    platform: 'onnxruntime_onnx',
+    max_batch_size: 8,
+    input: [{ name: 'features', data_type: 'TYPE_FP32', dims: [16] }],
+    output: [{ name: 'probabilities', data_type: 'TYPE_FP32', dims: [4] }],
+    instance_group: [{ count: 2, kind: 'KIND_CPU' }],
+  });
 });
 afterAll(() => repo?.cleanup());
 

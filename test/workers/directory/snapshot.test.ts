@@ -15,28 +15,13 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { app } from '../../../workers/app.ts';
 import { forgetSnapshotForTests } from '../../../workers/directory/snapshot.ts';
 import type { Env } from '../../../workers/env.ts';
-import { BASE, keyFor } from '../helpers.ts';
+import { BASE, keyFor, wrapStubs } from '../helpers.ts';
 
 /** `env` whose OPERATOR_REGISTRY fails `revokedKeys` while `failing.on` is set; other methods pass through. */
 function registryFailing(failing: { on: boolean }, refreshMs: string): Env {
-  const ns = env.OPERATOR_REGISTRY as unknown as DurableObjectNamespace;
-  const registry = new Proxy(ns, {
-    get(target, prop, receiver) {
-      const value = Reflect.get(target, prop, receiver);
-      if (prop !== 'getByName' || typeof value !== 'function') return value;
-      return (name: string, opts?: unknown) => {
-        const stub = Reflect.apply(value, target, [name, opts]) as object;
-        return new Proxy(stub, {
-          get(s, method) {
-            const m = Reflect.get(s, method);
-            if (method === 'revokedKeys' && failing.on) return async () => Promise.reject(new Error('registry unreachable (test)'));
-            // Reflect.apply: on an RPC stub, `m.apply` would name a remote method.
-            return typeof m === 'function' ? (...args: unknown[]) => Reflect.apply(m, s, args) : m;
-          },
-        });
-      };
-    },
-  });
+  const registry = wrapStubs(env.OPERATOR_REGISTRY as unknown as DurableObjectNamespace, (_name, method, _args, invoke) =>
+    method === 'revokedKeys' && failing.on ? Promise.reject(new Error('registry unreachable (test)')) : invoke(),
+  );
   return { ...env, SNAPSHOT_REFRESH_MS: refreshMs, OPERATOR_REGISTRY: registry } as unknown as Env;
 }
 

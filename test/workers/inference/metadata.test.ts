@@ -1,6 +1,12 @@
-import { describe, expect, it } from 'vitest';
+import { createExecutionContext, env } from 'cloudflare:test';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { ModelMetadata } from '../../../shared/protocol.ts';
+import { app } from '../../../workers/app.ts';
+import { refreshSnapshot } from '../../../workers/directory/snapshot.ts';
 import { checkMetadata, MetadataCache, METADATA_STALE_MS, METADATA_TTL_MS } from '../../../workers/inference/metadata.ts';
+import { admitProvider, BASE, heartbeatBody, keyFor, sendHeartbeat } from '../helpers.ts';
+
+afterEach(() => vi.restoreAllMocks());
 
 const good = {
   name: 'embed',
@@ -78,5 +84,59 @@ describe('the metadata an isolate keeps', () => {
     cache.set('embed', doc);
     cache.delete('embed');
     expect(cache.lookup('embed')).toBeUndefined();
+  });
+});
+
+describe('metadata by agreement between providers', () => {
+  const honest = { name: 'classifier', versions: [] as string[], platform: 'onnxruntime_onnx', inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 16] }], outputs: [{ name: 'probabilities', datatype: 'FP32', shape: [-1, 3] }] };
+  const forged = { ...honest, outputs: [{ name: 'probabilities', datatype: 'FP32', shape: [-1, 999] }] };
+
+  /** Backends of `providers` (one each) announcing classifier `version`, answering `docs[i]`; returns the GET count per backend. */
+  async function serve(version: string, docs: object[]) {
+    const asked = new Map<string, number>();
+    for (const [i, doc] of docs.entries()) {
+      const p = await admitProvider(`prov-agree-${version}-${i}`);
+      const id = `agree-${version}-${i}`;
+      const res = await sendHeartbeat(p, heartbeatBody(id, 'eu-west', { url: `http://${id}.test`, models: [{ name: 'classifier', version, warm: true, maxBatchSize: 8, p50Ms: 1 }] }));
+      expect(res.status).toBe(200);
+    }
+    // FAKE backends (global fetch stubbed): only their metadata routes are asked.
+    vi.spyOn(globalThis, 'fetch').mockImplementation(async (input: RequestInfo | URL) => {
+      const host = new URL(String(input)).hostname;
+      asked.set(host, (asked.get(host) ?? 0) + 1);
+      const i = Number(host.split('-').at(-1)!.split('.')[0]);
+      return Response.json({ ...docs[i], versions: [version] });
+    });
+    const consumer = await keyFor('consumer', `agree-${version}`);
+    // The isolate's snapshot, with every backend just registered (a request alone would use the one it has).
+    await refreshSnapshot(env);
+    const res = await app.fetch(
+      new Request(`${BASE}/v2/models/classifier/versions/${version}`, { headers: { authorization: `Bearer ${consumer}`, 'x-mesh-dev-colo': 'FRA' } }),
+      env,
+      createExecutionContext(),
+    );
+    vi.restoreAllMocks();
+    return { res, asked };
+  }
+
+  it('takes the document two providers agree on, whoever else disagrees', async () => {
+    const { res } = await serve('21', [honest, forged, honest]);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as typeof honest).outputs[0]!.shape).toEqual([-1, 3]);
+  });
+
+  it('uses none when the only two providers disagree: 502, naming no backend', async () => {
+    const { res, asked } = await serve('22', [honest, forged]);
+    expect(res.status).toBe(502);
+    const { error } = (await res.json()) as { error: { code: string; message: string } };
+    expect(error).toMatchObject({ code: 'backend_failed', message: expect.stringMatching(/disagree/) });
+    expect(error.message).not.toMatch(/agree-22|\.test/);
+    expect([...asked.values()].reduce((a, b) => a + b, 0)).toBe(2);
+  });
+
+  it("takes one provider's document when no other provider serves the model", async () => {
+    const { res } = await serve('23', [forged]);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as typeof forged).outputs[0]!.shape).toEqual([-1, 999]);
   });
 });

@@ -123,6 +123,12 @@ export interface ReceiptClaims {
   attestation?: string;
   /** Set when the Hugging Face fallback answered: the upstream model id that computed it (`model` stays the mesh's name). */
   upstream_model?: string;
+  /**
+   * Proof of location of the answering backend when the edge answered
+   * (docs/api.md section 3.2): its claimed place checked against measured
+   * round trips. Absent for the fallback and in receipts older than it.
+   */
+  location?: 'verified' | 'unverified' | 'refuted';
 }
 
 /** Per-provider payout and per-consumer charge of a batch, integer micro-USD. */

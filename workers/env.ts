@@ -19,6 +19,8 @@ export type Env = Cloudflare.Env;
 export interface Settings {
   issuer: string;
   dev: boolean;
+  /** Round trips from simulated PoPs count for proof of location (`LOCATION_SIMULATED_POPS=1`, dev only). */
+  locationSimulatedPops: boolean;
   backendTtlMs: number;
   snapshotRefreshMs: number;
   backendTimeoutMs: number;
@@ -52,6 +54,7 @@ export function settings(env: Env): Settings {
     s = {
       issuer: env.MESH_ISSUER,
       dev: env.MESH_DEV === '1',
+      locationSimulatedPops: env.LOCATION_SIMULATED_POPS === '1',
       backendTtlMs: int(env.BACKEND_TTL_SECONDS, 10) * 1000,
       snapshotRefreshMs: int(env.SNAPSHOT_REFRESH_MS, 1000),
       backendTimeoutMs: int(env.BACKEND_TIMEOUT_MS, 15_000),

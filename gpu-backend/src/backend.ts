@@ -10,6 +10,7 @@ import type { JWTVerifyGetKey } from 'jose';
 import type { Heartbeat } from '../../shared/heartbeat.ts';
 import { createApp } from './http/app.ts';
 import { Attestor } from './mesh/attestation.ts';
+import { ProbeSigner } from './mesh/probe.ts';
 import type { BackendConfig } from './config.ts';
 import { DispatchVerifier, edgeJwks } from './mesh/dispatch.ts';
 import { Executor } from './serving/executor.ts';
@@ -124,6 +125,7 @@ export async function createBackend(config: BackendConfig, log: Logger, override
     executor,
     dispatch,
     attestor,
+    probe: new ProbeSigner({ key, backendId: config.backendId }),
     metrics,
     lifecycle,
     log,

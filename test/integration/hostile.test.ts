@@ -400,7 +400,31 @@ describe('a hostile provider lying in its answers', () => {
 
   it('attested units inflated x1000 are refused; the receipt carries the metered units', () => lyingAnswer('units'));
   it('an answer without an attestation is refused', () => lyingAnswer('no-attestation'));
-  it('an attestation signed by a key the operator never admitted is refused', () => lyingAnswer('foreign-key'));
+  it('an attestation signed by a key the operator never admitted is answered (its claims fit), then disputed after the answer: not paid, and ejected', async () => {
+    // The signature is checked after the answer has left (workers/inference/attestation.ts): the consumer is
+    // served by the liar with a receipt naming it, that receipt is disputed, and the failures eject it.
+    const name = 'foreign-key';
+    const { region } = hostile.identities.get(name)!;
+    await regionFree(region);
+    await setReady(name, true);
+    let run: Run;
+    try {
+      run = await until(name, { minCalls: EJECT_AFTER, max: 20, stopOnProblem: false });
+    } finally {
+      await setReady(name, false);
+    }
+    ejectedAt.set(region, Date.now());
+    const byLiar = run.samples.filter((s) => s.claims?.provider === HOSTILE);
+    console.log(`[hostile] ${name}: requests=${run.samples.length} calls=${run.calls} answered_by=${JSON.stringify(run.samples.map((s) => s.answeredBy ?? s.status))}`);
+    expect(run.samples.filter((s) => s.status !== 200 || s.receipts !== 1)).toEqual([]);
+    // Its receipts name it (that is what happened); nothing else is wrong with any answer.
+    const id = hostile.identities.get(name)!.backendId;
+    expect(run.samples.flatMap((s) => s.problems.filter((p) => !p.startsWith(`receipt names ${HOSTILE}/${id}`)))).toEqual([]);
+    expect(byLiar.length).toBeGreaterThanOrEqual(EJECT_AFTER - 1);
+    expect(byLiar.every((s) => s.claims!.backend === id)).toBe(true);
+    expect(run.calls).toBeLessThanOrEqual(EJECT_AFTER + 2);
+    expect(run.quiet, 'the identity stopped receiving requests').toBe(3);
+  });
   it('an attestation over other bytes (the body changed after signing) is refused', () => lyingAnswer('other-bytes'));
   it('an attestation for another dispatch (jti) is refused', () => lyingAnswer('other-jti'));
   it('an attestation naming another model is refused', () => lyingAnswer('other-model'));
@@ -610,8 +634,9 @@ describe('settlement', () => {
   it('pays the hostile provider nothing, pays each honest provider the sum of its receipts, and mesh-verify checks every batch', async () => {
     const answered = samples.filter((s) => s.claims !== undefined);
     expect(answered.length).toBeGreaterThan(0);
-    // No consumer receipt names the hostile provider.
-    expect(answered.filter((s) => s.claims!.provider === HOSTILE).map((s) => s.claims!.backend)).toEqual([]);
+    // No consumer receipt names the hostile provider but those of the identity whose attestations fail after the answer.
+    const liars = answered.filter((s) => s.claims!.provider === HOSTILE);
+    expect(liars.map((s) => s.claims!.backend).filter((b) => b !== hostile.identities.get('foreign-key')!.backendId)).toEqual([]);
     const jtis = answered.map((s) => s.claims!.jti);
     const settled = await settle(mesh.edgeUrl, mesh.adminToken, jtis);
     const missing = jtis.filter((j) => !settled.seen.has(j));
@@ -621,9 +646,15 @@ describe('settlement', () => {
     );
     expect(missing).toEqual([]);
     expect(doubled).toEqual([]);
-    expect(settled.receipts.filter((r) => r.provider === HOSTILE)).toEqual([]);
-    for (const b of settled.batches) expect(Object.keys(b.totals.providers)).not.toContain(HOSTILE);
+    // Its receipts are all disputed: the consumer is charged, the provider paid nothing.
     const disputed = new Set(settled.batches.flatMap((b) => b.disputed));
+    expect(settled.receipts.filter((r) => r.provider === HOSTILE && !disputed.has(r.jti)).map((r) => r.jti)).toEqual([]);
+    expect(liars.every((s) => disputed.has(s.claims!.jti))).toBe(true);
+    for (const b of settled.batches) expect(b.totals.providers[HOSTILE] ?? 0).toBe(0);
+    for (const consumer of new Set(settled.receipts.map((r) => r.sub))) {
+      const charged = settled.batches.reduce((n, b) => n + (b.totals.consumers[consumer] ?? 0), 0);
+      expect(charged, consumer).toBe(settled.receipts.filter((r) => r.sub === consumer).reduce((n, r) => n + r.amount, 0));
+    }
     for (const provider of HONEST_PROVIDERS) {
       const paid = settled.batches.reduce((n, b) => n + (b.totals.providers[provider] ?? 0), 0);
       const owed = settled.receipts.filter((r) => r.provider === provider && !disputed.has(r.jti)).reduce((n, r) => n + r.amount, 0);

@@ -1,20 +1,21 @@
 /**
  * Sending one inference to one backend: the dispatch token that authorises it
  * (docs/api.md section 3.4), the call with its timeout, and the checks on what
- * comes back (docs/api.md section 3.5): a bounded body, the attestation bound
- * to the bytes received, an answer that fits the request and the model, and
+ * comes back (docs/api.md section 3.5): a bounded body, the attestation's
+ * claims bound to the bytes received (its signature is checked after the
+ * answer, attestation.ts), an answer that fits the request and the model, and
  * units equal to the mesh's own count. Returns a result the caller branches
  * on; it never throws for a backend's fault.
  */
 
-import { importJWK, jwtVerify, type JWK } from 'jose';
 import { sha256Hex } from '../../receipts/index.ts';
-import { ALGORITHMS, DISPATCH_TTL_S, TYP, type AttestationClaims, type Units } from '../../shared/jwt.ts';
+import { DISPATCH_TTL_S, TYP, type Units } from '../../shared/jwt.ts';
 import type { InferResponse } from '../../shared/protocol.ts';
 import type { BackendEntry } from '../directory/backend.ts';
 import { readWithin } from '../body.ts';
 import { sign, type SigningKeys } from '../keys.ts';
 import { checkAnswer, checkRejection, MAX_REJECTION_BYTES, type AnswerExpectation } from './answer.ts';
+import { attestationClaims } from './attestation.ts';
 
 export interface DispatchRequest {
   keys: SigningKeys;
@@ -62,45 +63,6 @@ export type DispatchResult =
 
 /** Backend statuses that may be the consumer's fault, passed through when well-formed. */
 const PASS_THROUGH = new Set([400, 413]);
-
-const providerKeys = new Map<string, Promise<CryptoKey>>();
-
-function providerKey(jwk: JWK): Promise<CryptoKey> {
-  const id = `${jwk.crv}:${jwk.x}`;
-  let key = providerKeys.get(id);
-  if (!key) {
-    key = importJWK({ kty: 'OKP', crv: jwk.crv, x: jwk.x }, 'EdDSA') as Promise<CryptoKey>;
-    providerKeys.set(id, key);
-  }
-  return key;
-}
-
-/** Verifies the provider's attestation: its signature, and that it is about this call and these bytes. */
-async function checkAttestation(
-  att: string,
-  backend: BackendEntry,
-  jti: string,
-  model: string,
-  outputSha256: string,
-): Promise<AttestationClaims | string> {
-  if (!backend.providerKey) return 'no provider key on record';
-  let claims: AttestationClaims;
-  try {
-    const { payload } = await jwtVerify<AttestationClaims>(att, await providerKey(backend.providerKey), {
-      algorithms: ALGORITHMS,
-      typ: TYP.attestation,
-      issuer: backend.provider,
-      subject: backend.id,
-    });
-    claims = payload;
-  } catch (err) {
-    return `attestation does not verify (${(err as Error).message})`;
-  }
-  if (claims.jti !== jti) return 'attestation is for another dispatch';
-  if (claims.model !== model) return 'attestation names another model';
-  if (claims.output_sha256 !== outputSha256) return 'attestation does not match the bytes received';
-  return claims;
-}
 
 /** `backend;dur=<ms>` from a `server-timing` header. */
 function backendDuration(headers: Headers): number | undefined {
@@ -168,7 +130,8 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
   const attestation = res.headers.get('x-provider-attestation');
   if (!attestation) return { kind: 'failed', reason: 'no attestation', timeout: false };
   const outputSha256 = await sha256Hex(body);
-  const checked = await checkAttestation(attestation, backend, jti, req.model, outputSha256);
+  // Its claims now; its signature after the answer has left (attestation.ts).
+  const checked = attestationClaims(attestation, backend, { jti, model: req.model, outputSha256 });
   if (typeof checked === 'string') return { kind: 'failed', reason: checked, timeout: false };
   const answer = checkAnswer(body, req.expect);
   if (typeof answer === 'string') {

@@ -15,6 +15,7 @@ import type { InferRequest, InferResponse, ModelMetadata } from '../../shared/pr
 import type { AppEnv } from '../context.ts';
 import { readWithin } from '../body.ts';
 import { offered } from './catalogue.ts';
+import { settleAttestation } from './attestation.ts';
 import { dispatch, type DispatchRequest, type DispatchResult } from './dispatch.ts';
 import { embedOnHuggingFace, fallbackFor } from './fallback.ts';
 import { allowedRegions, candidatesFor, MAX_ATTEMPTS } from './candidates.ts';
@@ -22,6 +23,8 @@ import { forgetMetadata } from './metadata.ts';
 import { settings } from '../env.ts';
 import { signingKeys } from '../keys.ts';
 import type { BackendEntry } from '../directory/backend.ts';
+import { flushRtt, noteRtt } from '../directory/rtt-report.ts';
+import { scheduleProbes } from '../directory/probes.ts';
 import { resolvePop } from '../geo/pop.ts';
 import { signReceipt } from './receipts.ts';
 import { recordReceipt } from '../settlement/record.ts';
@@ -94,8 +97,12 @@ interface Served {
   provider: string;
   backend: string;
   region: string;
+  /** The answering backend's proof of location, as its directory entry has it (none for the fallback). */
+  location?: ReceiptClaims['location'];
   modelVersion: string;
   attestation?: string;
+  /** The backend that answered, and its region's size (for ejection), to settle its attestation after the answer. */
+  answeredBy?: { entry: BackendEntry; regionSize: number };
   /** Time spent waiting for it, ms. */
   ms: number;
 }
@@ -147,7 +154,15 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     // Service time as the backend reports it, and the network's share (the rest of the wait) per PoP.
     if (result.backendMs !== undefined) {
       routing.latency.observe(backend.id, call.model, result.backendMs, Date.now());
-      if (!pop.simulated) routing.rtt.observe(pop.code, backend.id, Math.max(0, result.ms - result.backendMs));
+      const rttMs = Math.max(0, result.ms - result.backendMs);
+      if (!pop.simulated) routing.rtt.observe(pop.code, backend.id, rttMs);
+      // For proof of location, in the background (directory/rtt-report.ts); simulated PoPs only when LOCATION_SIMULATED_POPS says so.
+      if (!pop.simulated || s.locationSimulatedPops) {
+        noteRtt(pop.code, backend, rttMs, 'dispatch');
+        flushRtt(c.env, c.executionCtx);
+        // Signed probes of backends with too few round trips from this PoP, in waitUntil (directory/probes.ts).
+        scheduleProbes(c.env, c.executionCtx, pop.code, snapshot.backends);
+      }
     }
     served = {
       oip: result.body,
@@ -158,8 +173,10 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       provider: backend.provider,
       backend: backend.id,
       region: backend.region,
+      ...(backend.location ? { location: backend.location.state } : {}),
       modelVersion: call.version ?? backend.models.find((m) => m.name === call.model)?.version ?? '1',
       attestation: result.attestation,
+      answeredBy: { entry: backend, regionSize: snapshot.byRegion.get(backend.region)?.length ?? 1 },
       ms: result.ms,
     };
   } catch (err) {
@@ -215,9 +232,14 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     verify,
     ...(served.attestation ? { attestation: served.attestation } : {}),
     ...(served.upstreamModel ? { upstream_model: served.upstreamModel } : {}),
+    ...(served.location ? { location: served.location } : {}),
   });
   // To settlement, off the answer's path: awaited in waitUntil, retried, never dropped (settlement/record.ts).
   c.executionCtx.waitUntil(recordReceipt(c.env, jti, receipt));
+  // The attestation's signature, after the answer: a bad one withholds the provider's payout (attestation.ts).
+  if (served.attestation && served.answeredBy) {
+    c.executionCtx.waitUntil(settleAttestation(c.env, served.attestation, served.answeredBy.entry, jti, served.answeredBy.regionSize));
+  }
   return new Response(body, {
     status: 200,
     headers: {
@@ -332,7 +354,7 @@ async function attempt(call: InferenceCall, candidates: readonly Scored[], snaps
       if (running.size === 0) launch();
       continue;
     }
-    routing.ejected.recordSuccess(backend.id);
+    // Its success counts once its attestation's signature verifies, after the answer (attestation.ts).
     // The other attempt lost: cancel it (its backend's answer would never be billed anyway). One that
     // had not even started answering counts as a failure, so a hung backend gets ejected, hedges or not.
     for (const loser of running) {

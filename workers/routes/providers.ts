@@ -1,7 +1,8 @@
 /**
  * Provider routes (docs/api.md section 3.2): a backend's heartbeat, authenticated
  * by a JWT its provider key signed over the exact body bytes, with a `seq` the
- * region's directory accepts once, and recorded in its region's directory.
+ * region's directory accepts once, and recorded in its region's directory
+ * with the PoP that carried it.
  *
  * This module owns the isolate's provider caches: admitted keys (refreshed
  * every PROVIDER_CACHE_MS), issuers found not admitted (negatively, for
@@ -24,6 +25,7 @@ import { readWithin } from '../body.ts';
 import type { AppEnv } from '../context.ts';
 import { settings, type Env } from '../env.ts';
 import { invalidateSnapshot } from '../directory/snapshot.ts';
+import { resolvePop } from '../geo/pop.ts';
 import { regionMisfit } from '../geo/regions.ts';
 
 /** How long an isolate uses an admitted provider's key before asking the registry again (a re-key takes effect within it). */
@@ -141,6 +143,20 @@ async function readHeartbeatBody(req: Request): Promise<Uint8Array> {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
+/**
+ * The PoP anycast carried a heartbeat through (`request.cf.colo`; with
+ * MESH_DEV, `x-mesh-dev-colo`): kept on the entry as a second witness of where
+ * the backend is. Undefined when the runtime names none.
+ */
+function heartbeatColo(req: Request, dev: boolean): string | undefined {
+  try {
+    const { code } = resolvePop(req, dev);
+    return code === 'unknown' ? undefined : code;
+  } catch {
+    return undefined;
+  }
+}
+
 export const providerRoutes = new Hono<AppEnv>().post('/v1/providers/heartbeat', async (c) => {
   const token = bearer(c.req.header('authorization'));
   if (!token) throw new MeshError('unauthorized', 'A heartbeat needs "Authorization: Bearer <JWT signed by your provider key>".');
@@ -201,7 +217,7 @@ export const providerRoutes = new Hono<AppEnv>().post('/v1/providers/heartbeat',
   await claimOwnership(c.env, providerId, provider.addedAt, hb.backendId);
 
   const region = regionById(hb.region)!;
-  const { backendTtlMs: ttl, placement } = settings(c.env);
+  const { backendTtlMs: ttl, placement, dev } = settings(c.env);
   const result = await c.env.REGION_DIRECTORY.getByName(region.id, { locationHint: region.locationHint }).heartbeat(
     providerId,
     provider.jwk,
@@ -209,6 +225,7 @@ export const providerRoutes = new Hono<AppEnv>().post('/v1/providers/heartbeat',
     { seq: claims.seq, expiresAt: claims.exp * 1000 },
     ttl,
     placement,
+    heartbeatColo(c.req.raw, dev),
   );
   if (!result.ok) {
     if (result.reason === 'removed') {

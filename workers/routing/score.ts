@@ -18,7 +18,10 @@
  * - cold start: when the model is not warm there, max(its load time, maxExtraMs).
  *
  * Hard filters, never relaxed: model (and version when given) announced,
- * backend ready and unexpired, region allowed (pin and residency), not ejected.
+ * backend ready and unexpired, region allowed (pin and residency), not ejected,
+ * and, when a pin or residency restricts the request, a location not refuted
+ * (proof of location, docs/api.md section 3.2: a backend whose round trips
+ * contradict its claimed place may not serve a request whose place matters).
  *
  * Cold backends: the penalty is never less than `maxExtraMs`, so a cold
  * backend ranks behind every warm one whose expected time is within
@@ -169,7 +172,7 @@ export function rankByScore(
   const out: Scored[] = [];
   for (const backend of backends) {
     if (!backend.ready || backend.expiresAt <= now) continue;
-    if (allowed && !allowed.has(backend.region)) continue;
+    if (allowed && (!allowed.has(backend.region) || backend.location?.state === 'refuted')) continue;
     const model = modelEntry(backend, request.model, request.version);
     if (!model || (!model.warm && !allowCold)) continue;
     if (stats.ejected?.isEjected(backend.id, now)) continue;

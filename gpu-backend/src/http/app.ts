@@ -2,11 +2,13 @@
  * The backend's HTTP API (Open Inference Protocol v2, docs/api.md section 3)
  * as Hono apps built from their dependencies: `createApp` is the whole API,
  * `createWorkerApp` what an HTTP worker serves (http-worker.ts): the inference
- * routes, with every other route forwarded to the main thread's app.
- * Inference needs a dispatch token of purpose `infer`, the repository routes
- * one of purpose `control`, each bound to the model and the body; every
- * inference answer is serialised once, hashed and attested; errors become
- * `{ error: { code, message } }` in `onError` only.
+ * routes and location probes, with every other route forwarded to the main
+ * thread's app. Inference needs a dispatch token of purpose `infer`, the
+ * repository routes one of purpose `control`, each bound to the model and the
+ * body; every inference answer is serialised once, hashed and attested; a
+ * probe (unauthenticated, body at most 1 KiB) is answered with its nonce
+ * signed by the provider key; errors become `{ error: { code, message } }` in
+ * `onError` only.
  */
 
 import { Hono, type Context } from 'hono';
@@ -15,6 +17,7 @@ import { MeshError, errorBody, isMeshError } from '../../../shared/errors.ts';
 import { parseInferRequest, parseJson, type InferRequest, type InferResponse } from '../../../shared/protocol.ts';
 import type { DispatchClaims, DispatchPurpose } from '../../../shared/jwt.ts';
 import type { Attestor } from '../mesh/attestation.ts';
+import { PROBE_MAX_BODY_BYTES, type ProbeSigner } from '../mesh/probe.ts';
 import { sha256HexSync } from '../mesh/hash.ts';
 import { ANY_MODEL, type DispatchVerifier } from '../mesh/dispatch.ts';
 import { noSuchVersion, notFound, type InferencePort, type WireError } from '../serving/executor.ts';
@@ -27,9 +30,11 @@ import type { ModelRepository } from '../serving/repository.ts';
 import type { SessionFactory } from '../serving/sessions.ts';
 import { jsonOutputs } from '../serving/tensors.ts';
 
-/** What the inference routes need, on whichever thread they run. */
+/** What the inference and probe routes need, on whichever thread they run. */
 interface InferRouteDeps {
   maxBodyBytes: number;
+  /** Signs location probes (`POST /v2/mesh/probe`). */
+  probe: ProbeSigner;
   /** Checks tokens; `executor.run` spends them. */
   dispatch: Pick<DispatchVerifier, 'check'>;
   attestor: Attestor;
@@ -103,6 +108,7 @@ export function createApp(deps: AppDeps): Hono {
   const infer = inferRoute(deps);
   app.post('/v2/models/:model/infer', infer);
   app.post('/v2/models/:model/versions/:version/infer', infer);
+  probeRoute(app, deps.probe);
 
   app.post('/v2/repository/index', async (c) => {
     const body = await readBody(c, deps.maxBodyBytes);
@@ -180,6 +186,8 @@ export function createWorkerApp(deps: WorkerAppDeps): Hono {
   const infer = inferRoute(deps);
   app.post('/v2/models/:model/infer', infer);
   app.post('/v2/models/:model/versions/:version/infer', infer);
+  // Answered here, not across the thread: the edge times the round trip.
+  probeRoute(app, deps.probe);
   app.all('*', async (c) => {
     const { raw } = c.req;
     const body = raw.method === 'GET' || raw.method === 'HEAD' ? null : await c.req.arrayBuffer();
@@ -283,6 +291,25 @@ function inferRoute(deps: InferRouteDeps): (c: Context) => Promise<Response> {
       throw err;
     }
   };
+}
+
+/**
+ * `POST /v2/mesh/probe`: no token (anyone may time this backend); the body,
+ * at most PROBE_MAX_BODY_BYTES (413 past it), is `{ "nonce" }`, answered
+ * `{ nonce, signature }` (mesh/probe.ts), never cached.
+ */
+function probeRoute(app: Hono, probe: ProbeSigner): void {
+  const limit = bodyLimit({
+    maxSize: PROBE_MAX_BODY_BYTES,
+    onError: () => {
+      throw tooLarge(PROBE_MAX_BODY_BYTES);
+    },
+  });
+  app.post('/v2/mesh/probe', limit, async (c) => {
+    const body = await readBody(c, PROBE_MAX_BODY_BYTES);
+    const answer = probe.answer(parseJson(decode(body)));
+    return c.json(answer, 200, { 'cache-control': 'no-store' });
+  });
 }
 
 /** The raw body bytes (the dispatch token is bound to exactly these). */

@@ -4,8 +4,9 @@
  * `createWorkerApp`. An inference is read, its dispatch token checked (own
  * JWKS cache, same rules as the main thread) and its JSON parsed here, then
  * the main thread spends the token and runs the model (serving/executor.ts); the
- * answer comes back here to be serialised, hashed and attested. Every other
- * route is forwarded whole. On `drain` it stops listening and reports once
+ * answer comes back here to be serialised, hashed and attested. Location
+ * probes are signed here (the edge times them). Every other route is
+ * forwarded whole. On `drain` it stops listening and reports once
  * the requests it holds are answered.
  */
 
@@ -15,6 +16,7 @@ import type { AddressInfo } from 'node:net';
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { createWorkerApp } from './app.ts';
 import { Attestor } from '../mesh/attestation.ts';
+import { ProbeSigner } from '../mesh/probe.ts';
 import { DispatchVerifier, edgeJwks } from '../mesh/dispatch.ts';
 import { fromWire, type InferAnswer, type InferJob, type InferencePort } from '../serving/executor.ts';
 import { Outbox, type HttpWorkerInit, type PoolMessage, type WorkerMessage, type WireResponse } from './http-pool.ts';
@@ -92,6 +94,7 @@ const app = createWorkerApp({
   maxBodyBytes: config.maxBodyBytes,
   dispatch: new DispatchVerifier({ backendId: config.backendId, issuer: config.meshIssuer, getKey: edgeJwks(config.edgeUrl) }),
   attestor: new Attestor({ key, providerId: config.providerId, backendId: config.backendId }),
+  probe: new ProbeSigner({ key, backendId: config.backendId }),
   executor,
   lifecycle,
   log,

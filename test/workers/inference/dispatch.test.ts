@@ -3,9 +3,10 @@
  * against a stubbed `fetch` standing in for the backend (the integration
  * tests, test/integration/hostile.test.ts, run the same lies through a real
  * provider process). Each lie must make the attempt fail, never reach a
- * receipt: no attestation, another key's, one over other bytes, for another
- * dispatch or model, other units, an oversize or malformed answer, a
- * malformed 4xx.
+ * receipt: no attestation, one over other bytes, for another dispatch, model
+ * or backend, other units, an oversize or malformed answer, a malformed 4xx.
+ * One signed by another key passes the answer's path (only its claims are
+ * read there) and fails the signature check that follows (attestation.ts).
  */
 
 import { env } from 'cloudflare:test';
@@ -19,6 +20,7 @@ import type { InferRequest, InferResponse } from '../../../shared/protocol.ts';
 import { tokenize } from '../../../shared/tokenizer.ts';
 import type { BackendEntry } from '../../../workers/directory/backend.ts';
 import { signingKeys } from '../../../workers/keys.ts';
+import { signatureProblem } from '../../../workers/inference/attestation.ts';
 import { dispatch, type DispatchRequest } from '../../../workers/inference/dispatch.ts';
 
 afterEach(() => vi.restoreAllMocks());
@@ -76,6 +78,8 @@ interface Lie {
   /** Attest these bytes but send others. */
   sendBytes?: Uint8Array;
   noAttestation?: boolean;
+  typ?: string;
+  sub?: string;
   body?: unknown;
   status?: number;
   contentType?: string;
@@ -98,9 +102,9 @@ function stubBackend(lie: Lie = {}): DispatchClaims[] {
         output_sha256: await sha256Hex(bytes),
         units: (lie.units ?? honestUnits) as Units,
       })
-        .setProtectedHeader({ alg: 'EdDSA', typ: TYP.attestation, kid: 'k' })
+        .setProtectedHeader({ alg: 'EdDSA', typ: lie.typ ?? TYP.attestation, kid: 'k' })
         .setIssuer(backend.provider)
-        .setSubject(backend.id)
+        .setSubject(lie.sub ?? backend.id)
         .setIssuedAt()
         .sign(lie.key ?? providerKey);
       headers.set('x-provider-attestation', att);
@@ -130,7 +134,8 @@ describe('dispatch: what the edge refuses from a backend', () => {
 
   const lies: [string, Lie, RegExp][] = [
     ['no attestation', { noAttestation: true }, /no attestation/],
-    ["an attestation by another provider's key", { key: strangerKey }, /does not verify/],
+    ['an attestation of another typ', { typ: 'mesh-receipt+jwt' }, /header is not EdDSA mesh-attestation/],
+    ['an attestation naming another backend', { sub: 'b-2' }, /another provider or backend/],
     ['an attestation over other bytes', { sendBytes: new TextEncoder().encode(JSON.stringify({ ...answer, id: 'x' })) }, /does not match the bytes/],
     ['an attestation for another dispatch', { jti: 'someone-elses' }, /another dispatch/],
     ['an attestation naming another model', { model: 'classifier' }, /another model/],
@@ -156,6 +161,17 @@ describe('dispatch: what the edge refuses from a backend', () => {
       if (result.kind === 'failed') expect(result.reason).toMatch(reason);
     });
   }
+
+  it("lets an attestation signed by another provider's key through on the answer's path, and its signature fails after", async () => {
+    stubBackend({ key: strangerKey });
+    const result = await dispatch(backend, await baseRequest());
+    expect(result.kind).toBe('ok');
+    if (result.kind !== 'ok') return;
+    expect(await signatureProblem(result.attestation, backend)).toMatch(/does not verify with prov-d's admitted key/);
+    stubBackend();
+    const honest = await dispatch(backend, await baseRequest());
+    expect(honest.kind === 'ok' && (await signatureProblem(honest.attestation, backend))).toBeUndefined();
+  });
 
   it('refuses an answer larger than the cap, without reading it all', async () => {
     let pulled = 0;

@@ -148,3 +148,25 @@ describe('region pinning and data residency', () => {
     );
   });
 });
+
+describe('proof of location in routing', () => {
+  const refuted = { state: 'refuted' as const, evidence: { pop: 'FRA', minRttMs: 3, samples: 5, distanceKm: 10_270, reachKm: 350, failed: 'reach' as const } };
+  const list = [
+    backend('sin-liar', 'ap-southeast', { location: refuted }),
+    backend('sin-honest', 'ap-southeast', { location: { state: 'verified' } }),
+    backend('sin-new', 'ap-southeast', { location: { state: 'unverified' } }),
+  ];
+
+  it('gives a refuted backend no pinned or residency-restricted request', () => {
+    const pinned = rankByScore(list, { model: 'embed', from: pop('SIN'), pin: 'ap-southeast' }, none, 0);
+    expect(ids(pinned).sort()).toEqual(['sin-honest', 'sin-new']);
+    const resident = rankByScore(list, { model: 'embed', from: pop('SIN'), residency: new Set(['ap-southeast', 'eu-west']) }, none, 0);
+    expect(ids(resident).sort()).toEqual(['sin-honest', 'sin-new']);
+    // The only backend there being refuted, a restricted request has none.
+    expect(rankByScore([list[0]!], { model: 'embed', from: pop('SIN'), pin: 'ap-southeast' }, none, 0)).toEqual([]);
+  });
+
+  it('still ranks it for a request any region may serve', () => {
+    expect(ids(rankByScore(list, { model: 'embed', from: pop('SIN') }, none, 0)).sort()).toEqual(['sin-honest', 'sin-liar', 'sin-new']);
+  });
+});

@@ -1,0 +1,104 @@
+/**
+ * Provider attestations at the edge (docs/api.md section 3.5): optimistic on
+ * the answer's path, strict in settlement. Before the consumer gets an
+ * answer, the attestation's header and claims are read and matched to this
+ * dispatch (backend, provider, jti, model, the bytes' hash; the units are the
+ * mesh's own count, dispatch.ts): a cheap, synchronous check. Its Ed25519
+ * signature, which protects billing and accountability rather than the
+ * consumer's bytes (the backend is reached over TLS), is checked right after
+ * the answer has left, in `waitUntil`. A signature that fails then withholds
+ * the provider's payout for that receipt (a dispute in its ledger shard, with
+ * the reason) and counts against the backend as a lie; the consumer, who got
+ * an answer that passed every check deciding what it receives, is charged.
+ */
+
+import { decodeJwt, decodeProtectedHeader, importJWK, jwtVerify, type JWK } from 'jose';
+import { ALGORITHMS, TYP, type AttestationClaims } from '../../shared/jwt.ts';
+import type { BackendEntry } from '../directory/backend.ts';
+import type { Env } from '../env.ts';
+import { isolateRouting } from '../routing/isolate.ts';
+import { ledgerShard, shardOfReceipt } from '../settlement/ledger.ts';
+
+/** What an attestation must be about. */
+export interface AttestationExpectation {
+  jti: string;
+  model: string;
+  outputSha256: string;
+}
+
+/**
+ * The attestation's claims, read without checking its signature, when its
+ * header and claims are about this dispatch of `backend`; a string says why not.
+ */
+export function attestationClaims(att: string, backend: BackendEntry, expect: AttestationExpectation): AttestationClaims | string {
+  if (!backend.providerKey) return 'no provider key on record';
+  let claims: AttestationClaims;
+  try {
+    const header = decodeProtectedHeader(att);
+    if (header.alg !== 'EdDSA' || header.typ !== TYP.attestation) return 'attestation header is not EdDSA mesh-attestation+jwt';
+    claims = decodeJwt(att) as unknown as AttestationClaims;
+  } catch {
+    return 'attestation is not a compact JWS';
+  }
+  if (claims.iss !== backend.provider || claims.sub !== backend.id) return 'attestation names another provider or backend';
+  if (claims.jti !== expect.jti) return 'attestation is for another dispatch';
+  if (claims.model !== expect.model) return 'attestation names another model';
+  if (claims.output_sha256 !== expect.outputSha256) return 'attestation does not match the bytes received';
+  return claims;
+}
+
+const providerKeys = new Map<string, Promise<CryptoKey>>();
+
+function providerKey(jwk: JWK): Promise<CryptoKey> {
+  const id = `${jwk.crv}:${jwk.x}`;
+  let key = providerKeys.get(id);
+  if (!key) {
+    if (providerKeys.size >= 10_000) providerKeys.clear();
+    key = importJWK({ kty: 'OKP', crv: jwk.crv, x: jwk.x }, 'EdDSA') as Promise<CryptoKey>;
+    providerKeys.set(id, key);
+    key.catch(() => providerKeys.delete(id));
+  }
+  return key;
+}
+
+/** Checks the attestation's signature with the provider's admitted key; undefined when it verifies, else why not. */
+export async function signatureProblem(att: string, backend: BackendEntry): Promise<string | undefined> {
+  if (!backend.providerKey) return 'no provider key on record';
+  try {
+    await jwtVerify(att, await providerKey(backend.providerKey), {
+      algorithms: ALGORITHMS,
+      typ: TYP.attestation,
+      issuer: backend.provider,
+      subject: backend.id,
+    });
+    return undefined;
+  } catch (err) {
+    return `attestation signature does not verify with ${backend.provider}'s admitted key (${(err as Error).message})`;
+  }
+}
+
+/**
+ * Run after the answer has left (in `waitUntil`): verifies the attestation
+ * of receipt `receiptJti`. When it verifies, the answer counts as the
+ * backend's success (outlier ejection: only now, so an answer with a bad
+ * signature never resets the backend's run of failures); when it fails, the
+ * receipt is disputed (its payout withheld) and a failure counts against the
+ * backend (`regionSize`: its region's backends, for the ejection cap). Never
+ * throws.
+ */
+export async function settleAttestation(env: Env, att: string, backend: BackendEntry, receiptJti: string, regionSize: number): Promise<void> {
+  const problem = await signatureProblem(att, backend);
+  if (problem === undefined) {
+    isolateRouting.ejected.recordSuccess(backend.id);
+    return;
+  }
+  console.warn(`attestation: backend ${backend.id} answered receipt ${receiptJti} with a bad signature: ${problem}`);
+  isolateRouting.ejected.recordFailure(backend, regionSize);
+  try {
+    const shard = shardOfReceipt(env, receiptJti);
+    const { settled } = await ledgerShard(env, shard).dispute(shard, receiptJti, problem.slice(0, 500));
+    if (settled) console.warn(`attestation: receipt ${receiptJti} was already settled; its payout could not be withheld`);
+  } catch (err) {
+    console.error(`attestation: disputing receipt ${receiptJti} failed: ${(err as Error).message}`);
+  }
+}

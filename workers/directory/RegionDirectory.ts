@@ -7,23 +7,22 @@
  * It also keeps the last heartbeat `seq` accepted per backend id, so that no
  * heartbeat token is accepted twice (docs/api.md section 3.2), and the
  * providers the operator removed, whose heartbeats it refuses for a while
- * (section 3.1). For proof of location it keeps, per backend and PoP, the
- * lowest round trip the edge measured and how many samples (isolates report
- * them in the background, directory/rtt-report.ts), and its `backends()`
- * entries carry the verdict of geo/location.ts on each claimed lat/lon, with
- * the PoP that carried the last heartbeat.
+ * (section 3.1). For proof of location it keeps the round trips isolates
+ * measured and report in the background (round-trips.ts), and its
+ * `backends()` entries carry the verdict on each claimed lat/lon, with the
+ * PoP that carried the last heartbeat.
  */
 
 import { DurableObject } from 'cloudflare:workers';
 import type { JWK } from 'jose';
 import type { Heartbeat, HeartbeatAction } from '../../shared/heartbeat.ts';
 import type { Env } from '../env.ts';
-import { locationVerdict, type LocationVerdict, type PopRtt } from '../geo/location.ts';
-import { popLocation } from '../geo/pops.ts';
+import type { LocationVerdict } from '../geo/location.ts';
 import { migrate, sqlOf, type Sql } from '../sql.ts';
 import type { BackendEntry } from './backend.ts';
 import { DEFAULT_PLACEMENT, placementActions, type PlacementPolicy } from './placement.ts';
 import type { RttSample } from './rtt-report.ts';
+import { RoundTrips } from './round-trips.ts';
 
 /** The verified claims of the heartbeat token that carried a heartbeat. */
 export interface HeartbeatTokenClaims {
@@ -44,14 +43,6 @@ const DEMAND_MAX_MODELS = 1024;
 const DEMAND_MAX_COUNT = 1_000_000_000;
 const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
-/** RTT reports are bounded: this many samples per call; a round trip above RTT_MAX_MS or a count above RTT_MAX_COUNT is capped. */
-const RTT_MAX_SAMPLES = 4096;
-const RTT_MAX_MS = 60_000;
-const RTT_MAX_COUNT = 1_000_000_000;
-/** At most this many PoPs are kept per backend: a new one evicts the one with the fewest samples. */
-export const RTT_MAX_POPS = 64;
-/** A (backend, PoP) minimum not reported for this long is dropped. */
-export const RTT_IDLE_MS = 24 * 60 * 60_000;
 /** The PoP code a heartbeat's colo is kept as, at most. */
 const COLO = /^[A-Za-z0-9]{1,16}$/;
 
@@ -121,32 +112,6 @@ type BackendRow = {
   heartbeat_colo: string | null;
 };
 
-type RttRow = {
-  backend_id: string;
-  pop: string;
-  min_rtt: number;
-  samples: number;
-  probe_min_rtt: number | null;
-  probe_samples: number;
-};
-
-/** A backend's round-trip rows as the location rule reads them (PoPs no longer in the table are skipped). */
-function measuredOf(rtts: readonly RttRow[]): PopRtt[] {
-  const measured: PopRtt[] = [];
-  for (const m of rtts) {
-    const at = popLocation(m.pop);
-    if (!at) continue;
-    measured.push({
-      pop: m.pop,
-      ...at,
-      minRttMs: m.min_rtt,
-      samples: m.samples,
-      ...(m.probe_min_rtt !== null ? { probeMinRttMs: m.probe_min_rtt, probeSamples: m.probe_samples } : {}),
-    });
-  }
-  return measured;
-}
-
 function toEntry(r: BackendRow, location: LocationVerdict): BackendEntry {
   return {
     id: r.id,
@@ -168,37 +133,14 @@ function toEntry(r: BackendRow, location: LocationVerdict): BackendEntry {
   };
 }
 
-/** A reported sample, checked: what `recordRtt` stores, or undefined to ignore it. */
-function checkedSample(s: unknown): RttSample | undefined {
-  if (typeof s !== 'object' || s === null) return undefined;
-  const { backend, pop, minMs, count, probeMinMs, probeCount } = s as Partial<RttSample>;
-  if (typeof backend !== 'string' || typeof pop !== 'string' || pop.length > 8 || popLocation(pop) === undefined) return undefined;
-  const ms = (x: unknown) => typeof x === 'number' && Number.isFinite(x) && x >= 0;
-  const n = (x: unknown) => typeof x === 'number' && Number.isInteger(x) && x >= 1;
-  if (!ms(minMs) || !n(count)) return undefined;
-  const probes = probeCount !== undefined && n(probeCount) && ms(probeMinMs) && probeMinMs! >= minMs! && probeCount <= count!;
-  return {
-    backend,
-    pop: pop.toUpperCase(),
-    minMs: Math.min(minMs!, RTT_MAX_MS),
-    count: Math.min(count!, RTT_MAX_COUNT),
-    ...(probes ? { probeMinMs: Math.min(probeMinMs!, RTT_MAX_MS), probeCount: Math.min(probeCount!, RTT_MAX_COUNT) } : {}),
-  };
-}
-
 export class RegionDirectory extends DurableObject<Env> {
   #sql: Sql;
-  /**
-   * Location verdicts per backend id, with the claim they judged: snapshots
-   * ask every second from every isolate, round trips change less often. An
-   * entry goes when its backend's round trips change (or all, when the alarm
-   * prunes them); a changed claim is judged afresh.
-   */
-  readonly #verdicts = new Map<string, { lat: number; lon: number; verdict: LocationVerdict }>();
+  #rtts: RoundTrips;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#sql = sqlOf(ctx.storage);
+    this.#rtts = new RoundTrips(this.#sql);
     ctx.blockConcurrencyWhile(async () => migrate(this.#sql, MIGRATIONS));
   }
 
@@ -279,7 +221,7 @@ export class RegionDirectory extends DurableObject<Env> {
       typeof heartbeatColo === 'string' && COLO.test(heartbeatColo) ? heartbeatColo.toUpperCase() : null,
     );
     // A backend whose previous row had expired starts with no round trips: its evidence went with it.
-    if (!existing || existing.expires_at <= now) this.#forgetRtt(hb.backendId);
+    if (!existing || existing.expires_at <= now) this.#rtts.forget(hb.backendId);
     await this.#armAlarm(Math.min(expiresAt, seqExpiresAt));
     return { ok: true, created: !existing || existing.expires_at <= now, actions: this.#place(hb, now, policy) };
   }
@@ -292,8 +234,7 @@ export class RegionDirectory extends DurableObject<Env> {
   async removeProvider(provider: string, until: number): Promise<{ removed: number }> {
     const now = Date.now();
     const live = this.#sql.one<{ n: number }>('SELECT COUNT(*) AS n FROM backends WHERE provider = ? AND expires_at > ?', provider, now)?.n ?? 0;
-    this.#sql.run('DELETE FROM rtt WHERE backend_id IN (SELECT id FROM backends WHERE provider = ?)', provider);
-    this.#verdicts.clear();
+    this.#rtts.forgetProvider(provider);
     this.#sql.run('DELETE FROM backends WHERE provider = ?', provider);
     this.#sql.run(
       `INSERT INTO removed_providers (provider, until) VALUES (?, ?)
@@ -324,69 +265,11 @@ export class RegionDirectory extends DurableObject<Env> {
 
   /**
    * Merges round-trip minima measured by isolates (sent in batches, in the
-   * background): per (backend, PoP) the lower minimum and the summed counts,
-   * for all samples and for probes. Samples for a backend not live here, for
-   * an unknown PoP, or malformed are ignored. A backend keeps at most
-   * RTT_MAX_POPS PoPs: a new one evicts the one with the fewest samples.
+   * background) for the backends live here (round-trips.ts).
    */
   recordRtt(samples: RttSample[]): void {
-    if (!Array.isArray(samples)) return;
-    const now = Date.now();
-    const live = new Set(this.#sql.all<{ id: string }>('SELECT id FROM backends WHERE expires_at > ?', now).map((r) => r.id));
-    for (const raw of samples.slice(0, RTT_MAX_SAMPLES)) {
-      const s = checkedSample(raw);
-      if (!s || !live.has(s.backend)) continue;
-      const known = this.#sql.one('SELECT 1 AS x FROM rtt WHERE backend_id = ? AND pop = ?', s.backend, s.pop) !== undefined;
-      if (!known) {
-        const pops = this.#sql.one<{ n: number }>('SELECT COUNT(*) AS n FROM rtt WHERE backend_id = ?', s.backend)?.n ?? 0;
-        if (pops >= RTT_MAX_POPS) {
-          this.#sql.run(
-            `DELETE FROM rtt WHERE backend_id = ? AND pop = (
-               SELECT pop FROM rtt WHERE backend_id = ? ORDER BY samples, updated_at LIMIT 1)`,
-            s.backend,
-            s.backend,
-          );
-        }
-      }
-      this.#sql.run(
-        `INSERT INTO rtt (backend_id, pop, min_rtt, samples, probe_min_rtt, probe_samples, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT(backend_id, pop) DO UPDATE SET
-           min_rtt = MIN(min_rtt, excluded.min_rtt),
-           samples = MIN(samples + excluded.samples, ?),
-           probe_min_rtt = MIN(COALESCE(probe_min_rtt, excluded.probe_min_rtt), COALESCE(excluded.probe_min_rtt, probe_min_rtt)),
-           probe_samples = MIN(probe_samples + excluded.probe_samples, ?),
-           updated_at = excluded.updated_at`,
-        s.backend,
-        s.pop,
-        s.minMs,
-        s.count,
-        s.probeMinMs ?? null,
-        s.probeCount ?? 0,
-        now,
-        RTT_MAX_COUNT,
-        RTT_MAX_COUNT,
-      );
-      this.#verdicts.delete(s.backend);
-    }
-  }
-
-  /** Drops a backend's round trips, and its verdict with them. */
-  #forgetRtt(backendId: string): void {
-    this.#sql.run('DELETE FROM rtt WHERE backend_id = ?', backendId);
-    this.#verdicts.delete(backendId);
-  }
-
-  /** The location verdict on a backend's claim: the cached one while neither its round trips nor its claim changed. */
-  #locationOf(r: BackendRow): LocationVerdict {
-    const hit = this.#verdicts.get(r.id);
-    if (hit && hit.lat === r.lat && hit.lon === r.lon) return hit.verdict;
-    const rtts = this.#sql.all<RttRow>(
-      'SELECT backend_id, pop, min_rtt, samples, probe_min_rtt, probe_samples FROM rtt WHERE backend_id = ?',
-      r.id,
-    );
-    const verdict = locationVerdict(r, measuredOf(rtts));
-    this.#verdicts.set(r.id, { lat: r.lat, lon: r.lon, verdict });
-    return verdict;
+    const live = new Set(this.#sql.all<{ id: string }>('SELECT id FROM backends WHERE expires_at > ?', Date.now()).map((r) => r.id));
+    this.#rtts.record(samples, live);
   }
 
   /** Demand per model: requests counted and when the last one was seen. */
@@ -422,12 +305,12 @@ export class RegionDirectory extends DurableObject<Env> {
   backends(): BackendEntry[] {
     return this.#sql
       .all<BackendRow>('SELECT * FROM backends WHERE expires_at > ? ORDER BY id', Date.now())
-      .map((r) => toEntry(r, this.#locationOf(r)));
+      .map((r) => toEntry(r, this.#rtts.verdictOf(r)));
   }
 
   /** Forgets a backend now (operator action, or a backend leaving cleanly), with its round trips. */
   remove(backendId: string): boolean {
-    this.#forgetRtt(backendId);
+    this.#rtts.forget(backendId);
     return this.#sql.run('DELETE FROM backends WHERE id = ?', backendId) > 0;
   }
 
@@ -445,8 +328,7 @@ export class RegionDirectory extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     const now = Date.now();
     this.#sql.run('DELETE FROM backends WHERE expires_at <= ?', now);
-    this.#sql.run('DELETE FROM rtt WHERE updated_at <= ? OR backend_id NOT IN (SELECT id FROM backends)', now - RTT_IDLE_MS);
-    this.#verdicts.clear();
+    this.#rtts.prune(now);
     this.#sql.run('DELETE FROM heartbeat_seqs WHERE expires_at <= ?', now);
     this.#sql.run('DELETE FROM removed_providers WHERE until <= ?', now);
     const next = this.#sql.one<{ at: number | null }>(

@@ -2,7 +2,7 @@
 
 import { env, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
-import { RTT_IDLE_MS, RTT_MAX_POPS } from '../../../workers/directory/RegionDirectory.ts';
+import { RTT_IDLE_MS, RTT_MAX_POPS } from '../../../workers/directory/round-trips.ts';
 import type { BackendEntry } from '../../../workers/directory/backend.ts';
 import { POPS } from '../../../workers/geo/pops.ts';
 import { admitProvider, call, heartbeatBody, heartbeatToken, keyFor, nextSeq } from '../helpers.ts';

@@ -49,6 +49,16 @@ describe('ProbeSigner', () => {
     const other = await generateProviderKey('other-key');
     expect(await verifies(other.publicJwk, 'sg-1', NONCE, signature)).toBe(false);
   });
+
+  it('signs at most its per-second allowance, then answers 429 rate_limited until the next second', async () => {
+    const pair = await generateProviderKey('probe-rate');
+    let now = 1_900_000_000_000;
+    const signer = new ProbeSigner({ key: await importProviderKey(pair.privateJwk), backendId: 'sg-1', now: () => now, perSecond: 3 });
+    for (let i = 0; i < 3; i++) expect(signer.answer({ nonce: NONCE }).nonce).toBe(NONCE);
+    expect(() => signer.answer({ nonce: NONCE })).toThrow(expect.objectContaining({ code: 'rate_limited', retryAfter: 1 }));
+    now += 1000;
+    expect(signer.answer({ nonce: NONCE }).nonce).toBe(NONCE);
+  });
 });
 
 describe('POST /v2/mesh/probe', () => {

@@ -7,6 +7,7 @@
 
 import { DEFAULT_PATH_INFLATION, FIBRE_KM_PER_MS, greatCircleKm, type LatLon } from '../geo/distance.ts';
 import { regionById } from '../../shared/regions.ts';
+import { popLocation } from '../geo/pops.ts';
 
 /** Where a request entered the mesh; `code` (the PoP's IATA code) keys measured RTTs. */
 export interface RttOrigin extends LatLon {
@@ -17,6 +18,8 @@ export interface RttOrigin extends LatLon {
 export interface Located extends LatLon {
   id: string;
   region: string;
+  /** Its proof-of-location verdict (geo/location.ts), when the directory has one. */
+  location?: { state: string; evidence?: { pop: string; failed?: string } };
 }
 
 export interface RttTableOptions {
@@ -38,9 +41,18 @@ const FLOOR_MS_PER_KM = 2 / FIBRE_KM_PER_MS;
 
 /**
  * Where a backend is for routing: its region's coordinates when the region is
- * known (what the heartbeat validated), else the coordinates it claims.
+ * known (what the heartbeat validated), else the coordinates it claims. A
+ * backend whose claim was refuted by a round trip too short for it (`reach`)
+ * is placed at the PoP that measured it: physics puts it near there, whatever
+ * it claims. (A claim refuted by slowness says only where it is not; its
+ * measured round trips, when this PoP has them, score it.)
  */
 export function backendLocation(backend: Located): LatLon {
+  const evidence = backend.location?.state === 'refuted' ? backend.location.evidence : undefined;
+  if (evidence?.failed === 'reach') {
+    const measuredAt = popLocation(evidence.pop);
+    if (measuredAt) return measuredAt;
+  }
   return regionById(backend.region) ?? backend;
 }
 

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_PATH_INFLATION, FIBRE_KM_PER_MS, greatCircleKm, type LatLon } from '../../../workers/geo/distance.ts';
 import { regionById } from '../../../shared/regions.ts';
-import { RttTable, estimateRttMs, physicalFloorMs } from '../../../workers/routing/rtt.ts';
+import { popLocation } from '../../../workers/geo/pops.ts';
+import { RttTable, backendLocation, estimateRttMs, physicalFloorMs } from '../../../workers/routing/rtt.ts';
 import { backend, pop } from './fixtures.ts';
 
 /** Great-circle fibre time there and back, times the median path inflation: what an unmeasured RTT is. */
@@ -44,5 +45,25 @@ describe('estimateRttMs', () => {
     table.observe('FRA', 'c', 3);
     expect(table.measuredMs('FRA', 'a')).toBeUndefined();
     expect(table.measuredMs('FRA', 'c')).toBe(3);
+  });
+});
+
+describe('where a backend is for routing', () => {
+  const sg = backend('sg-far', 'ap-southeast');
+  const refuted = (failed: 'reach' | 'ceiling') => ({ ...sg, location: { state: 'refuted', evidence: { pop: 'FRA', failed } } });
+
+  it("is its region's coordinates, whatever it claims", () => {
+    expect(backendLocation(sg)).toEqual(regionById('ap-southeast'));
+    expect(backendLocation({ ...sg, location: { state: 'verified', evidence: { pop: 'SIN' } } })).toEqual(regionById('ap-southeast'));
+  });
+
+  it('is the measuring PoP when a round trip too short for its claim refuted it, and scores so', () => {
+    const at = backendLocation(refuted('reach'));
+    expect(at).toMatchObject({ lat: popLocation('FRA')!.lat, lon: popLocation('FRA')!.lon });
+    expect(estimateRttMs(fra, refuted('reach'), new RttTable())).toBeLessThan(estimateRttMs(fra, sg, new RttTable()) / 10);
+  });
+
+  it("stays the region's when slowness refuted it (that says only where it is not)", () => {
+    expect(backendLocation(refuted('ceiling'))).toEqual(regionById('ap-southeast'));
   });
 });

@@ -18,6 +18,7 @@ import { decodeJwt, type JSONWebKeySet } from 'jose';
 import { afterAll, expect, it } from 'vitest';
 import { verifyReceipt } from '../../receipts/index.ts';
 import type { ReceiptClaims } from '../../shared/jwt.ts';
+import type { LocationVerdict } from '../../workers/geo/location.ts';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts';
 import { useMesh } from '../helpers/mesh.ts';
 
@@ -49,20 +50,9 @@ afterAll(async () => {
   await proxy?.close();
 });
 
-interface Evidence {
-  pop: string;
-  minRttMs: number;
-  samples: number;
-  probeMinRttMs?: number;
-  probeSamples?: number;
-  distanceKm: number;
-  reachKm: number;
-  ceilingMs?: number;
-  failed?: 'reach' | 'ceiling';
-}
 interface AdminBackend {
   id: string;
-  location?: { state: 'verified' | 'unverified' | 'refuted'; evidence?: Evidence };
+  location?: LocationVerdict;
   heartbeatColo?: string;
 }
 

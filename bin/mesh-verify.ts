@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * mesh-verify: the offline verifier as a command, for billing systems and
- * auditors (docs/api.md sections 4 and 5). Reads receipts, batches, proofs and the
+ * auditors (docs/api.md sections 4, 5 and 6). Reads receipts, batches, proofs, fraud proofs and the
  * mesh's JWKS from files (or stdin, or a JWKS URL), verifies them with
  * receipts/verify.ts and says `ok` or `FAIL` with the first thing that is wrong.
  *
@@ -9,18 +9,21 @@
  * cannot be read. Runs on Node >= 22.18 directly from TypeScript.
  */
 
-import { readFile, realpath, stat } from 'node:fs/promises';
+import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { calculateJwkThumbprint, type JWK } from 'jose';
-import type { BatchClaims } from '../shared/jwt.ts';
+import type { BatchClaims, ReceiptClaims } from '../shared/jwt.ts';
 import {
   fromHex,
   toHex,
   verifyBatch,
+  verifyBatchDisputes,
+  verifyDispute,
   verifyInclusionProof,
   verifyReceipt,
   VerifyError,
+  type DisputeReport,
   type InclusionProof,
   type Jwks,
   type VerifyOptions,
@@ -28,12 +31,13 @@ import {
 
 const USAGE = `Usage:
   mesh-verify receipt <receipt.jwt | JWT | -> --jwks <jwks.json | URL>
-  mesh-verify batch <batch.jwt | batch.json> --receipts <receipts.ndjson> --jwks <jwks.json | URL>
+  mesh-verify batch <batch.jwt | batch.json> --receipts <receipts.ndjson> --jwks <jwks.json | URL> [--disputes <dir>]
   mesh-verify proof <receipt.jwt | JWT | -> --proof <proof.json> --batch <batch.jwt | batch.json> --jwks <jwks.json | URL>
   mesh-verify archive <dir> --jwks <jwks-archive.json | URL>
+  mesh-verify dispute <dispute.json | -> --jwks <jwks.json | URL>
 
-Verifies mesh receipts, settlement batches and inclusion proofs offline
-against the mesh's public JWKS (GET /.well-known/jwks.json).
+Verifies mesh receipts, settlement batches, inclusion proofs and fraud proofs
+offline against the mesh's public JWKS (GET /.well-known/jwks.json).
 
   receipt   one receipt JWT: a file holding it, the JWT itself, or - for stdin
   batch     a batch JWT (a file holding it, or batch.json as GET
@@ -47,6 +51,11 @@ against the mesh's public JWKS (GET /.well-known/jwks.json).
             with the folder's own jwks.json; that copy is only compared with
             it, and a key in it that the trusted JWKS lacks or holds
             differently fails the check
+  dispute   a fraud proof (dispute.json as GET /v1/disputes/{id} returns it:
+            { "id", "dispute", "outputs" }): the mesh's signature, every run's
+            receipt and provider attestation, the answer bytes against their
+            hashes; the comparison and the verdict are recomputed with the
+            dispute's rule and must be the ones it claims
 
 receipts.ndjson holds one receipt per line, each either a JSON object with a
 "receipt" field ({"receipt":"<JWT>", ...}), a JSON string ("<JWT>"), or the
@@ -57,6 +66,11 @@ Options:
   --jwks <file | URL>  the mesh's JWKS, a file or an http(s) URL (fetched once),
                        from a source you trust; required by every command
   --issuer <url>       also require every token's iss to be this URL
+  --disputes <dir>     (batch) a folder of dispute .json documents: each is
+                       verified, and every disputed receipt of the batch must
+                       be justified by a proven one (withheld by it, or its
+                       provider penalized for it); an unjustified disputed
+                       receipt or penalty fails the check
   --json               print the result as one JSON object on stdout
   -h, --help           print this help
 
@@ -81,7 +95,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const [command, target, ...extra] = positionals;
-  if (!command) return usage('no command given (receipt, batch, proof or archive)');
+  if (!command) return usage('no command given (receipt, batch, proof, archive or dispute)');
   if (extra.length > 0) return usage(`unexpected argument ${JSON.stringify(extra[0])}`);
   const opts: VerifyOptions = values.issuer !== undefined ? { issuer: values.issuer } : {};
 
@@ -100,8 +114,11 @@ async function main(argv: string[]): Promise<number> {
       case 'archive':
         outcome = await archiveCommand(need(target, 'an archive folder'), values, opts);
         break;
+      case 'dispute':
+        outcome = await disputeCommand(need(target, 'a dispute document'), values, opts);
+        break;
       default:
-        return usage(`unknown command ${JSON.stringify(command)} (receipt, batch, proof or archive)`);
+        return usage(`unknown command ${JSON.stringify(command)} (receipt, batch, proof, archive or dispute)`);
     }
   } catch (err) {
     if (err instanceof UsageError) return usage(err.message);
@@ -126,6 +143,7 @@ function parse(argv: string[]) {
       receipts: { type: 'string' },
       proof: { type: 'string' },
       batch: { type: 'string' },
+      disputes: { type: 'string' },
       issuer: { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -168,7 +186,61 @@ async function batchCommand(target: string, values: Values, opts: VerifyOptions)
   const batch = await loadBatch(target);
   const receiptsPath = needOption(values, 'receipts');
   const receipts = parseNdjson(await readText(receiptsPath), receiptsPath);
-  return batchOutcome(batch, receipts, jwks, opts);
+  const disputesDir = values.disputes;
+  if (disputesDir === undefined) return batchOutcome(batch, receipts, jwks, opts);
+  if (disputesDir === '') throw new UsageError('missing --disputes folder');
+  const documents = await loadDisputeDocuments(disputesDir);
+  return batchOutcome(batch, receipts, jwks, opts, documents);
+}
+
+async function disputeCommand(target: string, values: Values, opts: VerifyOptions): Promise<Outcome> {
+  const jwks = await loadJwks(needOption(values, 'jwks'));
+  const { text, source } = target === '-' ? { text: await readStdin(), source: 'stdin' } : { text: await readText(target), source: target };
+  const report = await verifyDispute(parseJson(text, source), jwks, opts);
+  return { line: disputeLine(report), json: { ...report } };
+}
+
+/** `dispute <id>: <kind> <verdict>, accused <p>, <n> runs; answer vs check: differ (<reason>); ...` */
+function disputeLine(d: DisputeReport): string {
+  const head = `dispute ${d.id}: ${d.kind} ${d.verdict}, accused ${d.accused ?? 'none'}, ${plural(d.runs.length, 'run')}`;
+  if (d.kind === 'signature') {
+    const run = d.runs[0]!;
+    return `${head}; the ${run.role} attestation does not verify with provider ${run.provider}'s admitted key`;
+  }
+  const pairs = d.comparisons.map((c) => `${c.a} vs ${c.b}: ${c.agree ? 'agree' : `differ (${c.reason})`}`);
+  return `${head}; ${pairs.join('; ')}`;
+}
+
+interface DisputeFile {
+  file: string;
+  doc: unknown;
+}
+
+/** Every *.json file of a folder of dispute documents, in name order. */
+async function loadDisputeDocuments(dir: string): Promise<DisputeFile[]> {
+  const info = await stat(dir).catch(() => undefined);
+  if (!info?.isDirectory()) throw new UsageError(`--disputes ${dir} is not a folder`);
+  const names = (await readdir(dir)).filter((n) => n.endsWith('.json')).sort();
+  const out: DisputeFile[] = [];
+  for (const name of names) {
+    const file = join(dir, name);
+    out.push({ file, doc: parseJson(await readText(file), file) });
+  }
+  return out;
+}
+
+/** Verifies each dispute document; a failure names its file. */
+async function verifyDisputeFiles(files: DisputeFile[], jwks: Jwks, opts: VerifyOptions): Promise<DisputeReport[]> {
+  const reports: DisputeReport[] = [];
+  for (const { file, doc } of files) {
+    try {
+      reports.push(await verifyDispute(doc, jwks, opts));
+    } catch (err) {
+      if (err instanceof VerifyError) throw new VerifyError(err.code, `${file}: ${err.message}`, { cause: err });
+      throw err;
+    }
+  }
+  return reports;
 }
 
 async function proofCommand(target: string, values: Values, opts: VerifyOptions): Promise<Outcome> {
@@ -263,24 +335,56 @@ async function thumbprint(key: JWK): Promise<string | undefined> {
   }
 }
 
-async function batchOutcome(batch: LoadedBatch, receipts: string[], jwks: Jwks, opts: VerifyOptions): Promise<Outcome> {
-  const { claims } = await verifyBatch(batch.jwt, receipts, jwks, opts);
+/**
+ * Verifies a batch against its receipts; with dispute documents, also that
+ * every disputed receipt is justified by a proven fraud proof among them.
+ */
+async function batchOutcome(batch: LoadedBatch, receipts: string[], jwks: Jwks, opts: VerifyOptions, disputeFiles?: DisputeFile[]): Promise<Outcome> {
+  const { claims, receipts: verified } = await verifyBatch(batch.jwt, receipts, jwks, opts);
   checkBatchId(batch, claims);
   const providers = Object.keys(claims.totals.providers).length;
   const consumers = Object.keys(claims.totals.consumers).length;
-  const disputed = claims.disputed.length > 0 ? `, ${claims.disputed.length} disputed (withheld from payout)` : '';
-  return {
-    line: `batch ${claims.batch_id}: ${claims.count} receipts, root ${short(claims.merkle_root)}, totals verified (${plural(providers, 'provider')}, ${plural(consumers, 'consumer')})${disputed}`,
-    json: {
-      batch_id: claims.batch_id,
-      count: claims.count,
-      merkle_root: claims.merkle_root,
-      epoch_start: claims.epoch_start,
-      epoch_end: claims.epoch_end,
-      totals: claims.totals,
-      disputed: claims.disputed,
-    },
+  const penalties = claims.penalties ?? [];
+  const penalized = penalties.length > 0 ? `, ${plural(penalties.length, 'provider')} penalized` : '';
+  const disputed = claims.disputed.length > 0 ? `, ${claims.disputed.length} disputed (withheld from payout)${penalized}` : penalized;
+  const line = `batch ${claims.batch_id}: ${claims.count} receipts, root ${short(claims.merkle_root)}, totals verified (${plural(providers, 'provider')}, ${plural(consumers, 'consumer')})${disputed}`;
+  const json: Record<string, unknown> = {
+    batch_id: claims.batch_id,
+    count: claims.count,
+    merkle_root: claims.merkle_root,
+    epoch_start: claims.epoch_start,
+    epoch_end: claims.epoch_end,
+    totals: claims.totals,
+    disputed: claims.disputed,
+    ...(claims.penalties !== undefined ? { penalties: claims.penalties } : {}),
   };
+  if (disputeFiles === undefined) return { line, json };
+  return { line: `${line}; ${await disputesOutcome(claims, verified, disputeFiles, jwks, opts, json)}`, json };
+}
+
+/** The dispute documents checked against a verified batch: the line's tail; adds `disputes` to `json`. */
+async function disputesOutcome(
+  claims: BatchClaims,
+  receipts: ReceiptClaims[],
+  files: DisputeFile[],
+  jwks: Jwks,
+  opts: VerifyOptions,
+  json: Record<string, unknown>,
+): Promise<string> {
+  const reports = await verifyDisputeFiles(files, jwks, opts);
+  const { justified, unproven } = verifyBatchDisputes(claims, receipts, reports);
+  if (unproven.length > 0) {
+    const shown = unproven.slice(0, 5).join(', ') + (unproven.length > 5 ? `, and ${unproven.length - 5} more` : '');
+    throw new VerifyError(
+      'unproven_disputed',
+      `batch ${claims.batch_id}: ${plural(unproven.length, 'disputed receipt')} justified by no proven dispute of the ${plural(files.length, 'document')} given: ${shown}`,
+    );
+  }
+  const byWithheld = justified.filter((j) => j.how === 'withheld').length;
+  const byPenalty = justified.length - byWithheld;
+  json.disputes = { documents: reports.length, justified, withheld: byWithheld, penalty: byPenalty };
+  const proven = reports.filter((r) => r.verdict === 'proven').length;
+  return `${plural(reports.length, 'dispute')} verified (${proven} proven); disputed receipts justified: ${byWithheld} withheld by a dispute, ${byPenalty} by a penalty`;
 }
 
 // --- input -----------------------------------------------------------------

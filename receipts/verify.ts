@@ -56,7 +56,25 @@ export type VerifyErrorCode =
   /** An inclusion proof names another batch or another tree size than the batch given. */
   | 'proof_mismatch'
   /** The inclusion proof does not lead from the receipt to the batch's root. */
-  | 'not_included';
+  | 'not_included'
+  /** The batch penalizes a provider but one of that provider's receipts in it (as provider or second) is not disputed. */
+  | 'penalty_not_applied'
+  /** A batch penalty names a dispute that was not given, or that is not proven against the penalized provider. */
+  | 'penalty_unjustified'
+  /** A disputed receipt of a batch is justified by no proven fraud proof given (reported by `mesh-verify batch --disputes`). */
+  | 'unproven_disputed'
+  /** A document's `id` is not the id its signed token carries. */
+  | 'id_mismatch'
+  /** A fraud proof's run: its attestation's header or claims are not the run's, or (for a mismatch) its signature does not verify with the run's key. */
+  | 'bad_attestation'
+  /** A mismatch fraud proof lacks the answer bytes of one of its runs. */
+  | 'output_missing'
+  /** A fraud proof's answer bytes do not hash to the run's output_sha256. */
+  | 'output_mismatch'
+  /** The verdict, accused or withheld ids recomputed from a fraud proof are not the ones it claims. */
+  | 'verdict_mismatch'
+  /** A fraud proof's run and its receipt disagree (provider, backend, attestation, model, or the receipt it checks). */
+  | 'receipt_mismatch';
 
 /** A verification failure: `code` to switch on, `message` to show a person. */
 export class VerifyError extends Error {
@@ -122,7 +140,10 @@ export async function verifyReceipt(jwt: string, jwks: Jwks, opts: VerifyOptions
 /**
  * Verifies a settlement batch against its receipts (in leaf order): the batch
  * JWT, every receipt, no duplicate `jti`, the count, the Merkle root, that
- * every disputed id is one of the receipts, and the totals.
+ * every disputed id is one of the receipts, that every receipt of a
+ * penalized provider is disputed, and the totals (a redundant receipt's
+ * payout split with its `second` provider). Whether the disputes are
+ * justified by fraud proofs is `verifyBatchDisputes` (receipts/dispute.ts).
  */
 export async function verifyBatch(
   batchJwt: string,
@@ -168,12 +189,36 @@ export async function verifyBatch(
   for (const jti of claims.disputed) {
     if (!indexOf.has(jti)) throw new VerifyError('unknown_disputed', `batch ${id} disputes receipt ${jti}, which is not one of its receipts`);
   }
+  const disputed = new Set(claims.disputed);
+  checkPenaltiesApplied(claims, verified, disputed);
 
-  const totals = totalsOf(verified, new Set(claims.disputed));
+  const totals = totalsOf(
+    verified.map((r) => ({ jti: r.jti, sub: r.sub, provider: r.provider, amount: r.amount, second: r.second?.provider })),
+    disputed,
+  );
   if (!totalsEqual(totals, claims.totals)) {
     throw new VerifyError('totals_mismatch', `totals mismatch for ${firstDifference(claims.totals, totals)}`);
   }
   return { claims, receipts: verified };
+}
+
+/**
+ * A batch's penalties are applied: every receipt of a penalized provider (as
+ * `provider` or redundant `second`) is disputed.
+ */
+function checkPenaltiesApplied(claims: BatchClaims, receipts: readonly ReceiptClaims[], disputed: ReadonlySet<string>): void {
+  if (claims.penalties === undefined || claims.penalties.length === 0) return;
+  const penalized = new Map(claims.penalties.map((p) => [p.provider, p.dispute]));
+  receipts.forEach((r, i) => {
+    if (disputed.has(r.jti)) return;
+    for (const p of [r.provider, r.second?.provider]) {
+      if (p === undefined || !penalized.has(p)) continue;
+      throw new VerifyError(
+        'penalty_not_applied',
+        `batch ${claims.batch_id} penalizes provider ${p} (dispute ${penalized.get(p)}), but its receipt ${i} (jti ${r.jti}) is not disputed`,
+      );
+    }
+  });
 }
 
 /**
@@ -212,7 +257,10 @@ export async function verifyInclusionProof(
 
 // --- tokens ----------------------------------------------------------------
 
-function keySet(jwks: Jwks): JWTVerifyGetKey {
+// The helpers below are exported for the rest of this library (receipts/dispute.ts), not re-exported by its index.
+
+/** The key lookup of a JWKS, or `bad_jwks`. */
+export function keySet(jwks: Jwks): JWTVerifyGetKey {
   if (typeof jwks !== 'object' || jwks === null || !Array.isArray(jwks.keys)) {
     throw new VerifyError('bad_jwks', 'JWKS must be an object with a "keys" array');
   }
@@ -224,13 +272,13 @@ function keySet(jwks: Jwks): JWTVerifyGetKey {
 }
 
 /** `application/` prefix and case do not matter in `typ` (RFC 7515 section 4.1.9), as in jose. */
-function normalizeTyp(typ: string): string {
+export function normalizeTyp(typ: string): string {
   const t = typ.toLowerCase();
   return t.startsWith('application/') ? t.slice('application/'.length) : t;
 }
 
-/** Signature and header checks common to receipts and batches; returns the verified payload. */
-async function verifyJws(
+/** Signature and header checks common to every mesh-signed token (receipts, batches, disputes); returns the verified payload. */
+export async function verifyJws(
   jwt: string,
   typ: string,
   requiredClaims: readonly string[],
@@ -302,7 +350,8 @@ function receiptLabel(jwt: string, where: string): string {
   return isNonEmptyString(jti) ? `${where} (jti ${jti})` : where;
 }
 
-async function checkReceipt(jwt: string, getKey: JWTVerifyGetKey, opts: VerifyOptions, where: string): Promise<ReceiptClaims> {
+/** Verifies one receipt (`where` names it in messages) against a key lookup from `keySet`. */
+export async function checkReceipt(jwt: string, getKey: JWTVerifyGetKey, opts: VerifyOptions, where: string): Promise<ReceiptClaims> {
   const label = receiptLabel(jwt, where);
   const p = (await verifyJws(jwt, TYP.receipt, RECEIPT_REQUIRED_CLAIMS, getKey, opts, label)) as Record<string, unknown>;
   const bad = (what: string) => new VerifyError('invalid_claim', `${label}: ${what}`);
@@ -318,6 +367,13 @@ async function checkReceipt(jwt: string, getKey: JWTVerifyGetKey, opts: VerifyOp
   if (p.cache !== 'hit' && p.cache !== 'miss') throw bad('cache must be "hit" or "miss"');
   if (p.verify !== 'none' && p.verify !== 'sampled' && p.verify !== 'redundant') throw bad('verify must be "none", "sampled" or "redundant"');
   if (p.attestation !== undefined && !isNonEmptyString(p.attestation)) throw bad('attestation must be a JWS string when present');
+  if (p.checks !== undefined && !isNonEmptyString(p.checks)) throw bad('checks must be a receipt id when present');
+  if (p.second !== undefined) {
+    const s = p.second as Record<string, unknown> | null;
+    if (typeof s !== 'object' || s === null || Array.isArray(s) || !isNonEmptyString(s.provider) || typeof s.backend !== 'string' || typeof s.attestation !== 'string') {
+      throw bad('second must be { provider, backend, attestation } when present');
+    }
+  }
   return p as unknown as ReceiptClaims;
 }
 
@@ -334,10 +390,19 @@ async function checkBatch(jwt: string, getKey: JWTVerifyGetKey, opts: VerifyOpti
   }
   if (!isCount(p.count)) throw bad('count must be an integer >= 0');
   if (!isSha256Hex(p.merkle_root)) throw bad('merkle_root must be 64 hex digits');
-  if (!isTotals(p.totals)) throw bad('totals must be { providers, consumers }, each mapping ids to integers >= 0');
+  if (!isTotals(p.totals)) throw bad('totals must be { providers, consumers, withheld? }, each mapping ids to integers >= 0');
   const disputed = p.disputed;
   if (!Array.isArray(disputed) || !disputed.every(isNonEmptyString)) throw bad('disputed must be an array of receipt ids');
   if (new Set(disputed).size !== disputed.length) throw bad('disputed lists a receipt id twice');
+  if (p.penalties !== undefined) {
+    const penalties = p.penalties;
+    const isPenalty = (e: unknown) =>
+      typeof e === 'object' && e !== null && !Array.isArray(e) && isNonEmptyString((e as Record<string, unknown>).provider) && isNonEmptyString((e as Record<string, unknown>).dispute);
+    if (!Array.isArray(penalties) || !penalties.every(isPenalty)) throw bad('penalties must be an array of { provider, dispute }');
+    for (let i = 1; i < penalties.length; i++) {
+      if (!(penalties[i - 1].provider < penalties[i].provider)) throw bad('penalties must be sorted by provider, one entry per provider');
+    }
+  }
   return p as unknown as BatchClaims;
 }
 
@@ -357,32 +422,36 @@ function checkProofShape(proof: InclusionProof): Hash[] {
 
 // --- values ----------------------------------------------------------------
 
-function isNonEmptyString(v: unknown): v is string {
+export function isNonEmptyString(v: unknown): v is string {
   return typeof v === 'string' && v.length > 0;
 }
 
-function isCount(v: unknown): v is number {
+export function isCount(v: unknown): v is number {
   return Number.isSafeInteger(v) && (v as number) >= 0;
 }
 
 const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
 
-function isSha256Hex(v: unknown): v is string {
+export function isSha256Hex(v: unknown): v is string {
   return typeof v === 'string' && SHA256_HEX.test(v);
 }
 
 function isTotals(v: unknown): v is BatchTotals {
   const isMap = (m: unknown) => typeof m === 'object' && m !== null && !Array.isArray(m) && Object.values(m).every(isCount);
-  return typeof v === 'object' && v !== null && isMap((v as BatchTotals).providers) && isMap((v as BatchTotals).consumers);
+  if (typeof v !== 'object' || v === null) return false;
+  const t = v as BatchTotals;
+  return isMap(t.providers) && isMap(t.consumers) && (t.withheld === undefined || isMap(t.withheld));
 }
 
-/** Names the first entry (providers, then consumers, ids in order) where two totals differ. */
+/** Names the first entry (providers, consumers, then withheld; ids in order) where two totals differ. */
 function firstDifference(signed: BatchTotals, computed: BatchTotals): string {
   const show = (n: number | undefined) => (n === undefined ? 'nothing' : String(n));
-  for (const [kind, a, b] of [
+  const kinds: [string, Record<string, number>, Record<string, number>][] = [
     ['provider', signed.providers, computed.providers],
     ['consumer', signed.consumers, computed.consumers],
-  ] as const) {
+  ];
+  if (signed.withheld !== undefined && computed.withheld !== undefined) kinds.push(['withheld of provider', signed.withheld, computed.withheld]);
+  for (const [kind, a, b] of kinds) {
     const ids = [...new Set([...Object.keys(a), ...Object.keys(b)])].sort();
     for (const id of ids) {
       const x = Object.hasOwn(a, id) ? a[id] : undefined;

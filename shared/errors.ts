@@ -30,10 +30,12 @@ export type MeshErrorCode =
   | 'batch_not_found'
   | 'batch_open'
   | 'already_settled'
+  | 'dispute_not_found'
   // 5xx
   | 'no_capacity'
   | 'backend_failed'
   | 'backend_timeout'
+  | 'verification_failed'
   | 'not_ready'
   | 'not_implemented'
   | 'internal';
@@ -61,9 +63,11 @@ const STATUS_OF: Record<MeshErrorCode, number> = {
   batch_not_found: 404,
   batch_open: 404,
   already_settled: 409,
+  dispute_not_found: 404,
   no_capacity: 503,
   backend_failed: 502,
   backend_timeout: 504,
+  verification_failed: 502,
   not_ready: 503,
   not_implemented: 501,
   internal: 500,

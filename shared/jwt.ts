@@ -22,6 +22,8 @@ export const TYP = {
   batch: 'mesh-batch+jwt',
   /** Edge -> billing webhook: one signed delivery of a closed batch. */
   webhook: 'mesh-webhook+jwt',
+  /** Edge -> billing and auditors: a fraud proof (docs/api.md section 6). */
+  dispute: 'mesh-dispute+jwt',
 } as const;
 
 /** Audience of operator-issued bearer keys. */
@@ -129,6 +131,18 @@ export interface ReceiptClaims {
    * round trips. Absent for the fallback and in receipts older than it.
    */
   location?: 'verified' | 'unverified' | 'refuted';
+  /**
+   * Set on the receipt of a verification run (docs/api.md section 6): the
+   * jti of the receipt whose answer this run re-executed. Its `sub` is the
+   * operator's verification account, never the consumer.
+   */
+  checks?: string;
+  /**
+   * `verify: "redundant"` receipts: the second backend that computed the same
+   * answer. `amount` covers both executions; the payout is split between
+   * `provider` and `second.provider` (receipts/totals.ts).
+   */
+  second?: { provider: string; backend: string; attestation: string };
 }
 
 /** Per-provider payout and per-consumer charge of a batch, integer micro-USD. */
@@ -137,6 +151,11 @@ export interface BatchTotals {
   providers: Record<string, number>;
   /** consumer id (`sub`) -> charge: the sum of `amount` over its receipts. */
   consumers: Record<string, number>;
+  /**
+   * provider id -> the payout withheld by disputes (the sum of `amount` over
+   * its disputed receipts). Absent in batches signed before disputes existed.
+   */
+  withheld?: Record<string, number>;
 }
 
 /** Claims of a settlement batch (`typ: mesh-batch+jwt`, docs/api.md section 5). */
@@ -156,7 +175,63 @@ export interface BatchClaims {
   totals: BatchTotals;
   /** Receipt ids withheld from payout by verification. */
   disputed: string[];
+  /**
+   * Providers penalized in this batch by a proven fraud (docs/api.md section
+   * 6.3): every receipt of `provider` in the batch is in `disputed`, and
+   * `dispute` is the fraud proof that justifies it. Sorted by provider;
+   * absent in batches signed before penalties existed.
+   */
+  penalties?: { provider: string; dispute: string }[];
 }
+
+/** How two answers of one model are compared (docs/api.md section 6.2). */
+export interface CompareRule {
+  /** Floating-point outputs agree element-wise when |a - b| <= abs + rel * max(|a|, |b|). Integers, booleans and strings must be equal. */
+  float: { abs: number; rel: number };
+}
+
+/** One execution a fraud proof holds. */
+export interface DisputeRun {
+  /** `answer`: the run that was checked; `check`: its re-execution; `referee`: the third run that decided. */
+  role: 'answer' | 'check' | 'referee';
+  provider: string;
+  backend: string;
+  /** The provider's Ed25519 public key as the operator admitted it when the dispute was made. */
+  public_jwk: { kty: 'OKP'; crv: 'Ed25519'; x: string; kid?: string };
+  /** The provider's attestation of this run, as it came. */
+  attestation: string;
+  /** SHA-256 (hex) of the run's OIP answer bytes, as received by the edge (equal to the attestation's claim). */
+  output_sha256: string;
+  /** The receipt (mesh-signed) that pays, or would have paid, this run. */
+  receipt: string;
+}
+
+/**
+ * Claims of a fraud proof (`typ: mesh-dispute+jwt`, docs/api.md section 6).
+ * `mismatch`: runs of the same input on different providers disagree under
+ * `rule`; `proven` when a third run agrees with the others and not the
+ * accused. `signature`: one run whose attestation does not verify with its
+ * provider's admitted key (always `proven`).
+ */
+export interface DisputeClaims {
+  iss: string;
+  iat: number;
+  /** The dispute id. */
+  jti: string;
+  kind: 'mismatch' | 'signature';
+  verdict: 'proven' | 'unresolved';
+  /** The provider proven at fault; null when unresolved. */
+  accused: string | null;
+  model: string;
+  model_version: string;
+  /** SHA-256 (hex) of the OIP request bytes every run was sent. */
+  input_sha256: string;
+  rule: CompareRule;
+  runs: DisputeRun[];
+  /** Receipt ids this dispute withholds from payout itself (the accused's runs). */
+  withheld: string[];
+}
+
 
 /** Claims of a webhook delivery token (`typ: mesh-webhook+jwt`): binds one POST body to one billing URL. */
 export interface WebhookClaims {

@@ -7,6 +7,7 @@ import { Hono } from 'hono';
 import { errorBody, isMeshError, MeshError } from '../shared/errors.ts';
 import type { AppEnv } from './context.ts';
 import { adminRoutes } from './routes/admin.ts';
+import { disputeRoutes } from './routes/disputes.ts';
 import { oipRoutes } from './routes/oip.ts';
 import { healthRoutes } from './routes/health.ts';
 import { huggingfaceRoutes } from './routes/huggingface.ts';
@@ -21,6 +22,7 @@ export const app = new Hono<AppEnv>()
   .route('/', huggingfaceRoutes)
   .route('/', providerRoutes)
   .route('/', settlementRoutes)
+  .route('/', disputeRoutes)
   .route('/', adminRoutes);
 
 app.notFound((c) => c.json(errorBody(new MeshError('not_found', `No route for ${c.req.method} ${c.req.path}.`)), 404));

@@ -30,6 +30,13 @@ export interface Settings {
   /** Distinct backend ids one provider may own mesh-wide (docs/api.md section 3.1). */
   maxBackendsPerProvider: number;
   placement: PlacementPolicy;
+  /** Optimistic verification and penalties (docs/api.md section 6). */
+  verify: {
+    /** The share of an established provider's answers re-executed elsewhere (`VERIFY_SAMPLE_RATE`, 0..1). */
+    sampleRate: number;
+    /** Proven frauds that quarantine a provider (`VERIFY_QUARANTINE_AFTER`). */
+    quarantineAfter: number;
+  };
   settlement: {
     epochMs: number;
     /** Ledger shards receipts are spread over by jti (1..100). */
@@ -43,6 +50,12 @@ export interface Settings {
 function int(value: string | undefined, fallback: number): number {
   const n = value === undefined || value === '' ? NaN : Number(value);
   return Number.isFinite(n) && n > 0 ? n : fallback;
+}
+
+/** A share in [0, 1]; the fallback when unset or out of range. */
+function rate(value: string | undefined, fallback: number): number {
+  const n = value === undefined || value === '' ? NaN : Number(value);
+  return Number.isFinite(n) && n >= 0 && n <= 1 ? n : fallback;
 }
 
 const cache = new WeakMap<object, Settings>();
@@ -65,6 +78,10 @@ export function settings(env: Env): Settings {
         ...DEFAULT_PLACEMENT,
         demandWindowMs: int(env.DEMAND_WINDOW_SECONDS, DEFAULT_PLACEMENT.demandWindowMs / 1000) * 1000,
         idleUnloadMs: int(env.IDLE_UNLOAD_SECONDS, DEFAULT_PLACEMENT.idleUnloadMs / 1000) * 1000,
+      },
+      verify: {
+        sampleRate: rate(env.VERIFY_SAMPLE_RATE, 0.05),
+        quarantineAfter: Math.floor(int(env.VERIFY_QUARANTINE_AFTER, 3)),
       },
       settlement: {
         epochMs: int(env.SETTLEMENT_EPOCH_SECONDS, 60) * 1000,

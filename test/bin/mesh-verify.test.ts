@@ -12,6 +12,7 @@ import { inclusionProof, leafHash, merkleRoot, toHex } from '../../receipts/merk
 import { sortedTotals, totalsOf } from '../../receipts/totals.ts';
 import { TYP, type BatchClaims, type ReceiptClaims } from '../../shared/jwt.ts';
 import { receiptClaims } from '../helpers/receipts.ts';
+import { answer, buildDispute, embedding, provenMismatch, resign, sign as signWith, signatureDispute, world, type Built, type World } from '../helpers/dispute-fixtures.ts';
 
 /** The CLI runs as a real child process on this Node (22, which runs the .ts directly). */
 const CLI = fileURLToPath(new URL('../../bin/mesh-verify.ts', import.meta.url));
@@ -157,7 +158,7 @@ describe('mesh-verify: valid material', () => {
     expect(run.code, run.stderr).toBe(0);
     const out = JSON.parse(run.stdout) as Record<string, unknown>;
     expect(out).toMatchObject({ ok: true, command: 'batch', batch_id: BATCH_ID, count: 5, disputed: [] });
-    expect(out.totals).toEqual({ providers: { p0: 100 + 102 + 104, p1: 101 + 103 }, consumers: { 'consumer-0': 203, 'consumer-1': 205, 'consumer-2': 102 } });
+    expect(out.totals).toEqual({ providers: { p0: 100 + 102 + 104, p1: 101 + 103 }, consumers: { 'consumer-0': 203, 'consumer-1': 205, 'consumer-2': 102 }, withheld: {} });
   });
 
   it('verifies an inclusion proof and an archive folder', async () => {
@@ -239,6 +240,179 @@ describe('mesh-verify: failures exit 1 with a FAIL line', () => {
     expect(issuer.stderr).toContain('FAIL  receipt (jti rcpt-000002): issuer is "https://mesh.test", expected "https://other.mesh"');
     expect(notJson.code).toBe(1);
     expect(notJson.stderr).toBe(`FAIL  ${path('not-json.ndjson')} line 2: not valid JSON\n`);
+  });
+});
+
+describe('mesh-verify: fraud proofs', () => {
+  const DISPUTE_BATCH = '1764083760000-01-000007';
+  let w: World;
+  let proven: Built;
+  let signature: Built;
+  let unresolved: Built;
+  const dp = (...parts: string[]) => join(dir, 'fraud', ...parts);
+
+  beforeAll(async () => {
+    w = await world();
+    const [, , c, d] = w.providers;
+    [proven, signature] = await Promise.all([provenMismatch(w), signatureDispute(w)]);
+    const x = embedding(16, 5);
+    unresolved = await buildDispute(w, { runs: [{ role: 'answer', provider: c!, output: answer(x) }, { role: 'check', provider: d!, output: answer(x.map((v) => v + 1)) }] });
+    // A batch: the proven dispute's answer receipt (p-a, withheld by it), another p-a receipt (penalty), one of p-b, one of p-c.
+    const claims = [
+      proven.receipts[0]!,
+      receiptClaims(1, { jti: 'rcpt-a-1', provider: 'p-a' }),
+      receiptClaims(2, { jti: 'rcpt-b-1', provider: 'p-b' }),
+      receiptClaims(3, { jti: 'rcpt-c-1', provider: 'p-c' }),
+    ];
+    const jwts = await Promise.all(claims.map((r) => signWith(r, w.mesh, TYP.receipt)));
+    const batchWith = (disputed: string[]) =>
+      signWith(
+        {
+          iss: ISSUER,
+          iat: Math.floor(Date.now() / 1000),
+          batch_id: DISPUTE_BATCH,
+          shard: 1,
+          epoch_start: 1764083700000,
+          epoch_end: 1764083760000,
+          count: jwts.length,
+          merkle_root: toHex(merkleRoot(jwts.map(leafHash))),
+          totals: sortedTotals(totalsOf(claims, new Set(disputed))),
+          disputed,
+          penalties: [{ provider: 'p-a', dispute: proven.doc.id }],
+        },
+        w.mesh,
+        TYP.batch,
+      );
+    const tampered = await resign(w, proven, (cl) => (cl.accused = 'p-b'));
+    await mkdir(dp('all'), { recursive: true });
+    await Promise.all([mkdir(dp('no-proven')), mkdir(dp('tampered')), mkdir(dp('empty'))]);
+    await Promise.all([
+      writeFile(dp('jwks.json'), JSON.stringify(w.jwks)),
+      writeFile(dp('receipts.ndjson'), jwts.map((r) => JSON.stringify({ receipt: r })).join('\n')),
+      writeFile(dp('batch.json'), JSON.stringify({ id: DISPUTE_BATCH, batch: await batchWith([proven.receipts[0]!.jti, 'rcpt-a-1']) })),
+      writeFile(dp('manual-batch.json'), JSON.stringify({ id: DISPUTE_BATCH, batch: await batchWith([proven.receipts[0]!.jti, 'rcpt-a-1', 'rcpt-c-1']) })),
+      writeFile(dp('proven.json'), JSON.stringify(proven.doc)),
+      writeFile(dp('signature.json'), JSON.stringify(signature.doc)),
+      writeFile(dp('unresolved.json'), JSON.stringify(unresolved.doc)),
+      writeFile(dp('tampered.json'), JSON.stringify(tampered)),
+      writeFile(dp('all', `${proven.doc.id}.json`), JSON.stringify(proven.doc)),
+      writeFile(dp('all', `${signature.doc.id}.json`), JSON.stringify(signature.doc)),
+      writeFile(dp('all', `${unresolved.doc.id}.json`), JSON.stringify(unresolved.doc)),
+      writeFile(dp('all', 'README.txt'), 'not a dispute'),
+      writeFile(dp('no-proven', `${signature.doc.id}.json`), JSON.stringify(signature.doc)),
+      writeFile(dp('tampered', 'bad.json'), JSON.stringify(tampered)),
+    ]);
+  });
+
+  it('verifies a proven mismatch, naming every comparison', async () => {
+    const run = await cli(['dispute', dp('proven.json'), '--jwks', dp('jwks.json'), '--issuer', ISSUER]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(
+      new RegExp(
+        `^ok {2}dispute ${proven.doc.id}: mismatch proven, accused p-a, 3 runs; answer vs check: differ \\(output "embeddings" element 500: [^)]+\\)\\); answer vs referee: differ \\(output "embeddings" element 500: .+\\); check vs referee: agree\\n$`,
+      ),
+    );
+  });
+
+  it('verifies an unresolved mismatch and a signature dispute, from a file or stdin, and prints JSON', async () => {
+    const [un, sig, json] = await Promise.all([
+      cli(['dispute', dp('unresolved.json'), '--jwks', dp('jwks.json')]),
+      cli(['dispute', '-', '--jwks', dp('jwks.json')], JSON.stringify(signature.doc)),
+      cli(['dispute', dp('proven.json'), '--jwks', dp('jwks.json'), '--json']),
+    ]);
+    expect(un.code, un.stderr).toBe(0);
+    expect(un.stdout).toMatch(new RegExp(`^ok {2}dispute ${unresolved.doc.id}: mismatch unresolved, accused none, 2 runs; answer vs check: differ \\(.+\\)\\n$`));
+    expect(sig.code, sig.stderr).toBe(0);
+    expect(sig.stdout).toBe(`ok  dispute ${signature.doc.id}: signature proven, accused p-d, 1 run; the answer attestation does not verify with provider p-d's admitted key\n`);
+    expect(json.code, json.stderr).toBe(0);
+    const out = JSON.parse(json.stdout) as Record<string, unknown>;
+    expect(out).toMatchObject({ ok: true, command: 'dispute', id: proven.doc.id, kind: 'mismatch', verdict: 'proven', accused: 'p-a', withheld: [proven.receipts[0]!.jti] });
+    expect(out.comparisons).toHaveLength(3);
+  });
+
+  it('fails a dispute its evidence does not prove, exit 1', async () => {
+    const [plain, json] = await Promise.all([
+      cli(['dispute', dp('tampered.json'), '--jwks', dp('jwks.json')]),
+      cli(['dispute', dp('tampered.json'), '--jwks', dp('jwks.json'), '--json']),
+    ]);
+    expect(plain).toEqual({ code: 1, stdout: '', stderr: `FAIL  dispute ${proven.doc.id}: accused is "p-b", but its evidence gives "p-a"\n` });
+    expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, command: 'dispute', code: 'verdict_mismatch' });
+  });
+
+  it('verifies a batch whose disputed receipts are justified by a withheld receipt and a penalty', async () => {
+    const [plain, json] = await Promise.all([
+      cli(['batch', dp('batch.json'), '--receipts', dp('receipts.ndjson'), '--jwks', dp('jwks.json'), '--disputes', dp('all')]),
+      cli(['batch', dp('batch.json'), '--receipts', dp('receipts.ndjson'), '--jwks', dp('jwks.json'), '--disputes', dp('all'), '--json']),
+    ]);
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stdout).toMatch(
+      new RegExp(
+        `^ok {2}batch ${DISPUTE_BATCH}: 4 receipts, root [0-9a-f]{12}…, totals verified \\(3 providers, 3 consumers\\), 2 disputed \\(withheld from payout\\), 1 provider penalized; 3 disputes verified \\(2 proven\\); disputed receipts justified: 1 withheld by a dispute, 1 by a penalty\\n$`,
+      ),
+    );
+    expect(json.code, json.stderr).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      ok: true,
+      command: 'batch',
+      penalties: [{ provider: 'p-a', dispute: proven.doc.id }],
+      disputes: {
+        documents: 3,
+        withheld: 1,
+        penalty: 1,
+        justified: [
+          { jti: proven.receipts[0]!.jti, dispute: proven.doc.id, how: 'withheld' },
+          { jti: 'rcpt-a-1', dispute: proven.doc.id, how: 'penalty' },
+        ],
+      },
+    });
+    // Without --disputes, the batch alone verifies as before.
+    const alone = await cli(['batch', dp('batch.json'), '--receipts', dp('receipts.ndjson'), '--jwks', dp('jwks.json')]);
+    expect(alone.code, alone.stderr).toBe(0);
+    expect(alone.stdout).not.toContain('justified');
+  });
+
+  it('fails a batch with an unproven disputed receipt, an unjustified penalty, or a bad dispute document', async () => {
+    const args = (batch: string, disputes: string) => ['batch', dp(batch), '--receipts', dp('receipts.ndjson'), '--jwks', dp('jwks.json'), '--disputes', dp(disputes)];
+    const [manual, noProven, tampered, empty, manualJson] = await Promise.all([
+      cli(args('manual-batch.json', 'all')),
+      cli(args('batch.json', 'no-proven')),
+      cli(args('batch.json', 'tampered')),
+      cli(args('batch.json', 'empty')),
+      cli([...args('manual-batch.json', 'all'), '--json']),
+    ]);
+    expect(manual).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `FAIL  batch ${DISPUTE_BATCH}: 1 disputed receipt justified by no proven dispute of the 3 documents given: rcpt-c-1\n`,
+    });
+    expect(JSON.parse(manualJson.stdout)).toMatchObject({ ok: false, command: 'batch', code: 'unproven_disputed' });
+    expect(noProven).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `FAIL  batch ${DISPUTE_BATCH} penalizes provider p-a for dispute ${proven.doc.id}, which is not among the disputes given\n`,
+    });
+    expect(tampered).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `FAIL  ${join(dp('tampered'), 'bad.json')}: dispute ${proven.doc.id}: accused is "p-b", but its evidence gives "p-a"\n`,
+    });
+    expect(empty.code).toBe(1);
+    expect(empty.stderr).toContain('which is not among the disputes given');
+  });
+
+  it('exits 2 on usage errors', async () => {
+    const cases: string[][] = [
+      ['dispute'],
+      ['dispute', dp('proven.json')],
+      ['dispute', dp('no-such.json'), '--jwks', dp('jwks.json')],
+      ['batch', dp('batch.json'), '--receipts', dp('receipts.ndjson'), '--jwks', dp('jwks.json'), '--disputes', dp('no-such-dir')],
+      ['batch', dp('batch.json'), '--receipts', dp('receipts.ndjson'), '--jwks', dp('jwks.json'), '--disputes', dp('proven.json')],
+    ];
+    const runs = await Promise.all(cases.map((a) => cli(a)));
+    runs.forEach((run, i) => {
+      expect(run.code, JSON.stringify(cases[i])).toBe(2);
+      expect(run.stderr, JSON.stringify(cases[i])).toMatch(/^mesh-verify: [^\n]+\n$/);
+    });
   });
 });
 

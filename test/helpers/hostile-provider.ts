@@ -41,6 +41,26 @@
  *   with an attestation re-signed by this provider (the victim works, the
  *   attacker bills); else the edge gets a 502.
  *
+ * Answers computed wrongly (or differently), each attested honestly over the
+ * bytes sent (output_sha256 re-computed, signed with the provider's own key,
+ * units unchanged): only re-executing the request can tell.
+ * - `perturb`: in every answer one float element is changed materially:
+ *   element 0 of the first float output (flattened) becomes `perturbValue(x)`;
+ * - `perturb-some`: the same on a fraction of answers, `perturbRate` (default
+ *   DEFAULT_PERTURB_RATE), drawn per answer;
+ * - `float-noise`: honest, on other hardware: every float element of every
+ *   output becomes `Math.fround(x * (1 + e))`, e uniform within
+ *   +-FLOAT_NOISE. Never a lie; it must never be disputed.
+ * Each perturbed answer is counted (`perturbed`) and its dispatch jti kept
+ * (`perturbedJtis`, the last KEEP_PERTURBED): the consumer's receipt carries
+ * the attestation, whose `jti` is that dispatch's.
+ *
+ * Place lies (per identity, switchable at runtime): `claim` announces other
+ * coordinates in its heartbeats than its region's; `delayMs` holds every
+ * response of its server (inference, metadata, the location probe
+ * `POST /v2/mesh/probe`, everything) that long before returning it, as a
+ * machine far away would answer.
+ *
  * Heartbeats: every `heartbeatIntervalMs` per identity that is heartbeating,
  * with `ready` as set (default false: the edge routes nothing to it), signed
  * by the provider key with `body_sha256` and `seq`; the load/unload actions
@@ -53,7 +73,8 @@
  * provider's id, signed by another key).
  *
  * Counters per identity (`state()`): inference and metadata requests
- * received, beats accepted and refused (with the last ones), relays made.
+ * received, beats accepted and refused (with the last ones), relays made,
+ * answers perturbed (with their dispatch jtis).
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -80,7 +101,10 @@ export type AnswerLie =
   | 'always-400'
   | 'bad-metadata'
   | 'malformed-metadata'
-  | 'relay';
+  | 'relay'
+  | 'perturb'
+  | 'perturb-some'
+  | 'float-noise';
 
 export type HeartbeatAttack = 'replay' | 'body-mismatch' | 'oversize' | 'unknown-issuer' | 'bad-signature';
 
@@ -100,6 +124,35 @@ export const ALWAYS_400_BODY = {
 export const HTML_400_BODY = '<!DOCTYPE html><html><head><title>400 Bad Request</title></head><body><h1>Bad Request</h1><p>nginx</p></body></html>';
 /** The `shape[0]` of a `huge-shape` answer. */
 export const HUGE_ROWS = 1e9;
+/** The share of `perturb-some` answers perturbed when the identity sets no `perturbRate`. */
+export const DEFAULT_PERTURB_RATE = 0.05;
+/** The largest relative change `float-noise` makes to a float element (before float32 rounding). */
+export const FLOAT_NOISE = 1e-5;
+/** How many jtis of perturbed answers an identity keeps. */
+export const KEEP_PERTURBED = 1000;
+/** The OIP datatypes whose elements the answer lies perturb and `float-noise` touches. */
+const FLOAT_TYPES = new Set(['FP16', 'BF16', 'FP32', 'FP64']);
+
+/** What `perturb` and `perturb-some` make of the element they change: far beyond any float tolerance. */
+export function perturbValue(x: number): number {
+  return x + 0.25 * (Math.abs(x) + 1);
+}
+
+/** Coordinates an identity announces in its heartbeats. */
+export interface Place {
+  lat: number;
+  lon: number;
+}
+
+/** What `set` may change at runtime; `claim: null` announces the region's own place again. */
+export interface IdentityPatch {
+  ready?: boolean;
+  lie?: AnswerLie;
+  heartbeating?: boolean;
+  perturbRate?: number;
+  claim?: Place | null;
+  delayMs?: number;
+}
 
 export interface IdentitySpec {
   /** The harness's handle for it (control routes, state). */
@@ -118,6 +171,12 @@ export interface IdentitySpec {
   relayTo?: string;
   /** `relay`: the routes of `relayTo` each token is sent to (default inference only). */
   relayRoutes?: RelayRoute[];
+  /** `perturb-some`: the share of answers perturbed, in [0, 1] (default DEFAULT_PERTURB_RATE). */
+  perturbRate?: number;
+  /** Coordinates announced in heartbeats instead of the region's own. */
+  claim?: Place;
+  /** Every response of its server is held this many ms before it is returned (default 0). */
+  delayMs?: number;
 }
 
 export interface BeatResult {
@@ -152,6 +211,14 @@ export interface IdentityState {
   /** The last few beats, oldest first. */
   beats: BeatResult[];
   relayed: RelayResult[];
+  perturbRate: number;
+  /** The coordinates its heartbeats announce instead of its region's (null: the region's). */
+  claim: Place | null;
+  delayMs: number;
+  /** Answers perturbed (`perturb`, `perturb-some`). */
+  perturbed: number;
+  /** Dispatch jtis of the last KEEP_PERTURBED perturbed answers, oldest first. */
+  perturbedJtis: string[];
 }
 
 export interface HostileState {
@@ -196,6 +263,18 @@ function privateKeyOf(jwk: JWK): KeyObject {
 }
 
 // ---------------------------------------------------------------------------
+// Answers (the process): OIP v2 response JSON
+
+interface OipAnswer {
+  outputs?: { name: string; datatype: string; shape: number[]; data: unknown[] }[];
+}
+
+/** The same nesting with every finite number mapped (anything else kept). */
+function mapNumbers(data: unknown[], f: (x: number) => number): unknown[] {
+  return data.map((v) => (Array.isArray(v) ? mapNumbers(v, f) : typeof v === 'number' && Number.isFinite(v) ? f(v) : v));
+}
+
+// ---------------------------------------------------------------------------
 // The client
 
 export interface HostileProviderOptions {
@@ -218,15 +297,35 @@ export interface HostileProviderOptions {
 
 export interface HostileProvider {
   providerId: string;
+  /** The key the operator admitted (its attestations and heartbeats verify with it). */
+  publicJwk: JWK;
   controlUrl: string;
   /** The identities as started (with their URLs). */
   identities: Map<string, IdentitySpec & { url: string }>;
   state(): Promise<HostileState>;
   /** Changes an identity; when it heartbeats, one beat is sent at once and its result returned. */
-  set(name: string, patch: { ready?: boolean; lie?: AnswerLie; heartbeating?: boolean }): Promise<{ state: IdentityState; beat?: BeatResult }>;
+  set(name: string, patch: IdentityPatch): Promise<{ state: IdentityState; beat?: BeatResult }>;
   /** Sends one lying heartbeat for the identity and returns the edge's answer. */
   heartbeatAttack(name: string, kind: HeartbeatAttack): Promise<BeatResult>;
   stop(): Promise<void>;
+}
+
+/** Throws a clear error when a spec or patch sets a new option out of its range. */
+function checkPatch(p: IdentityPatch, what: string): void {
+  if (p.perturbRate !== undefined && !(typeof p.perturbRate === 'number' && p.perturbRate >= 0 && p.perturbRate <= 1)) {
+    throw new Error(`${what}: perturbRate must be a number in [0, 1], got ${JSON.stringify(p.perturbRate)}`);
+  }
+  if (p.delayMs !== undefined && !(typeof p.delayMs === 'number' && Number.isFinite(p.delayMs) && p.delayMs >= 0)) {
+    throw new Error(`${what}: delayMs must be a finite number >= 0, got ${JSON.stringify(p.delayMs)}`);
+  }
+  const c = p.claim;
+  if (
+    c !== undefined &&
+    c !== null &&
+    !(typeof c === 'object' && typeof c.lat === 'number' && typeof c.lon === 'number' && Math.abs(c.lat) <= 90 && Math.abs(c.lon) <= 180)
+  ) {
+    throw new Error(`${what}: claim must be { lat: [-90, 90], lon: [-180, 180] } or null, got ${JSON.stringify(c)}`);
+  }
 }
 
 async function control<T>(url: string, init?: RequestInit): Promise<T> {
@@ -240,6 +339,7 @@ async function control<T>(url: string, init?: RequestInit): Promise<T> {
 export async function startHostileProvider(opts: HostileProviderOptions): Promise<HostileProvider> {
   const providerId = opts.providerId ?? 'provider-hostile';
   const log = opts.log ?? (() => {});
+  for (const spec of opts.identities) checkPatch(spec, `identity ${spec.name}`);
   const pair = await generateEd25519(`${providerId}-key`);
   const admitted = await fetch(`${opts.edgeUrl}/admin/providers`, {
     method: 'POST',
@@ -306,6 +406,7 @@ export async function startHostileProvider(opts: HostileProviderOptions): Promis
 
   const client: HostileProvider = {
     providerId,
+    publicJwk: pair.publicJwk,
     controlUrl,
     identities: new Map(identities.map((i) => [i.name, { ...i, url: `http://127.0.0.1:${i.port}` }])),
     state: () => control<HostileState>(`${controlUrl}/state`),
@@ -368,9 +469,13 @@ interface Identity {
   lie: AnswerLie;
   ready: boolean;
   heartbeating: boolean;
-  counters: { infer: number; metadata: number; beatsAccepted: number; beatsRefused: number };
+  perturbRate: number;
+  claim: Place | null;
+  delayMs: number;
+  counters: { infer: number; metadata: number; beatsAccepted: number; beatsRefused: number; perturbed: number };
   beats: BeatResult[];
   relayed: RelayResult[];
+  perturbedJtis: string[];
   /** The last dispatch it received. */
   lastDispatch?: { token: string; body: Uint8Array; jti: string | undefined };
   /** The last beat the edge accepted, exactly as sent. */
@@ -420,21 +525,32 @@ async function runProcess(config: ProcessConfig): Promise<void> {
       lie: spec.lie ?? 'none',
       ready: spec.ready ?? false,
       heartbeating: spec.heartbeating ?? true,
-      counters: { infer: 0, metadata: 0, beatsAccepted: 0, beatsRefused: 0 },
+      perturbRate: spec.perturbRate ?? DEFAULT_PERTURB_RATE,
+      claim: spec.claim ?? null,
+      delayMs: spec.delayMs ?? 0,
+      counters: { infer: 0, metadata: 0, beatsAccepted: 0, beatsRefused: 0, perturbed: 0 },
       beats: [],
       relayed: [],
+      perturbedJtis: [],
       seq: 0,
       backend: backend as unknown as Identity['backend'],
     };
     identities.set(spec.name, identity);
     await new Promise<void>((resolve, reject) => {
-      const server = serve({ fetch: (req: Request) => handle(identity, req), hostname: '127.0.0.1', port: spec.port });
+      const server = serve({ fetch: (req: Request) => delayed(identity, req), hostname: '127.0.0.1', port: spec.port });
       server.once('listening', () => resolve());
       server.once('error', reject);
     });
   }
 
   // --- answers
+
+  /** Every response of an identity, held `delayMs` (read when the response is ready) before it is returned. */
+  async function delayed(id: Identity, req: Request): Promise<Response> {
+    const res = await handle(id, req);
+    if (id.delayMs > 0) await new Promise((r) => setTimeout(r, id.delayMs));
+    return res;
+  }
 
   async function handle(id: Identity, req: Request): Promise<Response> {
     const { pathname } = new URL(req.url);
@@ -450,7 +566,8 @@ async function runProcess(config: ProcessConfig): Promise<void> {
     const authorization = req.headers.get('authorization') ?? '';
     const token = authorization.replace(/^Bearer\s+/i, '');
     const previous = id.lastDispatch;
-    id.lastDispatch = { token, body, jti: decodePayload<{ jti?: string }>(token)?.jti };
+    const jti = decodePayload<{ jti?: string }>(token)?.jti;
+    id.lastDispatch = { token, body, jti };
     if (id.lie === 'relay') return relay(id, pathname, token, body);
     if (id.lie === 'html-400') return new Response(HTML_400_BODY, { status: 400, headers: { 'content-type': 'text/html' } });
     if (id.lie === 'always-400') return Response.json(ALWAYS_400_BODY, { status: 400 });
@@ -496,9 +613,42 @@ async function runProcess(config: ProcessConfig): Promise<void> {
         const lied = JSON.stringify(answer);
         return reply(lied, attest({ ...claims, output_sha256: sha256Hex(lied) }));
       }
+      case 'perturb':
+      case 'perturb-some': {
+        if (id.lie === 'perturb-some' && !(Math.random() < id.perturbRate)) return reply(bytes, attestation);
+        const answer = JSON.parse(Buffer.from(bytes).toString('utf8')) as OipAnswer;
+        if (!perturbFirst(answer)) return reply(bytes, attestation);
+        id.counters.perturbed++;
+        id.perturbedJtis.push(jti ?? claims.jti);
+        if (id.perturbedJtis.length > KEEP_PERTURBED) id.perturbedJtis.shift();
+        const lied = JSON.stringify(answer);
+        return reply(lied, attest({ ...claims, output_sha256: sha256Hex(lied) }));
+      }
+      case 'float-noise': {
+        const answer = JSON.parse(Buffer.from(bytes).toString('utf8')) as OipAnswer;
+        for (const out of answer.outputs ?? []) {
+          if (FLOAT_TYPES.has(out.datatype)) out.data = mapNumbers(out.data, (x) => Math.fround(x * (1 + (Math.random() * 2 - 1) * FLOAT_NOISE)));
+        }
+        const noisy = JSON.stringify(answer);
+        return reply(noisy, attest({ ...claims, output_sha256: sha256Hex(noisy) }));
+      }
       default:
         return honest;
     }
+  }
+
+  /** Changes element 0 (flattened) of the first float output that has one; false when none has. */
+  function perturbFirst(answer: OipAnswer): boolean {
+    for (const out of answer.outputs ?? []) {
+      if (!FLOAT_TYPES.has(out.datatype) || !Array.isArray(out.data)) continue;
+      let holder: unknown[] = out.data;
+      while (Array.isArray(holder[0])) holder = holder[0] as unknown[];
+      const x = holder[0];
+      if (typeof x !== 'number' || !Number.isFinite(x)) continue;
+      holder[0] = perturbValue(x);
+      return true;
+    }
+    return false;
   }
 
   function badMetadata(pathname: string, huge: boolean): Response {
@@ -550,8 +700,8 @@ async function runProcess(config: ProcessConfig): Promise<void> {
       backendId: id.spec.backendId,
       url: id.url,
       region: region.id,
-      lat: region.lat,
-      lon: region.lon,
+      lat: id.claim?.lat ?? region.lat,
+      lon: id.claim?.lon ?? region.lon,
       ready: id.ready && snap.ready,
     });
   }
@@ -658,6 +808,10 @@ async function runProcess(config: ProcessConfig): Promise<void> {
       ...id.counters,
       beats: id.beats,
       relayed: id.relayed,
+      perturbRate: id.perturbRate,
+      claim: id.claim,
+      delayMs: id.delayMs,
+      perturbedJtis: id.perturbedJtis,
     };
   }
 
@@ -681,10 +835,18 @@ async function runProcess(config: ProcessConfig): Promise<void> {
         }
         const id = parts[0] === 'identities' ? identities.get(parts[1] ?? '') : undefined;
         if (req.method === 'POST' && id && parts.length === 2) {
-          const patch = await readJson(req);
-          if (typeof patch.lie === 'string') id.lie = patch.lie as AnswerLie;
+          const patch = (await readJson(req)) as IdentityPatch;
+          try {
+            checkPatch(patch, `identity ${id.spec.name}`);
+          } catch (err) {
+            return send(res, 400, { error: (err as Error).message });
+          }
+          if (typeof patch.lie === 'string') id.lie = patch.lie;
           if (typeof patch.ready === 'boolean') id.ready = patch.ready;
           if (typeof patch.heartbeating === 'boolean') id.heartbeating = patch.heartbeating;
+          if (patch.perturbRate !== undefined) id.perturbRate = patch.perturbRate;
+          if (patch.claim !== undefined) id.claim = patch.claim === null ? null : { lat: patch.claim.lat, lon: patch.claim.lon };
+          if (patch.delayMs !== undefined) id.delayMs = patch.delayMs;
           const beatResult = id.heartbeating ? await beat(id) : undefined;
           return send(res, 200, { state: stateOf(id), ...(beatResult ? { beat: beatResult } : {}) });
         }

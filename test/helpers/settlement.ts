@@ -13,6 +13,8 @@ export interface Settled {
   batches: BatchClaims[];
   /** jti -> how many closed batches hold it (exactly-once means 1 each). */
   seen: Map<string, number>;
+  /** jti -> the id of the (last) batch that holds it. */
+  batchOf: Map<string, string>;
   receipts: ReceiptClaims[];
   closes: number;
 }
@@ -26,7 +28,7 @@ export async function settle(edgeUrl: string, adminToken: string, expected: Iter
   const auth = { authorization: `Bearer ${adminToken}` };
   const jwks = await json<Jwks>(await fetch(`${edgeUrl}/.well-known/jwks.json`));
   const want = new Set(expected);
-  const out: Settled = { batches: [], seen: new Map(), receipts: [], closes: 0 };
+  const out: Settled = { batches: [], seen: new Map(), batchOf: new Map(), receipts: [], closes: 0 };
   let after = '';
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -52,6 +54,7 @@ export async function settle(edgeUrl: string, adminToken: string, expected: Iter
         for (const r of verified.receipts) {
           out.receipts.push(r);
           out.seen.set(r.jti, (out.seen.get(r.jti) ?? 0) + 1);
+          out.batchOf.set(r.jti, id);
         }
         after = id;
       }

@@ -8,7 +8,7 @@
 import { importJWK, SignJWT, type CryptoKey } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { leafHash, merkleRoot, toHex } from '../../receipts/merkle.ts';
-import { addToTotals, emptyTotals, sortedTotals, totalsEqual, totalsOf, type Billable } from '../../receipts/totals.ts';
+import { addToTotals, emptyTotals, payoutSplit, secondProvider, sortedTotals, totalsEqual, totalsOf, type Billable } from '../../receipts/totals.ts';
 import { verifyBatch } from '../../receipts/verify.ts';
 import { TYP, type BatchClaims, type BatchTotals } from '../../shared/jwt.ts';
 import { generateEd25519 } from '../../shared/keys.ts';
@@ -109,5 +109,79 @@ describe('totals keyed by ids that name Object.prototype members', () => {
     expect(verified.totals.consumers.__proto__).toBe(30);
     expect(verified.totals.providers.constructor).toBe(30);
     for (const id of HOSTILE) expect(typeof verified.totals.consumers[id], id).toBe('number');
+  });
+});
+
+describe('redundant receipts split the payout; disputed receipts are withheld', () => {
+  it('pays the provider amount - floor(amount / 2) and the second floor(amount / 2)', () => {
+    expect(payoutSplit(101, true)).toEqual({ provider: 51, second: 50 });
+    expect(payoutSplit(100, true)).toEqual({ provider: 50, second: 50 });
+    expect(payoutSplit(1, true)).toEqual({ provider: 1, second: 0 });
+    expect(payoutSplit(0, true)).toEqual({ provider: 0, second: 0 });
+    expect(payoutSplit(101, false)).toEqual({ provider: 101, second: 0 });
+    const t = totalsOf([
+      { jti: 'r1', sub: 'c', provider: 'p1', second: 'p2', amount: 101 },
+      { jti: 'r2', sub: 'c', provider: 'p2', amount: 7 },
+      { jti: 'r3', sub: 'c', provider: 'p3', second: 'p1', amount: 1 },
+    ]);
+    expect(entries(t.consumers)).toEqual([['c', 109]]);
+    expect(entries(t.providers)).toEqual([['p1', 51], ['p2', 57], ['p3', 1]]);
+    expect(entries(t.withheld!)).toEqual([]);
+  });
+
+  it('takes a receipt claim\'s second { provider, ... } as its second provider', () => {
+    expect(secondProvider({ second: { provider: 'p2' } })).toBe('p2');
+    expect(secondProvider({ second: 'p2' })).toBe('p2');
+    expect(secondProvider({})).toBeUndefined();
+    const claims = receiptClaims(0, { provider: 'p1', amount: 9, verify: 'redundant', second: { provider: 'p2', backend: 'b', attestation: 'x.y.z' } });
+    expect(totalsOf([claims]).providers).toEqual({ p1: 5, p2: 4 });
+  });
+
+  it('pays a disputed receipt\'s providers 0 and counts their parts as withheld', () => {
+    const t = totalsOf(
+      [
+        { jti: 'r1', sub: 'c', provider: 'p1', second: 'p2', amount: 101 },
+        { jti: 'r2', sub: 'c', provider: 'p1', amount: 10 },
+        { jti: 'r3', sub: 'c', provider: 'p1', amount: 20 },
+        { jti: 'r4', sub: 'c', provider: 'p3', amount: 5 },
+      ],
+      new Set(['r1', 'r3']),
+    );
+    expect(entries(t.consumers)).toEqual([['c', 136]]);
+    expect(entries(t.providers)).toEqual([['p1', 10], ['p2', 0], ['p3', 5]]);
+    expect(entries(t.withheld!)).toEqual([['p1', 51 + 20], ['p2', 50]]);
+  });
+
+  it('keeps withheld prototype-free, hostile ids included, and adds it to plain totals that lack it', () => {
+    const t = emptyTotals();
+    expect(Object.getPrototypeOf(t.withheld)).toBe(null);
+    addToTotals(t, { jti: 'x', sub: 'c', provider: '__proto__', second: 'constructor', amount: 9 }, new Set(['x']));
+    expect(entries(t.withheld!)).toEqual([['__proto__', 5], ['constructor', 4]]);
+    expect(entries(t.providers)).toEqual([['__proto__', 0], ['constructor', 0]]);
+    expect(JSON.stringify(sortedTotals(t).withheld)).toBe('{"__proto__":5,"constructor":4}');
+    const plain: BatchTotals = { providers: {}, consumers: {} };
+    addToTotals(plain, { jti: 'y', sub: 'c', provider: 'p', amount: 3 });
+    expect(plain.withheld).toBeUndefined();
+    addToTotals(plain, { jti: 'z', sub: 'c', provider: 'p', amount: 4 }, new Set(['z']));
+    expect(entries(plain.withheld!)).toEqual([['p', 4]]);
+    expect(Object.getPrototypeOf({})).toBe(Object.prototype);
+  });
+
+  it('sorts withheld, and compares it only when both totals have it', () => {
+    const t = totalsOf(
+      [
+        { jti: 'a', sub: 'c', provider: 'zeta', amount: 3 },
+        { jti: 'b', sub: 'c', provider: 'alpha', amount: 4 },
+      ],
+      new Set(['a', 'b']),
+    );
+    expect(Object.keys(sortedTotals(t).withheld!)).toEqual(['alpha', 'zeta']);
+    const { withheld: _, ...old } = t;
+    expect(sortedTotals(old).withheld).toBeUndefined();
+    expect(totalsEqual(old, t)).toBe(true);
+    expect(totalsEqual(t, old)).toBe(true);
+    expect(totalsEqual(t, { ...t, withheld: { alpha: 4, zeta: 2 } })).toBe(false);
+    expect(totalsEqual(t, { ...t, withheld: { alpha: 4 } })).toBe(false);
+    expect(totalsEqual(t, JSON.parse(JSON.stringify(sortedTotals(t))) as BatchTotals)).toBe(true);
   });
 });

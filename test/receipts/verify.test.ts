@@ -342,6 +342,91 @@ describe('verifyBatch', () => {
   });
 });
 
+describe('verifyBatch: redundant receipts, withheld totals and penalties', () => {
+  const second = (provider: string) => ({ provider, backend: `${provider}-b`, attestation: 'eyJhbGciOiJFZERTQSJ9.e30.c2ln' });
+  let receipts: string[];
+  beforeAll(async () => {
+    // p0 and p1 alternate as provider; receipts 6 and 7 are redundant with p2 and p1 as second.
+    receipts = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        signReceipt(i, k2, i === 6 ? { verify: 'redundant', second: second('p2') } : i === 7 ? { verify: 'redundant', second: second('p0') } : {}),
+      ),
+    );
+  });
+
+  it('splits a redundant receipt\'s payout with its second provider', async () => {
+    const { claims } = await verifyBatch(await signBatch(receipts), receipts, jwks);
+    // 106 = 53 + 53 (p0, p2); 107 = 54 + 53 (p1, p0).
+    expect(claims.totals.providers).toEqual({ p0: 100 + 102 + 104 + 53 + 53, p1: 101 + 103 + 105 + 54, p2: 53 });
+    // A batch that pays the provider the whole amount is refused.
+    const whole = await signBatch(receipts, { totals: sortedTotals(totalsOf(receipts.map((_, i) => receiptClaims(i)))) });
+    expect(await codeOf(verifyBatch(whole, receipts, jwks))).toBe('totals_mismatch');
+  });
+
+  it('recomputes withheld, and still verifies an old batch signed without it', async () => {
+    const disputed = ['rcpt-000006'];
+    const { claims } = await verifyBatch(await signBatch(receipts, { disputed }), receipts, jwks);
+    expect(claims.totals.withheld).toEqual({ p0: 53, p2: 53 });
+    expect(claims.totals.providers.p2).toBe(0);
+    const good = (await verifyBatch(await signBatch(receipts, { disputed }), receipts, jwks)).claims.totals;
+    const wrongWithheld = await signBatch(receipts, { disputed, totals: { ...good, withheld: { p0: 106 } } });
+    expect(await failure(verifyBatch(wrongWithheld, receipts, jwks))).toEqual({
+      code: 'totals_mismatch',
+      message: 'totals mismatch for withheld of provider p0: batch says 106, receipts give 53',
+    });
+    const { withheld: _, ...old } = good;
+    expect((await verifyBatch(await signBatch(receipts, { disputed, totals: old }), receipts, jwks)).claims.totals.withheld).toBeUndefined();
+    expect(await codeOf(verifyBatch(await signBatch(receipts, { disputed, totals: { ...good, withheld: { p0: -1 } } }), receipts, jwks))).toBe('invalid_claim');
+  });
+
+  it('accepts penalties whose provider has every receipt disputed, as provider or second', async () => {
+    // p2 is only the second of receipt 6.
+    const p2 = await verifyBatch(await signBatch(receipts, { disputed: ['rcpt-000006'], penalties: [{ provider: 'p2', dispute: 'd-1' }] }), receipts, jwks);
+    expect(p2.claims.penalties).toEqual([{ provider: 'p2', dispute: 'd-1' }]);
+    const ofP1 = ['rcpt-000001', 'rcpt-000003', 'rcpt-000005', 'rcpt-000007'];
+    const ofP2 = ['rcpt-000006'];
+    const both = await signBatch(receipts, { disputed: [...ofP1, ...ofP2].sort(), penalties: [{ provider: 'p1', dispute: 'd-2' }, { provider: 'p2', dispute: 'd-1' }] });
+    expect((await verifyBatch(both, receipts, jwks)).claims.totals.providers).toEqual({ p0: 100 + 102 + 104, p1: 0, p2: 0 }); // 6 and 7 are disputed: p0's parts of them are withheld
+    expect((await verifyBatch(await signBatch(receipts, { penalties: [] }), receipts, jwks)).claims.penalties).toEqual([]);
+  });
+
+  it('refuses a penalty not applied to every receipt of its provider', async () => {
+    const missed = await signBatch(receipts, { disputed: ['rcpt-000001', 'rcpt-000003', 'rcpt-000005'], penalties: [{ provider: 'p1', dispute: 'd-2' }] });
+    expect(await failure(verifyBatch(missed, receipts, jwks))).toEqual({
+      code: 'penalty_not_applied',
+      message: 'batch 1764083700123-03-000042 penalizes provider p1 (dispute d-2), but its receipt 7 (jti rcpt-000007) is not disputed',
+    });
+    // p0 is the second of receipt 7: that receipt is p0's too.
+    const ofP0 = ['rcpt-000000', 'rcpt-000002', 'rcpt-000004', 'rcpt-000006'];
+    const secondMissed = await signBatch(receipts, { disputed: ofP0, penalties: [{ provider: 'p0', dispute: 'd-3' }] });
+    expect((await failure(verifyBatch(secondMissed, receipts, jwks))).message).toContain('penalizes provider p0 (dispute d-3), but its receipt 7 (jti rcpt-000007)');
+    await verifyBatch(await signBatch(receipts, { disputed: [...ofP0, 'rcpt-000007'], penalties: [{ provider: 'p0', dispute: 'd-3' }] }), receipts, jwks);
+  });
+
+  it('refuses malformed penalties: not sorted, twice for a provider, or ill-typed', async () => {
+    const all = receipts.map((_, i) => `rcpt-00000${i}`);
+    const cases: unknown[] = [
+      [{ provider: 'p1', dispute: 'd-1' }, { provider: 'p0', dispute: 'd-2' }],
+      [{ provider: 'p1', dispute: 'd-1' }, { provider: 'p1', dispute: 'd-2' }],
+      [{ provider: 'p1' }],
+      [{ provider: '', dispute: 'd-1' }],
+      {},
+    ];
+    for (const penalties of cases) {
+      const b = await signBatch(receipts, { disputed: all, penalties: penalties as BatchClaims['penalties'] });
+      expect(await codeOf(verifyBatch(b, receipts, jwks)), JSON.stringify(penalties)).toBe('invalid_claim');
+    }
+  });
+
+  it('refuses a malformed second or checks on a receipt', async () => {
+    for (const over of [{ second: { provider: '', backend: 'b', attestation: 'x' } }, { second: 'p2' }, { second: { provider: 'p2' } }, { checks: '' }, { checks: 7 }]) {
+      expect(await codeOf(verifyReceipt(await sign({ ...receiptClaims(1), ...over }, k2), jwks)), JSON.stringify(over)).toBe('invalid_claim');
+    }
+    const ok = await verifyReceipt(await signReceipt(1, k2, { checks: 'rcpt-000000', sub: 'mesh-verification' }), jwks);
+    expect(ok.checks).toBe('rcpt-000000');
+  });
+});
+
 describe('verifyInclusionProof', () => {
   let receipts: string[];
   let batch: string;

@@ -1,5 +1,6 @@
 /**
- * The isolate's view of every region's backends, and of the revoked keys.
+ * The isolate's view of every region's backends, of the revoked keys and of
+ * the providers' standing (strikes and quarantine, docs/api.md section 6.3).
  * The per-request path reads
  * this in-memory snapshot; it is refreshed from the RegionDirectory objects in
  * the background (`ctx.waitUntil`) once it is older than SNAPSHOT_REFRESH_MS.
@@ -12,6 +13,8 @@
 import { REGIONS } from '../../shared/regions.ts';
 import type { BackendEntry } from './backend.ts';
 import type { Env } from '../env.ts';
+import type { ProviderStanding } from '../operator/standing.ts';
+import { strikePenalty } from '../verification/sampling.ts';
 
 export interface Snapshot {
   /** ms since epoch when it was taken. */
@@ -23,6 +26,12 @@ export interface Snapshot {
    * loaded the list (revocations unknown: no key may be trusted yet).
    */
   revoked: ReadonlySet<string> | undefined;
+  /** Each admitted provider's standing: what sampling reads (verification/sampling.ts). */
+  providers: ReadonlyMap<string, ProviderStanding>;
+  /** Providers quarantined by the operator registry: no traffic until the operator clears them. */
+  quarantined: ReadonlySet<string>;
+  /** Expected-time factor of providers with proven frauds (verification/sampling.ts `strikePenalty`). */
+  penalties: ReadonlyMap<string, number>;
   /**
    * Models (`name` and `name@version`) some backend announced within
    * MODEL_MEMORY_MS: while every backend of a model is gone, requests for it
@@ -39,8 +48,8 @@ let inFlight: Promise<Snapshot> | undefined;
 
 async function fetchSnapshot(env: Env): Promise<Snapshot> {
   const at = Date.now();
-  const [revoked, ...results] = await Promise.allSettled([
-    env.OPERATOR_REGISTRY.getByName('global').revokedKeys(),
+  const [operator, ...results] = await Promise.allSettled([
+    env.OPERATOR_REGISTRY.getByName('global').edgeState(),
     ...REGIONS.map((r) => env.REGION_DIRECTORY.getByName(r.id, { locationHint: r.locationHint }).backends()),
   ]);
   const byRegion = new Map<string, BackendEntry[]>();
@@ -54,7 +63,9 @@ async function fetchSnapshot(env: Env): Promise<Snapshot> {
       byRegion.set(region, current?.byRegion.get(region) ?? []);
     }
   });
-  if (revoked!.status === 'rejected') console.warn(`snapshot: revoked keys failed: ${String(revoked!.reason)}`);
+  if (operator!.status === 'rejected') console.warn(`snapshot: operator registry failed: ${String(operator!.reason)}`);
+  const state = operator!.status === 'fulfilled' ? operator!.value : undefined;
+  const standings = state ? new Map(state.standings.map((p) => [p.id, p as ProviderStanding])) : (current?.providers ?? new Map());
   const backends = [...byRegion.values()].flat();
   const recentModels = new Map([...(current?.recentModels ?? [])].filter(([, seen]) => at - seen < MODEL_MEMORY_MS));
   for (const b of backends) {
@@ -72,10 +83,33 @@ async function fetchSnapshot(env: Env): Promise<Snapshot> {
     byRegion,
     // Revocations are never forgotten because one fetch failed, and never
     // assumed empty: with no list ever loaded they stay unknown.
-    revoked: revoked!.status === 'fulfilled' ? new Set(revoked!.value as string[]) : current?.revoked,
+    revoked: state ? new Set(state.revoked) : current?.revoked,
+    ...standingViews(standings),
   };
   current = snap;
   return snap;
+}
+
+/** The standings, and what routing reads of them. */
+function standingViews(providers: ReadonlyMap<string, ProviderStanding>): Pick<Snapshot, 'providers' | 'quarantined' | 'penalties'> {
+  const quarantined = new Set<string>();
+  const penalties = new Map<string, number>();
+  for (const p of providers.values()) {
+    if (p.quarantinedAt !== null) quarantined.add(p.id);
+    if (p.strikes > 0) penalties.set(p.id, strikePenalty(p.strikes));
+  }
+  return { providers, quarantined, penalties };
+}
+
+/**
+ * Applies a provider's new standing to this isolate's snapshot at once (a
+ * fraud just proven here); others see it on their next refresh.
+ */
+export function noteStanding(standing: ProviderStanding): void {
+  if (!current) return;
+  const providers = new Map(current.providers);
+  providers.set(standing.id, standing);
+  current = { ...current, ...standingViews(providers) };
 }
 
 /** Fetches a fresh snapshot now (shared by concurrent callers). Only for paths that are already failing or rare. */

@@ -7,8 +7,8 @@
  * signature, which protects billing and accountability rather than the
  * consumer's bytes (the backend is reached over TLS), is checked right after
  * the answer has left, in `waitUntil`. A signature that fails then withholds
- * the provider's payout for that receipt (a dispute in its ledger shard, with
- * the reason) and counts against the backend as a lie; the consumer, who got
+ * the provider's payout for that receipt (a `signature` fraud proof,
+ * docs/api.md section 6.2) and counts against the backend as a lie; the consumer, who got
  * an answer that passed every check deciding what it receives, is charged.
  */
 
@@ -17,7 +17,8 @@ import { ALGORITHMS, TYP, type AttestationClaims } from '../../shared/jwt.ts';
 import type { BackendEntry } from '../directory/backend.ts';
 import type { Env } from '../env.ts';
 import { isolateRouting } from '../routing/isolate.ts';
-import { ledgerShard, shardOfReceipt } from '../settlement/ledger.ts';
+import { DEFAULT_RULE } from '../../receipts/compare.ts';
+import { fileDispute, type Execution } from '../verification/disputes.ts';
 
 /** What an attestation must be about. */
 export interface AttestationExpectation {
@@ -77,28 +78,40 @@ export async function signatureProblem(att: string, backend: BackendEntry): Prom
   }
 }
 
+/** What a signature dispute says about the request besides its run. */
+export interface RunSubject {
+  model: string;
+  modelVersion: string;
+  /** SHA-256 (hex) of the OIP request bytes the backend was sent. */
+  inputSha256: string;
+}
+
 /**
- * Run after the answer has left (in `waitUntil`): verifies the attestation
- * of receipt `receiptJti`. When it verifies, the answer counts as the
- * backend's success (outlier ejection: only now, so an answer with a bad
- * signature never resets the backend's run of failures); when it fails, the
- * receipt is disputed (its payout withheld) and a failure counts against the
- * backend (`regionSize`: its region's backends, for the ejection cap). Never
- * throws.
+ * Run after the answer has left (in `waitUntil`): verifies the attestation of
+ * `run`. When it verifies, the answer counts as the backend's success
+ * (outlier ejection: only now, so an answer with a bad signature never resets
+ * the backend's run of failures); when it fails, a failure counts against the
+ * backend (`regionSize`: its region's backends, for the ejection cap) and a
+ * `signature` fraud proof is filed, which withholds the run's receipt
+ * (verification/disputes.ts). Returns whether it verified; never throws.
  */
-export async function settleAttestation(env: Env, att: string, backend: BackendEntry, receiptJti: string, regionSize: number): Promise<void> {
-  const problem = await signatureProblem(att, backend);
+export async function settleAttestation(env: Env, run: Execution, regionSize: number, subject: RunSubject): Promise<boolean> {
+  const problem = await signatureProblem(run.attestation, run.backend);
   if (problem === undefined) {
-    isolateRouting.ejected.recordSuccess(backend.id);
-    return;
+    isolateRouting.ejected.recordSuccess(run.backend.id);
+    return true;
   }
-  console.warn(`attestation: backend ${backend.id} answered receipt ${receiptJti} with a bad signature: ${problem}`);
-  isolateRouting.ejected.recordFailure(backend, regionSize);
-  try {
-    const shard = shardOfReceipt(env, receiptJti);
-    const { settled } = await ledgerShard(env, shard).dispute(shard, receiptJti, problem.slice(0, 500));
-    if (settled) console.warn(`attestation: receipt ${receiptJti} was already settled; its payout could not be withheld`);
-  } catch (err) {
-    console.error(`attestation: disputing receipt ${receiptJti} failed: ${(err as Error).message}`);
-  }
+  console.warn(`attestation: backend ${run.backend.id} answered receipt ${run.receiptJti} with a bad signature: ${problem}`);
+  isolateRouting.ejected.recordFailure(run.backend, regionSize);
+  await fileDispute(env, {
+    kind: 'signature',
+    verdict: 'proven',
+    accused: run,
+    model: subject.model,
+    modelVersion: subject.modelVersion,
+    inputSha256: subject.inputSha256,
+    rule: DEFAULT_RULE,
+    runs: [{ role: 'answer', run }],
+  });
+  return false;
 }

@@ -56,7 +56,11 @@ export async function candidatesFor(
   noteDemand(pop, model);
   flushDemand(c.env, c.executionCtx);
   const rank = (snap: Snapshot) =>
-    pickAttempts(rankByScore(snap.backends, { model, version, from: pop, residency }, isolateRouting, Date.now(), { allowCold: false }), Math.random);
+    pickAttempts(rankByScore(snap.backends, { model, version, from: pop, residency }, isolateRouting, Date.now(), {
+        allowCold: false,
+        quarantined: snap.quarantined,
+        penalties: snap.penalties,
+      }), Math.random);
   let snapshot = await getSnapshot(c.env, c.executionCtx, s.snapshotRefreshMs);
   let candidates = rank(snapshot);
   if (candidates.length === 0 && Date.now() - snapshot.at > STALE_BEFORE_REFUSING_MS) {

@@ -11,7 +11,8 @@ import { isMeter, TOKENIZERS, type MeterRule, type TokenizerName } from '../../s
 import { isRegionId } from '../../shared/regions.ts';
 import type { Env } from '../env.ts';
 import type { Price } from './pricing.ts';
-
+import type { CompareRule } from '../../shared/jwt.ts';
+import { DEFAULT_RULE } from '../../receipts/compare.ts';
 
 /** A Hugging Face model that may answer for a mesh model when no backend can. */
 export interface Fallback {
@@ -26,6 +27,12 @@ export interface CatalogueModel extends MeterRule {
   name: string;
   price: Price;
   fallback?: Fallback;
+  /**
+   * How two providers' answers are compared when one is re-executed
+   * (docs/api.md section 6.2): `tolerance = { abs, rel }` for floating-point
+   * outputs; default DEFAULT_RULE. Integers and strings must be equal.
+   */
+  rule: CompareRule;
 }
 
 export type Catalogue = ReadonlyMap<string, CatalogueModel>;
@@ -52,11 +59,21 @@ function parsePrice(v: unknown, where: string): Price {
   return { input: price(v.input ?? 0, 'input'), output: price(v.output ?? 0, 'output') };
 }
 
+function parseRule(v: unknown, where: string): CompareRule {
+  if (v === undefined) return DEFAULT_RULE;
+  const tolerance = (x: unknown, side: string) => {
+    if (typeof x !== 'number' || !Number.isFinite(x) || x < 0 || x > 1) throw bad(`${where}.tolerance.${side} must be a number in 0..1.`);
+    return x;
+  };
+  if (!isObject(v)) throw bad(`${where}.tolerance must be { "abs": number, "rel": number }.`);
+  return { float: { abs: tolerance(v.abs ?? DEFAULT_RULE.float.abs, 'abs'), rel: tolerance(v.rel ?? DEFAULT_RULE.float.rel, 'rel') } };
+}
+
 function parseModel(name: string, v: unknown): CatalogueModel {
   if (!MODEL_NAME.test(name)) throw bad(`"${name.slice(0, 64)}" is not a valid model name.`);
   if (!isObject(v)) throw bad(`"${name}" must be an object.`);
   if (!isMeter(v.meter)) throw bad(`"${name}".meter must be tokens, rows, elements or requests.`);
-  const model: CatalogueModel = { name, meter: v.meter, price: parsePrice(v.price, `"${name}"`) };
+  const model: CatalogueModel = { name, meter: v.meter, price: parsePrice(v.price, `"${name}"`), rule: parseRule(v.tolerance, `"${name}"`) };
   if (v.meter === 'tokens') {
     const tokenizer = v.tokenizer ?? TOKENIZERS[0];
     if (!(TOKENIZERS as readonly unknown[]).includes(tokenizer)) throw bad(`"${name}".tokenizer must be one of ${TOKENIZERS.join(', ')}.`);

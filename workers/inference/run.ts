@@ -15,7 +15,10 @@ import type { InferRequest, InferResponse, ModelMetadata } from '../../shared/pr
 import type { AppEnv } from '../context.ts';
 import { readWithin } from '../body.ts';
 import { offered } from './catalogue.ts';
-import { settleAttestation } from './attestation.ts';
+import { sampleRate } from '../verification/sampling.ts';
+import { verifyAfterAnswer, type CheckContext } from '../verification/reexecute.ts';
+import { runPair } from '../verification/redundant.ts';
+import type { Execution } from '../verification/disputes.ts';
 import { dispatch, type DispatchRequest, type DispatchResult } from './dispatch.ts';
 import { embedOnHuggingFace, fallbackFor } from './fallback.ts';
 import { allowedRegions, candidatesFor, MAX_ATTEMPTS } from './candidates.ts';
@@ -68,17 +71,24 @@ export async function readBody(c: Context<AppEnv>): Promise<Uint8Array> {
 }
 
 /**
- * The `x-mesh-verify` mode of the request (default `sampled`). `redundant`
- * (two backends compute, answers compared) does not exist yet: it is refused
- * rather than signed into a receipt that would claim it.
+ * The `x-mesh-verify` mode of the request (default `sampled`, docs/api.md
+ * section 6): `none`, no re-execution; `sampled`, a sample re-executed after
+ * the answer; `redundant`, two providers compute and must agree.
  */
 function verifyMode(c: Context<AppEnv>): Verify {
   const verify = c.req.header('x-mesh-verify') ?? 'sampled';
-  if (verify === 'redundant') {
-    throw new MeshError('not_implemented', 'x-mesh-verify: redundant (two backends compute, answers compared) is not available yet; use sampled or none.');
+  if (verify !== 'none' && verify !== 'sampled' && verify !== 'redundant') {
+    throw new MeshError('invalid_request', 'x-mesh-verify must be none, sampled or redundant.');
   }
-  if (verify !== 'none' && verify !== 'sampled') throw new MeshError('invalid_request', 'x-mesh-verify must be none or sampled.');
   return verify;
+}
+
+/** A backend's 4xx verdict on the request, passed to the consumer as its well-formed error. */
+function rejection(result: Extract<DispatchResult, { kind: 'rejected' }>): Response {
+  return new Response(JSON.stringify({ error: { code: result.code, message: result.message } }), {
+    status: result.status,
+    headers: { 'content-type': 'application/json' },
+  });
 }
 
 /** Who computed an answer, for the receipt and the response headers. */
@@ -101,8 +111,14 @@ interface Served {
   location?: ReceiptClaims['location'];
   modelVersion: string;
   attestation?: string;
-  /** The backend that answered, and its region's size (for ejection), to settle its attestation after the answer. */
-  answeredBy?: { entry: BackendEntry; regionSize: number };
+  /**
+   * The backend that answered, its region's size (for ejection), and what a
+   * re-execution of its answer needs: to settle its attestation and, when
+   * `sample`, verify the answer elsewhere after the answer has left.
+   */
+  answeredBy?: { entry: BackendEntry; regionSize: number; check: CheckContext; sample: boolean };
+  /** Redundant mode: the second backend, whose answer agreed. */
+  second?: { backend: BackendEntry; result: Extract<DispatchResult, { kind: 'ok' }> };
   /** Time spent waiting for it, ms. */
   ms: number;
 }
@@ -126,7 +142,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   let served: Served;
   try {
     const { candidates, snapshot } = await candidatesFor(c, call.consumer, call.model, call.version, pop);
-    const { backend, result } = await attempt(call, candidates, snapshot, {
+    const req: AttemptRequest = {
       keys,
       issuer: s.issuer,
       consumer: call.consumer.sub,
@@ -143,16 +159,14 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
         ...(call.metadata ? { metadata: call.metadata } : {}),
       },
       meter: (answer) => meter(entry, call.request.inputs, answer.outputs),
-    });
-    if (result.kind === 'rejected') {
-      return new Response(JSON.stringify({ error: { code: result.code, message: result.message } }), {
-        status: result.status,
-        headers: { 'content-type': 'application/json' },
-      });
-    }
-    routing.answer.observe(backend.id, call.model, result.ms, Date.now());
-    // Service time as the backend reports it, and the network's share (the rest of the wait) per PoP.
-    if (result.backendMs !== undefined) {
+    };
+    const regionSize = (b: BackendEntry) => snapshot.byRegion.get(b.region)?.length ?? 1;
+    const checkOf = (modelVersion: string): CheckContext => ({ env: c.env, request: req, entry, candidates, regionSize, pop: pop.code, modelVersion });
+    /** What the isolate learns from an answer: latency, and the round trip for routing and proof of location. */
+    const learn = (backend: BackendEntry, result: Extract<DispatchResult, { kind: 'ok' }>) => {
+      routing.answer.observe(backend.id, call.model, result.ms, Date.now());
+      // Service time as the backend reports it, and the network's share (the rest of the wait) per PoP.
+      if (result.backendMs === undefined) return;
       routing.latency.observe(backend.id, call.model, result.backendMs, Date.now());
       const rttMs = Math.max(0, result.ms - result.backendMs);
       if (!pop.simulated) routing.rtt.observe(pop.code, backend.id, rttMs);
@@ -163,8 +177,8 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
         // Signed probes of backends with too few round trips from this PoP, in waitUntil (directory/probes.ts).
         scheduleProbes(c.env, c.executionCtx, pop.code, snapshot.backends);
       }
-    }
-    served = {
+    };
+    const servedBy = (backend: BackendEntry, result: Extract<DispatchResult, { kind: 'ok' }>, check: CheckContext): Served => ({
       oip: result.body,
       answer: result.answer,
       oipSha256: result.outputSha256,
@@ -174,14 +188,36 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       backend: backend.id,
       region: backend.region,
       ...(backend.location ? { location: backend.location.state } : {}),
-      modelVersion: call.version ?? backend.models.find((m) => m.name === call.model)?.version ?? '1',
+      modelVersion: check.modelVersion,
       attestation: result.attestation,
-      answeredBy: { entry: backend, regionSize: snapshot.byRegion.get(backend.region)?.length ?? 1 },
+      answeredBy: { entry: backend, regionSize: regionSize(backend), check, sample: false },
       ms: result.ms,
-    };
+    });
+    if (verify === 'redundant') {
+      // Two providers, answers compared (verification/redundant.ts); priced as two executions.
+      const check = checkOf(call.version ?? candidates[0]!.model.version);
+      const pair = await runPair(check, (p) => c.executionCtx.waitUntil(p));
+      if (pair.kind === 'rejected') return rejection(pair.result);
+      const { first, second } = pair;
+      learn(first.backend, first.result);
+      learn(second.backend, second.result);
+      served = servedBy(first.backend, first.result, check);
+      served.amount *= 2;
+      served.ms = Math.max(first.result.ms, second.result.ms);
+      served.second = { backend: second.backend, result: second.result };
+    } else {
+      const { backend, result } = await attempt(call, candidates, snapshot, req);
+      if (result.kind === 'rejected') return rejection(result);
+      learn(backend, result);
+      const modelVersion = call.version ?? backend.models.find((m) => m.name === call.model)?.version ?? '1';
+      served = servedBy(backend, result, checkOf(modelVersion));
+      served.answeredBy!.sample =
+        verify === 'sampled' && Math.random() < sampleRate(snapshot.providers.get(backend.provider), s.verify.sampleRate, Date.now());
+    }
   } catch (err) {
     // No backend anywhere could serve it: the operator's Hugging Face fallback for this model, when it has one, the input is text and the rules allow it.
-    const fallback = fallbackFor(c.env, err, entry, call.texts, allowedRegions(c, call.consumer));
+    // Never for redundant mode: one upstream computation cannot be checked against another.
+    const fallback = verify === 'redundant' ? undefined : fallbackFor(c.env, err, entry, call.texts, allowedRegions(c, call.consumer));
     if (!fallback) throw err;
     console.warn(`infer ${call.model}: ${(err as Error).message} Falling back to Hugging Face (${fallback.model}).`);
     const hf = await embedOnHuggingFace(c.env, call.model, fallback.model, call.texts!, call.outputName ?? 'embedding', s.backendTimeoutMs);
@@ -233,12 +269,23 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     ...(served.attestation ? { attestation: served.attestation } : {}),
     ...(served.upstreamModel ? { upstream_model: served.upstreamModel } : {}),
     ...(served.location ? { location: served.location } : {}),
+    ...(served.second
+      ? { second: { provider: served.second.backend.provider, backend: served.second.backend.id, attestation: served.second.result.attestation } }
+      : {}),
   });
   // To settlement, off the answer's path: awaited in waitUntil, retried, never dropped (settlement/record.ts).
   c.executionCtx.waitUntil(recordReceipt(c.env, jti, receipt));
-  // The attestation's signature, after the answer: a bad one withholds the provider's payout (attestation.ts).
+  // After the answer: the attestation's signature (a bad one withholds the provider's payout, attestation.ts)
+  // and, for a sample of answers, a re-execution on another provider (verification/reexecute.ts).
   if (served.attestation && served.answeredBy) {
-    c.executionCtx.waitUntil(settleAttestation(c.env, served.attestation, served.answeredBy.entry, jti, served.answeredBy.regionSize));
+    const { entry: answering, regionSize, check, sample } = served.answeredBy;
+    const run: Execution = { backend: answering, attestation: served.attestation, outputSha256: served.oipSha256!, oip: served.oip, receipt, receiptJti: jti };
+    c.executionCtx.waitUntil(verifyAfterAnswer(check, run, regionSize, sample));
+    if (served.second) {
+      const { backend: b, result: r } = served.second;
+      const other: Execution = { backend: b, attestation: r.attestation, outputSha256: r.outputSha256, oip: r.body, receipt, receiptJti: jti };
+      c.executionCtx.waitUntil(verifyAfterAnswer(check, other, check.regionSize(b), false));
+    }
   }
   return new Response(body, {
     status: 200,

@@ -1,6 +1,7 @@
 /**
  * Operator routes, admin token only: admit, re-key and remove providers
- * (docs/api.md section 3.1), see the backends the mesh knows, issue bearer keys
+ * (docs/api.md section 3.1) and list them with their standing (section 6.3),
+ * see the backends the mesh knows, issue bearer keys
  * (consumer, billing, admin) and revoke them.
  */
 
@@ -44,7 +45,13 @@ export const adminRoutes = new Hono<AppEnv>()
     forgetProvider(body.id);
     return c.json({ id: body.id, created }, created ? 201 : 200);
   })
-  .get('/admin/providers', async (c) => c.json({ providers: await c.env.OPERATOR_REGISTRY.getByName('global').list() }))
+  .get('/admin/providers', async (c) => {
+    const registry = c.env.OPERATOR_REGISTRY.getByName('global');
+    const [providers, standings] = await Promise.all([registry.list(), registry.standings()]);
+    // Each provider with its standing under verification (docs/api.md section 6.3).
+    const standing = new Map(standings.map(({ id, ...rest }) => [id, rest]));
+    return c.json({ providers: providers.map((p) => ({ ...p, ...standing.get(p.id) })) });
+  })
   .delete('/admin/providers/:id', async (c) => {
     const id = c.req.param('id');
     if (!ID.test(id)) throw invalid('The provider id must be 1-128 characters of letters, digits, ".", "_", ":" or "-".');

@@ -19,9 +19,14 @@
  *
  * Hard filters, never relaxed: model (and version when given) announced,
  * backend ready and unexpired, region allowed (pin and residency), not ejected,
+ * its provider not quarantined (docs/api.md section 6.3),
  * and, when a pin or residency restricts the request, a location not refuted
  * (proof of location, docs/api.md section 3.2: a backend whose round trips
  * contradict its claimed place may not serve a request whose place matters).
+ *
+ * A provider with proven frauds not yet cleared has its backends' expected
+ * time multiplied by its penalty factor (`ScoreOptions.penalties`): a lower
+ * routing weight, not a ban.
  *
  * Cold backends: the penalty is never less than `maxExtraMs`, so a cold
  * backend ranks behind every warm one whose expected time is within
@@ -73,6 +78,10 @@ export interface ScoreOptions {
   allowCold?: boolean;
   /** Where a backend is, for the geometric RTT (default: its region's coordinates). */
   locate?: (backend: BackendEntry) => LatLon;
+  /** Providers that get no traffic (quarantined). */
+  quarantined?: ReadonlySet<string>;
+  /** Provider id -> factor (> 1) on its backends' expected time (proven frauds). */
+  penalties?: ReadonlyMap<string, number>;
 }
 
 /** One candidate with its expected time and the terms that make it up (ms). */
@@ -87,7 +96,7 @@ export interface Scored {
   queueMs: number;
   serviceMs: number;
   coldMs: number;
-  /** rttMs + queueMs + serviceMs + coldMs: the ranking key. */
+  /** (rttMs + queueMs + serviceMs + coldMs) x the provider's penalty factor: the ranking key. */
   expectedMs: number;
 }
 
@@ -146,7 +155,7 @@ export function estimate(backend: BackendEntry, model: HeartbeatModel, ctx: Scor
     queueMs,
     serviceMs,
     coldMs,
-    expectedMs: rttMs + queueMs + serviceMs + coldMs,
+    expectedMs: (rttMs + queueMs + serviceMs + coldMs) * (o.penalties?.get(backend.provider) ?? 1),
   };
 }
 
@@ -173,6 +182,7 @@ export function rankByScore(
   for (const backend of backends) {
     if (!backend.ready || backend.expiresAt <= now) continue;
     if (allowed && (!allowed.has(backend.region) || backend.location?.state === 'refuted')) continue;
+    if (options.quarantined?.has(backend.provider)) continue;
     const model = modelEntry(backend, request.model, request.version);
     if (!model || (!model.warm && !allowCold)) continue;
     if (stats.ejected?.isEjected(backend.id, now)) continue;

@@ -18,9 +18,16 @@
  * - archive (R2) and webhook push follow in the alarm, retried until they
  *   succeed, so a close returns as soon as its batch is signed.
  *
+ * Verification withholds payouts while a batch is open (docs/api.md section
+ * 6): a dispute withholds one receipt (with the fraud proof's id when there is
+ * one); a penalty withholds every receipt of a provider, as `provider` or as
+ * redundant `second`, in the open batch, appended before or after it. Signing
+ * lists both in the batch (`disputed`, `penalties`) and the totals' `withheld`.
+ *
  * Memory stays bounded for any batch size: leaf hashes are computed at
  * append and stored; closing reads them in chunks of 1024 and keeps only each
  * chunk's root (32 bytes per 1024 receipts); a proof recomputes one chunk.
+ * Only the withheld receipts' ids are held, found with SQL.
  */
 
 import { DurableObject } from 'cloudflare:workers';
@@ -35,14 +42,16 @@ import {
   type Hash,
   type InclusionProof,
 } from '../../receipts/index.ts';
-import { decodePayload, TYP, type BatchClaims, type ReceiptClaims } from '../../shared/jwt.ts';
+import { TYP, type BatchClaims } from '../../shared/jwt.ts';
 import { settings, type Env } from '../env.ts';
 import { sign, signingKeys } from '../keys.ts';
 import { migrate, sqlOf, type Sql } from '../sql.ts';
 import { archiveBatch } from './archive.ts';
+import { checkId, parseReceipt } from './input.ts';
 import { batchId } from './ledger.ts';
 import { blobOf, bytes, joinHashes, MIGRATIONS, splitHashes, type BatchRow } from './schema.ts';
 import { deliverWebhook, nextWebhookAttempt } from './webhook.ts';
+import { withheldIn } from './withheld.ts';
 
 /** How long to wait before retrying finishing work that failed. */
 const RETRY_MS = 5_000;
@@ -86,18 +95,6 @@ type ProofAnswer = InclusionProof | { pending: true } | null;
 /** The next epoch boundary strictly after `now`: epochs are aligned to the clock, so shards close together. */
 function nextDeadline(now: number, epochMs: number): number {
   return (Math.floor(now / epochMs) + 1) * epochMs;
-}
-
-/** Parses the claims the ledger keeps; a reason when the message is not a receipt. */
-function parseReceipt(jwt: unknown): ReceiptClaims | string {
-  if (typeof jwt !== 'string' || jwt.split('.').length !== 3) return 'not a compact JWS';
-  const claims = decodePayload<Partial<ReceiptClaims>>(jwt);
-  if (!claims || typeof claims !== 'object') return 'payload is not JSON';
-  if (typeof claims.jti !== 'string' || claims.jti.length === 0 || claims.jti.length > 256) return 'jti missing';
-  if (typeof claims.sub !== 'string' || claims.sub.length === 0) return 'sub missing';
-  if (typeof claims.provider !== 'string' || claims.provider.length === 0) return 'provider missing';
-  if (!Number.isSafeInteger(claims.amount) || claims.amount! < 0) return 'amount is not a non-negative integer';
-  return claims as ReceiptClaims;
 }
 
 function summary(row: BatchRow): BatchSummary {
@@ -167,12 +164,13 @@ export class SettlementLedger extends DurableObject<Env> {
           continue;
         }
         const written = this.#sql.run(
-          `INSERT INTO receipts (seq, jti, sub, provider, amount, leaf_hash, jwt, appended_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(jti) DO NOTHING`,
+          `INSERT INTO receipts (seq, jti, sub, provider, second_provider, amount, leaf_hash, jwt, appended_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(jti) DO NOTHING`,
           this.#nextSeq,
           claims.jti,
           claims.sub,
           claims.provider,
+          claims.second,
           claims.amount,
           blobOf(leafHash(jwt)),
           jwt,
@@ -193,14 +191,44 @@ export class SettlementLedger extends DurableObject<Env> {
   /**
    * Withholds a receipt from payout (a verification mismatch). Only while
    * its batch is open: a signed batch never changes (`settled`, the route's 409).
-   * A receipt not yet appended is withheld when it arrives.
+   * A receipt not yet appended is withheld when it arrives. `disputeId` names
+   * the fraud proof; a receipt already disputed without one gets it.
    */
-  dispute(shard: number, jti: string, reason: string): { jti: string; created: boolean; settled: boolean } {
+  dispute(shard: number, jti: string, reason: string, disputeId?: string): { jti: string; created: boolean; settled: boolean } {
+    const proof = disputeId === undefined || disputeId === null ? null : checkId('disputeId', disputeId);
     this.#claim(shard);
     const row = this.#sql.one<{ seq: number }>('SELECT seq FROM receipts WHERE jti = ?', jti);
     if (row && row.seq < this.#open()!.first_seq) return { jti, created: false, settled: true };
-    const written = this.#sql.run('INSERT INTO disputes (jti, reason, at) VALUES (?, ?, ?) ON CONFLICT(jti) DO NOTHING', jti, reason, Date.now());
+    const written = this.#sql.run(
+      'INSERT INTO disputes (jti, reason, at, dispute_id) VALUES (?, ?, ?, ?) ON CONFLICT(jti) DO NOTHING',
+      jti,
+      reason,
+      Date.now(),
+      proof,
+    );
+    if (written === 0 && proof !== null) this.#sql.run('UPDATE disputes SET dispute_id = ? WHERE jti = ? AND dispute_id IS NULL', proof, jti);
     return { jti, created: written > 0, settled: false };
+  }
+
+  /**
+   * Withholds every receipt of `provider` (as provider or as redundant
+   * second) in the open batch, those appended already and those appended
+   * until it seals: a proven fraud (`disputeId`). One penalty per batch and
+   * provider; the first dispute id stays.
+   */
+  penalize(shard: number, provider: string, disputeId: string): { batch: number; created: boolean } {
+    checkId('provider', provider);
+    checkId('disputeId', disputeId);
+    this.#claim(shard);
+    const batch = this.#open()!.seq;
+    const written = this.#sql.run(
+      'INSERT INTO penalties (batch_seq, provider, dispute_id, at) VALUES (?, ?, ?, ?) ON CONFLICT(batch_seq, provider) DO NOTHING',
+      batch,
+      provider,
+      disputeId,
+      Date.now(),
+    );
+    return { batch, created: written > 0 };
   }
 
   // ---- closing ----------------------------------------------------------
@@ -280,7 +308,7 @@ export class SettlementLedger extends DurableObject<Env> {
 
   /** Builds the tree and totals of a sealed batch from its frozen range and stores the signed JWT. */
   async #signBatch(row: BatchRow): Promise<void> {
-    const { root, chunkRoots, totals, disputed } = this.#build(row.first_seq, row.count);
+    const { root, chunkRoots, totals, disputed, penalties } = this.#build(row.seq, row.first_seq, row.count);
     const claims: BatchClaims = {
       iss: settings(this.env).issuer,
       iat: Math.floor(Date.now() / 1000),
@@ -292,6 +320,7 @@ export class SettlementLedger extends DurableObject<Env> {
       merkle_root: toHex(root),
       totals: sortedTotals(totals),
       disputed,
+      penalties,
     };
     const jwt = await sign(await signingKeys(this.env), TYP.batch, { ...claims });
     this.#sql.run(
@@ -304,31 +333,33 @@ export class SettlementLedger extends DurableObject<Env> {
     );
   }
 
-  /** One pass over a batch's receipts: chunk roots, the tree head, totals, disputed ids. */
-  #build(firstSeq: number, count: number) {
-    const disputedSet = new Set(
-      this.#sql
-        .all<{ jti: string }>('SELECT d.jti FROM disputes d JOIN receipts r ON r.jti = d.jti WHERE r.seq >= ? AND r.seq < ?', firstSeq, firstSeq + count)
-        .map((r) => r.jti),
-    );
+  /**
+   * One pass over a batch's receipts: chunk roots, the tree head, totals,
+   * withheld ids (disputed, or of a provider penalized in batch `batchSeq`) and the penalties.
+   */
+  #build(batchSeq: number, firstSeq: number, count: number) {
+    const end = firstSeq + count;
+    const { disputed: disputedSet, penalties } = withheldIn(this.ctx.storage.sql, batchSeq, firstSeq, end);
     const totals = emptyTotals();
     const chunkRoots: Hash[] = [];
     let chunk: Hash[] = [];
-    const cursor = this.ctx.storage.sql.exec<{ jti: string; sub: string; provider: string; amount: number; leaf_hash: ArrayBuffer }>(
-      'SELECT jti, sub, provider, amount, leaf_hash FROM receipts WHERE seq >= ? AND seq < ? ORDER BY seq',
+    const cursor = this.ctx.storage.sql.exec<{ jti: string; sub: string; provider: string; second_provider: string | null; amount: number; leaf_hash: ArrayBuffer }>(
+      'SELECT jti, sub, provider, second_provider, amount, leaf_hash FROM receipts WHERE seq >= ? AND seq < ? ORDER BY seq',
       firstSeq,
-      firstSeq + count,
+      end,
     );
     for (const r of cursor) {
       chunk.push(bytes(r.leaf_hash));
-      addToTotals(totals, r, disputedSet);
+      const { jti, sub, provider, amount } = r;
+      const second = r.second_provider ?? undefined;
+      addToTotals(totals, { jti, sub, provider, amount, second }, disputedSet);
       if (chunk.length === CHUNK) {
         chunkRoots.push(merkleRoot(chunk));
         chunk = [];
       }
     }
     if (chunk.length > 0) chunkRoots.push(merkleRoot(chunk));
-    return { root: merkleRoot(chunkRoots), chunkRoots, totals, disputed: [...disputedSet].sort() };
+    return { root: merkleRoot(chunkRoots), chunkRoots, totals, disputed: [...disputedSet].sort(), penalties };
   }
 
   /** The receipts of a range in leaf order, read in pages (for the archive). */
@@ -442,8 +473,8 @@ export class SettlementLedger extends DurableObject<Env> {
     return { batch_id: row.id!, leaf_index: leaf, tree_size: row.count, audit_path: path.map(toHex) };
   }
 
-  /** Counts for tests, benchmarks and the operator: receipts held, open batch size, batches by state. */
-  stats(shard: number): { shard: number; receipts: number; open: number; batches: Record<string, number>; disputes: number } {
+  /** Counts for tests, benchmarks and the operator: receipts held, open batch size, batches by state, disputes, penalties. */
+  stats(shard: number): { shard: number; receipts: number; open: number; batches: Record<string, number>; disputes: number; penalties: number } {
     this.#claim(shard);
     const open = this.#open()!;
     const batches: Record<string, number> = {};
@@ -454,6 +485,7 @@ export class SettlementLedger extends DurableObject<Env> {
       open: this.#nextSeq - open.first_seq,
       batches,
       disputes: this.#sql.one<{ n: number }>('SELECT COUNT(*) AS n FROM disputes')!.n,
+      penalties: this.#sql.one<{ n: number }>('SELECT COUNT(*) AS n FROM penalties')!.n,
     };
   }
 

@@ -1,8 +1,10 @@
 /**
  * A ledger shard's SQLite schema (docs/api.md section 5): the receipts in
  * append order, the batches as seq ranges of them with their state
- * (open -> sealed -> signed), and the disputes; the migrations that create it
- * (`migrate` in ../sql.ts applies each once), and how hashes are stored as blobs.
+ * (open -> sealed -> signed), the disputes (single receipts withheld) and the
+ * penalties (every receipt of a provider in one batch withheld); the
+ * migrations that create it (`migrate` in ../sql.ts applies each once, in
+ * order; new ones are appended), and how hashes are stored as blobs.
  */
 
 import type { Hash } from '../../receipts/index.ts';
@@ -57,6 +59,19 @@ export const MIGRATIONS = [
        webhook_next INTEGER)`,
     // Receipts withheld from payout by verification (docs/design.md, Trust); only while their batch is open.
     'CREATE TABLE disputes (jti TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL)',
+  ],
+  [
+    // The provider of a redundant receipt's second run (its `second.provider` claim), paid part of `amount`.
+    'ALTER TABLE receipts ADD COLUMN second_provider TEXT',
+    // The fraud proof (GET /v1/disputes/{id}) behind a dispute, when there is one.
+    'ALTER TABLE disputes ADD COLUMN dispute_id TEXT',
+    // A proven provider's receipts withheld in one batch (by its seq), as provider or as second provider.
+    `CREATE TABLE penalties (
+       batch_seq INTEGER NOT NULL,
+       provider TEXT NOT NULL,
+       dispute_id TEXT NOT NULL,
+       at INTEGER NOT NULL,
+       PRIMARY KEY (batch_seq, provider))`,
   ],
 ] as const;
 

@@ -6,7 +6,7 @@
  * (`forgetSnapshotForTests`; re-importing the modules would also reload the
  * Durable Object classes and fail their next call); the registry failure is
  * made by wrapping the
- * OPERATOR_REGISTRY binding so `revokedKeys` throws (workerd gives no other
+ * OPERATOR_REGISTRY binding so `edgeState` (the revoked keys and provider standings) throws (workerd gives no other
  * way to make a healthy Durable Object's RPC fail on demand).
  */
 
@@ -17,10 +17,10 @@ import { forgetSnapshotForTests } from '../../../workers/directory/snapshot.ts';
 import type { Env } from '../../../workers/env.ts';
 import { BASE, keyFor, wrapStubs } from '../helpers.ts';
 
-/** `env` whose OPERATOR_REGISTRY fails `revokedKeys` while `failing.on` is set; other methods pass through. */
+/** `env` whose OPERATOR_REGISTRY fails `edgeState` while `failing.on` is set; other methods pass through. */
 function registryFailing(failing: { on: boolean }, refreshMs: string): Env {
   const registry = wrapStubs(env.OPERATOR_REGISTRY as unknown as DurableObjectNamespace, (_name, method, _args, invoke) =>
-    method === 'revokedKeys' && failing.on ? Promise.reject(new Error('registry unreachable (test)')) : invoke(),
+    method === 'edgeState' && failing.on ? Promise.reject(new Error('registry unreachable (test)')) : invoke(),
   );
   return { ...env, SNAPSHOT_REFRESH_MS: refreshMs, OPERATOR_REGISTRY: registry } as unknown as Env;
 }

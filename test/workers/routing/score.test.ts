@@ -170,3 +170,20 @@ describe('proof of location in routing', () => {
     expect(ids(rankByScore(list, { model: 'embed', from: pop('SIN') }, none, 0)).sort()).toEqual(['sin-honest', 'sin-liar', 'sin-new']);
   });
 });
+
+describe('penalties in routing (docs/api.md section 6.3)', () => {
+  const list = () => [backend('fra-a', 'eu-west', { provider: 'a' }), backend('fra-b', 'eu-west', { provider: 'b' }), backend('iad-c', 'us-east', { provider: 'c' })];
+
+  it('gives a quarantined provider no traffic at all', () => {
+    const ranked = rankByScore(list(), { model: 'embed', from: pop('FRA') }, none, 0, { quarantined: new Set(['a']) });
+    expect(ids(ranked)).toEqual(['fra-b', 'iad-c']);
+  });
+
+  it("multiplies a penalized provider's expected time, so it ranks behind an equal peer but still serves", () => {
+    const plain = rankByScore(list(), { model: 'embed', from: pop('FRA') }, none, 0);
+    const ranked = rankByScore(list(), { model: 'embed', from: pop('FRA') }, none, 0, { penalties: new Map([['a', 2]]) });
+    expect(ids(ranked)).toEqual(['fra-b', 'fra-a', 'iad-c']);
+    const a = ranked.find((s) => s.backend.id === 'fra-a')!;
+    expect(a.expectedMs).toBeCloseTo(2 * plain.find((s) => s.backend.id === 'fra-a')!.expectedMs);
+  });
+});

@@ -1,8 +1,9 @@
 /**
  * The settlement ledger in workerd (Durable Objects, Queue and R2 in
  * Miniflare): exactly-once appends, idempotent closing (alarm fired twice,
- * restart mid-epoch), chunked Merkle proofs, totals and disputes, the R2
- * archive, and the billing API checked with the offline verifier.
+ * restart mid-epoch), chunked Merkle proofs, totals, disputes and penalties
+ * (redundant receipts included), the R2 archive, and the billing API checked
+ * with the offline verifier.
  */
 
 import { env } from 'cloudflare:workers';
@@ -17,6 +18,7 @@ import { signingKeys } from '../../../workers/keys.ts';
 import worker from '../../../workers/index.ts';
 import { signReceipt } from '../../../workers/inference/receipts.ts';
 import { ledgerShard, shardOfReceipt } from '../../../workers/settlement/ledger.ts';
+import type { SettlementLedger } from '../../../workers/settlement/SettlementLedger.ts';
 import { receiptClaims } from '../../helpers/receipts.ts';
 import { call, keyFor } from '../helpers.ts';
 
@@ -256,12 +258,138 @@ describe('SettlementLedger', () => {
     const { batch } = (await ledger.batch(shard, id!))!;
     const claims = decodePayload<BatchClaims>(batch)!;
     expect(claims.disputed).toEqual([b.jti]);
-    expect(claims.totals).toEqual({ providers: { 'p-honest': 7, 'p-suspect': 0 }, consumers: { 'c-1': 12 } });
+    expect(claims.totals).toEqual({ providers: { 'p-honest': 7, 'p-suspect': 0 }, consumers: { 'c-1': 12 }, withheld: { 'p-suspect': 5 } });
+    expect(claims.penalties).toEqual([]);
     await verifyBatch(batch, [a.jwt, b.jwt], await jwks());
     // Closed: it can no longer be disputed.
     const late = await call('/admin/settlement/disputes', { method: 'POST', token: admin, body: JSON.stringify({ jti: a.jti }) });
     expect(late.status).toBe(409);
     expect(((await late.json()) as { error: { code: string } }).error.code).toBe('already_settled');
+  });
+});
+
+describe('SettlementLedger penalties', () => {
+  const proof = (n: number) => `d-${String(1_800_000_000_000 + n)}-0000beef`;
+
+  /** The signed claims of a batch this shard closed. */
+  async function claimsOf(shard: number, id: string): Promise<BatchClaims> {
+    return decodePayload<BatchClaims>((await ledgerShard(env, shard).batch(shard, id))!.batch)!;
+  }
+
+  it("withholds a penalized provider's receipts in the open batch only, as provider or as second, before and after the penalty", async () => {
+    await closeAll();
+    const shard = 2;
+    const ledger = ledgerShard(env, shard);
+    // A batch sealed before the penalty keeps paying.
+    const old = await receipt({ provider: 'pen-bad', sub: 'pen-c', amount: 11 }, shard);
+    await ledger.append(shard, [old.jwt]);
+    const [oldId] = await ledger.close(shard);
+    const oldBatch = (await ledger.batch(shard, oldId!))!.batch;
+
+    const before = await receipt({ provider: 'pen-bad', sub: 'pen-c', amount: 10 }, shard);
+    const honest = await receipt({ provider: 'pen-good', sub: 'pen-c', amount: 20 }, shard);
+    const pair = { provider: 'pen-bad', backend: 'b-2', attestation: 'a.b.c' };
+    const redundant = await receipt({ provider: 'pen-good', sub: 'pen-c', amount: 7, verify: 'redundant', second: pair }, shard);
+    const cleanPair = await receipt({ provider: 'pen-good', sub: 'pen-c', amount: 9, verify: 'redundant', second: { ...pair, provider: 'pen-other' } }, shard);
+    await ledger.append(shard, [before.jwt, honest.jwt, redundant.jwt, cleanPair.jwt]);
+
+    const penalties = (await ledger.stats(shard)).penalties;
+    const first = await ledger.penalize(shard, 'pen-bad', proof(1));
+    expect(first).toEqual({ batch: expect.any(Number), created: true });
+    // One penalty per batch and provider: the first dispute id stays.
+    expect(await ledger.penalize(shard, 'pen-bad', proof(2))).toEqual({ batch: first.batch, created: false });
+    expect((await ledger.stats(shard)).penalties).toBe(penalties + 1);
+
+    const after = await receipt({ provider: 'pen-bad', sub: 'pen-c', amount: 5 }, shard);
+    await ledger.append(shard, [after.jwt]);
+    const [id] = await ledger.close(shard);
+    const made = [before, honest, redundant, cleanPair, after];
+    const { batch } = (await ledger.batch(shard, id!))!;
+    const claims = decodePayload<BatchClaims>(batch)!;
+    expect(claims.disputed).toEqual([before.jti, redundant.jti, after.jti].sort());
+    expect(claims.penalties).toEqual([{ provider: 'pen-bad', dispute: proof(1) }]);
+    // The redundant receipt's payout splits 4 (provider) / 3 (second); withheld, both parts are.
+    expect(claims.totals).toEqual({
+      providers: { 'pen-bad': 0, 'pen-good': 20 + 5, 'pen-other': 4 },
+      consumers: { 'pen-c': 51 },
+      withheld: { 'pen-bad': 10 + 3 + 5, 'pen-good': 4 },
+    });
+    await verifyBatch(batch, made.map((r) => r.jwt), await jwks());
+
+    // The earlier batch is untouched; the next batch is not penalized.
+    expect((await ledger.batch(shard, oldId!))!.batch).toBe(oldBatch);
+    expect(decodePayload<BatchClaims>(oldBatch)!.disputed).toEqual([]);
+    const next = await receipt({ provider: 'pen-bad', sub: 'pen-c', amount: 3 }, shard);
+    await ledger.append(shard, [next.jwt]);
+    const [nextId] = await ledger.close(shard);
+    const nextClaims = await claimsOf(shard, nextId!);
+    expect(nextClaims).toMatchObject({ disputed: [], penalties: [], totals: { providers: { 'pen-bad': 3 }, withheld: {} } });
+  });
+
+  it('penalizes the open batch, not one sealed and still being signed', async () => {
+    await closeAll();
+    const shard = 1;
+    const ledger = ledgerShard(env, shard);
+    const sealed = await receipt({ provider: 'pen-late', amount: 8 }, shard);
+    await ledger.append(shard, [sealed.jwt]);
+    // `close` seals at once and signs later: the penalty comes in between.
+    const { ids, penalty, sealedSeq } = await runInDurableObject(ledger, async (o: SettlementLedger, state: DurableObjectState) => {
+      const sealedSeq = state.storage.sql.exec<{ seq: number }>("SELECT seq FROM batches WHERE state = 'open'").one().seq;
+      const closing = o.close(shard);
+      const penalty = o.penalize(shard, 'pen-late', proof(3));
+      return { ids: await closing, penalty, sealedSeq };
+    });
+    expect(penalty).toEqual({ batch: sealedSeq + 1, created: true });
+    const claims = await claimsOf(shard, ids[0]!);
+    expect(claims).toMatchObject({ disputed: [], penalties: [], totals: { providers: { 'pen-late': 8 } } });
+    // It applies to what arrives next.
+    const late = await receipt({ provider: 'pen-late', amount: 2 }, shard);
+    await ledger.append(shard, [late.jwt]);
+    const [nextId] = await ledger.close(shard);
+    expect(await claimsOf(shard, nextId!)).toMatchObject({ disputed: [late.jti], penalties: [{ provider: 'pen-late', dispute: proof(3) }] });
+  });
+
+  it('keeps the fraud-proof id of a dispute, added to one made without it', async () => {
+    const shard = 3;
+    const ledger = ledgerShard(env, shard);
+    const a = await receipt({}, shard);
+    const b = await receipt({}, shard);
+    await ledger.append(shard, [a.jwt, b.jwt]);
+    expect(await ledger.dispute(shard, a.jti, 'mismatch', proof(4))).toEqual({ jti: a.jti, created: true, settled: false });
+    expect(await ledger.dispute(shard, b.jti, 'operator')).toMatchObject({ created: true });
+    expect(await ledger.dispute(shard, b.jti, 'mismatch', proof(5))).toMatchObject({ created: false });
+    expect(await ledger.dispute(shard, a.jti, 'mismatch', proof(6))).toMatchObject({ created: false });
+    const stored = await runInDurableObject(ledger, (_o, state: DurableObjectState) =>
+      state.storage.sql.exec<{ jti: string; dispute_id: string | null }>('SELECT jti, dispute_id FROM disputes WHERE jti IN (?, ?)', a.jti, b.jti).toArray(),
+    );
+    expect(Object.fromEntries(stored.map((r) => [r.jti, r.dispute_id]))).toEqual({ [a.jti]: proof(4), [b.jti]: proof(5) });
+  });
+
+  it('stores the second provider only when it is a valid id', async () => {
+    const shard = 0;
+    const ledger = ledgerShard(env, shard);
+    const good = await receipt({ verify: 'redundant', second: { provider: 'sp-1', backend: 'b', attestation: 'a' } }, shard);
+    const long = await receipt({ verify: 'redundant', second: { provider: 'x'.repeat(257), backend: 'b', attestation: 'a' } }, shard);
+    const empty = await receipt({ verify: 'redundant', second: { provider: '', backend: 'b', attestation: 'a' } }, shard);
+    const none = await receipt({}, shard);
+    expect(await ledger.append(shard, [good, long, empty, none].map((r) => r.jwt))).toEqual(['appended', 'appended', 'appended', 'appended']);
+    const rows = await runInDurableObject(ledger, (_o, state: DurableObjectState) =>
+      state.storage.sql
+        .exec<{ jti: string; second_provider: string | null }>('SELECT jti, second_provider FROM receipts WHERE jti IN (?, ?, ?, ?)', good.jti, long.jti, empty.jti, none.jti)
+        .toArray(),
+    );
+    expect(Object.fromEntries(rows.map((r) => [r.jti, r.second_provider]))).toEqual({ [good.jti]: 'sp-1', [long.jti]: null, [empty.jti]: null, [none.jti]: null });
+  });
+
+  it('refuses a penalty or a dispute id that is not an id', async () => {
+    const shard = 0;
+    // Called in the object (a plain throw), not over RPC.
+    await runInDurableObject(ledgerShard(env, shard), (o: SettlementLedger) => {
+      for (const [provider, dispute] of [['', proof(7)], ['x'.repeat(257), proof(7)], ['p', ''], [42 as unknown as string, proof(7)]] as const) {
+        expect(() => o.penalize(shard, provider, dispute)).toThrow(/must be a string of 1 to 256 characters/);
+      }
+      expect(() => o.dispute(shard, 'some-jti', 'why', '')).toThrow(/disputeId/);
+    });
   });
 });
 

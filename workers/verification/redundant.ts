@@ -1,0 +1,149 @@
+/**
+ * Redundant mode (`x-mesh-verify: redundant`, docs/api.md section 6.4): the
+ * request runs on two backends of different providers at once, and the
+ * consumer gets an answer only when the two agree under the model's rule
+ * (receipts/compare.ts). A backend that fails is replaced by the next
+ * candidate of a provider other than the one in the other slot. On
+ * disagreement the consumer gets 502 `verification_failed` and, after the
+ * response, a third provider referees: the dispute filed is proven against
+ * the odd one out, or unresolved (reexecute.ts `settleMismatch`). The runs of
+ * a disagreement are paid by verification receipts (the operator's account),
+ * the liar's withheld.
+ */
+
+import { compareAnswerBytes } from '../../receipts/compare.ts';
+import { MeshError } from '../../shared/errors.ts';
+import type { ReceiptClaims } from '../../shared/jwt.ts';
+import type { BackendEntry } from '../directory/backend.ts';
+import { settings } from '../env.ts';
+import { dispatch, type DispatchResult } from '../inference/dispatch.ts';
+import { priceOf } from '../inference/pricing.ts';
+import { signReceipt } from '../inference/receipts.ts';
+import { isolateRouting, trackPending } from '../routing/isolate.ts';
+import { recordReceipt } from '../settlement/record.ts';
+import type { Execution } from './disputes.ts';
+import { settleMismatch, verificationRun, VERIFICATION_ACCOUNT, type CheckContext } from './reexecute.ts';
+import { settleAttestation } from '../inference/attestation.ts';
+
+/** Dispatches one redundant request may make in all (two slots and their retries). */
+const MAX_DISPATCHES = 4;
+
+type Ok = Extract<DispatchResult, { kind: 'ok' }>;
+type Rejected = Extract<DispatchResult, { kind: 'rejected' }>;
+
+/** Two agreeing answers, or the consumer's own error as a backend refused it. */
+export type PairOutcome =
+  | { kind: 'agreed'; first: { backend: BackendEntry; result: Ok }; second: { backend: BackendEntry; result: Ok } }
+  | { kind: 'rejected'; backend: BackendEntry; result: Rejected };
+
+/**
+ * Runs the request on two providers and compares; throws 503 when fewer than
+ * two providers can serve it, 502 `backend_failed` when the backends failed,
+ * 502 `verification_failed` when the answers differ (the dispute follows in
+ * `waitUntil`).
+ */
+export async function runPair(ctx: CheckContext, waitUntil: (p: Promise<unknown>) => void): Promise<PairOutcome> {
+  const providers = new Set(ctx.candidates.filter((c) => c.model.version === ctx.modelVersion).map((c) => c.backend.provider));
+  if (providers.size < 2) {
+    throw new MeshError('no_capacity', `x-mesh-verify: redundant needs backends of two providers serving "${ctx.request.model}"; fewer are available now.`, {
+      retryAfter: 5,
+    });
+  }
+  // Both slots serve the same version (answers of two versions are not comparable): ctx.modelVersion, named.
+  const candidates = ctx.candidates.filter((c) => c.model.version === ctx.modelVersion);
+  const request = { ...ctx.request, version: ctx.modelVersion };
+  const tried = new Set<string>();
+  /** The provider each slot holds (or last tried), so that the other slot avoids it. */
+  const held: { first?: string; second?: string } = {};
+  let dispatches = 0;
+  const slot = async (me: 'first' | 'second'): Promise<{ backend: BackendEntry; result: Ok | Rejected } | undefined> => {
+    for (;;) {
+      const avoid = held[me === 'first' ? 'second' : 'first'];
+      const next = candidates.find((c) => !tried.has(c.backend.id) && c.backend.provider !== avoid);
+      if (!next || dispatches >= MAX_DISPATCHES) return undefined;
+      dispatches++;
+      const backend = next.backend;
+      tried.add(backend.id);
+      held[me] = backend.provider;
+      const release = trackPending(isolateRouting, backend.id);
+      const result = await dispatch(backend, request).finally(release);
+      if (result.kind !== 'failed') return { backend, result };
+      isolateRouting.ejected.recordFailure(backend, ctx.regionSize(backend));
+      console.warn(`infer ${ctx.request.model} (redundant): backend ${backend.id} failed (${result.reason})`);
+    }
+  };
+  // The first slot takes the best candidate (set synchronously), the second the best of another provider.
+  const [first, second] = await Promise.all([slot('first'), slot('second')]);
+  if (first?.result.kind === 'rejected') return { kind: 'rejected', backend: first.backend, result: first.result };
+  if (second?.result.kind === 'rejected') return { kind: 'rejected', backend: second.backend, result: second.result };
+  if (!first || !second || first.backend.provider === second.backend.provider) {
+    throw new MeshError('backend_failed', `x-mesh-verify: redundant: two providers could not both answer for "${ctx.request.model}".`);
+  }
+  const a = { backend: first.backend, result: first.result as Ok };
+  const b = { backend: second.backend, result: second.result as Ok };
+  const same = compareAnswerBytes(a.result.body, b.result.body, ctx.entry.rule);
+  if (same.agree) return { kind: 'agreed', first: a, second: b };
+  console.warn(`infer ${ctx.request.model} (redundant): ${a.backend.id} and ${b.backend.id} disagree (${same.reason})`);
+  waitUntil(disputeDisagreement(ctx, a, b));
+  throw new MeshError(
+    'verification_failed',
+    `x-mesh-verify: redundant: the two providers' answers for "${ctx.request.model}" differ; nothing was charged, and the disagreement is under review.`,
+  );
+}
+
+/** Pays both runs of a disagreement with verification receipts, referees, and files the dispute. Never throws. */
+async function disputeDisagreement(ctx: CheckContext, a: { backend: BackendEntry; result: Ok }, b: { backend: BackendEntry; result: Ok }): Promise<void> {
+  try {
+    const [first, second] = await Promise.all([paidRun(ctx, a.backend, a.result), paidRun(ctx, b.backend, b.result)]);
+    if (!first || !second) return;
+    const referee = await (async () => {
+      for (const c of ctx.candidates) {
+        if (c.backend.provider === a.backend.provider || c.backend.provider === b.backend.provider) continue;
+        const run = await verificationRun(ctx, c.backend, first.receiptJti);
+        if (run) return run;
+      }
+      return undefined;
+    })();
+    await settleMismatch(ctx, [
+      { role: 'answer', run: first },
+      { role: 'check', run: second },
+      ...(referee ? [{ role: 'referee' as const, run: referee }] : []),
+    ]);
+  } catch (err) {
+    console.error(`infer ${ctx.request.model} (redundant): filing the disagreement failed: ${(err as Error).message}`);
+  }
+}
+
+/** A run the consumer was not charged for, paid by a verification receipt; undefined when its signature fails. */
+async function paidRun(ctx: CheckContext, backend: BackendEntry, result: Ok): Promise<Execution | undefined> {
+  const s = settings(ctx.env);
+  const jti = crypto.randomUUID();
+  const claims: ReceiptClaims = {
+    iss: s.issuer,
+    sub: VERIFICATION_ACCOUNT,
+    jti,
+    iat: Math.floor(Date.now() / 1000),
+    model: ctx.request.model,
+    model_version: ctx.modelVersion,
+    provider: backend.provider,
+    backend: backend.id,
+    region: backend.region,
+    pop: ctx.pop,
+    units: result.units,
+    amount: priceOf(ctx.entry.price, result.units),
+    input_sha256: ctx.request.bodySha256,
+    output_sha256: result.outputSha256,
+    latency_ms: result.ms,
+    cache: 'miss',
+    verify: 'redundant',
+    attestation: result.attestation,
+    ...(backend.location ? { location: backend.location.state } : {}),
+  };
+  const receipt = await signReceipt(ctx.request.keys, claims);
+  const run: Execution = { backend, attestation: result.attestation, outputSha256: result.outputSha256, oip: result.body, receipt, receiptJti: jti };
+  const [, signed] = await Promise.all([
+    recordReceipt(ctx.env, jti, receipt),
+    settleAttestation(ctx.env, run, ctx.regionSize(backend), { model: ctx.request.model, modelVersion: ctx.modelVersion, inputSha256: ctx.request.bodySha256 }),
+  ]);
+  return signed ? run : undefined;
+}

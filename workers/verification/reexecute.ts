@@ -1,0 +1,181 @@
+/**
+ * Optimistic verification (docs/api.md section 6.1): after an answer has
+ * left, a sample of answers is re-executed on a backend of another provider,
+ * off the consumer's path (`waitUntil`), and the two answers are compared
+ * with the model's rule (receipts/compare.ts). When they differ, a backend of
+ * a third provider referees: the run that disagrees with both others is the
+ * accused, and a proven fraud proof is filed (disputes.ts); with no third
+ * provider, or no majority, the dispute is filed `unresolved` for review and
+ * nobody is penalized.
+ *
+ * Verification runs look like traffic to the backends: the same request
+ * bytes under the consumer's id in a normal dispatch token. Each is paid by
+ * a receipt of its own, charged to the operator's verification account
+ * (`VERIFICATION_ACCOUNT`) and naming the receipt it `checks`.
+ */
+
+import { compareAnswerBytes } from '../../receipts/compare.ts';
+import type { ReceiptClaims } from '../../shared/jwt.ts';
+import type { BackendEntry } from '../directory/backend.ts';
+import { settings, type Env } from '../env.ts';
+import { dispatch, type DispatchRequest } from '../inference/dispatch.ts';
+import type { CatalogueModel } from '../inference/catalogue.ts';
+import { priceOf } from '../inference/pricing.ts';
+import { signReceipt } from '../inference/receipts.ts';
+import { settleAttestation } from '../inference/attestation.ts';
+import { isolateRouting, trackPending } from '../routing/isolate.ts';
+import type { Scored } from '../routing/score.ts';
+import { recordReceipt } from '../settlement/record.ts';
+import { fileDispute, type DisputeInput, type Execution } from './disputes.ts';
+
+/** The consumer id verification runs are charged to: the operator's own account. */
+export const VERIFICATION_ACCOUNT = 'mesh-verification';
+/** Answers larger than this are not re-executed (a fraud proof holds every run's bytes). */
+export const MAX_CHECKED_BYTES = 1024 * 1024;
+/** Backends tried for one check (a failed one is skipped). */
+const MAX_CHECK_TRIES = 2;
+
+/** Everything a re-execution needs of the request it checks. */
+export interface CheckContext {
+  env: Env;
+  /** The dispatch the answer came from (same bytes, same consumer id). */
+  request: Omit<DispatchRequest, 'signal' | 'onResponse'>;
+  entry: CatalogueModel;
+  /** The request's ranked candidates: residency and pins already applied. */
+  candidates: readonly Scored[];
+  /** The snapshot's region sizes, for the ejection cap. */
+  regionSize: (backend: BackendEntry) => number;
+  pop: string;
+  modelVersion: string;
+}
+
+/**
+ * Runs `run`'s request on `backend` as a verification run: dispatched like
+ * traffic, its receipt signed and sent to settlement, its attestation's
+ * signature settled. Undefined when the backend failed or lied about its signature.
+ */
+export async function verificationRun(ctx: CheckContext, backend: BackendEntry, checks: string): Promise<Execution | undefined> {
+  const release = trackPending(isolateRouting, backend.id);
+  // The version the checked answer came from, named: answers of two versions are not comparable.
+  const result = await dispatch(backend, { ...ctx.request, version: ctx.modelVersion }).finally(release);
+  if (result.kind !== 'ok') {
+    if (result.kind === 'failed') isolateRouting.ejected.recordFailure(backend, ctx.regionSize(backend));
+    console.warn(`verify ${ctx.request.model}: verification run on ${backend.id} did not answer (${result.kind === 'failed' ? result.reason : `HTTP ${result.status}`})`);
+    return undefined;
+  }
+  const s = settings(ctx.env);
+  const jti = crypto.randomUUID();
+  const claims: ReceiptClaims = {
+    iss: s.issuer,
+    sub: VERIFICATION_ACCOUNT,
+    jti,
+    iat: Math.floor(Date.now() / 1000),
+    model: ctx.request.model,
+    model_version: ctx.modelVersion,
+    provider: backend.provider,
+    backend: backend.id,
+    region: backend.region,
+    pop: ctx.pop,
+    units: result.units,
+    amount: priceOf(ctx.entry.price, result.units),
+    input_sha256: ctx.request.bodySha256,
+    output_sha256: result.outputSha256,
+    latency_ms: result.ms,
+    cache: 'miss',
+    verify: 'sampled',
+    attestation: result.attestation,
+    checks,
+    ...(backend.location ? { location: backend.location.state } : {}),
+  };
+  const receipt = await signReceipt(ctx.request.keys, claims);
+  const run: Execution = { backend, attestation: result.attestation, outputSha256: result.outputSha256, oip: result.body, receipt, receiptJti: jti };
+  const [, signed] = await Promise.all([
+    recordReceipt(ctx.env, jti, receipt),
+    settleAttestation(ctx.env, run, ctx.regionSize(backend), { model: ctx.request.model, modelVersion: ctx.modelVersion, inputSha256: ctx.request.bodySha256 }),
+  ]);
+  return signed ? run : undefined;
+}
+
+/** The candidates whose provider is none of `providers` and that serve the same version, best first. */
+function othersThan(ctx: CheckContext, providers: ReadonlySet<string>): BackendEntry[] {
+  return ctx.candidates
+    .filter((c) => !providers.has(c.backend.provider) && c.model.version === ctx.modelVersion)
+    .map((c) => c.backend);
+}
+
+/** A verification run on the best backend of another provider than `exclude`; undefined when none could answer. */
+async function runElsewhere(ctx: CheckContext, exclude: ReadonlySet<string>, checks: string): Promise<Execution | undefined> {
+  for (const backend of othersThan(ctx, exclude).slice(0, MAX_CHECK_TRIES)) {
+    const run = await verificationRun(ctx, backend, checks);
+    if (run) return run;
+  }
+  return undefined;
+}
+
+/**
+ * Who lied, among runs that do not all agree: the one run that disagrees
+ * with every other while those agree with each other (needs three runs).
+ */
+export function accusedOf<T>(runs: readonly T[], agree: (a: T, b: T) => boolean): T | undefined {
+  if (runs.length < 3) return undefined;
+  const agrees = runs.map((a, i) => runs.map((b, j) => i === j || agree(a, b)));
+  const odd = runs.map((_, i) => runs.every((__, j) => i === j || !agrees[i]![j]));
+  if (odd.filter(Boolean).length !== 1) return undefined;
+  const i = odd.indexOf(true);
+  const restAgree = runs.every((_, a) => a === i || runs.every((__, b) => b === i || agrees[a]![b]));
+  return restAgree ? runs[i] : undefined;
+}
+
+/**
+ * Re-executes `answer` elsewhere and files a dispute when the answers differ
+ * (see the module header). Never throws.
+ */
+export async function reexecute(ctx: CheckContext, answer: Execution): Promise<void> {
+  try {
+    if (!answer.oip || answer.oip.byteLength > MAX_CHECKED_BYTES) return;
+    const check = await runElsewhere(ctx, new Set([answer.backend.provider]), answer.receiptJti);
+    if (!check) return;
+    const rule = ctx.entry.rule;
+    const first = compareAnswerBytes(answer.oip, check.oip!, rule);
+    if (first.agree) return;
+    console.warn(`verify ${ctx.request.model}: ${answer.backend.id} and ${check.backend.id} disagree (${first.reason}); refereeing`);
+    const referee = await runElsewhere(ctx, new Set([answer.backend.provider, check.backend.provider]), answer.receiptJti);
+    await settleMismatch(ctx, [
+      { role: 'answer', run: answer },
+      { role: 'check', run: check },
+      ...(referee ? [{ role: 'referee' as const, run: referee }] : []),
+    ]);
+  } catch (err) {
+    console.error(`verify ${ctx.request.model}: re-execution failed: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Everything that follows an answer, in `waitUntil`: its attestation's
+ * signature is settled (attestation.ts) and, when `sample` and the signature
+ * holds, the answer is re-executed elsewhere. Never throws.
+ */
+export async function verifyAfterAnswer(ctx: CheckContext, answer: Execution, regionSize: number, sample: boolean): Promise<void> {
+  const signed = await settleAttestation(ctx.env, answer, regionSize, {
+    model: ctx.request.model,
+    modelVersion: ctx.modelVersion,
+    inputSha256: ctx.request.bodySha256,
+  });
+  if (signed && sample) await reexecute(ctx, answer);
+}
+
+/** Files the dispute of runs that do not all agree: proven against the odd one out, else unresolved. */
+export async function settleMismatch(ctx: CheckContext, runs: DisputeInput['runs']): Promise<string | undefined> {
+  const rule = ctx.entry.rule;
+  const accused = accusedOf(runs, (a, b) => compareAnswerBytes(a.run.oip!, b.run.oip!, rule).agree);
+  return fileDispute(ctx.env, {
+    kind: 'mismatch',
+    verdict: accused ? 'proven' : 'unresolved',
+    ...(accused ? { accused: accused.run } : {}),
+    model: ctx.request.model,
+    modelVersion: ctx.modelVersion,
+    inputSha256: ctx.request.bodySha256,
+    rule,
+    runs,
+  });
+}

@@ -70,11 +70,16 @@ function backendDuration(headers: Headers): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
+/** The version of `model` a dispatch names when the consumer named none: the first one `backend` announces. */
+export function announcedVersion(backend: BackendEntry, model: string): string | undefined {
+  return backend.models.find((m) => m.name === model)?.version;
+}
+
 export async function dispatch(backend: BackendEntry, req: DispatchRequest): Promise<DispatchResult> {
   const jti = crypto.randomUUID();
   const iat = Math.floor(Date.now() / 1000);
   // The version this backend announced for the model, unless the consumer named one: the backend refuses the token for any other.
-  const version = req.version ?? backend.models.find((m) => m.name === req.model)?.version;
+  const version = req.version ?? announcedVersion(backend, req.model);
   const token = await sign(req.keys, TYP.dispatch, {
     iss: req.issuer,
     aud: backend.id,

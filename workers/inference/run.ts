@@ -19,7 +19,7 @@ import { sampleRate } from '../verification/sampling.ts';
 import { verifyAfterAnswer, type CheckContext } from '../verification/reexecute.ts';
 import { runPair } from '../verification/redundant.ts';
 import type { Execution } from '../verification/disputes.ts';
-import { dispatch, type DispatchRequest, type DispatchResult } from './dispatch.ts';
+import { announcedVersion, dispatch, type DispatchRequest, type DispatchResult } from './dispatch.ts';
 import { embedOnHuggingFace, fallbackFor } from './fallback.ts';
 import { allowedRegions, candidatesFor, MAX_ATTEMPTS } from './candidates.ts';
 import { forgetMetadata } from './metadata.ts';
@@ -195,7 +195,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     });
     if (verify === 'redundant') {
       // Two providers, answers compared (verification/redundant.ts); priced as two executions.
-      const check = checkOf(call.version ?? candidates[0]!.model.version);
+      const check = checkOf(call.version ?? announcedVersion(candidates[0]!.backend, call.model) ?? '1');
       const pair = await runPair(check, (p) => c.executionCtx.waitUntil(p));
       if (pair.kind === 'rejected') return rejection(pair.result);
       const { first, second } = pair;
@@ -209,7 +209,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       const { backend, result } = await attempt(call, candidates, snapshot, req);
       if (result.kind === 'rejected') return rejection(result);
       learn(backend, result);
-      const modelVersion = call.version ?? backend.models.find((m) => m.name === call.model)?.version ?? '1';
+      const modelVersion = call.version ?? announcedVersion(backend, call.model) ?? '1';
       served = servedBy(backend, result, checkOf(modelVersion));
       served.answeredBy!.sample =
         verify === 'sampled' && Math.random() < sampleRate(snapshot.providers.get(backend.provider), s.verify.sampleRate, Date.now());

@@ -22,7 +22,7 @@ import { signReceipt } from '../inference/receipts.ts';
 import { isolateRouting, trackPending } from '../routing/isolate.ts';
 import { recordReceipt } from '../settlement/record.ts';
 import type { Execution } from './disputes.ts';
-import { settleMismatch, verificationRun, VERIFICATION_ACCOUNT, type CheckContext } from './reexecute.ts';
+import { sameVersion, settleMismatch, verificationRun, VERIFICATION_ACCOUNT, type CheckContext } from './reexecute.ts';
 import { settleAttestation } from '../inference/attestation.ts';
 
 /** Dispatches one redundant request may make in all (two slots and their retries). */
@@ -43,15 +43,13 @@ export type PairOutcome =
  * `waitUntil`).
  */
 export async function runPair(ctx: CheckContext, waitUntil: (p: Promise<unknown>) => void): Promise<PairOutcome> {
-  const providers = new Set(ctx.candidates.filter((c) => c.model.version === ctx.modelVersion).map((c) => c.backend.provider));
-  if (providers.size < 2) {
+  // Both slots run the same version (answers of two versions are not comparable).
+  const candidates = ctx.candidates.filter((c) => sameVersion(ctx, c.backend));
+  if (new Set(candidates.map((c) => c.backend.provider)).size < 2) {
     throw new MeshError('no_capacity', `x-mesh-verify: redundant needs backends of two providers serving "${ctx.request.model}"; fewer are available now.`, {
       retryAfter: 5,
     });
   }
-  // Both slots serve the same version (answers of two versions are not comparable): ctx.modelVersion, named.
-  const candidates = ctx.candidates.filter((c) => c.model.version === ctx.modelVersion);
-  const request = { ...ctx.request, version: ctx.modelVersion };
   const tried = new Set<string>();
   /** The provider each slot holds (or last tried), so that the other slot avoids it. */
   const held: { first?: string; second?: string } = {};
@@ -66,7 +64,7 @@ export async function runPair(ctx: CheckContext, waitUntil: (p: Promise<unknown>
       tried.add(backend.id);
       held[me] = backend.provider;
       const release = trackPending(isolateRouting, backend.id);
-      const result = await dispatch(backend, request).finally(release);
+      const result = await dispatch(backend, ctx.request).finally(release);
       if (result.kind !== 'failed') return { backend, result };
       isolateRouting.ejected.recordFailure(backend, ctx.regionSize(backend));
       console.warn(`infer ${ctx.request.model} (redundant): backend ${backend.id} failed (${result.reason})`);
@@ -98,7 +96,7 @@ async function disputeDisagreement(ctx: CheckContext, a: { backend: BackendEntry
     if (!first || !second) return;
     const referee = await (async () => {
       for (const c of ctx.candidates) {
-        if (c.backend.provider === a.backend.provider || c.backend.provider === b.backend.provider) continue;
+        if (c.backend.provider === a.backend.provider || c.backend.provider === b.backend.provider || !sameVersion(ctx, c.backend)) continue;
         const run = await verificationRun(ctx, c.backend, first.receiptJti);
         if (run) return run;
       }

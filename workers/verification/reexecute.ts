@@ -9,7 +9,8 @@
  * nobody is penalized.
  *
  * Verification runs look like traffic to the backends: the same request
- * bytes under the consumer's id in a normal dispatch token. Each is paid by
+ * bytes, on the same route, under the consumer's id in a normal dispatch
+ * token (only backends that would run the same model version are asked). Each is paid by
  * a receipt of its own, charged to the operator's verification account
  * (`VERIFICATION_ACCOUNT`) and naming the receipt it `checks`.
  */
@@ -18,7 +19,7 @@ import { compareAnswerBytes } from '../../receipts/compare.ts';
 import type { ReceiptClaims } from '../../shared/jwt.ts';
 import type { BackendEntry } from '../directory/backend.ts';
 import { settings, type Env } from '../env.ts';
-import { dispatch, type DispatchRequest } from '../inference/dispatch.ts';
+import { announcedVersion, dispatch, type DispatchRequest } from '../inference/dispatch.ts';
 import type { CatalogueModel } from '../inference/catalogue.ts';
 import { priceOf } from '../inference/pricing.ts';
 import { signReceipt } from '../inference/receipts.ts';
@@ -56,8 +57,8 @@ export interface CheckContext {
  */
 export async function verificationRun(ctx: CheckContext, backend: BackendEntry, checks: string): Promise<Execution | undefined> {
   const release = trackPending(isolateRouting, backend.id);
-  // The version the checked answer came from, named: answers of two versions are not comparable.
-  const result = await dispatch(backend, { ...ctx.request, version: ctx.modelVersion }).finally(release);
+  // The request as the consumer sent it: `backend` serves the same version (`sameVersion`), so nothing marks this run.
+  const result = await dispatch(backend, ctx.request).finally(release);
   if (result.kind !== 'ok') {
     if (result.kind === 'failed') isolateRouting.ejected.recordFailure(backend, ctx.regionSize(backend));
     console.warn(`verify ${ctx.request.model}: verification run on ${backend.id} did not answer (${result.kind === 'failed' ? result.reason : `HTTP ${result.status}`})`);
@@ -96,11 +97,18 @@ export async function verificationRun(ctx: CheckContext, backend: BackendEntry, 
   return signed ? run : undefined;
 }
 
-/** The candidates whose provider is none of `providers` and that serve the same version, best first. */
+/**
+ * Whether a dispatch of `ctx.request` to `backend` runs the version the
+ * checked answer came from (answers of two versions are not comparable):
+ * the version the consumer named, else the one the backend announces first.
+ */
+export function sameVersion(ctx: CheckContext, backend: BackendEntry): boolean {
+  return (ctx.request.version ?? announcedVersion(backend, ctx.request.model)) === ctx.modelVersion;
+}
+
+/** The candidates whose provider is none of `providers` and that run the same version, best first. */
 function othersThan(ctx: CheckContext, providers: ReadonlySet<string>): BackendEntry[] {
-  return ctx.candidates
-    .filter((c) => !providers.has(c.backend.provider) && c.model.version === ctx.modelVersion)
-    .map((c) => c.backend);
+  return ctx.candidates.map((c) => c.backend).filter((b) => !providers.has(b.provider) && sameVersion(ctx, b));
 }
 
 /** A verification run on the best backend of another provider than `exclude`; undefined when none could answer. */

@@ -6,6 +6,8 @@
  * verifier (signature, Merkle root, count, totals).
  */
 
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { verifyBatch, type Jwks } from '../../receipts/verify.ts';
 import type { BatchClaims, ReceiptClaims } from '../../shared/jwt.ts';
 
@@ -64,4 +66,28 @@ export async function settle(edgeUrl: string, adminToken: string, expected: Iter
     if (missing.length === 0 || Date.now() > deadline) return out;
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+/**
+ * Writes closed batch `id` as a billing system downloads it for `mesh-verify
+ * batch`: `batch.json` (GET /v1/settlement/batches/{id}) and
+ * `receipts.ndjson` (every page of its receipts, in leaf order) under `dir`.
+ * Returns the two paths.
+ */
+export async function downloadBatch(edgeUrl: string, token: string, id: string, dir: string): Promise<{ batch: string; receipts: string }> {
+  const auth = { authorization: `Bearer ${token}` };
+  const receipts: string[] = [];
+  for (let from: number | null = 0; from !== null; ) {
+    const page: { receipts: string[]; next: number | null } = await json(
+      await fetch(`${edgeUrl}/v1/settlement/batches/${id}/receipts?from=${from}&limit=2000`, { headers: auth }),
+    );
+    receipts.push(...page.receipts);
+    from = page.next;
+  }
+  const files = { batch: path.join(dir, 'batch.json'), receipts: path.join(dir, 'receipts.ndjson') };
+  const batch = await fetch(`${edgeUrl}/v1/settlement/batches/${id}`, { headers: auth });
+  if (!batch.ok) throw new Error(`batch ${id}: HTTP ${batch.status} ${await batch.text()}`);
+  await writeFile(files.batch, await batch.text());
+  await writeFile(files.receipts, receipts.join('\n') + '\n');
+  return files;
 }

@@ -30,7 +30,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLocalJWKSet, importJWK, jwtVerify, SignJWT, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
@@ -41,7 +41,7 @@ import { TYP, type ReceiptClaims } from '../../shared/jwt.ts';
 import { ROOT, startMesh, type BackendSpec, type LocalMesh } from '../../scripts/local-mesh.ts';
 import { runCli } from '../helpers/cli.ts';
 import { ALWAYS_400_BODY, startHostileProvider, type HostileProvider, type IdentitySpec } from '../helpers/hostile-provider.ts';
-import { settle } from '../helpers/settlement.ts';
+import { downloadBatch, settle } from '../helpers/settlement.ts';
 
 const HONEST: BackendSpec[] = [
   { id: 'fra-1', region: 'eu-west', provider: 'provider-fra' },
@@ -679,25 +679,23 @@ describe('settlement', () => {
     try {
       const auth = { authorization: `Bearer ${mesh.adminToken}` };
       await writeFile(path.join(work, 'jwks.json'), await (await fetch(`${mesh.edgeUrl}/.well-known/jwks.json`)).text());
+      // The fraud proofs (docs/api.md section 6.2): the foreign-key answers' signature disputes justify every disputed receipt.
+      const proofs = path.join(work, 'disputes');
+      await mkdir(proofs);
+      const { disputes } = (await (await fetch(`${mesh.edgeUrl}/v1/disputes?limit=1000`, { headers: auth })).json()) as { disputes: { id: string; kind: string }[] };
+      expect(disputes.length).toBeGreaterThanOrEqual(liars.length);
+      expect(new Set(disputes.map((d) => d.kind))).toEqual(new Set(['signature']));
+      for (const d of disputes) await writeFile(path.join(proofs, `${d.id}.json`), await (await fetch(`${mesh.edgeUrl}/v1/disputes/${d.id}`, { headers: auth })).text());
       const ids = new Set(settled.batches.map((b) => b.batch_id));
       for (const id of ids) {
-        const batch = await (await fetch(`${mesh.edgeUrl}/v1/settlement/batches/${id}`, { headers: auth })).text();
-        const receipts: string[] = [];
-        for (let from: number | null = 0; from !== null; ) {
-          const page = (await (await fetch(`${mesh.edgeUrl}/v1/settlement/batches/${id}/receipts?from=${from}&limit=2000`, { headers: auth })).json()) as {
-            receipts: string[];
-            next: number | null;
-          };
-          receipts.push(...page.receipts);
-          from = page.next;
-        }
-        await writeFile(path.join(work, 'batch.json'), batch);
-        await writeFile(path.join(work, 'receipts.ndjson'), receipts.join('\n') + '\n');
+        const files = await downloadBatch(mesh.edgeUrl, mesh.adminToken, id, work);
         const run = await runCli(path.join(ROOT, 'bin', 'mesh-verify.ts'), [
           'batch',
-          path.join(work, 'batch.json'),
+          files.batch,
           '--receipts',
-          path.join(work, 'receipts.ndjson'),
+          files.receipts,
+          '--disputes',
+          proofs,
           '--jwks',
           path.join(work, 'jwks.json'),
           '--issuer',

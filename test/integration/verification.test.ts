@@ -32,7 +32,7 @@ import { NEW_PROVIDER_RATE } from '../../workers/verification/sampling.ts';
 import { runCli } from '../helpers/cli.ts';
 import { startHostileProvider, type HostileProvider } from '../helpers/hostile-provider.ts';
 import { useMesh } from '../helpers/mesh.ts';
-import { settle, type Settled } from '../helpers/settlement.ts';
+import { downloadBatch, settle, type Settled } from '../helpers/settlement.ts';
 
 const HOSTILE = 'provider-rogue';
 const ROGUE = 'rogue-1';
@@ -253,23 +253,12 @@ describe('optimistic verification with real processes', () => {
       const one = await runCli(path.join(ROOT, 'bin', 'mesh-verify.ts'), ['dispute', path.join(proofs, `${proven[0]!.id}.json`), '--jwks', path.join(work, 'jwks.json')]);
       expect(one.code, one.stdout + one.stderr).toBe(0);
       for (const b of epoch) {
-        const batch = await (await fetch(`${m.edgeUrl}/v1/settlement/batches/${b.batch_id}`, { headers: auth })).text();
-        const receipts: string[] = [];
-        for (let from: number | null = 0; from !== null; ) {
-          const page = (await (await fetch(`${m.edgeUrl}/v1/settlement/batches/${b.batch_id}/receipts?from=${from}&limit=2000`, { headers: auth })).json()) as {
-            receipts: string[];
-            next: number | null;
-          };
-          receipts.push(...page.receipts);
-          from = page.next;
-        }
-        await writeFile(path.join(work, 'batch.json'), batch);
-        await writeFile(path.join(work, 'receipts.ndjson'), receipts.join('\n') + '\n');
+        const files = await downloadBatch(m.edgeUrl, m.adminToken, b.batch_id, work);
         const run = await runCli(path.join(ROOT, 'bin', 'mesh-verify.ts'), [
           'batch',
-          path.join(work, 'batch.json'),
+          files.batch,
           '--receipts',
-          path.join(work, 'receipts.ndjson'),
+          files.receipts,
           '--disputes',
           proofs,
           '--jwks',

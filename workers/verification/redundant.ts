@@ -13,17 +13,10 @@
 
 import { compareAnswerBytes } from '../../receipts/compare.ts';
 import { MeshError } from '../../shared/errors.ts';
-import type { ReceiptClaims } from '../../shared/jwt.ts';
 import type { BackendEntry } from '../directory/backend.ts';
-import { settings } from '../env.ts';
 import { dispatch, type DispatchResult } from '../inference/dispatch.ts';
-import { priceOf } from '../inference/pricing.ts';
-import { signReceipt } from '../inference/receipts.ts';
 import { isolateRouting, trackPending } from '../routing/isolate.ts';
-import { recordReceipt } from '../settlement/record.ts';
-import type { Execution } from './disputes.ts';
-import { sameVersion, settleMismatch, verificationRun, VERIFICATION_ACCOUNT, type CheckContext } from './reexecute.ts';
-import { settleAttestation } from '../inference/attestation.ts';
+import { payRun, sameVersion, settleMismatch, verificationRun, type CheckContext } from './reexecute.ts';
 
 /** Dispatches one redundant request may make in all (two slots and their retries). */
 const MAX_DISPATCHES = 4;
@@ -92,7 +85,7 @@ export async function runPair(ctx: CheckContext, waitUntil: (p: Promise<unknown>
 /** Pays both runs of a disagreement with verification receipts, referees, and files the dispute. Never throws. */
 async function disputeDisagreement(ctx: CheckContext, a: { backend: BackendEntry; result: Ok }, b: { backend: BackendEntry; result: Ok }): Promise<void> {
   try {
-    const [first, second] = await Promise.all([paidRun(ctx, a.backend, a.result), paidRun(ctx, b.backend, b.result)]);
+    const [first, second] = await Promise.all([payRun(ctx, a.backend, a.result, 'redundant'), payRun(ctx, b.backend, b.result, 'redundant')]);
     if (!first || !second) return;
     const referee = await (async () => {
       for (const c of ctx.candidates) {
@@ -110,38 +103,4 @@ async function disputeDisagreement(ctx: CheckContext, a: { backend: BackendEntry
   } catch (err) {
     console.error(`infer ${ctx.request.model} (redundant): filing the disagreement failed: ${(err as Error).message}`);
   }
-}
-
-/** A run the consumer was not charged for, paid by a verification receipt; undefined when its signature fails. */
-async function paidRun(ctx: CheckContext, backend: BackendEntry, result: Ok): Promise<Execution | undefined> {
-  const s = settings(ctx.env);
-  const jti = crypto.randomUUID();
-  const claims: ReceiptClaims = {
-    iss: s.issuer,
-    sub: VERIFICATION_ACCOUNT,
-    jti,
-    iat: Math.floor(Date.now() / 1000),
-    model: ctx.request.model,
-    model_version: ctx.modelVersion,
-    provider: backend.provider,
-    backend: backend.id,
-    region: backend.region,
-    pop: ctx.pop,
-    units: result.units,
-    amount: priceOf(ctx.entry.price, result.units),
-    input_sha256: ctx.request.bodySha256,
-    output_sha256: result.outputSha256,
-    latency_ms: result.ms,
-    cache: 'miss',
-    verify: 'redundant',
-    attestation: result.attestation,
-    ...(backend.location ? { location: backend.location.state } : {}),
-  };
-  const receipt = await signReceipt(ctx.request.keys, claims);
-  const run: Execution = { backend, attestation: result.attestation, outputSha256: result.outputSha256, oip: result.body, receipt, receiptJti: jti };
-  const [, signed] = await Promise.all([
-    recordReceipt(ctx.env, jti, receipt),
-    settleAttestation(ctx.env, run, ctx.regionSize(backend), { model: ctx.request.model, modelVersion: ctx.modelVersion, inputSha256: ctx.request.bodySha256 }),
-  ]);
-  return signed ? run : undefined;
 }

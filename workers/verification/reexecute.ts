@@ -19,7 +19,7 @@ import { compareAnswerBytes } from '../../receipts/compare.ts';
 import type { ReceiptClaims } from '../../shared/jwt.ts';
 import type { BackendEntry } from '../directory/backend.ts';
 import { settings, type Env } from '../env.ts';
-import { announcedVersion, dispatch, type DispatchRequest } from '../inference/dispatch.ts';
+import { announcedVersion, dispatch, type DispatchRequest, type DispatchResult } from '../inference/dispatch.ts';
 import type { CatalogueModel } from '../inference/catalogue.ts';
 import { priceOf } from '../inference/pricing.ts';
 import { signReceipt } from '../inference/receipts.ts';
@@ -64,6 +64,22 @@ export async function verificationRun(ctx: CheckContext, backend: BackendEntry, 
     console.warn(`verify ${ctx.request.model}: verification run on ${backend.id} did not answer (${result.kind === 'failed' ? result.reason : `HTTP ${result.status}`})`);
     return undefined;
   }
+  return payRun(ctx, backend, result, 'sampled', checks);
+}
+
+/**
+ * Pays a run the consumer was not charged for (a re-execution, or either run
+ * of a redundant disagreement): a receipt charged to VERIFICATION_ACCOUNT,
+ * sent to settlement, and the run's attestation signature settled.
+ * Undefined when that signature fails (its own dispute is filed).
+ */
+export async function payRun(
+  ctx: CheckContext,
+  backend: BackendEntry,
+  result: Extract<DispatchResult, { kind: 'ok' }>,
+  verify: ReceiptClaims['verify'],
+  checks?: string,
+): Promise<Execution | undefined> {
   const s = settings(ctx.env);
   const jti = crypto.randomUUID();
   const claims: ReceiptClaims = {
@@ -83,9 +99,9 @@ export async function verificationRun(ctx: CheckContext, backend: BackendEntry, 
     output_sha256: result.outputSha256,
     latency_ms: result.ms,
     cache: 'miss',
-    verify: 'sampled',
+    verify,
     attestation: result.attestation,
-    checks,
+    ...(checks ? { checks } : {}),
     ...(backend.location ? { location: backend.location.state } : {}),
   };
   const receipt = await signReceipt(ctx.request.keys, claims);

@@ -16,7 +16,7 @@ import { settings } from '../env.ts';
 import { resolvePop, type Pop } from '../geo/pop.ts';
 import { isolateRouting } from '../routing/isolate.ts';
 import { pickAttempts } from '../routing/p2c.ts';
-import { rankByScore, type Scored } from '../routing/score.ts';
+import { rankByScore, type RoutingStats, type Scored } from '../routing/score.ts';
 import { offered } from './catalogue.ts';
 
 /** At most this many backends are tried for one request. */
@@ -48,19 +48,20 @@ export async function candidatesFor(
   model: string,
   version?: string,
   pop: Pop = resolvePop(c.req.raw, settings(c.env).dev),
-): Promise<{ pop: Pop; candidates: Scored[]; snapshot: Snapshot }> {
+): Promise<{ pop: Pop; candidates: Scored[]; snapshot: Snapshot; withEjected: () => Scored[] }> {
   const s = settings(c.env);
   offered(c.env, model);
   const residency = allowedRegions(c, consumer);
   // Demand counts every request for an offered model, served or not (a metadata fetch counts too): it is what warm placement reads.
   noteDemand(pop, model);
   flushDemand(c.env, c.executionCtx);
-  const rank = (snap: Snapshot) =>
-    pickAttempts(rankByScore(snap.backends, { model, version, from: pop, residency }, isolateRouting, Date.now(), {
-        allowCold: false,
-        quarantined: snap.quarantined,
-        penalties: snap.penalties,
-      }), Math.random);
+  const score = (snap: Snapshot, stats: RoutingStats) =>
+    rankByScore(snap.backends, { model, version, from: pop, residency }, stats, Date.now(), {
+      allowCold: false,
+      quarantined: snap.quarantined,
+      penalties: snap.penalties,
+    });
+  const rank = (snap: Snapshot) => pickAttempts(score(snap, isolateRouting), Math.random);
   let snapshot = await getSnapshot(c.env, c.executionCtx, s.snapshotRefreshMs);
   let candidates = rank(snapshot);
   if (candidates.length === 0 && Date.now() - snapshot.at > STALE_BEFORE_REFUSING_MS) {
@@ -78,6 +79,10 @@ export async function candidatesFor(
       retryAfter: RETRY_AFTER_S,
     });
   }
-  return { pop, candidates, snapshot };
+  // Ejected backends too, best first: for re-executions off the answer's path (verification/reexecute.ts), where
+  // a backend ejected for its latency (or for hedges it lost) can still check an answer.
+  const final = snapshot;
+  const withEjected = () => score(final, { ...isolateRouting, ejected: undefined });
+  return { pop, candidates, snapshot, withEjected };
 }
 

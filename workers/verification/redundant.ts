@@ -16,7 +16,7 @@ import { MeshError } from '../../shared/errors.ts';
 import type { BackendEntry } from '../directory/backend.ts';
 import { dispatch, type DispatchResult } from '../inference/dispatch.ts';
 import { isolateRouting, trackPending } from '../routing/isolate.ts';
-import { payRun, sameVersion, settleMismatch, verificationRun, type CheckContext } from './reexecute.ts';
+import { payRun, runElsewhere, sameVersion, settleMismatch, type CheckContext } from './reexecute.ts';
 
 /** Dispatches one redundant request may make in all (two slots and their retries). */
 const MAX_DISPATCHES = 4;
@@ -87,14 +87,7 @@ async function disputeDisagreement(ctx: CheckContext, a: { backend: BackendEntry
   try {
     const [first, second] = await Promise.all([payRun(ctx, a.backend, a.result, 'redundant'), payRun(ctx, b.backend, b.result, 'redundant')]);
     if (!first || !second) return;
-    const referee = await (async () => {
-      for (const c of ctx.candidates) {
-        if (c.backend.provider === a.backend.provider || c.backend.provider === b.backend.provider || !sameVersion(ctx, c.backend)) continue;
-        const run = await verificationRun(ctx, c.backend, first.receiptJti);
-        if (run) return run;
-      }
-      return undefined;
-    })();
+    const referee = await runElsewhere(ctx, new Set([a.backend.provider, b.backend.provider]), first.receiptJti);
     await settleMismatch(ctx, [
       { role: 'answer', run: first },
       { role: 'check', run: second },

@@ -44,6 +44,12 @@ export interface CheckContext {
   entry: CatalogueModel;
   /** The request's ranked candidates: residency and pins already applied. */
   candidates: readonly Scored[];
+  /**
+   * The same, ejected backends included (computed only when asked): a check
+   * runs off the answer's path, so a backend ejected for its latency may still
+   * make one when no other can.
+   */
+  withEjected?: () => readonly Scored[];
   /** The snapshot's region sizes, for the ejection cap. */
   regionSize: (backend: BackendEntry) => number;
   pop: string;
@@ -122,13 +128,36 @@ export function sameVersion(ctx: CheckContext, backend: BackendEntry): boolean {
   return (ctx.request.version ?? announcedVersion(backend, ctx.request.model)) === ctx.modelVersion;
 }
 
-/** The candidates whose provider is none of `providers` and that run the same version, best first. */
-function othersThan(ctx: CheckContext, providers: ReadonlySet<string>): BackendEntry[] {
-  return ctx.candidates.map((c) => c.backend).filter((b) => !providers.has(b.provider) && sameVersion(ctx, b));
+/**
+ * The candidates whose provider is none of `providers` and that run the same
+ * version, best first; when the request's candidates have none, its ejected
+ * backends are asked too.
+ */
+export function othersThan(ctx: CheckContext, providers: ReadonlySet<string>): BackendEntry[] {
+  const pick = (list: readonly Scored[]) => list.map((c) => c.backend).filter((b) => !providers.has(b.provider) && sameVersion(ctx, b));
+  const ranked = pick(ctx.candidates);
+  return ranked.length > 0 || !ctx.withEjected ? ranked : pick(ctx.withEjected());
+}
+
+/** Sampled answers no backend of another provider could check, since the last time it was logged. */
+let unchecked = 0;
+let uncheckedLoggedAt = 0;
+const UNCHECKED_LOG_MS = 60_000;
+
+/** Notes a sampled answer that went unchecked, and says so in the log at most once a minute per isolate. */
+function noteUnchecked(ctx: CheckContext, answer: Execution): void {
+  unchecked++;
+  const now = Date.now();
+  if (now - uncheckedLoggedAt < UNCHECKED_LOG_MS) return;
+  console.warn(
+    `verify ${ctx.request.model}: ${unchecked} sampled answer(s) could not be re-executed since the last report (the last: ${answer.backend.provider}'s, no backend of another provider answered)`,
+  );
+  unchecked = 0;
+  uncheckedLoggedAt = now;
 }
 
 /** A verification run on the best backend of another provider than `exclude`; undefined when none could answer. */
-async function runElsewhere(ctx: CheckContext, exclude: ReadonlySet<string>, checks: string): Promise<Execution | undefined> {
+export async function runElsewhere(ctx: CheckContext, exclude: ReadonlySet<string>, checks: string): Promise<Execution | undefined> {
   for (const backend of othersThan(ctx, exclude).slice(0, MAX_CHECK_TRIES)) {
     const run = await verificationRun(ctx, backend, checks);
     if (run) return run;
@@ -158,7 +187,7 @@ export async function reexecute(ctx: CheckContext, answer: Execution): Promise<v
   try {
     if (!answer.oip || answer.oip.byteLength > MAX_CHECKED_BYTES) return;
     const check = await runElsewhere(ctx, new Set([answer.backend.provider]), answer.receiptJti);
-    if (!check) return;
+    if (!check) return noteUnchecked(ctx, answer);
     const rule = ctx.entry.rule;
     const first = compareAnswerBytes(answer.oip, check.oip!, rule);
     if (first.agree) return;

@@ -225,6 +225,20 @@ describe('reexecute: a sampled answer run again elsewhere', () => {
     expect(d!.withheld).toEqual([claims.receipt]);
   });
 
+  it("asks a backend ejected from the request's candidates when no other provider is left: the check is off the answer's path", async () => {
+    const [a, b] = await fakes([{ provider: 'a' }, { provider: 'b' }]);
+    const seen = stubBackends([a!, b!]);
+    // b is ejected: not among the request's candidates, only among those with ejected backends.
+    const all = await context([a!, b!]);
+    const check: CheckContext = { ...(await context([a!])), withEjected: () => all.candidates };
+    await reexecute(check, await answered(check, a!));
+    expect(seen.map((x) => x.backend)).toEqual([a!.backend.id, b!.backend.id]);
+    // Without that list, nobody checks it.
+    const alone = await context([a!]);
+    await reexecute(alone, await answered(alone, a!));
+    expect(seen.map((x) => x.backend)).toEqual([a!.backend.id, b!.backend.id, a!.backend.id]);
+  });
+
   it('files an unresolved dispute, accusing nobody, when no third provider can referee', async () => {
     const [a, b] = await fakes([{ provider: 'a', data: lie }, { provider: 'b' }]);
     stubBackends([a!, b!]);

@@ -82,6 +82,21 @@ async function execution(p: Awaited<ReturnType<typeof provider>>, oip: Uint8Arra
   return { backend, attestation, outputSha256, oip, receipt, receiptJti: jti };
 }
 
+/** Files a mismatch dispute over `runs` (answer, check and, when given, referee), as reexecute.ts does. */
+function fileMismatch(runs: Execution[], accused?: Execution, inputSha256 = '11'.repeat(32)) {
+  const roles = ['answer', 'check', 'referee'] as const;
+  return fileDispute(env, {
+    kind: 'mismatch',
+    verdict: accused ? 'proven' : 'unresolved',
+    ...(accused ? { accused } : {}),
+    model: 'embed',
+    modelVersion: '1',
+    inputSha256,
+    rule: DEFAULT_RULE,
+    runs: runs.map((run, i) => ({ role: roles[i]!, run })),
+  });
+}
+
 async function jwks(): Promise<Jwks> {
   return (await (await call('/.well-known/jwks.json')).json()) as Jwks;
 }
@@ -99,20 +114,7 @@ describe('filing a mismatch fraud proof', () => {
       execution(honestA, answer(truth)),
       execution(honestB, answer(truth.map((x) => x * (1 + 1e-6)))),
     ]);
-    const id = await fileDispute(env, {
-      kind: 'mismatch',
-      verdict: 'proven',
-      accused: answerRun,
-      model: 'embed',
-      modelVersion: '1',
-      inputSha256: '11'.repeat(32),
-      rule: DEFAULT_RULE,
-      runs: [
-        { role: 'answer', run: answerRun },
-        { role: 'check', run: check },
-        { role: 'referee', run: referee },
-      ],
-    });
+    const id = await fileMismatch([answerRun, check, referee], answerRun);
     expect(id).toMatch(/^d-\d{13}-[0-9a-f]{8}$/);
 
     const res = await fetchDispute(id!);
@@ -135,20 +137,7 @@ describe('filing a mismatch fraud proof', () => {
     const [liar, a, b] = await Promise.all([provider('fp-repeat'), provider('fp-repeat-a'), provider('fp-repeat-b')]);
     const file = async () => {
       const [x, y, z] = await Promise.all([execution(liar, answer([9])), execution(a, answer([1])), execution(b, answer([1]))]);
-      return fileDispute(env, {
-        kind: 'mismatch',
-        verdict: 'proven',
-        accused: x,
-        model: 'embed',
-        modelVersion: '1',
-        inputSha256: '22'.repeat(32),
-        rule: DEFAULT_RULE,
-        runs: [
-          { role: 'answer', run: x },
-          { role: 'check', run: y },
-          { role: 'referee', run: z },
-        ],
-      });
+      return fileMismatch([x, y, z], x, '22'.repeat(32));
     };
     const threshold = Number(env.VERIFY_QUARANTINE_AFTER);
     for (let i = 0; i < threshold; i++) await file();
@@ -178,18 +167,7 @@ describe('filing a mismatch fraud proof', () => {
   it('files an unresolved dispute (two runs) without a strike or a penalty', async () => {
     const [x, y] = await Promise.all([provider('fp-two-a'), provider('fp-two-b')]);
     const [a, b] = await Promise.all([execution(x, answer([1])), execution(y, answer([2]))]);
-    const id = await fileDispute(env, {
-      kind: 'mismatch',
-      verdict: 'unresolved',
-      model: 'embed',
-      modelVersion: '1',
-      inputSha256: '33'.repeat(32),
-      rule: DEFAULT_RULE,
-      runs: [
-        { role: 'answer', run: a },
-        { role: 'check', run: b },
-      ],
-    });
+    const id = await fileMismatch([a, b], undefined, '33'.repeat(32));
     const doc = (await (await fetchDispute(id!)).json()) as DisputeDocument;
     expect(await verifyDispute(doc, await jwks())).toMatchObject({ verdict: 'unresolved', accused: null, withheld: [] });
     const standings = await env.OPERATOR_REGISTRY.getByName('global').standings();

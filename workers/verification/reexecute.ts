@@ -64,7 +64,9 @@ export interface CheckContext {
 export async function verificationRun(ctx: CheckContext, backend: BackendEntry, checks: string): Promise<Execution | undefined> {
   const release = trackPending(isolateRouting, backend.id);
   // The request as the consumer sent it: `backend` serves the same version (`sameVersion`), so nothing marks this run.
-  const result = await dispatch(backend, ctx.request).finally(release);
+  // Its answer is read within twice the largest checked one: a fraud proof holds it, and a bigger one cannot agree.
+  const maxResponseBytes = Math.min(ctx.request.maxResponseBytes, 2 * MAX_CHECKED_BYTES);
+  const result = await dispatch(backend, { ...ctx.request, maxResponseBytes }).finally(release);
   if (result.kind !== 'ok') {
     if (result.kind === 'failed') isolateRouting.ejected.recordFailure(backend, ctx.regionSize(backend));
     console.warn(`verify ${ctx.request.model}: verification run on ${backend.id} did not answer (${result.kind === 'failed' ? result.reason : `HTTP ${result.status}`})`);

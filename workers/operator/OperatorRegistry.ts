@@ -17,6 +17,7 @@ import type { JWK } from 'jose';
 import type { Env } from '../env.ts';
 import { migrate, sqlOf, type Sql } from '../sql.ts';
 import type { DisputeSummary, ProviderEvent, ProviderStanding } from './standing.ts';
+import { AFTER_FRAUD_MS, NEW_PROVIDER_MS } from '../verification/sampling.ts';
 
 export type { DisputeSummary, ProviderEvent, ProviderStanding } from './standing.ts';
 
@@ -330,7 +331,15 @@ export class OperatorRegistry extends DurableObject<Env> {
 
   /** What an isolate's snapshot loads, in one call: revoked keys and every provider's standing. */
   edgeState(): { revoked: string[]; standings: ProviderStanding[] } {
-    return { revoked: this.revokedKeys(), standings: this.standings() };
+    // Only standings that change what an isolate does (verification/sampling.ts): an established provider
+    // with a clean record is the default, so a snapshot refresh carries the few notable ones, not every provider.
+    const now = Date.now();
+    const notable = this.#sql.all<StandingRow>(
+      `${STANDING} WHERE added_at > ? OR strikes > 0 OR quarantined_at IS NOT NULL OR sample_rate IS NOT NULL OR last_proven_at > ? ORDER BY id`,
+      now - NEW_PROVIDER_MS,
+      now - AFTER_FRAUD_MS,
+    );
+    return { revoked: this.revokedKeys(), standings: notable.map(standingOf) };
   }
 
   #standing(id: string): ProviderStanding | undefined {

@@ -5,10 +5,12 @@
  *
  * - the operator's per-provider rate, when set, is used as it is;
  * - otherwise the base rate (`VERIFY_SAMPLE_RATE`), raised to NEW_PROVIDER_RATE
- *   while the provider is new (admitted less than NEW_PROVIDER_MS ago, or not
- *   in the snapshot yet), and to AFTER_FRAUD_RATE for AFTER_FRAUD_MS after a
- *   proven fraud: a provider with no track record, or a bad one, is checked
- *   more, an established honest one costs the mesh little.
+ *   while the provider is new (admitted less than NEW_PROVIDER_MS ago), and to
+ *   AFTER_FRAUD_RATE for AFTER_FRAUD_MS after a proven fraud: a provider with
+ *   no track record, or a bad one, is checked more, an established honest one
+ *   costs the mesh little. Snapshots carry only such notable standings
+ *   (`OperatorRegistry.edgeState`); a provider absent from them is an
+ *   established one with a clean record.
  */
 
 import type { ProviderStanding } from '../operator/standing.ts';
@@ -22,7 +24,7 @@ export const AFTER_FRAUD_RATE = 0.5;
 export function sampleRate(standing: ProviderStanding | undefined, baseRate: number, now: number): number {
   if (standing?.sampleRate != null) return standing.sampleRate;
   let rate = baseRate;
-  if (!standing || now - standing.addedAt < NEW_PROVIDER_MS) rate = Math.max(rate, NEW_PROVIDER_RATE);
+  if (standing && now - standing.addedAt < NEW_PROVIDER_MS) rate = Math.max(rate, NEW_PROVIDER_RATE);
   if (standing?.lastProvenAt != null && now - standing.lastProvenAt < AFTER_FRAUD_MS) rate = Math.max(rate, AFTER_FRAUD_RATE);
   return rate;
 }

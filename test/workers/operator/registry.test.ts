@@ -8,6 +8,7 @@ import { env, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import { generateEd25519 } from '../../../shared/keys.ts';
 import type { DisputeSummary, OperatorRegistry, ProviderEvent } from '../../../workers/operator/OperatorRegistry.ts';
+import { NEW_PROVIDER_MS } from '../../../workers/verification/sampling.ts';
 
 const registry = () => env.OPERATOR_REGISTRY.getByName('global');
 const jwk = async (id: string) => (await generateEd25519(id)).publicJwk;
@@ -188,8 +189,16 @@ describe('OperatorRegistry standing under verification', () => {
     await r.revoke('edge-key-1', Date.now() + 60_000);
     const state = await r.edgeState();
     expect(state.revoked).toContain('edge-key-1');
-    expect(state.standings).toEqual(await r.standings());
     expect(state.standings.find((s) => s.id === 'sv-edge')).toMatchObject({ strikes: 0, quarantinedAt: null, sampleRate: 0.5, addedAt: expect.any(Number) });
+    // Only notable standings travel: an established provider (admitted over NEW_PROVIDER_MS ago) with a clean record does not.
+    await r.put('sv-old', await jwk('sv-old'));
+    await runInDurableObject(r, (_o: OperatorRegistry, state: DurableObjectState) => {
+      state.storage.sql.exec('UPDATE providers SET added_at = ? WHERE id = ?', Date.now() - NEW_PROVIDER_MS - 1000, 'sv-old');
+    });
+    const later = await r.edgeState();
+    expect(later.standings.map((s) => s.id)).not.toContain('sv-old');
+    expect((await r.standings()).map((s) => s.id)).toContain('sv-old');
+    expect(later.standings.map((s) => s.id)).toContain('sv-edge');
   });
 
   it('lists disputes by id, paged by `after`, filtered by a provider involved', async () => {

@@ -21,9 +21,9 @@ describe('sampleRate', () => {
     expect(sampleRate(standing(), 0.05, NOW)).toBe(0.05);
   });
 
-  it('is raised for a new provider, and for one the snapshot does not know yet', () => {
+  it('is raised for a new provider; one the snapshot does not carry is established and clean', () => {
     expect(sampleRate(standing({ addedAt: NOW - NEW_PROVIDER_MS + 1 }), 0.05, NOW)).toBe(NEW_PROVIDER_RATE);
-    expect(sampleRate(undefined, 0.05, NOW)).toBe(NEW_PROVIDER_RATE);
+    expect(sampleRate(undefined, 0.05, NOW)).toBe(0.05);
   });
 
   it('is raised after a proven fraud, for a day', () => {

@@ -26,22 +26,13 @@
  *
  * Memory stays bounded for any batch size: leaf hashes are computed at
  * append and stored; closing reads them in chunks of 1024 and keeps only each
- * chunk's root (32 bytes per 1024 receipts); a proof recomputes one chunk.
- * Only the withheld receipts' ids are held, found with SQL.
+ * chunk's root (32 bytes per 1024 receipts; contents.ts builds what a
+ * batch signs); a proof recomputes one chunk. Only the withheld receipts' ids
+ * are held, found with SQL.
  */
 
 import { DurableObject } from 'cloudflare:workers';
-import {
-  addToTotals,
-  chunkedProof,
-  emptyTotals,
-  leafHash,
-  merkleRoot,
-  sortedTotals,
-  toHex,
-  type Hash,
-  type InclusionProof,
-} from '../../receipts/index.ts';
+import { chunkedProof, leafHash, sortedTotals, toHex, type InclusionProof } from '../../receipts/index.ts';
 import { TYP, type BatchClaims } from '../../shared/jwt.ts';
 import { settings, type Env } from '../env.ts';
 import { sign, signingKeys } from '../keys.ts';
@@ -51,14 +42,11 @@ import { checkId, parseReceipt } from './input.ts';
 import { batchId } from './ledger.ts';
 import { blobOf, bytes, joinHashes, MIGRATIONS, splitHashes, type BatchRow } from './schema.ts';
 import { deliverWebhook, nextWebhookAttempt } from './webhook.ts';
-import { withheldIn } from './withheld.ts';
+import { buildBatch, CHUNK, CHUNK_BITS } from './contents.ts';
 
 /** How long to wait before retrying finishing work that failed. */
 const RETRY_MS = 5_000;
 
-/** Leaves per stored chunk root (a power of two). */
-const CHUNK = 1024;
-const CHUNK_BITS = 10;
 
 /**
  * What happened to one receipt handed to `append`: `invalid`, it is not a
@@ -308,7 +296,7 @@ export class SettlementLedger extends DurableObject<Env> {
 
   /** Builds the tree and totals of a sealed batch from its frozen range and stores the signed JWT. */
   async #signBatch(row: BatchRow): Promise<void> {
-    const { root, chunkRoots, totals, disputed, penalties } = this.#build(row.seq, row.first_seq, row.count);
+    const { root, chunkRoots, totals, disputed, penalties } = buildBatch(this.ctx.storage.sql, row.seq, row.first_seq, row.count);
     const claims: BatchClaims = {
       iss: settings(this.env).issuer,
       iat: Math.floor(Date.now() / 1000),
@@ -331,35 +319,6 @@ export class SettlementLedger extends DurableObject<Env> {
       settings(this.env).settlement.webhookUrl ? 'pending' : 'none',
       row.seq,
     );
-  }
-
-  /**
-   * One pass over a batch's receipts: chunk roots, the tree head, totals,
-   * withheld ids (disputed, or of a provider penalized in batch `batchSeq`) and the penalties.
-   */
-  #build(batchSeq: number, firstSeq: number, count: number) {
-    const end = firstSeq + count;
-    const { disputed: disputedSet, penalties } = withheldIn(this.ctx.storage.sql, batchSeq, firstSeq, end);
-    const totals = emptyTotals();
-    const chunkRoots: Hash[] = [];
-    let chunk: Hash[] = [];
-    const cursor = this.ctx.storage.sql.exec<{ jti: string; sub: string; provider: string; second_provider: string | null; amount: number; leaf_hash: ArrayBuffer }>(
-      'SELECT jti, sub, provider, second_provider, amount, leaf_hash FROM receipts WHERE seq >= ? AND seq < ? ORDER BY seq',
-      firstSeq,
-      end,
-    );
-    for (const r of cursor) {
-      chunk.push(bytes(r.leaf_hash));
-      const { jti, sub, provider, amount } = r;
-      const second = r.second_provider ?? undefined;
-      addToTotals(totals, { jti, sub, provider, amount, second }, disputedSet);
-      if (chunk.length === CHUNK) {
-        chunkRoots.push(merkleRoot(chunk));
-        chunk = [];
-      }
-    }
-    if (chunk.length > 0) chunkRoots.push(merkleRoot(chunk));
-    return { root: merkleRoot(chunkRoots), chunkRoots, totals, disputed: [...disputedSet].sort(), penalties };
   }
 
   /** The receipts of a range in leaf order, read in pages (for the archive). */

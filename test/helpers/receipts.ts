@@ -1,9 +1,10 @@
 /**
  * Receipt claims for tests (docs/api.md section 4): every required claim, varied by
- * `i` (consumer, provider, amount) so totals have several keys. Plain data,
- * usable in Node and in workerd alike.
+ * `i` (consumer, provider, amount) so totals have several keys, and the
+ * code and message of a verifier's failure. Usable in Node and in workerd alike.
  */
 
+import { VerifyError } from '../../receipts/verify.ts';
 import type { ReceiptClaims } from '../../shared/jwt.ts';
 
 export const TEST_ISSUER = 'https://mesh.test';
@@ -29,4 +30,15 @@ export function receiptClaims(i: number, over: Partial<ReceiptClaims> = {}): Rec
     verify: 'none',
     ...over,
   };
+}
+
+/** The code and message of the VerifyError `p` rejects with. */
+export async function failure(p: Promise<unknown>): Promise<{ code: string; message: string }> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof VerifyError) return { code: err.code, message: err.message };
+    throw err;
+  }
+  throw new Error('expected a VerifyError, but it verified');
 }

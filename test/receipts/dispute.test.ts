@@ -27,7 +27,7 @@ import {
   type Provider,
   type World,
 } from '../helpers/dispute-fixtures.ts';
-import { receiptClaims, TEST_ISSUER } from '../helpers/receipts.ts';
+import { failure, receiptClaims, TEST_ISSUER } from '../helpers/receipts.ts';
 
 let w: World;
 let a: Provider;
@@ -42,16 +42,6 @@ beforeAll(async () => {
   [a, b, c, d] = w.providers as [Provider, Provider, Provider, Provider];
   [proven, signature] = await Promise.all([provenMismatch(w), signatureDispute(w)]);
 });
-
-async function failure(p: Promise<unknown>): Promise<{ code: string; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof VerifyError) return { code: err.code, message: err.message };
-    throw err;
-  }
-  throw new Error('expected a VerifyError, but it verified');
-}
 
 const codeOf = async (p: Promise<unknown>) => (await failure(p)).code;
 

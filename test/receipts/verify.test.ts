@@ -8,12 +8,11 @@ import {
   verifyBatch,
   verifyInclusionProof,
   verifyReceipt,
-  VerifyError,
   type InclusionProof,
   type Jwks,
   type VerifyOptions,
 } from '../../receipts/verify.ts';
-import { receiptClaims as baseClaims } from '../helpers/receipts.ts';
+import { failure, receiptClaims as baseClaims } from '../helpers/receipts.ts';
 
 const ISSUER = 'https://mesh.test';
 const NOW = Math.floor(Date.now() / 1000);
@@ -77,17 +76,6 @@ async function signBatch(receipts: string[], over: Partial<BatchClaims> = {}, s:
 
 async function signReceipts(n: number, s: Signer = k2): Promise<string[]> {
   return Promise.all(Array.from({ length: n }, (_, i) => signReceipt(i, s)));
-}
-
-/** The code and message of the VerifyError `p` rejects with. */
-async function failure(p: Promise<unknown>): Promise<{ code: string; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof VerifyError) return { code: err.code, message: err.message };
-    throw err;
-  }
-  throw new Error('expected a VerifyError, but it verified');
 }
 
 async function codeOf(p: Promise<unknown>): Promise<string> {

@@ -68,25 +68,40 @@ async function inspect(inspectorUrl: string) {
   return { title: target.title, call, close: () => ws.close() };
 }
 
-/** Self time per function and per source file, ms. */
+/** Self time per function and per source file, and inclusive time per function (itself and what it called), µs. */
 function summarise(profile: CpuProfile) {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const child of n.children ?? []) parent.set(child, n.id);
   const self = new Map<number, number>();
   for (let i = 0; i < profile.samples.length; i++) self.set(profile.samples[i]!, (self.get(profile.samples[i]!) ?? 0) + (profile.timeDeltas[i] ?? 0));
   const fns = new Map<string, number>();
   const files = new Map<string, number>();
+  const inclusive = new Map<string, number>();
   let total = 0;
-  for (const [id, us] of self) {
+  const nameOf = (id: number) => {
     const { functionName, url, lineNumber } = byId.get(id)!.callFrame;
-    const file = url ? url.replace(/^.*?(workers\/|shared\/|node_modules\/)/, '$1') : '(native)';
-    const fn = `${functionName || '(anonymous)'}  ${file}${url ? `:${lineNumber + 1}` : ''}`;
+    const file = url ? url.replace(/^.*?(workers\/|shared\/|receipts\/|node_modules\/)/, '$1') : '(native)';
+    return { file, fn: `${functionName || '(anonymous)'}  ${file}${url ? `:${lineNumber + 1}` : ''}` };
+  };
+  for (const [id, us] of self) {
+    const { functionName, url } = byId.get(id)!.callFrame;
+    const { file, fn } = nameOf(id);
     fns.set(fn, (fns.get(fn) ?? 0) + us);
+    // Every function on the stack, once per sample however deep its recursion.
+    const seen = new Set<string>();
+    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+      const name = nameOf(at).fn;
+      if (seen.has(name)) continue;
+      seen.add(name);
+      inclusive.set(name, (inclusive.get(name) ?? 0) + us);
+    }
     const group = /^\(/.test(functionName) && !url ? functionName : file.replace(/^(node_modules\/(?:@[^/]+\/)?[^/]+).*$/, '$1');
     files.set(group, (files.get(group) ?? 0) + us);
     total += us;
   }
   const sorted = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]);
-  return { total, fns: sorted(fns), files: sorted(files) };
+  return { total, fns: sorted(fns), files: sorted(files), inclusive: sorted(inclusive) };
 }
 
 const tmp = await mkdtemp(path.join(os.tmpdir(), 'mesh-profile-'));
@@ -103,7 +118,11 @@ const mesh = await startMesh({
   log: (line) => console.log(`  ${line}`),
   ...(process.env.BENCH_EDGE_VARS ? { edgeVars: JSON.parse(process.env.BENCH_EDGE_VARS) as Record<string, string> } : {}),
   // Receipts are sent to the queue, but no consumer or ledger runs in this workerd (none runs at all here).
-  ...(process.env.BENCH_EDGE_SETTLEMENT === 'together' ? {} : { wranglerConfig: (await benchWranglerConfigs(ROOT, path.join(tmp, 'config'))).edge }),
+  // Unminified, so that the profile names functions; settlement in the edge's workerd only when asked.
+  wranglerConfig: await (async () => {
+    const configs = await benchWranglerConfigs(ROOT, path.join(tmp, 'config'), { readable: true });
+    return process.env.BENCH_EDGE_SETTLEMENT === 'together' ? configs.settlement : configs.edge;
+  })(),
 });
 try {
   const url = `${mesh.edgeUrl}/v2/models/classifier/infer`;
@@ -122,7 +141,7 @@ try {
   await mkdir(path.join(ROOT, 'bench', 'results'), { recursive: true });
   await writeFile(path.join(ROOT, 'bench', 'results', 'edge.cpuprofile'), JSON.stringify(profile));
 
-  const { total, fns, files } = summarise(profile);
+  const { total, fns, files, inclusive } = summarise(profile);
   const wallMs = (profile.endTime - profile.startTime) / 1000;
   const idle = files.find(([f]) => f === '(idle)')?.[1] ?? 0;
   const busyMs = (total - idle) / 1000;
@@ -133,6 +152,9 @@ try {
   for (const [file, us] of files.filter(([f]) => f !== '(idle)').slice(0, 20)) console.log(`  ${share(us)}  ${file}`);
   console.log(`\nself time by function, top ${TOP}, share of busy time:`);
   for (const [fn, us] of fns.filter(([f]) => !f.startsWith('(idle)')).slice(0, TOP)) console.log(`  ${share(us)}  ${fn}`);
+  console.log(`\ninclusive time (the function and what it called) of the Worker's functions, top ${TOP}, share of busy time:`);
+  const ours = inclusive.filter(([f]) => !f.includes('(native)') && !f.startsWith('('));
+  for (const [fn, us] of ours.slice(0, TOP)) console.log(`  ${share(us)}  ${fn}`);
 } finally {
   await mesh.stop();
   await rm(tmp, { recursive: true, force: true });

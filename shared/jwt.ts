@@ -259,6 +259,38 @@ export function decodePayload<T>(jws: string): T | undefined {
   }
 }
 
+/** A compact JWS split and decoded once: its protected header, its payload, and what its signature covers. */
+export interface DecodedJws {
+  header: Record<string, unknown>;
+  payload: Record<string, unknown>;
+  /** `base64url(header) + "." + base64url(payload)`, the bytes the signature is over (as text). */
+  signingInput: string;
+  signature: Uint8Array;
+}
+
+/**
+ * Splits and decodes a compact JWS (three base64url parts, a JSON object
+ * header and payload) without verifying it; undefined when it is not one.
+ * For a caller that checks the signature over `signingInput` itself, later.
+ */
+export function decodeCompact(jws: string): DecodedJws | undefined {
+  const first = jws.indexOf('.');
+  const second = jws.indexOf('.', first + 1);
+  if (first <= 0 || second < 0 || jws.indexOf('.', second + 1) >= 0) return undefined;
+  try {
+    const header = JSON.parse(utf8.decode(base64urlBytes(jws.slice(0, first)))) as unknown;
+    const payload = JSON.parse(utf8.decode(base64urlBytes(jws.slice(first + 1, second)))) as unknown;
+    if (!isObject(header) || !isObject(payload)) return undefined;
+    return { header, payload, signingInput: jws.slice(0, second), signature: base64urlBytes(jws.slice(second + 1)) };
+  } catch {
+    return undefined;
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 type FromBase64 = (s: string, o: { alphabet: 'base64url' }) => Uint8Array;
 const nativeFromBase64 = (Uint8Array as unknown as { fromBase64?: FromBase64 }).fromBase64;

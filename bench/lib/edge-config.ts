@@ -27,9 +27,13 @@ export interface BenchConfigs {
   settlementName: string;
 }
 
-/** Writes `<dir>/edge/wrangler.toml` and `<dir>/settlement/wrangler.toml` from `<root>/wrangler.toml`. */
-export async function benchWranglerConfigs(root: string, dir: string): Promise<BenchConfigs> {
-  const text = await readFile(path.join(root, 'wrangler.toml'), 'utf8');
+/**
+ * Writes `<dir>/edge/wrangler.toml` and `<dir>/settlement/wrangler.toml` from `<root>/wrangler.toml`.
+ * `readable`: both bundles unminified, so that a profile names the functions it samples.
+ */
+export async function benchWranglerConfigs(root: string, dir: string, options: { readable?: boolean } = {}): Promise<BenchConfigs> {
+  let text = await readFile(path.join(root, 'wrangler.toml'), 'utf8');
+  if (options.readable) text = text.replace(/^minify\s*=\s*true\s*$/m, 'minify = false');
   const name = /^name\s*=\s*"([^"]+)"/m.exec(text)?.[1];
   if (!name || !/^main\s*=/m.test(text) || !/\[\[queues\.producers\]\]/.test(text) || !/\[\[queues\.consumers\]\]/.test(text)) {
     throw new Error('benchWranglerConfigs: wrangler.toml no longer has the shape this expects (name, main, queue producers and consumers)');

@@ -319,8 +319,11 @@ export const POPS: Readonly<Record<string, PopEntry>> = {
   ZRH: [47.4647, 8.5492, "Zurich", "CH"],
 };
 
-/** Coordinates of a Cloudflare PoP by IATA code (case-insensitive), or undefined. */
+/** Coordinates by IATA code, built once per isolate: the request path looks a PoP up on every request. */
+let locations: Map<string, LatLon> | undefined;
+
+/** Coordinates of a Cloudflare PoP by IATA code (case-insensitive), or undefined. The object is shared: do not change it. */
 export function popLocation(iata: string): LatLon | undefined {
-  const entry = POPS[iata.toUpperCase()];
-  return entry ? { lat: entry[0], lon: entry[1] } : undefined;
+  locations ??= new Map(Object.entries(POPS).map(([code, [lat, lon]]) => [code, Object.freeze({ lat, lon })]));
+  return locations.get(iata) ?? locations.get(iata.toUpperCase());
 }

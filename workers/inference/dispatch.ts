@@ -32,8 +32,11 @@ export interface DispatchRequest {
   expect: AnswerExpectation;
   /** The mesh's own count of the units of this request and `answer` (shared/metering.ts). */
   meter: (answer: InferResponse) => Units;
-  /** Cancels the call (a hedge that lost). */
-  signal?: AbortSignal;
+  /**
+   * Cancels the call when the caller aborts it (a hedge that lost). The call's
+   * deadline aborts the same controller: one per attempt, no listener between two.
+   */
+  controller?: AbortController;
   /** Called when the backend's response headers arrive (it has started answering). */
   onResponse?: () => void;
 }
@@ -99,15 +102,12 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
   // One controller for the deadline and the caller's cancellation, and a timer
   // cleared as soon as the call ends: `AbortSignal.timeout` would leave a timer
   // pending in the request's context for the whole timeout after every call.
-  const controller = new AbortController();
+  const controller = req.controller ?? new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
     controller.abort(new DOMException(`no answer within ${req.timeoutMs} ms`, 'TimeoutError'));
   }, req.timeoutMs);
-  const cancel = () => controller.abort(req.signal?.reason);
-  if (req.signal?.aborted) cancel();
-  else req.signal?.addEventListener('abort', cancel, { once: true });
   try {
     res = await fetch(backend.url + path, {
       method: 'POST',
@@ -123,7 +123,6 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
     return { kind: 'failed', reason: timedOut ? `no answer within ${req.timeoutMs} ms` : (err as Error).message, timeout: timedOut };
   } finally {
     clearTimeout(timer);
-    req.signal?.removeEventListener('abort', cancel);
   }
   const ms = Date.now() - started;
   if (PASS_THROUGH.has(res.status)) {

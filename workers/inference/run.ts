@@ -133,6 +133,8 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   routing.budget.recordRequest();
   routing.hedges.recordRequest();
   const pop = resolvePop(c.req.raw, s.dev);
+  /** Work for after the response has left (`afterResponse`). */
+  const later: (() => unknown)[] = [];
   const [keys, oipSha256, consumerSha256] = await Promise.all([
     signingKeys(c.env),
     sha256Hex(call.oipBody),
@@ -170,12 +172,14 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       routing.latency.observe(backend.id, call.model, result.backendMs, Date.now());
       const rttMs = Math.max(0, result.ms - result.backendMs);
       if (!pop.simulated) routing.rtt.observe(pop.code, backend.id, rttMs);
-      // For proof of location, in the background (directory/rtt-report.ts); simulated PoPs only when LOCATION_SIMULATED_POPS says so.
+      // For proof of location, after the response (directory/rtt-report.ts); simulated PoPs only when LOCATION_SIMULATED_POPS says so.
       if (!pop.simulated || s.locationSimulatedPops) {
-        noteRtt(pop.code, backend, rttMs, 'dispatch');
-        flushRtt(c.env, c.executionCtx);
-        // Signed probes of backends with too few round trips from this PoP, in waitUntil (directory/probes.ts).
-        scheduleProbes(c.env, c.executionCtx, pop.code, snapshot.backends);
+        later.push(() => {
+          noteRtt(pop.code, backend, rttMs, 'dispatch');
+          flushRtt(c.env, c.executionCtx);
+          // Signed probes of backends with too few round trips from this PoP, in waitUntil (directory/probes.ts).
+          scheduleProbes(c.env, c.executionCtx, pop.code, snapshot.backends);
+        });
       }
     };
     const servedBy = (backend: BackendEntry, result: Extract<DispatchResult, { kind: 'ok' }>, check: CheckContext): Served => ({
@@ -273,20 +277,21 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       ? { second: { provider: served.second.backend.provider, backend: served.second.backend.id, attestation: served.second.result.attestation } }
       : {}),
   });
-  // To settlement, off the answer's path: awaited in waitUntil, retried, never dropped (settlement/record.ts).
-  c.executionCtx.waitUntil(recordReceipt(c.env, jti, receipt));
-  // After the answer: the attestation's signature (a bad one withholds the provider's payout, attestation.ts)
+  // To settlement: awaited in waitUntil, retried, never dropped (settlement/record.ts).
+  later.push(() => recordReceipt(c.env, jti, receipt));
+  // The attestation's signature (a bad one withholds the provider's payout, attestation.ts)
   // and, for a sample of answers, a re-execution on another provider (verification/reexecute.ts).
   if (served.attestation && served.answeredBy) {
     const { entry: answering, regionSize, check, sample } = served.answeredBy;
     const run: Execution = { backend: answering, attestation: served.attestation, outputSha256: served.oipSha256!, oip: served.oip, receipt, receiptJti: jti };
-    c.executionCtx.waitUntil(verifyAfterAnswer(check, run, regionSize, sample));
+    later.push(() => verifyAfterAnswer(check, run, regionSize, sample));
     if (served.second) {
       const { backend: b, result: r } = served.second;
       const other: Execution = { backend: b, attestation: r.attestation, outputSha256: r.outputSha256, oip: r.body, receipt, receiptJti: jti };
-      c.executionCtx.waitUntil(verifyAfterAnswer(check, other, check.regionSize(b), false));
+      later.push(() => verifyAfterAnswer(check, other, check.regionSize(b), false));
     }
   }
+  c.executionCtx.waitUntil(afterResponse(later));
   return new Response(body, {
     status: 200,
     headers: {
@@ -300,8 +305,19 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   });
 }
 
+/**
+ * Runs `tasks` after the response has left, each awaited (in the request's
+ * `waitUntil`). A turn of the event loop first: the synchronous start of a
+ * promise handed to `waitUntil` (a signature check, a timer) would otherwise
+ * run before the runtime sends the response, on the consumer's time.
+ */
+async function afterResponse(tasks: readonly (() => unknown)[]): Promise<void> {
+  await scheduler.wait(0);
+  await Promise.allSettled(tasks.map(async (task) => task()));
+}
+
 /** What one attempt needs besides its backend (see `DispatchRequest`). */
-type AttemptRequest = Omit<DispatchRequest, 'signal' | 'onResponse'>;
+type AttemptRequest = Omit<DispatchRequest, 'controller' | 'onResponse'>;
 
 interface Settled {
   backend: BackendEntry;
@@ -349,7 +365,7 @@ async function attempt(call: InferenceCall, candidates: readonly Scored[], snaps
     const r = { controller: new AbortController(), answered: false, backend } as Running;
     r.settled = dispatch(backend, {
       ...req,
-      signal: r.controller.signal,
+      controller: r.controller,
       onResponse: () => {
         r.answered = true;
       },

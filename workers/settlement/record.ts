@@ -5,14 +5,16 @@
  * send runs in `ctx.waitUntil`, so the runtime keeps it alive after the
  * response, and is awaited there, retried, and never dropped silently.
  *
- * Receipts of one isolate travel together: each waits in the isolate's
- * outbox for up to RECEIPTS_FLUSH_MS (200 ms by default: far inside the 30 s
- * the runtime gives `waitUntil` work, and long enough that a lightly loaded
- * isolate sends a few batches a second, not one per request), and the first
- * request whose wait ends takes
- * everything waiting (up to a queue batch: 100 messages, 256 KB) and sends it
- * in one `sendBatch` from its own context; the others find their receipt
- * taken and are done. Under load that is one queue round trip per batch, not
+ * Receipts of one isolate travel together. The first receipt into an empty
+ * outbox opens a window of RECEIPTS_FLUSH_MS (200 ms by default: far inside
+ * the 30 s the runtime gives `waitUntil` work, and long enough that a lightly
+ * loaded isolate sends a few batches a second, not one per request); its
+ * request's `waitUntil` owns the window's one timer and, when it ends, sends
+ * every receipt that joined it (in queue batches of at most 100 messages and
+ * 256 KB) from its own context. A receipt that joins an open window costs its
+ * request nothing more: no timer, no work left in its context. Receipts that
+ * arrive while a window is being sent open the next one, so no window's work
+ * grows under load. Under load that is one queue round trip per batch, not
  * per request, and no promise crosses from one request to another.
  *
  * If the queue refuses twice, the receipts are appended straight to their
@@ -30,7 +32,7 @@ export interface ReceiptMessage {
   receipt: string;
 }
 
-/** Where a receipt went; `batched` when another request of the isolate sent it. */
+/** Where a receipt went; `batched` when it joined a window another request of the isolate sends. */
 type Recorded = 'queued' | 'ledger' | 'undelivered' | 'lost' | 'batched';
 
 interface Pending {
@@ -42,8 +44,19 @@ interface Pending {
 const MAX_MESSAGES = 100;
 const MAX_BYTES = 200_000;
 const SEND_ATTEMPTS = 2;
+/** Past twice its length plus this, an open window is presumed dead and the next receipt opens a new one. */
+const STALE_WINDOW_GRACE_MS = 1000;
 
-const outboxes = new WeakMap<Env, Pending[]>();
+/** The isolate's receipts waiting for the open window's send (one outbox per `env`, that is per isolate). */
+interface Outbox {
+  pending: Pending[];
+  /** A window is open: a request's timer will send `pending`. */
+  open: boolean;
+  /** When it opened, ms: a window open far longer than its length lost its request (see below). */
+  openedAt: number;
+}
+
+const outboxes = new WeakMap<Env, Outbox>();
 
 function undeliveredKey(jti: string): string {
   return `undelivered/${jti}.jwt`;
@@ -51,13 +64,23 @@ function undeliveredKey(jti: string): string {
 
 export async function recordReceipt(env: Env, jti: string, receipt: string): Promise<Recorded> {
   let outbox = outboxes.get(env);
-  if (!outbox) outboxes.set(env, (outbox = []));
+  if (!outbox) outboxes.set(env, (outbox = { pending: [], open: false, openedAt: 0 }));
   const mine: Pending = { jti, receipt };
-  outbox.push(mine);
-  await new Promise((resolve) => setTimeout(resolve, settings(env).settlement.flushMs));
+  outbox.pending.push(mine);
+  const { flushMs } = settings(env).settlement;
+  const now = Date.now();
+  // A window whose timer never fired (its request's context was cancelled) is taken over, never trusted forever.
+  if (outbox.open && now - outbox.openedAt <= 2 * flushMs + STALE_WINDOW_GRACE_MS) return 'batched';
+  outbox.open = true;
+  outbox.openedAt = now;
+  await new Promise((resolve) => setTimeout(resolve, flushMs));
+  // The window closes: what joined it is this request's to send; later receipts open the next one.
+  const window = outbox.pending;
+  outbox.pending = [];
+  outbox.open = false;
   let outcome: Recorded = 'batched';
-  while (outbox.includes(mine)) {
-    const batch = take(outbox);
+  while (window.length > 0) {
+    const batch = take(window);
     const results = await deliver(env, batch);
     const i = batch.indexOf(mine);
     if (i >= 0) outcome = results[i]!;

@@ -40,7 +40,7 @@ const MAX_CHECK_TRIES = 2;
 export interface CheckContext {
   env: Env;
   /** The dispatch the answer came from (same bytes, same consumer id). */
-  request: Omit<DispatchRequest, 'signal' | 'onResponse'>;
+  request: Omit<DispatchRequest, 'controller' | 'onResponse'>;
   entry: CatalogueModel;
   /** The request's ranked candidates: residency and pins already applied. */
   candidates: readonly Scored[];

@@ -47,9 +47,51 @@ describe('recordReceipt', () => {
     const outcomes = await Promise.all(made.map((r) => recordReceipt(fake, r.jti, r.jwt)));
     expect(batches.map((b) => b.length)).toEqual([100, 50]);
     expect(batches.flat()).toEqual(made.map((r) => ({ v: 1, receipt: r.jwt })));
-    // One request per batch sent it; the others found theirs taken.
-    expect(outcomes.filter((o) => o === 'queued')).toHaveLength(2);
-    expect(outcomes.filter((o) => o === 'batched')).toHaveLength(148);
+    // The first receipt opened the window and its request sent both batches; the others joined it and were done at once.
+    expect(outcomes[0]).toBe('queued');
+    expect(outcomes.filter((o) => o === 'batched')).toHaveLength(149);
+  });
+
+  it('sends receipts that arrive while a window is being sent in the next window, not lost and not twice', async () => {
+    const batches: unknown[][] = [];
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const queue = {
+      send: vi.fn(),
+      sendBatch: async (batch: { body: unknown }[]) => {
+        batches.push(batch.map((m) => m.body));
+        if (batches.length === 1) await held;
+      },
+    };
+    const fake = { ...env, RECEIPTS: queue } as unknown as Env;
+    const [a, b, c] = await Promise.all([receipt(), receipt(), receipt()]);
+    const first = recordReceipt(fake, a!.jti, a!.jwt);
+    expect(await recordReceipt(fake, b!.jti, b!.jwt)).toBe('batched');
+    await vi.waitFor(() => expect(batches).toHaveLength(1), { timeout: 2000 });
+    // The first window's send is still in flight: c opens the next window.
+    const third = recordReceipt(fake, c!.jti, c!.jwt);
+    release();
+    expect(await Promise.all([first, third])).toEqual(['queued', 'queued']);
+    expect(batches).toEqual([[{ v: 1, receipt: a!.jwt }, { v: 1, receipt: b!.jwt }], [{ v: 1, receipt: c!.jwt }]]);
+  });
+
+  it('does not trust a window whose timer never fired: a receipt arriving long after it opened opens a new one that sends both', async () => {
+    const batches: unknown[][] = [];
+    const queue = { send: vi.fn(), sendBatch: async (batch: { body: unknown }[]) => void batches.push(batch.map((m) => m.body)) };
+    const fake = { ...env, RECEIPTS: queue } as unknown as Env;
+    const [a, b] = await Promise.all([receipt(), receipt()]);
+    vi.useFakeTimers({ toFake: ['Date', 'setTimeout'] });
+    try {
+      // a opened a window 5 s ago whose timer never ran (as if its request's context were cancelled):
+      // a fake timer, dropped when the real ones return.
+      vi.setSystemTime(Date.now() - 5_000);
+      void recordReceipt(fake, a!.jti, a!.jwt);
+      vi.useRealTimers();
+      expect(await recordReceipt(fake, b!.jti, b!.jwt)).toBe('queued');
+      expect(batches).toEqual([[{ v: 1, receipt: a!.jwt }, { v: 1, receipt: b!.jwt }]]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('appends straight to the ledger shard when the queue refuses twice', async () => {

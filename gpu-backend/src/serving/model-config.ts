@@ -9,6 +9,7 @@
 
 import { METERS, isMeter } from '../../../shared/metering.ts';
 import type { Datatype } from '../../../shared/protocol.ts';
+import { TOKENIZER_CHOICES, TOKENIZER_JSON, isTokenizerChoice } from './tokenizers.ts';
 
 const TRITON_DATA_TYPES = [
   'TYPE_BOOL',
@@ -119,7 +120,8 @@ export interface ModelConfig {
    * Scalar parameters (Triton nests `{ string_value }`), e.g. `tokenizer`,
    * `text_input`, `max_sequence_length`, `pad_id`, `metering`. The ones the
    * backend acts on are checked: `metering` is one of shared/metering.ts's
-   * meters, `max_sequence_length` a positive integer, `pad_id` an integer.
+   * meters, `tokenizer` one of serving/tokenizers.ts's choices,
+   * `max_sequence_length` a positive integer, `pad_id` an integer.
    */
   parameters?: Record<string, ModelParameterValue>;
 }
@@ -319,6 +321,18 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
     }
     if (out.metering !== undefined && !isMeter(out.metering)) {
       fail('parameters.metering', `must be one of ${METERS.join(', ')} (how the model's inferences are billed), got ${show(out.metering)}`);
+    }
+    if (out.tokenizer !== undefined && !isTokenizerChoice(out.tokenizer)) {
+      fail(
+        'parameters.tokenizer',
+        `must be one of ${TOKENIZER_CHOICES.join(', ')} ("${TOKENIZER_JSON}": the tokenizer.json in the model's directory), got ${show(out.tokenizer)}`,
+      );
+    }
+    if (out.tokenizer === TOKENIZER_JSON && out.text_input !== undefined && out.metering === 'tokens') {
+      fail(
+        'parameters.metering',
+        `cannot be "tokens" for a text model with its own tokenizer.json: the edge recounts text tokens with mesh-hash-v1 only; meter it by rows, elements or requests`,
+      );
     }
     if (out.max_sequence_length !== undefined) positiveInt(out.max_sequence_length, 'parameters.max_sequence_length');
     if (out.pad_id !== undefined && !Number.isSafeInteger(out.pad_id)) fail('parameters.pad_id', `must be an integer, got ${show(out.pad_id)}`);

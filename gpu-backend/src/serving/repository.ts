@@ -21,6 +21,7 @@ import type { Scheduler } from './scheduler.ts';
 import type { SessionFactory } from './sessions.ts';
 import { RollingMedian } from './stats.ts';
 import { toOrtFeeds, warmupFeeds } from './tensors.ts';
+import { loadTokenizer } from './tokenizers.ts';
 
 /** Triton's model states, as `POST /v2/repository/index` reports them. */
 export type ModelState = 'UNAVAILABLE' | 'LOADING' | 'READY' | 'UNLOADING';
@@ -343,6 +344,7 @@ export class ModelRepository {
     try {
       const config = await this.#readConfig(entry.name);
       const version = await this.#latestVersion(entry.name, config);
+      await loadTokenizer(config, path.join(this.dir, entry.name));
       entry.config = config;
       entry.version = version;
       const file = path.join(this.dir, entry.name, version, 'model.onnx');

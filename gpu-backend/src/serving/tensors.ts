@@ -3,8 +3,8 @@
  * model's config: a request naming an unknown input, missing one, or sending
  * the wrong datatype or shape is refused with a 400 that names the input and
  * says what was expected and what came. Text (`BYTES`) sent to a model whose
- * config names a `text_input` is tokenized (shared/tokenizer.ts) into its
- * INT64 token-id input. Also meters an answered request: the billing units
+ * config names a `text_input` is tokenized (with the model's tokenizer,
+ * serving/tokenizers.ts) into its INT64 token-id input. Also meters an answered request: the billing units
  * the backend attests, computed with shared/metering.ts under the model's
  * rule (`meterRuleOf`), from the request as the consumer sent it and the
  * outputs' shapes, exactly as the edge recounts them.
@@ -13,10 +13,11 @@
 import * as ort from 'onnxruntime-node';
 import { MeshError } from '../../../shared/errors.ts';
 import type { Datatype, InferOutput, InferRequest, TensorData } from '../../../shared/protocol.ts';
-import { DEFAULT_MAX_LENGTH, PAD_ID, TOKENIZER_NAME, VOCAB_SIZE, padBatch, tokenize } from '../../../shared/tokenizer.ts';
+import { DEFAULT_MAX_LENGTH, PAD_ID, TOKENIZER_NAME, VOCAB_SIZE, padBatch } from '../../../shared/tokenizer.ts';
 import type { Units } from '../../../shared/jwt.ts';
 import { METERS, isMeter, meter, type MeterRule } from '../../../shared/metering.ts';
 import { datatypeOf, modelShape, type ModelConfig, type ModelTensorConfig } from './model-config.ts';
+import { TOKENIZER_JSON, tokenizerOf } from './tokenizers.ts';
 
 /** The element storage of one ORT tensor. */
 export type TensorValues =
@@ -181,7 +182,8 @@ function checkTokenIds(config: ModelConfig, t: ModelTensorConfig, values: BigInt
 function tokenizeTexts(config: ModelConfig, spec: TextSpec, texts: string[]): Feed {
   const fixed = spec.target.dims[spec.target.dims.length - 1];
   const maxLength = fixed !== undefined && fixed > 0 ? Math.min(fixed, spec.maxLength) : spec.maxLength;
-  const rows = texts.map((text) => tokenize(text, maxLength));
+  const tokenizer = tokenizerOf(config);
+  const rows = texts.map((text) => tokenizer.encode(text, maxLength));
   let ids: number[];
   let seq: number;
   if (fixed !== undefined && fixed > 0) {
@@ -307,7 +309,9 @@ export function meterRuleOf(config: ModelConfig): MeterRule {
   if (declared !== undefined && !isMeter(declared)) {
     throw new Error(`Model "${config.name}": parameters.metering must be one of ${METERS.join(', ')}, got ${JSON.stringify(declared)}.`);
   }
-  const kind = declared ?? (tokenInputOf(config) ? 'tokens' : 'rows');
+  // A text model with its own tokenizer.json is metered by rows unless it says otherwise: the edge recounts text tokens with mesh-hash-v1 only.
+  const ownTokenizer = config.parameters?.tokenizer === TOKENIZER_JSON && textSpecOf(config) !== undefined;
+  const kind = declared ?? (tokenInputOf(config) && !ownTokenizer ? 'tokens' : 'rows');
   return kind === 'tokens' ? { meter: kind, maxTokens: maxTokensOf(config), padId: padIdOf(config) } : { meter: kind };
 }
 

@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { generateEd25519 } from '../../../shared/keys.ts';
 import { TYP } from '../../../shared/jwt.ts';
 import type { BackendEntry } from '../../../workers/directory/backend.ts';
+import { backend as entry } from '../routing/fixtures.ts';
 import { attestationClaims, settleAttestation, signatureProblem } from '../../../workers/inference/attestation.ts';
 import { disputeKey, type DisputeDocument, type Execution } from '../../../workers/verification/disputes.ts';
 import { ledgerShard, shardOfReceipt } from '../../../workers/settlement/ledger.ts';
@@ -18,21 +19,13 @@ import { ledgerShard, shardOfReceipt } from '../../../workers/settlement/ledger.
 const provider = await generateEd25519('prov-att-key');
 const stranger = await generateEd25519('stranger-att-key');
 
-const backend: BackendEntry = {
-  id: 'att-1',
+const backend: BackendEntry = entry('att-1', 'eu-west', {
   provider: 'prov-att',
   providerKey: provider.publicJwk as JWK,
-  region: 'eu-west',
   url: 'http://127.0.0.1:1',
   lat: 50.11,
   lon: 8.68,
-  executionProvider: 'cpu',
-  ready: true,
-  models: [],
-  capacity: { slots: 1, inFlight: 0, queued: 0 },
-  lastSeen: 0,
-  expiresAt: Date.now() + 60_000,
-};
+});
 
 async function attestation(jwk: JWK, o: { header?: Record<string, unknown>; iss?: string; sub?: string } = {}): Promise<string> {
   return new SignJWT({ jti: 'dispatch-1', model: 'embed', output_sha256: '00'.repeat(32), units: { input: 1, output: 1 } })

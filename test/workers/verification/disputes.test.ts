@@ -14,6 +14,7 @@ import { DEFAULT_RULE, sha256Hex, verifyDispute, type Jwks } from '../../../rece
 import { generateEd25519 } from '../../../shared/keys.ts';
 import { TYP, type ReceiptClaims } from '../../../shared/jwt.ts';
 import type { BackendEntry } from '../../../workers/directory/backend.ts';
+import { backend as entry } from '../routing/fixtures.ts';
 import { signReceipt } from '../../../workers/inference/receipts.ts';
 import { signingKeys } from '../../../workers/keys.ts';
 import { allShards, ledgerShard } from '../../../workers/settlement/ledger.ts';
@@ -35,21 +36,13 @@ async function provider(id: string) {
 
 /** One run by `p`'s backend: attested by its key (or `signWith`), paid by a mesh receipt. */
 async function execution(p: Awaited<ReturnType<typeof provider>>, oip: Uint8Array, signWith: JWK = p.pair.privateJwk): Promise<Execution> {
-  const backend: BackendEntry = {
-    id: `${p.id}-b1`,
+  const backend: BackendEntry = entry(`${p.id}-b1`, 'eu-west', {
     provider: p.id,
     providerKey: p.pair.publicJwk as JWK,
-    region: 'eu-west',
     url: 'http://127.0.0.1:1',
     lat: 50.1,
     lon: 8.7,
-    executionProvider: 'cpu',
-    ready: true,
-    models: [],
-    capacity: { slots: 1, inFlight: 0, queued: 0 },
-    lastSeen: 0,
-    expiresAt: Date.now() + 60_000,
-  };
+  });
   const outputSha256 = await sha256Hex(oip);
   const attestation = await new SignJWT({ jti: crypto.randomUUID(), model: 'embed', output_sha256: outputSha256, units: { input: 3, output: 1 } })
     .setProtectedHeader({ alg: 'EdDSA', typ: TYP.attestation, kid: p.pair.publicJwk.kid! })

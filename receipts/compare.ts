@@ -11,6 +11,7 @@
  * answers of millions of elements compare quickly in Node and workerd alike.
  */
 
+import { answerAsJson } from '../shared/binary.ts';
 import type { CompareRule } from '../shared/jwt.ts';
 
 /** The rule of a model that names none. */
@@ -33,7 +34,7 @@ function isUnit(v: unknown): v is number {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
-/** Compares two answers given as their bytes (UTF-8 JSON). Bytes that are not JSON disagree. */
+/** Compares two answers given as their bytes (UTF-8 JSON, or the binary tensor extension). Bytes that are neither disagree. */
 export function compareAnswerBytes(a: Uint8Array, b: Uint8Array, rule: CompareRule = DEFAULT_RULE): Comparison {
   const pa = parseAnswer(a, 'first');
   if (!pa.ok) return pa.result;
@@ -42,11 +43,14 @@ export function compareAnswerBytes(a: Uint8Array, b: Uint8Array, rule: CompareRu
   return compareAnswers(pa.value, pb.value, rule);
 }
 
+/** An answer's bytes as OIP JSON: plain JSON, or a binary-extension answer with its binary outputs decoded (shared/binary.ts). */
 function parseAnswer(bytes: Uint8Array, which: string): { ok: true; value: unknown } | { ok: false; result: Comparison } {
   try {
     return { ok: true, value: JSON.parse(utf8.decode(bytes)) };
   } catch {
-    return { ok: false, result: { agree: false, reason: `the ${which} answer is not UTF-8 JSON` } };
+    const binary = answerAsJson(bytes);
+    if (binary !== undefined) return { ok: true, value: binary };
+    return { ok: false, result: { agree: false, reason: `the ${which} answer is neither UTF-8 JSON nor a binary-extension answer` } };
   }
 }
 

@@ -15,7 +15,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { importJWK, type JWK } from 'jose';
-import { generateDemoModels } from '../gpu-backend/src/demo-models/generate.ts';
+import { prepareRepository } from '../gpu-backend/src/models.ts';
 import { generateEd25519, issueKey } from '../shared/keys.ts';
 import { regionById } from '../shared/regions.ts';
 
@@ -26,7 +26,14 @@ export interface BackendSpec {
   id: string;
   region: string;
   provider: string;
+  /** The models it loads at start (its MODELS); default the mesh's `models`. */
+  models?: readonly string[];
 }
+
+/** The demo models: what backends load unless told otherwise (tests stay light). */
+export const DEMO_MODEL_NAMES = ['embed', 'classifier'] as const;
+/** Every model `npm start` serves: the demo models and the OCR pipeline with its two models. */
+export const ALL_MODEL_NAMES = [...DEMO_MODEL_NAMES, 'ocr-det', 'ocr-rec', 'ocr'] as const;
 
 /** The three providers of docs/api.md section 1. */
 export const DEFAULT_BACKENDS: readonly BackendSpec[] = [
@@ -45,8 +52,10 @@ export interface MeshOptions {
   dir?: string;
   /** Where child output and progress lines go. Default: stdout with a prefix. */
   log?: (line: string) => void;
-  /** Extra env for backends (e.g. HEARTBEAT_INTERVAL_MS). */
+  /** Extra env for backends (e.g. HEARTBEAT_INTERVAL_MS); its MODELS wins over `models`. */
   backendEnv?: Record<string, string>;
+  /** The models every backend loads at start, unless its spec names its own. Default DEMO_MODEL_NAMES. */
+  models?: readonly string[];
   /** Extra Worker vars (e.g. BACKEND_TTL_SECONDS). */
   edgeVars?: Record<string, string>;
   /** Give up if the mesh is not ready after this long. Default 120 s. */
@@ -196,7 +205,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
   let stopping = false;
 
   const repo = path.join(ROOT, 'gpu-backend', 'models');
-  await generateDemoModels(repo, (line) => log(`[models] ${line}`));
+  await prepareRepository(repo, (line) => log(`[models] ${line}`));
 
   await rm(path.join(dir, 'state'), { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
@@ -277,6 +286,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
         MODEL_REPOSITORY: repo,
         EXECUTION_PROVIDERS: process.env.EXECUTION_PROVIDERS ?? 'cuda,cpu',
         HEARTBEAT_INTERVAL_MS: '1000',
+        MODELS: (spec.models ?? opts.models ?? DEMO_MODEL_NAMES).join(','),
         ...opts.backendEnv,
       };
       const backend: RunningBackend = {

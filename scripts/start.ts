@@ -4,7 +4,7 @@
  */
 
 import path from 'node:path';
-import { ROOT, startMesh } from './local-mesh.ts';
+import { ALL_MODEL_NAMES, ROOT, startMesh } from './local-mesh.ts';
 
 const started = Date.now();
 let mesh: Awaited<ReturnType<typeof startMesh>> | undefined;
@@ -21,7 +21,7 @@ process.on('SIGINT', () => void shutdown('SIGINT'));
 process.on('SIGTERM', () => void shutdown('SIGTERM'));
 
 try {
-  mesh = await startMesh();
+  mesh = await startMesh({ models: ALL_MODEL_NAMES });
 } catch (err) {
   console.error(`[mesh] failed to start: ${(err as Error).message}`);
   process.exit(1);

@@ -14,6 +14,7 @@ export type MeshErrorCode =
   | 'missing_input'
   | 'shape_mismatch'
   | 'datatype_mismatch'
+  | 'invalid_image'
   | 'unknown_region'
   // 401 / 403
   | 'unauthorized'
@@ -49,6 +50,7 @@ const STATUS_OF: Record<MeshErrorCode, number> = {
   missing_input: 400,
   shape_mismatch: 400,
   datatype_mismatch: 400,
+  invalid_image: 400,
   unknown_region: 400,
   unauthorized: 401,
   invalid_token: 401,

@@ -15,6 +15,7 @@
  * - `requests`: 1 and 1.
  */
 
+import { textsOf } from './binary.ts';
 import type { Datatype } from './protocol.ts';
 import { DEFAULT_MAX_LENGTH, PAD_ID, TOKENIZER_NAME, tokenize } from './tokenizer.ts';
 import type { Units } from './jwt.ts';
@@ -41,6 +42,8 @@ export interface MeteredTensor {
   datatype: Datatype;
   shape: readonly number[];
   data?: ArrayLike<unknown>;
+  /** The data in the binary tensor extension (shared/binary.ts), when it came that way. */
+  binary?: Uint8Array;
 }
 
 export function isMeter(v: unknown): v is Meter {
@@ -61,12 +64,30 @@ export function requestRows(inputs: readonly MeteredTensor[]): number {
 function tokenCount(rule: MeterRule, inputs: readonly MeteredTensor[]): number {
   const maxTokens = rule.maxTokens ?? DEFAULT_MAX_LENGTH;
   const text = inputs.find((t) => t.datatype === 'BYTES');
+  if (text?.binary) {
+    let n = 0;
+    for (const t of textsOf({ name: 'text', data: [], binary: text.binary })) n += tokenize(t, maxTokens).length;
+    return n;
+  }
   if (text?.data) {
     let n = 0;
     for (let i = 0; i < text.data.length; i++) n += tokenize(String(text.data[i]), maxTokens).length;
     return n;
   }
   const ids = inputs.find((t) => t.datatype === 'INT64' || t.datatype === 'INT32');
+  if (ids?.binary) {
+    // Little-endian elements read in place: an INT64 equals the (small) pad id when its low word does and its high word is the sign.
+    const b = ids.binary;
+    const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    const pad = rule.padId ?? PAD_ID;
+    const step = ids.datatype === 'INT64' ? 8 : 4;
+    let n = 0;
+    for (let at = 0; at + step <= b.byteLength; at += step) {
+      const isPad = view.getInt32(at, true) === pad && (step === 4 || view.getInt32(at + 4, true) === (pad < 0 ? -1 : 0));
+      if (!isPad) n++;
+    }
+    return n;
+  }
   if (ids?.data) {
     const pad = rule.padId ?? PAD_ID;
     let n = 0;

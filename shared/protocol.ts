@@ -21,8 +21,14 @@ export interface InferInput {
   shape: number[];
   datatype: Datatype;
   parameters?: Record<string, unknown>;
-  /** Row-major, flattened. */
+  /** Row-major, flattened; empty when the data came in the binary extension (`binary`). */
   data: TensorData;
+  /**
+   * The input's data in the binary tensor extension (shared/binary.ts),
+   * exactly as sent: little-endian elements, a BYTES element as a 4-byte
+   * little-endian length and its bytes. Absent for JSON data.
+   */
+  binary?: Uint8Array;
 }
 
 export interface InferRequestedOutput {
@@ -42,7 +48,10 @@ export interface InferOutput {
   shape: number[];
   datatype: Datatype;
   parameters?: Record<string, unknown>;
+  /** Empty when the output came in the binary extension (`binary`). */
   data: TensorData;
+  /** The output's bytes in the binary tensor extension (shared/binary.ts), when it came that way. */
+  binary?: Uint8Array;
 }
 
 export interface InferResponse {
@@ -123,7 +132,17 @@ function checkElements(flat: unknown[], datatype: Datatype, name: string): void 
   }
 }
 
-function parseInput(raw: unknown, index: number): InferInput {
+/** An input whose data follows the JSON header in the binary extension: its declared size, else undefined. */
+function binaryDataSize(parameters: unknown, name: string): number | undefined {
+  if (!isPlainObject(parameters) || parameters.binary_data_size === undefined) return undefined;
+  const size = parameters.binary_data_size;
+  if (!Number.isSafeInteger(size) || (size as number) < 0) {
+    throw bad(`Input "${name}": parameters.binary_data_size must be a non-negative integer, got ${JSON.stringify(size)}.`);
+  }
+  return size as number;
+}
+
+function parseInput(raw: unknown, index: number, binary: boolean): InferInput {
   if (!isPlainObject(raw)) throw bad(`inputs[${index}] must be an object.`);
   rejectUnknownKeys(raw, INPUT_KEYS, `inputs[${index}]`);
   const { name, shape, datatype, parameters, data } = raw;
@@ -135,9 +154,17 @@ function parseInput(raw: unknown, index: number): InferInput {
     throw bad(`Input "${name}": datatype ${JSON.stringify(datatype)} is not one of ${DATATYPES.join(', ')}.`);
   }
   if (parameters !== undefined && !isPlainObject(parameters)) throw bad(`Input "${name}": parameters must be an object.`);
-  if (!Array.isArray(data)) throw bad(`Input "${name}": data must be an array.`);
   const expected = (shape as number[]).reduce((a, b) => a * b, 1);
   if (expected > MAX_ELEMENTS) throw bad(`Input "${name}": shape ${JSON.stringify(shape)} has more than ${MAX_ELEMENTS} elements.`);
+  if (binaryDataSize(parameters, name) !== undefined) {
+    if (!binary) {
+      throw bad(`Input "${name}": parameters.binary_data_size needs the binary tensor extension (an Inference-Header-Content-Length header).`);
+    }
+    if (data !== undefined) throw bad(`Input "${name}": data and parameters.binary_data_size are alternatives: send one of them.`);
+    // The bytes are attached by shared/binary.ts, which checks them against the shape.
+    return { name, shape: shape as number[], datatype, parameters: parameters as Record<string, unknown>, data: [], binary: EMPTY };
+  }
+  if (!Array.isArray(data)) throw bad(`Input "${name}": data must be an array.`);
   const flat = flatten(data, name);
   if (flat.length !== expected) {
     throw new MeshError(
@@ -151,11 +178,17 @@ function parseInput(raw: unknown, index: number): InferInput {
   return input;
 }
 
+const EMPTY = new Uint8Array(0);
+
 /**
  * Checks an untrusted OIP v2 infer request body (already JSON-parsed).
- * Throws `MeshError` (400) naming the offending input; nested `data` is flattened.
+ * Throws `MeshError` (400) naming the offending input; nested `data` is
+ * flattened. With `binary` (the JSON header of a binary-extension request,
+ * shared/binary.ts), an input may declare `parameters.binary_data_size`
+ * instead of sending `data`; it comes back with an empty `binary` for the
+ * caller to fill.
  */
-export function parseInferRequest(body: unknown): InferRequest {
+export function parseInferRequest(body: unknown, options: { binary?: boolean } = {}): InferRequest {
   if (!isPlainObject(body)) throw new MeshError('invalid_request', 'The request body must be a JSON object.');
   rejectUnknownKeys(body, REQUEST_KEYS, 'the request');
   const { id, parameters, inputs, outputs } = body;
@@ -166,7 +199,8 @@ export function parseInferRequest(body: unknown): InferRequest {
   if (!Array.isArray(inputs) || inputs.length === 0) {
     throw new MeshError('invalid_request', '"inputs" must be a non-empty array of tensors.');
   }
-  const parsed = inputs.map(parseInput);
+  const binary = options.binary === true;
+  const parsed = inputs.map((raw, i) => parseInput(raw, i, binary));
   const names = new Set<string>();
   for (const input of parsed) {
     if (names.has(input.name)) throw bad(`Input "${input.name}" appears more than once.`);

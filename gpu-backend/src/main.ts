@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { createBackend } from './backend.ts';
 import { ConfigError, loadConfig } from './config.ts';
-import { generateDemoModels } from './demo-models/generate.ts';
+import { prepareRepository } from './models.ts';
 import { HttpPool, httpThreadsFor } from './http/http-pool.ts';
 import { closeServer } from './lifecycle.ts';
 import { consoleLogger } from './log.ts';
@@ -26,8 +26,8 @@ async function main(): Promise<void> {
   const log = consoleLogger(`backend ${config.backendId}`);
 
   if (!existsSync(config.modelRepository)) {
-    log.info(`model repository ${config.modelRepository} does not exist: generating the demo models into it`);
-    await generateDemoModels(config.modelRepository, (line) => log.info(line));
+    log.info(`model repository ${config.modelRepository} does not exist: writing the shipped models into it`);
+    await prepareRepository(config.modelRepository, (line) => log.info(line));
   }
 
   const backend = await createBackend(config, log);

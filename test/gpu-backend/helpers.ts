@@ -85,7 +85,11 @@ export interface Harness {
   /** Every heartbeat sent: `raw` is the exact body bytes, `body` their JSON. */
   heartbeats: { url: string; authorization: string; raw: Uint8Array; body: Record<string, unknown> }[];
   /** POSTs `body` to `path` with a valid dispatch token for `model` and the route's purpose (or the given token/headers). */
-  post(path: string, body: unknown, options?: { model?: string; token?: string | null; raw?: string }): Promise<Response>;
+  post(
+    path: string,
+    body: unknown,
+    options?: { model?: string; token?: string | null; raw?: string | Uint8Array; headers?: Record<string, string> },
+  ): Promise<Response>;
   get(path: string): Promise<Response>;
 }
 
@@ -134,7 +138,7 @@ export async function harness(options: HarnessOptions): Promise<Harness> {
 
   const post: Harness['post'] = async (p, body, o = {}) => {
     const raw = o.raw ?? JSON.stringify(body);
-    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    const headers: Record<string, string> = { 'content-type': 'application/json', ...o.headers };
     const token = o.token === undefined ? await dispatchToken({ model: o.model ?? modelOf(p), body: raw, key: mesh, purpose: purposeOf(p) }) : o.token;
     if (token !== null) headers.authorization = `Bearer ${token}`;
     return backend.app.request(p, { method: 'POST', headers, body: raw });

@@ -43,6 +43,7 @@ describe('main.ts', () => {
       EDGE_URL: edgeUrl,
       PORT: '0',
       MODEL_REPOSITORY: repoDir,
+      MODELS: 'classifier,embed',
       HEARTBEAT_INTERVAL_MS: '200',
     });
     try {
@@ -51,8 +52,9 @@ describe('main.ts', () => {
         'the ready line',
         p.output,
       );
-      expect(p.output()).toMatch(/generating the demo models/);
+      expect(p.output()).toMatch(/writing the shipped models/);
       expect((await stat(path.join(repoDir, 'embed', '1', 'model.onnx'))).size).toBeGreaterThan(0);
+      expect((await stat(path.join(repoDir, 'ocr-rec', '1', 'model.onnx'))).size).toBeGreaterThan(0);
 
       const ready = await fetch(`${url}/v2/health/ready`);
       expect(ready.status).toBe(200);

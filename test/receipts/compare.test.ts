@@ -6,6 +6,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { compareAnswerBytes, compareAnswers, DEFAULT_RULE, isCompareRule, type Comparison } from '../../receipts/compare.ts';
+import { encodeBinaryBody } from '../../shared/binary.ts';
 import type { CompareRule } from '../../shared/jwt.ts';
 import { embedding, noisy } from '../helpers/dispute-fixtures.ts';
 
@@ -201,12 +202,32 @@ describe('what is not an OIP answer', () => {
     }
   });
 
-  it('disagrees on bytes that are not UTF-8 JSON', () => {
+  it('disagrees on bytes that are neither UTF-8 JSON nor a binary-extension answer', () => {
     const good = bytes(JSON.stringify(ans(out([1]))));
     expect(compareAnswerBytes(good, good)).toEqual({ agree: true });
-    expect(reason(compareAnswerBytes(bytes('{"outputs": ['), good))).toBe('the first answer is not UTF-8 JSON');
-    expect(reason(compareAnswerBytes(good, new Uint8Array([0x7b, 0xff, 0x7d])))).toBe('the second answer is not UTF-8 JSON');
-    expect(reason(compareAnswerBytes(new Uint8Array(), good))).toBe('the first answer is not UTF-8 JSON');
+    expect(reason(compareAnswerBytes(bytes('{"outputs": ['), good))).toBe('the first answer is neither UTF-8 JSON nor a binary-extension answer');
+    expect(reason(compareAnswerBytes(good, new Uint8Array([0x7b, 0xff, 0x7d])))).toBe('the second answer is neither UTF-8 JSON nor a binary-extension answer');
+    expect(reason(compareAnswerBytes(new Uint8Array(), good))).toBe('the first answer is neither UTF-8 JSON nor a binary-extension answer');
+  });
+});
+
+describe('binary-extension answers', () => {
+  const binaryAnswer = (values: number[]) => {
+    const data = new Uint8Array(Float32Array.from(values).buffer);
+    const header = { model_name: 'm', outputs: [{ name: 'y', datatype: 'FP32', shape: [values.length], parameters: { binary_data_size: data.byteLength } }] };
+    return encodeBinaryBody(header, [data]).body;
+  };
+
+  it('compares their decoded outputs under the same rule as JSON answers', () => {
+    const json = bytes(JSON.stringify({ model_name: 'm', outputs: [{ name: 'y', datatype: 'FP32', shape: [3], data: [0.5, -1.25, 2] }] }));
+    expect(compareAnswerBytes(binaryAnswer([0.5, -1.25, 2]), json)).toEqual({ agree: true });
+    expect(compareAnswerBytes(binaryAnswer([0.5, -1.25, 2]), binaryAnswer([0.5, -1.25, 2.00001]))).toEqual({ agree: true });
+    expect(compareAnswerBytes(binaryAnswer([0.5, -1.25, 2]), binaryAnswer([0.5, -1.25, 2.5])).agree).toBe(false);
+  });
+
+  it('disagrees when the declared binary sizes do not account for the bytes', () => {
+    const whole = binaryAnswer([1, 2]);
+    expect(reason(compareAnswerBytes(whole.subarray(0, whole.byteLength - 1), whole))).toBe('the first answer is neither UTF-8 JSON nor a binary-extension answer');
   });
 });
 

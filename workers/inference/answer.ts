@@ -8,6 +8,7 @@
  * for the caller to log; nothing here throws for a backend's fault.
  */
 
+import { checkBytesElements, ELEMENT_BYTES } from '../../shared/binary.ts';
 import { DATATYPES, type Datatype, type InferOutput, type InferResponse, type ModelMetadata } from '../../shared/protocol.ts';
 
 /** Most outputs an answer may carry. */
@@ -56,7 +57,19 @@ function elementOk(datatype: Datatype): (v: unknown) => boolean {
   }
 }
 
-function checkOutput(raw: unknown, i: number, expect: AnswerExpectation, budget: { elements: number }): string | InferOutput {
+/** False only when the model's metadata says it has no batch dimension (`parameters.max_batch_size` 0). */
+function batches(metadata: ModelMetadata & { parameters?: Record<string, unknown> }): boolean {
+  return metadata.parameters?.max_batch_size !== 0;
+}
+
+/** What an answer's outputs may still take: elements, and the binary bytes after the JSON header (`at` the next unread). */
+interface Budget {
+  elements: number;
+  binary?: Uint8Array;
+  at: number;
+}
+
+function checkOutput(raw: unknown, i: number, expect: AnswerExpectation, budget: Budget): string | InferOutput {
   if (!isObject(raw)) return `outputs[${i}] is not an object`;
   const { name, datatype, shape, data } = raw;
   if (typeof name !== 'string' || name.length === 0 || name.length > 256) return `outputs[${i}] has no valid name`;
@@ -68,9 +81,28 @@ function checkOutput(raw: unknown, i: number, expect: AnswerExpectation, budget:
   for (const d of shape as number[]) n *= d;
   budget.elements -= n;
   if (budget.elements < 0) return `the answer has more than ${MAX_ANSWER_ELEMENTS} elements`;
-  if (!Array.isArray(data) || data.length !== n) return `output "${name}": shape ${JSON.stringify(shape)} does not match its ${Array.isArray(data) ? data.length : 'missing'} data elements`;
-  const ok = elementOk(datatype);
-  for (let k = 0; k < data.length; k++) if (!ok(data[k])) return `output "${name}": element ${k} is not ${datatype}`;
+  const binarySize = isObject(raw.parameters) ? raw.parameters.binary_data_size : undefined;
+  let binary: Uint8Array | undefined;
+  if (binarySize !== undefined) {
+    // Binary data: its bytes are measured against the shape, never decoded here.
+    if (!budget.binary || data !== undefined) return `output "${name}" declares binary_data_size outside a binary answer, or with data`;
+    if (!Number.isSafeInteger(binarySize) || (binarySize as number) < 0 || budget.at + (binarySize as number) > budget.binary.byteLength) {
+      return `output "${name}": binary_data_size ${String(binarySize).slice(0, 20)} does not fit the answer`;
+    }
+    binary = budget.binary.subarray(budget.at, budget.at + (binarySize as number));
+    budget.at += binarySize as number;
+    if (datatype === 'BYTES') {
+      try {
+        checkBytesElements(binary, n, name);
+      } catch {
+        return `output "${name}": its BYTES elements do not fill binary_data_size`;
+      }
+    } else if (binary.byteLength !== n * ELEMENT_BYTES[datatype]) return `output "${name}": ${binary.byteLength} bytes for shape ${JSON.stringify(shape)} of ${datatype}`;
+  } else {
+    if (!Array.isArray(data) || data.length !== n) return `output "${name}": shape ${JSON.stringify(shape)} does not match its ${Array.isArray(data) ? data.length : 'missing'} data elements`;
+    const ok = elementOk(datatype);
+    for (let k = 0; k < data.length; k++) if (!ok(data[k])) return `output "${name}": element ${k} is not ${datatype}`;
+  }
   if (expect.requested && !expect.requested.includes(name)) return `output "${name}" was not requested`;
   const meta = expect.metadata?.outputs.find((o) => o.name === name);
   if (expect.metadata) {
@@ -79,17 +111,30 @@ function checkOutput(raw: unknown, i: number, expect: AnswerExpectation, budget:
     if (meta.shape.length !== shape.length || meta.shape.some((d, k) => d !== -1 && d !== shape[k])) {
       return `output "${name}" has shape ${JSON.stringify(shape)}, the model's is ${JSON.stringify(meta.shape)}`;
     }
-    // A batching model answers one row per request row.
-    if (meta.shape[0] === -1 && shape[0] !== expect.rows) return `output "${name}" has ${shape[0]} rows for ${expect.rows} asked`;
+    // A batching model answers one row per request row (a model whose metadata says max_batch_size 0, e.g. a pipeline, need not).
+    if (meta.shape[0] === -1 && batches(expect.metadata) && shape[0] !== expect.rows) return `output "${name}" has ${shape[0]} rows for ${expect.rows} asked`;
   }
+  if (binary) return { name, datatype, shape: shape as number[], data: [], binary };
   return { name, datatype, shape: shape as number[], data: data as InferOutput['data'] };
 }
 
-/** Parses and checks a backend's 200 answer; a string says why it is refused. */
-export function checkAnswer(body: Uint8Array, expect: AnswerExpectation): InferResponse | string {
+/**
+ * Parses and checks a backend's 200 answer; a string says why it is refused.
+ * `headerLength` (its Inference-Header-Content-Length): a binary-extension
+ * answer, whose binary outputs must account for every byte after the header.
+ */
+export function checkAnswer(body: Uint8Array, expect: AnswerExpectation, headerLength?: string | null): InferResponse | string {
   let parsed: unknown;
+  let json = body;
+  const budget: Budget = { elements: MAX_ANSWER_ELEMENTS, at: 0 };
+  if (headerLength !== undefined && headerLength !== null) {
+    const n = /^[0-9]{1,10}$/.test(headerLength) ? Number(headerLength) : NaN;
+    if (!(n >= 2 && n <= body.byteLength)) return 'its Inference-Header-Content-Length does not fit the answer';
+    json = body.subarray(0, n);
+    budget.binary = body.subarray(n);
+  }
   try {
-    parsed = JSON.parse(utf8.decode(body));
+    parsed = JSON.parse(utf8.decode(json));
   } catch {
     return 'the answer is not JSON';
   }
@@ -97,13 +142,13 @@ export function checkAnswer(body: Uint8Array, expect: AnswerExpectation): InferR
   if (parsed.model_name !== expect.model) return 'the answer names another model';
   const { outputs } = parsed;
   if (!Array.isArray(outputs) || outputs.length === 0 || outputs.length > MAX_OUTPUTS) return `the answer must have 1..${MAX_OUTPUTS} outputs`;
-  const budget = { elements: MAX_ANSWER_ELEMENTS };
   const checked: InferOutput[] = [];
   for (let i = 0; i < outputs.length; i++) {
     const out = checkOutput(outputs[i], i, expect, budget);
     if (typeof out === 'string') return out;
     checked.push(out);
   }
+  if (budget.binary && budget.at !== budget.binary.byteLength) return `the binary answer has ${budget.binary.byteLength - budget.at} bytes no output declares`;
   const answer: InferResponse = { model_name: expect.model, outputs: checked };
   if (typeof parsed.model_version === 'string') answer.model_version = parsed.model_version;
   if (typeof parsed.id === 'string') answer.id = parsed.id;

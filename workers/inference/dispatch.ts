@@ -9,6 +9,7 @@
  */
 
 import { sha256Hex } from '../../receipts/index.ts';
+import { HEADER_LENGTH_HEADER } from '../../shared/binary.ts';
 import { DISPATCH_TTL_S, TYP, type Units } from '../../shared/jwt.ts';
 import type { InferResponse } from '../../shared/protocol.ts';
 import type { BackendEntry } from '../directory/backend.ts';
@@ -25,6 +26,8 @@ export interface DispatchRequest {
   version?: string;
   body: Uint8Array;
   bodySha256: string;
+  /** The JSON header's length when `body` uses the binary tensor extension (shared/binary.ts); sent as Inference-Header-Content-Length. */
+  headerLength?: number;
   timeoutMs: number;
   /** The largest answer read, bytes; a larger one fails the attempt unread. */
   maxResponseBytes: number;
@@ -55,6 +58,8 @@ export type DispatchResult =
       ms: number;
       /** The backend's own time (its `server-timing: backend;dur=`), when it says. */
       backendMs: number | undefined;
+      /** The answer's JSON header length, when it is in the binary tensor extension. */
+      headerLength?: string;
     }
   /** The backend refused the request itself (bad tensor, too large): the consumer's error, passed through as this well-formed error. */
   | { kind: 'rejected'; status: number; code: string; message: string }
@@ -112,7 +117,10 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
     res = await fetch(backend.url + path, {
       method: 'POST',
       body: req.body,
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      headers:
+        req.headerLength === undefined
+          ? { 'content-type': 'application/json', authorization: `Bearer ${token}` }
+          : { 'content-type': 'application/octet-stream', authorization: `Bearer ${token}`, [HEADER_LENGTH_HEADER]: String(req.headerLength) },
       signal: controller.signal,
     });
     req.onResponse?.();
@@ -137,10 +145,11 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
   // Its claims now; its signature after the answer has left (attestation.ts).
   const checked = attestationClaims(attestation, backend, { jti, model: req.model, outputSha256 });
   if (typeof checked === 'string') return { kind: 'failed', reason: checked, timeout: false };
-  const answer = checkAnswer(body, req.expect);
+  const answerHeader = res.headers.get(HEADER_LENGTH_HEADER);
+  const answer = checkAnswer(body, req.expect, answerHeader);
   if (typeof answer === 'string') {
     const { metadata, ...structural } = req.expect;
-    const metadataMismatch = metadata !== undefined && typeof checkAnswer(body, structural) !== 'string';
+    const metadataMismatch = metadata !== undefined && typeof checkAnswer(body, structural, answerHeader) !== 'string';
     return { kind: 'failed', reason: answer, timeout: false, metadataMismatch };
   }
   const units = req.meter(answer);
@@ -152,5 +161,6 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
       timeout: false,
     };
   }
-  return { kind: 'ok', body, outputSha256, attestation, units, answer, ms, backendMs: backendDuration(res.headers) };
+  const ok = { kind: 'ok' as const, body, outputSha256, attestation, units, answer, ms, backendMs: backendDuration(res.headers) };
+  return answerHeader === null ? ok : { ...ok, headerLength: answerHeader };
 }

@@ -6,6 +6,7 @@
  */
 
 import type { Context } from 'hono';
+import { HEADER_LENGTH_HEADER } from '../../shared/binary.ts';
 import { MeshError } from '../../shared/errors.ts';
 import { sha256Hex } from '../../receipts/index.ts';
 import { priceOf } from './pricing.ts';
@@ -45,6 +46,8 @@ export interface InferenceCall {
   version?: string;
   /** Exact bytes of the OIP v2 request for the backend. */
   oipBody: Uint8Array;
+  /** The JSON header's length when `oipBody` uses the binary tensor extension. */
+  headerLength?: number;
   /** The same request, parsed: what the mesh meters and checks the answer against. */
   request: InferRequest;
   /** The model's metadata, when the route has it: answers are checked against it. */
@@ -95,6 +98,8 @@ function rejection(result: Extract<DispatchResult, { kind: 'rejected' }>): Respo
 interface Served {
   /** OIP v2 response bytes. */
   oip: Uint8Array;
+  /** Their JSON header's length, when they are in the binary tensor extension. */
+  headerLength?: string;
   /** The same, parsed and checked. */
   answer: InferResponse;
   /** SHA-256 of `oip`, when already known. */
@@ -152,6 +157,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       version: call.version,
       body: call.oipBody,
       bodySha256: oipSha256,
+      ...(call.headerLength !== undefined ? { headerLength: call.headerLength } : {}),
       timeoutMs: s.backendTimeoutMs,
       maxResponseBytes: s.maxResponseBytes,
       expect: {
@@ -184,6 +190,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     };
     const servedBy = (backend: BackendEntry, result: Extract<DispatchResult, { kind: 'ok' }>, check: CheckContext): Served => ({
       oip: result.body,
+      ...(result.headerLength !== undefined ? { headerLength: result.headerLength } : {}),
       answer: result.answer,
       oipSha256: result.outputSha256,
       units: result.units,
@@ -241,9 +248,11 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   }
 
   let body: Uint8Array = served.oip;
-  let contentType = 'application/json';
+  let contentType = served.headerLength === undefined ? 'application/json' : 'application/octet-stream';
+  let binaryHeader = served.headerLength;
   let outputSha256 = served.oipSha256;
   if (call.shape) {
+    binaryHeader = undefined;
     const shaped = call.shape(served.answer, served.units);
     body = typeof shaped.body === 'string' ? new TextEncoder().encode(shaped.body) : shaped.body;
     contentType = shaped.contentType;
@@ -296,6 +305,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     status: 200,
     headers: {
       'content-type': contentType,
+      ...(binaryHeader !== undefined ? { [HEADER_LENGTH_HEADER]: binaryHeader } : {}),
       'x-mesh-receipt': receipt,
       'x-mesh-region': served.region,
       'x-mesh-backend': served.backend,

@@ -4,6 +4,7 @@
  * metadata names them; the first output tensor comes back as one row per input.
  */
 
+import { encodeBinaryBody, encodeBytesElements } from '../../shared/binary.ts';
 import { MeshError } from '../../shared/errors.ts';
 import type { InferRequest, InferResponse, ModelMetadata, TensorMetadata } from '../../shared/protocol.ts';
 
@@ -59,4 +60,33 @@ export function outputRows(response: InferResponse): number[][] {
   const width = out.data.length / Math.max(1, n);
   const data = out.data as number[];
   return Array.from({ length: n }, (_, i) => data.slice(i * width, (i + 1) * width));
+}
+
+/** True when `bytes` start like a PNG or a JPEG file. */
+export function looksLikeImage(bytes: Uint8Array): boolean {
+  const png = bytes.length >= 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47;
+  const jpeg = bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff;
+  return png || jpeg;
+}
+
+/**
+ * The OIP request for one encoded image (an image-to-text call): the model's
+ * BYTES input of shape [1], its data in the binary tensor extension, so the
+ * image's bytes travel as they are. Returns the request (its input's
+ * `binary` set), the body and its JSON header's length.
+ */
+export function imageRequest(meta: ModelMetadata, image: Uint8Array): { request: InferRequest; bytes: Uint8Array; headerLength: number } {
+  if (!looksLikeImage(image)) throw new MeshError('invalid_image', 'The body is not a PNG or JPEG image (send the image file\'s bytes as the body).');
+  const input = meta.inputs.find((i) => i.datatype === 'BYTES');
+  if (!input) throw new MeshError('invalid_request', `Model "${meta.name}" does not take an image.`);
+  const data = encodeBytesElements([image]);
+  const inferInput = { name: input.name, shape: [1], datatype: 'BYTES' as const, parameters: { binary_data_size: data.byteLength } };
+  const { body, headerLength } = encodeBinaryBody({ inputs: [inferInput] }, [data]);
+  return { request: { inputs: [{ ...inferInput, data: [], binary: data }] }, bytes: body, headerLength };
+}
+
+/** The text of an image-to-text answer: its first BYTES output's elements (one per line), joined by newlines. */
+export function answerText(response: InferResponse): string {
+  const out = response.outputs.find((o) => o.datatype === 'BYTES');
+  return out ? (out.data as string[]).join('\n') : '';
 }

@@ -14,7 +14,8 @@
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { MeshError, errorBody, isMeshError } from '../../../shared/errors.ts';
-import { parseInferRequest, parseJson, type InferRequest, type InferResponse } from '../../../shared/protocol.ts';
+import { encodeBinaryBody, HEADER_LENGTH_HEADER, headerLength, parseInferBody, wantsBinaryOutput } from '../../../shared/binary.ts';
+import { parseJson, type InferOutput, type InferRequest, type InferResponse } from '../../../shared/protocol.ts';
 import type { DispatchClaims, DispatchPurpose } from '../../../shared/jwt.ts';
 import type { Attestor } from '../mesh/attestation.ts';
 import { PROBE_MAX_BODY_BYTES, type ProbeSigner } from '../mesh/probe.ts';
@@ -25,10 +26,9 @@ import type { Lifecycle } from '../lifecycle.ts';
 import type { Logger } from '../log.ts';
 import { modelMetadata, serverMetadata } from './metadata.ts';
 import type { Metrics } from '../metrics.ts';
-import type { ModelHandle } from '../serving/model-handle.ts';
-import type { ModelRepository } from '../serving/repository.ts';
+import type { ModelRepository, Servable } from '../serving/repository.ts';
 import type { SessionFactory } from '../serving/sessions.ts';
-import { jsonOutputs } from '../serving/tensors.ts';
+import { jsonOutputs, outputBytes, type OutputTensor } from '../serving/tensors.ts';
 
 /** What the inference and probe routes need, on whichever thread they run. */
 interface InferRouteDeps {
@@ -130,7 +130,7 @@ export function createApp(deps: AppDeps): Hono {
   app.post('/v2/repository/models/:model/load', async (c) => {
     const name = c.req.param('model');
     await verified(c, await readBody(c, deps.maxBodyBytes), name, 'control');
-    let loaded: ModelHandle;
+    let loaded: Servable;
     try {
       loaded = await repository.load(name);
     } catch (err) {
@@ -252,7 +252,7 @@ function inferRoute(deps: InferRouteDeps): (c: Context) => Promise<Response> {
     let request: InferRequest | undefined;
     let invalid: WireError | undefined;
     try {
-      request = parseInferRequest(parseJson(decode(body)));
+      request = parseInferBody(body, headerLength(c.req.header(HEADER_LENGTH_HEADER), body.byteLength));
     } catch (err) {
       if (!isMeshError(err)) throw err;
       invalid = { code: err.code, message: err.message };
@@ -268,11 +268,7 @@ function inferRoute(deps: InferRouteDeps): (c: Context) => Promise<Response> {
         ...(request ? { request } : {}),
         ...(invalid ? { invalid } : {}),
       });
-      const response: InferResponse =
-        request!.id === undefined
-          ? { model_name: name, model_version: version, outputs: jsonOutputs(result.outputs) }
-          : { model_name: name, model_version: version, id: request!.id, outputs: jsonOutputs(result.outputs) };
-      const bytes = encoder.encode(JSON.stringify(response));
+      const { bytes, headerLength } = encodeAnswer(name, version, request!, result.outputs);
       const outputSha256 = sha256HexSync(bytes);
       const attestation = deps.attestor.sign({ jti: claims.jti, model: name, outputSha256, units: result.units });
       const totalMs = now() - started;
@@ -280,7 +276,8 @@ function inferRoute(deps: InferRouteDeps): (c: Context) => Promise<Response> {
       return new Response(bytes, {
         status: 200,
         headers: {
-          'content-type': JSON_TYPE,
+          'content-type': headerLength === undefined ? JSON_TYPE : 'application/octet-stream',
+          ...(headerLength === undefined ? {} : { [HEADER_LENGTH_HEADER]: String(headerLength) }),
           'x-provider-attestation': attestation,
           'server-timing': `queue;dur=${result.queueMs.toFixed(2)}, compute;dur=${result.computeMs.toFixed(2)}, backend;dur=${totalMs.toFixed(2)}`,
         },
@@ -291,6 +288,33 @@ function inferRoute(deps: InferRouteDeps): (c: Context) => Promise<Response> {
       throw err;
     }
   };
+}
+
+/**
+ * The answer's bytes: OIP JSON, or, when the request asks for any output in
+ * the binary extension (`binary_data_output`, an output's `binary_data`), a
+ * JSON header followed by those outputs' bytes, as they came from the model
+ * (typed arrays' bytes: no per-element conversion), and the header's length.
+ */
+function encodeAnswer(
+  name: string,
+  version: string,
+  request: InferRequest,
+  outputs: readonly OutputTensor[],
+): { bytes: Uint8Array; headerLength: number | undefined } {
+  const head = (out: InferOutput[]): InferResponse =>
+    request.id === undefined ? { model_name: name, model_version: version, outputs: out } : { model_name: name, model_version: version, id: request.id, outputs: out };
+  if (!outputs.some((o) => wantsBinaryOutput(request, o.name))) return { bytes: encoder.encode(JSON.stringify(head(jsonOutputs(outputs)))), headerLength: undefined };
+  const data: Uint8Array[] = [];
+  // A binary output's header entry carries `binary_data_size` and no `data` (the extension's form).
+  const described = outputs.map((o) => {
+    if (!wantsBinaryOutput(request, o.name)) return jsonOutputs([o])[0]!;
+    const bytes = outputBytes(o);
+    data.push(bytes);
+    return { name: o.name, datatype: o.datatype, shape: o.shape, parameters: { binary_data_size: bytes.byteLength } };
+  });
+  const { body, headerLength } = encodeBinaryBody(head(described as InferOutput[]), data);
+  return { bytes: body, headerLength };
 }
 
 /**

@@ -19,7 +19,7 @@ interface ServerMetadata {
 }
 
 export function serverMetadata(): ServerMetadata {
-  return { name: SERVER_NAME, version: SERVER_VERSION, extensions: ['model_repository', 'metrics'] };
+  return { name: SERVER_NAME, version: SERVER_VERSION, extensions: ['model_repository', 'metrics', 'binary_tensor_data'] };
 }
 
 /** Model metadata with the model's parameters (tokenizer, text input) as OIP `parameters`. */

@@ -18,6 +18,7 @@ import type { Lifecycle } from '../lifecycle.ts';
 import type { Metrics, RequestTiming } from '../metrics.ts';
 import { queueTimeoutUs } from './batcher.ts';
 import type { ModelHandle } from './model-handle.ts';
+import { PipelineHandle } from './pipeline-handle.ts';
 import type { ModelRepository } from './repository.ts';
 import { meterAnswer, prepareInference, toOutputs, type OutputTensor } from './tensors.ts';
 
@@ -110,7 +111,8 @@ export class Executor implements InferencePort {
     }
     if (job.invalid) throw fromWire(job.invalid);
     if (!job.request) throw new MeshError('invalid_request', 'The inference request is missing.');
-    return { version: model.version, result: await infer(model, job.request) };
+    const result = model instanceof PipelineHandle ? await inferPipeline(model, job.request) : await infer(model, job.request);
+    return { version: model.version, result };
   }
 
   succeeded(name: string, version: string, timing: RequestTiming): void {
@@ -152,6 +154,12 @@ async function infer(model: ModelHandle, request: InferRequest): Promise<Inferen
   } finally {
     done();
   }
+}
+
+/** Runs `request` on a READY pipeline (pipeline-handle.ts); its steps batch in their own models' batchers. */
+async function inferPipeline(pipeline: PipelineHandle, request: InferRequest): Promise<InferenceResult> {
+  const { outputs, queueMs, computeMs } = await pipeline.infer(request);
+  return { outputs, units: meterAnswer(pipeline.config, request, outputs), rows: 1, queueMs, computeMs };
 }
 
 /** A thrown value as it crosses a thread; anything but a `MeshError` becomes an opaque `internal`. */

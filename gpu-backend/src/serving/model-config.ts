@@ -1,10 +1,11 @@
 /**
  * Model configuration: the JSON form of a Triton `config.pbtxt`
- * (`<repo>/<model>/config.json`), its types and its validation. Only the
- * subset of Triton's schema the backend acts on is accepted, and an unknown
- * field is an error: a typo must not silently disable batching. As in
- * Triton, when `max_batch_size > 0` the `dims` of inputs and outputs exclude
- * the batch dimension; `-1` marks a variable dimension.
+ * (`<repo>/<model>/config.json`, or the `config.pbtxt` itself, which pbtxt.ts
+ * turns into this form), its types and its validation. Only the subset of
+ * Triton's schema the backend acts on is accepted, and an unknown field is an
+ * error: a typo must not silently disable batching. As in Triton, when
+ * `max_batch_size > 0` the `dims` of inputs and outputs exclude the batch
+ * dimension; `-1` marks a variable dimension.
  */
 
 import { METERS, isMeter } from '../../../shared/metering.ts';
@@ -102,10 +103,45 @@ export type VersionPolicy =
 
 export type ModelParameterValue = string | number | boolean;
 
+/** The pipelines the backend computes by calling other models (`platform: "pipeline"`, `parameters.pipeline`). */
+export const PIPELINES = ['ocr'] as const;
+export type Pipeline = (typeof PIPELINES)[number];
+
+export function isPipeline(v: unknown): v is Pipeline {
+  return typeof v === 'string' && (PIPELINES as readonly string[]).includes(v);
+}
+
+/** One input of a warm-up sample (Triton's `ModelWarmup.Input`, without `input_data_file`). */
+export interface ModelWarmupInput {
+  /** The input's own data type. */
+  data_type: TritonDataType;
+  /** Concrete dims (no -1), without the batch dimension when `max_batch_size > 0`; they fit the input's dims. */
+  dims: number[];
+  /** Exactly one of `zero_data` and `random_data` is set. */
+  zero_data?: true;
+  random_data?: true;
+}
+
+/** Triton's `ModelWarmup` (without `count`): a sample request the load runs the model on. */
+export interface ModelWarmup {
+  name: string;
+  /** Rows of the sample (default 1); 1 for a model with `max_batch_size` 0. */
+  batch_size?: number;
+  /** By input name; inputs not listed get the backend's default warm-up data. */
+  inputs: Record<string, ModelWarmupInput>;
+}
+
+/** A warm-up input may hold at most this many elements (per sample, batch included). */
+export const MAX_WARMUP_ELEMENTS = 1 << 24;
+
 export interface ModelConfig {
   name: string;
-  /** Only `onnxruntime_onnx` is served. */
-  platform: 'onnxruntime_onnx';
+  /**
+   * `onnxruntime_onnx` (Triton's `backend: "onnxruntime"` means the same): a
+   * model.onnx run by ONNX Runtime. `pipeline`: a model the backend computes
+   * by calling other models (`parameters.pipeline` says which pipeline).
+   */
+  platform: 'onnxruntime_onnx' | 'pipeline';
   /** 0: the model has no batch dimension; > 0: the largest batch it takes. */
   max_batch_size: number;
   input: ModelTensorConfig[];
@@ -117,13 +153,19 @@ export interface ModelConfig {
   /** Which numbered version folders to serve (default `{ latest: { num_versions: 1 } }`). */
   version_policy?: VersionPolicy;
   /**
-   * Scalar parameters (Triton nests `{ string_value }`), e.g. `tokenizer`,
-   * `text_input`, `max_sequence_length`, `pad_id`, `metering`. The ones the
-   * backend acts on are checked: `metering` is one of shared/metering.ts's
-   * meters, `tokenizer` one of serving/tokenizers.ts's choices,
-   * `max_sequence_length` a positive integer, `pad_id` an integer.
+   * Scalar parameters, e.g. `tokenizer`, `text_input`, `max_sequence_length`,
+   * `pad_id`, `metering`, `pipeline`. The config may write them flat or as
+   * Triton's `{ string_value }`; nested values are strings, except that
+   * `max_sequence_length` and `pad_id` are read from an integer string and
+   * kept as numbers. The ones the backend acts on are checked: `metering` is
+   * one of shared/metering.ts's meters, `tokenizer` one of
+   * serving/tokenizers.ts's choices, `max_sequence_length` a positive
+   * integer, `pad_id` an integer, `pipeline` one of `PIPELINES` (and only
+   * for `platform: "pipeline"`).
    */
   parameters?: Record<string, ModelParameterValue>;
+  /** Warm-up samples (Triton's `model_warmup`); the load runs the first (tensors.ts `warmupFeeds`). */
+  model_warmup?: ModelWarmup[];
 }
 
 // ---------------------------------------------------------------------------
@@ -133,6 +175,7 @@ export interface ModelConfig {
 const CONFIG_KEYS = [
   'name',
   'platform',
+  'backend',
   'max_batch_size',
   'input',
   'output',
@@ -140,11 +183,17 @@ const CONFIG_KEYS = [
   'instance_group',
   'version_policy',
   'parameters',
+  'model_warmup',
 ];
 const TENSOR_KEYS = ['name', 'data_type', 'dims'];
 const BATCHING_KEYS = ['max_queue_delay_microseconds', 'preferred_batch_size', 'default_queue_policy'];
 const QUEUE_POLICY_KEYS = ['max_queue_size', 'default_timeout_microseconds', 'allow_timeout_override'];
 const INSTANCE_KEYS = ['count', 'kind'];
+const WARMUP_KEYS = ['name', 'batch_size', 'inputs'];
+const WARMUP_INPUT_KEYS = ['data_type', 'dims', 'zero_data', 'random_data'];
+const PLATFORMS = ['onnxruntime_onnx', 'pipeline'] as const;
+/** Parameters the backend reads as integers: Triton's nested `{ string_value }` form gives them as integer strings. */
+const INTEGER_PARAMETERS = ['max_sequence_length', 'pad_id'];
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -180,11 +229,30 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
   if (!isObject(json)) return fail('the config', `must be a JSON object, got ${show(json)}`);
   noUnknownKeys(json, CONFIG_KEYS, '');
 
-  const { name, platform, max_batch_size } = json;
+  const { name, platform, backend, max_batch_size } = json;
   if (typeof name !== 'string' || !NAME.test(name)) {
     fail('name', `must be a non-empty string of letters, digits, "_", "." and "-", got ${show(name)}`);
   }
-  if (platform !== 'onnxruntime_onnx') fail('platform', `must be "onnxruntime_onnx", got ${show(platform)}`);
+  // Triton names an ONNX Runtime model by `platform: "onnxruntime_onnx"` or `backend: "onnxruntime"`.
+  if (platform !== undefined && !(PLATFORMS as readonly unknown[]).includes(platform)) {
+    fail('platform', `must be "onnxruntime_onnx" or "pipeline", got ${show(platform)}`);
+  }
+  if (backend !== undefined && backend !== 'onnxruntime') {
+    fail('backend', `must be "onnxruntime" (the same as platform "onnxruntime_onnx"), got ${show(backend)}`);
+  }
+  if (backend !== undefined && platform !== undefined && platform !== 'onnxruntime_onnx') {
+    fail('backend', `"onnxruntime" disagrees with platform ${show(platform)}: keep the one that is meant`);
+  }
+  if (platform === undefined && backend === undefined) {
+    fail('platform', 'must be "onnxruntime_onnx" or "pipeline" (or backend "onnxruntime"), got nothing');
+  }
+  const resolvedPlatform = (platform ?? 'onnxruntime_onnx') as ModelConfig['platform'];
+  if (resolvedPlatform === 'pipeline') {
+    // A pipeline calls other models, which batch and run on their own instances.
+    if (json.dynamic_batching !== undefined) fail('dynamic_batching', "is not for a pipeline: its steps' models batch");
+    if (json.instance_group !== undefined) fail('instance_group', "is not for a pipeline: its steps' models run on their own instances");
+    if (max_batch_size !== 0) fail('max_batch_size', `must be 0 for a pipeline (its steps' models batch), got ${show(max_batch_size)}`);
+  }
   const maxBatch = nonNegativeInt(max_batch_size, 'max_batch_size');
 
   const tensors = (key: 'input' | 'output'): ModelTensorConfig[] => {
@@ -215,7 +283,7 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
 
   const config: ModelConfig = {
     name: name as string,
-    platform: 'onnxruntime_onnx',
+    platform: resolvedPlatform,
     max_batch_size: maxBatch,
     input: tensors('input'),
     output: tensors('output'),
@@ -316,8 +384,21 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
     if (!isObject(params)) return fail('parameters', `must be an object, got ${show(params)}`);
     const out: Record<string, ModelParameterValue> = {};
     for (const [k, v] of Object.entries(params)) {
-      if (typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v))) out[k] = v;
-      else fail(`parameters.${k}`, `must be a string, number or boolean, got ${show(v)}`);
+      if (typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v))) {
+        out[k] = v;
+      } else if (isObject(v)) {
+        // Triton's ModelParameter: `{ "string_value": "..." }`, its only field.
+        const others = Object.keys(v).filter((key) => key !== 'string_value');
+        if (others.length > 0) {
+          fail(`parameters.${k}`, `must be a string, number, boolean or { "string_value": "..." } (Triton's ModelParameter), but has ${others.map((o) => `"${o}"`).join(', ')}`);
+        }
+        if (typeof v.string_value !== 'string') fail(`parameters.${k}.string_value`, `must be a string, got ${show(v.string_value)}`);
+        const text = v.string_value as string;
+        // The integer parameters, written nested, are integer strings: kept as numbers.
+        out[k] = INTEGER_PARAMETERS.includes(k) && /^-?[0-9]+$/.test(text) ? Number(text) : text;
+      } else {
+        fail(`parameters.${k}`, `must be a string, number, boolean or { "string_value": "..." }, got ${show(v)}`);
+      }
     }
     if (out.metering !== undefined && !isMeter(out.metering)) {
       fail('parameters.metering', `must be one of ${METERS.join(', ')} (how the model's inferences are billed), got ${show(out.metering)}`);
@@ -337,6 +418,73 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
     if (out.max_sequence_length !== undefined) positiveInt(out.max_sequence_length, 'parameters.max_sequence_length');
     if (out.pad_id !== undefined && !Number.isSafeInteger(out.pad_id)) fail('parameters.pad_id', `must be an integer, got ${show(out.pad_id)}`);
     config.parameters = out;
+  }
+
+  const pipeline = config.parameters?.pipeline;
+  if (config.platform === 'pipeline') {
+    if (pipeline === undefined) fail('parameters.pipeline', `is required for platform "pipeline": one of ${PIPELINES.join(', ')}`);
+    if (!isPipeline(pipeline)) fail('parameters.pipeline', `must be one of ${PIPELINES.join(', ')}, got ${show(pipeline)}`);
+  } else if (pipeline !== undefined) {
+    fail('parameters.pipeline', `is only for platform "pipeline" (this model's platform is "${config.platform}")`);
+  }
+
+  if (json.model_warmup !== undefined) {
+    const samples = json.model_warmup;
+    if (!Array.isArray(samples) || samples.length === 0) return fail('model_warmup', `must be a non-empty array, got ${show(samples)}`);
+    const byName = new Map(config.input.map((t) => [t.name, t]));
+    config.model_warmup = samples.map((raw, i): ModelWarmup => {
+      const at = `model_warmup[${i}]`;
+      if (!isObject(raw)) return fail(at, `must be an object, got ${show(raw)}`);
+      noUnknownKeys(raw, WARMUP_KEYS, at);
+      if (typeof raw.name !== 'string' || raw.name.length === 0) fail(`${at}.name`, `must be a non-empty string, got ${show(raw.name)}`);
+      const sample: ModelWarmup = { name: raw.name as string, inputs: {} };
+      let batch = 1;
+      if (raw.batch_size !== undefined) {
+        batch = positiveInt(raw.batch_size, `${at}.batch_size`);
+        if (maxBatch === 0 && batch !== 1) fail(`${at}.batch_size`, `must be 1 for a model without a batch dimension (max_batch_size 0), got ${batch}`);
+        if (batch > maxBatch && maxBatch > 0) fail(`${at}.batch_size`, `(${batch}) exceeds max_batch_size (${maxBatch})`);
+        sample.batch_size = batch;
+      }
+      const inputs = raw.inputs;
+      if (!isObject(inputs) || Object.keys(inputs).length === 0) {
+        return fail(`${at}.inputs`, `must be an object naming at least one input, got ${show(inputs)}`);
+      }
+      for (const [inputName, spec] of Object.entries(inputs)) {
+        const field = `${at}.inputs.${inputName}`;
+        const t = byName.get(inputName);
+        if (!t) return fail(field, `is not an input of the model (its inputs: ${[...byName.keys()].join(', ')})`);
+        if (!isObject(spec)) return fail(field, `must be an object, got ${show(spec)}`);
+        noUnknownKeys(spec, WARMUP_INPUT_KEYS, field);
+        if (spec.data_type !== t.data_type) {
+          fail(`${field}.data_type`, `must be the input's data type ${t.data_type}, got ${show(spec.data_type)}`);
+        }
+        const dims = spec.dims;
+        if (!Array.isArray(dims)) return fail(`${field}.dims`, `must be an array, got ${show(dims)}`);
+        dims.forEach((d, j) => {
+          if (!(Number.isSafeInteger(d) && (d as number) > 0)) {
+            fail(`${field}.dims[${j}]`, `must be a positive integer (a warm-up shape is concrete: no -1), got ${show(d)}`);
+          }
+        });
+        const fits = dims.length === t.dims.length && t.dims.every((d, j) => d === -1 || d === dims[j]);
+        if (!fits) fail(`${field}.dims`, `${show(dims)} does not fit the input's dims ${show(t.dims)} (-1 matches any size)`);
+        const elements = (dims as number[]).reduce((a, b) => a * b, batch);
+        if (elements > MAX_WARMUP_ELEMENTS) {
+          fail(`${field}.dims`, `${show(dims)} (batch ${batch}) make ${elements} elements, more than a warm-up input may have (${MAX_WARMUP_ELEMENTS})`);
+        }
+        for (const flag of ['zero_data', 'random_data'] as const) {
+          if (spec[flag] !== undefined && spec[flag] !== true) fail(`${field}.${flag}`, `must be true when present, got ${show(spec[flag])}`);
+        }
+        if ((spec.zero_data === undefined) === (spec.random_data === undefined)) {
+          fail(field, 'must set exactly one of zero_data and random_data (to true)');
+        }
+        sample.inputs[inputName] = {
+          data_type: t.data_type,
+          dims: [...(dims as number[])],
+          ...(spec.zero_data ? { zero_data: true as const } : { random_data: true as const }),
+        };
+      }
+      return sample;
+    });
   }
 
   return config;

@@ -15,13 +15,19 @@ import { MeshError } from '../../../shared/errors.ts';
 import type { ExecutionProvider, HeartbeatModel } from '../../../shared/heartbeat.ts';
 import type { Logger } from '../log.ts';
 import { ModelHandle } from './model-handle.ts';
+import { PipelineHandle } from './pipeline-handle.ts';
+import { openPipeline } from './pipelines.ts';
 import { cpuOnly, instanceCount, parseModelConfig, type ModelConfig } from './model-config.ts';
+import { MAX_PBTXT_BYTES, parsePbtxt } from './pbtxt.ts';
 import type { ModelSession } from './model-session.ts';
 import type { Scheduler } from './scheduler.ts';
 import type { SessionFactory } from './sessions.ts';
 import { RollingMedian } from './stats.ts';
 import { toOrtFeeds, warmupFeeds } from './tensors.ts';
 import { loadTokenizer } from './tokenizers.ts';
+
+/** A READY model as an inference uses it: an ONNX model's handle, or a pipeline's (pipeline-handle.ts). */
+export type Servable = ModelHandle | PipelineHandle;
 
 /** Triton's model states, as `POST /v2/repository/index` reports them. */
 export type ModelState = 'UNAVAILABLE' | 'LOADING' | 'READY' | 'UNLOADING';
@@ -40,7 +46,7 @@ interface Entry {
   config: ModelConfig | undefined;
   version: string | undefined;
   /** The current load's handle: set while READY and UNLOADING. */
-  handle: ModelHandle | undefined;
+  handle: Servable | undefined;
   loadMs: number;
   serviceMs: RollingMedian;
   /** Bytes of the served model.onnx: a proxy for its weights' memory. */
@@ -82,7 +88,7 @@ export class ModelRepository {
     this.#now = options.now ?? (() => performance.now());
   }
 
-  /** Names of the models in the repository directory (folders with a config.json). */
+  /** Names of the models in the repository directory (folders with a config.json or a config.pbtxt). */
   async scan(): Promise<string[]> {
     this.#lastScan = this.#now();
     let dirents: Dirent[];
@@ -94,7 +100,8 @@ export class ModelRepository {
     const names: string[] = [];
     for (const d of dirents) {
       if (!d.isDirectory()) continue;
-      const exists = await stat(path.join(this.dir, d.name, 'config.json')).then((s) => s.isFile(), () => false);
+      const isFile = (file: string) => stat(path.join(this.dir, d.name, file)).then((s) => s.isFile(), () => false);
+      const exists = (await isFile('config.json')) || (await isFile('config.pbtxt'));
       if (!exists) continue;
       names.push(d.name);
       this.#entry(d.name);
@@ -115,11 +122,11 @@ export class ModelRepository {
    * repository) and marks them as the ones it must serve to be ready.
    * Throws when one cannot be loaded.
    */
-  async loadAll(names?: readonly string[]): Promise<ModelHandle[]> {
+  async loadAll(names?: readonly string[]): Promise<Servable[]> {
     const all = await this.scan();
     const wanted = names ?? all;
     if (wanted.length === 0) throw new Error(`Model repository ${this.dir} holds no model (no <model>/config.json).`);
-    const loaded: ModelHandle[] = [];
+    const loaded: Servable[] = [];
     for (const name of wanted) loaded.push(await this.load(name));
     return loaded;
   }
@@ -128,7 +135,7 @@ export class ModelRepository {
    * Loads (or reloads nothing: a READY model is returned as it is) one model
    * and runs its warm-up. Throws `model_not_found` when the repository lacks it.
    */
-  async load(name: string): Promise<ModelHandle> {
+  async load(name: string): Promise<Servable> {
     if (!(await this.has(name))) throw new MeshError('model_not_found', `Model "${name}" is not in this backend's repository.`);
     const entry = this.#entry(name);
     this.#desired.add(name);
@@ -170,14 +177,21 @@ export class ModelRepository {
    * most once a second for a name it does not know) and 503
    * `model_not_ready` when it is not READY.
    */
-  async resolve(name: string): Promise<ModelHandle> {
+  async resolve(name: string): Promise<Servable> {
     const entry = this.#entries.get(name) ?? ((await this.has(name)) ? this.#entries.get(name) : undefined);
     return readyHandle(name, entry);
   }
 
   /** The READY model's handle, or a 404/503 `MeshError`; never rescans. */
-  ready(name: string): ModelHandle {
+  ready(name: string): Servable {
     return readyHandle(name, this.#entries.get(name));
+  }
+
+  /** The READY ONNX model's handle (a pipeline's step); 503 `model_not_ready` when `name` is a pipeline. */
+  readyModel(name: string): ModelHandle {
+    const handle = this.ready(name);
+    if (!(handle instanceof ModelHandle)) throw new MeshError('model_not_ready', `Model "${name}" is a pipeline, not an ONNX model.`);
+    return handle;
   }
 
   /** The model's config when it is known (loaded, or read from disk), for metadata. */
@@ -307,14 +321,31 @@ export class ModelRepository {
     return entry;
   }
 
+  /** The model's config: its config.json, or else its config.pbtxt (Triton's text format); both is an error. */
   async #readConfig(name: string): Promise<ModelConfig> {
-    const file = path.join(this.dir, name, 'config.json');
-    const text = await readFile(file, 'utf8');
+    const dir = path.join(this.dir, name);
+    const jsonFile = path.join(dir, 'config.json');
+    const pbtxtFile = path.join(dir, 'config.pbtxt');
+    const isFile = (file: string) => stat(file).then((s) => s.isFile(), () => false);
+    const [hasJson, hasPbtxt] = await Promise.all([isFile(jsonFile), isFile(pbtxtFile)]);
+    if (hasJson && hasPbtxt) {
+      throw new Error(`${dir}: has both config.json and config.pbtxt; keep one of them (they could disagree)`);
+    }
+    let file: string;
     let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch (err) {
-      throw new Error(`${file}: not valid JSON (${(err as Error).message})`, { cause: err });
+    if (hasPbtxt && !hasJson) {
+      file = pbtxtFile;
+      const size = (await stat(file)).size;
+      if (size > MAX_PBTXT_BYTES) throw new Error(`${file}: is ${size} bytes; a config may be at most ${MAX_PBTXT_BYTES} bytes (1 MiB)`);
+      json = parsePbtxt(await readFile(file, 'utf8'), file);
+    } else {
+      file = jsonFile;
+      const text = await readFile(file, 'utf8');
+      try {
+        json = JSON.parse(text);
+      } catch (err) {
+        throw new Error(`${file}: not valid JSON (${(err as Error).message})`, { cause: err });
+      }
     }
     const config = parseModelConfig(json, file);
     if (config.name !== name) throw new Error(`${file}: name "${config.name}" differs from its folder "${name}"`);
@@ -336,13 +367,14 @@ export class ModelRepository {
     return String(Math.max(...allowed));
   }
 
-  async #doLoad(entry: Entry): Promise<ModelHandle> {
+  async #doLoad(entry: Entry): Promise<Servable> {
     const started = this.#now();
     entry.state = 'LOADING';
     entry.reason = undefined;
     let session: ModelSession | undefined;
     try {
       const config = await this.#readConfig(entry.name);
+      if (config.platform === 'pipeline') return await this.#loadPipeline(entry, config, started);
       const version = await this.#latestVersion(entry.name, config);
       await loadTokenizer(config, path.join(this.dir, entry.name));
       entry.config = config;
@@ -388,6 +420,49 @@ export class ModelRepository {
     }
   }
 
+  /**
+   * Loads a pipeline: its step models first (they join the models the
+   * backend must serve), then the pipeline's own code. Its version is its
+   * highest numbered folder, "1" when it has none (it holds no weights).
+   */
+  async #loadPipeline(entry: Entry, config: ModelConfig, started: number): Promise<PipelineHandle> {
+    const dir = path.join(this.dir, entry.name);
+    const numbered = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isDirectory() && /^[0-9]+$/.test(d.name)).map((d) => Number(d.name));
+    const version = String(numbered.length > 0 ? Math.max(...numbered) : 1);
+    const steps = new Set<string>();
+    const run = await openPipeline(config, {
+      dir,
+      modelDir: (name) => path.join(this.dir, name),
+      load: async (name) => {
+        if (name === entry.name) throw new Error(`Model "${entry.name}": a pipeline cannot be its own step`);
+        const step = await this.load(name);
+        if (!(step instanceof ModelHandle)) throw new Error(`Model "${entry.name}": its step "${name}" is a pipeline; steps must be ONNX models`);
+        steps.add(name);
+        return step.config;
+      },
+      ready: (name) => this.readyModel(name),
+    });
+    const stepHandles = [...steps].map((s) => this.#entries.get(s)?.handle);
+    entry.config = config;
+    entry.version = version;
+    entry.memoryBytes = undefined;
+    entry.loadMs = this.#now() - started;
+    const handle = new PipelineHandle({
+      name: entry.name,
+      version,
+      config,
+      run,
+      provider: stepHandles.some((h) => h?.provider === 'cuda') ? 'cuda' : (stepHandles[0]?.provider ?? this.#sessions.preferred),
+      loadMs: entry.loadMs,
+      serviceMs: entry.serviceMs,
+      now: this.#now,
+    });
+    entry.handle = handle;
+    entry.state = 'READY';
+    this.#log.info(`model ${entry.name} v${version} (pipeline ${String(config.parameters?.pipeline)} over ${[...steps].join(', ')}) ready in ${entry.loadMs.toFixed(0)} ms`);
+    return handle;
+  }
+
   async #doUnload(entry: Entry): Promise<void> {
     entry.state = 'UNLOADING';
     const handle = entry.handle;
@@ -417,7 +492,7 @@ function checkSessionMatchesConfig(config: ModelConfig, session: ModelSession): 
   }
 }
 
-function readyHandle(name: string, entry: Entry | undefined): ModelHandle {
+function readyHandle(name: string, entry: Entry | undefined): Servable {
   if (!entry) throw new MeshError('model_not_found', `Model "${name}" is not in this backend's repository.`);
   if (entry.state !== 'READY' || !entry.handle) {
     throw new MeshError('model_not_ready', `Model "${name}" is not loaded here (state ${entry.state}).`, { retryAfter: 1 });

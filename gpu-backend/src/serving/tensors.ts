@@ -11,6 +11,7 @@
  */
 
 import * as ort from 'onnxruntime-node';
+import { encodeBytesElements, textsOf } from '../../../shared/binary.ts';
 import { MeshError } from '../../../shared/errors.ts';
 import type { Datatype, InferOutput, InferRequest, TensorData } from '../../../shared/protocol.ts';
 import { DEFAULT_MAX_LENGTH, PAD_ID, TOKENIZER_NAME, VOCAB_SIZE, padBatch } from '../../../shared/tokenizer.ts';
@@ -124,6 +125,47 @@ function toValues(datatype: Datatype, data: TensorData): TensorValues {
   }
 }
 
+/**
+ * The typed storage of binary-extension data (shared/binary.ts): one copy of
+ * the bytes into a fresh, aligned buffer the tensor owns (it may be
+ * transferred to a session thread), no per-element conversion. BOOL bytes
+ * must be 0 or 1 and floats finite, as in JSON (400 naming the input).
+ */
+function fromBinary(datatype: Datatype, name: string, bytes: Uint8Array): TensorValues {
+  if (datatype === 'BYTES') return textsOf({ name, data: [], binary: bytes });
+  const buffer = bytes.slice().buffer;
+  let values: TensorValues;
+  switch (datatype) {
+    case 'FP32':
+      values = new Float32Array(buffer);
+      break;
+    case 'FP64':
+      values = new Float64Array(buffer);
+      break;
+    case 'INT64':
+      return new BigInt64Array(buffer);
+    case 'INT32':
+      return new Int32Array(buffer);
+    case 'INT16':
+      return new Int16Array(buffer);
+    case 'INT8':
+      return new Int8Array(buffer);
+    case 'UINT8':
+      return new Uint8Array(buffer);
+    case 'BOOL': {
+      const flags = new Uint8Array(buffer);
+      const at = flags.findIndex((v) => v > 1);
+      if (at !== -1) throw new MeshError('invalid_tensor', `Input "${name}": element ${at} is byte ${flags[at]}, not a valid BOOL value (0 or 1).`);
+      return flags;
+    }
+  }
+  const floats = values as Float32Array | Float64Array;
+  for (let i = 0; i < floats.length; i++) {
+    if (!Number.isFinite(floats[i]!)) throw new MeshError('invalid_tensor', `Input "${name}": element ${i} is ${floats[i]}, not a valid ${datatype} value.`);
+  }
+  return floats;
+}
+
 /** Builds the ORT tensor of a feed. */
 export function toOrtTensor(feed: Feed): ort.Tensor {
   return new ort.Tensor(ORT_TYPE[feed.datatype], feed.values as never, feed.shape);
@@ -220,7 +262,7 @@ export function prepareInference(config: ModelConfig, request: InferRequest): Pr
         throw new MeshError('datatype_mismatch', `Input "${input.name}": expected datatype ${expected}, got ${input.datatype}.`);
       }
       batches.push({ name: input.name, batch: checkShape(config, t, input.shape) });
-      const values = toValues(expected, input.data);
+      const values = input.binary ? fromBinary(expected, input.name, input.binary) : toValues(expected, input.data);
       if (t === tokenInput) checkTokenIds(config, t, values as BigInt64Array, input.shape);
       feeds[t.name] = { datatype: expected, shape: input.shape.slice(), values };
     } else if (text && input.name === text.name) {
@@ -244,7 +286,7 @@ export function prepareInference(config: ModelConfig, request: InferRequest): Pr
         throw new MeshError('invalid_request', `Inputs "${input.name}" and "${text.target.name}" are alternatives: send one of them.`);
       }
       batches.push({ name: input.name, batch: rows });
-      feeds[text.target.name] = tokenizeTexts(config, text, input.data as string[]);
+      feeds[text.target.name] = tokenizeTexts(config, text, textsOf(input));
     } else {
       const accepted = config.input.map((x) => describe(config, x));
       if (text) accepted.push(`${text.name} (BYTES ${fmt(config.max_batch_size > 0 ? [-1] : [1])})`);
@@ -352,6 +394,20 @@ export function jsonOutputs(outputs: readonly OutputTensor[]): InferOutput[] {
   return outputs.map(({ name, datatype, shape, data }) => ({ name, datatype, shape, data: toJsonData(datatype, data) }));
 }
 
+/**
+ * An output's data in the binary extension: little-endian elements, a view
+ * of the typed array's own bytes (no copy, no per-element conversion); BYTES
+ * as length-prefixed UTF-8, BOOL as one byte each.
+ */
+export function outputBytes(output: Pick<OutputTensor, 'datatype' | 'data'>): Uint8Array {
+  const { datatype, data } = output;
+  if (datatype === 'BYTES') return encodeBytesElements(Array.from(data as string[], (t) => utf8.encode(t)));
+  if (!ArrayBuffer.isView(data)) throw new Error(`output data of ${datatype} is not a typed array`);
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+const utf8 = new TextEncoder();
+
 function toJsonData(datatype: Datatype, data: ort.Tensor['data']): TensorData {
   if (datatype === 'BYTES') return Array.from(data as string[]);
   if (datatype === 'BOOL') return Array.from(data as Uint8Array, (v) => v !== 0);
@@ -362,16 +418,51 @@ function toJsonData(datatype: Datatype, data: ort.Tensor['data']): TensorData {
 /**
  * A small batch of neutral values for every input: what the warm-up run at
  * load time feeds the model (token inputs get [CLS]-like id 1, not padding).
+ * With `model_warmup`, its first sample sets the inputs it lists: their dims
+ * (a variable dimension the default would make 8 may need to be 320), after
+ * its `batch_size` (default 1) when the model batches, and zeros (empty
+ * strings for BYTES) or pseudo-random data from a fixed seed, the same on
+ * every load: floats in [0, 1), integers in [0, 64), BOOL half true, BYTES
+ * short ASCII strings. Inputs it does not list keep the defaults, with the
+ * sample's batch size.
  */
 export function warmupFeeds(config: ModelConfig): Record<string, Feed> {
   const feeds: Record<string, Feed> = {};
   const tokenInput = tokenInputOf(config);
+  const sample = config.model_warmup?.[0];
+  const batch = sample?.batch_size ?? 1;
+  // mulberry32 from a fixed seed: deterministic, so every load warms up on the same data.
+  let state = 0x6d657368;
+  const random = (): number => {
+    state = (state + 0x6d2b79f5) | 0;
+    let x = Math.imul(state ^ (state >>> 15), 1 | state);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+  const randomData = (datatype: Datatype, count: number): TensorData => {
+    switch (datatype) {
+      case 'FP32':
+      case 'FP64':
+        return Array.from({ length: count }, () => random());
+      case 'BOOL':
+        return Array.from({ length: count }, () => random() < 0.5);
+      case 'BYTES':
+        return Array.from({ length: count }, () => Math.floor(random() * 2 ** 32).toString(36));
+      default:
+        // Small non-negative integers: valid in every integer type, and as indices into small tables.
+        return Array.from({ length: count }, () => Math.floor(random() * 64));
+    }
+  };
+  const fixed = (datatype: Datatype, count: number, fill: number): TensorData =>
+    datatype === 'BYTES' ? new Array<string>(count).fill('') : datatype === 'BOOL' ? new Array<boolean>(count).fill(false) : new Array<number>(count).fill(fill);
   for (const t of config.input) {
-    const shape = modelShape(config, t).map((d, i) => (d !== -1 ? d : i === 0 && config.max_batch_size > 0 ? 1 : 8));
-    const count = shape.reduce((a, b) => a * b, 1);
     const datatype = datatypeOf(t);
-    const fill = t === tokenInput ? 1 : 0;
-    const data: TensorData = datatype === 'BYTES' ? new Array<string>(count).fill('') : datatype === 'BOOL' ? new Array<boolean>(count).fill(false) : new Array<number>(count).fill(fill);
+    const given = sample?.inputs[t.name];
+    const shape = given
+      ? config.max_batch_size > 0 ? [batch, ...given.dims] : [...given.dims]
+      : modelShape(config, t).map((d, i) => (d !== -1 ? d : i === 0 && config.max_batch_size > 0 ? batch : 8));
+    const count = shape.reduce((a, b) => a * b, 1);
+    const data = given?.random_data ? randomData(datatype, count) : fixed(datatype, count, !given && t === tokenInput ? 1 : 0);
     feeds[t.name] = { datatype, shape, values: toValues(datatype, data) };
   }
   return feeds;

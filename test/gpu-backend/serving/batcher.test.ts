@@ -251,15 +251,15 @@ describe('merged batches on the real embed model', () => {
   });
 
   it('gives each padded row the embedding it gets alone', async () => {
-    const { config } = h.backend.repository.ready('embed');
+    const { config } = h.backend.repository.readyModel('embed');
     const texts = ['short', 'a somewhat longer sentence about edge inference', 'mid length text'];
     const prepared = texts.map((t) => prepareInference(config, parseInferRequest({ inputs: [{ name: 'text', datatype: 'BYTES', shape: [1], data: [t] }] })));
     const merged = mergeFeeds(prepared);
     expect(merged.input_ids!.shape).toEqual([3, Math.max(...prepared.map((p) => p.feeds.input_ids!.shape[1]!))]);
-    const together = await h.backend.repository.ready('embed').run(toOrtFeeds(merged), ['embedding']);
+    const together = await h.backend.repository.readyModel('embed').run(toOrtFeeds(merged), ['embedding']);
     const all = together.outputs.embedding!.data as Float32Array;
     for (let i = 0; i < texts.length; i++) {
-      const alone = await h.backend.repository.ready('embed').run(toOrtFeeds(prepared[i]!.feeds), ['embedding']);
+      const alone = await h.backend.repository.readyModel('embed').run(toOrtFeeds(prepared[i]!.feeds), ['embedding']);
       const solo = alone.outputs.embedding!.data as Float32Array;
       const row = all.subarray(i * 256, (i + 1) * 256);
       for (let j = 0; j < 256; j++) expect(row[j]).toBeCloseTo(solo[j]!, 5);
@@ -344,9 +344,9 @@ describe.each([
           expect(res.status).toBe(200);
           const got = ((await res.json()) as InferResponse).outputs[0]!;
           // The same request run alone, straight on the session: no batcher, no other rows.
-          const { config } = h.backend.repository.ready(call.model);
+          const { config } = h.backend.repository.readyModel(call.model);
           const prepared = prepareInference(config, parseInferRequest(call.body));
-          const alone = await h.backend.repository.ready(call.model).run(toOrtFeeds(prepared.feeds), prepared.fetches);
+          const alone = await h.backend.repository.readyModel(call.model).run(toOrtFeeds(prepared.feeds), prepared.fetches);
           const want = alone.outputs[prepared.fetches[0]!]!;
           expect(got.shape).toEqual([...want.dims]);
           const wantData = want.data as Float32Array;

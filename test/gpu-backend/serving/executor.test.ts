@@ -197,12 +197,12 @@ describe('on a real backend', () => {
   });
 
   it('gives a reloaded model a new handle and a new batcher for its new config', async () => {
-    const before = h.backend.repository.ready('classifier');
+    const before = h.backend.repository.readyModel('classifier');
     expect(before.batcher.config).toBe(before.config);
     expect((await h.post('/v2/repository/models/classifier/unload', {})).status).toBe(200);
     expect((await h.post('/v2/models/classifier/infer', FEATURES)).status).toBe(503);
     expect((await h.post('/v2/repository/models/classifier/load', {})).status).toBe(200);
-    const after = h.backend.repository.ready('classifier');
+    const after = h.backend.repository.readyModel('classifier');
     expect(after).not.toBe(before);
     expect(after.batcher).not.toBe(before.batcher);
     expect(after.config).not.toBe(before.config);

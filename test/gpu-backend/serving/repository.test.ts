@@ -363,3 +363,98 @@ describe('unload and load under traffic', () => {
     expect(h.backend.scheduler.capacity).toEqual({ slots: 1, inFlight: 0, queued: 0 });
   });
 });
+
+describe('config.pbtxt', () => {
+  /** The classifier's graph in `name`, with `files` (config.pbtxt and/or config.json) beside it. */
+  async function classifierWith(name: string, files: Record<string, string>): Promise<void> {
+    await mkdir(path.join(repo.dir, name, '1'), { recursive: true });
+    await copyFile(path.join(repo.dir, 'classifier', '1', 'model.onnx'), path.join(repo.dir, name, '1', 'model.onnx'));
+    for (const [file, text] of Object.entries(files)) await writeFile(path.join(repo.dir, name, file), text);
+  }
+  const pbtxt = (name: string) => `# The demo classifier, as Triton would serve it.
+name: "${name}"
+backend: "onnxruntime"
+max_batch_size: 8
+input [
+  {
+    name: "features"
+    data_type: TYPE_FP32
+    dims: [ 16 ]
+  }
+]
+output [
+  {
+    name: "probabilities"
+    data_type: TYPE_FP32
+    dims: [ 4 ]
+  }
+]
+instance_group [ { count: 1, kind: KIND_CPU } ]
+dynamic_batching { max_queue_delay_microseconds: 100 }
+parameters { key: "metering" value: { string_value: "rows" } }
+model_warmup [
+  {
+    name: "three rows"
+    batch_size: 3
+    inputs { key: "features" value: { data_type: TYPE_FP32 dims: [ 16 ] random_data: true } }
+  }
+]
+`;
+
+  let h: Harness;
+  let gated: ReturnType<typeof gatedSessions>;
+  beforeAll(async () => {
+    await classifierWith('pbtxt-classifier', { 'config.pbtxt': pbtxt('pbtxt-classifier') });
+    await classifierWith('pbtxt-both', {
+      'config.pbtxt': pbtxt('pbtxt-both'),
+      'config.json': JSON.stringify({ name: 'pbtxt-both', platform: 'onnxruntime_onnx', max_batch_size: 8, input: [{ name: 'features', data_type: 'TYPE_FP32', dims: [16] }], output: [{ name: 'probabilities', data_type: 'TYPE_FP32', dims: [4] }] }),
+    });
+    await classifierWith('pbtxt-typo', { 'config.pbtxt': pbtxt('pbtxt-typo').replace('dims: [ 4 ]', 'dims: [ 4 }') });
+    gated = gatedSessions();
+    h = await harness({ repo: repo.dir, env: { MODELS: 'pbtxt-classifier', EXECUTION_PROVIDERS: 'cpu' }, overrides: { createSession: gated.create } });
+  });
+  afterAll(async () => {
+    await h?.backend.repository.close();
+  });
+
+  it('loads a model from its config.pbtxt, warms it up on model_warmup, and serves it', async () => {
+    expect(h.backend.repository.state('pbtxt-classifier')).toBe('READY');
+    const { config } = await h.backend.repository.config('pbtxt-classifier');
+    expect(config).toMatchObject({
+      name: 'pbtxt-classifier',
+      platform: 'onnxruntime_onnx',
+      max_batch_size: 8,
+      instance_group: [{ count: 1, kind: 'KIND_CPU' }],
+      parameters: { metering: 'rows' },
+      model_warmup: [{ name: 'three rows', batch_size: 3, inputs: { features: { data_type: 'TYPE_FP32', dims: [16], random_data: true } } }],
+    });
+    // The warm-up run: the sample's batch of 3 rows, pseudo-random data.
+    const warm = gated.gate.feeds[0]!.features!;
+    expect(warm).toHaveLength(3 * 16);
+    expect(new Set(warm).size).toBeGreaterThan(1);
+    expect((await h.post('/v2/models/pbtxt-classifier/infer', FEATURES)).status).toBe(200);
+    const meta = (await (await h.get('/v2/models/pbtxt-classifier')).json()) as { platform: string };
+    expect(meta.platform).toBe('onnxruntime_onnx');
+  });
+
+  it('lists folders with only a config.pbtxt in the index', async () => {
+    const index = (await (await h.post('/v2/repository/index', {})).json()) as { name: string }[];
+    expect(index.map((m) => m.name)).toEqual(expect.arrayContaining(['pbtxt-classifier', 'pbtxt-both', 'pbtxt-typo']));
+  });
+
+  it('refuses a model folder with both config.json and config.pbtxt, saying to keep one', async () => {
+    expect((await h.post('/v2/repository/models/pbtxt-both/load', {})).status).toBe(500);
+    const index = (await (await h.post('/v2/repository/index', {})).json()) as { name: string; state: string; reason?: string }[];
+    expect(index.find((m) => m.name === 'pbtxt-both')).toMatchObject({
+      state: 'UNAVAILABLE',
+      reason: expect.stringMatching(/pbtxt-both: has both config\.json and config\.pbtxt; keep one of them/),
+    });
+  });
+
+  it('fails the load of a config.pbtxt with a syntax error, naming the file, line and column', async () => {
+    expect((await h.post('/v2/repository/models/pbtxt-typo/load', {})).status).toBe(500);
+    const index = (await (await h.post('/v2/repository/index', {})).json()) as { name: string; state: string; reason?: string }[];
+    expect(index.find((m) => m.name === 'pbtxt-typo')?.reason).toMatch(/pbtxt-typo[/\\]config\.pbtxt:16:15: expected "," or "]" in the list of "dims" \(opened at 16:11\), got "}"/);
+    expect((await h.post('/v2/models/pbtxt-classifier/infer', FEATURES)).status).toBe(200);
+  });
+});

@@ -12,6 +12,7 @@
  */
 
 import { MeshError } from './errors.ts';
+import { bf16Value, fp16Value } from './float16.ts';
 import { parseInferRequest, parseJson, type Datatype, type InferInput, type InferRequest } from './protocol.ts';
 
 /** The request (and response) header that announces the binary extension: the JSON header's byte length. */
@@ -21,10 +22,15 @@ export const HEADER_LENGTH_HEADER = 'inference-header-content-length';
 export const ELEMENT_BYTES: Readonly<Record<Exclude<Datatype, 'BYTES'>, number>> = {
   BOOL: 1,
   UINT8: 1,
+  UINT16: 2,
+  UINT32: 4,
+  UINT64: 8,
   INT8: 1,
   INT16: 2,
   INT32: 4,
   INT64: 8,
+  FP16: 2,
+  BF16: 2,
   FP32: 4,
   FP64: 8,
 };
@@ -203,7 +209,13 @@ export function jsonPrefixLength(bytes: Uint8Array): number | undefined {
   return undefined;
 }
 
-/** The JSON values of a binary tensor's elements (for comparisons off the answer's path: one number per element). */
+/**
+ * The JSON values of a binary tensor's elements (for comparisons off the
+ * answer's path: one number per element). FP16 and BF16 are the exact values
+ * of their bit patterns; a 64-bit integer is its two 32-bit words, high ×
+ * 2³² + low, exact within ±2⁵³ and the nearest double beyond (as
+ * `Number(bigint)` gives, without a BigInt per element).
+ */
 export function binaryValues(datatype: Datatype, bytes: Uint8Array): (number | string | boolean)[] {
   if (datatype === 'BYTES') return textsOf({ name: 'output', data: [], binary: bytes });
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -217,6 +229,15 @@ export function binaryValues(datatype: Datatype, bytes: Uint8Array): (number | s
       case 'UINT8':
         out.push(view.getUint8(at));
         break;
+      case 'UINT16':
+        out.push(view.getUint16(at, true));
+        break;
+      case 'UINT32':
+        out.push(view.getUint32(at, true));
+        break;
+      case 'UINT64':
+        out.push(view.getUint32(at + 4, true) * 4294967296 + view.getUint32(at, true));
+        break;
       case 'INT8':
         out.push(view.getInt8(at));
         break;
@@ -227,7 +248,13 @@ export function binaryValues(datatype: Datatype, bytes: Uint8Array): (number | s
         out.push(view.getInt32(at, true));
         break;
       case 'INT64':
-        out.push(Number(view.getBigInt64(at, true)));
+        out.push(view.getInt32(at + 4, true) * 4294967296 + view.getUint32(at, true));
+        break;
+      case 'FP16':
+        out.push(fp16Value(view.getUint16(at, true)));
+        break;
+      case 'BF16':
+        out.push(bf16Value(view.getUint16(at, true)));
         break;
       case 'FP32':
         out.push(view.getFloat32(at, true));

@@ -6,8 +6,25 @@
  */
 
 import { MeshError } from './errors.ts';
+import { BF16_MAX, FP16_MAX } from './float16.ts';
 
-export const DATATYPES = ['BOOL', 'UINT8', 'INT8', 'INT16', 'INT32', 'INT64', 'FP32', 'FP64', 'BYTES'] as const;
+/** The OIP v2 datatypes (KServe's list, with Triton's BF16). */
+export const DATATYPES = [
+  'BOOL',
+  'UINT8',
+  'UINT16',
+  'UINT32',
+  'UINT64',
+  'INT8',
+  'INT16',
+  'INT32',
+  'INT64',
+  'FP16',
+  'BF16',
+  'FP32',
+  'FP64',
+  'BYTES',
+] as const;
 export type Datatype = (typeof DATATYPES)[number];
 
 function isDatatype(v: unknown): v is Datatype {
@@ -84,12 +101,22 @@ const REQUEST_KEYS = new Set(['id', 'parameters', 'inputs', 'outputs']);
 const INPUT_KEYS = new Set(['name', 'shape', 'datatype', 'parameters', 'data']);
 const OUTPUT_KEYS = new Set(['name', 'parameters']);
 
+/** The integer types' ranges in JSON: a 64-bit value must be a safe integer (a JSON number is a double, exact only within ±(2⁵³−1)). */
 const INT_RANGE: Partial<Record<Datatype, readonly [number, number]>> = {
   UINT8: [0, 255],
+  UINT16: [0, 65535],
+  UINT32: [0, 4294967295],
+  UINT64: [0, Number.MAX_SAFE_INTEGER],
   INT8: [-128, 127],
   INT16: [-32768, 32767],
   INT32: [-2147483648, 2147483647],
   INT64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+};
+
+/** The 16-bit float types' largest magnitudes: a JSON value beyond would round to an infinity. */
+const FLOAT_MAX: Partial<Record<Datatype, number>> = {
+  FP16: FP16_MAX,
+  BF16: BF16_MAX,
 };
 
 const bad = (message: string) => new MeshError('invalid_tensor', message);
@@ -119,12 +146,14 @@ function flatten(data: unknown[], name: string): unknown[] {
 
 function checkElements(flat: unknown[], datatype: Datatype, name: string): void {
   const range = INT_RANGE[datatype];
+  const max = FLOAT_MAX[datatype];
   for (let i = 0; i < flat.length; i++) {
     const v = flat[i];
     let ok: boolean;
     if (datatype === 'BYTES') ok = typeof v === 'string';
     else if (datatype === 'BOOL') ok = typeof v === 'boolean';
     else if (range) ok = typeof v === 'number' && Number.isInteger(v) && v >= range[0] && v <= range[1];
+    else if (max !== undefined) ok = typeof v === 'number' && Math.abs(v) <= max;
     else ok = typeof v === 'number' && Number.isFinite(v);
     if (!ok) {
       throw bad(`Input "${name}": element ${i} is ${JSON.stringify(v) ?? String(v)}, not a valid ${datatype} value.`);

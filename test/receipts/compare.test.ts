@@ -1,12 +1,15 @@
 /**
  * Comparing two OIP answers (receipts/compare.ts): floats within the rule,
  * everything else exact, outputs by name, nested data flattened, and a reason
- * that names the first difference.
+ * that names the first difference. Binary-extension answers are decoded
+ * first: FP16 and BF16 bit patterns to their values, compared as floats under
+ * the rule given (the model's tolerance); UINT64 from its two words, exactly.
  */
 
 import { describe, expect, it } from 'vitest';
 import { compareAnswerBytes, compareAnswers, DEFAULT_RULE, isCompareRule, type Comparison } from '../../receipts/compare.ts';
 import { encodeBinaryBody } from '../../shared/binary.ts';
+import { toBf16Bits, toFp16Bits } from '../../shared/float16.ts';
 import type { CompareRule } from '../../shared/jwt.ts';
 import { embedding, noisy } from '../helpers/dispute-fixtures.ts';
 
@@ -223,6 +226,33 @@ describe('binary-extension answers', () => {
     expect(compareAnswerBytes(binaryAnswer([0.5, -1.25, 2]), json)).toEqual({ agree: true });
     expect(compareAnswerBytes(binaryAnswer([0.5, -1.25, 2]), binaryAnswer([0.5, -1.25, 2.00001]))).toEqual({ agree: true });
     expect(compareAnswerBytes(binaryAnswer([0.5, -1.25, 2]), binaryAnswer([0.5, -1.25, 2.5])).agree).toBe(false);
+  });
+
+  it('decodes FP16 and BF16 bit patterns and compares them as floats, with the rule given (the model\'s tolerance)', () => {
+    const half = (datatype: 'FP16' | 'BF16', values: number[]) => {
+      const data = new Uint8Array(Uint16Array.from(values, datatype === 'FP16' ? toFp16Bits : toBf16Bits).buffer);
+      const header = { model_name: 'm', outputs: [{ name: 'y', datatype, shape: [values.length], parameters: { binary_data_size: data.byteLength } }] };
+      return encodeBinaryBody(header, [data]).body;
+    };
+    const json = (datatype: string, data: number[]) => bytes(JSON.stringify({ model_name: 'm', outputs: [{ name: 'y', datatype, shape: [data.length], data }] }));
+    // 0.1 as FP16 is 0.0999755859375: within the default abs 1e-4 of a JSON 0.1.
+    expect(compareAnswerBytes(half('FP16', [0.1, 1000, -2]), json('FP16', [0.1, 1000, -2]))).toEqual({ agree: true });
+    // One FP16 step at 1000 is 0.5: within the default rel 1e-3, not within a rule of rel 1e-4; two steps of 1 are not.
+    expect(compareAnswerBytes(half('FP16', [0.1, 1000, -2]), half('FP16', [0.1, 1000.5, -2]))).toEqual({ agree: true });
+    const strict: CompareRule = { float: { abs: 1e-4, rel: 1e-4 } };
+    expect(reason(compareAnswerBytes(half('FP16', [0.1, 1000, -2]), half('FP16', [0.1, 1000.5, -2]), strict))).toMatch(/^output "y" element 1: 1000 vs 1000\.5 \(differ by 0\.5, tolerance 0\.1\)$/);
+    expect(compareAnswerBytes(half('FP16', [0.1, 1000, -2]), half('FP16', [0.1, 1002, -2])).agree).toBe(false);
+    expect(compareAnswerBytes(half('BF16', [0.1, 3, -2]), json('BF16', [0.1, 3, -2]))).toEqual({ agree: true });
+    expect(compareAnswerBytes(half('BF16', [0.1, 3, -2]), json('BF16', [0.1, 3.5, -2])).agree).toBe(false);
+  });
+
+  it('decodes UINT64 above 2^32 and compares it exactly', () => {
+    const data = new Uint8Array(BigUint64Array.from([2n ** 32n + 1n, 7n]).buffer);
+    const header = { model_name: 'm', outputs: [{ name: 'y', datatype: 'UINT64', shape: [2], parameters: { binary_data_size: 16 } }] };
+    const binary = encodeBinaryBody(header, [data]).body;
+    const json = (data: number[]) => bytes(JSON.stringify({ model_name: 'm', outputs: [{ name: 'y', datatype: 'UINT64', shape: [2], data }] }));
+    expect(compareAnswerBytes(binary, json([2 ** 32 + 1, 7]))).toEqual({ agree: true });
+    expect(reason(compareAnswerBytes(binary, json([2 ** 32, 7]), { float: { abs: 1, rel: 1 } }))).toBe('output "y" element 0: 4294967297 vs 4294967296');
   });
 
   it('disagrees when the declared binary sizes do not account for the bytes', () => {

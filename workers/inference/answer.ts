@@ -49,9 +49,16 @@ function elementOk(datatype: Datatype): (v: unknown) => boolean {
       return (v) => typeof v === 'string';
     case 'BOOL':
       return (v) => typeof v === 'boolean';
+    case 'FP16':
+    case 'BF16':
     case 'FP32':
     case 'FP64':
       return (v) => typeof v === 'number';
+    case 'UINT8':
+    case 'UINT16':
+    case 'UINT32':
+    case 'UINT64':
+      return (v) => typeof v === 'number' && Number.isInteger(v) && v >= 0;
     default:
       return (v) => typeof v === 'number' && Number.isInteger(v);
   }

@@ -13,7 +13,8 @@ import type { AddressInfo } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { MeshError, errorBody, type MeshErrorCode } from '../../../shared/errors.ts';
 import type { BackendConfig } from '../config.ts';
-import { toWire, type InferAnswer, type InferJob, type InferencePort, type WireError } from '../serving/executor.ts';
+import { toWire, type Admission, type InferJob, type InferencePort, type WireError, type WorkerAnswer } from '../serving/executor.ts';
+import type { StepResult, StepTensor } from '../serving/pipeline-steps.ts';
 import type { Logger } from '../log.ts';
 import type { RequestTiming } from '../metrics.ts';
 
@@ -55,6 +56,10 @@ export type WorkerMessage =
   | { t: 'listen-failed'; message: string }
   | { t: 'run'; id: number; job: InferJob }
   | { t: 'fetch'; id: number; request: WireRequest }
+  /** A step of a pipeline request the worker runs (its input transferred). */
+  | { t: 'step'; id: number; name: string; input: StepTensor }
+  /** The worker is done with the pipeline request admitted as run `id` (`serviceMs` when it succeeded). */
+  | { t: 'release'; id: number; serviceMs?: number }
   | { t: 'succeeded'; name: string; version: string; timing: RequestTiming }
   | { t: 'failed'; name: string; code: MeshErrorCode }
   | { t: 'rejected'; code: MeshErrorCode }
@@ -62,9 +67,11 @@ export type WorkerMessage =
 
 /** Pool → worker (posted in arrays: `Outbox`). */
 export type PoolMessage =
-  | { t: 'ran'; id: number; answer: InferAnswer }
+  | { t: 'ran'; id: number; answer: WorkerAnswer }
   | { t: 'ran'; id: number; error: WireError }
   | { t: 'fetched'; id: number; response: WireResponse }
+  | { t: 'stepped'; id: number; output: StepResult }
+  | { t: 'stepped'; id: number; error: WireError }
   | { t: 'drain'; timeoutMs: number };
 
 /**
@@ -73,7 +80,8 @@ export type PoolMessage =
  * request's rows are a view on the whole batch's buffer, which a clone would
  * copy whole.)
  */
-function wireAnswer(answer: InferAnswer): { wire: InferAnswer; transfer: ArrayBuffer[] } {
+function wireAnswer(answer: WorkerAnswer): { wire: WorkerAnswer; transfer: ArrayBuffer[] } {
+  if (!('result' in answer)) return { wire: answer, transfer: [] };
   const transfer: ArrayBuffer[] = [];
   const outputs = answer.result.outputs.map((output) => {
     if (!ArrayBuffer.isView(output.data)) return output;
@@ -127,7 +135,10 @@ export interface HttpPoolOptions {
   count: number;
   config: BackendConfig;
   /** The main thread's half of every inference. */
-  executor: InferencePort;
+  executor: Omit<InferencePort, 'run'> & {
+    runForWorker(job: InferJob): Promise<WorkerAnswer | Admission>;
+    step(name: string, input: StepTensor): Promise<StepResult>;
+  };
   /** The main thread's app: every route but inference is forwarded to it. */
   app: { fetch: (request: Request) => Response | Promise<Response> };
   log: Logger;
@@ -137,6 +148,8 @@ export class HttpPool {
   readonly #options: HttpPoolOptions;
   /** Each live worker, with the outbox of messages to it. */
   readonly #workers = new Map<Worker, Outbox<PoolMessage>>();
+  /** Pipeline requests each worker runs, admitted here until it releases them (or dies). */
+  readonly #admissions = new Map<Worker, Map<number, (serviceMs?: number) => void>>();
   #address: AddressInfo | undefined;
   #stopping = false;
 
@@ -210,7 +223,7 @@ export class HttpPool {
     this.#workers.set(worker, outbox);
     worker.on('error', (err) => this.#options.log.error('an HTTP worker failed', err));
     worker.on('message', (messages: WorkerMessage[]) => {
-      for (const message of messages) this.#handle(outbox, message);
+      for (const message of messages) this.#handle(worker, outbox, message);
     });
     const listening = new Promise<void>((resolve, reject) => {
       const onMessage = (messages: WorkerMessage[]) => {
@@ -246,6 +259,9 @@ export class HttpPool {
     }
     worker.on('exit', (code) => {
       this.#workers.delete(worker);
+      // Its pipeline requests will never be released by it: an unload must not wait for them.
+      for (const release of this.#admissions.get(worker)?.values() ?? []) release();
+      this.#admissions.delete(worker);
       if (this.#stopping) return;
       this.#options.log.warn(`an HTTP worker exited (code ${code}); starting another in ${RESTART_DELAY_MS / 1000} s`);
       this.#restartLater();
@@ -263,12 +279,19 @@ export class HttpPool {
     }, RESTART_DELAY_MS).unref();
   }
 
-  #handle(outbox: Outbox<PoolMessage>, message: WorkerMessage): void {
+  #handle(worker: Worker, outbox: Outbox<PoolMessage>, message: WorkerMessage): void {
     const { executor } = this.#options;
     switch (message.t) {
       case 'run':
-        executor.run(message.job).then(
+        executor.runForWorker(message.job).then(
           (answer) => {
+            if ('release' in answer) {
+              let admitted = this.#admissions.get(worker);
+              if (!admitted) this.#admissions.set(worker, (admitted = new Map()));
+              admitted.set(message.id, answer.release);
+              outbox.push({ t: 'ran', id: message.id, answer: { version: answer.version, admitted: true } });
+              return;
+            }
             const { wire, transfer } = wireAnswer(answer);
             outbox.push({ t: 'ran', id: message.id, answer: wire }, transfer);
           },
@@ -282,6 +305,22 @@ export class HttpPool {
       case 'fetch':
         void this.#forward(outbox, message.id, message.request);
         return;
+      case 'step':
+        executor.step(message.name, message.input).then(
+          (output) => outbox.push({ t: 'stepped', id: message.id, output }, [output.data.buffer as ArrayBuffer]),
+          (err: unknown) => {
+            const error = toWire(err);
+            if (error.code === 'internal') this.#options.log.error(`step ${message.name} of a pipeline failed`, err);
+            outbox.push({ t: 'stepped', id: message.id, error });
+          },
+        );
+        return;
+      case 'release': {
+        const admitted = this.#admissions.get(worker);
+        admitted?.get(message.id)?.(message.serviceMs);
+        admitted?.delete(message.id);
+        return;
+      }
       case 'succeeded':
         executor.succeeded(message.name, message.version, message.timing);
         return;

@@ -2,9 +2,11 @@
  * One HTTP worker (http-pool.ts starts them and says why): it listens on the
  * backend's port beside the others (SO_REUSEPORT) and serves
  * `createWorkerApp`. An inference is read, its dispatch token checked (own
- * JWKS cache, same rules as the main thread) and its JSON parsed here, then
- * the main thread spends the token and runs the model (serving/executor.ts); the
- * answer comes back here to be serialised, hashed and attested. Location
+ * JWKS cache, same rules as the main thread), its body parsed and, once the
+ * model's config is known here, checked, tokenized and converted
+ * (worker-executor.ts); the main thread spends the token, batches and runs
+ * the model (serving/executor.ts); the answer comes back here to be metered,
+ * serialised, hashed and attested. Location
  * probes are signed here (the edge times them). Every other route is
  * forwarded whole. On `drain` it stops listening and reports once
  * the requests it holds are answered.
@@ -18,7 +20,9 @@ import { createWorkerApp } from './app.ts';
 import { Attestor } from '../mesh/attestation.ts';
 import { ProbeSigner } from '../mesh/probe.ts';
 import { DispatchVerifier, edgeJwks } from '../mesh/dispatch.ts';
-import { fromWire, type InferAnswer, type InferJob, type InferencePort } from '../serving/executor.ts';
+import { fromWire, type InferJob, type InferencePort, type WorkerAnswer } from '../serving/executor.ts';
+import { WorkerExecutor } from './worker-executor.ts';
+import type { StepResult } from '../serving/pipeline-steps.ts';
 import { Outbox, type HttpWorkerInit, type PoolMessage, type WorkerMessage, type WireResponse } from './http-pool.ts';
 import { Lifecycle, closeServer } from '../lifecycle.ts';
 import { consoleLogger } from '../log.ts';
@@ -33,20 +37,40 @@ const post = (message: WorkerMessage, transfer: readonly ArrayBuffer[] = []) => 
 
 const log = consoleLogger(`backend ${config.backendId} http-worker-${threadId}`);
 const lifecycle = new Lifecycle();
-const runs = new Map<number, { resolve: (answer: InferAnswer) => void; reject: (err: Error) => void }>();
+const runs = new Map<number, { resolve: (answer: WorkerAnswer) => void; reject: (err: Error) => void }>();
 const fetches = new Map<number, (response: WireResponse) => void>();
+const steps = new Map<number, { resolve: (output: StepResult) => void; reject: (err: Error) => void }>();
+/** The run id each admitted pipeline job went out with, to release it by. */
+const admissions = new WeakMap<InferJob, number>();
 let nextId = 0;
 /** Set once the app is built (a drain may arrive before: the worker then has nothing to finish). */
 let server: Server | undefined;
 
-/** The main thread's executor, across the thread. */
+/** The main thread's executor, across the thread: requests are prepared here and only batched and run there. */
+const worker = new WorkerExecutor(
+  {
+    run: (job, transfer) =>
+      new Promise<WorkerAnswer>((resolve, reject) => {
+        const id = nextId++;
+        runs.set(id, { resolve, reject });
+        if (job.admit) admissions.set(job, id);
+        post({ t: 'run', id, job }, transfer);
+      }),
+    step: (name, input) =>
+      new Promise<StepResult>((resolve, reject) => {
+        const id = nextId++;
+        steps.set(id, { resolve, reject });
+        post({ t: 'step', id, name, input }, [input.data.buffer as ArrayBuffer]);
+      }),
+    release: (job, serviceMs) => {
+      const id = admissions.get(job);
+      if (id !== undefined) post(serviceMs === undefined ? { t: 'release', id } : { t: 'release', id, serviceMs });
+    },
+  },
+  config.modelRepository,
+);
 const executor: InferencePort = {
-  run: (job: InferJob) =>
-    new Promise<InferAnswer>((resolve, reject) => {
-      const id = nextId++;
-      runs.set(id, { resolve, reject });
-      post({ t: 'run', id, job });
-    }),
+  run: (job: InferJob) => worker.run(job),
   succeeded: (name: string, version: string, timing: RequestTiming) => post({ t: 'succeeded', name, version, timing }),
   failed: (name, code) => post({ t: 'failed', name, code }),
   tokenRejected: (code) => post({ t: 'rejected', code }),
@@ -74,6 +98,13 @@ function handle(message: PoolMessage): void {
       const pending = runs.get(message.id);
       runs.delete(message.id);
       if ('answer' in message) pending?.resolve(message.answer);
+      else pending?.reject(fromWire(message.error));
+      return;
+    }
+    case 'stepped': {
+      const pending = steps.get(message.id);
+      steps.delete(message.id);
+      if ('output' in message) pending?.resolve(message.output);
       else pending?.reject(fromWire(message.error));
       return;
     }

@@ -12,9 +12,10 @@
  * missing bearer token is a 401 `unauthorized`.
  */
 
-import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { KeyObject, verify as verifySignature, type webcrypto } from 'node:crypto';
+import { createRemoteJWKSet, type CompactJWSHeaderParameters, type JWTVerifyGetKey } from 'jose';
 import { MeshError } from '../../../shared/errors.ts';
-import { ALGORITHMS, DISPATCH_TTL_MAX_S, TYP, type DispatchClaims, type DispatchPurpose } from '../../../shared/jwt.ts';
+import { ALGORITHMS, decodeCompact, DISPATCH_TTL_MAX_S, TYP, type DispatchClaims, type DispatchPurpose } from '../../../shared/jwt.ts';
 import { sha256HexSync } from './hash.ts';
 import { ReplayCache } from './replay-cache.ts';
 
@@ -37,6 +38,15 @@ export interface DispatchVerifierOptions {
   maxLiveTokens?: number;
 }
 
+/**
+ * How long a resolved key is used without asking `getKey` again: jose's
+ * remote JWKS keeps its own copy for 10 minutes and refetches on an unknown
+ * kid, so a key the edge retires stops verifying here within this long.
+ */
+const KEY_CACHE_MS = 30_000;
+/** Kids remembered at once (a token names any kid it likes; unknown ones fail in `getKey` and are not kept). */
+const MAX_CACHED_KEYS = 16;
+
 /** The model claim that allows `POST /v2/repository/index`. */
 export const ANY_MODEL = '*';
 
@@ -58,6 +68,7 @@ export class DispatchVerifier {
   readonly #now: () => number;
   readonly #tolerance: number;
   readonly #replays: ReplayCache;
+  readonly #keys = new Map<string, { key: KeyObject; at: number }>();
 
   constructor(options: DispatchVerifierOptions) {
     this.#options = options;
@@ -95,24 +106,16 @@ export class DispatchVerifier {
    */
   async check(authorization: string | undefined, body: Uint8Array, model: string, purpose: DispatchPurpose): Promise<DispatchClaims> {
     const token = bearer(authorization);
-    const nowMs = this.#now();
-    const nowS = Math.floor(nowMs / 1000);
-    let claims: DispatchClaims;
-    try {
-      const { payload } = await jwtVerify(token, this.#options.getKey, {
-        algorithms: ALGORITHMS,
-        typ: TYP.dispatch,
-        issuer: this.#options.issuer,
-        audience: this.#options.backendId,
-        requiredClaims: ['exp', 'iat', 'jti', 'body_sha256', 'model', 'purpose'],
-        maxTokenAge: DISPATCH_TTL_MAX_S + this.#tolerance,
-        clockTolerance: this.#tolerance,
-        currentDate: new Date(nowMs),
-      });
-      claims = payload as unknown as DispatchClaims;
-    } catch (err) {
-      throw invalid(`The dispatch token is not valid: ${err instanceof Error ? err.message : String(err)}.`, err);
-    }
+    const jws = decodeCompact(token);
+    if (!jws) throw invalid('The dispatch token is not valid: not a compact JWS.');
+    const { header } = jws;
+    if (!ALGORITHMS.includes(header.alg as (typeof ALGORITHMS)[number])) throw invalid(`The dispatch token is not valid: alg ${JSON.stringify(header.alg)} is not allowed.`);
+    if (header.typ !== TYP.dispatch) throw invalid(`The dispatch token is not valid: typ ${JSON.stringify(header.typ)} is not "${TYP.dispatch}".`);
+    if (header.crit !== undefined || header.b64 !== undefined) throw invalid('The dispatch token is not valid: "crit" and "b64" are not supported.');
+    // The one await, and only for a kid not seen in the last KEY_CACHE_MS: the key then verifies synchronously.
+    const key = this.#cachedKey(header.kid) ?? (await this.#resolveKey(header));
+    if (!verifySignature(null, Buffer.from(jws.signingInput), key, jws.signature)) throw invalid('The dispatch token is not valid: signature verification failed.');
+    const claims = checkedClaims(jws.payload, this.#options, Math.floor(this.#now() / 1000), this.#tolerance);
     if (typeof claims.jti !== 'string' || claims.jti.length === 0 || claims.jti.length > 256) throw invalid('The dispatch token has no usable "jti".');
     if (typeof claims.model !== 'string' || typeof claims.body_sha256 !== 'string') {
       throw invalid('The dispatch token\'s "model" and "body_sha256" must be strings.');
@@ -126,6 +129,7 @@ export class DispatchVerifier {
       throw invalid('The dispatch token\'s "model_version" must be a non-empty string when present.');
     }
     // No clock tolerance on this side: a token never lives longer here than the contract allows.
+    const nowS = Math.floor(this.#now() / 1000);
     if (claims.exp - nowS > DISPATCH_TTL_MAX_S) {
       throw invalid(`The dispatch token expires ${claims.exp - nowS} s from now; at most ${DISPATCH_TTL_MAX_S} s is allowed.`);
     }
@@ -138,6 +142,53 @@ export class DispatchVerifier {
     }
     return claims;
   }
+
+  /** The verification key of `kid`, when resolved within the last KEY_CACHE_MS. */
+  #cachedKey(kid: unknown): KeyObject | undefined {
+    if (typeof kid !== 'string') return undefined;
+    const hit = this.#keys.get(kid);
+    if (!hit || this.#now() - hit.at > KEY_CACHE_MS) return undefined;
+    return hit.key;
+  }
+
+  /** Resolves the key through `getKey` (jose's JWKS: refetched on an unknown kid) and caches it by kid. */
+  async #resolveKey(header: Record<string, unknown>): Promise<KeyObject> {
+    let key: KeyObject;
+    try {
+      const found = await this.#options.getKey(header as unknown as CompactJWSHeaderParameters, { payload: '', signature: '' });
+      key = found instanceof KeyObject ? found : KeyObject.from(found as webcrypto.CryptoKey);
+    } catch (err) {
+      throw invalid(`The dispatch token is not valid: ${err instanceof Error ? err.message : String(err)}.`, err);
+    }
+    if (key.asymmetricKeyType !== 'ed25519') throw invalid('The dispatch token is not valid: its key is not an Ed25519 key.');
+    if (typeof header.kid === 'string') {
+      if (this.#keys.size >= MAX_CACHED_KEYS) this.#keys.clear();
+      this.#keys.set(header.kid, { key, at: this.#now() });
+    }
+    return key;
+  }
+}
+
+/**
+ * The registered claims a dispatch token must carry and their checks (what
+ * jose's `jwtVerify` checked before): `iss`, `aud` (a string or a list with
+ * this backend), `exp` not passed and `iat` not ahead (with the tolerance),
+ * `nbf` if present, the token not older than DISPATCH_TTL_MAX_S, and the
+ * required claims present.
+ */
+function checkedClaims(payload: Record<string, unknown>, options: DispatchVerifierOptions, nowS: number, tolerance: number): DispatchClaims {
+  for (const claim of ['exp', 'iat', 'jti', 'body_sha256', 'model', 'purpose']) {
+    if (payload[claim] === undefined) throw invalid(`The dispatch token is not valid: missing required "${claim}" claim.`);
+  }
+  const { iss, aud, exp, iat, nbf } = payload;
+  if (iss !== options.issuer) throw invalid(`The dispatch token is not valid: unexpected "iss" claim value.`);
+  if (!(aud === options.backendId || (Array.isArray(aud) && aud.includes(options.backendId)))) throw invalid('The dispatch token is not valid: unexpected "aud" claim value.');
+  if (!Number.isSafeInteger(exp) || !Number.isSafeInteger(iat)) throw invalid('The dispatch token is not valid: "exp" and "iat" must be integers.');
+  if ((exp as number) <= nowS - tolerance) throw invalid('The dispatch token is not valid: "exp" claim timestamp check failed (it has expired).');
+  if ((iat as number) > nowS + tolerance) throw invalid('The dispatch token is not valid: "iat" claim timestamp check failed (it is in the future).');
+  if (nowS - (iat as number) > DISPATCH_TTL_MAX_S + 2 * tolerance) throw invalid('The dispatch token is not valid: "iat" claim timestamp check failed (too far in the past).');
+  if (nbf !== undefined && (!Number.isSafeInteger(nbf) || (nbf as number) > nowS + tolerance)) throw invalid('The dispatch token is not valid: "nbf" claim timestamp check failed.');
+  return payload as unknown as DispatchClaims;
 }
 
 /**

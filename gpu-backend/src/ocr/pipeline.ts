@@ -5,7 +5,8 @@
  * default `ocr-rec`, whose `parameters.character_dictionary` file in its
  * folder names its classes) in batches of one width bucket, and CTC decoding
  * turns the classes into text (ocr/read.ts). Both steps run through their
- * models' own batchers (serving/pipeline-steps.ts `runStep`).
+ * models' own batchers (serving/pipeline-steps.ts `runStep`); this code runs
+ * where the request was read (an HTTP worker, or the main thread).
  *
  * Input `image` (BYTES, shape [1]): the image's bytes in the binary tensor
  * extension, or a `data:image/...;base64,` URL in JSON. Outputs: `text`
@@ -20,7 +21,7 @@ import { MeshError } from '../../../shared/errors.ts';
 import type { InferRequest } from '../../../shared/protocol.ts';
 import type { ModelConfig } from '../serving/model-config.ts';
 import type { PipelineResult, PipelineRun } from '../serving/pipeline-handle.ts';
-import { runStep, type PipelineContext, type StepTensor } from '../serving/pipeline-steps.ts';
+import type { PipelineContext, StepTensor } from '../serving/pipeline-steps.ts';
 import type { OutputTensor } from '../serving/tensors.ts';
 import { decodeDataUrl, decodeImage } from './image.ts';
 import { readText } from './read.ts';
@@ -90,6 +91,7 @@ export async function openOcrPipeline(config: ModelConfig, context: PipelineCont
   const recognizer = String(config.parameters?.recognizer ?? 'ocr-rec');
   await context.load(detector);
   const recConfig = await context.load(recognizer);
+  const recBatch = recConfig.max_batch_size;
   const dictionary = recConfig.parameters?.character_dictionary;
   if (typeof dictionary !== 'string' || dictionary.includes('/') || dictionary.includes('\\')) {
     throw new Error(`Model "${recognizer}": parameters.character_dictionary must name a file in its folder (one character per line), got ${JSON.stringify(dictionary)}.`);
@@ -102,7 +104,7 @@ export async function openOcrPipeline(config: ModelConfig, context: PipelineCont
     const image = decodeImage(imageBytes(config, request));
     let computeMs = 0;
     const step = (name: string) => async (input: StepTensor): Promise<StepTensor> => {
-      const out = await runStep(context.ready(name), input);
+      const out = await context.run(name, input);
       computeMs += out.computeMs;
       return out;
     };
@@ -111,7 +113,7 @@ export async function openOcrPipeline(config: ModelConfig, context: PipelineCont
       image,
       {
         detect: step(detector),
-        recognize: (input) => runInChunks(recognize, input, context.ready(recognizer).config.max_batch_size),
+        recognize: (input) => runInChunks(recognize, input, recBatch),
       },
       keys,
       { maxSide },

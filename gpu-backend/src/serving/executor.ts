@@ -17,10 +17,12 @@ import { checkModelVersion, type DispatchVerifier } from '../mesh/dispatch.ts';
 import type { Lifecycle } from '../lifecycle.ts';
 import type { Metrics, RequestTiming } from '../metrics.ts';
 import { queueTimeoutUs } from './batcher.ts';
-import type { ModelHandle } from './model-handle.ts';
+import { ModelHandle } from './model-handle.ts';
+import type { ModelConfig } from './model-config.ts';
 import { PipelineHandle } from './pipeline-handle.ts';
+import { runStep, type StepResult, type StepTensor } from './pipeline-steps.ts';
 import type { ModelRepository } from './repository.ts';
-import { meterAnswer, prepareInference, toOutputs, type OutputTensor } from './tensors.ts';
+import { meterAnswer, prepareInference, toOutputs, type OutputTensor, type PreparedInference } from './tensors.ts';
 
 /** An error as it crosses a thread: a `MeshError`'s code, message and retry hint. */
 export interface WireError {
@@ -40,14 +42,38 @@ export interface InferJob {
   exp: number;
   /** The token's `model_version`, when it names one: the request must be served at that version. */
   modelVersion?: string;
-  /** The parsed request; absent when `invalid` says why it could not be parsed. */
+  /** The parsed request; absent when `invalid` says why it could not be parsed, or when it comes `prepared`. */
   request?: InferRequest;
+  /** The request already checked and converted by an HTTP worker, against its copy of the model's config. */
+  prepared?: PreparedJob;
+  /** A pipeline request the HTTP worker runs itself (load `loadId`): here it is only admitted, and its steps run. */
+  admit?: { loadId: number };
   /**
    * Why the body is not a valid request. It is thrown after the token is
    * spent and the model found, so errors come in the same order on every
    * thread: a replayed token is a 401 and a missing model a 404 whatever the body.
    */
   invalid?: WireError;
+}
+
+/**
+ * A request an HTTP worker checked and converted itself (tokenized, typed
+ * arrays filled) with the config of the load `loadId`; its feeds travel
+ * transferred, and the main thread only batches and runs them.
+ */
+export interface PreparedJob {
+  loadId: number;
+  inference: PreparedInference;
+  /** The request's queue timeout, µs (`queueTimeoutUs`). */
+  timeoutUs: number | undefined;
+}
+
+/** One load of a model as an HTTP worker keeps it, to prepare the model's next requests (or run the pipeline's) itself. */
+export interface ModelInfo {
+  loadId: number;
+  config: ModelConfig;
+  /** A pipeline's step models' configs, by name. */
+  steps?: Record<string, ModelConfig>;
 }
 
 interface InferenceResult {
@@ -65,6 +91,25 @@ export interface InferAnswer {
   result: InferenceResult;
 }
 
+/**
+ * What the main thread answers an HTTP worker: the result (without units
+ * when the job came prepared: the worker meters with its config), the
+ * model's config when the worker may prepare its next requests itself, or
+ * `stale` when the worker prepared against a load that is no longer served
+ * (nothing was spent; it sends the request again, unprepared).
+ */
+export type WorkerAnswer =
+  | { version: string; result: Omit<InferenceResult, 'units'> & { units?: Units }; model?: ModelInfo }
+  | { version: string; admitted: true }
+  | { stale: true };
+
+/** An admitted pipeline request, before it crosses to the worker: `release` stays with the pool until the worker is done. */
+export interface Admission {
+  version: string;
+  admitted: true;
+  release: (serviceMs?: number) => void;
+}
+
 /** What the HTTP side of an inference needs from the main thread. */
 export interface InferencePort {
   /** Spends the token, checks the model, runs the request. Throws `MeshError`s. */
@@ -78,7 +123,7 @@ export interface InferencePort {
 }
 
 /** What the executor uses of the repository: one lookup per inference, and names for metrics. */
-type ModelLookup = Pick<ModelRepository, 'resolve' | 'knows' | 'versionOf'>;
+type ModelLookup = Pick<ModelRepository, 'resolve' | 'knows' | 'versionOf' | 'current' | 'readyModel'>;
 
 export class Executor implements InferencePort {
   readonly #repository: ModelLookup;
@@ -94,6 +139,50 @@ export class Executor implements InferencePort {
   }
 
   async run(job: InferJob): Promise<InferAnswer> {
+    const model = await this.#admit(job);
+    const request = this.#requestOf(job);
+    const result = model instanceof PipelineHandle ? await inferPipeline(model, request) : await infer(model, request);
+    return { version: model.version, result };
+  }
+
+  /**
+   * An HTTP worker's job (http/http-pool.ts): a prepared one is checked to
+   * be for the load now served before anything is spent (else `stale`) and
+   * only batched and run here; an unprepared one runs as `run` does and the
+   * answer carries the model's config, so the worker prepares the next.
+   */
+  async runForWorker(job: InferJob): Promise<WorkerAnswer | Admission> {
+    const prepared = job.prepared;
+    if (prepared) {
+      const current = this.#repository.current(job.name);
+      if (!(current instanceof ModelHandle) || current.loadId !== prepared.loadId) return { stale: true };
+    }
+    if (job.admit) {
+      const current = this.#repository.current(job.name);
+      if (!(current instanceof PipelineHandle) || current.loadId !== job.admit.loadId) return { stale: true };
+    }
+    const model = await this.#admit(job);
+    if (job.admit && model instanceof PipelineHandle && model.loadId === job.admit.loadId) {
+      return { version: model.version, admitted: true, release: model.lease() };
+    }
+    if (prepared && model instanceof ModelHandle && model.loadId === prepared.loadId) {
+      return { version: model.version, result: await inferPrepared(model, prepared) };
+    }
+    const request = this.#requestOf(job);
+    if (model instanceof PipelineHandle) {
+      const steps = Object.fromEntries(model.steps);
+      return { version: model.version, result: await inferPipeline(model, request), model: { loadId: model.loadId, config: model.config, steps } };
+    }
+    return { version: model.version, result: await infer(model, request), model: { loadId: model.loadId, config: model.config } };
+  }
+
+  /** Runs one step of a pipeline an HTTP worker runs: the step model's batcher, here. */
+  step(name: string, input: StepTensor): Promise<StepResult> {
+    return runStep(this.#repository.readyModel(name), input);
+  }
+
+  /** Spends the token, then checks draining, the model and its version: the order every thread answers in. */
+  async #admit(job: InferJob): Promise<ModelHandle | PipelineHandle> {
     try {
       this.#dispatch.spend(job);
     } catch (err) {
@@ -109,10 +198,13 @@ export class Executor implements InferencePort {
       if (isMeshError(err)) this.tokenRejected(err.code);
       throw err;
     }
+    return model;
+  }
+
+  #requestOf(job: InferJob): InferRequest {
     if (job.invalid) throw fromWire(job.invalid);
     if (!job.request) throw new MeshError('invalid_request', 'The inference request is missing.');
-    const result = model instanceof PipelineHandle ? await inferPipeline(model, job.request) : await infer(model, job.request);
-    return { version: model.version, result };
+    return job.request;
   }
 
   succeeded(name: string, version: string, timing: RequestTiming): void {
@@ -148,6 +240,22 @@ async function infer(model: ModelHandle, request: InferRequest): Promise<Inferen
       outputs,
       units: meterAnswer(model.config, request, outputs),
       rows: prepared.batch,
+      queueMs: result.queueMs,
+      computeMs: result.computeMs,
+    };
+  } finally {
+    done();
+  }
+}
+
+/** Runs a request an HTTP worker prepared: a lease, the model's batcher, the outputs (the worker meters them). */
+async function inferPrepared(model: ModelHandle, prepared: PreparedJob): Promise<Omit<InferenceResult, 'units'>> {
+  const done = model.lease();
+  try {
+    const result = await model.batcher.submit(prepared.inference, prepared.timeoutUs === undefined ? {} : { timeoutUs: prepared.timeoutUs });
+    return {
+      outputs: toOutputs(model.config, result.outputs, prepared.inference.fetches),
+      rows: prepared.inference.batch,
       queueMs: result.queueMs,
       computeMs: result.computeMs,
     };

@@ -39,7 +39,16 @@ export interface ModelHandleOptions {
 /** serving: READY; draining: UNLOADING (admitted requests still run); closed: unloaded or failed. */
 type Phase = 'serving' | 'draining' | 'closed';
 
+/** Numbers every load of every model in this process (model and pipeline handles alike). */
+let loads = 0;
+/** A new load's id: what an HTTP worker's copy of a config is checked against (serving/executor.ts). */
+export function nextLoadId(): number {
+  return ++loads;
+}
+
 export class ModelHandle implements BatchTarget {
+  /** This load, among all loads in the process: a reload gets another. */
+  readonly loadId = nextLoadId();
   readonly name: string;
   readonly version: string;
   readonly config: ModelConfig;

@@ -12,6 +12,7 @@ import { MeshError } from '../../../shared/errors.ts';
 import type { ExecutionProvider } from '../../../shared/heartbeat.ts';
 import type { InferRequest } from '../../../shared/protocol.ts';
 import type { ModelConfig } from './model-config.ts';
+import { nextLoadId } from './model-handle.ts';
 import type { RollingMedian } from './stats.ts';
 import type { OutputTensor } from './tensors.ts';
 
@@ -31,6 +32,8 @@ export interface PipelineHandleOptions {
   version: string;
   config: ModelConfig;
   run: PipelineRun;
+  /** The configs of the step models it was opened with (an HTTP worker opens the same pipeline from them). */
+  steps: ReadonlyMap<string, ModelConfig>;
   /** The execution provider its steps run on. */
   provider: ExecutionProvider;
   loadMs: number;
@@ -41,6 +44,7 @@ export interface PipelineHandleOptions {
 
 export class PipelineHandle {
   readonly kind = 'pipeline';
+  readonly loadId = nextLoadId();
   readonly name: string;
   readonly version: string;
   readonly config: ModelConfig;
@@ -49,6 +53,7 @@ export class PipelineHandle {
   readonly thread = 'main';
   readonly instances = 1;
   readonly loadMs: number;
+  readonly steps: ReadonlyMap<string, ModelConfig>;
   readonly #run: PipelineRun;
   readonly #serviceMs: RollingMedian;
   readonly #now: () => number;
@@ -63,27 +68,44 @@ export class PipelineHandle {
     this.config = options.config;
     this.provider = options.provider;
     this.loadMs = options.loadMs;
+    this.steps = options.steps;
     this.#run = options.run;
     this.#serviceMs = options.serviceMs;
     this.#now = options.now;
   }
 
-  /** Runs one request, admitted until it is answered; 503 `model_not_ready` once unloading. */
+  /** Runs one request here, admitted until it is answered; 503 `model_not_ready` once unloading. */
   async infer(request: InferRequest): Promise<PipelineResult & { queueMs: number }> {
+    const done = this.lease();
+    const started = this.#now();
+    let totalMs: number | undefined;
+    try {
+      const result = await this.#run(request);
+      totalMs = this.#now() - started;
+      return { ...result, queueMs: Math.max(0, totalMs - result.computeMs) };
+    } finally {
+      done(totalMs);
+    }
+  }
+
+  /**
+   * Admits one request until the returned function is called (with the
+   * request's time, ms, when it succeeded): for a request an HTTP worker runs
+   * (http/worker-executor.ts). 503 `model_not_ready` once unloading.
+   */
+  lease(): (serviceMs?: number) => void {
     if (this.#closed || this.#draining) {
       throw new MeshError('model_not_ready', `Model "${this.name}" is being unloaded here; send the request elsewhere.`, { retryAfter: 1 });
     }
     this.#leases++;
-    const started = this.#now();
-    try {
-      const result = await this.#run(request);
-      const totalMs = this.#now() - started;
-      this.#serviceMs.add(totalMs);
-      return { ...result, queueMs: Math.max(0, totalMs - result.computeMs) };
-    } finally {
+    let done = false;
+    return (serviceMs) => {
+      if (done) return;
+      done = true;
+      if (serviceMs !== undefined) this.#serviceMs.add(serviceMs);
       this.#leases--;
       if (this.#leases === 0) for (const wake of this.#idle.splice(0)) wake();
-    }
+    };
   }
 
   /** Stops admitting requests and resolves once every admitted one is answered. */

@@ -17,13 +17,14 @@ import type { Logger } from '../log.ts';
 import { ModelHandle } from './model-handle.ts';
 import { PipelineHandle } from './pipeline-handle.ts';
 import { openPipeline } from './pipelines.ts';
+import { runStep } from './pipeline-steps.ts';
 import { cpuOnly, instanceCount, parseModelConfig, type ModelConfig } from './model-config.ts';
 import { MAX_PBTXT_BYTES, parsePbtxt } from './pbtxt.ts';
 import type { ModelSession } from './model-session.ts';
 import type { Scheduler } from './scheduler.ts';
 import type { SessionFactory } from './sessions.ts';
 import { RollingMedian } from './stats.ts';
-import { toOrtFeeds, warmupFeeds } from './tensors.ts';
+import { checkOrtTypes, toOrtFeeds, warmupFeeds } from './tensors.ts';
 import { loadTokenizer } from './tokenizers.ts';
 
 /** A READY model as an inference uses it: an ONNX model's handle, or a pipeline's (pipeline-handle.ts). */
@@ -185,6 +186,12 @@ export class ModelRepository {
   /** The READY model's handle, or a 404/503 `MeshError`; never rescans. */
   ready(name: string): Servable {
     return readyHandle(name, this.#entries.get(name));
+  }
+
+  /** The model's READY handle, if it has one now: no rescan, no error (an HTTP worker's prepared job is checked against it). */
+  current(name: string): Servable | undefined {
+    const entry = this.#entries.get(name);
+    return entry?.state === 'READY' ? entry.handle : undefined;
   }
 
   /** The READY ONNX model's handle (a pipeline's step); 503 `model_not_ready` when `name` is a pipeline. */
@@ -375,6 +382,7 @@ export class ModelRepository {
     try {
       const config = await this.#readConfig(entry.name);
       if (config.platform === 'pipeline') return await this.#loadPipeline(entry, config, started);
+      checkOrtTypes(config);
       const version = await this.#latestVersion(entry.name, config);
       await loadTokenizer(config, path.join(this.dir, entry.name));
       entry.config = config;
@@ -429,7 +437,7 @@ export class ModelRepository {
     const dir = path.join(this.dir, entry.name);
     const numbered = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isDirectory() && /^[0-9]+$/.test(d.name)).map((d) => Number(d.name));
     const version = String(numbered.length > 0 ? Math.max(...numbered) : 1);
-    const steps = new Set<string>();
+    const steps = new Map<string, ModelConfig>();
     const run = await openPipeline(config, {
       dir,
       modelDir: (name) => path.join(this.dir, name),
@@ -437,12 +445,12 @@ export class ModelRepository {
         if (name === entry.name) throw new Error(`Model "${entry.name}": a pipeline cannot be its own step`);
         const step = await this.load(name);
         if (!(step instanceof ModelHandle)) throw new Error(`Model "${entry.name}": its step "${name}" is a pipeline; steps must be ONNX models`);
-        steps.add(name);
+        steps.set(name, step.config);
         return step.config;
       },
-      ready: (name) => this.readyModel(name),
+      run: (name, input) => runStep(this.readyModel(name), input),
     });
-    const stepHandles = [...steps].map((s) => this.#entries.get(s)?.handle);
+    const stepHandles = [...steps.keys()].map((s) => this.#entries.get(s)?.handle);
     entry.config = config;
     entry.version = version;
     entry.memoryBytes = undefined;
@@ -452,6 +460,7 @@ export class ModelRepository {
       version,
       config,
       run,
+      steps,
       provider: stepHandles.some((h) => h?.provider === 'cuda') ? 'cuda' : (stepHandles[0]?.provider ?? this.#sessions.preferred),
       loadMs: entry.loadMs,
       serviceMs: entry.serviceMs,
@@ -459,7 +468,7 @@ export class ModelRepository {
     });
     entry.handle = handle;
     entry.state = 'READY';
-    this.#log.info(`model ${entry.name} v${version} (pipeline ${String(config.parameters?.pipeline)} over ${[...steps].join(', ')}) ready in ${entry.loadMs.toFixed(0)} ms`);
+    this.#log.info(`model ${entry.name} v${version} (pipeline ${String(config.parameters?.pipeline)} over ${[...steps.keys()].join(', ')}) ready in ${entry.loadMs.toFixed(0)} ms`);
     return handle;
   }
 

@@ -91,19 +91,29 @@ export class SessionPool implements ModelSession {
     return !this.#released && this.instances === 0 ? `every inference thread died (the last one ${this.#lastDeath ?? 'ended'})` : undefined;
   }
 
-  /** Inputs are copied to the thread (they are small: token ids, features); outputs come back transferred. */
+  /**
+   * Inputs go to the thread transferred when their typed array owns its whole
+   * buffer (a batch's merged feeds, a request's own): a run consumes them, and
+   * an image batch is megabytes a clone would copy. Others (views into a
+   * shared buffer, strings) are copied. Outputs come back transferred.
+   */
   async run(feeds: ort.InferenceSession.FeedsType, fetches: readonly string[]): Promise<ort.InferenceSession.ReturnType> {
     const wire: Record<string, WireTensor> = {};
+    const transfer: ArrayBuffer[] = [];
     for (const [name, t] of Object.entries(feeds)) {
       const tensor = t as ort.Tensor;
-      wire[name] = { type: tensor.type, dims: tensor.dims, data: tensor.data as WireTensor['data'] };
+      const data = tensor.data;
+      wire[name] = { type: tensor.type, dims: tensor.dims, data: data as WireTensor['data'] };
+      if (ArrayBuffer.isView(data) && data.buffer instanceof ArrayBuffer && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !transfer.includes(data.buffer)) {
+        transfer.push(data.buffer);
+      }
     }
     for (;;) {
       if (this.#released) throw new Error('The model session was released.');
       const live = this.#instances.filter((i) => !i.dead);
       if (live.length === 0) throw new Error(`The model cannot run: ${this.failure ?? 'no inference thread'}.`);
       const idle = live.find((i) => !i.current);
-      if (idle) return this.#runOn(idle, wire, [...fetches]);
+      if (idle) return this.#runOn(idle, wire, [...fetches], transfer);
       await new Promise<void>((resolve) => this.#waiting.push(resolve));
     }
   }
@@ -134,11 +144,11 @@ export class SessionPool implements ModelSession {
     );
   }
 
-  #runOn(instance: Instance, feeds: Record<string, WireTensor>, fetches: string[]): Promise<ort.InferenceSession.ReturnType> {
+  #runOn(instance: Instance, feeds: Record<string, WireTensor>, fetches: string[], transfer: ArrayBuffer[]): Promise<ort.InferenceSession.ReturnType> {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       instance.current = { id, resolve, reject };
-      instance.worker.postMessage({ id, feeds, fetches } satisfies RunRequest);
+      instance.worker.postMessage({ id, feeds, fetches } satisfies RunRequest, transfer);
     });
   }
 

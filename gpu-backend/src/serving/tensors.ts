@@ -13,6 +13,7 @@
 import * as ort from 'onnxruntime-node';
 import { encodeBytesElements, textsOf } from '../../../shared/binary.ts';
 import { MeshError } from '../../../shared/errors.ts';
+import { bf16Finite, bf16Value, fp16Finite, fp16Value, toBf16Bits, toFp16Bits } from '../../../shared/float16.ts';
 import type { Datatype, InferOutput, InferRequest, TensorData } from '../../../shared/protocol.ts';
 import { DEFAULT_MAX_LENGTH, PAD_ID, TOKENIZER_NAME, VOCAB_SIZE, padBatch } from '../../../shared/tokenizer.ts';
 import type { Units } from '../../../shared/jwt.ts';
@@ -20,13 +21,22 @@ import { METERS, isMeter, meter, type MeterRule } from '../../../shared/metering
 import { datatypeOf, modelShape, type ModelConfig, type ModelTensorConfig } from './model-config.ts';
 import { TOKENIZER_JSON, tokenizerOf } from './tokenizers.ts';
 
-/** The element storage of one ORT tensor. */
+/**
+ * The element storage of one ORT tensor. FP16 (and BF16) are Uint16Arrays of
+ * bit patterns: onnxruntime-node takes a Uint16Array for a float16 tensor
+ * whether or not the running Node has Float16Array (its outputs are
+ * Float16Arrays where it has, Uint16Arrays where not; `toJsonData` reads
+ * both).
+ */
 export type TensorValues =
   | Float32Array
   | Float64Array
   | BigInt64Array
+  | BigUint64Array
   | Int32Array
+  | Uint32Array
   | Int16Array
+  | Uint16Array
   | Int8Array
   | Uint8Array
   | string[];
@@ -59,13 +69,24 @@ interface TextSpec {
   maxLength: number;
 }
 
-const ORT_TYPE: Record<Datatype, ort.Tensor.Type> = {
+/**
+ * The onnxruntime-node tensor type of each datatype it can carry. BF16 has
+ * none: onnxruntime-common 1.30's `Tensor.Type` lists no bfloat16 (it is
+ * commented out of its type map), and onnxruntime-node fails to open a model
+ * with a bfloat16 graph input or output ("Unsupported data type: 16"), so a
+ * model whose config declares one is refused at load (`checkOrtTypes`).
+ */
+const ORT_TYPE: Record<Exclude<Datatype, 'BF16'>, ort.Tensor.Type> = {
   BOOL: 'bool',
   UINT8: 'uint8',
+  UINT16: 'uint16',
+  UINT32: 'uint32',
+  UINT64: 'uint64',
   INT8: 'int8',
   INT16: 'int16',
   INT32: 'int32',
   INT64: 'int64',
+  FP16: 'float16',
   FP32: 'float32',
   FP64: 'float64',
   BYTES: 'string',
@@ -74,6 +95,91 @@ const ORT_TYPE: Record<Datatype, ort.Tensor.Type> = {
 const DATATYPE_OF_ORT: Partial<Record<ort.Tensor.Type, Datatype>> = Object.fromEntries(
   Object.entries(ORT_TYPE).map(([datatype, type]) => [type, datatype as Datatype]),
 );
+
+/**
+ * Refuses, at load, a model whose config declares an input or output of a
+ * datatype onnxruntime-node's JavaScript API cannot carry (BF16), naming the
+ * tensor and why, before ORT would fail on it with a bare type number.
+ */
+export function checkOrtTypes(config: ModelConfig): void {
+  for (const [kind, tensors] of [['input', config.input], ['output', config.output]] as const) {
+    for (const t of tensors) {
+      if (datatypeOf(t) in ORT_TYPE) continue;
+      throw new Error(
+        `${kind} "${t.name}" is ${t.data_type}, which onnxruntime-node cannot carry: its JavaScript tensors have no bfloat16 type ` +
+          `(onnxruntime-common ${ort.env.versions.common} lists none), so the backend can neither feed nor read it; ` +
+          `give the graph FP16 or FP32 inputs and outputs (a Cast at its edge) instead`,
+      );
+    }
+  }
+}
+
+/** `ORT_TYPE` for a feed's datatype; BF16 (refused at load) throws. */
+function ortTypeOf(datatype: Datatype): ort.Tensor.Type {
+  if (datatype === 'BF16') throw new Error('BF16 tensors cannot be carried by onnxruntime-node (no bfloat16 tensor type)');
+  return ORT_TYPE[datatype];
+}
+
+// 64-bit integers go through their two 32-bit words (little-endian, as every
+// platform ORT runs on, and as the binary extension's data already assumes):
+// no BigInt per element.
+
+/** Checked JSON integers (safe integers, negative allowed when signed) as a 64-bit typed array, word by word. */
+function int64Values(data: readonly number[], signed: boolean): BigInt64Array | BigUint64Array {
+  const out = signed ? new BigInt64Array(data.length) : new BigUint64Array(data.length);
+  const words = new Uint32Array(out.buffer);
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    // ToUint32 is v modulo 2³², and floor(v / 2³²) (an exact division) the high word, two's complement for a negative v.
+    words[2 * i] = v >>> 0;
+    words[2 * i + 1] = Math.floor(v / 4294967296);
+  }
+  return out;
+}
+
+/**
+ * The numbers of a 64-bit typed array: high word × 2³² + low word, one
+ * rounding, so exactly what `Number(bigint)` gives: exact within ±2⁵³, the
+ * nearest double beyond (still converted: a JSON number cannot say more).
+ */
+function int64Numbers(data: BigInt64Array | BigUint64Array): number[] {
+  const low = new Uint32Array(data.buffer, data.byteOffset, data.length * 2);
+  const high = data instanceof BigInt64Array ? new Int32Array(data.buffer, data.byteOffset, data.length * 2) : low;
+  const out = new Array<number>(data.length);
+  for (let i = 0; i < data.length; i++) out[i] = high[2 * i + 1]! * 4294967296 + low[2 * i]!;
+  return out;
+}
+
+/**
+ * The shortest decimal that reads back (rounded to float32) as the float32
+ * `f`: 6 to 9 significant digits, the fewest that round-trip (9 always do),
+ * so `0.30000001192092896` is printed `0.3`. The candidate of p digits is
+ * |f| rounded to p digits, half away from zero (as `toPrecision` rounds),
+ * built with an exact power of ten (a division or product by 10^k, k ≤ 22,
+ * gives the same double as parsing the decimal), else with `toPrecision`;
+ * each is checked with Math.fround, and `f` itself is the fallback, so the
+ * value always round-trips exactly.
+ */
+export function shortestFloat32(f: number): number {
+  if (f === 0 || !Number.isFinite(f)) return f;
+  const a = f < 0 ? -f : f;
+  let e = Math.floor(Math.log10(a));
+  // Math.log10 may be one off next to a power of ten: the exact powers settle it.
+  if (e >= -1 && e < 22 && a >= POW10[e + 1]!) e++;
+  else if (e >= 0 && e <= 22 && a < POW10[e]!) e--;
+  for (let p = 6; p <= 9; p++) {
+    const k = p - 1 - e;
+    let c: number;
+    if (k >= 0 && k <= 22) c = Math.round(a * POW10[k]!) / POW10[k]!;
+    else if (k < 0 && k >= -22) c = Math.round(a / POW10[-k]!) * POW10[-k]!;
+    else c = Number(a.toPrecision(p));
+    if (Math.fround(c) === a) return f < 0 ? -c : c;
+  }
+  return f;
+}
+
+/** 10^0 … 10^22: the powers of ten a double holds exactly. */
+const POW10: readonly number[] = Array.from({ length: 23 }, (_, k) => 10 ** k);
 
 const fmt = (shape: readonly number[]): string => `[${shape.join(',')}]`;
 const describe = (config: ModelConfig, t: ModelTensorConfig): string => `${t.name} (${datatypeOf(t)} ${fmt(modelShape(config, t))})`;
@@ -101,19 +207,33 @@ function tokenInputOf(config: ModelConfig): ModelTensorConfig | undefined {
   return config.input.find((t) => t.data_type === 'TYPE_INT64');
 }
 
-/** Converts checked, flat JSON data to the typed storage of `datatype`. */
+/**
+ * Converts checked, flat JSON data to the typed storage of `datatype`: FP16
+ * and BF16 as the nearest bit patterns (ties to even, subnormals included),
+ * 64-bit integers word by word (`int64Values`).
+ */
 function toValues(datatype: Datatype, data: TensorData): TensorValues {
   switch (datatype) {
     case 'FP32':
       return Float32Array.from(data as number[]);
     case 'FP64':
       return Float64Array.from(data as number[]);
+    case 'FP16':
+      return Uint16Array.from(data as number[], toFp16Bits);
+    case 'BF16':
+      return Uint16Array.from(data as number[], toBf16Bits);
     case 'INT64':
-      return BigInt64Array.from(data as number[], (v) => BigInt(v));
+      return int64Values(data as number[], true);
+    case 'UINT64':
+      return int64Values(data as number[], false);
     case 'INT32':
       return Int32Array.from(data as number[]);
+    case 'UINT32':
+      return Uint32Array.from(data as number[]);
     case 'INT16':
       return Int16Array.from(data as number[]);
+    case 'UINT16':
+      return Uint16Array.from(data as number[]);
     case 'INT8':
       return Int8Array.from(data as number[]);
     case 'UINT8':
@@ -129,7 +249,8 @@ function toValues(datatype: Datatype, data: TensorData): TensorValues {
  * The typed storage of binary-extension data (shared/binary.ts): one copy of
  * the bytes into a fresh, aligned buffer the tensor owns (it may be
  * transferred to a session thread), no per-element conversion. BOOL bytes
- * must be 0 or 1 and floats finite, as in JSON (400 naming the input).
+ * must be 0 or 1 and floats finite, as in JSON (400 naming the input); FP16
+ * and BF16 finiteness is read from the bit patterns' exponents.
  */
 function fromBinary(datatype: Datatype, name: string, bytes: Uint8Array): TensorValues {
   if (datatype === 'BYTES') return textsOf({ name, data: [], binary: bytes });
@@ -142,12 +263,32 @@ function fromBinary(datatype: Datatype, name: string, bytes: Uint8Array): Tensor
     case 'FP64':
       values = new Float64Array(buffer);
       break;
+    case 'FP16':
+    case 'BF16': {
+      const bits = new Uint16Array(buffer);
+      const finite = datatype === 'FP16' ? fp16Finite : bf16Finite;
+      for (let i = 0; i < bits.length; i++) {
+        if (finite(bits[i]!)) continue;
+        const value = datatype === 'FP16' ? fp16Value(bits[i]!) : bf16Value(bits[i]!);
+        throw new MeshError(
+          'invalid_tensor',
+          `Input "${name}": element ${i} is ${value} (bits 0x${bits[i]!.toString(16).padStart(4, '0')}), not a valid ${datatype} value.`,
+        );
+      }
+      return bits;
+    }
     case 'INT64':
       return new BigInt64Array(buffer);
+    case 'UINT64':
+      return new BigUint64Array(buffer);
     case 'INT32':
       return new Int32Array(buffer);
+    case 'UINT32':
+      return new Uint32Array(buffer);
     case 'INT16':
       return new Int16Array(buffer);
+    case 'UINT16':
+      return new Uint16Array(buffer);
     case 'INT8':
       return new Int8Array(buffer);
     case 'UINT8':
@@ -168,7 +309,7 @@ function fromBinary(datatype: Datatype, name: string, bytes: Uint8Array): Tensor
 
 /** Builds the ORT tensor of a feed. */
 export function toOrtTensor(feed: Feed): ort.Tensor {
-  return new ort.Tensor(ORT_TYPE[feed.datatype], feed.values as never, feed.shape);
+  return new ort.Tensor(ortTypeOf(feed.datatype), feed.values as never, feed.shape);
 }
 
 export function toOrtFeeds(feeds: Record<string, Feed>): Record<string, ort.Tensor> {
@@ -209,14 +350,15 @@ function checkTokenIds(config: ModelConfig, t: ModelTensorConfig, values: BigInt
     throw new MeshError('shape_mismatch', `Input "${t.name}": sequence length ${seq} exceeds max_sequence_length ${max} of model "${config.name}".`);
   }
   if (config.parameters?.tokenizer !== TOKENIZER_NAME) return;
+  // Read as 32-bit words: an id is valid when its high word is 0 and its low word below VOCAB_SIZE.
+  const words = new Uint32Array(values.buffer, values.byteOffset, values.length * 2);
   for (let i = 0; i < values.length; i++) {
-    const id = values[i]!;
-    if (id < 0n || id >= BigInt(VOCAB_SIZE)) {
-      throw new MeshError(
-        'invalid_tensor',
-        `Input "${t.name}": element ${i} is ${id}, not a token id of ${TOKENIZER_NAME} (0 to ${VOCAB_SIZE - 1}).`,
-      );
-    }
+    if (words[2 * i + 1] === 0 && words[2 * i]! < VOCAB_SIZE) continue;
+    const id = (words[2 * i + 1]! | 0) * 4294967296 + words[2 * i]!;
+    throw new MeshError(
+      'invalid_tensor',
+      `Input "${t.name}": element ${i} is ${id}, not a token id of ${TOKENIZER_NAME} (0 to ${VOCAB_SIZE - 1}).`,
+    );
   }
 }
 
@@ -239,7 +381,7 @@ function tokenizeTexts(config: ModelConfig, spec: TextSpec, texts: string[]): Fe
   }
   const batchDims = config.max_batch_size > 0 ? [texts.length] : [];
   const shape = [...batchDims, ...spec.target.dims.slice(0, -1), seq];
-  return { datatype: 'INT64', shape, values: BigInt64Array.from(ids, (v) => BigInt(v)) };
+  return { datatype: 'INT64', shape, values: int64Values(ids, true) };
 }
 
 /**
@@ -397,7 +539,8 @@ export function jsonOutputs(outputs: readonly OutputTensor[]): InferOutput[] {
 /**
  * An output's data in the binary extension: little-endian elements, a view
  * of the typed array's own bytes (no copy, no per-element conversion); BYTES
- * as length-prefixed UTF-8, BOOL as one byte each.
+ * as length-prefixed UTF-8, BOOL as one byte each, FP16 and BF16 as their
+ * bit patterns (a Float16Array's bytes are the same).
  */
 export function outputBytes(output: Pick<OutputTensor, 'datatype' | 'data'>): Uint8Array {
   const { datatype, data } = output;
@@ -408,10 +551,19 @@ export function outputBytes(output: Pick<OutputTensor, 'datatype' | 'data'>): Ui
 
 const utf8 = new TextEncoder();
 
+/**
+ * An output's JSON data: FP32 as the shortest decimals that read back as the
+ * same float32s (`shortestFloat32`); FP16 and BF16 as the exact values of
+ * their bit patterns (from a Float16Array, where the running Node gives ORT
+ * one, as they are); 64-bit integers from their words (`int64Numbers`).
+ */
 function toJsonData(datatype: Datatype, data: ort.Tensor['data']): TensorData {
   if (datatype === 'BYTES') return Array.from(data as string[]);
   if (datatype === 'BOOL') return Array.from(data as Uint8Array, (v) => v !== 0);
-  if (data instanceof BigInt64Array || data instanceof BigUint64Array) return Array.from(data, (v) => Number(v));
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) return int64Numbers(data);
+  if (datatype === 'FP32') return Array.from(data as Float32Array, shortestFloat32);
+  if (datatype === 'FP16' && data instanceof Uint16Array) return Array.from(data, fp16Value);
+  if (datatype === 'BF16' && data instanceof Uint16Array) return Array.from(data, bf16Value);
   return Array.from(data as ArrayLike<number>);
 }
 
@@ -441,6 +593,8 @@ export function warmupFeeds(config: ModelConfig): Record<string, Feed> {
   };
   const randomData = (datatype: Datatype, count: number): TensorData => {
     switch (datatype) {
+      case 'FP16':
+      case 'BF16':
       case 'FP32':
       case 'FP64':
         return Array.from({ length: count }, () => random());

@@ -281,4 +281,45 @@ describe('HttpPool', () => {
     const statuses = await Promise.all(Array.from({ length: 8 }, async () => (await infer()).status));
     expect(statuses).toEqual(new Array(8).fill(200));
   });
+
+  it('prepares requests on the workers once they know the model, and sends them parsed again after a reload (stale)', async () => {
+    const { backend } = h;
+    pool ??= await HttpPool.start({ count: 2, config: backend.config, executor: backend.executor, app: backend.app, log: h.log });
+    const url = `http://127.0.0.1:${pool.address.port}`;
+    const body = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 16], data: Array.from({ length: 16 }, (_, i) => i / 16) }] });
+    const infer = async () => {
+      const token = await dispatchToken({ model: 'classifier', body, key: edge.mesh, claims: { iss: edge.url } });
+      const res = await fetch(`${url}/v2/models/classifier/infer`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body });
+      expect(res.status).toBe(200);
+      return { outputs: ((await res.json()) as { outputs: unknown }).outputs, attestation: res.headers.get('x-provider-attestation')! };
+    };
+    // What the main thread alone answers (its app checks tokens against the harness's key).
+    const own = await dispatchToken({ model: 'classifier', body, key: h.mesh, claims: { iss: edge.url } });
+    const expected = (await (await h.post('/v2/models/classifier/infer', undefined, { raw: body, token: own })).json()) as { outputs: unknown };
+    expect(expected.outputs).toBeDefined();
+    const jobs: { prepared: boolean; stale: boolean }[] = [];
+    const original = backend.executor.runForWorker.bind(backend.executor);
+    backend.executor.runForWorker = async (job) => {
+      const answer = await original(job);
+      jobs.push({ prepared: job.prepared !== undefined, stale: 'stale' in answer });
+      return answer;
+    };
+    try {
+      for (let i = 0; i < 12; i++) {
+        const { outputs, attestation } = await infer();
+        expect(outputs).toEqual(expected.outputs);
+        // Metered on the worker when prepared there: the same units as the main thread counts.
+        expect(JSON.parse(Buffer.from(attestation.split('.')[1]!, 'base64url').toString())).toMatchObject({ units: { input: 1, output: 1 } });
+      }
+      expect(jobs.filter((j) => j.prepared).length).toBeGreaterThan(0);
+      await backend.repository.unload('classifier');
+      await backend.repository.load('classifier');
+      jobs.length = 0;
+      for (let i = 0; i < 6; i++) expect((await infer()).outputs).toEqual(expected.outputs);
+      expect(jobs.some((j) => j.prepared && j.stale)).toBe(true);
+      expect(jobs.filter((j) => j.stale).every((j) => j.prepared)).toBe(true);
+    } finally {
+      backend.executor.runForWorker = original;
+    }
+  });
 });

@@ -3,7 +3,8 @@
  * loading it loads its detector and recognizer; a rendered PNG sent in the
  * binary tensor extension reads back as its lines, metered as one request;
  * bad images and bad tensors get 400s naming the problem; unloading the
- * pipeline leaves its step models serving.
+ * pipeline leaves its step models serving; behind HTTP workers the pipeline
+ * runs on the workers and only its steps on the main thread.
  */
 
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -13,7 +14,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeBinaryBody, encodeBytesElements } from '../../../shared/binary.ts';
 import { installOcrModels } from '../../../gpu-backend/src/ocr/models.ts';
 import { encodePng, renderText } from '../../helpers/text-image.ts';
-import { errorCode, harness, type Harness } from '../helpers.ts';
+import { HttpPool } from '../../../gpu-backend/src/http/http-pool.ts';
+import { dispatchToken, errorCode, harness, type Harness } from '../helpers.ts';
+import { fakeEdge, type FakeEdge } from '../process-helpers.ts';
 
 let h: Harness;
 let dir: string;
@@ -105,5 +108,66 @@ describe('the ocr pipeline on a backend', () => {
     await h.backend.repository.load('ocr');
     const again = await h.post('/v2/models/ocr/infer', undefined, imageRequest(encodePng(renderText(['OK']))));
     expect(again.status).toBe(200);
+  });
+});
+
+describe('the ocr pipeline behind HTTP workers', () => {
+  let edge: FakeEdge;
+  let w: Harness;
+  let pool: HttpPool | undefined;
+  let poolDir: string;
+  beforeAll(async () => {
+    poolDir = await mkdtemp(path.join(tmpdir(), 'mesh-ocr-pool-'));
+    await installOcrModels(poolDir);
+    edge = await fakeEdge();
+    w = await harness({ repo: poolDir, env: { EDGE_URL: edge.url, MODELS: 'ocr', MAX_BODY_BYTES: String(1 << 20) } });
+    pool = await HttpPool.start({ count: 2, config: w.backend.config, executor: w.backend.executor, app: w.backend.app, log: w.log });
+  }, 60_000);
+  afterAll(async () => {
+    await pool?.terminate();
+    await w?.backend.repository.close();
+    await edge?.close();
+    await rm(poolDir, { recursive: true, force: true });
+  });
+
+  async function read(lines: string[]): Promise<{ text: unknown; units: unknown }> {
+    const { raw, headers } = imageRequest(encodePng(renderText(lines)));
+    const token = await dispatchToken({ model: 'ocr', body: raw, key: edge.mesh, claims: { iss: edge.url } });
+    const res = await fetch(`http://127.0.0.1:${pool!.address.port}/v2/models/ocr/infer`, { method: 'POST', headers: { ...headers, authorization: `Bearer ${token}` }, body: raw });
+    expect(res.status).toBe(200);
+    const answer = (await res.json()) as Answer;
+    const claims = JSON.parse(Buffer.from(res.headers.get('x-provider-attestation')!.split('.')[1]!, 'base64url').toString()) as { units: unknown };
+    return { text: answer.outputs.find((o) => o.name === 'text')!.data, units: claims.units };
+  }
+
+  it('runs the pipeline on the workers once they know it, its steps batched on the main thread, and an unload waits for none of them after', async () => {
+    const { executor, repository } = w.backend;
+    const seen: { admit: boolean; prepared: boolean; stale: boolean }[] = [];
+    let steps = 0;
+    const runForWorker = executor.runForWorker.bind(executor);
+    const step = executor.step.bind(executor);
+    executor.runForWorker = async (job) => {
+      const answer = await runForWorker(job);
+      seen.push({ admit: job.admit !== undefined, prepared: job.prepared !== undefined, stale: 'stale' in answer });
+      return answer;
+    };
+    executor.step = (name, input) => {
+      steps++;
+      return step(name, input);
+    };
+    try {
+      for (let i = 0; i < 6; i++) expect(await read(['HELLO WORLD', '12345'])).toEqual({ text: ['HELLO WORLD', '12345'], units: { input: 1, output: 1 } });
+      // The first request on each worker ran on the main thread; the rest were only admitted there.
+      expect(seen.filter((s) => s.admit).length).toBeGreaterThanOrEqual(4);
+      expect(steps).toBeGreaterThanOrEqual(2 * seen.filter((s) => s.admit).length);
+      await repository.unload('ocr');
+      await repository.load('ocr');
+      seen.length = 0;
+      for (let i = 0; i < 4; i++) expect((await read(['HELLO WORLD'])).text).toEqual(['HELLO WORLD']);
+      expect(seen.some((s) => s.admit && s.stale)).toBe(true);
+    } finally {
+      executor.runForWorker = runForWorker;
+      executor.step = step;
+    }
   });
 });

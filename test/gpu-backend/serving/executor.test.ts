@@ -22,6 +22,7 @@ import { ModelHandle } from '../../../gpu-backend/src/serving/model-handle.ts';
 import type { ModelSession } from '../../../gpu-backend/src/serving/model-session.ts';
 import { Scheduler } from '../../../gpu-backend/src/serving/scheduler.ts';
 import { RollingMedian } from '../../../gpu-backend/src/serving/stats.ts';
+import { prepareInference } from '../../../gpu-backend/src/serving/tensors.ts';
 import { useDemoHarness, type Harness } from '../helpers.ts';
 
 /** Doubles its two features; batches up to 4 rows, waiting up to 20 ms for them. */
@@ -81,7 +82,13 @@ function executorOver(handle: ModelHandle) {
     if (name !== handle.name) throw new MeshError('model_not_found', `Model "${name}" is not in this backend's repository.`);
     return handle;
   });
-  const repository = { resolve, knows: (name: string) => name === handle.name, versionOf: () => handle.version };
+  const repository = {
+    resolve,
+    knows: (name: string) => name === handle.name,
+    versionOf: () => handle.version,
+    current: (name: string) => (name === handle.name ? handle : undefined),
+    readyModel: () => handle,
+  };
   const metrics = new Metrics({
     backendId: 'b',
     providerId: 'p',
@@ -130,6 +137,36 @@ describe('Executor', () => {
     expect(await codeOf(executor.run(job({ request: request(1) })))).toBe('shape_mismatch');
     // The replayed token never reached the lookup.
     expect(resolve).toHaveBeenCalledTimes(4);
+  });
+});
+
+describe('Executor.runForWorker (jobs from HTTP workers)', () => {
+  it('answers an unprepared job with the load\'s config, then runs a job prepared against it without units (the worker meters)', async () => {
+    const { session } = doublingSession();
+    const handle = handleFor(session);
+    const { executor, job } = executorOver(handle);
+    const first = await executor.runForWorker(job({ request: request(1, 2) }));
+    if (!('result' in first)) throw new Error('no result');
+    expect(first.model).toEqual({ loadId: handle.loadId, config: CONFIG });
+    expect(first.result.units).toEqual({ input: 1, output: 1 });
+    const inference = prepareInference(first.model!.config, request(5, 6));
+    const second = await executor.runForWorker(job({ request: undefined, prepared: { loadId: handle.loadId, inference, timeoutUs: undefined } }));
+    if (!('result' in second)) throw new Error('no result');
+    expect(second.model).toBeUndefined();
+    expect(second.result.units).toBeUndefined();
+    expect(Array.from(second.result.outputs[0]!.data as Float32Array)).toEqual([10, 12]);
+  });
+
+  it('answers stale to a job prepared against another load, spending nothing, so the same token runs it unprepared', async () => {
+    const { session } = doublingSession();
+    const handle = handleFor(session);
+    const { executor, resolve, job } = executorOver(handle);
+    const prepared = { loadId: handle.loadId + 1000, inference: prepareInference(CONFIG, request(1, 2)), timeoutUs: undefined };
+    const stale = job({ request: undefined, prepared });
+    expect(await executor.runForWorker(stale)).toEqual({ stale: true });
+    expect(resolve).not.toHaveBeenCalled();
+    const again = await executor.runForWorker({ ...stale, prepared: undefined, request: request(1, 2) });
+    expect('stale' in again).toBe(false);
   });
 });
 

@@ -50,7 +50,8 @@ describe('SessionPool', () => {
     expect(threaded.inputNames).toEqual(['input_ids']);
     expect(threaded.outputNames).toEqual(['embedding']);
     const feeds = Array.from({ length: 6 }, (_, i) => idsFeed(1 + i, 8 + 3 * i, i));
-    const together = await Promise.all(feeds.map((f) => threaded.run(f, ['embedding'])));
+    // A run consumes its inputs (their buffers are transferred to the thread): the threads get equal copies.
+    const together = await Promise.all(Array.from({ length: 6 }, (_, i) => threaded.run(idsFeed(1 + i, 8 + 3 * i, i), ['embedding'])));
     for (let i = 0; i < feeds.length; i++) {
       const want = (await local.run(feeds[i]!, ['embedding'])).embedding!;
       const got = together[i]!.embedding!;
@@ -59,6 +60,17 @@ describe('SessionPool', () => {
       expect(got.dims).toEqual(want.dims);
       expect(Array.from(got.data as Float32Array)).toEqual(Array.from(want.data as Float32Array));
     }
+  });
+
+  it('transfers inputs that own their buffer to the thread, and copies views into a larger one', async () => {
+    const owned = idsFeed(2, 8, 1);
+    const ownedData = (owned.input_ids as ort.Tensor).data as BigInt64Array;
+    await threaded.run(owned, ['embedding']);
+    expect(ownedData.byteLength).toBe(0); // detached: moved, not cloned
+    const whole = (idsFeed(4, 8, 1).input_ids as ort.Tensor).data as BigInt64Array;
+    const view = whole.subarray(0, 16);
+    await threaded.run({ input_ids: new ort.Tensor('int64', view, [2, 8]) }, ['embedding']);
+    expect(whole.byteLength).toBe(4 * 8 * 8); // still there: a view is copied
   });
 
   it('leaves the main thread free while a run executes (in-process, the run holds it)', async () => {

@@ -3,6 +3,10 @@
  * JSON outputs checked element by element, binary-extension outputs measured
  * against their shapes without being decoded, every byte of a binary answer
  * accounted for, and one row per request row only for models that batch.
+ * The datatypes of issue 14 (part 3): a JSON UINT8/16/32/64 element must be
+ * a non-negative integer, an FP16/BF16 element any number; their binary
+ * outputs are measured at 2 (UINT16, FP16, BF16), 4 (UINT32) and 8 (UINT64)
+ * bytes an element.
  */
 
 import { describe, expect, it } from 'vitest';
@@ -53,6 +57,31 @@ describe('checkAnswer', () => {
   it('refuses binary_data_size in a JSON answer', () => {
     const body = utf8(JSON.stringify({ model_name: 'm', outputs: [{ name: 'p', datatype: 'FP32', shape: [1], parameters: { binary_data_size: 4 } }] }));
     expect(checkAnswer(body, expect1)).toMatch(/outside a binary answer/);
+  });
+
+  it('accepts unsigned integers that are non-negative integers only, and FP16/BF16 elements that are numbers', () => {
+    const json = (datatype: string, data: unknown[]) =>
+      checkAnswer(utf8(JSON.stringify({ model_name: 'm', outputs: [{ name: 'o', datatype, shape: [1, data.length], data }] })), expect1);
+    for (const datatype of ['UINT8', 'UINT16', 'UINT32', 'UINT64']) {
+      expect(typeof json(datatype, [0, 1, 65535, 2 ** 53])).toBe('object');
+      expect(json(datatype, [0, -1])).toMatch(new RegExp(`element 1 is not ${datatype}`));
+      expect(json(datatype, [0.5])).toMatch(new RegExp(`element 0 is not ${datatype}`));
+      expect(json(datatype, ['1'])).toMatch(new RegExp(`element 0 is not ${datatype}`));
+    }
+    for (const datatype of ['FP16', 'BF16']) {
+      expect(typeof json(datatype, [0.5, -65504, 1e-7, 3.3895313892515355e38])).toBe('object');
+      expect(json(datatype, [0, null])).toMatch(new RegExp(`element 1 is not ${datatype}`));
+      expect(json(datatype, [true])).toMatch(new RegExp(`element 0 is not ${datatype}`));
+    }
+  });
+
+  it('measures binary outputs of the new datatypes at their element sizes', () => {
+    for (const [datatype, size] of [['UINT16', 2], ['UINT32', 4], ['UINT64', 8], ['FP16', 2], ['BF16', 2]] as const) {
+      const fits = binaryAnswer([{ name: 'o', datatype, shape: [1, 3], bytes: new Uint8Array(3 * size) }]);
+      expect(typeof checkAnswer(fits.body, expect1, fits.headerLength)).toBe('object');
+      const short = binaryAnswer([{ name: 'o', datatype, shape: [1, 3], bytes: new Uint8Array(3 * size - 1) }]);
+      expect(checkAnswer(short.body, expect1, short.headerLength)).toMatch(new RegExp(`${3 * size - 1} bytes for shape \\[1,3\\] of ${datatype}`));
+    }
   });
 
   it('wants one row per request row from a batching model only', () => {

@@ -24,7 +24,7 @@ import type { ModelSession } from './model-session.ts';
 import type { Scheduler } from './scheduler.ts';
 import type { SessionFactory } from './sessions.ts';
 import { RollingMedian } from './stats.ts';
-import { checkOrtTypes, toOrtFeeds, warmupFeeds } from './tensors.ts';
+import { toOrtFeeds, warmupFeeds } from './tensors.ts';
 import { loadTokenizer } from './tokenizers.ts';
 
 /** A READY model as an inference uses it: an ONNX model's handle, or a pipeline's (pipeline-handle.ts). */
@@ -382,7 +382,6 @@ export class ModelRepository {
     try {
       const config = await this.#readConfig(entry.name);
       if (config.platform === 'pipeline') return await this.#loadPipeline(entry, config, started);
-      checkOrtTypes(config);
       const version = await this.#latestVersion(entry.name, config);
       await loadTokenizer(config, path.join(this.dir, entry.name));
       entry.config = config;

@@ -73,8 +73,12 @@ interface TextSpec {
  * The onnxruntime-node tensor type of each datatype it can carry. BF16 has
  * none: onnxruntime-common 1.30's `Tensor.Type` lists no bfloat16 (it is
  * commented out of its type map), and onnxruntime-node fails to open a model
- * with a bfloat16 graph input or output ("Unsupported data type: 16"), so a
- * model whose config declares one is refused at load (`checkOrtTypes`).
+ * with a bfloat16 graph input or output ("Unsupported data type: 16"). So a
+ * tensor the config declares BF16 is BF16 on the wire and FP32 at the
+ * session (`ortTypeOf`): its bit patterns are widened exactly when the batch
+ * meets the session (`toOrtTensor`), and an FP32 output the config declares
+ * BF16 is rounded to BF16, ties to even (`toOutputs`). The graph's tensor is
+ * then FP32 (a Cast at its edge, if it computes in bfloat16 inside).
  */
 const ORT_TYPE: Record<Exclude<Datatype, 'BF16'>, ort.Tensor.Type> = {
   BOOL: 'bool',
@@ -96,28 +100,22 @@ const DATATYPE_OF_ORT: Partial<Record<ort.Tensor.Type, Datatype>> = Object.fromE
   Object.entries(ORT_TYPE).map(([datatype, type]) => [type, datatype as Datatype]),
 );
 
-/**
- * Refuses, at load, a model whose config declares an input or output of a
- * datatype onnxruntime-node's JavaScript API cannot carry (BF16), naming the
- * tensor and why, before ORT would fail on it with a bare type number.
- */
-export function checkOrtTypes(config: ModelConfig): void {
-  for (const [kind, tensors] of [['input', config.input], ['output', config.output]] as const) {
-    for (const t of tensors) {
-      if (datatypeOf(t) in ORT_TYPE) continue;
-      throw new Error(
-        `${kind} "${t.name}" is ${t.data_type}, which onnxruntime-node cannot carry: its JavaScript tensors have no bfloat16 type ` +
-          `(onnxruntime-common ${ort.env.versions.common} lists none), so the backend can neither feed nor read it; ` +
-          `give the graph FP16 or FP32 inputs and outputs (a Cast at its edge) instead`,
-      );
-    }
-  }
+/** The session's tensor type for a feed's datatype: BF16 meets the session as FP32. */
+function ortTypeOf(datatype: Datatype): ort.Tensor.Type {
+  return datatype === 'BF16' ? 'float32' : ORT_TYPE[datatype];
 }
 
-/** `ORT_TYPE` for a feed's datatype; BF16 (refused at load) throws. */
-function ortTypeOf(datatype: Datatype): ort.Tensor.Type {
-  if (datatype === 'BF16') throw new Error('BF16 tensors cannot be carried by onnxruntime-node (no bfloat16 tensor type)');
-  return ORT_TYPE[datatype];
+/** BF16 bit patterns widened to the float32s they are (exact: a bfloat16 is a float32's top half). */
+function widenBf16(bits: Uint16Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  const words = new Uint32Array(out.buffer);
+  for (let i = 0; i < bits.length; i++) words[i] = bits[i]! << 16;
+  return out;
+}
+
+/** Float32s rounded to the nearest BF16 bit patterns, ties to even (shared/float16.ts). */
+function narrowToBf16(values: Float32Array): Uint16Array {
+  return Uint16Array.from(values, toBf16Bits);
 }
 
 // 64-bit integers go through their two 32-bit words (little-endian, as every
@@ -309,6 +307,7 @@ function fromBinary(datatype: Datatype, name: string, bytes: Uint8Array): Tensor
 
 /** Builds the ORT tensor of a feed. */
 export function toOrtTensor(feed: Feed): ort.Tensor {
+  if (feed.datatype === 'BF16') return new ort.Tensor('float32', widenBf16(feed.values as Uint16Array), feed.shape);
   return new ort.Tensor(ortTypeOf(feed.datatype), feed.values as never, feed.shape);
 }
 
@@ -525,6 +524,10 @@ export function toOutputs(config: ModelConfig, results: Record<string, ort.Tenso
   return fetches.map((name) => {
     const tensor = results[name];
     if (!tensor) throw new Error(`Model "${config.name}" returned no output "${name}".`);
+    const declared = config.output.find((o) => o.name === name);
+    if (declared?.data_type === 'TYPE_BF16' && tensor.type === 'float32') {
+      return { name, datatype: 'BF16', shape: [...tensor.dims], data: narrowToBf16(tensor.data as Float32Array) };
+    }
     const datatype = DATATYPE_OF_ORT[tensor.type];
     if (!datatype) throw new Error(`Model "${config.name}" output "${name}" has ORT type ${tensor.type}, which OIP cannot carry.`);
     return { name, datatype, shape: [...tensor.dims], data: tensor.data };

@@ -7,9 +7,11 @@
  * same bytes, binary in → JSON out the same values, and two requests batched
  * together each get their own rows. Bad data is a 400 `invalid_tensor`
  * either way: a UINT16 above 65535, a negative UINT32, an FP16 above 65504
- * (JSON), a BOOL byte 2 or an FP16 NaN or infinity pattern (binary). A model
- * with a BF16 input is refused at load, naming the input and why (ORT's
- * JavaScript API has no bfloat16 tensor). The warm-up at load feeds the new
+ * (JSON), a BOOL byte 2 or an FP16 NaN or infinity pattern (binary). BF16,
+ * which ORT's JavaScript API cannot carry, is BF16 on the wire and FP32 at
+ * the session: a config declaring BF16 over an FP32 graph tensor gives back
+ * the BF16 values sent (JSON and binary), and a graph with real bfloat16
+ * inputs fails to load. The warm-up at load feeds the new
  * types random data (`model_warmup`). The model runs on a worker thread, so
  * every new typed array also crosses threads both ways.
  *
@@ -27,7 +29,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeBinaryBody } from '../../../shared/binary.ts';
 import { parseInferRequest } from '../../../shared/protocol.ts';
-import { toFp16Bits } from '../../../shared/float16.ts';
+import { toBf16Bits, toFp16Bits } from '../../../shared/float16.ts';
 import { DataType, encodeModel, node, valueInfo, type DataTypeCode } from '../../../gpu-backend/src/demo-models/onnx.ts';
 import type { ModelConfig } from '../../../gpu-backend/src/serving/model-config.ts';
 import { jsonOutputs, prepareInference, shortestFloat32 } from '../../../gpu-backend/src/serving/tensors.ts';
@@ -111,7 +113,9 @@ beforeAll(async () => {
       },
     ],
   });
-  await writeIdentityModel(dir, 'bf16', [{ input: 'x_bf16', datatype: 'BF16', onnx: DataType.BFLOAT16 }]);
+  // BF16 declared in the config over an FP32 graph tensor; and a graph whose tensor really is bfloat16.
+  await writeIdentityModel(dir, 'bf16', [{ input: 'x_bf16', datatype: 'BF16', onnx: DataType.FLOAT }]);
+  await writeIdentityModel(dir, 'bf16-graph', [{ input: 'x_bf16', datatype: 'BF16', onnx: DataType.BFLOAT16 }]);
   h = await harness({ repo: dir, env: { MODELS: 'types', EXECUTION_PROVIDERS: 'cpu', INFERENCE_THREAD: 'worker' } });
 });
 
@@ -282,12 +286,29 @@ describe('datatypes end to end', () => {
     });
   });
 
-  it('refuses a model with a BF16 input at load, naming the input and why', async () => {
-    await expect(h.backend.repository.load('bf16')).rejects.toThrow(
-      /Model "bf16" failed to load: input "x_bf16" is TYPE_BF16, which onnxruntime-node cannot carry: its JavaScript tensors have no bfloat16 type/,
-    );
-    expect(h.backend.repository.state('bf16')).toBe('UNAVAILABLE');
-    const res = await h.post('/v2/models/bf16/infer', { inputs: [{ name: 'x_bf16', datatype: 'BF16', shape: [1, 1], data: [1] }] });
+  it('carries BF16 on the wire and FP32 at the session: the values sent come back, in JSON and in binary', async () => {
+    await h.backend.repository.load('bf16');
+    const values = [1, -2.5, 3.3895313892515355e38, 0, 2 ** -133, 1.5 * 2 ** 100];
+    const json = await h.post('/v2/models/bf16/infer', { inputs: [{ name: 'x_bf16', datatype: 'BF16', shape: [1, values.length], data: values }] });
+    expect(json.status).toBe(200);
+    const answer = (await json.json()) as Answer;
+    expect(answer.outputs[0]).toMatchObject({ name: 'y_bf16', datatype: 'BF16', shape: [1, values.length], data: values });
+    // 0.1 is not a bfloat16: it is rounded to the nearest one on the way in (0x3dcd).
+    const rounded = (await (await h.post('/v2/models/bf16/infer', { inputs: [{ name: 'x_bf16', datatype: 'BF16', shape: [1, 1], data: [0.1] }] })).json()) as Answer;
+    expect(rounded.outputs[0]!.data).toEqual([0.10009765625]);
+    const bits = Uint16Array.from(values, toBf16Bits);
+    const header = { inputs: [{ name: 'x_bf16', datatype: 'BF16', shape: [1, values.length], parameters: { binary_data_size: bits.byteLength } }], parameters: { binary_data_output: true } };
+    const { body, headerLength } = encodeBinaryBody(header, [view(bits)]);
+    const bin = await h.post('/v2/models/bf16/infer', undefined, { raw: body, headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(headerLength) } });
+    expect(bin.status).toBe(200);
+    const n = Number(bin.headers.get('inference-header-content-length'));
+    expect(new Uint8Array(await bin.arrayBuffer()).slice(n)).toEqual(view(bits));
+  });
+
+  it('fails to load a graph whose inputs really are bfloat16 (onnxruntime-node cannot open it), and answers 503 for it', async () => {
+    await expect(h.backend.repository.load('bf16-graph')).rejects.toThrow(/Model "bf16-graph" failed to load/);
+    expect(h.backend.repository.state('bf16-graph')).toBe('UNAVAILABLE');
+    const res = await h.post('/v2/models/bf16-graph/infer', { inputs: [{ name: 'x_bf16', datatype: 'BF16', shape: [1, 1], data: [1] }] });
     expect(res.status).toBe(503);
     expect(await errorCode(res)).toBe('model_not_ready');
   });

@@ -27,7 +27,6 @@
  * sample rate for the run). Results also go to bench/results/edge.json.
  */
 
-import { readFileSync, readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
 import os from 'node:os';
@@ -40,7 +39,7 @@ import { envIntList, envList, envNumber } from './lib/env.ts';
 import { closedLoop, interleavedLoop, quantile, type ClosedLoopResult } from './lib/load.ts';
 import { benchWranglerConfigs } from './lib/edge-config.ts';
 import { signDispatchTokens } from './lib/tokens.ts';
-import { startWranglerDev, type WranglerDev } from './lib/processes.ts';
+import { groupCpuMs, startWranglerDev, wranglerGroup, type WranglerDev } from './lib/processes.ts';
 
 const BACKEND = { id: 'fra-1', region: 'eu-west', provider: 'provider-fra' };
 /** A backend of another provider: sampled answers are re-executed on it, and the edge's hedge may go to it. */
@@ -1165,53 +1164,6 @@ async function startPassthrough(target: string, stateDir: string): Promise<Passt
     graceMs: 5000,
     name: 'the pass-through Worker',
   });
-}
-
-/** The pid of the `wrangler dev` serving `port` (it leads its own process group: local-mesh.ts starts it detached). */
-function wranglerGroup(port: string): number | undefined {
-  for (const pid of pidsOnMachine()) {
-    try {
-      const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      const at = args.indexOf('--port');
-      if (args.some((a) => a.includes('wrangler')) && args.includes('dev') && at >= 0 && args[at + 1] === port) {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const pgrp = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
-        return pgrp;
-      }
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return undefined;
-}
-
-function pidsOnMachine(): number[] {
-  try {
-    return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-/** CPU ms of every process group so far (Linux /proc): all its processes, and its workerd processes alone. */
-function groupCpuMs(): Map<number, { all: number; workerd: number }> {
-  const out = new Map<number, { all: number; workerd: number }>();
-  for (const pid of pidsOnMachine()) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const pgrp = Number(fields[2]);
-      const ms = ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
-      const g = out.get(pgrp) ?? { all: 0, workerd: 0 };
-      g.all += ms;
-      if (comm.startsWith('workerd')) g.workerd += ms;
-      out.set(pgrp, g);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
 }
 
 function outputShape(j: unknown, name: string): string | undefined {

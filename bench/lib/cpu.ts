@@ -4,7 +4,7 @@
  * them. Every function returns NaN where /proc is not available.
  */
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 
 /** USER_HZ: /proc counts CPU time in these ticks per second on Linux. */
 const TICKS_PER_S = 100;
@@ -17,6 +17,42 @@ export function processCpuMs(pid: number): number {
 /** User + system CPU time of one thread of process `pid` so far, ms (`tid` = `pid`: its main thread). */
 export function threadCpuMs(pid: number, tid = pid): number {
   return cpuMsOf(`/proc/${pid}/task/${tid}/stat`);
+}
+
+/**
+ * On-CPU time of one thread of process `pid` so far, ms, at nanosecond
+ * resolution (/proc/<pid>/task/<tid>/schedstat, the scheduler's
+ * sum_exec_runtime: user and system time alike), where /proc/.../stat counts
+ * 10 ms ticks. NaN where schedstat is not available.
+ */
+export function threadRunMs(pid: number, tid = pid): number {
+  try {
+    const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ', 1)[0]);
+    return Number.isFinite(ns) ? ns / 1e6 : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Every thread of process `pid` now: its tid, name (`comm`) and on-CPU time so far, ms (schedstat). Empty where /proc is not available. */
+export function threadsOf(pid: number): { tid: number; name: string; ms: number }[] {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  const out: { tid: number; name: string; ms: number }[] = [];
+  for (const t of tids) {
+    const tid = Number(t);
+    try {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      out.push({ tid, name, ms: threadRunMs(pid, tid) });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
 }
 
 function cpuMsOf(file: string): number {

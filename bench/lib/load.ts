@@ -26,7 +26,7 @@ export interface ClosedLoopOptions {
   timeoutMs?: number;
   /** Called with the first 200 response body, to check it once. */
   check?: (body: Buffer, headers: http.IncomingHttpHeaders) => void;
-  /** Extra request headers, the same on every request. */
+  /** Extra request headers, the same on every request (a `content-type` here replaces the default application/json). */
   headers?: Readonly<Record<string, string>>;
   /** Called with the headers and latency (ms) of every 200 answer. */
   onAnswer?: (headers: http.IncomingHttpHeaders, ms: number) => void;
@@ -58,10 +58,14 @@ export async function closedLoop(o: ClosedLoopOptions): Promise<ClosedLoopResult
 }
 
 /** One endpoint of an interleaved loop: its URL, token pool and per-target options. */
-export interface LoopTarget extends Pick<ClosedLoopOptions, 'url' | 'tokens' | 'headers' | 'check' | 'onAnswer'> {}
+export interface LoopTarget extends Pick<ClosedLoopOptions, 'url' | 'tokens' | 'headers' | 'check' | 'onAnswer'> {
+  /** This target's own body (its tokens bound to it); default the loop's `body`. */
+  body?: Uint8Array;
+}
 
 export interface InterleavedLoopOptions {
   targets: readonly LoopTarget[];
+  /** The body of every target that has none of its own. */
   body: Uint8Array;
   concurrency: number;
   durationMs: number;
@@ -78,9 +82,10 @@ export interface InterleavedLoopOptions {
  */
 export async function interleavedLoop(o: InterleavedLoopOptions): Promise<ClosedLoopResult[]> {
   const timeoutMs = o.timeoutMs ?? 10_000;
-  const bodyLength = String(o.body.byteLength);
   const targets = o.targets.map((t) => ({
     t,
+    body: t.body ?? o.body,
+    bodyLength: String((t.body ?? o.body).byteLength),
     url: new URL(t.url),
     agent: new http.Agent({ keepAlive: true, maxSockets: o.concurrency, maxFreeSockets: o.concurrency }),
     latencies: new Float64Array(t.tokens.length),
@@ -108,7 +113,7 @@ export async function interleavedLoop(o: InterleavedLoopOptions): Promise<Closed
           port: target.url.port,
           path: target.url.pathname,
           method: 'POST',
-          headers: { ...target.t.headers, 'content-type': 'application/json', 'content-length': bodyLength, authorization: `Bearer ${token}` },
+          headers: { 'content-type': 'application/json', ...target.t.headers, 'content-length': target.bodyLength, authorization: `Bearer ${token}` },
         },
         (res) => {
           const status = res.statusCode ?? 0;
@@ -144,7 +149,7 @@ export async function interleavedLoop(o: InterleavedLoopOptions): Promise<Closed
         fail(target, '0', err.message);
         resolve();
       });
-      req.end(o.body);
+      req.end(target.body);
     });
 
   const started = performance.now();

@@ -5,6 +5,7 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { freePort } from '../../scripts/local-mesh.ts';
 
@@ -129,4 +130,51 @@ export async function startWranglerDev(o: WranglerDevOptions): Promise<WranglerD
     await new Promise((r) => setTimeout(r, 250));
   }
   return { url, pid: child.pid!, stop };
+}
+
+/** The pid of the `wrangler dev` serving `port` (it leads its own process group: local-mesh.ts starts it detached). */
+export function wranglerGroup(port: string): number | undefined {
+  for (const pid of pidsOnMachine()) {
+    try {
+      const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      const at = args.indexOf('--port');
+      if (args.some((a) => a.includes('wrangler')) && args.includes('dev') && at >= 0 && args[at + 1] === port) {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const pgrp = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+        return pgrp;
+      }
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined;
+}
+
+export function pidsOnMachine(): number[] {
+  try {
+    return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** CPU ms of every process group so far (Linux /proc): all its processes, and its workerd processes alone. */
+export function groupCpuMs(): Map<number, { all: number; workerd: number }> {
+  const out = new Map<number, { all: number; workerd: number }>();
+  for (const pid of pidsOnMachine()) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const pgrp = Number(fields[2]);
+      const ms = ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+      const g = out.get(pgrp) ?? { all: 0, workerd: 0 };
+      g.all += ms;
+      if (comm.startsWith('workerd')) g.workerd += ms;
+      out.set(pgrp, g);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
 }

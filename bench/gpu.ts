@@ -1,0 +1,222 @@
+/**
+ * `npm run bench:gpu`: bench:backend on a CUDA host, ready to run, bounded in
+ * time (about 8 minutes with defaults). It installs nothing: first it checks
+ * that CUDA can serve (EXECUTION_PROVIDERS, the NVIDIA driver, onnxruntime-
+ * node's CUDA provider library from `npm run install:cuda`, and a real CUDA
+ * session on a tiny model) and stops at once, saying what is missing, when it
+ * cannot; then it runs `bench/backend.ts` with BENCH_PROVIDER=cuda for
+ * `ocr-det` and `embed`, each under `timeout`, and prints one summary: served
+ * / ceiling and batching on/off per model. Exit 0 when every step ran (goals
+ * met or not), 1 when CUDA is unavailable, 2 when a step failed or timed out.
+ * Method: docs/benchmarks.md, "bench:gpu".
+ *
+ * Env: BENCH_GPU_MODELS (ocr-det,embed), BENCH_GPU_STEP_SECONDS (200 per
+ * model), BENCH_GPU_PREFLIGHT_SECONDS (90), CUDA_DEVICE_ID (0); each step gets
+ * BENCH_SECONDS (5), BENCH_WARMUP_SECONDS (1), BENCH_CEILING_SECONDS (1),
+ * BENCH_QUIET_WAIT_SECONDS (3), BENCH_LOADGEN_THREADS (4), BENCH_MAX_RATE
+ * (20000) and BENCH_CONCURRENCY (ocr-det 1,4,16,64; embed 1,16,64,256) unless
+ * set; results in bench/results/gpu-<model>.json.
+ */
+
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { generateDemoModels } from '../gpu-backend/src/demo-models/generate.ts';
+import { silentLogger } from '../gpu-backend/src/log.ts';
+import { SessionFactory } from '../gpu-backend/src/serving/sessions.ts';
+import { envList, envNumber } from './lib/env.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const MODELS = envList('BENCH_GPU_MODELS', 'ocr-det,embed');
+for (const m of MODELS) if (m !== 'ocr-det' && m !== 'embed') throw new Error(`BENCH_GPU_MODELS must list ocr-det and/or embed, got ${JSON.stringify(m)}`);
+const STEP_SECONDS = envNumber('BENCH_GPU_STEP_SECONDS', 200, 30, 600);
+const PREFLIGHT_SECONDS = envNumber('BENCH_GPU_PREFLIGHT_SECONDS', 90, 10, 600);
+const CUDA_DEVICE_ID = process.env.CUDA_DEVICE_ID?.trim() || '0';
+const STEP_DEFAULTS: Record<string, string> = {
+  BENCH_SECONDS: '5',
+  BENCH_WARMUP_SECONDS: '1',
+  BENCH_CEILING_SECONDS: '1',
+  BENCH_QUIET_WAIT_SECONDS: '3',
+  BENCH_LOADGEN_THREADS: '4',
+  BENCH_MAX_RATE: '20000',
+};
+const CONCURRENCY: Record<string, string> = { 'ocr-det': '1,4,16,64', embed: '1,16,64,256' };
+
+const log = (line: string) => console.log(`[bench:gpu] ${line}`);
+
+class Unavailable extends Error {}
+
+/** Why CUDA cannot serve here, or undefined when a CUDA session opened and ran. */
+async function preflight(): Promise<void> {
+  const providers = process.env.EXECUTION_PROVIDERS?.trim();
+  if (providers && !providers.split(',').map((p) => p.trim().toLowerCase()).includes('cuda')) {
+    throw new Unavailable(`EXECUTION_PROVIDERS=${providers} leaves CUDA out; unset it or include cuda.`);
+  }
+  log(`EXECUTION_PROVIDERS: ${providers ?? '(unset: the backend default cuda,cpu)'}; the benches force cuda with BENCH_PROVIDER=cuda`);
+  if (os.platform() !== 'linux' || os.arch() !== 'x64') throw new Unavailable(`onnxruntime-node ships CUDA for linux x64 only; this is ${os.platform()} ${os.arch()}.`);
+
+  const smi = await run('nvidia-smi', ['-L'], 20_000);
+  if (smi.code !== 0 || !/GPU \d+:/.test(smi.out)) {
+    throw new Unavailable(`no NVIDIA GPU or driver: \`nvidia-smi -L\` ${smi.code === null ? 'did not finish' : smi.code === 127 ? 'is not installed' : `exited ${smi.code}`}${smi.out.trim() ? `: ${smi.out.trim().split('\n')[0]}` : ''}`);
+  }
+  for (const line of smi.out.trim().split('\n')) log(`nvidia-smi: ${line}`);
+
+  const binDir = path.join(ROOT, 'node_modules', 'onnxruntime-node', 'bin');
+  const libs = existsSync(binDir)
+    ? readdirSync(binDir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('libonnxruntime_providers_cuda.so'))
+    : [];
+  if (libs.length === 0) {
+    throw new Unavailable(`onnxruntime-node's CUDA provider (libonnxruntime_providers_cuda.so) is not under ${path.relative(ROOT, binDir)}: run \`npm run install:cuda\` first (this script installs nothing).`);
+  }
+  log(`onnxruntime-node CUDA provider: ${libs.map((l) => path.join(path.relative(ROOT, binDir), l)).join(', ')}`);
+
+  // A real session on CUDA: the driver, CUDA 12 and cuDNN 9 libraries all have to load.
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'mesh-bench-gpu-'));
+  try {
+    await generateDemoModels(tmp);
+    const sessions = new SessionFactory({ providers: ['cuda'], cudaDeviceId: Number(CUDA_DEVICE_ID), thread: 'main', log: silentLogger });
+    const opened = await sessions.open(path.join(tmp, 'classifier', '1', 'model.onnx')).catch((err: unknown) => {
+      throw new Unavailable(`a CUDA session did not open on device ${CUDA_DEVICE_ID}: ${sessions.cudaFailure ?? (err as Error).message}`);
+    });
+    const ort = await import('onnxruntime-node');
+    const out = await opened.session.run({ features: new ort.Tensor('float32', new Float32Array(16), [1, 16]) }, ['probabilities']);
+    await opened.session.release();
+    if (!out.probabilities) throw new Unavailable('a CUDA session opened but its run returned no output');
+    log(`a CUDA session opened and ran on device ${CUDA_DEVICE_ID} (provider ${opened.provider})`);
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Runs `cmd` and collects its output; code 127 when it does not exist, null when killed at `timeoutMs`. */
+function run(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    let out = '';
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
+    child.stderr.on('data', (c: Buffer) => (out += c.toString('utf8')));
+    child.on('error', () => {
+      clearTimeout(timer);
+      resolve({ code: 127, out });
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
+}
+
+interface Step {
+  model: string;
+  code: number | null;
+  timedOut: boolean;
+  seconds: number;
+  tail: string;
+  file: string;
+}
+
+/** bench/backend.ts for `model` on CUDA under `timeout -s INT` (the bench stops its processes on SIGINT), its output prefixed. */
+async function step(model: string): Promise<Step> {
+  const file = path.join('bench', 'results', `gpu-${model}.json`);
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    ...Object.fromEntries(Object.entries(STEP_DEFAULTS).filter(([k]) => !process.env[k])),
+    BENCH_CONCURRENCY: process.env.BENCH_CONCURRENCY ?? CONCURRENCY[model],
+    BENCH_MODEL: model,
+    BENCH_PROVIDER: 'cuda',
+    BENCH_RESULTS_FILE: file,
+    CUDA_DEVICE_ID,
+  };
+  log(`${model}: bench:backend on CUDA, at most ${STEP_SECONDS} s (concurrency ${env.BENCH_CONCURRENCY}, ${env.BENCH_SECONDS} s per run)`);
+  const t0 = performance.now();
+  let tail = '';
+  const code = await new Promise<number | null>((resolve) => {
+    const child = spawn('timeout', ['-s', 'INT', '-k', '20', String(STEP_SECONDS), process.execPath, path.join(ROOT, 'bench', 'backend.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const pipe = (c: Buffer) => {
+      const text = c.toString('utf8');
+      tail = (tail + text).slice(-4000);
+      for (const line of text.split('\n')) if (line.trim()) console.log(`  [${model}] ${line}`);
+    };
+    child.stdout.on('data', pipe);
+    child.stderr.on('data', pipe);
+    child.on('error', (err) => {
+      tail += `\n${err.message}`;
+      resolve(127);
+    });
+    child.on('close', (c) => resolve(c));
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  return { model, code, timedOut: code === 124 || code === 137 || code === 130, seconds, tail, file };
+}
+
+interface BackendResults {
+  ceiling: { best: { batch: number; rowsPerS: number } };
+  ratios: {
+    servedVsCeiling: { value: number | null; served?: number; concurrency?: number; ceiling: number; goal: number; met: boolean };
+    batchingGain: { value: number | null; p99OnMs?: number; p99OffMs?: number; goal?: number; met?: boolean };
+  };
+  runs: { batching: string; concurrency: number; reqPerS: number; errors: Record<string, number> }[];
+}
+
+function summary(steps: Step[]): void {
+  const f = (v: number | null | undefined, d = 2) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(d) : 'n/a');
+  const lines = ['', 'bench:gpu summary (BENCH_PROVIDER=cuda):', ''];
+  lines.push('| model | step | ceiling rows/s (batch) | best served req/s (concurrency) | served / ceiling (goal) | batching on/off at 16 (p99 on / off ms) | errors |', '| --- | --- | ---: | ---: | ---: | ---: | ---: |');
+  for (const s of steps) {
+    const state = s.code === 0 ? `ok, ${s.seconds.toFixed(0)} s` : s.timedOut ? `TIMED OUT after ${s.seconds.toFixed(0)} s` : `FAILED (exit ${s.code})`;
+    let r: BackendResults | undefined;
+    try {
+      if (s.code === 0) r = JSON.parse(readFileSync(path.join(ROOT, s.file), 'utf8')) as BackendResults;
+    } catch {
+      r = undefined;
+    }
+    if (!r) {
+      lines.push(`| ${s.model} | ${state} | - | - | - | - | - |`);
+      continue;
+    }
+    const sv = r.ratios.servedVsCeiling;
+    const g = r.ratios.batchingGain;
+    const errors = r.runs.reduce((n, run) => n + Object.values(run.errors).reduce((a, b) => a + b, 0), 0);
+    lines.push(
+      `| ${s.model} | ${state} | ${f(r.ceiling.best.rowsPerS, 0)} (${r.ceiling.best.batch}) | ${f(sv.served, 0)} (${sv.concurrency ?? '-'}) | ${f(sv.value)} (>= ${sv.goal}: ${sv.met ? 'met' : 'MISSED'}) | ` +
+        `${f(g.value)}x (${f(g.p99OnMs, 1)} / ${f(g.p99OffMs, 1)})${g.goal !== undefined ? ` (>= ${g.goal}x: ${g.met ? 'met' : 'MISSED'})` : ''} | ${errors} |`,
+    );
+  }
+  lines.push('', `Full tables above; results in ${steps.map((s) => s.file).join(', ')}.`);
+  for (const s of steps.filter((x) => x.code !== 0)) lines.push('', `${s.model}: last output:`, s.tail.trim().split('\n').slice(-15).join('\n'));
+  console.log(lines.join('\n'));
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  log(`${os.cpus().length} CPU(s), node ${process.version}; models ${MODELS.join(', ')}; at most ${PREFLIGHT_SECONDS} s of checks and ${STEP_SECONDS} s per model`);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      preflight(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Unavailable(`the CUDA checks did not finish within ${PREFLIGHT_SECONDS} s`)), PREFLIGHT_SECONDS * 1000);
+      }),
+    ]);
+  } catch (err) {
+    if (!(err instanceof Unavailable)) throw err;
+    console.error(`[bench:gpu] CUDA UNAVAILABLE: ${err.message}`);
+    console.error('[bench:gpu] nothing was benchmarked (this script installs nothing and never falls back to the CPU).');
+    process.exit(1);
+  } finally {
+    clearTimeout(timer);
+  }
+  const steps: Step[] = [];
+  for (const model of MODELS) steps.push(await step(model));
+  summary(steps);
+  log(`total ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  process.exitCode = steps.every((s) => s.code === 0) ? 0 : 2;
+}
+
+main().catch((err: unknown) => {
+  console.error('[bench:gpu] failed:', err);
+  process.exitCode = 2;
+});

@@ -1,8 +1,7 @@
 /**
- * Generates the demo model repository the GPU backend serves, in Triton's
- * layout (`<repo>/<name>/config.json`, `<repo>/<name>/1/model.onnx`):
- *
- *   node gpu-backend/src/demo-models/generate.ts [dir]   (default: gpu-backend/models)
+ * Generates the demo models the GPU backend serves into a repository in
+ * Triton's layout (`<repo>/<name>/config.json`, `<repo>/<name>/1/model.onnx`);
+ * `npm run models` (gpu-backend/src/models.ts) calls it.
  *
  * Untrained weights from a fixed-seed PRNG, written little-endian, so every
  * provider generates bit-identical files (the same sha256), which is what
@@ -12,11 +11,12 @@
  */
 
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { DEFAULT_MAX_LENGTH, PAD_ID, TOKENIZER_NAME, VOCAB_SIZE } from '../../../shared/tokenizer.ts';
 import type { ModelConfig } from '../serving/model-config.ts';
 import { mulberry32 } from './random.ts';
+import { writeIfChanged } from '../write-if-changed.ts';
 import {
   DataType,
   encodeModel,
@@ -297,25 +297,6 @@ const DEMO_MODELS: DemoModel[] = [
   },
 ];
 
-// ---------------------------------------------------------------------------
-// Writing
-// ---------------------------------------------------------------------------
-
-/** Writes `bytes` to `file` via a temp file and a rename, unless it already holds exactly these bytes. */
-async function writeAtomic(file: string, bytes: Uint8Array): Promise<boolean> {
-  const existing = await readFile(file).catch(() => undefined);
-  if (existing && Buffer.compare(existing, bytes) === 0) return false;
-  const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
-  try {
-    await writeFile(tmp, bytes);
-    await rename(tmp, file);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  return true;
-}
-
 /**
  * Writes the demo models into the Triton-style repository `repoDir`
  * (`<name>/config.json`, `<name>/1/model.onnx`), creating folders as needed
@@ -339,9 +320,9 @@ export async function generateDemoModels(
     const versionDir = path.join(repoDir, name, '1');
     await mkdir(versionDir, { recursive: true });
     const modelPath = path.join(versionDir, 'model.onnx');
-    const wroteModel = await writeAtomic(modelPath, bytes);
+    const wroteModel = await writeIfChanged(modelPath, bytes);
     const configJson = new TextEncoder().encode(`${JSON.stringify(model.config, null, 2)}\n`);
-    const wroteConfig = await writeAtomic(path.join(repoDir, name, 'config.json'), configJson);
+    const wroteConfig = await writeIfChanged(path.join(repoDir, name, 'config.json'), configJson);
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     results.push({ name, path: modelPath, sha256 });
     const state = wroteModel || wroteConfig ? 'written' : 'unchanged';
@@ -349,13 +330,4 @@ export async function generateDemoModels(
     log?.(`${name}: ${modelPath} (${(bytes.length / 1048576).toFixed(1)} MiB, sha256 ${sha256.slice(0, 16)}…, ${state}, ${ms} ms)`);
   }
   return results;
-}
-
-if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === import.meta.filename) {
-  const repoRoot = path.resolve(import.meta.dirname, '../../..');
-  const target = process.argv[2] ? path.resolve(process.argv[2]) : path.join(repoRoot, 'gpu-backend', 'models');
-  generateDemoModels(target, (line) => console.log(line)).catch((err: unknown) => {
-    console.error(err);
-    process.exitCode = 1;
-  });
 }

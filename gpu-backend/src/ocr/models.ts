@@ -8,9 +8,10 @@
  */
 
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { writeIfChanged } from '../write-if-changed.ts';
 
 /** Where the package's files are. */
 function assetsDir(): string {
@@ -58,22 +59,6 @@ const PIPELINE = {
 
 /** The OCR models' names, the pipeline last. */
 export const OCR_MODELS = [DETECTOR.name, RECOGNIZER.name, PIPELINE.name] as const;
-
-/** Writes `bytes` to `file` through a temp file and a rename, unless it already holds them; true when written. */
-async function writeIfChanged(file: string, bytes: Uint8Array): Promise<boolean> {
-  const existing = await readFile(file).catch(() => undefined);
-  if (existing && Buffer.compare(existing, bytes) === 0) return false;
-  await mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
-  try {
-    await writeFile(tmp, bytes);
-    await rename(tmp, file);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  return true;
-}
 
 const json = (v: unknown) => new TextEncoder().encode(`${JSON.stringify(v, null, 2)}\n`);
 

@@ -22,7 +22,7 @@
  * HTTP_THREADS and CUDA_DEVICE_ID go to the backend.
  */
 
-import { cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -37,6 +37,7 @@ import { ROOT, startBackend, startFakeEdge, type BackendProcess, type FakeEdge }
 import { quantile } from './lib/load.ts';
 import { closedLoopThreads } from './lib/load-threads.ts';
 import { answerOutputs, seededFloats, tensorRequest } from './lib/payload.ts';
+import { writeResults } from './lib/results.ts';
 
 const TEXT =
   'The delivery drone left the warehouse at dawn, crossed the river twice in heavy wind, and landed on the hospital roof with three boxes of insulin for the night shift nurses.';
@@ -281,10 +282,7 @@ async function main(): Promise<void> {
     const recheck = await ceilingSession.measure(best.batch, 'ceiling re-check');
 
     const results = report(ceiling, best, recheck, runs, edge.heartbeats, performance.now() - started);
-    const file = path.resolve(ROOT, RESULTS_FILE);
-    await mkdir(path.dirname(file), { recursive: true });
-    await writeFile(file, `${JSON.stringify(results, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`);
-    log(`results written to ${path.relative(process.cwd(), file)}`);
+    await writeResults(path.resolve(ROOT, RESULTS_FILE), results, log);
   } finally {
     await stopAll();
   }

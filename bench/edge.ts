@@ -27,7 +27,7 @@
  * sample rate for the run). Results also go to bench/results/edge.json.
  */
 
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -40,6 +40,7 @@ import { closedLoop, interleavedLoop, quantile, type ClosedLoopResult } from './
 import { benchWranglerConfigs } from './lib/edge-config.ts';
 import { signDispatchTokens } from './lib/tokens.ts';
 import { groupCpuMs, startWranglerDev, wranglerGroup, type WranglerDev } from './lib/processes.ts';
+import { writeResults } from './lib/results.ts';
 
 const BACKEND = { id: 'fra-1', region: 'eu-west', provider: 'provider-fra' };
 /** A backend of another provider: sampled answers are re-executed on it, and the edge's hedge may go to it. */
@@ -454,11 +455,7 @@ async function main(): Promise<void> {
       receiptsByBackend: kinds?.verificationByBackend,
     };
     const results = report(phases, interleaved, performance.now() - started, ledger, verification);
-    const dir = path.join(ROOT, 'bench', 'results');
-    await mkdir(dir, { recursive: true });
-    const file = path.join(dir, 'edge.json');
-    await writeFile(file, `${JSON.stringify(results, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`);
-    log(`results written to ${path.relative(process.cwd(), file)}`);
+    await writeResults('edge.json', results, log);
   } finally {
     await stopAll();
   }

@@ -21,15 +21,16 @@
  * bench/results/main-thread.json.
  */
 
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { generateDemoModels } from '../gpu-backend/src/demo-models/generate.ts';
-import { ROOT, startBackend, startFakeEdge, type BackendProcess, type FakeEdge } from './lib/backend-process.ts';
+import { startBackend, startFakeEdge, type BackendProcess, type FakeEdge } from './lib/backend-process.ts';
 import { machineBusyMs, processCpuMs, threadCpuMs, threadRunMs, threadsOf, waitForQuiet } from './lib/cpu.ts';
 import { envIntList, envNumber } from './lib/env.ts';
 import { quantile } from './lib/load.ts';
 import { closedLoopThreads } from './lib/load-threads.ts';
+import { writeResults } from './lib/results.ts';
 
 const GOAL_MAIN_THREAD_MS = 0.03;
 const TEXT =
@@ -135,11 +136,7 @@ async function main(): Promise<void> {
       }
     }
     const results = report(phases, idleMsPerS, performance.now() - started);
-    const dir = path.join(ROOT, 'bench', 'results');
-    await mkdir(dir, { recursive: true });
-    const file = path.join(dir, 'main-thread.json');
-    await writeFile(file, `${JSON.stringify(results, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`);
-    log(`results written to ${path.relative(process.cwd(), file)}`);
+    await writeResults('main-thread.json', results, log);
   } finally {
     await stopAll();
   }

@@ -17,7 +17,7 @@
 
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, statfsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,6 +28,7 @@ import { machineBusyMs } from './lib/cpu.ts';
 import { envIntList, envNumber } from './lib/env.ts';
 import { seededUnit } from '../gpu-backend/src/demo-models/random.ts';
 import { startWranglerDev } from './lib/processes.ts';
+import { writeResults } from './lib/results.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const BENCH_DIR = path.join(ROOT, 'bench', 'settlement');
@@ -573,11 +574,7 @@ async function main(): Promise<void> {
     const totalMs = performance.now() - started;
     const otherCpu = Math.max(0, machineBusyMs() - busy0.machine - (ourCpuMs(worker.pgid) - busy0.ours)) / (os.cpus().length * (performance.now() - busy0.at));
     const results = report({ otherCpu, sign, sizeInfo, attestationChars, send, sendBatched, appends, parts, archiveParts, appendUs, rest, merkle, ledgers, totalMs });
-    const dir = path.join(ROOT, 'bench', 'results');
-    await mkdir(dir, { recursive: true });
-    const file = path.join(dir, `settlement-${stamp}.json`);
-    await writeFile(file, `${JSON.stringify(results, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`);
-    log(`results written to ${path.relative(process.cwd(), file)}`);
+    await writeResults(`settlement-${stamp}.json`, results, log);
   } finally {
     log('stopping the bench Worker and deleting its state');
     await stopAll();

@@ -40,6 +40,7 @@ import { closedLoop, quantile } from './lib/load.ts';
 import { answerOutputs, formatBytes, linearFit, parseByteSize, seededFloats, tensorRequest, type BodyFormat, type TensorRequest } from './lib/payload.ts';
 import { groupCpuMs, startWranglerDev, wranglerGroup, type WranglerDev } from './lib/processes.ts';
 import { signDispatchTokens } from './lib/tokens.ts';
+import { writeResults } from './lib/results.ts';
 
 const MODEL = 'identity';
 const BACKEND = { id: 'fra-1', region: 'eu-west', provider: 'provider-fra' };
@@ -332,11 +333,7 @@ async function main(): Promise<void> {
     }
 
     const results = report(phases, answerBytes, idle, performance.now() - started);
-    const dir = path.join(ROOT, 'bench', 'results');
-    await mkdir(dir, { recursive: true });
-    const file = path.join(dir, 'tensors.json');
-    await writeFile(file, `${JSON.stringify(results, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`);
-    log(`results written to ${path.relative(process.cwd(), file)}`);
+    await writeResults('tensors.json', results, log);
   } finally {
     await stopAll();
   }

@@ -28,7 +28,8 @@ import { modelMetadata, serverMetadata } from './metadata.ts';
 import type { Metrics } from '../metrics.ts';
 import type { ModelRepository, Servable } from '../serving/repository.ts';
 import type { SessionFactory } from '../serving/sessions.ts';
-import { jsonOutputs, outputBytes, type OutputTensor } from '../serving/tensors.ts';
+import { outputBytes } from '../serving/tensor-data.ts';
+import { jsonOutputs, type OutputTensor } from '../serving/tensors.ts';
 
 /** What the inference and probe routes need, on whichever thread they run. */
 interface InferRouteDeps {

@@ -15,7 +15,8 @@ import { MeshError } from '../../../shared/errors.ts';
 import type { InferRequest } from '../../../shared/protocol.ts';
 import { instanceCount, type ModelConfig } from './model-config.ts';
 import type { Scheduler } from './scheduler.ts';
-import { toOrtTensor, type Feed, type PreparedInference, type TensorValues } from './tensors.ts';
+import { toOrtTensor, type Feed, type TensorValues } from './tensor-data.ts';
+import type { PreparedInference } from './tensors.ts';
 
 /** One timed run of a model's session. */
 export interface RunResult {

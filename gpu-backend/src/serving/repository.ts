@@ -24,7 +24,8 @@ import type { ModelSession } from './model-session.ts';
 import type { Scheduler } from './scheduler.ts';
 import type { SessionFactory } from './sessions.ts';
 import { RollingMedian } from './stats.ts';
-import { toOrtFeeds, warmupFeeds } from './tensors.ts';
+import { toOrtFeeds } from './tensor-data.ts';
+import { warmupFeeds } from './tensors.ts';
 import { loadTokenizer } from './tokenizers.ts';
 
 /** A READY model as an inference uses it: an ONNX model's handle, or a pipeline's (pipeline-handle.ts). */

@@ -17,7 +17,8 @@ import { MeshError } from '../../../shared/errors.ts';
 import { Batcher, mergeFeeds, queueTimeoutUs, type BatchTarget } from '../../../gpu-backend/src/serving/batcher.ts';
 import type { ModelConfig } from '../../../gpu-backend/src/serving/model-config.ts';
 import { Scheduler } from '../../../gpu-backend/src/serving/scheduler.ts';
-import { prepareInference, toOrtFeeds } from '../../../gpu-backend/src/serving/tensors.ts';
+import { toOrtFeeds } from '../../../gpu-backend/src/serving/tensor-data.ts';
+import { prepareInference } from '../../../gpu-backend/src/serving/tensors.ts';
 import { demoRepository, harness, type Harness } from '../helpers.ts';
 
 const tokenModel = (batching: boolean, maxBatch = 8): ModelConfig => ({

@@ -32,7 +32,8 @@ import { parseInferRequest } from '../../../shared/protocol.ts';
 import { toBf16Bits, toFp16Bits } from '../../../shared/float16.ts';
 import { DataType, encodeModel, node, valueInfo, type DataTypeCode } from '../../../gpu-backend/src/demo-models/onnx.ts';
 import type { ModelConfig } from '../../../gpu-backend/src/serving/model-config.ts';
-import { jsonOutputs, prepareInference, shortestFloat32 } from '../../../gpu-backend/src/serving/tensors.ts';
+import { shortestFloat32 } from '../../../gpu-backend/src/serving/tensor-data.ts';
+import { jsonOutputs, prepareInference } from '../../../gpu-backend/src/serving/tensors.ts';
 import { errorCode, harness, type Harness } from '../helpers.ts';
 
 interface TypeCase {

@@ -16,11 +16,19 @@ import { settings } from '../env.ts';
 import { resolvePop, type Pop } from '../geo/pop.ts';
 import { isolateRouting } from '../routing/isolate.ts';
 import { pickAttempts } from '../routing/p2c.ts';
-import { rankByScore, type RoutingStats, type Scored } from '../routing/score.ts';
+import type { RoutingStats, Scored } from '../routing/score.ts';
+import { rankIndexed, routingIndexFor } from '../routing/snapshot-index.ts';
 import { offered } from './catalogue.ts';
 
 /** At most this many backends are tried for one request. */
 export const MAX_ATTEMPTS = 3;
+/**
+ * Candidates ranked per request: P2C's pool (5), the attempts (MAX_ATTEMPTS)
+ * and metadata's asks (5) all lie within the first 8 (the P2C pick moves one
+ * of the first 5 to the front). Verification, which may search further, asks
+ * for the rest (`all`).
+ */
+const RANKED = 8;
 const RETRY_AFTER_S = 5;
 /** A snapshot older than this is refreshed once before a request is refused for want of a backend. */
 const STALE_BEFORE_REFUSING_MS = 250;
@@ -40,7 +48,8 @@ export function allowedRegions(c: Context<AppEnv>, consumer: KeyClaims): Set<str
 /**
  * The backends to try for `model` from this request's PoP: scored by expected
  * time to a complete answer, the first picked by power of two choices among
- * the best, the rest in score order. 404 or 503 when there are none.
+ * the best, the rest in score order; the first RANKED only (`all()`: every one,
+ * the same first ones then the rest). 404 or 503 when there are none.
  */
 export async function candidatesFor(
   c: Context<AppEnv>,
@@ -48,20 +57,22 @@ export async function candidatesFor(
   model: string,
   version?: string,
   pop: Pop = resolvePop(c.req.raw, settings(c.env).dev),
-): Promise<{ pop: Pop; candidates: Scored[]; snapshot: Snapshot; withEjected: () => Scored[] }> {
+): Promise<{ pop: Pop; candidates: Scored[]; snapshot: Snapshot; withEjected: () => Scored[]; all: () => Scored[] }> {
   const s = settings(c.env);
   offered(c.env, model);
   const residency = allowedRegions(c, consumer);
   // Demand counts every request for an offered model, served or not (a metadata fetch counts too): it is what warm placement reads.
   noteDemand(pop, model);
   flushDemand(c.env, c.executionCtx);
-  const score = (snap: Snapshot, stats: RoutingStats) =>
-    rankByScore(snap.backends, { model, version, from: pop, residency }, stats, Date.now(), {
+  // From the snapshot's routing index (routing/snapshot-index.ts): the model's backends only, the first RANKED of them.
+  const score = (snap: Snapshot, stats: RoutingStats, now: number, k?: number) =>
+    rankIndexed(routingIndexFor(snap.backends), { model, version, from: pop, residency }, stats, now, {
       allowCold: false,
       quarantined: snap.quarantined,
       penalties: snap.penalties,
-    });
-  const rank = (snap: Snapshot) => pickAttempts(score(snap, isolateRouting), Math.random);
+    }, k);
+  let decidedAt = 0;
+  const rank = (snap: Snapshot) => pickAttempts(score(snap, isolateRouting, (decidedAt = Date.now()), RANKED), Math.random);
   let snapshot = await getSnapshot(c.env, c.executionCtx, s.snapshotRefreshMs);
   let candidates = rank(snapshot);
   if (candidates.length === 0 && Date.now() - snapshot.at > STALE_BEFORE_REFUSING_MS) {
@@ -82,7 +93,15 @@ export async function candidatesFor(
   // Ejected backends too, best first: for re-executions off the answer's path (verification/reexecute.ts), where
   // a backend ejected for its latency (or for hedges it lost) can still check an answer.
   const final = snapshot;
-  const withEjected = () => score(final, { ...isolateRouting, ejected: undefined });
-  return { pop, candidates, snapshot, withEjected };
+  const withEjected = () => score(final, { ...isolateRouting, ejected: undefined }, Date.now());
+  // Every candidate: the ones above, then the rest best first (ranked when asked, at the same `now`).
+  let everyone: Scored[] | undefined;
+  const top = candidates;
+  const all = () => {
+    if (everyone) return everyone;
+    const taken = new Set(top.map((x) => x.backend));
+    return (everyone = [...top, ...score(final, isolateRouting, decidedAt).filter((x) => !taken.has(x.backend))]);
+  };
+  return { pop, candidates, snapshot, withEjected, all };
 }
 

@@ -148,7 +148,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
 
   let served: Served;
   try {
-    const { candidates, snapshot, withEjected } = await candidatesFor(c, call.consumer, call.model, call.version, pop);
+    const { candidates, snapshot, withEjected, all } = await candidatesFor(c, call.consumer, call.model, call.version, pop);
     const req: AttemptRequest = {
       keys,
       issuer: s.issuer,
@@ -169,7 +169,19 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       meter: (answer) => meter(entry, call.request.inputs, answer.outputs),
     };
     const regionSize = (b: BackendEntry) => snapshot.byRegion.get(b.region)?.length ?? 1;
-    const checkOf = (modelVersion: string): CheckContext => ({ env: c.env, request: req, entry, candidates, withEjected, regionSize, pop: pop.code, modelVersion });
+    // Verification searches every candidate for another provider: ranked beyond the first few only if a check runs.
+    const checkOf = (modelVersion: string): CheckContext => ({
+      env: c.env,
+      request: req,
+      entry,
+      get candidates() {
+        return all();
+      },
+      withEjected,
+      regionSize,
+      pop: pop.code,
+      modelVersion,
+    });
     /** What the isolate learns from an answer: latency, and the round trip for routing and proof of location. */
     const learn = (backend: BackendEntry, result: Extract<DispatchResult, { kind: 'ok' }>) => {
       routing.answer.observe(backend.id, call.model, result.ms, Date.now());

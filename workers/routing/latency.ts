@@ -157,11 +157,18 @@ export class LatencyStats {
   }
 }
 
+/** The key of (backend, model) in a `LatencyBook`: a routing index builds it once per snapshot, not per lookup. */
+export function latencyKey(backendId: string, model: string): string {
+  return `${backendId}\u0000${model}`;
+}
+
 /** Latency per (backend, model), bounded: the least recently observed entry is dropped first. */
 export class LatencyBook {
   readonly #options: LatencyOptions;
   readonly #max: number;
   readonly #entries = new Map<string, LatencyStats>();
+  /** The same entries per model, by backend id: which backends of a model were measured, without a scan. */
+  readonly #byModel = new Map<string, Map<string, LatencyStats>>();
 
   constructor(options: LatencyOptions = {}) {
     this.#options = options;
@@ -170,7 +177,7 @@ export class LatencyBook {
 
   /** Records one dispatch's edge-measured time to its answer. */
   observe(backendId: string, model: string, sampleMs: number, now: number): void {
-    const key = `${backendId}\u0000${model}`;
+    const key = latencyKey(backendId, model);
     let stats = this.#entries.get(key);
     if (stats) {
       this.#entries.delete(key); // re-insert: Map order is recency order
@@ -178,8 +185,17 @@ export class LatencyBook {
       stats = new LatencyStats(this.#options);
       if (this.#entries.size >= this.#max) {
         const oldest = this.#entries.keys().next();
-        if (!oldest.done) this.#entries.delete(oldest.value);
+        if (!oldest.done) {
+          this.#entries.delete(oldest.value);
+          const cut = oldest.value.lastIndexOf('\u0000');
+          const row = this.#byModel.get(oldest.value.slice(cut + 1));
+          row?.delete(oldest.value.slice(0, cut));
+          if (row?.size === 0) this.#byModel.delete(oldest.value.slice(cut + 1));
+        }
       }
+      let row = this.#byModel.get(model);
+      if (!row) this.#byModel.set(model, (row = new Map()));
+      row.set(backendId, stats);
     }
     this.#entries.set(key, stats);
     stats.observe(sampleMs, now);
@@ -187,6 +203,16 @@ export class LatencyBook {
 
   /** The stats of a backend for a model, when it has been measured. */
   get(backendId: string, model: string): LatencyStats | undefined {
-    return this.#entries.get(`${backendId}\u0000${model}`);
+    return this.#entries.get(latencyKey(backendId, model));
+  }
+
+  /** The measured backends of `model`, by id; undefined when none is. */
+  forModel(model: string): ReadonlyMap<string, LatencyStats> | undefined {
+    return this.#byModel.get(model);
+  }
+
+  /** `get` by a key from `latencyKey`. */
+  getByKey(key: string): LatencyStats | undefined {
+    return this.#entries.get(key);
   }
 }

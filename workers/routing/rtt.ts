@@ -61,11 +61,17 @@ export function physicalFloorMs(km: number): number {
   return km * FLOOR_MS_PER_KM;
 }
 
-/** Measured RTTs per (PoP, backend): an EWMA each, bounded in number. */
+/**
+ * Measured RTTs per (PoP, backend): an EWMA each, bounded in number. Kept
+ * twice: flat in recency order (for eviction) and per PoP (`fromPop`), so that
+ * a scorer reads a PoP's row once and then looks backends up by id, building
+ * no key per candidate.
+ */
 export class RttTable {
   readonly #alpha: number;
   readonly #max: number;
   readonly #ewma = new Map<string, number>();
+  readonly #byPop = new Map<string, Map<string, number>>();
 
   constructor(options: RttTableOptions = {}) {
     this.#alpha = options.alpha ?? 0.3;
@@ -79,15 +85,30 @@ export class RttTable {
     const prev = this.#ewma.get(key);
     if (prev === undefined && this.#ewma.size >= this.#max) {
       const oldest = this.#ewma.keys().next();
-      if (!oldest.done) this.#ewma.delete(oldest.value);
+      if (!oldest.done) {
+        this.#ewma.delete(oldest.value);
+        const cut = oldest.value.indexOf('\u0000');
+        const row = this.#byPop.get(oldest.value.slice(0, cut));
+        row?.delete(oldest.value.slice(cut + 1));
+        if (row?.size === 0) this.#byPop.delete(oldest.value.slice(0, cut));
+      }
     }
+    const next = prev === undefined ? rttMs : prev + this.#alpha * (rttMs - prev);
     this.#ewma.delete(key);
-    this.#ewma.set(key, prev === undefined ? rttMs : prev + this.#alpha * (rttMs - prev));
+    this.#ewma.set(key, next);
+    let row = this.#byPop.get(pop);
+    if (!row) this.#byPop.set(pop, (row = new Map()));
+    row.set(backendId, next);
   }
 
   /** The measured RTT EWMA, or undefined when none was measured. */
   measuredMs(pop: string, backendId: string): number | undefined {
     return this.#ewma.get(`${pop}\u0000${backendId}`);
+  }
+
+  /** PoP `pop`'s measured RTT EWMAs by backend id; undefined when none was measured from it. */
+  fromPop(pop: string): ReadonlyMap<string, number> | undefined {
+    return this.#byPop.get(pop);
   }
 }
 

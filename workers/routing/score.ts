@@ -1,7 +1,9 @@
 /**
  * Scoring: the expected time to a complete answer from each backend that may
- * serve a request, and the candidates ranked best first. Pure: the snapshot,
+ * serve a request, and the filters that decide which may. Pure: the snapshot,
  * the isolate's measurements and `now` come in; nothing is read or written.
+ * Ranking the candidates by it (best first: lower expected time, then warm,
+ * then the lower id) is snapshot-index.ts's `rankByScore` / `rankIndexed`.
  *
  *   expected = rtt + queue wait + service + cold-start penalty
  *
@@ -157,42 +159,4 @@ export function estimate(backend: BackendEntry, model: HeartbeatModel, ctx: Scor
     coldMs,
     expectedMs: (rttMs + queueMs + serviceMs + coldMs) * (o.penalties?.get(backend.provider) ?? 1),
   };
-}
-
-/**
- * The backends that may serve `request`, best (lowest expected time) first;
- * ties go to warm, then to the lower id. Empty when none may.
- *
- * @example
- * const ranked = rankByScore(snapshot.backends, { model, version, from: pop, pin, residency }, stats, Date.now());
- * const attempts = pickAttempts(ranked, Math.random);
- */
-export function rankByScore(
-  backends: readonly BackendEntry[],
-  request: ScoreRequest,
-  stats: RoutingStats,
-  now: number,
-  options: ScoreOptions = {},
-): Scored[] {
-  const allowed = allowedRegions(request.pin, request.residency);
-  if (allowed && allowed.size === 0) return [];
-  const allowCold = options.allowCold ?? true;
-  const ctx: ScoreContext = { from: request.from, stats, now, options };
-  const out: Scored[] = [];
-  for (const backend of backends) {
-    if (!backend.ready || backend.expiresAt <= now) continue;
-    if (allowed && (!allowed.has(backend.region) || backend.location?.state === 'refuted')) continue;
-    if (options.quarantined?.has(backend.provider)) continue;
-    const model = modelEntry(backend, request.model, request.version);
-    if (!model || (!model.warm && !allowCold)) continue;
-    if (stats.ejected?.isEjected(backend.id, now)) continue;
-    out.push(estimate(backend, model, ctx));
-  }
-  out.sort(
-    (a, b) =>
-      a.expectedMs - b.expectedMs ||
-      Number(b.warm) - Number(a.warm) ||
-      (a.backend.id < b.backend.id ? -1 : a.backend.id > b.backend.id ? 1 : 0),
-  );
-  return out;
 }

@@ -13,18 +13,9 @@
 
 import { describe, expect, it } from 'vitest';
 import { binaryValues, ELEMENT_BYTES, encodeBinaryBody, parseInferBody } from '../../shared/binary.ts';
-import { MeshError } from '../../shared/errors.ts';
 import { bf16Finite, bf16Value, fp16Finite, fp16Value, toBf16Bits, toFp16Bits } from '../../shared/float16.ts';
 import { parseInferRequest } from '../../shared/protocol.ts';
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof MeshError ? `${err.status}:${err.code}` : 'not-a-mesh-error';
-  }
-  return undefined;
-}
+import { codeOf } from '../helpers/errors.ts';
 
 const json = (datatype: string, data: unknown[]) => () => parseInferRequest({ inputs: [{ name: 'x', shape: [data.length], datatype, data }] });
 

@@ -1,15 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { MeshError } from '../../shared/errors.ts';
 import { parseInferRequest, parseJson } from '../../shared/protocol.ts';
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof MeshError ? `${err.status}:${err.code}` : 'not-a-mesh-error';
-  }
-  return undefined;
-}
+import { codeOf } from '../helpers/errors.ts';
 
 describe('parseInferRequest', () => {
   it('accepts a well-formed request and flattens nested data row-major', () => {

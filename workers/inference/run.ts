@@ -170,18 +170,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
     };
     const regionSize = (b: BackendEntry) => snapshot.byRegion.get(b.region)?.length ?? 1;
     // Verification searches every candidate for another provider: ranked beyond the first few only if a check runs.
-    const checkOf = (modelVersion: string): CheckContext => ({
-      env: c.env,
-      request: req,
-      entry,
-      get candidates() {
-        return all();
-      },
-      withEjected,
-      regionSize,
-      pop: pop.code,
-      modelVersion,
-    });
+    const checkOf = (modelVersion: string): CheckContext => ({ env: c.env, request: req, entry, get candidates() { return all(); }, withEjected, regionSize, pop: pop.code, modelVersion });
     /** What the isolate learns from an answer: latency, and the round trip for routing and proof of location. */
     const learn = (backend: BackendEntry, result: Extract<DispatchResult, { kind: 'ok' }>) => {
       routing.answer.observe(backend.id, call.model, result.ms, Date.now());

@@ -28,6 +28,7 @@ export default defineConfig({
             'test/*.test.ts',
             'test/gpu-backend/**/*.test.ts',
             'test/bench/**/*.test.ts',
+            'test/sim/**/*.test.ts',
           ],
           environment: 'node',
           testTimeout: 30_000,

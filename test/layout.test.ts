@@ -12,7 +12,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const SOURCES = ['workers', 'gpu-backend/src', 'shared', 'receipts', 'bin', 'scripts'];
+const SOURCES = ['workers', 'gpu-backend/src', 'shared', 'receipts', 'bin', 'scripts', 'sim'];
 
 /** Relative specifiers of `import`/`export ... from` and `import('...')`, type-only ones included. */
 const SPECIFIER = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)(['"])(\.\.?\/[^'"]+)\1/g;

@@ -20,10 +20,8 @@ import type { RoutingStats, Scored } from '../routing/score.ts';
 import { rankIndexed, routingIndexFor } from '../routing/snapshot-index.ts';
 import { offered } from './catalogue.ts';
 
-/** At most this many backends are tried for one request. */
-export const MAX_ATTEMPTS = 3;
 /**
- * Candidates ranked per request: P2C's pool (5), the attempts (MAX_ATTEMPTS)
+ * Candidates ranked per request: P2C's pool (5), the attempts (routing/attempts.ts's MAX_ATTEMPTS)
  * and metadata's asks (5) all lie within the first 8 (the P2C pick moves one
  * of the first 5 to the front). Verification, which may search further, asks
  * for the rest (`all`).

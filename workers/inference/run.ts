@@ -22,7 +22,7 @@ import { runPair } from '../verification/redundant.ts';
 import type { Execution } from '../verification/disputes.ts';
 import { announcedVersion, dispatch, type DispatchRequest, type DispatchResult } from './dispatch.ts';
 import { embedOnHuggingFace, fallbackFor } from './fallback.ts';
-import { allowedRegions, candidatesFor, MAX_ATTEMPTS } from './candidates.ts';
+import { allowedRegions, candidatesFor } from './candidates.ts';
 import { forgetMetadata } from './metadata.ts';
 import { settings } from '../env.ts';
 import { signingKeys } from '../keys.ts';
@@ -32,8 +32,8 @@ import { scheduleProbes } from '../directory/probes.ts';
 import { resolvePop } from '../geo/pop.ts';
 import { signReceipt } from './receipts.ts';
 import { recordReceipt } from '../settlement/record.ts';
-import { hedgeDelayMs } from '../routing/hedge.ts';
-import { isolateRouting, trackPending } from '../routing/isolate.ts';
+import { AttemptPlan, type Attempt } from '../routing/attempts.ts';
+import { isolateRouting } from '../routing/isolate.ts';
 import type { Scored } from '../routing/score.ts';
 import type { Snapshot } from '../directory/snapshot.ts';
 
@@ -330,76 +330,52 @@ async function afterResponse(tasks: readonly (() => unknown)[]): Promise<void> {
 /** What one attempt needs besides its backend (see `DispatchRequest`). */
 type AttemptRequest = Omit<DispatchRequest, 'controller' | 'onResponse'>;
 
-interface Settled {
-  backend: BackendEntry;
-  result: DispatchResult;
-}
-
 /** A backend's answer: its result, or its 4xx verdict on the request. */
 type Answer = Exclude<DispatchResult, { kind: 'failed' }>;
 
+/** What the edge attaches to each attempt: its dispatch and the means to cancel it. */
 interface Running {
-  backend: BackendEntry;
-  settled: Promise<Settled & { running: Running }>;
   controller: AbortController;
-  answered: boolean;
+  settled: Promise<{ result: DispatchResult; attempt: Attempt<Running> }>;
 }
 
 /**
- * Tries the candidates until one answers: the first at once; the next when an
- * attempt fails (a retry) or when the first has not started answering by the
- * p95 of that backend's answers as this isolate waited for them (a hedge, at
- * most one). Retries spend the isolate's retry budget, hedges a budget of
- * their own (5% of requests plus 1 a second), so hedging never starves a retry. The first answer wins and the other
- * attempt is aborted; a backend's 4xx verdict on the request counts as an
- * answer. Throws 502/504 when every candidate tried failed, 503 when the
- * budget stopped the retries.
+ * Tries the candidates until one answers, as routing/attempts.ts decides: the
+ * first at once; the next when an attempt fails (a retry) or when the first
+ * has not started answering by the p95 of that backend's answers as this
+ * isolate waited for them (a hedge, at most one). The first answer wins and
+ * the other attempt is aborted; a backend's 4xx verdict on the request counts
+ * as an answer. Throws 502/504 when every candidate tried failed, 503 when
+ * the budget stopped the retries.
  */
 async function attempt(call: InferenceCall, candidates: readonly Scored[], snapshot: Snapshot, req: AttemptRequest): Promise<{ backend: BackendEntry; result: Answer }> {
   const routing = isolateRouting;
-  const running = new Set<Running>();
-  let next = 0;
-  let lastTimeout = false;
-  let budgetSpent = false;
-  let hedged = false;
+  const plan = new AttemptPlan<Running>(candidates, routing, {
+    model: call.model,
+    regionSize: (c) => snapshot.byRegion.get(c.backend.region)?.length ?? 1,
+    now: Date.now,
+  });
 
-  const launch = (hedge = false): boolean => {
-    const candidate = candidates[next];
-    if (!candidate || next >= MAX_ATTEMPTS) return false;
-    if (hedge ? !routing.hedges.tryRetry() : next > 0 && !routing.budget.tryRetry()) {
-      if (!hedge) budgetSpent = true;
-      return false;
-    }
-    next++;
-    const { backend } = candidate;
-    const release = trackPending(routing, backend.id);
-    const r = { controller: new AbortController(), answered: false, backend } as Running;
-    r.settled = dispatch(backend, {
+  const send = (a: Attempt<Running> | undefined): void => {
+    if (!a) return;
+    const controller = new AbortController();
+    const settled = dispatch(a.candidate.backend, {
       ...req,
-      controller: r.controller,
+      controller,
       onResponse: () => {
-        r.answered = true;
+        a.answered = true;
       },
     })
-      .finally(release)
-      .then((result) => ({ backend, result, running: r }));
-    running.add(r);
-    return true;
+      .finally(a.release)
+      .then((result) => ({ result, attempt: a }));
+    a.driver = { controller, settled };
   };
 
-  /** When to hedge (ms after the first attempt started), if now is the time to consider it. */
-  const hedgeAt = (): number | undefined => {
-    const first = candidates[0];
-    if (hedged || next !== 1 || running.size !== 1 || !first || !candidates[1]) return undefined;
-    // The p95 of the time the edge itself waited for this backend's answers (RTT and all).
-    return hedgeDelayMs(routing.answer.get(first.backend.id, call.model), Date.now());
-  };
-
-  launch();
+  send(plan.start());
   const startedAt = Date.now();
-  while (running.size > 0) {
-    const contenders: Promise<(Settled & { running: Running }) | 'hedge'>[] = [...running].map((r) => r.settled);
-    const at = hedgeAt();
+  while (plan.running.size > 0) {
+    const contenders: Promise<{ result: DispatchResult; attempt: Attempt<Running> } | 'hedge'>[] = [...plan.running].map((a) => a.driver!.settled);
+    const at = plan.hedgeAfterMs();
     let timer: ReturnType<typeof setTimeout> | undefined;
     if (at !== undefined) {
       contenders.push(new Promise((resolve) => (timer = setTimeout(() => resolve('hedge'), Math.max(0, startedAt + at - Date.now())))));
@@ -407,13 +383,12 @@ async function attempt(call: InferenceCall, candidates: readonly Scored[], snaps
     const winner = await Promise.race(contenders);
     if (timer !== undefined) clearTimeout(timer);
     if (winner === 'hedge') {
-      hedged = true;
-      const [first] = running;
-      if (first && !first.answered && launch(true)) console.warn(`infer ${call.model}: no answer yet, hedging to ${candidates[next - 1]!.backend.id}`);
+      const hedge = plan.hedge();
+      send(hedge);
+      if (hedge) console.warn(`infer ${call.model}: no answer yet, hedging to ${hedge.candidate.backend.id}`);
       continue;
     }
-    running.delete(winner.running);
-    const { backend } = winner;
+    const backend = winner.attempt.candidate.backend;
     let { result } = winner;
     if (result.kind !== 'failed') routing.rejections.record(backend.id, result.kind === 'rejected');
     // An answer that does not fit the model's metadata may mean the metadata is wrong: fetch it afresh next time.
@@ -422,28 +397,24 @@ async function attempt(call: InferenceCall, candidates: readonly Scored[], snaps
       result = { kind: 'failed', reason: `HTTP ${result.status} (${result.code}), and it refuses far more requests than other backends`, timeout: false };
     }
     if (result.kind === 'failed') {
-      routing.ejected.recordFailure(backend, snapshot.byRegion.get(backend.region)?.length ?? 1);
-      lastTimeout = result.timeout;
       console.warn(`infer ${call.model}: backend ${backend.id} failed (${result.reason})`);
-      if (running.size === 0) launch();
+      send(plan.failed(winner.attempt, result.timeout));
       continue;
     }
     // Its success counts once its attestation's signature verifies, after the answer (attestation.ts).
-    // The other attempt lost: cancel it (its backend's answer would never be billed anyway). One that
-    // had not even started answering counts as a failure, so a hung backend gets ejected, hedges or not.
-    for (const loser of running) {
-      loser.controller.abort();
-      if (!loser.answered) routing.ejected.recordFailure(loser.backend, snapshot.byRegion.get(loser.backend.region)?.length ?? 1);
-    }
+    // The other attempt lost: cancel it (its backend's answer would never be billed anyway).
+    for (const loser of plan.won(winner.attempt)) loser.driver!.controller.abort();
     return { backend, result };
   }
   // What failed where stays in the log (above); the consumer learns what happened, not which backend or why.
-  if (budgetSpent) {
-    throw new MeshError('no_capacity', `The backends tried for "${call.model}" failed, and the retry budget is spent; retry shortly.`, {
-      retryAfter: 1,
-    });
+  switch (plan.outcome) {
+    case 'budget':
+      throw new MeshError('no_capacity', `The backends tried for "${call.model}" failed, and the retry budget is spent; retry shortly.`, {
+        retryAfter: 1,
+      });
+    case 'timeout':
+      throw new MeshError('backend_timeout', `Every backend tried for "${call.model}" timed out.`);
+    default:
+      throw new MeshError('backend_failed', `Every backend tried for "${call.model}" failed.`);
   }
-  throw lastTimeout
-    ? new MeshError('backend_timeout', `Every backend tried for "${call.model}" timed out.`)
-    : new MeshError('backend_failed', `Every backend tried for "${call.model}" failed.`);
 }

@@ -45,7 +45,7 @@ export function createIsolateRouting(now: () => number = Date.now): IsolateRouti
 export const isolateRouting: IsolateRouting = createIsolateRouting();
 
 /** Counts a call to `backendId` in flight until the returned function is called. */
-export function trackPending(state: IsolateRouting, backendId: string): () => void {
+export function trackPending(state: Pick<IsolateRouting, 'pending'>, backendId: string): () => void {
   state.pending.set(backendId, (state.pending.get(backendId) ?? 0) + 1);
   let done = false;
   return () => {

@@ -35,7 +35,7 @@
 import { greatCircleKm, DEFAULT_PATH_INFLATION, type LatLon } from '../geo/distance.ts';
 import type { HeartbeatModel } from '../../shared/heartbeat.ts';
 import type { BackendEntry } from '../directory/backend.ts';
-import { latencyKey } from './latency.ts';
+import { latencyKey, type LatencyStats } from './latency.ts';
 import { backendLocation, physicalFloorMs, type RttOrigin } from './rtt.ts';
 import { allowedRegions, SCORE_DEFAULTS, type RoutingStats, type ScoreOptions, type ScoreRequest, type Scored } from './score.ts';
 
@@ -189,8 +189,19 @@ interface Request {
   factor: Float64Array;
 }
 
-/** Candidate `i` scored as score.ts's `estimate` scores it, or undefined when a hard filter excludes it. */
-function scoreAt(r: Request, i: number): Scored | undefined {
+/**
+ * Candidate `i` scored as score.ts's `estimate` scores it, or undefined when a
+ * hard filter excludes it or `admit` (given its expected time) turns it away:
+ * no object is built for a candidate that would not be kept. `latency`: the
+ * candidate's stats for the model when the caller already has them (undefined:
+ * known to have none); null to look them up.
+ */
+function scoreAt(
+  r: Request,
+  i: number,
+  admit?: (expectedMs: number, warm: boolean, id: string, i: number) => boolean,
+  latency: LatencyStats | undefined | null = null,
+): Scored | undefined {
   const { list, now } = r;
   const backend = list.backends[i]!;
   if (!backend.ready || backend.expiresAt <= now) return undefined;
@@ -204,13 +215,14 @@ function scoreAt(r: Request, i: number): Scored | undefined {
   const floor = physicalFloorMs(distanceKm);
   const sample = r.measuredRtt?.get(backend.id);
   const rttMs = sample !== undefined ? Math.max(floor, sample) : Math.max(floor, floor * r.inflation);
-  const measured = r.stats.latency?.getByKey(list.latencyKeys[i]!)?.peak.value(now, model.p50Ms);
+  const measured = (latency === null ? r.stats.latency?.getByKey(list.latencyKeys[i]!) : latency)?.peak.value(now, model.p50Ms);
   const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured);
   const { slots, inFlight, queued } = backend.capacity;
   const load = inFlight + queued + (r.stats.pending?.get(backend.id) ?? 0);
   const queueMs = (load / Math.max(1, slots)) * serviceMs;
   const coldMs = model.warm ? 0 : r.coldMs;
   const expectedMs = (rttMs + queueMs + serviceMs + coldMs) * penalty;
+  if (admit && !admit(expectedMs, model.warm, backend.id, i)) return undefined;
   return { backend, model, warm: model.warm, distanceKm, rttMs, queueMs, serviceMs, coldMs, expectedMs };
 }
 
@@ -348,17 +360,27 @@ export function rankIndexed(
 
   // The measured candidates, each scored.
   const stamp = (list.stamp = (list.stamp + 1) | 0);
+  // First those with service times for the model (their stats at hand): every candidate left unmarked after it has none.
+  const withLatency = stats.latency?.forModel(request.model);
+  if (withLatency) {
+    for (const [id, latency] of withLatency) {
+      const i = list.position.get(id);
+      if (i === undefined || list.marks[i] === stamp) continue;
+      list.marks[i] = stamp;
+      const scored = scoreAt(r, i, enters, latency);
+      if (scored) insert(scored, i);
+    }
+  }
   const mark = (ids: Iterable<string> | undefined) => {
     if (!ids) return;
     for (const id of ids) {
       const i = list.position.get(id);
       if (i === undefined || list.marks[i] === stamp) continue;
       list.marks[i] = stamp;
-      const scored = scoreAt(r, i);
-      if (scored && enters(scored.expectedMs, scored.warm, scored.backend.id, i)) insert(scored, i);
+      const scored = scoreAt(r, i, enters, undefined);
+      if (scored) insert(scored, i);
     }
   };
-  mark(stats.latency?.forModel(request.model)?.keys());
   mark(r.measuredRtt?.keys());
   mark(stats.pending?.keys());
 
@@ -371,7 +393,7 @@ export function rankIndexed(
     const backend = list.backends[i]!;
     const warm = (r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version)!).warm;
     if (!enters(order.ms[j]!, warm, backend.id, i)) break;
-    const scored = scoreAt(r, i);
+    const scored = scoreAt(r, i, undefined, undefined);
     if (scored) insert(scored, i);
   }
   return out;

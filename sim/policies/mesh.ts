@@ -1,0 +1,167 @@
+/**
+ * The mesh's own routing, with the production code imported: per PoP an
+ * isolate with its own routing memory (workers/routing/isolate.ts) on the
+ * simulated clock and its own snapshot copy, refreshed when older than the
+ * edge's refresh interval; candidates ranked from the snapshot's index
+ * (snapshot-index.ts: scoring, warm only, spill-over to any region), the
+ * first picked by power of two choices (p2c.ts), then attempts as
+ * routing/attempts.ts decides them (retry budget, one hedge at the backend's
+ * p95, outlier ejection), learning latency and RTT from each answer as
+ * inference/run.ts does. Demand goes to the directory for warm placement.
+ */
+
+import type { BackendEntry } from '../../workers/directory/backend.ts';
+import { nearestRegion } from '../../workers/geo/regions.ts';
+import { AttemptPlan, type Attempt } from '../../workers/routing/attempts.ts';
+import { createIsolateRouting, type IsolateRouting } from '../../workers/routing/isolate.ts';
+import { pickAttempts } from '../../workers/routing/p2c.ts';
+import { rankIndexed, routingIndexFor } from '../../workers/routing/snapshot-index.ts';
+import type { RttOrigin } from '../../workers/routing/rtt.ts';
+import type { Job, JobOutcome } from '../backend.ts';
+import { toPopMs, type Policy, type SimContext, type SimRequest } from './policy.ts';
+
+/** Candidates ranked per request, as workers/inference/candidates.ts keeps. */
+const RANKED = 8;
+
+interface Isolate {
+  origin: RttOrigin;
+  region: string;
+  routing: IsolateRouting;
+  snapshot: BackendEntry[];
+  at: number;
+  regionSizes: Map<string, number>;
+}
+
+/** What the simulator attaches to each attempt. */
+interface Call {
+  job: Job;
+  settled: boolean;
+}
+
+export function meshPolicy(options: { hedging: boolean }): Policy {
+  const isolates = new Map<number, Isolate>();
+  let byId = new Map<string, number>();
+
+  const isolateFor = (pop: number, ctx: SimContext): Isolate => {
+    let iso = isolates.get(pop);
+    if (!iso) {
+      const site = ctx.world.pops[pop]!;
+      iso = {
+        origin: { code: site.code, lat: site.lat, lon: site.lon },
+        region: nearestRegion(site).id,
+        routing: createIsolateRouting(() => ctx.events.now),
+        snapshot: [],
+        at: Number.NEGATIVE_INFINITY,
+        regionSizes: new Map(),
+      };
+      isolates.set(pop, iso);
+    }
+    const now = ctx.events.now;
+    if (now - iso.at >= ctx.config.edge.snapshotRefreshMs) {
+      iso.snapshot = ctx.directory.snapshot(now);
+      iso.at = now;
+      iso.regionSizes = new Map();
+      for (const b of iso.snapshot) iso.regionSizes.set(b.region, (iso.regionSizes.get(b.region) ?? 0) + 1);
+    }
+    return iso;
+  };
+
+  const atPop = (request: SimRequest, ctx: SimContext) => {
+    const { events, config } = ctx;
+    const model = config.models[request.model]!.name;
+    const iso = isolateFor(request.pop, ctx);
+    const routing = iso.routing;
+    routing.budget.recordRequest();
+    routing.hedges.recordRequest();
+    ctx.directory.noteDemand(iso.region, model, events.now);
+    const ranked = rankIndexed(routingIndexFor(iso.snapshot), { model, from: iso.origin }, routing, events.now, { allowCold: false }, RANKED);
+    const candidates = pickAttempts(ranked, () => ctx.random.unit());
+    const back = toPopMs(request) + config.edge.overheadMs;
+    const elapsed = () => events.now - request.t0 + back;
+    if (candidates.length === 0) {
+      ctx.failed(request, elapsed());
+      return;
+    }
+    const plan = new AttemptPlan<Call>(candidates, routing, {
+      model,
+      hedging: options.hedging,
+      regionSize: (c) => iso.regionSizes.get(c.backend.region) ?? 1,
+      now: () => events.now,
+    });
+    let done = false;
+    let hedged = false;
+    let retried = false;
+
+    const settle = (attempt: Attempt<Call>, outcome: Exclude<JobOutcome, { kind: 'hung' }> | { kind: 'timeout' }, sentAt: number) => {
+      const call = attempt.driver!;
+      if (done || call.settled) return;
+      call.settled = true;
+      const id = attempt.candidate.backend.id;
+      if (outcome.kind === 'ok') {
+        attempt.answered = true;
+        const ms = events.now - sentAt;
+        routing.answer.observe(id, model, ms, events.now);
+        routing.latency.observe(id, model, outcome.backendMs, events.now);
+        routing.rtt.observe(iso.origin.code!, id, Math.max(0, ms - outcome.backendMs));
+        for (const loser of plan.won(attempt)) loser.driver!.job.cancelled = true;
+        done = true;
+        ctx.served(request, { latencyMs: elapsed(), cold: outcome.cold, hedged, retried });
+        return;
+      }
+      const retry = plan.failed(attempt, outcome.kind === 'timeout');
+      if (retry) {
+        retried = true;
+        send(retry);
+      } else if (plan.running.size === 0) {
+        done = true;
+        ctx.failed(request, elapsed());
+      }
+    };
+
+    const send = (attempt: Attempt<Call> | undefined) => {
+      if (!attempt) return;
+      const backend = ctx.backends[byId.get(attempt.candidate.backend.id)!]!;
+      const rtt = ctx.network.popToBackendMs(request.pop, backend.spec.index) + ctx.network.jitter(ctx.random);
+      const sentAt = events.now;
+      const job: Job = {
+        model: request.model,
+        cancelled: false,
+        arrivedAt: 0,
+        cold: false,
+        done: (outcome) => {
+          if (outcome.kind === 'hung') events.at(sentAt + config.edge.timeoutMs, () => settle(attempt, { kind: 'timeout' }, sentAt));
+          else events.after(rtt / 2, () => settle(attempt, outcome, sentAt));
+        },
+      };
+      attempt.driver = { job, settled: false };
+      events.after(rtt / 2, () => {
+        if (!job.cancelled) backend.arrive(job);
+      });
+    };
+
+    send(plan.start());
+    const hedgeAfter = plan.hedgeAfterMs();
+    if (hedgeAfter !== undefined) {
+      events.after(hedgeAfter, () => {
+        if (done) return;
+        const hedge = plan.hedge();
+        if (hedge) {
+          hedged = true;
+          send(hedge);
+        }
+      });
+    }
+  };
+
+  return {
+    name: options.hedging ? 'mesh' : 'mesh-no-hedge',
+    label: options.hedging ? 'mesh (ours)' : 'mesh without hedging',
+    placement: true,
+    setup(ctx) {
+      byId = new Map(ctx.backends.map((b) => [b.spec.id, b.spec.index]));
+    },
+    serve(request, ctx) {
+      ctx.events.after(toPopMs(request), () => atPop(request, ctx));
+    },
+  };
+}

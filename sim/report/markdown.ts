@@ -1,0 +1,165 @@
+/**
+ * The simulator's report as markdown (bench/results/sim.md, included by
+ * `npm run bench` in docs/benchmarks.md): the world, per policy and per
+ * distance band the latency quantiles, failures, cold starts and cost; the
+ * essay's table beside ours with a verdict per claim; the goals; the pictures;
+ * the scale figures when measured.
+ */
+
+import type { PolicySummary } from '../stats.ts';
+
+export interface ScalePoint {
+  requests: number;
+  backends: number;
+  wallS: number;
+  /** Wall time per request, us. */
+  usPerRequest: number;
+}
+
+export interface SimReport {
+  command: string;
+  seed: number;
+  requestsPerPolicy: number;
+  ratePerSecond: number;
+  world: { pops: number; cities: number; cloudBackends: number; sites: number; models: string };
+  summaries: PolicySummary[];
+  /** Picture paths relative to docs/. */
+  pictures: { label: string; path: string }[];
+  scale?: { byRequests: ScalePoint[]; byBackends: ScalePoint[] };
+  wallS: number;
+}
+
+const ms = (v: number) => (Number.isFinite(v) ? (v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${v.toFixed(0)} ms`) : '-');
+const pct = (v: number) => (Number.isFinite(v) ? `${(v * 100).toFixed(v < 0.001 && v > 0 ? 3 : 1)}%` : '-');
+const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
+const align = (n: number) => row(['---', ...Array.from({ length: n - 1 }, () => '---:')]);
+
+/** The essay's table (centralized cloud, edge DePIN, hybrid orchestrators) and the policy that plays each. */
+export const ESSAY = [
+  { kind: 'Centralized cloud', median: [50, 150], p99: [200, 500], coldS: [0, 1], policies: ['cloud-us-east', 'cloud-nearest'] },
+  { kind: 'Edge DePIN', median: [200, 500], p99: [1000, 5000], coldS: [5, 30], policies: ['random-node', 'nearest-node'] },
+  { kind: 'Hybrid orchestrator', median: [100, 300], p99: [500, 2000], coldS: [2, 10], policies: ['mesh-no-hedge', 'mesh'] },
+] as const;
+
+const within = (v: number, [lo, hi]: readonly [number, number]) => (!Number.isFinite(v) ? 'n/a' : v < lo ? 'below' : v > hi ? 'above' : 'within');
+
+export interface GoalVerdict {
+  goal: string;
+  measured: string;
+  met: boolean | undefined;
+}
+
+/** The issue's goals for the mesh, judged from the summaries (undefined: a policy needed was not run). */
+export function goals(summaries: readonly PolicySummary[]): GoalVerdict[] {
+  const by = new Map(summaries.map((s) => [s.policy, s]));
+  const mesh = by.get('mesh');
+  const out: GoalVerdict[] = [];
+  out.push({
+    goal: 'median within 1.3x of the physical floor for 95% of users',
+    measured: mesh ? `${pct(mesh.withinFloorShare)} of users` : 'mesh not run',
+    met: mesh ? mesh.withinFloorShare >= 0.95 : undefined,
+  });
+  out.push({
+    goal: 'p99 under 2x the median (per model)',
+    measured: mesh ? mesh.byModel.map((m) => `${m.model} ${(m.p99 / m.p50).toFixed(1)}x`).join(', ') : 'mesh not run',
+    met: mesh ? mesh.byModel.every((m) => m.p99 < 2 * m.p50) : undefined,
+  });
+  for (const baseline of ['cloud-nearest', 'cloud-us-east']) {
+    const cloud = by.get(baseline);
+    const far = (s: PolicySummary) => s.bands.filter((b) => b.label === '1000-3000 km' || b.label === '> 3000 km');
+    if (!mesh || !cloud) {
+      out.push({ goal: `users > 1000 km from a cloud region: median >= 40 ms better than ${baseline}`, measured: 'not run', met: undefined });
+      continue;
+    }
+    const gains = far(mesh).map((b, i) => ({ label: b.label, gain: far(cloud)[i]!.p50 - b.p50 }));
+    out.push({
+      goal: `users > 1000 km from a cloud region: median >= 40 ms better than ${baseline}`,
+      measured: gains.map((g) => `${g.label}: ${g.gain >= 0 ? '' : '+'}${Math.abs(g.gain).toFixed(0)} ms ${g.gain >= 0 ? 'better' : 'worse'}`).join('; '),
+      met: gains.every((g) => g.gain >= 40),
+    });
+  }
+  return out;
+}
+
+export function simMarkdown(report: SimReport): string {
+  const { summaries } = report;
+  const lines: string[] = [];
+  lines.push('## World simulator: `npm run sim`', '');
+  lines.push(
+    `\`${report.command}\`: seed ${report.seed}, ${report.requestsPerPolicy.toLocaleString('en-US')} requests per policy at ${report.ratePerSecond.toLocaleString('en-US')} requests/s, ` +
+      `${report.world.pops} PoPs, users from ${report.world.cities.toLocaleString('en-US')} cities by population, ` +
+      `${report.world.cloudBackends} cloud-region backends and ${report.world.sites} sites; models ${report.world.models}. Run time ${report.wallS.toFixed(0)} s.`,
+    '',
+  );
+  lines.push('### Per policy, all users', '');
+  lines.push(row(['policy', 'p50', 'p90', 'p99', 'p99 / p50', 'failed', 'cold starts', 'hedged', 'retried', 'cost / 1k requests', 'users within 1.3x of floor', 'sim run time']));
+  lines.push(align(12));
+  for (const s of summaries) {
+    lines.push(
+      row([
+        s.label,
+        ms(s.overall.p50),
+        ms(s.overall.p90),
+        ms(s.overall.p99),
+        (s.overall.p99 / s.overall.p50).toFixed(1),
+        pct(s.failedShare),
+        pct(s.coldShare),
+        pct(s.hedgedShare),
+        pct(s.retriedShare),
+        `$${s.costPer1k.toFixed(4)}`,
+        pct(s.withinFloorShare),
+        `${s.wallS.toFixed(1)} s`,
+      ]),
+    );
+  }
+  lines.push('');
+  const models = summaries[0]?.byModel ?? [];
+  lines.push('### Per model', '');
+  lines.push('Each cell: p50 / p90 / p99.', '');
+  lines.push(row(['policy', ...models.map((m) => m.model)]));
+  lines.push(align(models.length + 1));
+  for (const s of summaries) lines.push(row([s.label, ...s.byModel.map((m) => `${ms(m.p50)} / ${ms(m.p90)} / ${ms(m.p99)}`)]));
+  lines.push('');
+  const bands = summaries[0]?.bands ?? [];
+  lines.push('### By the user\'s distance to the nearest cloud region', '');
+  lines.push(`Requests per band: ${bands.map((b) => `${b.label} ${pct(b.requests / (summaries[0]?.requests || 1))}`).join(', ')}. Each cell: p50 / p99 (failed).`, '');
+  lines.push(row(['policy', ...bands.map((b) => b.label)]));
+  lines.push(align(bands.length + 1));
+  for (const s of summaries) lines.push(row([s.label, ...s.bands.map((b) => `${ms(b.p50)} / ${ms(b.p99)} (${pct(b.failedShare)})`)]));
+  lines.push('');
+
+  lines.push("### The essay's table beside the simulation", '');
+  lines.push(row(['essay: kind', 'claimed median', 'claimed p99', 'claimed cold start', 'simulated policy', 'median', 'p99', 'cold start p50', 'verdict']));
+  lines.push(align(9));
+  const by = new Map(summaries.map((s) => [s.policy, s]));
+  for (const e of ESSAY) {
+    for (const name of e.policies) {
+      const s = by.get(name);
+      if (!s) continue;
+      const verdict = `median ${within(s.overall.p50, e.median)}, p99 ${within(s.overall.p99, e.p99)}, cold ${within(s.coldP50 / 1000, e.coldS)}`;
+      lines.push(
+        row([e.kind, `${e.median[0]}-${e.median[1]} ms`, `${e.p99[0] >= 1000 ? `${e.p99[0] / 1000}-${e.p99[1] / 1000} s` : `${e.p99[0]}-${e.p99[1]} ms`}`, `${e.coldS[0] === 0 ? '< ' : `${e.coldS[0]}-`}${e.coldS[1]} s`, s.label, ms(s.overall.p50), ms(s.overall.p99), Number.isFinite(s.coldP50) ? ms(s.coldP50) : 'none', verdict]),
+      );
+    }
+  }
+  lines.push('');
+  lines.push('### Goals for the mesh', '');
+  lines.push(row(['goal', 'measured', 'met']));
+  lines.push('| --- | --- | --- |');
+  for (const g of goals(summaries)) lines.push(row([g.goal, g.measured, g.met === undefined ? 'not judged' : g.met ? 'yes' : '**no**']));
+  lines.push('');
+  if (report.pictures.length) {
+    lines.push('### Pictures', '');
+    for (const p of report.pictures) lines.push(`![${p.label}](${p.path})`, '');
+  }
+  if (report.scale) {
+    lines.push('### Scale: run time of the mesh policy', '');
+    lines.push(row(['requests', 'backends', 'run time', 'us / request']));
+    lines.push(align(4));
+    for (const p of [...report.scale.byRequests, ...report.scale.byBackends]) {
+      lines.push(row([p.requests.toLocaleString('en-US'), p.backends.toLocaleString('en-US'), `${p.wallS.toFixed(1)} s`, p.usPerRequest.toFixed(1)]));
+    }
+    lines.push('');
+  }
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { goals, simMarkdown, type SimReport } from '../../../sim/report/markdown.ts';
+import type { PolicySummary } from '../../../sim/stats.ts';
+
+function summary(policy: string, p50: number, p99: number, farP50: number, within: number): PolicySummary {
+  const band = (label: string, v: number) => ({ label, requests: 10, failedShare: 0, coldShare: 0, p50: v, p90: v, p99: v * 1.5 });
+  return {
+    policy,
+    label: policy,
+    requests: 40,
+    overall: { p50, p90: p50, p99 },
+    failedShare: 0,
+    coldShare: 0,
+    hedgedShare: 0,
+    retriedShare: 0,
+    coldP50: Number.NaN,
+    costPer1k: 0.01,
+    bands: [band('< 500 km', p50), band('500-1000 km', p50), band('1000-3000 km', farP50), band('> 3000 km', farP50)],
+    byModel: [{ model: 'embed', requests: 40, failedShare: 0, p50, p90: p50, p99 }],
+    withinFloorShare: within,
+    floorRatioP50: 1.1,
+    perPop: [],
+    simulatedS: 1,
+    wallS: 1,
+    placementLoads: 0,
+  };
+}
+
+describe('the simulator report', () => {
+  it('judges the goals from the summaries', () => {
+    const verdicts = goals([summary('cloud-nearest', 100, 300, 150, 0.2), summary('mesh', 60, 110, 100, 0.96)]);
+    expect(verdicts.map((g) => g.met)).toEqual([true, true, true, undefined]);
+    const worse = goals([summary('cloud-nearest', 100, 300, 120, 0.2), summary('mesh', 60, 130, 100, 0.9)]);
+    expect(worse.map((g) => g.met)).toEqual([false, false, false, undefined]);
+    expect(worse[2]!.measured).toContain('20 ms better');
+  });
+
+  it('shows every policy, the essay beside them, the goals and the pictures', () => {
+    const report: SimReport = {
+      command: 'npm run sim -- --quick',
+      seed: 1,
+      requestsPerPolicy: 40,
+      ratePerSecond: 100,
+      world: { pops: 308, cities: 3, cloudBackends: 1, sites: 2, models: 'embed' },
+      summaries: [summary('cloud-us-east', 250, 800, 300, 0), summary('random-node', 240, 29_000, 240, 0), summary('mesh', 60, 110, 100, 0.96)],
+      pictures: [{ label: 'Map', path: 'sim/map-mesh.svg' }],
+      wallS: 3,
+    };
+    const md = simMarkdown(report);
+    expect(md).toContain('`npm run sim -- --quick`');
+    expect(md).toMatch(/\| Centralized cloud \| 50-150 ms \| 200-500 ms \| < 1 s \| cloud-us-east \| 250 ms \| 800 ms \| none \| median above, p99 above/);
+    expect(md).toMatch(/\| Edge DePIN .* random-node \| 240 ms \| 29.00 s .* median within, p99 above/);
+    expect(md).toContain('![Map](sim/map-mesh.svg)');
+    expect(md).toContain('| median within 1.3x of the physical floor for 95% of users | 96.0% of users | yes |');
+  });
+});

@@ -1,0 +1,82 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG } from '../../sim/config.ts';
+import { COLD, FAILED, RETRIED } from '../../sim/run.ts';
+import { FRANKFURT, quietConfig, run as runIn } from './scenarios.ts';
+import type { PolicyName } from '../../sim/policies/index.ts';
+import type { SimConfig } from '../../sim/config.ts';
+
+/** Runs in the one-city world unless `world` says the whole one. */
+const run = (config: SimConfig, policy: PolicyName, world?: 'world') => runIn(config, policy, world ? undefined : [FRANKFURT]);
+
+const count = (flags: Uint8Array, bit: number) => flags.reduce((n, f) => n + (f & bit ? 1 : 0), 0);
+
+describe('one simulation run', () => {
+  it('gives one user next to one idle backend its physical floor plus the edge overhead, for every policy through the PoP', () => {
+    const config = quietConfig();
+    for (const policy of ['mesh', 'mesh-no-hedge', 'nearest-node', 'random-node'] as const) {
+      const r = run(config, policy);
+      expect(count(r.flags, FAILED)).toBe(0);
+      for (let i = 0; i < r.requests; i++) expect(r.latency[i]).toBeCloseTo(r.floor[i]! + config.edge.overheadMs, 3);
+    }
+  });
+
+  it('is deterministic for a seed, and another seed gives other arrivals', () => {
+    const config = { ...DEFAULT_CONFIG, requests: 3_000, ratePerSecond: 2_000, sites: { ...DEFAULT_CONFIG.sites, count: 120 } };
+    const a = run(config, 'mesh', 'world');
+    const b = run(config, 'mesh', 'world');
+    expect(Buffer.from(a.latency.buffer).equals(Buffer.from(b.latency.buffer))).toBe(true);
+    expect(Buffer.from(a.flags.buffer).equals(Buffer.from(b.flags.buffer))).toBe(true);
+    const c = run({ ...config, seed: 2 }, 'mesh', 'world');
+    expect(Buffer.from(a.city.buffer).equals(Buffer.from(c.city.buffer))).toBe(false);
+  });
+
+  it('meets the same arrivals under every policy', () => {
+    const config = { ...DEFAULT_CONFIG, requests: 2_000, ratePerSecond: 2_000, sites: { ...DEFAULT_CONFIG.sites, count: 60 } };
+    const mesh = run(config, 'mesh', 'world');
+    const cloud = run(config, 'cloud-nearest', 'world');
+    expect(Array.from(cloud.city)).toEqual(Array.from(mesh.city));
+    expect(Array.from(cloud.model)).toEqual(Array.from(mesh.model));
+  });
+
+  it('loses no request to a dead backend under the mesh when another is warm; a naive marketplace does', () => {
+    const config = quietConfig({
+      requests: 400,
+      ratePerSecond: 10,
+      sites: 2,
+      faults: { scripted: [{ backend: 0, atMs: 5_000, ms: 3_600_000, mode: 'refusing' }] },
+    });
+    const mesh = run(config, 'mesh');
+    expect(count(mesh.flags, FAILED)).toBe(0);
+    expect(count(mesh.flags, RETRIED)).toBeGreaterThan(0); // it did meet the dead backend
+    const naive = run(config, 'random-node');
+    expect(count(naive.flags, FAILED)).toBeGreaterThan(0);
+  });
+
+  it('gets past a hung backend by timeout and retry without hedging, sooner with hedges, never failing the request', () => {
+    const config = quietConfig({
+      requests: 300,
+      ratePerSecond: 10,
+      sites: 2,
+      faults: { scripted: [{ backend: 0, atMs: 5_000, ms: 3_600_000, mode: 'hanging' }] },
+    });
+    const waited = (latency: Float32Array) => latency.reduce((n, ms) => n + (ms >= config.edge.timeoutMs ? 1 : 0), 0);
+    const plain = run(config, 'mesh-no-hedge');
+    expect(count(plain.flags, FAILED)).toBe(0);
+    expect(waited(plain.latency)).toBeGreaterThan(0); // some waited for the timeout before the ejection
+    expect(waited(plain.latency)).toBeLessThan(20); // the ejection stops it after a few
+    const hedged = run(config, 'mesh');
+    expect(count(hedged.flags, FAILED)).toBe(0);
+    expect(waited(hedged.latency)).toBeLessThan(waited(plain.latency));
+  });
+
+  it('makes a naive policy pay a cold start where the model is not warm, and the mesh route around it', () => {
+    const config = quietConfig({ requests: 100, ratePerSecond: 5, sites: 3 });
+    const cold = { ...config, sites: { ...config.sites, warmChance: 0 } };
+    // warmChance 0: each site starts with one model warm, the only one there is; so add a second model nobody has warm.
+    const twoModels = { ...cold, models: [...cold.models, { name: 'chat', share: 1, serviceMs: 50, serviceSigma: 0, loadMs: 2_000 }] };
+    const naive = run(twoModels, 'nearest-node');
+    expect(count(naive.flags, COLD)).toBeGreaterThan(0);
+    const mesh = run(twoModels, 'mesh');
+    expect(count(mesh.flags, COLD)).toBe(0);
+  });
+});

@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG } from '../../sim/config.ts';
+import { COLD, FAILED, HEDGED, type RunRecord } from '../../sim/run.ts';
+import { bandOf, BANDS, quantiles, summarise } from '../../sim/stats.ts';
+import type { World } from '../../sim/world.ts';
+
+function record(latency: number[], flags: number[], floor: number[], city: number[]): RunRecord {
+  const n = latency.length;
+  return {
+    policy: 'p',
+    label: 'P',
+    requests: n,
+    latency: Float32Array.from(latency),
+    flags: Uint8Array.from(flags),
+    city: Int32Array.from(city),
+    pop: new Int16Array(n),
+    model: new Uint8Array(n),
+    floor: Float32Array.from(floor),
+    busyMs: { cloud: 3_600_000, site: 0 },
+    simulatedMs: 1000,
+    wallMs: 10,
+    placement: { loads: 0, unloads: 0 },
+  };
+}
+
+const world = {
+  pops: [{ code: 'FRA', lat: 50, lon: 8, index: 0 }],
+  cityCloudKm: Float64Array.from([100, 5_000]),
+} as unknown as World;
+
+describe('run statistics', () => {
+  it('takes nearest-rank quantiles', () => {
+    const q = quantiles(Float64Array.from({ length: 100 }, (_, i) => 100 - i));
+    expect(q).toEqual({ p50: 50, p90: 90, p99: 99 });
+    expect(Number.isNaN(quantiles(new Float64Array()).p50)).toBe(true);
+  });
+
+  it('puts distances in the bands at their bounds', () => {
+    expect(bandOf(0)).toBe(0);
+    expect(bandOf(500)).toBe(1);
+    expect(bandOf(2_999)).toBe(2);
+    expect(bandOf(20_000)).toBe(BANDS.length - 1);
+  });
+
+  it('counts failures apart from latency, shares, bands, cost and the floor goal per city', () => {
+    // City 0 (band < 500 km): 6 answered at 1.2x their floor; city 1 (> 3000 km): 5 at 2x, 1 failed.
+    const latency = [...Array(6).fill(120), ...Array(5).fill(200), 9_999];
+    const flags = [COLD, HEDGED, 0, 0, 0, 0, 0, 0, 0, 0, 0, FAILED];
+    const floor = Array(12).fill(100);
+    const city = [...Array(6).fill(0), ...Array(6).fill(1)];
+    const s = summarise(record(latency, flags, floor, city), world, { ...DEFAULT_CONFIG, models: DEFAULT_CONFIG.models.slice(0, 1) });
+    expect(s.failedShare).toBeCloseTo(1 / 12);
+    expect(s.coldShare).toBeCloseTo(1 / 12);
+    expect(s.hedgedShare).toBeCloseTo(1 / 12);
+    expect(s.overall.p99).toBe(200); // the failed request's time is not a latency
+    expect(s.bands[0]!.p50).toBe(120);
+    expect(s.bands[3]!.failedShare).toBeCloseTo(1 / 6);
+    expect(s.withinFloorShare).toBeCloseTo(6 / 11); // city 0's 6 requests of the 11 answered in cities with >= 5
+    expect(s.costPer1k).toBeCloseTo((DEFAULT_CONFIG.prices.cloudSlotHour / 12) * 1000);
+    expect(s.perPop).toEqual([{ code: 'FRA', lat: 50, lon: 8, requests: 11, p50: 120 }]);
+  });
+});

@@ -1,0 +1,96 @@
+import { describe, expect, it } from 'vitest';
+import { AttemptPlan, MAX_ATTEMPTS } from '../../../workers/routing/attempts.ts';
+import { createIsolateRouting } from '../../../workers/routing/isolate.ts';
+import type { Scored } from '../../../workers/routing/score.ts';
+import { backend, model } from './fixtures.ts';
+
+const candidate = (id: string): Scored => ({
+  backend: backend(id, 'eu-west'),
+  model: model(),
+  warm: true,
+  distanceKm: 0,
+  rttMs: 1,
+  queueMs: 0,
+  serviceMs: 20,
+  coldMs: 0,
+  expectedMs: 21,
+});
+
+function setup(ids: string[], options: { hedging?: boolean } = {}) {
+  let now = 0;
+  const routing = createIsolateRouting(() => now);
+  const plan = new AttemptPlan(ids.map(candidate), routing, { model: 'embed', now: () => now, ...options });
+  return { routing, plan, advance: (ms: number) => (now += ms), at: () => now };
+}
+
+describe('attempts of one request', () => {
+  it('sends to the first candidate and counts it pending until it settles', () => {
+    const { routing, plan } = setup(['a', 'b']);
+    const first = plan.start()!;
+    expect(first.candidate.backend.id).toBe('a');
+    expect(routing.pending.get('a')).toBe(1);
+    expect(plan.won(first)).toEqual([]);
+    expect(routing.pending.has('a')).toBe(false);
+  });
+
+  it('retries the next candidate after a failure, at most MAX_ATTEMPTS in all, then says why', () => {
+    const { plan } = setup(['a', 'b', 'c', 'd']);
+    let a = plan.start();
+    const tried: string[] = [];
+    while (a) {
+      tried.push(a.candidate.backend.id);
+      a = plan.failed(a, true);
+    }
+    expect(tried).toEqual(['a', 'b', 'c', 'd'].slice(0, MAX_ATTEMPTS));
+    expect(plan.outcome).toBe('timeout');
+  });
+
+  it('stops retrying when the retry budget is spent, and says so', () => {
+    const { routing, plan } = setup(['a', 'b']);
+    while (routing.budget.tryRetry()) {
+      /* spend the budget */
+    }
+    expect(plan.failed(plan.start()!, false)).toBeUndefined();
+    expect(plan.outcome).toBe('budget');
+  });
+
+  it('hedges only once the first backend has enough answer samples, at their p95', () => {
+    const { routing, plan } = setup(['a', 'b']);
+    plan.start();
+    expect(plan.hedgeAfterMs()).toBeUndefined();
+    for (let i = 1; i <= 100; i++) routing.answer.observe('a', 'embed', i, 0);
+    const after = plan.hedgeAfterMs()!;
+    expect(after).toBeGreaterThan(85);
+    expect(after).toBeLessThan(110);
+    const hedge = plan.hedge()!;
+    expect(hedge.hedge).toBe(true);
+    expect(hedge.candidate.backend.id).toBe('b');
+    expect(plan.hedgeAfterMs()).toBeUndefined(); // at most one hedge
+  });
+
+  it('does not hedge with hedging off, or once the first call has started answering', () => {
+    const off = setup(['a', 'b'], { hedging: false });
+    for (let i = 1; i <= 100; i++) off.routing.answer.observe('a', 'embed', i, 0);
+    off.plan.start();
+    expect(off.plan.hedgeAfterMs()).toBeUndefined();
+
+    const on = setup(['a', 'b']);
+    for (let i = 1; i <= 100; i++) on.routing.answer.observe('a', 'embed', i, 0);
+    on.plan.start()!.answered = true;
+    expect(on.plan.hedge()).toBeUndefined();
+  });
+
+  it('counts a loser that had not started answering as a failure toward its ejection', () => {
+    const { routing, plan } = setup(['a', 'b']);
+    for (let i = 1; i <= 100; i++) routing.answer.observe('a', 'embed', i, 0);
+    for (let round = 0; round < 5; round++) {
+      const p = new AttemptPlan([candidate('a'), candidate('b')], routing, { model: 'embed', now: () => 0 });
+      p.start();
+      const hedge = p.hedge()!;
+      expect(p.won(hedge).map((l) => l.candidate.backend.id)).toEqual(['a']);
+    }
+    expect(routing.ejected.isEjected('a', 0)).toBe(true);
+    expect(routing.pending.size).toBe(0);
+    expect(plan.sent).toBe(0);
+  });
+});

@@ -139,10 +139,14 @@ async function main(): Promise<void> {
   let scale: SimReport['scale'];
   if (values.scale) {
     console.error('sim: scale, the mesh policy at 3 request counts and 3 world sizes');
-    const base = { ...config, requests: 1_000_000 };
-    const byRequests = [100_000, 300_000, 1_000_000].map((requests) => timeRun({ ...base, requests }));
+    // The run above is the largest request count when it ran the mesh; smaller ones are timed here.
+    const cloudBackends = config.cloud.regions.length * config.cloud.backendsPerRegion;
+    const main = records.find((r) => r.policy === 'mesh');
+    const sizes = main ? [config.requests / 10, (config.requests * 3) / 10] : [config.requests / 10, (config.requests * 3) / 10, config.requests];
+    const byRequests = sizes.map((requests) => timeRun({ ...config, requests: Math.round(requests) }));
+    if (main) byRequests.push({ requests: main.requests, backends: world.backends.length, wallS: main.wallMs / 1000, usPerRequest: (main.wallMs * 1000) / main.requests });
     const byBackends = [250, 1000, 4000].map((total) =>
-      timeRun({ ...base, requests: 200_000, sites: { ...base.sites, count: total - base.cloud.regions.length * base.cloud.backendsPerRegion } }),
+      timeRun({ ...config, requests: Math.round(config.requests / 10), sites: { ...config.sites, count: total - cloudBackends } }),
     );
     scale = { byRequests, byBackends };
   }

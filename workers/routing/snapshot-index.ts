@@ -210,7 +210,6 @@ function scoreAt(
   if (Number.isNaN(penalty)) return undefined; // quarantined
   const model = r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version);
   if (!model || (!model.warm && !r.allowCold)) return undefined;
-  if (r.stats.ejected?.isEjected(backend.id, now)) return undefined;
   const distanceKm = kmAt(r, i);
   const floor = physicalFloorMs(distanceKm);
   const sample = r.measuredRtt?.get(backend.id);
@@ -218,11 +217,12 @@ function scoreAt(
   const measured = (latency === null ? r.stats.latency?.getByKey(list.latencyKeys[i]!) : latency)?.peak.value(now, model.p50Ms);
   const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured);
   const { slots, inFlight, queued } = backend.capacity;
-  const load = inFlight + queued + (r.stats.pending?.get(backend.id) ?? 0);
+  const load = inFlight + queued + (r.stats.pending?.size ? (r.stats.pending.get(backend.id) ?? 0) : 0);
   const queueMs = (load / Math.max(1, slots)) * serviceMs;
   const coldMs = model.warm ? 0 : r.coldMs;
   const expectedMs = (rttMs + queueMs + serviceMs + coldMs) * penalty;
-  if (admit && !admit(expectedMs, model.warm, backend.id, i)) return undefined;
+  // Ejection is a filter like those above; asked last, as it is the one that costs a lookup.
+  if ((admit && !admit(expectedMs, model.warm, backend.id, i)) || r.stats.ejected?.isEjected(backend.id, now)) return undefined;
   return { backend, model, warm: model.warm, distanceKm, rttMs, queueMs, serviceMs, coldMs, expectedMs };
 }
 
@@ -361,16 +361,14 @@ export function rankIndexed(
   // The measured candidates, each scored.
   const stamp = (list.stamp = (list.stamp + 1) | 0);
   // First those with service times for the model (their stats at hand): every candidate left unmarked after it has none.
-  const withLatency = stats.latency?.forModel(request.model);
-  if (withLatency) {
-    for (const [id, latency] of withLatency) {
-      const i = list.position.get(id);
-      if (i === undefined || list.marks[i] === stamp) continue;
-      list.marks[i] = stamp;
-      const scored = scoreAt(r, i, enters, latency);
-      if (scored) insert(scored, i);
-    }
-  }
+  // (forEach, not for-of over entries: no [id, stats] pair is allocated per candidate.)
+  stats.latency?.forModel(request.model)?.forEach((latency, id) => {
+    const i = list.position.get(id);
+    if (i === undefined || list.marks[i] === stamp) return;
+    list.marks[i] = stamp;
+    const scored = scoreAt(r, i, enters, latency);
+    if (scored) insert(scored, i);
+  });
   const mark = (ids: Iterable<string> | undefined) => {
     if (!ids) return;
     for (const id of ids) {

@@ -153,6 +153,8 @@ export class SimBackend {
       models,
       available,
       capacity: { slots: this.spec.slots, inFlight: this.busy, queued: this.queued },
+      // Honest providers, in the steady state: proof of location has verified every claim.
+      location: { state: 'verified' },
       lastSeen: now,
       expiresAt: now + ttlMs,
     };

@@ -4,7 +4,7 @@
  * the backend import and depends on neither; `receipts/` depends only on
  * `shared/`; the backend's image (which copies `shared/` and
  * `gpu-backend/src/` alone) imports nothing else; the edge imports nothing
- * from the backend.
+ * from the backend; nothing imports the simulator.
  */
 
 import { readFileSync, readdirSync } from 'node:fs';
@@ -112,6 +112,12 @@ describe('layout', () => {
 
   it('the edge imports nothing from the backend', () => {
     expect(importsOf('workers').filter(([, t]) => under('gpu-backend')(t))).toEqual([]);
+  });
+
+  it('nothing imports the simulator (sim/), which imports the production routing rather than copying it', () => {
+    expect([...graph].filter(([file]) => !under('sim')(file)).flatMap(([file, to]) => to.filter(under('sim')).map((t) => `${file} -> ${t}`))).toEqual([]);
+    expect(importsOf('sim').some(([, t]) => t === 'workers/routing/attempts.ts')).toBe(true);
+    expect(importsOf('sim').some(([, t]) => t === 'workers/routing/snapshot-index.ts')).toBe(true);
   });
 
   it('detects a cycle when there is one (the checker itself)', () => {

@@ -40,15 +40,20 @@ export interface RttOptions<B extends Located = Located> {
 const FLOOR_MS_PER_KM = 2 / FIBRE_KM_PER_MS;
 
 /**
- * Where a backend is for routing: its region's coordinates when the region is
- * known (what the heartbeat validated), else the coordinates it claims. A
- * backend whose claim was refuted by a round trip too short for it (`reach`)
- * is placed at the PoP that measured it: physics puts it near there, whatever
- * it claims. (A claim refuted by slowness says only where it is not; its
- * measured round trips, when this PoP has them, score it.)
+ * Where a backend is for routing: the coordinates it claims once proof of
+ * location has verified them (round trips from PoPs near the claim confirm
+ * it, geo/location.ts); until then its region's coordinates (what the
+ * heartbeat validated), as an unchecked claim could be a lie to draw traffic;
+ * the claim itself only when its region is unknown. A backend whose claim was
+ * refuted by a round trip too short for it (`reach`) is placed at the PoP
+ * that measured it: physics puts it near there, whatever it claims. (A claim
+ * refuted by slowness says only where it is not; its measured round trips,
+ * when this PoP has them, score it.)
  */
 export function backendLocation(backend: Located): LatLon {
-  const evidence = backend.location?.state === 'refuted' ? backend.location.evidence : undefined;
+  const state = backend.location?.state;
+  if (state === 'verified') return { lat: backend.lat, lon: backend.lon };
+  const evidence = state === 'refuted' ? backend.location!.evidence : undefined;
   if (evidence?.failed === 'reach') {
     const measuredAt = popLocation(evidence.pop);
     if (measuredAt) return measuredAt;

@@ -52,9 +52,14 @@ describe('where a backend is for routing', () => {
   const sg = backend('sg-far', 'ap-southeast');
   const refuted = (failed: 'reach' | 'ceiling') => ({ ...sg, location: { state: 'refuted', evidence: { pop: 'FRA', failed } } });
 
-  it("is its region's coordinates, whatever it claims", () => {
-    expect(backendLocation(sg)).toEqual(regionById('ap-southeast'));
-    expect(backendLocation({ ...sg, location: { state: 'verified', evidence: { pop: 'SIN' } } })).toEqual(regionById('ap-southeast'));
+  it("is its region's coordinates while its claim is unverified, and the claim once proof of location verified it", () => {
+    const claim = { ...sg, lat: 13.75, lon: 100.5 }; // Bangkok, in ap-southeast
+    expect(backendLocation(claim)).toEqual(regionById('ap-southeast'));
+    expect(backendLocation({ ...claim, location: { state: 'unverified' } })).toEqual(regionById('ap-southeast'));
+    expect(backendLocation({ ...claim, location: { state: 'verified', evidence: { pop: 'BKK' } } })).toEqual({ lat: 13.75, lon: 100.5 });
+    // So a verified backend near the PoP scores its real distance, not the region's.
+    const bkk = { code: 'BKK', ...popLocation('BKK')! };
+    expect(estimateRttMs(bkk, { ...claim, location: { state: 'verified' } })).toBeLessThan(estimateRttMs(bkk, claim) / 5);
   });
 
   it('is the measuring PoP when a round trip too short for its claim refuted it, and scores so', () => {

@@ -84,7 +84,6 @@ export function goals(summaries: readonly PolicySummary[]): GoalVerdict[] {
 export function simMarkdown(report: SimReport): string {
   const { summaries } = report;
   const lines: string[] = [];
-  lines.push('## World simulator: `npm run sim`', '');
   lines.push(
     `\`${report.command}\`: seed ${report.seed}, ${report.requestsPerPolicy.toLocaleString('en-US')} requests per policy at ${report.ratePerSecond.toLocaleString('en-US')} requests/s, ` +
       `${report.world.pops} PoPs, users from ${report.world.cities.toLocaleString('en-US')} cities by population, ` +

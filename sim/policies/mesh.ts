@@ -103,6 +103,7 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
         routing.answer.observe(id, model, ms, events.now);
         routing.latency.observe(id, model, outcome.backendMs, events.now);
         routing.rtt.observe(iso.origin.code!, id, Math.max(0, ms - outcome.backendMs));
+        plan.learn(attempt, ms);
         for (const loser of plan.won(attempt)) loser.driver!.job.cancelled = true;
         done = true;
         ctx.served(request, { latencyMs: elapsed(), cold: outcome.cold, hedged, retried });

@@ -403,6 +403,7 @@ async function attempt(call: InferenceCall, candidates: readonly Scored[], snaps
     }
     // Its success counts once its attestation's signature verifies, after the answer (attestation.ts).
     // The other attempt lost: cancel it (its backend's answer would never be billed anyway).
+    if (result.kind === 'ok') plan.learn(winner.attempt, result.ms);
     for (const loser of plan.won(winner.attempt)) loser.driver!.controller.abort();
     return { backend, result };
   }

@@ -10,7 +10,7 @@
  * hedging never starves a retry; at most MAX_ATTEMPTS candidates are tried.
  */
 
-import { hedgeDelayMs, type HedgeOptions } from './hedge.ts';
+import { hedgeDelayMs, modelHedgeDelayMs, type HedgeOptions } from './hedge.ts';
 import { trackPending, type IsolateRouting } from './isolate.ts';
 import type { Scored } from './score.ts';
 
@@ -18,7 +18,7 @@ import type { Scored } from './score.ts';
 export const MAX_ATTEMPTS = 3;
 
 /** The parts of the isolate's routing memory that attempts read and write. */
-export type AttemptRouting = Pick<IsolateRouting, 'budget' | 'hedges' | 'ejected' | 'answer' | 'pending'>;
+export type AttemptRouting = Pick<IsolateRouting, 'budget' | 'hedges' | 'ejected' | 'answer' | 'pending'> & Partial<Pick<IsolateRouting, 'ratios'>>;
 
 /** One call to one candidate; `T` is what the driver attaches (a dispatch's controller, a simulated completion). */
 export interface Attempt<T = unknown> {
@@ -77,14 +77,22 @@ export class AttemptPlan<T = unknown> {
 
   /**
    * When to hedge, ms after the first attempt was sent: that backend's p95
-   * time to answer as this isolate waited for it; undefined when no hedge is
-   * due (hedging off, already hedged or retried, too few samples, no second candidate).
+   * time to answer as this isolate waited for it; while it has too few
+   * samples, its expected time times the model's p95 of actual / expected
+   * (hedge.ts); undefined when no hedge is due (hedging off, already hedged or
+   * retried, too few samples either way, no second candidate).
    */
   hedgeAfterMs(): number | undefined {
     const first = this.candidates[0];
     if (this.options.hedging === false || this.hedged || this.next !== 1 || this.running.size !== 1 || !first || !this.candidates[1]) return undefined;
     const now = this.options.now();
-    return hedgeDelayMs(this.routing.answer.get(first.backend.id, this.options.model), now, this.options.hedge);
+    const { model, hedge } = this.options;
+    return hedgeDelayMs(this.routing.answer.get(first.backend.id, model), now, hedge) ?? modelHedgeDelayMs(this.routing.ratios, model, first.expectedMs, now, hedge);
+  }
+
+  /** Records what an answer took against what its candidate was expected to take (the model's ratios, for hedging). */
+  learn(attempt: Attempt<T>, actualMs: number): void {
+    this.routing.ratios?.observe(this.options.model, actualMs, attempt.candidate.expectedMs, this.options.now());
   }
 
   /** The hedge timer fired: the hedge to send, if the first call has not started answering and the hedge budget allows. */

@@ -1,12 +1,15 @@
 /**
  * Hedging decisions (The Tail at Scale): when the first attempt has not
  * answered by that backend's p95, send one copy to the next candidate and take
- * whichever answers first; at the p95 this costs about 5% more load. Pure
- * helpers: the caller owns the timer, the cancellation, and spending the
+ * whichever answers first; at the p95 this costs about 5% more load. While
+ * this isolate has too few answers from that backend, the model's own tail
+ * stands in: its expected time (the score) times the p95 of the model's
+ * answer times over their expected times, across every backend (`RatioBook`).
+ * Pure helpers: the caller owns the timer, the cancellation, and spending the
  * retry budget (`RetryBudget.tryRetry()` before sending the hedge).
  */
 
-import type { LatencyStats } from './latency.ts';
+import { DecayingHistogram, type LatencyStats } from './latency.ts';
 
 export interface HedgeOptions {
   /** Quantile of the backend's time to answer after which to hedge (default 0.95). */
@@ -35,4 +38,52 @@ export function hedgeDelayMs(stats: LatencyStats | undefined, now: number, optio
   const q = stats.histogram.quantile(options.quantile ?? HEDGE_DEFAULTS.quantile);
   if (q === undefined) return undefined;
   return Math.min(options.maxDelayMs ?? HEDGE_DEFAULTS.maxDelayMs, Math.max(options.minDelayMs ?? HEDGE_DEFAULTS.minDelayMs, q));
+}
+
+/** Ratios are kept x100 in a latency histogram (its buckets span 0.25 to 262,144). */
+const RATIO_SCALE = 100;
+
+/**
+ * Per model, the answer times this isolate waited for over the expected times
+ * they were ranked by (each answered attempt's `actual / Scored.expectedMs`),
+ * in a decaying histogram: how far past its score a backend's answer may run,
+ * learnt from every backend of the model at once. Bounded by the models asked for.
+ */
+export class RatioBook {
+  readonly #byModel = new Map<string, DecayingHistogram>();
+  readonly #maxModels: number;
+
+  constructor(maxModels = 256) {
+    this.#maxModels = maxModels;
+  }
+
+  /** Records one answer: `actualMs` waited where `expectedMs` was expected. */
+  observe(model: string, actualMs: number, expectedMs: number, now: number): void {
+    if (!(expectedMs > 0) || !(actualMs >= 0)) return;
+    let h = this.#byModel.get(model);
+    if (!h) {
+      if (this.#byModel.size >= this.#maxModels) this.#byModel.delete(this.#byModel.keys().next().value!);
+      this.#byModel.set(model, (h = new DecayingHistogram()));
+    }
+    h.observe((actualMs / expectedMs) * RATIO_SCALE, now);
+  }
+
+  /** The model's q-quantile of actual / expected, with its sample weight; undefined before any sample. */
+  quantile(model: string, q: number, now: number): { ratio: number; weight: number } | undefined {
+    const h = this.#byModel.get(model);
+    const v = h?.quantile(q);
+    return h && v !== undefined ? { ratio: v / RATIO_SCALE, weight: h.weight(now) } : undefined;
+  }
+}
+
+/**
+ * How long after sending to a backend to hedge when it has too few samples of
+ * its own (`hedgeDelayMs` undefined): its expected time times the model's p95
+ * of actual / expected, within [minDelayMs, maxDelayMs]; undefined until the
+ * model has enough samples.
+ */
+export function modelHedgeDelayMs(ratios: RatioBook | undefined, model: string, expectedMs: number, now: number, options: HedgeOptions = {}): number | undefined {
+  const q = ratios?.quantile(model, options.quantile ?? HEDGE_DEFAULTS.quantile, now);
+  if (!q || q.weight < (options.minSamples ?? HEDGE_DEFAULTS.minSamples) || !(expectedMs > 0)) return undefined;
+  return Math.min(options.maxDelayMs ?? HEDGE_DEFAULTS.maxDelayMs, Math.max(options.minDelayMs ?? HEDGE_DEFAULTS.minDelayMs, expectedMs * q.ratio));
 }

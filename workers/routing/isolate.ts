@@ -5,6 +5,7 @@
  * isolate learns on its own, as Envoy and Finagle clients do.
  */
 
+import { RatioBook } from './hedge.ts';
 import { LatencyBook } from './latency.ts';
 import { OutlierDetector } from './outliers.ts';
 import { RejectionBaseline } from './rejections.ts';
@@ -17,6 +18,8 @@ export interface IsolateRouting extends RoutingStats {
   latency: LatencyBook;
   /** Time to an answer per (backend, model), as the edge waited for it: what hedging waits on. */
   answer: LatencyBook;
+  /** Per model, answer times over the expected times they were ranked by: hedging's fallback for backends with few samples. */
+  ratios: RatioBook;
   rtt: RttTable;
   pending: Map<string, number>;
   ejected: OutlierDetector;
@@ -32,6 +35,7 @@ export function createIsolateRouting(now: () => number = Date.now): IsolateRouti
   return {
     latency: new LatencyBook(),
     answer: new LatencyBook(),
+    ratios: new RatioBook(),
     rtt: new RttTable(),
     pending: new Map(),
     ejected: new OutlierDetector({ now }),

@@ -68,6 +68,18 @@ describe('attempts of one request', () => {
     expect(plan.hedgeAfterMs()).toBeUndefined(); // at most one hedge
   });
 
+  it("hedges a backend with too few samples of its own at its expected time x the model's p95 of actual / expected", () => {
+    const { routing, plan } = setup(['a', 'b']);
+    for (let i = 0; i < 100; i++) routing.ratios.observe('embed', 21 * (1 + i / 100), 21, 0); // up to 2x expected
+    const first = plan.start()!;
+    const after = plan.hedgeAfterMs()!;
+    expect(after).toBeGreaterThan(21 * 1.8);
+    expect(after).toBeLessThan(21 * 2.1);
+    // What an answer teaches: its time against the candidate's expected time, for the model.
+    plan.learn(first, 210);
+    expect(routing.ratios.quantile('embed', 1, 0)!.ratio).toBeGreaterThan(9);
+  });
+
   it('does not hedge with hedging off, or once the first call has started answering', () => {
     const off = setup(['a', 'b'], { hedging: false });
     for (let i = 1; i <= 100; i++) off.routing.answer.observe('a', 'embed', i, 0);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { hedgeDelayMs } from '../../../workers/routing/hedge.ts';
+import { hedgeDelayMs, modelHedgeDelayMs, RatioBook } from '../../../workers/routing/hedge.ts';
 import { LatencyStats } from '../../../workers/routing/latency.ts';
 
 describe('hedging decisions', () => {
@@ -20,5 +20,27 @@ describe('hedging decisions', () => {
     expect(hedgeDelayMs(fast, 0)).toBe(10);
     // Samples fade: an hour later there is too little left to trust.
     expect(hedgeDelayMs(stats, 3_600_000)).toBeUndefined();
+  });
+
+  it("falls back to the model's tail: expected time x the p95 of actual / expected, once the model has enough samples", () => {
+    const ratios = new RatioBook();
+    expect(modelHedgeDelayMs(ratios, 'embed', 40, 0)).toBeUndefined();
+    // 19 answers: not yet.
+    for (let i = 0; i < 19; i++) ratios.observe('embed', 40, 40, 0);
+    expect(modelHedgeDelayMs(ratios, 'embed', 40, 0)).toBeUndefined();
+    // 100 answers at 1.0-2.0x their expected time (uniform): p95 about 1.95x.
+    for (let i = 0; i < 100; i++) ratios.observe('embed', 50 * (1 + i / 100), 50, 0);
+    const delay = modelHedgeDelayMs(ratios, 'embed', 40, 0)!;
+    expect(delay).toBeGreaterThan(40 * 1.8);
+    expect(delay).toBeLessThan(40 * 2.1);
+    // Per model, bounded both ways, and a backend with an expected time of its own scales it.
+    expect(modelHedgeDelayMs(ratios, 'chat', 40, 0)).toBeUndefined();
+    expect(modelHedgeDelayMs(ratios, 'embed', 400, 0)! / delay).toBeCloseTo(10, 5);
+    expect(modelHedgeDelayMs(ratios, 'embed', 4_000, 0)).toBe(3_000);
+    expect(modelHedgeDelayMs(ratios, 'embed', 1, 0)).toBe(10);
+    // Nonsense samples are not recorded.
+    ratios.observe('bad', 10, 0, 0);
+    ratios.observe('bad', Number.NaN, 10, 0);
+    expect(ratios.quantile('bad', 0.5, 0)).toBeUndefined();
   });
 });

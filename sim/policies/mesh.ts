@@ -104,6 +104,8 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
         routing.latency.observe(id, model, outcome.backendMs, events.now);
         routing.rtt.observe(iso.origin.code!, id, Math.max(0, ms - outcome.backendMs));
         plan.learn(attempt, ms);
+        // An honest provider's attestation verifies: the success that resets its failures (inference/attestation.ts).
+        routing.ejected.recordSuccess(id);
         for (const loser of plan.won(attempt)) loser.driver!.job.cancelled = true;
         done = true;
         ctx.served(request, { latencyMs: elapsed(), cold: outcome.cold, hedged, retried });

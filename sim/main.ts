@@ -2,8 +2,9 @@
  * `npm run sim`: runs the world simulator for each policy on the same
  * arrivals and writes bench/results/sim.json, bench/results/sim.md (the
  * report, included in docs/benchmarks.md by `npm run bench`) and the pictures
- * under docs/sim/. `--quick` for a few minutes; `--scale` also measures how
- * the run time grows with requests and with backends.
+ * under docs/sim/ (a `--quick` run: under bench/results/sim/). `--quick` for
+ * a few minutes; `--scale` also measures how the run time grows with
+ * requests and with backends.
  */
 
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -110,8 +111,9 @@ async function main(): Promise<void> {
   const summaries = records.map((r) => summarise(r, world, config));
 
   // Pictures: the map of median latency per PoP for the mesh and for the centralized baseline, on one scale; the CDFs.
+  // A full run writes them to docs/sim/ (the committed ones); a quick run to bench/results/sim/, leaving those alone.
   const pictures: SimReport['pictures'] = [];
-  const docsSim = path.join(ROOT, 'docs', 'sim');
+  const docsSim = quick ? path.join(ROOT, 'bench', 'results', 'sim') : path.join(ROOT, 'docs', 'sim');
   await mkdir(docsSim, { recursive: true });
   const mapped = summaries.filter((s) => s.policy === 'mesh' || s.policy === 'cloud-us-east' || s.policy === 'cloud-nearest');
   const all = mapped.flatMap((s) => s.perPop.map((p) => p.p50)).sort((a, b) => a - b);
@@ -165,7 +167,8 @@ async function main(): Promise<void> {
       models: config.models.map((m) => `${m.name} (${Math.round(m.share * 100)}%, ${m.serviceMs} ms)`).join(', '),
     },
     summaries,
-    pictures,
+    pictures: quick ? [] : pictures,
+    ...(quick ? { picturesNote: 'A quick run draws its pictures in bench/results/sim/ and leaves the committed ones in docs/sim/ (the last full run\'s) alone.' } : {}),
     ...(scale ? { scale } : {}),
     wallS: (performance.now() - started) / 1000,
   };

@@ -25,6 +25,8 @@ export interface SimReport {
   summaries: PolicySummary[];
   /** Picture paths relative to docs/. */
   pictures: { label: string; path: string }[];
+  /** Said where the pictures are when there are none to show. */
+  picturesNote?: string;
   scale?: { byRequests: ScalePoint[]; byBackends: ScalePoint[] };
   wallS: number;
 }
@@ -147,9 +149,10 @@ export function simMarkdown(report: SimReport): string {
   lines.push('| --- | --- | --- |');
   for (const g of goals(summaries)) lines.push(row([g.goal, g.measured, g.met === undefined ? 'not judged' : g.met ? 'yes' : '**no**']));
   lines.push('');
-  if (report.pictures.length) {
+  if (report.pictures.length || report.picturesNote) {
     lines.push('### Pictures', '');
     for (const p of report.pictures) lines.push(`![${p.label}](${p.path})`, '');
+    if (report.picturesNote) lines.push(report.picturesNote, '');
   }
   if (report.scale) {
     lines.push('### Scale: run time of the mesh policy', '');

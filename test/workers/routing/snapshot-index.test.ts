@@ -45,8 +45,8 @@ const arbLocation: fc.Arbitrary<LocationVerdict | undefined> = fc.oneof(
 const arbBackend = fc.record({
   region: fc.constantFrom(...REGION_IDS),
   provider: fc.constantFrom(...PROVIDERS),
-  lat: fc.constantFrom(0, 10, 48.1, -33.9),
-  lon: fc.constantFrom(0, 8.7, 103.8, 151.2),
+  // Claims (routing uses them once verified) mostly at region coordinates, so that placed backends still tie often.
+  at: fc.constantFrom(...REGIONS.slice(0, 4).map((r) => ({ lat: r.lat, lon: r.lon })), { lat: 10, lon: 0 }, { lat: -33.9, lon: 151.2 }),
   ready: fc.constantFrom(true, true, true, true, true, false),
   expiresAt: fc.constantFrom(NOW - 1, NOW, NOW + 1, Infinity, Infinity, Infinity, Infinity),
   models: fc.array(arbModel, { minLength: 0, maxLength: 4 }),
@@ -60,8 +60,8 @@ const arbSnapshot = fc.array(arbBackend, { minLength: 0, maxLength: 60, size: 'm
   list.map((b, i): BackendEntry =>
     backend(`b${(i * 7919) % 1000}`.padEnd(5, '0'), b.region, {
       provider: b.provider,
-      lat: b.lat,
-      lon: b.lon,
+      lat: b.at.lat,
+      lon: b.at.lon,
       ready: b.ready,
       expiresAt: b.expiresAt,
       models: b.models,

@@ -123,10 +123,10 @@ export function simMarkdown(report: SimReport): string {
   lines.push('');
   const bands = summaries[0]?.bands ?? [];
   lines.push('### By the user\'s distance to the nearest cloud region', '');
-  lines.push(`Requests per band: ${bands.map((b) => `${b.label} ${pct(b.requests / (summaries[0]?.requests || 1))}`).join(', ')}. Each cell: p50 / p99 (failed).`, '');
+  lines.push(`Requests per band: ${bands.map((b) => `${b.label} ${pct(b.requests / (summaries[0]?.requests || 1))}`).join(', ')}. Each cell: p50 / p90 / p99 (failed, cold starts).`, '');
   lines.push(row(['policy', ...bands.map((b) => b.label)]));
   lines.push(align(bands.length + 1));
-  for (const s of summaries) lines.push(row([s.label, ...s.bands.map((b) => `${ms(b.p50)} / ${ms(b.p99)} (${pct(b.failedShare)})`)]));
+  for (const s of summaries) lines.push(row([s.label, ...s.bands.map((b) => `${ms(b.p50)} / ${ms(b.p90)} / ${ms(b.p99)} (${pct(b.failedShare)}, ${pct(b.coldShare)})`)]));
   lines.push('');
 
   lines.push("### The essay's table beside the simulation", '');

@@ -37,6 +37,11 @@ export interface Job {
   done: (outcome: JobOutcome) => void;
 }
 
+/** A fresh job for `model`, reporting to `done`. */
+export function newJob(model: number, done: Job['done']): Job {
+  return { model, cancelled: false, arrivedAt: 0, cold: false, done };
+}
+
 export class SimBackend {
   readonly spec: BackendSpec;
   state: BackendState = 'up';

@@ -7,7 +7,7 @@
  * nearest cloud region.
  */
 
-import { SimBackend, type Job } from '../backend.ts';
+import { newJob, SimBackend } from '../backend.ts';
 import type { SimConfig } from '../config.ts';
 import type { World } from '../world.ts';
 import type { Policy, SimContext } from './policy.ts';
@@ -71,18 +71,13 @@ export function cloudPolicy(mode: 'us-east' | 'nearest'): Policy {
       const region = fixedRegion >= 0 ? fixedRegion : ctx.world.cityCloud[request.city]!;
       const pool = pools[region]!;
       const rtt = request.lastMileMs + ctx.network.userToCloudMs(request.city, region) + ctx.network.jitter(ctx.random);
-      const job: Job = {
-        model: request.model,
-        cancelled: false,
-        arrivedAt: 0,
-        cold: false,
-        done: (outcome) =>
-          ctx.events.after(rtt / 2, () => {
-            const latencyMs = ctx.events.now - request.t0;
-            if (outcome.kind === 'ok') ctx.served(request, { latencyMs, cold: outcome.cold, hedged: false, retried: false });
-            else ctx.failed(request, latencyMs);
-          }),
-      };
+      const job = newJob(request.model, (outcome) =>
+        ctx.events.after(rtt / 2, () => {
+          const latencyMs = ctx.events.now - request.t0;
+          if (outcome.kind === 'ok') ctx.served(request, { latencyMs, cold: outcome.cold, hedged: false, retried: false });
+          else ctx.failed(request, latencyMs);
+        }),
+      );
       ctx.events.after(rtt / 2, () => pool.arrive(job));
     },
   };

@@ -17,7 +17,7 @@ import { createIsolateRouting, type IsolateRouting } from '../../workers/routing
 import { pickAttempts } from '../../workers/routing/p2c.ts';
 import { rankIndexed, routingIndexFor } from '../../workers/routing/snapshot-index.ts';
 import type { RttOrigin } from '../../workers/routing/rtt.ts';
-import type { Job, JobOutcome } from '../backend.ts';
+import { newJob, type Job, type JobOutcome } from '../backend.ts';
 import { toPopMs, type Policy, type SimContext, type SimRequest } from './policy.ts';
 
 /** Candidates ranked per request, as workers/inference/candidates.ts keeps. */
@@ -126,16 +126,10 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
       const backend = ctx.backends[byId.get(attempt.candidate.backend.id)!]!;
       const rtt = ctx.network.popToBackendMs(request.pop, backend.spec.index) + ctx.network.jitter(ctx.random);
       const sentAt = events.now;
-      const job: Job = {
-        model: request.model,
-        cancelled: false,
-        arrivedAt: 0,
-        cold: false,
-        done: (outcome) => {
-          if (outcome.kind === 'hung') events.at(sentAt + config.edge.timeoutMs, () => settle(attempt, { kind: 'timeout' }, sentAt));
-          else events.after(rtt / 2, () => settle(attempt, outcome, sentAt));
-        },
-      };
+      const job = newJob(request.model, (outcome) => {
+        if (outcome.kind === 'hung') events.at(sentAt + config.edge.timeoutMs, () => settle(attempt, { kind: 'timeout' }, sentAt));
+        else events.after(rtt / 2, () => settle(attempt, outcome, sentAt));
+      });
       attempt.driver = { job, settled: false };
       events.after(rtt / 2, () => {
         if (!job.cancelled) backend.arrive(job);

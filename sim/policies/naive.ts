@@ -6,7 +6,7 @@
  * a failed or hung attempt is a failed request (a hung one after the timeout).
  */
 
-import type { Job } from '../backend.ts';
+import { newJob } from '../backend.ts';
 import { toPopMs, type Policy, type SimContext, type SimRequest } from './policy.ts';
 
 export function naivePolicy(mode: 'random' | 'nearest'): Policy {
@@ -45,23 +45,17 @@ export function naivePolicy(mode: 'random' | 'nearest'): Policy {
     const backend = ctx.backends[index]!;
     const rtt = ctx.network.popToBackendMs(request.pop, index) + ctx.network.jitter(ctx.random);
     const sentAt = events.now;
-    const job: Job = {
-      model: request.model,
-      cancelled: false,
-      arrivedAt: 0,
-      cold: false,
-      done: (outcome) => {
-        if (outcome.kind === 'hung') {
-          events.at(sentAt + config.edge.timeoutMs, () => ctx.failed(request, events.now - request.t0 + back));
-          return;
-        }
-        events.after(rtt / 2, () => {
-          const latencyMs = events.now - request.t0 + back;
-          if (outcome.kind === 'ok') ctx.served(request, { latencyMs, cold: outcome.cold, hedged: false, retried: false });
-          else ctx.failed(request, latencyMs);
-        });
-      },
-    };
+    const job = newJob(request.model, (outcome) => {
+      if (outcome.kind === 'hung') {
+        events.at(sentAt + config.edge.timeoutMs, () => ctx.failed(request, events.now - request.t0 + back));
+        return;
+      }
+      events.after(rtt / 2, () => {
+        const latencyMs = events.now - request.t0 + back;
+        if (outcome.kind === 'ok') ctx.served(request, { latencyMs, cold: outcome.cold, hedged: false, retried: false });
+        else ctx.failed(request, latencyMs);
+      });
+    });
     events.after(rtt / 2, () => backend.arrive(job));
   };
 

@@ -66,20 +66,28 @@ function timeRun(config: SimConfig): ScalePoint {
   return { requests: config.requests, backends: world.backends.length, wallS: record.wallMs / 1000, usPerRequest: (record.wallMs * 1000) / config.requests };
 }
 
+const OPTIONS = {
+  quick: { type: 'boolean' },
+  requests: { type: 'string' },
+  rate: { type: 'string' },
+  seed: { type: 'string' },
+  sites: { type: 'string' },
+  policies: { type: 'string' },
+  scale: { type: 'boolean' },
+  help: { type: 'boolean' },
+} as const;
+
+/** The command line, parsed; a bad option is a usage error (exit 2), not a stack trace. */
+function parseOptions() {
+  try {
+    return parseArgs({ options: OPTIONS, strict: true });
+  } catch (err) {
+    return fail((err as Error).message.split('\n')[0]!);
+  }
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      quick: { type: 'boolean' },
-      requests: { type: 'string' },
-      rate: { type: 'string' },
-      seed: { type: 'string' },
-      sites: { type: 'string' },
-      policies: { type: 'string' },
-      scale: { type: 'boolean' },
-      help: { type: 'boolean' },
-    },
-    strict: true,
-  });
+  const { values } = parseOptions();
   if (values.help) {
     console.log(USAGE);
     return;

@@ -193,14 +193,14 @@ interface Request {
  * Candidate `i` scored as score.ts's `estimate` scores it, or undefined when a
  * hard filter excludes it or `admit` (given its expected time) turns it away:
  * no object is built for a candidate that would not be kept. `latency`: the
- * candidate's stats for the model when the caller already has them (undefined:
- * known to have none); null to look them up.
+ * candidate's stats for the model when the caller already has them, `false`
+ * when it is known to have none, null to look them up.
  */
 function scoreAt(
   r: Request,
   i: number,
-  admit?: (expectedMs: number, warm: boolean, id: string, i: number) => boolean,
-  latency: LatencyStats | undefined | null = null,
+  admit: ((expectedMs: number, warm: boolean, id: string, i: number) => boolean) | undefined,
+  latency: LatencyStats | false | null,
 ): Scored | undefined {
   const { list, now } = r;
   const backend = list.backends[i]!;
@@ -214,7 +214,8 @@ function scoreAt(
   const floor = physicalFloorMs(distanceKm);
   const sample = r.measuredRtt?.get(backend.id);
   const rttMs = sample !== undefined ? Math.max(floor, sample) : Math.max(floor, floor * r.inflation);
-  const measured = (latency === null ? r.stats.latency?.getByKey(list.latencyKeys[i]!) : latency)?.peak.value(now, model.p50Ms);
+  const stats = latency === null ? r.stats.latency?.getByKey(list.latencyKeys[i]!) : latency || undefined;
+  const measured = stats?.peak.value(now, model.p50Ms);
   const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured);
   const { slots, inFlight, queued } = backend.capacity;
   const load = inFlight + queued + (r.stats.pending?.size ? (r.stats.pending.get(backend.id) ?? 0) : 0);
@@ -331,7 +332,7 @@ export function rankIndexed(
 
   if (k >= list.backends.length || !list.uniqueIds) {
     for (let i = 0; i < list.backends.length; i++) {
-      const scored = scoreAt(r, i);
+      const scored = scoreAt(r, i, undefined, null);
       if (scored) out.push(scored);
     }
     out.sort(
@@ -375,7 +376,7 @@ export function rankIndexed(
       const i = list.position.get(id);
       if (i === undefined || list.marks[i] === stamp) continue;
       list.marks[i] = stamp;
-      const scored = scoreAt(r, i, enters, undefined);
+      const scored = scoreAt(r, i, enters, false);
       if (scored) insert(scored, i);
     }
   };
@@ -391,7 +392,7 @@ export function rankIndexed(
     const backend = list.backends[i]!;
     const warm = (r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version)!).warm;
     if (!enters(order.ms[j]!, warm, backend.id, i)) break;
-    const scored = scoreAt(r, i, undefined, undefined);
+    const scored = scoreAt(r, i, undefined, false);
     if (scored) insert(scored, i);
   }
   return out;

@@ -22,7 +22,7 @@
  * HTTP_THREADS and CUDA_DEVICE_ID go to the backend.
  */
 
-import { cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, readFile, readdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -38,6 +38,7 @@ import { quantile } from './lib/load.ts';
 import { closedLoopThreads } from './lib/load-threads.ts';
 import { answerOutputs, seededFloats, tensorRequest } from './lib/payload.ts';
 import { writeResults } from './lib/results.ts';
+import { machineLine, openScratch } from './lib/scratch.ts';
 
 const TEXT =
   'The delivery drone left the warehouse at dawn, crossed the river twice in heavy wind, and landed on the hospital roof with three boxes of insulin for the night shift nurses.';
@@ -220,23 +221,14 @@ const log = (line: string) => console.log(`[bench] ${line}`);
 
 async function main(): Promise<void> {
   const started = performance.now();
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'mesh-bench-'));
   let edge: FakeEdge | undefined;
   let backend: BackendProcess | undefined;
   let ceilingSession: CeilingSession | undefined;
-  const stopAll = async () => {
-    await backend?.stop().catch(() => undefined);
-    await ceilingSession?.close().catch(() => undefined);
-    await edge?.close().catch(() => undefined);
-    await rm(tmp, { recursive: true, force: true });
-  };
-  process.once('SIGINT', () => {
-    log('interrupted: stopping');
-    void stopAll().finally(() => process.exit(130));
-  });
+  const scratch = await openScratch('mesh-bench-', log, [() => backend?.stop(), () => ceilingSession?.close(), () => edge?.close()]);
+  const tmp = scratch.dir;
 
   try {
-    log(`${os.cpus().length} CPU(s) (${os.cpus()[0]?.model ?? '?'}), node ${process.version}, onnxruntime-node ${ort.env.versions.node ?? '?'}`);
+    log(machineLine(`, onnxruntime-node ${ort.env.versions.node ?? '?'}`));
     log(`workload: ${W.what}`);
     const on = path.join(tmp, 'batching-on');
     const off = path.join(tmp, 'batching-off');
@@ -284,7 +276,7 @@ async function main(): Promise<void> {
     const results = report(ceiling, best, recheck, runs, edge.heartbeats, performance.now() - started);
     await writeResults(path.resolve(ROOT, RESULTS_FILE), results, log);
   } finally {
-    await stopAll();
+    await scratch.close();
   }
 }
 

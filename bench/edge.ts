@@ -27,7 +27,7 @@
  * sample rate for the run). Results also go to bench/results/edge.json.
  */
 
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -36,11 +36,13 @@ import { ROOT, startMesh, type LocalMesh } from '../scripts/local-mesh.ts';
 import { sha256Hex } from '../receipts/hash.ts';
 import { machineBusyMs, processCpuMs } from './lib/cpu.ts';
 import { envIntList, envList, envNumber } from './lib/env.ts';
-import { closedLoop, interleavedLoop, quantile, type ClosedLoopResult } from './lib/load.ts';
+import { closedLoop, interleavedLoop, quantile, median, type ClosedLoopResult } from './lib/load.ts';
 import { benchWranglerConfigs } from './lib/edge-config.ts';
 import { signDispatchTokens } from './lib/tokens.ts';
 import { groupCpuMs, startWranglerDev, wranglerGroup, type WranglerDev } from './lib/processes.ts';
 import { writeResults } from './lib/results.ts';
+import { machineLine, openScratch } from './lib/scratch.ts';
+import { quietGate } from './lib/quiet.ts';
 
 const BACKEND = { id: 'fra-1', region: 'eu-west', provider: 'provider-fra' };
 /** A backend of another provider: sampled answers are re-executed on it, and the edge's hedge may go to it. */
@@ -82,7 +84,7 @@ const NOISY_OTHER_CPU = 0.05;
 const MAX_RATE = 6000;
 /** Before each phase, wait up to this long (and 6x this long in all) for other processes to leave the CPU alone. */
 const QUIET_WAIT_MS = envNumber('BENCH_QUIET_WAIT_SECONDS', 20, 0, 600) * 1000;
-let quietBudgetMs = 6 * QUIET_WAIT_MS;
+const quiet = quietGate({ noisyShare: NOISY_OTHER_CPU, waitMs: QUIET_WAIT_MS, log: (line) => log(line) });
 
 const WORKLOADS: Record<string, { body: Uint8Array; check: (json: unknown) => boolean; what: string }> = {
   classifier: {
@@ -273,23 +275,14 @@ const log = (line: string) => console.log(`[bench] ${line}`);
 
 async function main(): Promise<void> {
   const started = performance.now();
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'mesh-bench-edge-'));
   let mesh: LocalMesh | undefined;
   let passthrough: Passthrough | undefined;
   let settlement: WranglerDev | undefined;
-  const stopAll = async () => {
-    await passthrough?.stop().catch(() => undefined);
-    await settlement?.stop().catch(() => undefined);
-    await mesh?.stop().catch(() => undefined);
-    await rm(tmp, { recursive: true, force: true });
-  };
-  process.once('SIGINT', () => {
-    log('interrupted: stopping');
-    void stopAll().finally(() => process.exit(130));
-  });
+  const scratch = await openScratch('mesh-bench-edge-', log, [() => passthrough?.stop(), () => settlement?.stop(), () => mesh?.stop()]);
+  const tmp = scratch.dir;
 
   try {
-    log(`${os.cpus().length} CPU(s) (${os.cpus()[0]?.model ?? '?'}), node ${process.version}`);
+    log(machineLine());
     // Every wrangler dev here inherits these: its own dev registry (the edge's queue reaches the settlement
     // process through it), and, unless asked for, no local trace store and explorer, which record every
     // request, subrequest and RPC in a SQLite Durable Object of their own on the Worker's thread (wrangler
@@ -457,7 +450,7 @@ async function main(): Promise<void> {
     const results = report(phases, interleaved, performance.now() - started, ledger, verification);
     await writeResults('edge.json', results, log);
   } finally {
-    await stopAll();
+    await scratch.close();
   }
 }
 
@@ -1050,43 +1043,7 @@ function aggregate(ps: Phase[]) {
   };
 }
 
-function median(values: number[]): number {
-  if (values.length === 0) return Number.NaN;
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
-/**
- * Waits (bounded by QUIET_WAIT_MS, and QUIET_WAIT_MS x 6 over the run) until
- * processes outside the bench's own process groups use at most
- * NOISY_OTHER_CPU of the machine over 300 ms.
- */
-async function quiet(what: string, groups: readonly (number | undefined)[]): Promise<void> {
-  const ours = () => {
-    const g = groupCpuMs();
-    const self = process.cpuUsage();
-    return groups.reduce<number>((n, pid) => n + (pid === undefined ? 0 : (g.get(pid)?.all ?? 0)), 0) + (self.user + self.system) / 1000;
-  };
-  const started = performance.now();
-  let said = false;
-  for (;;) {
-    const machine0 = machineBusyMs();
-    const ours0 = ours();
-    const t0 = performance.now();
-    await new Promise((r) => setTimeout(r, 300));
-    const other = Math.max(0, machineBusyMs() - machine0 - (ours() - ours0)) / (CORES * (performance.now() - t0));
-    const waited = performance.now() - started;
-    if (!(other > NOISY_OTHER_CPU)) break;
-    if (waited >= Math.min(QUIET_WAIT_MS, quietBudgetMs)) {
-      log(`${what}: other processes still use ${(other * 100).toFixed(0)}% of the CPU after ${(waited / 1000).toFixed(0)} s; measuring anyway (flagged)`);
-      break;
-    }
-    if (!said) log(`${what}: other processes use ${(other * 100).toFixed(0)}% of the CPU; waiting up to ${(Math.min(QUIET_WAIT_MS, quietBudgetMs) / 1000).toFixed(0)} s`);
-    said = true;
-  }
-  quietBudgetMs = Math.max(0, quietBudgetMs - (performance.now() - started - 300));
-}
 
 type Passthrough = WranglerDev;
 

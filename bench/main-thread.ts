@@ -21,16 +21,17 @@
  * bench/results/main-thread.json.
  */
 
-import { mkdtemp, rm } from 'node:fs/promises';
+
 import os from 'node:os';
 import path from 'node:path';
 import { generateDemoModels } from '../gpu-backend/src/demo-models/generate.ts';
 import { startBackend, startFakeEdge, type BackendProcess, type FakeEdge } from './lib/backend-process.ts';
 import { machineBusyMs, processCpuMs, threadCpuMs, threadRunMs, threadsOf, waitForQuiet } from './lib/cpu.ts';
 import { envIntList, envNumber } from './lib/env.ts';
-import { quantile } from './lib/load.ts';
+import { quantile, median } from './lib/load.ts';
 import { closedLoopThreads } from './lib/load-threads.ts';
 import { writeResults } from './lib/results.ts';
+import { machineLine, openScratch } from './lib/scratch.ts';
 
 const GOAL_MAIN_THREAD_MS = 0.03;
 const TEXT =
@@ -88,20 +89,12 @@ const log = (line: string) => console.log(`[bench] ${line}`);
 
 async function main(): Promise<void> {
   const started = performance.now();
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'mesh-bench-main-'));
   let edge: FakeEdge | undefined;
   let backend: BackendProcess | undefined;
-  const stopAll = async () => {
-    await backend?.stop().catch(() => undefined);
-    await edge?.close().catch(() => undefined);
-    await rm(tmp, { recursive: true, force: true });
-  };
-  process.once('SIGINT', () => {
-    log('interrupted: stopping');
-    void stopAll().finally(() => process.exit(130));
-  });
+  const scratch = await openScratch('mesh-bench-main-', log, [() => backend?.stop(), () => edge?.close()]);
+  const tmp = scratch.dir;
   try {
-    log(`${os.cpus().length} CPU(s) (${os.cpus()[0]?.model ?? '?'}), node ${process.version}`);
+    log(machineLine());
     const repo = path.join(tmp, 'models');
     await generateDemoModels(repo);
     edge = await startFakeEdge();
@@ -138,7 +131,7 @@ async function main(): Promise<void> {
     const results = report(phases, idleMsPerS, performance.now() - started);
     await writeResults('main-thread.json', results, log);
   } finally {
-    await stopAll();
+    await scratch.close();
   }
 }
 
@@ -288,12 +281,6 @@ function report(phases: Phase[], idleMsPerS: number, totalMs: number): unknown {
   };
 }
 
-function median(values: number[]): number {
-  const s = values.filter(Number.isFinite).sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 function json(value: unknown): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(value));

@@ -29,6 +29,7 @@ import { envIntList, envNumber } from './lib/env.ts';
 import { seededUnit } from '../gpu-backend/src/demo-models/random.ts';
 import { startWranglerDev } from './lib/processes.ts';
 import { writeResults } from './lib/results.ts';
+import { median } from './lib/load.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const BENCH_DIR = path.join(ROOT, 'bench', 'settlement');
@@ -217,12 +218,6 @@ function usageSince(pgid: number, before: { cpuMs: number; writeBytes: number },
 
 // ---- measurements ------------------------------------------------------------
 
-function median(values: number[]): number {
-  if (values.length === 0) return Number.NaN;
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 
 /** Per-item µs of a request that does `n` things, minus the same request doing none; median over rounds. */

@@ -25,7 +25,7 @@
  * profile). Results also go to bench/results/tensors.json.
  */
 
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -36,11 +36,13 @@ import { ROOT, startMesh, type LocalMesh } from '../scripts/local-mesh.ts';
 import { machineBusyMs, processCpuMs } from './lib/cpu.ts';
 import { benchWranglerConfigs } from './lib/edge-config.ts';
 import { envList, envNumber } from './lib/env.ts';
-import { closedLoop, quantile } from './lib/load.ts';
+import { closedLoop, quantile, median } from './lib/load.ts';
 import { answerOutputs, formatBytes, linearFit, parseByteSize, seededFloats, tensorRequest, type BodyFormat, type TensorRequest } from './lib/payload.ts';
 import { groupCpuMs, startWranglerDev, wranglerGroup, type WranglerDev } from './lib/processes.ts';
 import { signDispatchTokens } from './lib/tokens.ts';
 import { writeResults } from './lib/results.ts';
+import { machineLine, openScratch } from './lib/scratch.ts';
+import { quietGate } from './lib/quiet.ts';
 
 const MODEL = 'identity';
 const BACKEND = { id: 'fra-1', region: 'eu-west', provider: 'provider-fra' };
@@ -75,7 +77,7 @@ const MAX_TOKENS = 30_000;
 const CORES = os.availableParallelism();
 const NOISY_OTHER_CPU = 0.05;
 const QUIET_WAIT_MS = envNumber('BENCH_QUIET_WAIT_SECONDS', 10, 0, 600) * 1000;
-let quietBudgetMs = 6 * QUIET_WAIT_MS;
+const quiet = quietGate({ noisyShare: NOISY_OTHER_CPU, waitMs: QUIET_WAIT_MS, log: (line) => log(line) });
 
 type PathId = (typeof PATH_IDS)[number];
 /** The paths through a Worker (a wrangler dev process group whose CPU is the runtime's). */
@@ -149,23 +151,14 @@ async function writeIdentityModel(repo: string): Promise<void> {
 
 async function main(): Promise<void> {
   const started = performance.now();
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'mesh-bench-tensors-'));
   let mesh: LocalMesh | undefined;
   let settlement: WranglerDev | undefined;
   let passthrough: WranglerDev | undefined;
-  const stopAll = async () => {
-    await passthrough?.stop().catch(() => undefined);
-    await mesh?.stop().catch(() => undefined);
-    await settlement?.stop().catch(() => undefined);
-    await rm(tmp, { recursive: true, force: true });
-  };
-  process.once('SIGINT', () => {
-    log('interrupted: stopping');
-    void stopAll().finally(() => process.exit(130));
-  });
+  const scratch = await openScratch('mesh-bench-tensors-', log, [() => passthrough?.stop(), () => mesh?.stop(), () => settlement?.stop()]);
+  const tmp = scratch.dir;
 
   try {
-    log(`${os.cpus().length} CPU(s) (${os.cpus()[0]?.model ?? '?'}), node ${process.version}`);
+    log(machineLine());
     // The requests of every size and format, built once (values from a fixed seed).
     const requests = new Map<string, TensorRequest>();
     const keyOf = (bytes: number, format: BodyFormat) => `${bytes}/${format}`;
@@ -335,7 +328,7 @@ async function main(): Promise<void> {
     const results = report(phases, answerBytes, idle, performance.now() - started);
     await writeResults('tensors.json', results, log);
   } finally {
-    await stopAll();
+    await scratch.close();
   }
 }
 
@@ -377,32 +370,6 @@ async function idleCpu(edgeGroup: number, backendPid: number, ms: number): Promi
   return { edge: (b.runtime - a.runtime) / s, backend: (b.backend - a.backend) / s };
 }
 
-/** Waits (bounded) until processes other than ours use at most NOISY_OTHER_CPU of the machine over 300 ms. */
-async function quiet(what: string, ourGroups: readonly number[]): Promise<void> {
-  const ours = () => {
-    const g = groupCpuMs();
-    const self = process.cpuUsage();
-    return ourGroups.reduce((n, pid) => n + (g.get(pid)?.all ?? 0), 0) + (self.user + self.system) / 1000;
-  };
-  const started = performance.now();
-  let said = false;
-  for (;;) {
-    const machine0 = machineBusyMs();
-    const ours0 = ours();
-    const t0 = performance.now();
-    await new Promise((r) => setTimeout(r, 300));
-    const other = Math.max(0, machineBusyMs() - machine0 - (ours() - ours0)) / (CORES * (performance.now() - t0));
-    const waited = performance.now() - started;
-    if (!(other > NOISY_OTHER_CPU)) break;
-    if (waited >= Math.min(QUIET_WAIT_MS, quietBudgetMs)) {
-      log(`${what}: other processes still use ${(other * 100).toFixed(0)}% of the CPU after ${(waited / 1000).toFixed(0)} s; measuring anyway (flagged)`);
-      break;
-    }
-    if (!said) log(`${what}: other processes use ${(other * 100).toFixed(0)}% of the CPU; waiting up to ${(Math.min(QUIET_WAIT_MS, quietBudgetMs) / 1000).toFixed(0)} s`);
-    said = true;
-  }
-  quietBudgetMs = Math.max(0, quietBudgetMs - (performance.now() - started - 300));
-}
 
 function report(phases: Phase[], answerBytes: Map<string, number>, idle: { edge: number; backend: number }, totalMs: number): unknown {
   const f = (v: number, digits = 2) => (Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
@@ -541,12 +508,6 @@ function report(phases: Phase[], answerBytes: Map<string, number>, idle: { edge:
   };
 }
 
-function median(values: number[]): number {
-  const s = values.filter(Number.isFinite).sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 main().catch((err: unknown) => {
   console.error('[bench] failed:', err);

@@ -190,7 +190,11 @@ export class SimBackend {
         const job = q[this.heads[model]!++]!;
         if (!job.cancelled) batch.push(job);
       }
-      if (this.heads[model]! > 1024 && this.heads[model]! * 2 > q.length) {
+      // Drop taken jobs (each holds its request's whole context): at once when none is left, else once they are half the array.
+      if (this.heads[model] === q.length) {
+        q.length = 0;
+        this.heads[model] = 0;
+      } else if (this.heads[model]! > 16 && this.heads[model]! * 2 > q.length) {
         this.queues[model] = q.slice(this.heads[model]);
         this.heads[model] = 0;
       }

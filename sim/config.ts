@@ -80,6 +80,14 @@ export interface SimConfig {
   };
   edge: {
     snapshotRefreshMs: number;
+    /**
+     * The directory answers snapshot fetches from a copy it rebuilds at most
+     * this often, so that isolates refreshing within the same span share one
+     * snapshot and its routing index: the simulator's economy (each real
+     * isolate fetches and indexes its own), at the price of up to this much
+     * more staleness.
+     */
+    snapshotPublishMs: number;
     heartbeatMs: number;
     backendTtlMs: number;
     timeoutMs: number;
@@ -114,6 +122,6 @@ export const DEFAULT_CONFIG: SimConfig = {
       { name: 'mobile', share: 0.3, ms: 35 },
     ],
   },
-  edge: { snapshotRefreshMs: 1_000, heartbeatMs: 2_000, backendTtlMs: 10_000, timeoutMs: 15_000, overheadMs: 1 },
+  edge: { snapshotRefreshMs: 1_000, snapshotPublishMs: 100, heartbeatMs: 2_000, backendTtlMs: 10_000, timeoutMs: 15_000, overheadMs: 1 },
   prices: { cloudSlotHour: 0.5, siteSlotHour: 0.25 },
 };

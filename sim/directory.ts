@@ -4,8 +4,10 @@
  * silent, a hung one keeps heartbeating), entries expire after the TTL, and,
  * when warm placement is on, each heartbeat is answered with the production
  * placement decision (workers/directory/placement.ts) from the demand the
- * isolates noted for the backend's region. Isolates copy the live entries
- * when their snapshot is stale, as each real isolate fetches its own.
+ * isolates noted for the backend's region. Isolates take the live entries
+ * when their snapshot is stale, as each real isolate fetches its own; the
+ * list is rebuilt at most every `snapshotPublishMs`, and isolates that take
+ * it within that span share it (and its routing index).
  */
 
 import type { BackendEntry } from '../workers/directory/backend.ts';
@@ -55,14 +57,17 @@ export class SimDirectory {
     models.set(model, now);
   }
 
-  /** The live entries now: a fresh array, as an isolate's snapshot fetch returns. */
-  snapshot(now: number): BackendEntry[] {
-    if (this.live && this.liveAt === now) return this.live.slice();
+  /**
+   * The live entries as of at most `snapshotPublishMs` ago: one array shared
+   * by every isolate that asks within that span, never changed afterwards.
+   */
+  snapshot(now: number): readonly BackendEntry[] {
+    if (this.live && now - this.liveAt < this.config.edge.snapshotPublishMs) return this.live;
     const live: BackendEntry[] = [];
     for (const e of this.entries) if (e && e.expiresAt > now) live.push(e);
     this.live = live;
     this.liveAt = now;
-    return live.slice();
+    return live;
   }
 
   /** The entry of a backend, while it is live. */

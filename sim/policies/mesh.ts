@@ -15,8 +15,8 @@ import { nearestRegion } from '../../workers/geo/regions.ts';
 import { AttemptPlan, type Attempt } from '../../workers/routing/attempts.ts';
 import { createIsolateRouting, type IsolateRouting } from '../../workers/routing/isolate.ts';
 import { pickAttempts } from '../../workers/routing/p2c.ts';
-import { rankIndexed, routingIndexFor } from '../../workers/routing/snapshot-index.ts';
-import type { RttOrigin } from '../../workers/routing/rtt.ts';
+import { buildRoutingIndex, rankIndexed, type RoutingIndex } from '../../workers/routing/snapshot-index.ts';
+import { backendLocation, type RttOrigin } from '../../workers/routing/rtt.ts';
 import { newJob, type Job, type JobOutcome } from '../backend.ts';
 import { toPopMs, type Policy, type SimContext, type SimRequest } from './policy.ts';
 
@@ -27,7 +27,8 @@ interface Isolate {
   origin: RttOrigin;
   region: string;
   routing: IsolateRouting;
-  snapshot: BackendEntry[];
+  snapshot: readonly BackendEntry[];
+  index: RoutingIndex | undefined;
   at: number;
   regionSizes: Map<string, number>;
 }
@@ -41,6 +42,15 @@ interface Call {
 export function meshPolicy(options: { hedging: boolean }): Policy {
   const isolates = new Map<number, Isolate>();
   let byId = new Map<string, number>();
+  // One index per published snapshot, shared by the isolates that took it: room for every PoP's geometry and orders.
+  let last: { snapshot: readonly BackendEntry[]; index: RoutingIndex } | undefined;
+  const indexOf = (snapshot: readonly BackendEntry[]): RoutingIndex => {
+    if (last?.snapshot !== snapshot) {
+      const index = buildRoutingIndex(snapshot, backendLocation, { maxOrigins: 1_024, maxOrders: 4_096, ...(last ? { previous: last.index } : {}) });
+      last = { snapshot, index };
+    }
+    return last.index;
+  };
 
   const isolateFor = (pop: number, ctx: SimContext): Isolate => {
     let iso = isolates.get(pop);
@@ -51,6 +61,7 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
         region: nearestRegion(site).id,
         routing: createIsolateRouting(() => ctx.events.now),
         snapshot: [],
+        index: undefined,
         at: Number.NEGATIVE_INFINITY,
         regionSizes: new Map(),
       };
@@ -59,6 +70,7 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
     const now = ctx.events.now;
     if (now - iso.at >= ctx.config.edge.snapshotRefreshMs) {
       iso.snapshot = ctx.directory.snapshot(now);
+      iso.index = indexOf(iso.snapshot);
       iso.at = now;
       iso.regionSizes = new Map();
       for (const b of iso.snapshot) iso.regionSizes.set(b.region, (iso.regionSizes.get(b.region) ?? 0) + 1);
@@ -74,7 +86,7 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
     routing.budget.recordRequest();
     routing.hedges.recordRequest();
     ctx.directory.noteDemand(iso.region, model, events.now);
-    const ranked = rankIndexed(routingIndexFor(iso.snapshot), { model, from: iso.origin }, routing, events.now, { allowCold: false }, RANKED);
+    const ranked = rankIndexed(iso.index!, { model, from: iso.origin }, routing, events.now, { allowCold: false }, RANKED);
     const candidates = pickAttempts(ranked, () => ctx.random.unit());
     const back = toPopMs(request) + config.edge.overheadMs;
     const elapsed = () => events.now - request.t0 + back;

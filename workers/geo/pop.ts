@@ -18,20 +18,35 @@ const DEV_COLO_HEADER = 'x-mesh-dev-colo';
 /** The `pop` a receipt names when the runtime gave no colo. */
 const UNKNOWN_COLO = 'unknown';
 
+/** One object per known PoP (simulated or not), never changed: routing caches per origin object. */
+const known = new Map<string, Readonly<Pop>>();
+
+function knownPop(code: string, simulated: boolean): Pop | undefined {
+  const key = simulated ? `${code}\u0000dev` : code;
+  let pop = known.get(key);
+  if (!pop) {
+    const at = popLocation(code);
+    if (!at) return undefined;
+    pop = Object.freeze(simulated ? { code, ...at, simulated: true } : { code, ...at });
+    known.set(key, pop);
+  }
+  return pop;
+}
+
 /** Resolves the PoP of a request. Unknown dev colo: 400. No location at all: lat/lon 0. */
 export function resolvePop(request: Request, dev: boolean): Pop {
   if (dev) {
     const forced = request.headers.get(DEV_COLO_HEADER);
     if (forced) {
-      const at = popLocation(forced);
-      if (!at) throw new MeshError('invalid_request', `${DEV_COLO_HEADER}: "${forced}" is not a known PoP IATA code.`);
-      return { code: forced.toUpperCase(), ...at, simulated: true };
+      const pop = knownPop(forced.toUpperCase(), true);
+      if (!pop) throw new MeshError('invalid_request', `${DEV_COLO_HEADER}: "${forced}" is not a known PoP IATA code.`);
+      return pop;
     }
   }
   const cf = (request as { cf?: IncomingRequestCfProperties }).cf;
   const colo = typeof cf?.colo === 'string' ? cf.colo : UNKNOWN_COLO;
-  const at = popLocation(colo);
-  if (at) return { code: colo, ...at };
+  const pop = knownPop(colo, false);
+  if (pop) return pop;
   const lat = Number(cf?.latitude);
   const lon = Number(cf?.longitude);
   if (Number.isFinite(lat) && Number.isFinite(lon)) return { code: colo, lat, lon };

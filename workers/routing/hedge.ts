@@ -33,7 +33,7 @@ export const HEDGE_DEFAULTS = { quantile: 0.95, minSamples: 20, minDelayMs: 10, 
  * if (delay !== undefined) setTimeout(maybeHedge, delay);
  */
 export function hedgeDelayMs(stats: LatencyStats | undefined, now: number, options: HedgeOptions = {}): number | undefined {
-  if (!stats) return undefined;
+  if (!stats?.histogram) return undefined;
   if (stats.histogram.weight(now) < (options.minSamples ?? HEDGE_DEFAULTS.minSamples)) return undefined;
   const q = stats.histogram.quantile(options.quantile ?? HEDGE_DEFAULTS.quantile);
   if (q === undefined) return undefined;

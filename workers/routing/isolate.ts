@@ -5,6 +5,7 @@
  * isolate learns on its own, as Envoy and Finagle clients do.
  */
 
+import { ChangeLog } from './changes.ts';
 import { RatioBook } from './hedge.ts';
 import { LatencyBook } from './latency.ts';
 import { OutlierDetector } from './outliers.ts';
@@ -21,7 +22,7 @@ export interface IsolateRouting extends RoutingStats {
   /** Per model, answer times over the expected times they were ranked by: hedging's fallback for backends with few samples. */
   ratios: RatioBook;
   rtt: RttTable;
-  pending: Map<string, number>;
+  pending: PendingCalls;
   ejected: OutlierDetector;
   /** Retries after a failed attempt. */
   budget: RetryBudget;
@@ -33,16 +34,37 @@ export interface IsolateRouting extends RoutingStats {
 
 export function createIsolateRouting(now: () => number = Date.now): IsolateRouting {
   return {
-    latency: new LatencyBook(),
+    latency: new LatencyBook({ histogram: false }), // scoring reads its peak-EWMA only
     answer: new LatencyBook(),
     ratios: new RatioBook(),
     rtt: new RttTable(),
-    pending: new Map(),
+    pending: new PendingCalls(),
     ejected: new OutlierDetector({ now }),
     budget: new RetryBudget({ now }),
     hedges: new RetryBudget({ now, ratio: 0.05, minPerSecond: 1 }),
     rejections: new RejectionBaseline(),
   };
+}
+
+/** Calls in flight per backend id; every change noted in `changes` (scope ''), as the books note theirs. */
+export class PendingCalls extends Map<string, number> {
+  readonly changes = new ChangeLog();
+
+  override set(backendId: string, calls: number): this {
+    // Map's constructor calls set before the field exists; nothing is tracked then.
+    this.changes?.note('', backendId);
+    return super.set(backendId, calls);
+  }
+
+  override delete(backendId: string): boolean {
+    this.changes.note('', backendId);
+    return super.delete(backendId);
+  }
+
+  override clear(): void {
+    for (const id of this.keys()) this.changes.note('', id);
+    super.clear();
+  }
 }
 
 /** The routing memory of this isolate. */

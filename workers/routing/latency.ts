@@ -10,6 +10,8 @@
  * the quantiles as they are.
  */
 
+import { ChangeLog } from './changes.ts';
+
 export interface PeakEwmaOptions {
   /** Time constant of the decay toward lower samples, ms (default 10 s, Finagle's and Linkerd's). */
   decayMs?: number;
@@ -22,9 +24,12 @@ export interface HistogramOptions {
 
 export interface LatencyOptions {
   peak?: PeakEwmaOptions;
-  histogram?: HistogramOptions;
+  /** The quantile histogram's options; false for none (a book only scoring reads needs the peak-EWMA alone). */
+  histogram?: HistogramOptions | false;
   /** At most this many (backend, model) entries are kept; the least recently observed goes first (default 4096). */
   maxEntries?: number;
+  /** How many changes `LatencyBook.changes` holds (default 1024). */
+  changeLogSize?: number;
 }
 
 export const DEFAULT_PEAK_DECAY_MS = 10_000;
@@ -74,6 +79,16 @@ export class PeakEwma {
     return prior + (this.#value - prior) * w;
   }
 
+  /**
+   * The lowest `value(t, prior)` for any t from `now` to `until`, if no sample
+   * comes in between: the estimate moves monotonically from its last value
+   * toward `prior`, so the lowest is at one end. Undefined before any sample.
+   */
+  lowestUntil(now: number, until: number, prior: number): number | undefined {
+    if (this.#value === undefined) return undefined;
+    return Math.min(this.value(now, prior)!, this.value(until, prior)!);
+  }
+
   /** Finagle's load metric: estimate x (pending + 1); 0 before any sample and without a prior. */
   cost(pending: number, now: number, prior?: number): number {
     return (this.value(now, prior) ?? 0) * (pending + 1);
@@ -91,15 +106,24 @@ function bucketOf(ms: number): number {
   return Math.min(BUCKETS - 1, Math.floor(Math.log(ms / MIN_MS) / LOG_GROWTH));
 }
 
+/** Forward decay rescales its counts when the newest weight passes e^RESCALE_AT (far inside a double's range). */
+const RESCALE_AT = 40;
+
 /**
  * Streaming quantiles in bounded memory: 80 log-spaced buckets whose counts
  * decay exponentially with time, so the quantiles follow the recent past.
+ * Forward decay (Cormode et al., 2009): a sample at time t counts
+ * e^((t - landmark) / decayMs) instead of every older count being multiplied
+ * down, so an observation touches one bucket, not 80; the counts are rescaled
+ * to a new landmark only when the weights grow large.
  */
 export class DecayingHistogram {
   readonly #decayMs: number;
   readonly #counts = new Float64Array(BUCKETS);
   #total = 0;
+  /** The latest sample's time: an older one counts as if taken then. */
   #stamp = 0;
+  #landmark = 0;
 
   constructor(options: HistogramOptions = {}) {
     this.#decayMs = options.decayMs ?? DEFAULT_HISTOGRAM_DECAY_MS;
@@ -107,20 +131,23 @@ export class DecayingHistogram {
 
   /** Adds one sample taken at `now` (ms). */
   observe(sampleMs: number, now: number): void {
-    const elapsed = now - this.#stamp;
-    if (elapsed > 0 && this.#total > 0) {
-      const w = Math.exp(-elapsed / this.#decayMs);
+    this.#stamp = Math.max(this.#stamp, now);
+    let age = (this.#stamp - this.#landmark) / this.#decayMs;
+    if (age > RESCALE_AT) {
+      const w = Math.exp(-age);
       for (let i = 0; i < BUCKETS; i++) this.#counts[i]! *= w;
       this.#total *= w;
+      this.#landmark = this.#stamp;
+      age = 0;
     }
-    this.#stamp = Math.max(this.#stamp, now);
-    this.#counts[bucketOf(sampleMs)]! += 1;
-    this.#total += 1;
+    const weight = Math.exp(age);
+    this.#counts[bucketOf(sampleMs)]! += weight;
+    this.#total += weight;
   }
 
   /** The decayed number of samples at `now`: how much the quantiles can be trusted. */
   weight(now: number): number {
-    return this.#total * Math.exp(-Math.max(0, now - this.#stamp) / this.#decayMs);
+    return this.#total * Math.exp(-(Math.max(now, this.#stamp) - this.#landmark) / this.#decayMs);
   }
 
   /** The q-quantile (0..1) in ms, interpolated within its bucket; undefined when empty. */
@@ -144,16 +171,17 @@ export class DecayingHistogram {
 /** What the edge knows of one backend's latency for one model. */
 export class LatencyStats {
   readonly peak: PeakEwma;
-  readonly histogram: DecayingHistogram;
+  /** Absent when the book keeps none (`LatencyOptions.histogram: false`). */
+  readonly histogram: DecayingHistogram | undefined;
 
   constructor(options: LatencyOptions = {}) {
     this.peak = new PeakEwma(options.peak);
-    this.histogram = new DecayingHistogram(options.histogram);
+    this.histogram = options.histogram === false ? undefined : new DecayingHistogram(options.histogram);
   }
 
   observe(sampleMs: number, now: number): void {
     this.peak.observe(sampleMs, now);
-    this.histogram.observe(sampleMs, now);
+    this.histogram?.observe(sampleMs, now);
   }
 }
 
@@ -162,8 +190,14 @@ export function latencyKey(backendId: string, model: string): string {
   return `${backendId}\u0000${model}`;
 }
 
-/** Latency per (backend, model), bounded: the least recently observed entry is dropped first. */
+/**
+ * Latency per (backend, model), bounded: the least recently observed entry is
+ * dropped first. Every observation and eviction is noted in `changes` (scope:
+ * the model, id: the backend).
+ */
 export class LatencyBook {
+  /** What changed, by model: a reader can follow the book without re-reading it. */
+  readonly changes: ChangeLog;
   readonly #options: LatencyOptions;
   readonly #max: number;
   readonly #entries = new Map<string, LatencyStats>();
@@ -173,6 +207,7 @@ export class LatencyBook {
   constructor(options: LatencyOptions = {}) {
     this.#options = options;
     this.#max = options.maxEntries ?? DEFAULT_MAX_LATENCY_ENTRIES;
+    this.changes = new ChangeLog(options.changeLogSize);
   }
 
   /** Records one dispatch's edge-measured time to its answer. */
@@ -188,9 +223,11 @@ export class LatencyBook {
         if (!oldest.done) {
           this.#entries.delete(oldest.value);
           const cut = oldest.value.lastIndexOf('\u0000');
-          const row = this.#byModel.get(oldest.value.slice(cut + 1));
-          row?.delete(oldest.value.slice(0, cut));
-          if (row?.size === 0) this.#byModel.delete(oldest.value.slice(cut + 1));
+          const gone = { model: oldest.value.slice(cut + 1), id: oldest.value.slice(0, cut) };
+          const row = this.#byModel.get(gone.model);
+          row?.delete(gone.id);
+          if (row?.size === 0) this.#byModel.delete(gone.model);
+          this.changes.note(gone.model, gone.id);
         }
       }
       let row = this.#byModel.get(model);
@@ -199,6 +236,7 @@ export class LatencyBook {
     }
     this.#entries.set(key, stats);
     stats.observe(sampleMs, now);
+    this.changes.note(model, backendId);
   }
 
   /** The stats of a backend for a model, when it has been measured. */

@@ -8,6 +8,7 @@
 import { DEFAULT_PATH_INFLATION, FIBRE_KM_PER_MS, greatCircleKm, type LatLon } from '../geo/distance.ts';
 import { regionById } from '../../shared/regions.ts';
 import { popLocation } from '../geo/pops.ts';
+import { ChangeLog } from './changes.ts';
 
 /** Where a request entered the mesh; `code` (the PoP's IATA code) keys measured RTTs. */
 export interface RttOrigin extends LatLon {
@@ -27,6 +28,8 @@ export interface RttTableOptions {
   alpha?: number;
   /** At most this many (PoP, backend) pairs are kept; least recently observed dropped first (default 4096). */
   maxEntries?: number;
+  /** How many changes `RttTable.changes` holds (default 1024). */
+  changeLogSize?: number;
 }
 
 export interface RttOptions<B extends Located = Located> {
@@ -73,6 +76,8 @@ export function physicalFloorMs(km: number): number {
  * no key per candidate.
  */
 export class RttTable {
+  /** What changed, by PoP (every observation and eviction): a reader can follow the table without re-reading it. */
+  readonly changes: ChangeLog;
   readonly #alpha: number;
   readonly #max: number;
   readonly #ewma = new Map<string, number>();
@@ -81,6 +86,7 @@ export class RttTable {
   constructor(options: RttTableOptions = {}) {
     this.#alpha = options.alpha ?? 0.3;
     this.#max = options.maxEntries ?? 4096;
+    this.changes = new ChangeLog(options.changeLogSize);
   }
 
   /** Records one measured RTT from PoP `pop` to `backendId`. */
@@ -93,9 +99,11 @@ export class RttTable {
       if (!oldest.done) {
         this.#ewma.delete(oldest.value);
         const cut = oldest.value.indexOf('\u0000');
-        const row = this.#byPop.get(oldest.value.slice(0, cut));
-        row?.delete(oldest.value.slice(cut + 1));
-        if (row?.size === 0) this.#byPop.delete(oldest.value.slice(0, cut));
+        const gone = { pop: oldest.value.slice(0, cut), id: oldest.value.slice(cut + 1) };
+        const row = this.#byPop.get(gone.pop);
+        row?.delete(gone.id);
+        if (row?.size === 0) this.#byPop.delete(gone.pop);
+        this.changes.note(gone.pop, gone.id);
       }
     }
     const next = prev === undefined ? rttMs : prev + this.#alpha * (rttMs - prev);
@@ -104,6 +112,7 @@ export class RttTable {
     let row = this.#byPop.get(pop);
     if (!row) this.#byPop.set(pop, (row = new Map()));
     row.set(backendId, next);
+    this.changes.note(pop, backendId);
   }
 
   /** The measured RTT EWMA, or undefined when none was measured. */

@@ -39,6 +39,7 @@
 import { greatCircleKm, type LatLon } from '../geo/distance.ts';
 import type { HeartbeatModel } from '../../shared/heartbeat.ts';
 import type { BackendEntry } from '../directory/backend.ts';
+import type { ChangeLog } from './changes.ts';
 import type { LatencyBook } from './latency.ts';
 import { backendLocation, estimateRttMs, type RttOrigin, type RttTable } from './rtt.ts';
 
@@ -61,8 +62,8 @@ export interface RoutingStats {
   rtt?: RttTable;
   /** Edge-measured time to answer per (backend, model). */
   latency?: LatencyBook;
-  /** This isolate's calls in flight per backend id. */
-  pending?: ReadonlyMap<string, number>;
+  /** This isolate's calls in flight per backend id; with `changes` (scope ''), rankings follow them without re-reading them. */
+  pending?: ReadonlyMap<string, number> & { readonly changes?: ChangeLog };
   /** Ejected backends (an `OutlierDetector`). */
   ejected?: { isEjected(backendId: string, now?: number): boolean };
   /** Measured load (cold-start) time per model name, ms. */

@@ -12,12 +12,16 @@
  * - geometry per origin: the great-circle km from a PoP to each backend's
  *   routing location (`backendLocation`), a pure function of the two: filled
  *   lazily, per backend, on the first request from that PoP;
- * - static order per (origin, version, terms): the candidates ranked by the
- *   score each has while the isolate has measured nothing of it (heartbeat
- *   p50 and load, geometric RTT, standing). A request scores the candidates
- *   it has measured (found through the books' per-model and per-PoP views)
- *   and takes the others in static order until one can no longer enter the
- *   top k;
+ * - bound order per (origin, version, terms, this isolate's books): the
+ *   candidates ranked by a lower bound of their score that holds until the
+ *   isolate measures them again (`boundAt`): exact for a candidate it has not
+ *   measured (heartbeat p50 and load, geometric RTT, standing), with the
+ *   measured RTT and the lowest the service estimate can relax to for one it
+ *   has. A request follows the books' change logs (routing/changes.ts) to move
+ *   the few candidates measured since the last request, then scores candidates
+ *   in bound order until the next bound can no longer enter the top k: the
+ *   cost is the candidates near the top, not every one the isolate ever
+ *   measured;
  * - top-k: callers take the first few candidates (dispatch, hedging and
  *   metadata at most MAX_ATTEMPTS / 5; P2C's pool 5), so the best k are kept
  *   by insertion instead of a full sort. `k = Infinity` gives the full order,
@@ -35,8 +39,8 @@
 import { greatCircleKm, DEFAULT_PATH_INFLATION, type LatLon } from '../geo/distance.ts';
 import type { HeartbeatModel } from '../../shared/heartbeat.ts';
 import type { BackendEntry } from '../directory/backend.ts';
-import { latencyKey, type LatencyStats } from './latency.ts';
-import { backendLocation, physicalFloorMs, type RttOrigin } from './rtt.ts';
+import { latencyKey, type LatencyBook, type LatencyStats } from './latency.ts';
+import { backendLocation, physicalFloorMs, type RttOrigin, type RttTable } from './rtt.ts';
 import { allowedRegions, SCORE_DEFAULTS, type RoutingStats, type ScoreOptions, type ScoreRequest, type Scored } from './score.ts';
 
 /** One model name's candidates, aligned arrays in snapshot order. */
@@ -54,14 +58,41 @@ export interface ModelCandidates {
   position: Map<string, number>;
   /** Whether no two candidates share an id (else requests take the full scan). */
   uniqueIds: boolean;
-  /** Per-request marks (the measured candidates), by `stamp`. */
-  marks: Int32Array;
-  stamp: number;
-  /** Static orders (`staticOrder`), for the provider factors `factorOf`. */
-  orders: Map<string, { at: Int32Array; ms: Float64Array }>;
+  /** Bound orders (`boundOrder`), for the provider factors `factorOf`. */
+  orders: Map<string, BoundOrder>;
   factorOf: Float64Array | undefined;
   /** `latencyKey(backend.id, model)` of each candidate. */
   latencyKeys: string[];
+}
+
+/**
+ * One request shape's candidates in order of a lower bound of their scores
+ * (`boundAt`), kept in step with one isolate's books through their change logs.
+ */
+interface BoundOrder {
+  /** Candidate positions, by bound, then warm, then id, then position; the first `length` are live. */
+  at: Int32Array;
+  /** Each one's bound, aligned with `at`. */
+  ms: Float64Array;
+  length: number;
+  /** Each candidate's bound by position; NaN when a filter no measurement touches excludes it. */
+  bound: Float64Array;
+  /** Whether the entry the request takes from each candidate is warm, by position. */
+  warm: Uint8Array;
+  /** What the books hold of each candidate, by position, kept in step with them: its service stats, its RTT from the origin (NaN: none). */
+  latencyOf: (LatencyStats | undefined)[];
+  rttOf: Float64Array;
+  /** The bounds hold for requests at times in [since, until): since, the latest time one was computed at. */
+  since: number;
+  until: number;
+  /** The books the bounds were read from, and how far into their change logs. */
+  latency: LatencyBook | undefined;
+  latencySeq: number;
+  rtt: RttTable | undefined;
+  rttSeq: number;
+  /** The calls in flight the bounds count, when they keep a change log (else bounds leave calls in flight out). */
+  pending: RoutingStats['pending'];
+  pendingSeq: number;
 }
 
 export interface RoutingIndex {
@@ -77,15 +108,29 @@ export interface RoutingIndex {
   readonly providers: readonly string[];
   /** Per provider number: its expected-time factor, NaN when quarantined; for the last (quarantined, penalties) pair seen. */
   standing?: { quarantined: ReadonlySet<string> | undefined; penalties: ReadonlyMap<string, number> | undefined; factor: Float64Array };
+  /** The caches' bounds (`IndexOptions`). */
+  readonly maxOrigins: number;
+  readonly maxOrders: number;
 }
 
-/** At most this many origins' geometry is kept per index (an isolate serves one PoP, simulated ones in dev). */
-const MAX_ORIGINS = 16;
-/** At most this many static orders are kept per model (origins x versions x option sets). */
-const MAX_ORDERS = 32;
+export interface IndexOptions {
+  /** At most this many origins' geometry is kept (default 16: an isolate serves one PoP, simulated ones in dev). */
+  maxOrigins?: number;
+  /** At most this many bound orders are kept per model: origins x versions x option sets (default 32). */
+  maxOrders?: number;
+  /**
+   * The previous snapshot's index: when every backend is where it was, in the
+   * same place in the list, its geometry is carried over instead of computed again.
+   */
+  previous?: RoutingIndex;
+}
 
 /** Builds the index of `backends` (one snapshot's). O(backends x models announced). */
-export function buildRoutingIndex(backends: readonly BackendEntry[], locate: (backend: BackendEntry) => LatLon = backendLocation): RoutingIndex {
+export function buildRoutingIndex(
+  backends: readonly BackendEntry[],
+  locate: (backend: BackendEntry) => LatLon = backendLocation,
+  options: IndexOptions = {},
+): RoutingIndex {
   const locations = backends.map(locate);
   const providerNumber = new Map<string, number>();
   const lists = new Map<string, { slots: number[]; backends: BackendEntry[]; entries: HeartbeatModel[][]; latencyKeys: string[]; providerOf: number[] }>();
@@ -117,16 +162,36 @@ export function buildRoutingIndex(backends: readonly BackendEntry[], locate: (ba
       anyVersion: l.entries.map((e) => pickEntry(e, undefined)!),
       position: new Map(l.backends.map((b, i) => [b.id, i])),
       uniqueIds: new Set(l.backends.map((b) => b.id)).size === l.backends.length,
-      marks: new Int32Array(l.backends.length),
-      stamp: 0,
       orders: new Map(),
       factorOf: undefined,
     });
   }
-  return { backends, locations, locate, byModel, geometry: new Map(), providers: [...providerNumber.keys()] };
+  return {
+    backends,
+    locations,
+    locate,
+    byModel,
+    geometry: sameGeometry(options.previous, locations, locate) ? options.previous!.geometry : new Map(),
+    providers: [...providerNumber.keys()],
+    maxOrigins: options.maxOrigins ?? 16,
+    maxOrders: options.maxOrders ?? 32,
+  };
+}
+
+/** Whether `previous`'s geometry holds for `locations` (same locate, same places in the same order). */
+function sameGeometry(previous: RoutingIndex | undefined, locations: readonly LatLon[], locate: RoutingIndex['locate']): boolean {
+  if (!previous || previous.locate !== locate || previous.locations.length !== locations.length) return false;
+  for (let i = 0; i < locations.length; i++) {
+    const a = previous.locations[i]!;
+    const b = locations[i]!;
+    if (a.lat !== b.lat || a.lon !== b.lon) return false;
+  }
+  return true;
 }
 
 const memo = new WeakMap<readonly BackendEntry[], RoutingIndex>();
+/** The index built last: the next snapshot's carries its geometry over when nothing moved. */
+let lastBuilt: RoutingIndex | undefined;
 
 /**
  * The index of a snapshot's `backends`, built on first use and kept while the
@@ -135,16 +200,30 @@ const memo = new WeakMap<readonly BackendEntry[], RoutingIndex>();
  */
 export function routingIndexFor(backends: readonly BackendEntry[]): RoutingIndex {
   let index = memo.get(backends);
-  if (!index) memo.set(backends, (index = buildRoutingIndex(backends)));
+  if (!index) {
+    index = buildRoutingIndex(backends, backendLocation, lastBuilt ? { previous: lastBuilt } : {});
+    memo.set(backends, (lastBuilt = index));
+  }
   return index;
 }
 
-/** The km from `from` to every backend of the index, filled for `slots` on demand. */
-function geometryFor(index: RoutingIndex, from: RttOrigin): Float64Array {
-  const key = `${from.code ?? ''}\u0000${from.lat}\u0000${from.lon}`;
+const originKeys = new WeakMap<RttOrigin, string>();
+
+/** An origin's cache key, built once per origin object (origins are never changed in place; a number's string is not free). */
+function originKey(from: RttOrigin): string {
+  let key = originKeys.get(from);
+  if (key === undefined) {
+    key = `${from.code ?? ''}\u0000${from.lat}\u0000${from.lon}`;
+    originKeys.set(from, key);
+  }
+  return key;
+}
+
+/** The km from `from` (its `originKey`) to every backend of the index, filled for `slots` on demand. */
+function geometryFor(index: RoutingIndex, key: string): Float64Array {
   let km = index.geometry.get(key);
   if (!km) {
-    if (index.geometry.size >= MAX_ORIGINS) index.geometry.clear();
+    if (index.geometry.size >= index.maxOrigins) index.geometry.clear();
     km = new Float64Array(index.backends.length).fill(Number.NaN);
     index.geometry.set(key, km);
   }
@@ -187,6 +266,7 @@ interface Request {
   km: Float64Array;
   locations: readonly LatLon[];
   factor: Float64Array;
+  maxOrders: number;
 }
 
 /**
@@ -194,13 +274,15 @@ interface Request {
  * hard filter excludes it or `admit` (given its expected time) turns it away:
  * no object is built for a candidate that would not be kept. `latency`: the
  * candidate's stats for the model when the caller already has them, `false`
- * when it is known to have none, null to look them up.
+ * when it is known to have none, null to look them up; `rtt`: its measured
+ * RTT from the origin when the caller has it (NaN: none), null to look it up.
  */
 function scoreAt(
   r: Request,
   i: number,
   admit: ((expectedMs: number, warm: boolean, id: string, i: number) => boolean) | undefined,
   latency: LatencyStats | false | null,
+  rtt: number | null,
 ): Scored | undefined {
   const { list, now } = r;
   const backend = list.backends[i]!;
@@ -212,7 +294,7 @@ function scoreAt(
   if (!model || (!model.warm && !r.allowCold)) return undefined;
   const distanceKm = kmAt(r, i);
   const floor = physicalFloorMs(distanceKm);
-  const sample = r.measuredRtt?.get(backend.id);
+  const sample = rtt === null ? r.measuredRtt?.get(backend.id) : Number.isNaN(rtt) ? undefined : rtt;
   const rttMs = sample !== undefined ? Math.max(floor, sample) : Math.max(floor, floor * r.inflation);
   const stats = latency === null ? r.stats.latency?.getByKey(list.latencyKeys[i]!) : latency || undefined;
   const measured = stats?.peak.value(now, model.p50Ms);
@@ -242,41 +324,170 @@ function before(aMs: number, aWarm: boolean, aId: string, aAt: number, bMs: numb
   return aAt < bAt;
 }
 
+/** A bound may sit this far (relatively) under its score: room for the last bits the two computations round apart. */
+const BOUND_SLACK = 1 - 1e-9;
 /**
- * The model's candidates that pass every filter no request-time state
- * touches, in the order of the score each has while this isolate has no
- * measurement of it (no service time, no RTT from this PoP, no call in
- * flight): its static score. Cached per (origin, version, terms).
+ * How long an order's bounds hold: a measured service estimate relaxes toward
+ * the heartbeat's p50 as time passes, so a bound is the lowest it reaches
+ * within this horizon, and the order is rebuilt after it (about as often as
+ * a snapshot, hence its index, is replaced).
  */
-function staticOrder(r: Request, key: string): { at: Int32Array; ms: Float64Array } {
+const BOUND_HORIZON_MS = 1_000;
+
+/**
+ * A lower bound of candidate `i`'s score (`scoreAt`) that holds until the
+ * isolate's books change for it, or NaN when a filter no measurement touches
+ * excludes it (not ready, quarantined, no such model or version, cold when
+ * cold is not allowed). The terms are `scoreAt`'s, with the service time at
+ * the lowest its estimate reaches from now to `until`
+ * (`PeakEwma.lowestUntil`), and calls in flight counted only when their map
+ * keeps a change log (they only add): for a candidate with no service time
+ * measured, the bound is its score, exactly, when they are counted.
+ */
+function boundAt(r: Request, order: BoundOrder, i: number, until: number): number {
   const { list } = r;
+  const backend = list.backends[i]!;
+  const penalty = r.factor[list.providerOf[i]!]!;
+  const model = r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version);
+  if (!backend.ready || Number.isNaN(penalty) || !model || (!model.warm && !r.allowCold)) return Number.NaN;
+  const floor = physicalFloorMs(kmAt(r, i));
+  const sample = order.rttOf[i]!;
+  const rttMs = !Number.isNaN(sample) ? Math.max(floor, sample) : Math.max(floor, floor * r.inflation);
+  const lowest = order.latencyOf[i]?.peak.lowestUntil(r.now, until, model.p50Ms);
+  const serviceMs = lowest === undefined ? model.p50Ms : Math.max(0, lowest) * BOUND_SLACK;
+  const { slots, inFlight, queued } = backend.capacity;
+  const pending = order.pending?.size ? (order.pending.get(backend.id) ?? 0) : 0;
+  const queueMs = ((inFlight + queued + pending) / Math.max(1, slots)) * serviceMs;
+  return (rttMs + queueMs + serviceMs + (model.warm ? 0 : r.coldMs)) * penalty;
+}
+
+/** Reads candidate `i`'s measurements from the books into the order. */
+function remeasure(r: Request, order: BoundOrder, i: number): void {
+  order.latencyOf[i] = r.stats.latency?.getByKey(r.list.latencyKeys[i]!);
+  order.rttOf[i] = r.measuredRtt?.get(r.list.backends[i]!.id) ?? Number.NaN;
+}
+
+/** Whether candidate `a` (bound `aMs`) comes before `b` in an order's sort. */
+function orderedBefore(list: ModelCandidates, order: BoundOrder, aMs: number, a: number, bMs: number, b: number): boolean {
+  return before(aMs, order.warm[a] === 1, list.backends[a]!.id, a, bMs, order.warm[b] === 1, list.backends[b]!.id, b);
+}
+
+/** Where a candidate with bound `ms` at position `i` goes in the order: the first place whose occupant does not come before it. */
+function placeOf(list: ModelCandidates, order: BoundOrder, ms: number, i: number): number {
+  let lo = 0;
+  let hi = order.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (orderedBefore(list, order, order.ms[mid]!, order.at[mid]!, ms, i)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Every candidate's bound, sorted: what a request shape starts from, and what it falls back to when the books' logs no longer reach back. */
+function buildOrder(r: Request): BoundOrder {
+  const { list, stats } = r;
+  const n = list.backends.length;
+  const until = r.now + BOUND_HORIZON_MS;
+  const order: BoundOrder = {
+    at: new Int32Array(n),
+    ms: new Float64Array(n),
+    length: 0,
+    bound: new Float64Array(n),
+    warm: new Uint8Array(n),
+    latencyOf: new Array<LatencyStats | undefined>(n),
+    rttOf: new Float64Array(n),
+    since: r.now,
+    until,
+    latency: stats.latency,
+    latencySeq: stats.latency?.changes.seq ?? 0,
+    rtt: stats.rtt,
+    rttSeq: stats.rtt?.changes.seq ?? 0,
+    pending: stats.pending?.changes ? stats.pending : undefined,
+    pendingSeq: stats.pending?.changes?.seq ?? 0,
+  };
+  const { bound, warm } = order;
+  const live: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const model = r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version);
+    warm[i] = model?.warm ? 1 : 0;
+    remeasure(r, order, i);
+    bound[i] = boundAt(r, order, i, until);
+    if (!Number.isNaN(bound[i]!)) live.push(i);
+  }
+  const id = (i: number) => list.backends[i]!.id;
+  // Most pairs differ in bound: compared as numbers first, the full order only for ties.
+  live.sort((a, b) => bound[a]! - bound[b]! || (a === b ? 0 : before(bound[a]!, warm[a] === 1, id(a), a, bound[b]!, warm[b] === 1, id(b), b) ? -1 : 1));
+  live.forEach((i, j) => {
+    order.at[j] = i;
+    order.ms[j] = bound[i]!;
+  });
+  order.length = live.length;
+  return order;
+}
+
+/** Moves candidate `i` to where its bound now puts it; false when the order is not as expected (rebuild it). */
+function rebound(r: Request, order: BoundOrder, i: number): boolean {
+  const old = order.bound[i]!;
+  if (Number.isNaN(old)) return true; // excluded by a filter no measurement changes
+  remeasure(r, order, i);
+  const next = boundAt(r, order, i, order.until);
+  if (next === old) return true;
+  const { list } = r;
+  const from = placeOf(list, order, old, i);
+  if (order.at[from] !== i) return false;
+  const to = placeOf(list, order, next, i);
+  if (to > from + 1) {
+    order.at.copyWithin(from, from + 1, to);
+    order.ms.copyWithin(from, from + 1, to);
+    order.at[to - 1] = i;
+    order.ms[to - 1] = next;
+  } else if (to < from) {
+    order.at.copyWithin(to + 1, to, from);
+    order.ms.copyWithin(to + 1, to, from);
+    order.at[to] = i;
+    order.ms[to] = next;
+  } else {
+    order.ms[from] = next;
+  }
+  order.bound[i] = next;
+  return true;
+}
+
+/**
+ * The model's bound order for this request shape and this isolate's books,
+ * brought up to date: the candidates measured since it was last read move to
+ * their new bounds. Cached per (origin, version, terms); rebuilt when the
+ * books are other ones, their logs no longer reach back to its last read, or
+ * `now` is outside the times its bounds hold for.
+ */
+function boundOrder(r: Request, model: string, key: string): BoundOrder {
+  const { list, stats } = r;
   if (list.factorOf !== r.factor) {
     list.orders.clear();
     list.factorOf = r.factor;
   }
-  const cached = list.orders.get(key);
-  if (cached) return cached;
-  const at: number[] = [];
-  const msOf = new Float64Array(list.backends.length);
-  const warmOf: boolean[] = [];
-  for (let i = 0; i < list.backends.length; i++) {
-    const backend = list.backends[i]!;
-    const penalty = r.factor[list.providerOf[i]!]!;
-    const model = r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version);
-    warmOf.push(model?.warm ?? false);
-    if (!backend.ready || Number.isNaN(penalty) || !model || (!model.warm && !r.allowCold)) continue;
-    const floor = physicalFloorMs(kmAt(r, i));
-    const rttMs = Math.max(floor, floor * r.inflation);
-    const serviceMs = model.p50Ms;
-    const { slots, inFlight, queued } = backend.capacity;
-    const queueMs = ((inFlight + queued + 0) / Math.max(1, slots)) * serviceMs;
-    msOf[i] = (rttMs + queueMs + serviceMs + (model.warm ? 0 : r.coldMs)) * penalty;
-    at.push(i);
+  let order = list.orders.get(key);
+  const pending = stats.pending?.changes ? stats.pending : undefined;
+  if (order && order.latency === stats.latency && order.rtt === stats.rtt && order.pending === pending && r.now >= order.since && r.now < order.until) {
+    let ok = true;
+    const move = (id: string) => {
+      const i = list.position.get(id);
+      if (ok && i !== undefined) ok = rebound(r, order!, i);
+    };
+    if (stats.latency) ok = stats.latency.changes.since(order.latencySeq, model, move) && ok;
+    if (ok && stats.rtt && r.from.code !== undefined) ok = stats.rtt.changes.since(order.rttSeq, r.from.code, move) && ok;
+    if (ok && pending) ok = pending.changes!.since(order.pendingSeq, '', move) && ok;
+    if (ok) {
+      order.since = r.now;
+      order.latencySeq = stats.latency?.changes.seq ?? 0;
+      order.rttSeq = stats.rtt?.changes.seq ?? 0;
+      order.pendingSeq = pending?.changes!.seq ?? 0;
+      return order;
+    }
   }
-  const id = (i: number) => list.backends[i]!.id;
-  at.sort((a, b) => (a === b ? 0 : before(msOf[a]!, warmOf[a]!, id(a), a, msOf[b]!, warmOf[b]!, id(b), b) ? -1 : 1));
-  const order = { at: Int32Array.from(at), ms: Float64Array.from(at, (i) => msOf[i]!) };
-  if (list.orders.size >= MAX_ORDERS) list.orders.clear();
+  order = buildOrder(r);
+  if (list.orders.size >= r.maxOrders) list.orders.clear();
   list.orders.set(key, order);
   return order;
 }
@@ -311,6 +522,7 @@ export function rankIndexed(
   const allowed = allowedRegions(request.pin, request.residency);
   if (allowed && allowed.size === 0) return [];
   const { from } = request;
+  const origin = originKey(from);
   const coldMeasured = stats.coldStartMs?.get(request.model);
   const r: Request = {
     list,
@@ -324,15 +536,16 @@ export function rankIndexed(
     coldMs: Math.max(coldMeasured ?? options.defaultColdStartMs ?? SCORE_DEFAULTS.defaultColdStartMs, options.maxExtraMs ?? SCORE_DEFAULTS.maxExtraMs),
     stats,
     measuredRtt: from.code === undefined ? undefined : stats.rtt?.fromPop(from.code),
-    km: geometryFor(index, from),
+    km: geometryFor(index, origin),
     locations: index.locations,
     factor: standingFor(index, options.quarantined, options.penalties),
+    maxOrders: index.maxOrders,
   };
   const out: Scored[] = [];
 
   if (k >= list.backends.length || !list.uniqueIds) {
     for (let i = 0; i < list.backends.length; i++) {
-      const scored = scoreAt(r, i, undefined, null);
+      const scored = scoreAt(r, i, undefined, null, null);
       if (scored) out.push(scored);
     }
     out.sort(
@@ -359,40 +572,13 @@ export function rankIndexed(
     outAt.splice(at, 0, i);
   };
 
-  // The measured candidates, each scored.
-  const stamp = (list.stamp = (list.stamp + 1) | 0);
-  // First those with service times for the model (their stats at hand): every candidate left unmarked after it has none.
-  // (forEach, not for-of over entries: no [id, stats] pair is allocated per candidate.)
-  stats.latency?.forModel(request.model)?.forEach((latency, id) => {
-    const i = list.position.get(id);
-    if (i === undefined || list.marks[i] === stamp) return;
-    list.marks[i] = stamp;
-    const scored = scoreAt(r, i, enters, latency);
-    if (scored) insert(scored, i);
-  });
-  const mark = (ids: Iterable<string> | undefined) => {
-    if (!ids) return;
-    for (const id of ids) {
-      const i = list.position.get(id);
-      if (i === undefined || list.marks[i] === stamp) continue;
-      list.marks[i] = stamp;
-      const scored = scoreAt(r, i, enters, false);
-      if (scored) insert(scored, i);
-    }
-  };
-  mark(r.measuredRtt?.keys());
-  mark(stats.pending?.keys());
-
-  // The others, in static order, while they can still enter.
-  const key = `${from.code ?? ''}\u0000${from.lat}\u0000${from.lon}\u0000${request.version ?? ''}\u0000${r.inflation}\u0000${r.coldMs}\u0000${r.allowCold}`;
-  const order = staticOrder(r, key);
-  for (let j = 0; j < order.at.length; j++) {
+  // Candidates in bound order, each scored, until the next bound cannot enter: no later score can either.
+  const key = `${origin}\u0000${request.version ?? ''}\u0000${r.inflation}\u0000${r.coldMs}\u0000${r.allowCold}`;
+  const order = boundOrder(r, request.model, key);
+  for (let j = 0; j < order.length; j++) {
     const i = order.at[j]!;
-    if (list.marks[i] === stamp) continue;
-    const backend = list.backends[i]!;
-    const warm = (r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version)!).warm;
-    if (!enters(order.ms[j]!, warm, backend.id, i)) break;
-    const scored = scoreAt(r, i, undefined, false);
+    if (!enters(order.ms[j]!, order.warm[i] === 1, list.backends[i]!.id, i)) break;
+    const scored = scoreAt(r, i, enters, order.latencyOf[i] ?? false, order.rttOf[i]!);
     if (scored) insert(scored, i);
   }
   return out;

@@ -15,6 +15,8 @@ const meshKey = await generateEd25519('test-mesh-key');
 
 export default defineConfig({
   test: {
+    // The edge's per-request log line (workers/request-log.ts, tested where it matters) would bury the rest; 5xx lines still print.
+    onConsoleLog: (log) => (log.startsWith('{"level":"info","msg":"request"') ? false : undefined),
     projects: [
       {
         test: {

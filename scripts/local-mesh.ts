@@ -116,11 +116,17 @@ export async function freePort(): Promise<number> {
 /**
  * wrangler dev cannot fetch `Request.cf` offline and prints a stack trace for
  * it each time; that is expected here, so the launcher keeps one line of it.
+ * At `--log-level log` (the Worker's own lines) wrangler also prints its
+ * banner, the bindings table, and a line per request that repeats the
+ * Worker's JSON request line: those are dropped.
  */
+const WRANGLER_CHATTER =
+  /^\[edge\] (?:\s*⛅️ wrangler|─+$|⎔ |Using secrets defined in|Your Worker has access to|Binding\s+Resource|env\.\w+ |\[wrangler:info\] (?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) \S+ \d{3} )/;
+
 function quietEdge(log: (line: string) => void): (line: string) => void {
   let said = false;
   return (line) => {
-    if (/ENOTFOUND workers\.cloudflare\.com|^\[edge\]\s+at /.test(line)) return;
+    if (/ENOTFOUND workers\.cloudflare\.com|^\[edge\]\s+at /.test(line) || WRANGLER_CHATTER.test(line)) return;
     if (line.includes('Unable to fetch the `Request.cf` object')) {
       if (said) return;
       said = true;
@@ -231,7 +237,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
       '--env-file', envFile,
       '--persist-to', path.join(dir, 'state'),
       '--show-interactive-dev-session=false',
-      '--log-level', 'warn',
+      // `log`: the Worker's console.log, its per-request JSON lines among them (docs/api.md section 2.12).
+      '--log-level', 'log',
       ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
     ],
     { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: 'false', PATH: `${BIN}:${process.env.PATH}` }, stdio: ['ignore', 'pipe', 'pipe'], detached: true },

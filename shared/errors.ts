@@ -2,7 +2,9 @@
  * The one error type of the mesh. Every failure a caller can act on is a
  * `MeshError` with a stable snake_case `code` and the HTTP `status` it maps to;
  * the edge and the backend each turn it into `{ error: { code, message } }` in
- * exactly one place (their `onError`). Callers switch on `code`, never on text.
+ * exactly one place (their `onError`; the edge's OpenAI and Hugging Face
+ * routes answer it in those APIs' shapes, workers/errors.ts). Callers switch
+ * on `code`, never on text.
  */
 
 export type MeshErrorCode =
@@ -28,6 +30,8 @@ export type MeshErrorCode =
   | 'body_too_large'
   | 'rate_limited'
   | 'receipt_not_found'
+  // 202: not an error; the answer is not there yet (docs/api.md section 5.5)
+  | 'receipt_pending'
   | 'batch_not_found'
   | 'batch_open'
   | 'already_settled'
@@ -62,6 +66,7 @@ const STATUS_OF: Record<MeshErrorCode, number> = {
   body_too_large: 413,
   rate_limited: 429,
   receipt_not_found: 404,
+  receipt_pending: 202,
   batch_not_found: 404,
   batch_open: 404,
   already_settled: 409,
@@ -81,13 +86,21 @@ export class MeshError extends Error {
   readonly status: number;
   /** Seconds the client should wait before retrying (429/503), sent as `retry-after`. */
   readonly retryAfter: number | undefined;
+  /** The request field at fault, when one is (the OpenAI routes send it as `param`). */
+  readonly param: string | undefined;
 
-  constructor(code: MeshErrorCode, message: string, options: { cause?: unknown; retryAfter?: number } = {}) {
+  constructor(code: MeshErrorCode, message: string, options: { cause?: unknown; retryAfter?: number; param?: string } = {}) {
     super(message, { cause: options.cause });
     this.code = code;
     this.status = STATUS_OF[code];
     this.retryAfter = options.retryAfter;
+    this.param = options.param;
   }
+}
+
+/** True for a code of the list above (a backend's error may carry any snake_case code). */
+export function isMeshErrorCode(code: string): code is MeshErrorCode {
+  return Object.hasOwn(STATUS_OF, code);
 }
 
 /** The JSON body of every error response (docs/api.md section 2). */

@@ -1,11 +1,13 @@
 /**
  * The edge app: every route, and the one place errors become HTTP responses
- * (`{ error: { code, message } }`, docs/api.md section 2).
+ * (`{ error: { code, message } }`, or the OpenAI or Hugging Face shape on
+ * those routes: workers/errors.ts, docs/api.md section 2.9).
  */
 
 import { Hono } from 'hono';
-import { errorBody, isMeshError, MeshError } from '../shared/errors.ts';
+import { isMeshError, MeshError } from '../shared/errors.ts';
 import type { AppEnv } from './context.ts';
+import { errorAnswer, routeFamily } from './errors.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { disputeRoutes } from './routes/disputes.ts';
 import { oipRoutes } from './routes/oip.ts';
@@ -13,9 +15,12 @@ import { healthRoutes } from './routes/health.ts';
 import { huggingfaceRoutes } from './routes/huggingface.ts';
 import { openaiRoutes } from './routes/openai.ts';
 import { providerRoutes } from './routes/providers.ts';
+import { requestLog } from './request-log.ts';
 import { settlementRoutes } from './routes/settlement.ts';
 
 export const app = new Hono<AppEnv>()
+  // First: every response gets its x-request-id, every request its log line (docs/api.md section 2.12).
+  .use(requestLog)
   .route('/', healthRoutes)
   .route('/', oipRoutes)
   .route('/', openaiRoutes)
@@ -25,15 +30,15 @@ export const app = new Hono<AppEnv>()
   .route('/', disputeRoutes)
   .route('/', adminRoutes);
 
-app.notFound((c) => c.json(errorBody(new MeshError('not_found', `No route for ${c.req.method} ${c.req.path}.`)), 404));
+app.notFound((c) => {
+  const { status, body, headers } = errorAnswer(new MeshError('not_found', `No route for ${c.req.method} ${c.req.path}.`), routeFamily(c.req.path));
+  return c.json(body, status as 404, headers);
+});
 
 app.onError((err, c) => {
-  if (isMeshError(err)) {
-    const headers: Record<string, string> = {};
-    if (err.retryAfter !== undefined) headers['retry-after'] = String(err.retryAfter);
-    if (err.status === 401) headers['www-authenticate'] = `Bearer error="${err.code === 'unauthorized' ? 'invalid_request' : 'invalid_token'}"`;
-    return c.json(errorBody(err), err.status as 400, headers);
-  }
-  console.error(`unhandled error on ${c.req.method} ${c.req.path}:`, err);
-  return c.json(errorBody(new MeshError('internal', 'Something went wrong on our side.')), 500);
+  if (!isMeshError(err)) console.error(`unhandled error on ${c.req.method} ${c.req.path}:`, err);
+  const known = isMeshError(err) ? err : new MeshError('internal', 'Something went wrong on our side.');
+  // The body's shape is the route family's: the mesh's, OpenAI's or Hugging Face's (workers/errors.ts).
+  const { status, body, headers } = errorAnswer(known, routeFamily(c.req.path));
+  return c.json(body, status as 400, headers);
 });

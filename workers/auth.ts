@@ -17,6 +17,7 @@ import type { AppEnv } from './context.ts';
 import { settings, type Env } from './env.ts';
 import { signingKeys, type SigningKeys } from './keys.ts';
 import { getSnapshot } from './directory/snapshot.ts';
+import { factsOf } from './request-log.ts';
 
 const CACHE_MAX = 10_000;
 const verified = new Map<string, KeyClaims>();
@@ -74,6 +75,10 @@ export async function authenticate(c: Context<AppEnv>, roles: readonly KeyRole[]
     if (verified.size >= CACHE_MAX) verified.delete(verified.keys().next().value!);
     verified.set(token, claims);
   }
+  // For the request's log line: the key's id, never the key (workers/request-log.ts).
+  const facts = factsOf(c);
+  facts.keyId = claims.jti;
+  facts.sub = claims.sub;
   const { snapshotRefreshMs } = settings(env);
   const { revoked } = await getSnapshot(env, c.executionCtx, snapshotRefreshMs);
   if (!revoked) {

@@ -2,4 +2,37 @@
 
 import type { Env } from './env.ts';
 
-export type AppEnv = { Bindings: Env };
+/**
+ * What one request did, for its log line and analytics data point
+ * (workers/request-log.ts, docs/api.md section 2.12). The request-log
+ * middleware creates it empty; authentication and the inference path fill in
+ * what they learn, by plain assignment. Never a key, token or input: ids only.
+ */
+export interface RequestFacts {
+  /** The bearer key's `jti` (its id, as revocation names it) and `sub`, once the key verified. */
+  keyId?: string;
+  sub?: string;
+  model?: string;
+  /** The PoP the inference resolved (docs/api.md section 1); the log resolves it otherwise. */
+  pop?: string;
+  /** Who answered: the backend's region, id and provider (`huggingface` for the fallback). */
+  region?: string;
+  backend?: string;
+  provider?: string;
+  /** Backend calls made for the answer: first try, retries and the hedge. */
+  attempts?: number;
+  /** `hit` or `miss` once the answer cache exists; the inference path says `miss` today. */
+  cache?: 'hit' | 'miss';
+  /** The jti of the receipt the answer carries. */
+  receipt?: string;
+  /** A code the response carries that no thrown MeshError names (a backend's 4xx passed through). */
+  error?: string;
+}
+
+export interface Variables {
+  /** This request's id, sent back as `x-request-id` (docs/api.md section 2.12). */
+  requestId: string;
+  facts: RequestFacts;
+}
+
+export type AppEnv = { Bindings: Env; Variables: Variables };

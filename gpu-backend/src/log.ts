@@ -1,36 +1,94 @@
 /**
- * The backend's logger: one line per event on stdout/stderr, prefixed with the
- * backend id so the lines of several local backends can be told apart. Modules
- * take a `Logger` as a dependency, so tests capture lines instead of printing.
+ * The backend's logger: one JSON object per line on stdout (stderr for
+ * errors), `{ "time", "level", "name", "msg", ...fields }`, so that a log
+ * pipeline reads every line of every backend the same way; `name` tells the
+ * processes and threads of one machine apart (`backend sg-1 http-worker-3`).
+ * Modules take a `Logger` as a dependency, so tests capture records instead
+ * of printing.
+ *
+ * Fields are ids, codes and numbers. A field whose name says it may carry a
+ * secret or a consumer's data (a token, a key, an input, a body) is written
+ * as `[redacted]` whatever the caller passes, and every string is bounded:
+ * a log line never holds a token, a key or an input (docs/api.md section 2.12).
  */
 
+/** What a log line may carry besides its message. */
+export type LogFields = Record<string, string | number | boolean | null | undefined>;
+
 export interface Logger {
-  info(line: string): void;
-  warn(line: string): void;
-  /** `err` is printed after the line (its stack), for failures nobody expected. */
-  error(line: string, err?: unknown): void;
+  info(msg: string, fields?: LogFields): void;
+  warn(msg: string, fields?: LogFields): void;
+  /** `err` goes in the line as `err: { name, message, stack }`, for failures nobody expected. */
+  error(msg: string, err?: unknown, fields?: LogFields): void;
 }
 
-/** Logs to the console, each line prefixed with `[prefix]`. */
-export function consoleLogger(prefix: string): Logger {
-  const tag = `[${prefix}]`;
+export type Level = 'info' | 'warn' | 'error';
+
+/** The line's own keys: a field of the same name is dropped rather than let it pass for them. */
+const RESERVED = new Set(['time', 'level', 'name', 'msg', 'err']);
+/** Field names that may hold a secret or a consumer's data. */
+const SECRET_FIELD = /authorization|token|secret|password|private|jwk|^key$|^inputs?$|^body$|^data$/i;
+/** The longest string kept in a field or the message, and in an error's stack. */
+const STRING_MAX = 1024;
+const STACK_MAX = 8192;
+
+function bounded(s: string, max = STRING_MAX): string {
+  return s.length > max ? `${s.slice(0, max)}…` : s;
+}
+
+function errorOf(err: unknown): { name: string; message: string; stack?: string } {
+  if (err instanceof Error) {
+    return { name: err.name, message: bounded(err.message), ...(err.stack ? { stack: bounded(err.stack, STACK_MAX) } : {}) };
+  }
+  return { name: typeof err, message: bounded(String(err)) };
+}
+
+/** One log line's object, as `consoleLogger` writes it. */
+export function logRecord(level: Level, name: string, msg: string, fields: LogFields = {}, err?: unknown, now = new Date()): Record<string, unknown> {
+  const record: Record<string, unknown> = { time: now.toISOString(), level, name, msg: bounded(msg) };
+  for (const [k, v] of Object.entries(fields)) {
+    if (v === undefined || RESERVED.has(k)) continue;
+    record[k] = SECRET_FIELD.test(k) ? '[redacted]' : typeof v === 'string' ? bounded(v) : v;
+  }
+  if (err !== undefined) record.err = errorOf(err);
+  return record;
+}
+
+/** Logs JSON lines to the console, each with `name`. */
+export function consoleLogger(name: string): Logger {
+  const line = (level: Level, msg: string, fields?: LogFields, err?: unknown) => JSON.stringify(logRecord(level, name, msg, fields, err));
   return {
-    info: (line) => console.log(tag, line),
-    warn: (line) => console.warn(tag, line),
-    error: (line, err) => (err === undefined ? console.error(tag, line) : console.error(tag, line, err)),
+    info: (msg, fields) => console.log(line('info', msg, fields)),
+    warn: (msg, fields) => console.warn(line('warn', msg, fields)),
+    error: (msg, err, fields) => console.error(line('error', msg, fields, err)),
   };
 }
 
 /** Discards everything. */
 export const silentLogger: Logger = { info() {}, warn() {}, error() {} };
 
-/** Keeps every line in memory (tests): `lines` holds `"level: text"`. */
-export function memoryLogger(): Logger & { lines: string[] } {
+/**
+ * Keeps everything in memory (tests): `lines` holds `"level: msg"` (with an
+ * error's message in parentheses), `records` the objects `consoleLogger`
+ * would write.
+ */
+export function memoryLogger(): Logger & { lines: string[]; records: Record<string, unknown>[] } {
   const lines: string[] = [];
+  const records: Record<string, unknown>[] = [];
   return {
     lines,
-    info: (line) => lines.push(`info: ${line}`),
-    warn: (line) => lines.push(`warn: ${line}`),
-    error: (line, err) => lines.push(`error: ${line}${err instanceof Error ? ` (${err.message})` : ''}`),
+    records,
+    info: (msg, fields) => {
+      lines.push(`info: ${msg}`);
+      records.push(logRecord('info', 'memory', msg, fields));
+    },
+    warn: (msg, fields) => {
+      lines.push(`warn: ${msg}`);
+      records.push(logRecord('warn', 'memory', msg, fields));
+    },
+    error: (msg, err, fields) => {
+      lines.push(`error: ${msg}${err instanceof Error ? ` (${err.message})` : ''}`);
+      records.push(logRecord('error', 'memory', msg, fields, err));
+    },
   };
 }

@@ -85,7 +85,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  if (err instanceof ConfigError) console.error(`backend: configuration error: ${err.message}`);
-  else console.error('backend: failed to start:', err);
+  const log = consoleLogger('backend');
+  if (err instanceof ConfigError) log.error(`configuration error: ${err.message}`);
+  else log.error('failed to start', err);
   process.exit(1);
 });

@@ -42,6 +42,8 @@ export interface DispatchRequest {
   controller?: AbortController;
   /** Called when the backend's response headers arrive (it has started answering). */
   onResponse?: () => void;
+  /** The edge's id of the consumer's request, sent as `x-request-id` so that the backend's log line names it too. */
+  requestId?: string;
 }
 
 export type DispatchResult =
@@ -117,10 +119,12 @@ export async function dispatch(backend: BackendEntry, req: DispatchRequest): Pro
     res = await fetch(backend.url + path, {
       method: 'POST',
       body: req.body,
-      headers:
-        req.headerLength === undefined
-          ? { 'content-type': 'application/json', authorization: `Bearer ${token}` }
-          : { 'content-type': 'application/octet-stream', authorization: `Bearer ${token}`, [HEADER_LENGTH_HEADER]: String(req.headerLength) },
+      headers: {
+        'content-type': req.headerLength === undefined ? 'application/json' : 'application/octet-stream',
+        authorization: `Bearer ${token}`,
+        ...(req.headerLength !== undefined ? { [HEADER_LENGTH_HEADER]: String(req.headerLength) } : {}),
+        ...(req.requestId !== undefined ? { 'x-request-id': req.requestId } : {}),
+      },
       signal: controller.signal,
     });
     req.onResponse?.();

@@ -13,7 +13,8 @@ import { priceOf } from './pricing.ts';
 import type { KeyClaims, ReceiptClaims, Units } from '../../shared/jwt.ts';
 import { meter, requestRows } from '../../shared/metering.ts';
 import type { InferRequest, InferResponse, ModelMetadata } from '../../shared/protocol.ts';
-import type { AppEnv } from '../context.ts';
+import type { AppEnv, RequestFacts } from '../context.ts';
+import { factsOf } from '../request-log.ts';
 import { readWithin } from '../body.ts';
 import { offered } from './catalogue.ts';
 import { sampleRate } from '../verification/sampling.ts';
@@ -87,7 +88,11 @@ function verifyMode(c: Context<AppEnv>): Verify {
 }
 
 /** A backend's 4xx verdict on the request, passed to the consumer as its well-formed error. */
-function rejection(result: Extract<DispatchResult, { kind: 'rejected' }>): Response {
+function rejection(result: Extract<DispatchResult, { kind: 'rejected' }>, backend: BackendEntry, facts: RequestFacts): Response {
+  facts.error = result.code;
+  facts.region = backend.region;
+  facts.backend = backend.id;
+  facts.provider = backend.provider;
   return new Response(JSON.stringify({ error: { code: result.code, message: result.message } }), {
     status: result.status,
     headers: { 'content-type': 'application/json' },
@@ -132,12 +137,16 @@ interface Served {
 export async function runInference(c: Context<AppEnv>, call: InferenceCall): Promise<Response> {
   const started = Date.now();
   const s = settings(c.env);
+  // What the request's log line says of it (workers/request-log.ts).
+  const facts = factsOf(c);
+  facts.model = call.model;
   const verify = verifyMode(c);
   const entry = offered(c.env, call.model);
   const routing = isolateRouting;
   routing.budget.recordRequest();
   routing.hedges.recordRequest();
   const pop = resolvePop(c.req.raw, s.dev);
+  facts.pop = pop.code;
   /** Work for after the response has left (`afterResponse`). */
   const later: (() => unknown)[] = [];
   const [keys, oipSha256, consumerSha256] = await Promise.all([
@@ -160,6 +169,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       ...(call.headerLength !== undefined ? { headerLength: call.headerLength } : {}),
       timeoutMs: s.backendTimeoutMs,
       maxResponseBytes: s.maxResponseBytes,
+      requestId: c.get('requestId'),
       expect: {
         model: call.model,
         rows: requestRows(call.request.inputs),
@@ -209,8 +219,9 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       // Two providers, answers compared (verification/redundant.ts); priced as two executions.
       const check = checkOf(call.version ?? announcedVersion(candidates[0]!.backend, call.model) ?? '1');
       const pair = await runPair(check, (p) => c.executionCtx.waitUntil(p));
-      if (pair.kind === 'rejected') return rejection(pair.result);
+      if (pair.kind === 'rejected') return rejection(pair.result, pair.backend, facts);
       const { first, second } = pair;
+      facts.attempts = 2;
       learn(first.backend, first.result);
       learn(second.backend, second.result);
       served = servedBy(first.backend, first.result, check);
@@ -218,8 +229,8 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       served.ms = Math.max(first.result.ms, second.result.ms);
       served.second = { backend: second.backend, result: second.result };
     } else {
-      const { backend, result } = await attempt(call, candidates, snapshot, req);
-      if (result.kind === 'rejected') return rejection(result);
+      const { backend, result } = await attempt(call, candidates, snapshot, req, facts);
+      if (result.kind === 'rejected') return rejection(result, backend, facts);
       learn(backend, result);
       const modelVersion = call.version ?? announcedVersion(backend, call.model) ?? '1';
       served = servedBy(backend, result, checkOf(modelVersion));
@@ -262,6 +273,11 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   outputSha256 ??= await sha256Hex(body);
   const total = Date.now() - started;
   const jti = crypto.randomUUID();
+  facts.region = served.region;
+  facts.backend = served.backend;
+  facts.provider = served.provider;
+  facts.cache = 'miss';
+  facts.receipt = jti;
   const receipt = await signReceipt(keys, {
     iss: s.issuer,
     sub: call.consumer.sub,
@@ -348,7 +364,13 @@ interface Running {
  * as an answer. Throws 502/504 when every candidate tried failed, 503 when
  * the budget stopped the retries.
  */
-async function attempt(call: InferenceCall, candidates: readonly Scored[], snapshot: Snapshot, req: AttemptRequest): Promise<{ backend: BackendEntry; result: Answer }> {
+async function attempt(
+  call: InferenceCall,
+  candidates: readonly Scored[],
+  snapshot: Snapshot,
+  req: AttemptRequest,
+  facts: RequestFacts,
+): Promise<{ backend: BackendEntry; result: Answer }> {
   const routing = isolateRouting;
   const plan = new AttemptPlan<Running>(candidates, routing, {
     model: call.model,
@@ -358,6 +380,7 @@ async function attempt(call: InferenceCall, candidates: readonly Scored[], snaps
 
   const send = (a: Attempt<Running> | undefined): void => {
     if (!a) return;
+    facts.attempts = (facts.attempts ?? 0) + 1;
     const controller = new AbortController();
     const settled = dispatch(a.candidate.backend, {
       ...req,

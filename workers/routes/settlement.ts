@@ -2,16 +2,24 @@
  * Settlement routes (docs/api.md section 5). Billing reads, for the admin token or
  * a billing token (`role: billing`): closed batches (listed oldest first
  * across every ledger shard), one batch's JWT, its receipts in leaf order
- * (paged) and a receipt's inclusion proof. Operator actions, admin only:
- * close the open batches now, withhold a receipt from payout, shard stats.
+ * (paged) and a receipt's inclusion proof, by jti or for the receipt itself:
+ * a receipt whose signature verifies but that has not reached the log yet is
+ * on its way (202 `receipt_pending`), never "not found". Operator actions,
+ * admin only: close the open batches now, withhold a receipt from payout,
+ * shard stats.
  */
 
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
+import { verifyReceipt, VerifyError, type InclusionProof } from '../../receipts/index.ts';
 import { MeshError } from '../../shared/errors.ts';
+import type { ReceiptClaims } from '../../shared/jwt.ts';
 import { parseJson } from '../../shared/protocol.ts';
 import { authenticate } from '../auth.ts';
+import { readWithin } from '../body.ts';
 import type { AppEnv } from '../context.ts';
-import { settings } from '../env.ts';
+import { settings, type Env } from '../env.ts';
+import { signingKeys } from '../keys.ts';
+import { factsOf } from '../request-log.ts';
 import { allShards, ledgerShard, parseBatchId, shardOfReceipt } from '../settlement/ledger.ts';
 import type { BatchSummary } from '../settlement/SettlementLedger.ts';
 
@@ -19,6 +27,10 @@ const BILLING = ['billing', 'admin'] as const;
 const LIST_MAX = 1000;
 const PAGE_DEFAULT = 1000;
 const PAGE_MAX = 5000;
+/** `POST /v1/receipts/proof`: the largest body read, bytes (a receipt with two attestations is a few KiB). */
+const PROOF_BODY_MAX = 16 * 1024;
+/** The queue consumer's batch wait (wrangler.toml `max_batch_timeout`), seconds. */
+const QUEUE_BATCH_WAIT_S = 1;
 
 const invalid = (message: string) => new MeshError('invalid_request', message);
 
@@ -33,6 +45,49 @@ function batchShard(id: string, shards: number): number {
   const parsed = parseBatchId(id);
   if (!parsed || parsed.shard >= shards) throw new MeshError('batch_not_found', `No batch "${id}".`);
   return parsed.shard;
+}
+
+/**
+ * A receipt's inclusion proof from the shard that holds it: null when no
+ * shard does; throws 404 `batch_open` while its batch is open.
+ */
+async function proofOf(env: Env, jti: string): Promise<InclusionProof | null> {
+  const home = shardOfReceipt(env, jti);
+  let answer = await ledgerShard(env, home).proof(home, jti);
+  // Not where its jti hashes now: the shard count changed since; ask the others.
+  if (answer === null) {
+    const others = allShards(env).filter((s) => s !== home);
+    answer = (await Promise.all(others.map((s) => ledgerShard(env, s).proof(s, jti)))).find((a) => a !== null) ?? null;
+  }
+  if (answer === null) return null;
+  if ('pending' in answer) {
+    const epochS = settings(env).settlement.epochMs / 1000;
+    throw new MeshError('batch_open', `Receipt "${jti}" is in the open batch; its proof exists once the batch closes (within ${epochS} s).`, {
+      retryAfter: epochS,
+    });
+  }
+  return answer;
+}
+
+/**
+ * The receipt of a `POST /v1/receipts/proof` body, verified as any billing
+ * system verifies it (receipts/verify.ts: EdDSA only, `typ`, issuer, every
+ * claim) against every key this edge ever signed with (the JWKS archive).
+ */
+async function postedReceipt(c: Context<AppEnv>): Promise<ReceiptClaims> {
+  const body = await readWithin(c.req.raw, PROOF_BODY_MAX);
+  if (!body) throw new MeshError('body_too_large', `The body is larger than the ${PROOF_BODY_MAX}-byte limit; it holds one receipt.`);
+  const parsed = parseJson(new TextDecoder().decode(body)) as { receipt?: unknown } | null;
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || typeof parsed.receipt !== 'string' || parsed.receipt === '') {
+    throw invalid('The body must be { "receipt": "<the receipt JWT, as x-mesh-receipt carried it>" }.');
+  }
+  const keys = await signingKeys(c.env);
+  try {
+    return await verifyReceipt(parsed.receipt, keys.archiveJwks ?? keys.publicJwks, { issuer: settings(c.env).issuer });
+  } catch (err) {
+    if (err instanceof VerifyError) throw invalid(`The receipt does not verify (${err.code}): ${err.message}.`);
+    throw err;
+  }
 }
 
 export const settlementRoutes = new Hono<AppEnv>()
@@ -67,19 +122,24 @@ export const settlementRoutes = new Hono<AppEnv>()
   .get('/v1/receipts/:jti/proof', async (c) => {
     await authenticate(c, BILLING);
     const jti = c.req.param('jti');
-    const home = shardOfReceipt(c.env, jti);
-    let answer = await ledgerShard(c.env, home).proof(home, jti);
-    // Not where its jti hashes now: the shard count changed since; ask the others.
+    const answer = await proofOf(c.env, jti);
     if (answer === null) {
-      const others = allShards(c.env).filter((s) => s !== home);
-      answer = (await Promise.all(others.map((s) => ledgerShard(c.env, s).proof(s, jti)))).find((a) => a !== null) ?? null;
+      throw new MeshError(
+        'receipt_not_found',
+        `No receipt "${jti.slice(0, 256)}" is in the settlement log. A receipt reaches it seconds after its answer: POST the receipt itself to /v1/receipts/proof, which tells one on its way (202) from one the mesh never signed.`,
+      );
     }
-    if (answer === null) throw new MeshError('receipt_not_found', `No receipt "${jti}" has reached the settlement log.`);
-    if ('pending' in answer) {
-      const epochS = settings(c.env).settlement.epochMs / 1000;
-      throw new MeshError('batch_open', `Receipt "${jti}" is in the open batch; its proof exists once the batch closes (within ${epochS} s).`, {
-        retryAfter: epochS,
-      });
+    return c.json(answer);
+  })
+  .post('/v1/receipts/proof', async (c) => {
+    await authenticate(c, BILLING);
+    const { jti } = await postedReceipt(c);
+    factsOf(c).receipt = jti;
+    const answer = await proofOf(c.env, jti);
+    if (answer === null) {
+      // Signed by this edge, so owed to the log (docs/api.md section 5.1): on its way, not lost.
+      const retryAfter = Math.max(1, Math.ceil(settings(c.env).settlement.flushMs / 1000)) + QUEUE_BATCH_WAIT_S;
+      throw new MeshError('receipt_pending', `Receipt "${jti}" is signed but not in the settlement log yet; ask again in ${retryAfter} s.`, { retryAfter });
     }
     return c.json(answer);
   })

@@ -8,11 +8,14 @@
  * body; every inference answer is serialised once, hashed and attested; a
  * probe (unauthenticated, body at most 1 KiB) is answered with its nonce
  * signed by the provider key; errors become `{ error: { code, message } }` in
- * `onError` only.
+ * `onError` only; every request gets one JSON log line (`request`: the edge's
+ * request id, the route, the model, status and time; never the token or the
+ * input), written by the thread that answers it.
  */
 
-import { Hono, type Context } from 'hono';
+import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { routePath } from 'hono/route';
 import { MeshError, errorBody, isMeshError } from '../../../shared/errors.ts';
 import { encodeBinaryBody, HEADER_LENGTH_HEADER, headerLength, parseInferBody, wantsBinaryOutput } from '../../../shared/binary.ts';
 import { parseJson, type InferOutput, type InferRequest, type InferResponse } from '../../../shared/protocol.ts';
@@ -67,7 +70,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 /** Builds the backend's Hono app. It does not listen: see `main.ts`. */
 export function createApp(deps: AppDeps): Hono {
   const { repository, dispatch, metrics, lifecycle, log } = deps;
-  const app = base(deps);
+  const app = base(deps, false);
 
   app.get('/v2', (c) => c.json(serverMetadata()));
   app.get('/v2/health/live', (c) => c.json({ live: true }));
@@ -183,7 +186,7 @@ export function createApp(deps: AppDeps): Hono {
  * route forwarded whole to the main thread's app.
  */
 export function createWorkerApp(deps: WorkerAppDeps): Hono {
-  const app = base(deps);
+  const app = base(deps, true);
   const infer = inferRoute(deps);
   app.post('/v2/models/:model/infer', infer);
   app.post('/v2/models/:model/versions/:version/infer', infer);
@@ -197,9 +200,44 @@ export function createWorkerApp(deps: WorkerAppDeps): Hono {
   return app;
 }
 
+/** The edge's id of the request it dispatched (`x-request-id`), when it is one. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * One log line per request, once answered. `forwards`: this app hands its
+ * unmatched routes (`*`) to the main thread's app, which logs those itself.
+ */
+function logRequests(deps: Pick<InferRouteDeps, 'log' | 'now'>, forwards: boolean): MiddlewareHandler {
+  const now = deps.now ?? (() => performance.now());
+  return async (c, next) => {
+    const started = now();
+    await next();
+    // The route that answered (not the last one matched: the worker's forward-all `*` comes after its own routes).
+    const pattern = routePath(c);
+    const matched = pattern !== '*' && pattern !== '/*';
+    if (forwards && !matched) return;
+    const id = c.req.header('x-request-id');
+    const err = c.error;
+    try {
+      deps.log.info('request', {
+        request_id: id !== undefined && REQUEST_ID.test(id) ? id : undefined,
+        method: c.req.method,
+        route: matched ? pattern : undefined,
+        model: matched ? c.req.param('model') : undefined,
+        status: c.res.status,
+        ms: Math.round((now() - started) * 100) / 100,
+        error: isMeshError(err) ? err.code : err ? 'internal' : undefined,
+      });
+    } catch {
+      // A log that fails never costs the request its answer.
+    }
+  };
+}
+
 /** The middleware and the one error-to-HTTP place both apps share. */
-function base(deps: Pick<InferRouteDeps, 'lifecycle' | 'maxBodyBytes' | 'log'>): Hono {
+function base(deps: Pick<InferRouteDeps, 'lifecycle' | 'maxBodyBytes' | 'log' | 'now'>, forwards: boolean): Hono {
   const app = new Hono();
+  app.use('*', logRequests(deps, forwards));
   app.use('*', async (_c, next) => {
     const done = deps.lifecycle.enter();
     try {

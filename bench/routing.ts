@@ -11,7 +11,10 @@
  *   the model's candidates only, cached geometry, no key built per lookup,
  *   the best 8 selected without a sort), as `candidatesFor` calls it;
  *
- * each followed by the P2C pick (`pickAttempts`). The index is built once per
+ * each followed by the P2C pick (`pickAttempts`); and new, learning: each
+ * decision then records what an answer teaches the isolate (a service time
+ * and an RTT for the first pick, a call in flight begun and ended), which the
+ * index follows through the books' change logs. The index is built once per
  * snapshot (warm decisions); its build time, and the first decision from a
  * PoP after it (which fills that PoP's geometry), are reported apart. Every
  * request's new answer is checked against the old one's first 8 before
@@ -31,6 +34,7 @@ import type { HeartbeatModel } from '../shared/heartbeat.ts';
 import type { BackendEntry } from '../workers/directory/backend.ts';
 import { greatCircleKm } from '../workers/geo/distance.ts';
 import { POPS, popLocation } from '../workers/geo/pops.ts';
+import { PendingCalls, trackPending } from '../workers/routing/isolate.ts';
 import { LatencyBook } from '../workers/routing/latency.ts';
 import { pickAttempts } from '../workers/routing/p2c.ts';
 import { RttTable, type RttOrigin } from '../workers/routing/rtt.ts';
@@ -97,7 +101,7 @@ function world(n: number, models: number, measuredCount: number, seed: number): 
   // its PoP and a service time for one model; 2% of them a call in flight; 1% of all backends are ejected.
   const rtt = new RttTable();
   const latency = new LatencyBook();
-  const pending = new Map<string, number>();
+  const pending = new PendingCalls(); // the isolate's own map: its changes move the routing index's bounds
   const ejected = new Set<string>();
   for (let m = 0; m < Math.min(measuredCount, n); m++) {
     const b = backends[Math.floor(random() * n)]!;
@@ -185,25 +189,35 @@ async function main(): Promise<void> {
     const q = w.requests.length;
     const oldDecide = (i: number) => pickAttempts(rankByScoreReference(w.backends, w.requests[i % q]!, w.stats, NOW, w.options), random);
     const newDecide = (i: number) => pickAttempts(rankIndexed(index, w.requests[i % q]!, w.stats, NOW, w.options, TOP), random);
+    const learnDecide = (i: number) => {
+      const request = w.requests[i % q]!;
+      const picked = pickAttempts(rankIndexed(index, request, w.stats, NOW, w.options, TOP), random);
+      const first = picked[0];
+      if (first) {
+        const done = trackPending(w.stats as { pending: PendingCalls }, first.backend.id);
+        w.stats.latency!.observe(first.backend.id, request.model, 10 + random() * 80, NOW);
+        w.stats.rtt!.observe(POP, first.backend.id, 5 + random() * 200);
+        done();
+      }
+      return picked;
+    };
     const oldN = calibrate(oldDecide, batchMs);
     const newN = calibrate(newDecide, batchMs);
+    const learnN = calibrate(learnDecide, batchMs);
     const oldUs: number[] = [];
     const newUs: number[] = [];
+    const learnUs: number[] = [];
     for (let b = 0; b < batches; b++) {
-      // Alternate which goes first, so drift lands on both alike.
-      if (b % 2 === 0) {
-        oldUs.push(timeBatch(oldDecide, oldN));
-        newUs.push(timeBatch(newDecide, newN));
-      } else {
-        newUs.push(timeBatch(newDecide, newN));
-        oldUs.push(timeBatch(oldDecide, oldN));
-      }
+      // Rotate which goes first, so drift lands on all alike.
+      const paths = [() => oldUs.push(timeBatch(oldDecide, oldN)), () => newUs.push(timeBatch(newDecide, newN)), () => learnUs.push(timeBatch(learnDecide, learnN))];
+      for (let p = 0; p < paths.length; p++) paths[(b + p) % paths.length]!();
     }
     const row = {
       backends: n,
       candidatesPerRequest: Math.round(w.perModel),
       oldUs: median(oldUs),
       newUs: median(newUs),
+      learningUs: median(learnUs),
       ratio: median(oldUs) / median(newUs),
       buildMs: median(builds),
       firstDecisionUs: median(firsts),
@@ -211,14 +225,16 @@ async function main(): Promise<void> {
     rows.push(row);
     log(
       `n=${String(n).padStart(6)}: ~${row.candidatesPerRequest} candidates/request; old ${row.oldUs.toFixed(2)} us, new ${row.newUs.toFixed(2)} us per decision ` +
-        `(old/new ${row.ratio.toFixed(1)}x); index build ${row.buildMs.toFixed(3)} ms, first decision from ${POP} after it ${row.firstDecisionUs.toFixed(1)} us`,
+        `(old/new ${row.ratio.toFixed(1)}x), new while learning ${row.learningUs.toFixed(2)} us; index build ${row.buildMs.toFixed(3)} ms, first decision from ${POP} after it ${row.firstDecisionUs.toFixed(1)} us`,
     );
   }
   log('');
-  log('| backends | candidates / request | old (scan + sort) us / decision | new (index, top 8) us / decision | old / new | index build ms | first decision after a build us |');
-  log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  log('| backends | candidates / request | old (scan + sort) us / decision | new (index, top 8) us / decision | old / new | new, learning after each decision us | index build ms | first decision after a build us |');
+  log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const r of rows) {
-    log(`| ${r.backends.toLocaleString('en')} | ${r.candidatesPerRequest} | ${r.oldUs.toFixed(2)} | ${r.newUs.toFixed(2)} | ${r.ratio.toFixed(1)}x | ${r.buildMs.toFixed(3)} | ${r.firstDecisionUs.toFixed(1)} |`);
+    log(
+      `| ${r.backends.toLocaleString('en')} | ${r.candidatesPerRequest} | ${r.oldUs.toFixed(2)} | ${r.newUs.toFixed(2)} | ${r.ratio.toFixed(1)}x | ${r.learningUs.toFixed(2)} | ${r.buildMs.toFixed(3)} | ${r.firstDecisionUs.toFixed(1)} |`,
+    );
   }
   await writeResults('routing.json', { node: process.version, models, measured, pop: POP, batches, batchMs, rows }, log);
 }

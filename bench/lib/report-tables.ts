@@ -302,6 +302,7 @@ function renderRouting(r: unknown): string {
     fmt(num(row, 'oldUs')),
     fmt(num(row, 'newUs')),
     `**${times(num(row, 'ratio'))}**`,
+    fmt(num(row, 'learningUs')),
     fmt(num(row, 'buildMs'), 3),
     fmt(num(row, 'firstDecisionUs'), 1),
   ]);
@@ -309,8 +310,8 @@ function renderRouting(r: unknown): string {
     `${fmt(num(r, 'models'), 0)} models, ${fmt(num(r, 'measured'), 0)} backends measured by the isolate, PoP ${str(r, 'pop')}; median of ${fmt(num(r, 'batches'), 0)} batches per path.`,
     '',
     table(
-      ['backends', 'candidates / request', 'old (scan + sort) us / decision', 'new (index, top 8) us / decision', 'old / new', 'index build ms', 'first decision after a build us'],
-      ['r', 'r', 'r', 'r', 'r', 'r', 'r'],
+      ['backends', 'candidates / request', 'old (scan + sort) us / decision', 'new (index, top 8) us / decision', 'old / new', 'new, learning after each decision us', 'index build ms', 'first decision after a build us'],
+      ['r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
       rows,
     ),
   ].join('\n');

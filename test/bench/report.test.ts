@@ -65,8 +65,8 @@ const ROUTING = {
   batches: 21,
   batchMs: 20,
   rows: [
-    { backends: 10, candidatesPerRequest: 2, oldUs: 1.4, newUs: 0.92, ratio: 1.52, buildMs: 0.037, firstDecisionUs: 72.2 },
-    { backends: 10000, candidatesPerRequest: 2507, oldUs: 4290.72, newUs: 35.35, ratio: 121.38, buildMs: 31.618, firstDecisionUs: 2587.1 },
+    { backends: 10, candidatesPerRequest: 2, oldUs: 1.4, newUs: 0.92, ratio: 1.52, learningUs: 1.3, buildMs: 0.037, firstDecisionUs: 72.2 },
+    { backends: 10000, candidatesPerRequest: 2507, oldUs: 4290.72, newUs: 35.35, ratio: 121.38, learningUs: 19.6, buildMs: 31.618, firstDecisionUs: 2587.1 },
   ],
 };
 
@@ -210,7 +210,7 @@ describe('renderReport', () => {
 
   it('renders each bench\'s table with the figures of its results', () => {
     const md = renderReport(RUN, [ok('backend', BACKEND), ok('edge', EDGE), ok('routing', ROUTING)], {});
-    expect(md).toContain('| 10,000 | 2,507 | 4,290.72 | 35.35 | **121.4x** | 31.618 | 2,587.1 |');
+    expect(md).toContain('| 10,000 | 2,507 | 4,290.72 | 35.35 | **121.4x** | 19.60 | 31.618 | 2,587.1 |');
     expect(md).toContain('| on | 16 | 773 | 19.86 | 37.23 | 10.71 |');
     expect(md).toMatch(/served \/ ceiling at saturation \| \*\*0\.52\*\* \(1,000 req\/s at concurrency 64 \/ 1,934 rows\/s\) \| >= 0\.85 \| no \|/);
     expect(md).toMatch(/batching on \/ off at concurrency 16 \| \*\*5\.25x\*\*, p99 37\.2 vs 190\.6 ms \| >= 3x, p99 not worse \| yes \|/);

@@ -24,7 +24,17 @@
  * edge's workerd), BENCH_EDGE_LOCAL_TRACES (0; 1: wrangler dev's trace store
  * on), BENCH_EDGE_VARS (JSON of extra edge vars), BENCH_QUIET_WAIT_SECONDS (20;
  * 0: never wait for a quiet CPU), BENCH_VERIFY_RATE (0.05, 0..1: provider-fra's
- * sample rate for the run). Results also go to bench/results/edge.json.
+ * sample rate for the run), BENCH_EDGE_CACHE (1: the answer-cache case after
+ * the rest; 0: skip it; only: the cache case alone, the quick mode). Results
+ * also go to bench/results/edge.json (edge-cache.json for the cache case).
+ *
+ * The answer-cache case (docs/api.md section 2.13): `embed` (deterministic)
+ * at concurrency 1, interleaved request by request: (a) direct, (b) the bare
+ * pass-through Worker, (h) the edge answering the same request from its cache
+ * (a hit, after the first), (m) the edge with a new text each request (a miss:
+ * looked up, computed, stored after the answer). It reports hit against miss
+ * and hit against (b), as ratios within each round. The other mesh paths send
+ * `cache-control: no-store`, so a deterministic model there is always computed.
  */
 
 import { mkdir } from 'node:fs/promises';
@@ -133,10 +143,14 @@ const INTERLEAVE_CYCLE: readonly PathId[] = ['direct', 'passthrough', 'mesh', 'd
 /** Twice a phase (dispatch tokens live 60 s from signing): (c) and (d) get about as many requests as the mesh had in a three-path cycle. */
 const INTERLEAVE_SECONDS = Math.min(45, 2 * SECONDS);
 
-/** Request headers of each path through the edge. */
+/** Request headers of each path through the edge: computed every time (no-store: never from the answer cache). */
 function headersOf(p: PathId): Record<string, string> | undefined {
-  return isMesh(p) ? { 'x-mesh-dev-colo': COLO, 'x-mesh-verify': p === 'mesh' ? 'sampled' : 'none' } : undefined;
+  return isMesh(p) ? { 'x-mesh-dev-colo': COLO, 'x-mesh-verify': p === 'mesh' ? 'sampled' : 'none', 'cache-control': 'no-store' } : undefined;
 }
+
+/** `1`: the answer-cache case after the rest; `0`: none; `only`: the cache case alone. */
+const CACHE_CASE = (process.env.BENCH_EDGE_CACHE ?? '1').trim().toLowerCase();
+if (!['0', '1', 'only'].includes(CACHE_CASE)) throw new Error(`BENCH_EDGE_CACHE must be 0, 1 or only, got ${JSON.stringify(CACHE_CASE)}`);
 
 /**
  * Answers through each mesh path by the backend that served them (its
@@ -362,93 +376,99 @@ async function main(): Promise<void> {
     const bases: Record<PathId, string> = { direct: backend.url, passthrough: passthrough.url, mesh: mesh.edgeUrl, 'mesh-none': mesh.edgeUrl };
     const consumerKey = mesh.consumerKey;
 
-    await setSampleRate(mesh.edgeUrl, adminToken, consumerKey, MODELS[0]!);
+    if (CACHE_CASE !== 'only') {
+      await setSampleRate(mesh.edgeUrl, adminToken, consumerKey, MODELS[0]!);
 
-    const phases: Phase[] = [];
-    for (const model of MODELS) {
-      const workload = WORKLOADS[model];
-      if (!workload) throw new Error(`BENCH_MODELS: no workload for "${model}" (have ${Object.keys(WORKLOADS).join(', ')})`);
-      log(`model ${model}: ${workload.what}, body ${workload.body.byteLength} bytes`);
-      const bodySha256 = await sha256Hex(workload.body);
-      const tokensFor = async (p: PathId, count: number): Promise<string[]> =>
-        isMesh(p) ? new Array<string>(count).fill(consumerKey) : signDispatchTokens({ key, kid, issuer, aud: BACKEND.id, model, bodySha256, count });
+      const phases: Phase[] = [];
+      for (const model of MODELS) {
+        const workload = WORKLOADS[model];
+        if (!workload) throw new Error(`BENCH_MODELS: no workload for "${model}" (have ${Object.keys(WORKLOADS).join(', ')})`);
+        log(`model ${model}: ${workload.what}, body ${workload.body.byteLength} bytes`);
+        const bodySha256 = await sha256Hex(workload.body);
+        const tokensFor = async (p: PathId, count: number): Promise<string[]> =>
+          isMesh(p) ? new Array<string>(count).fill(consumerKey) : signDispatchTokens({ key, kid, issuer, aud: BACKEND.id, model, bodySha256, count });
 
-      // Priming, not measured: the first seconds of load through a fresh wrangler dev are slower (JIT, caches).
-      if (PRIME_SECONDS > 0) {
-        const c = Math.max(...CONCURRENCIES);
-        for (const p of PATHS) {
-          const tokens = await tokensFor(p, Math.ceil(MAX_RATE * PRIME_SECONDS) + c);
-          const headers = headersOf(p);
-          const primed = await closedLoop({
-            url: `${bases[p]}/v2/models/${model}/infer`,
-            body: workload.body,
-            tokens,
-            concurrency: c,
-            durationMs: PRIME_SECONDS * 1000,
-            check: answerCheck(p, workload.check),
-            ...(headers ? { headers } : {}),
-            ...(isMesh(p) ? { onAnswer: countServed(p) } : {}),
-          });
-          const errors = Object.values(primed.errors).reduce((a, b) => a + b, 0);
-          log(`${model}: primed ${p} with ${primed.ok} requests at concurrency ${c}${errors > 0 ? `, ${errors} ERRORS: ${primed.errorSamples[0] ?? ''}` : ''}`);
-        }
-        await ledgerCatchUp(meshAnswers());
-      }
-      for (let round = 1; round <= ROUNDS; round++) {
-        for (const concurrency of CONCURRENCIES) {
-          // Rotate the order each round, so no path always runs first or last.
-          const order = PHASE_ORDER.map((_, i) => PHASE_ORDER[(i + round - 1) % PHASE_ORDER.length]!);
-          for (const p of order) {
-            const runtimePid = isMesh(p) ? pids.edge : p === 'passthrough' ? pids.passthrough : undefined;
-            const phase = await measure({ model, path: p, concurrency, round, url: `${bases[p]}/v2/models/${model}/infer`, workload, tokensFor, runtimePid, pids, checkerUrl: checker.url });
-            phases.push(phase);
-            // The queue delivers up to a second later: let the ledger take this phase's receipts before the next phase.
-            if (isMesh(p)) await ledgerCatchUp(meshAnswers());
+        // Priming, not measured: the first seconds of load through a fresh wrangler dev are slower (JIT, caches).
+        if (PRIME_SECONDS > 0) {
+          const c = Math.max(...CONCURRENCIES);
+          for (const p of PATHS) {
+            const tokens = await tokensFor(p, Math.ceil(MAX_RATE * PRIME_SECONDS) + c);
+            const headers = headersOf(p);
+            const primed = await closedLoop({
+              url: `${bases[p]}/v2/models/${model}/infer`,
+              body: workload.body,
+              tokens,
+              concurrency: c,
+              durationMs: PRIME_SECONDS * 1000,
+              check: answerCheck(p, workload.check),
+              ...(headers ? { headers } : {}),
+              ...(isMesh(p) ? { onAnswer: countServed(p) } : {}),
+            });
+            const errors = Object.values(primed.errors).reduce((a, b) => a + b, 0);
+            log(`${model}: primed ${p} with ${primed.ok} requests at concurrency ${c}${errors > 0 ? `, ${errors} ERRORS: ${primed.errorSamples[0] ?? ''}` : ''}`);
           }
-          if (concurrency === 1 && INTERLEAVE) {
-            interleaved.push(await measureInterleaved({ model, round, bases, workload, tokensFor, pids, checkerUrl: checker.url }));
-            await ledgerCatchUp(meshAnswers());
+          await ledgerCatchUp(meshAnswers());
+        }
+        for (let round = 1; round <= ROUNDS; round++) {
+          for (const concurrency of CONCURRENCIES) {
+            // Rotate the order each round, so no path always runs first or last.
+            const order = PHASE_ORDER.map((_, i) => PHASE_ORDER[(i + round - 1) % PHASE_ORDER.length]!);
+            for (const p of order) {
+              const runtimePid = isMesh(p) ? pids.edge : p === 'passthrough' ? pids.passthrough : undefined;
+              const phase = await measure({ model, path: p, concurrency, round, url: `${bases[p]}/v2/models/${model}/infer`, workload, tokensFor, runtimePid, pids, checkerUrl: checker.url });
+              phases.push(phase);
+              // The queue delivers up to a second later: let the ledger take this phase's receipts before the next phase.
+              if (isMesh(p)) await ledgerCatchUp(meshAnswers());
+            }
+            if (concurrency === 1 && INTERLEAVE) {
+              interleaved.push(await measureInterleaved({ model, round, bases, workload, tokensFor, pids, checkerUrl: checker.url }));
+              await ledgerCatchUp(meshAnswers());
+            }
           }
         }
       }
+
+      // Every answer through the edge carries a receipt, which must reach the ledger (queue, consumer, shard);
+      // each re-execution adds a verification receipt of its own. Re-executions run in waitUntil after their
+      // answer: wait until the ledger and the checker's count stand still.
+      const answered = meshAnswers();
+      await ledgerCatchUp(answered);
+      const [receiptsNow, checkerAfter] = await standStill(async () => [(await ledgerReceipts(ledgerUrl, adminToken)) - receiptsBefore, await inferencesOf(checker.url)]);
+      const settlementCpuMs = settlement ? (groupCpuMs().get(settlement.pid)?.all ?? Number.NaN) - settlementCpuBefore : Number.NaN;
+      const kinds = await receiptsByKind(ledgerUrl, adminToken).catch((err: unknown) => {
+        log(`could not list the ledger's receipts by kind: ${(err as Error).message}`);
+        return undefined;
+      });
+      const ledger: LedgerCount = {
+        answered,
+        receipts: receiptsNow!,
+        consumerReceipts: kinds?.consumer,
+        verificationReceipts: kinds ? Object.values(kinds.verificationByBackend).reduce((a, b) => a + b, 0) : undefined,
+        settlementCpuMsPerReceipt: settlementCpuMs / Math.max(1, receiptsNow!),
+      };
+      const sampledAnswers = served.mesh[BACKEND.id] ?? 0;
+      const checkerServed = (served.mesh[CHECKER.id] ?? 0) + (served['mesh-none'][CHECKER.id] ?? 0);
+      const checkerInferences = checkerAfter! - checkerBefore;
+      const extraWork = checkerInferences - checkerServed;
+      const share = extraWork / sampledAnswers;
+      const verification: VerificationCount = {
+        rate: VERIFY_RATE,
+        sampledAnswers,
+        checkerInferences,
+        checkerServed,
+        extraWork,
+        share,
+        sd: Math.sqrt((VERIFY_RATE * (1 - VERIFY_RATE)) / sampledAnswers),
+        met: Math.abs(share - VERIFY_RATE) <= GOAL_EXTRA_WORK_TOLERANCE * VERIFY_RATE,
+        receiptsByBackend: kinds?.verificationByBackend,
+      };
+      const results = report(phases, interleaved, performance.now() - started, ledger, verification);
+      await writeResults('edge.json', results, log);
     }
-
-    // Every answer through the edge carries a receipt, which must reach the ledger (queue, consumer, shard);
-    // each re-execution adds a verification receipt of its own. Re-executions run in waitUntil after their
-    // answer: wait until the ledger and the checker's count stand still.
-    const answered = meshAnswers();
-    await ledgerCatchUp(answered);
-    const [receiptsNow, checkerAfter] = await standStill(async () => [(await ledgerReceipts(ledgerUrl, adminToken)) - receiptsBefore, await inferencesOf(checker.url)]);
-    const settlementCpuMs = settlement ? (groupCpuMs().get(settlement.pid)?.all ?? Number.NaN) - settlementCpuBefore : Number.NaN;
-    const kinds = await receiptsByKind(ledgerUrl, adminToken).catch((err: unknown) => {
-      log(`could not list the ledger's receipts by kind: ${(err as Error).message}`);
-      return undefined;
-    });
-    const ledger: LedgerCount = {
-      answered,
-      receipts: receiptsNow!,
-      consumerReceipts: kinds?.consumer,
-      verificationReceipts: kinds ? Object.values(kinds.verificationByBackend).reduce((a, b) => a + b, 0) : undefined,
-      settlementCpuMsPerReceipt: settlementCpuMs / Math.max(1, receiptsNow!),
-    };
-    const sampledAnswers = served.mesh[BACKEND.id] ?? 0;
-    const checkerServed = (served.mesh[CHECKER.id] ?? 0) + (served['mesh-none'][CHECKER.id] ?? 0);
-    const checkerInferences = checkerAfter! - checkerBefore;
-    const extraWork = checkerInferences - checkerServed;
-    const share = extraWork / sampledAnswers;
-    const verification: VerificationCount = {
-      rate: VERIFY_RATE,
-      sampledAnswers,
-      checkerInferences,
-      checkerServed,
-      extraWork,
-      share,
-      sd: Math.sqrt((VERIFY_RATE * (1 - VERIFY_RATE)) / sampledAnswers),
-      met: Math.abs(share - VERIFY_RATE) <= GOAL_EXTRA_WORK_TOLERANCE * VERIFY_RATE,
-      receiptsByBackend: kinds?.verificationByBackend,
-    };
-    const results = report(phases, interleaved, performance.now() - started, ledger, verification);
-    await writeResults('edge.json', results, log);
+    if (CACHE_CASE !== '0') {
+      const cache = await measureCache({ edgeUrl: mesh.edgeUrl, consumerKey, passthroughUrl: passthrough.url, directUrl: backend.url, key, kid, issuer, pids });
+      await writeResults('edge-cache.json', reportCache(cache), log);
+    }
   } finally {
     await scratch.close();
   }
@@ -1044,6 +1064,218 @@ function aggregate(ps: Phase[]) {
 }
 
 
+
+// --- the answer-cache case (docs/api.md section 2.13) --------------------------
+
+const CACHE_PATHS = ['direct', 'passthrough', 'hit', 'miss'] as const;
+type CachePath = (typeof CACHE_PATHS)[number];
+const CACHE_LABEL: Record<CachePath, string> = {
+  direct: '(a) direct to the backend',
+  passthrough: '(b) bare pass-through Worker',
+  hit: '(h) mesh edge, answer-cache hit',
+  miss: '(m) mesh edge, answer-cache miss',
+};
+/** Each edge request follows one to another process, never one to the edge (the position effect of INTERLEAVE_CYCLE). */
+const CACHE_CYCLE: readonly CachePath[] = ['direct', 'hit', 'passthrough', 'miss'];
+
+interface CacheRound {
+  round: number;
+  paths: Record<CachePath, { requests: number; warmupRequests: number; p50Ms: number; p99Ms: number; meanMs: number; errors: Record<string, number>; errorSamples: string[] }>;
+  /** `x-mesh-cache` of the measured answers through the edge, by path. */
+  cacheHeaders: Record<'hit' | 'miss', Record<string, number>>;
+  /** Mean `edge;dur` of the hits, ms. */
+  hitEdgeDurMs: number;
+  otherCpu: number;
+}
+
+interface CacheCase {
+  text: string;
+  rounds: CacheRound[];
+}
+
+/**
+ * The answer-cache case: `embed` at concurrency 1, the four paths of
+ * CACHE_CYCLE interleaved request by request, ROUNDS rounds of
+ * INTERLEAVE_SECONDS after a warm-up. (h) sends the workload's request every
+ * time (its first answer, in the first warm-up, is the miss that fills the
+ * entry); (m) sends a text no request has sent before each time.
+ */
+async function measureCache(o: {
+  edgeUrl: string;
+  consumerKey: string;
+  passthroughUrl: string;
+  directUrl: string;
+  key: CryptoKey;
+  kid: string;
+  issuer: string;
+  pids: Pids;
+}): Promise<CacheCase> {
+  const workload = WORKLOADS.embed!;
+  const text = (JSON.parse(new TextDecoder().decode(workload.body)) as { inputs: { data: string[] }[] }).inputs[0]!.data[0]!;
+  const bodySha256 = await sha256Hex(workload.body);
+  const nonce = Math.random().toString(36).slice(2, 8);
+  const edgeHeaders = { 'x-mesh-dev-colo': COLO, 'x-mesh-verify': 'none' };
+  log(`answer cache: embed, ${workload.what}; (h) the same request each time, (m) a new text each time; x-mesh-verify: none`);
+  const rounds: CacheRound[] = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    const what = `answer cache round ${round}/${ROUNDS}, concurrency  1, interleaved`;
+    const missBody = (i: number) =>
+      json({ inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', data: [`${text} (${nonce}.${round}.${i})`] }] });
+    const seen: CacheRound['cacheHeaders'] = { hit: {}, miss: {} };
+    let edgeDur = { sum: 0, n: 0 };
+    const count = (p: 'hit' | 'miss') => (h: IncomingHttpHeaders) => {
+      const state = String(h['x-mesh-cache'] ?? 'none');
+      seen[p][state] = (seen[p][state] ?? 0) + 1;
+      const m = p === 'hit' && state === 'hit' ? /edge;dur=([0-9.]+)/.exec(String(h['server-timing'] ?? '')) : null;
+      if (m) edgeDur = { sum: edgeDur.sum + Number(m[1]), n: edgeDur.n + 1 };
+    };
+    const check = (body: Buffer) => {
+      if (!workload.check(JSON.parse(body.toString('utf8')))) throw new Error(`unexpected answer: ${body.toString('utf8').slice(0, 200)}`);
+    };
+    const targetsWith = async (count_: number, warm: boolean) =>
+      Promise.all(
+        CACHE_CYCLE.map(async (p) => {
+          const dispatchTokens = () => signDispatchTokens({ key: o.key, kid: o.kid, issuer: o.issuer, aud: BACKEND.id, model: 'embed', bodySha256, count: count_ });
+          switch (p) {
+            case 'direct':
+              return { url: `${o.directUrl}/v2/models/embed/infer`, tokens: await dispatchTokens(), check };
+            case 'passthrough':
+              return { url: `${o.passthroughUrl}/v2/models/embed/infer`, tokens: await dispatchTokens(), check };
+            case 'hit':
+              return { url: `${o.edgeUrl}/v2/models/embed/infer`, tokens: new Array<string>(count_).fill(o.consumerKey), headers: edgeHeaders, check, ...(warm ? {} : { onAnswer: count('hit') }) };
+            case 'miss':
+              // Warm-up and measurement texts differ: every (m) request is a text never sent.
+              return {
+                url: `${o.edgeUrl}/v2/models/embed/infer`,
+                tokens: new Array<string>(count_).fill(o.consumerKey),
+                headers: edgeHeaders,
+                check,
+                bodyFor: (i: number) => missBody(warm ? -1 - i : i),
+                ...(warm ? {} : { onAnswer: count('miss') }),
+              };
+          }
+        }),
+      );
+    const byPath = (results: ClosedLoopResult[]) =>
+      Object.fromEntries(
+        CACHE_PATHS.map((p) => {
+          const r = results[CACHE_CYCLE.indexOf(p)]!;
+          return [p, r];
+        }),
+      ) as Record<CachePath, ClosedLoopResult>;
+    await quiet(what, ownGroups(o.pids));
+    const slots = CACHE_CYCLE.length;
+    let perSlot = Math.ceil((MAX_RATE * INTERLEAVE_SECONDS) / slots);
+    let warmup = Object.fromEntries(CACHE_PATHS.map((p) => [p, 0])) as Record<CachePath, number>;
+    if (WARMUP_SECONDS > 0 || round === 1) {
+      // Round 1 always warms up: its first (h) request fills the entry.
+      const seconds = Math.max(WARMUP_SECONDS, 1);
+      const warm = byPath(await interleavedLoop({ targets: await targetsWith(Math.ceil((MAX_RATE * seconds) / slots) + 1, true), body: workload.body, concurrency: 1, durationMs: seconds * 1000 }));
+      warmup = Object.fromEntries(CACHE_PATHS.map((p) => [p, warm[p].ok])) as Record<CachePath, number>;
+      const cycles = Math.min(...CACHE_PATHS.map((p) => warm[p].ok));
+      if (cycles === 0) throw new Error(`${what}: no request succeeded on every path in the warm-up: ${CACHE_PATHS.map((p) => warm[p].errorSamples[0] ?? '').join(' ')}`);
+      if (!warm.direct.exhausted) perSlot = Math.min(perSlot, Math.ceil((cycles / warm.direct.elapsedMs) * 1000 * INTERLEAVE_SECONDS * 2) + 200);
+    }
+    const targets = await targetsWith(perSlot, false);
+    const self0 = process.cpuUsage();
+    const g0 = groupCpuMs();
+    const machine0 = machineBusyMs();
+    const backendCpu = () => (o.pids.backend === undefined ? 0 : processCpuMs(o.pids.backend)) + (o.pids.checker === undefined ? 0 : processCpuMs(o.pids.checker));
+    const backend0 = backendCpu();
+    const results = await interleavedLoop({ targets, body: workload.body, concurrency: 1, durationMs: INTERLEAVE_SECONDS * 1000 });
+    const g1 = groupCpuMs();
+    const self = process.cpuUsage(self0);
+    const groupDelta = (pid: number | undefined) => (pid === undefined ? 0 : (g1.get(pid)?.all ?? Number.NaN) - (g0.get(pid)?.all ?? Number.NaN));
+    const ours = groupDelta(o.pids.edge) + groupDelta(o.pids.passthrough) + groupDelta(o.pids.settlement) + backendCpu() - backend0 + (self.user + self.system) / 1000;
+    const elapsedMs = Math.max(...results.map((r) => r.elapsedMs));
+    const merged = byPath(results);
+    const r: CacheRound = {
+      round,
+      paths: Object.fromEntries(
+        CACHE_PATHS.map((p) => {
+          const x = merged[p];
+          const mean = x.latenciesMs.reduce((a, b) => a + b, 0) / Math.max(1, x.ok);
+          return [p, { requests: x.ok, warmupRequests: warmup[p], p50Ms: quantile(x.latenciesMs, 0.5), p99Ms: quantile(x.latenciesMs, 0.99), meanMs: mean, errors: x.errors, errorSamples: x.errorSamples }];
+        }),
+      ) as CacheRound['paths'],
+      cacheHeaders: seen,
+      hitEdgeDurMs: edgeDur.sum / Math.max(1, edgeDur.n),
+      otherCpu: Math.max(0, machineBusyMs() - machine0 - ours) / (CORES * elapsedMs),
+    };
+    rounds.push(r);
+    const ps = r.paths;
+    log(
+      `${what}: ` +
+        CACHE_PATHS.map((p) => `${p} p50 ${ps[p].p50Ms.toFixed(2)} / p99 ${ps[p].p99Ms.toFixed(2)} ms`).join(', ') +
+        `; hit/passthrough p50 ${(ps.hit.p50Ms / ps.passthrough.p50Ms).toFixed(2)}, hit/miss p50 ${(ps.hit.p50Ms / ps.miss.p50Ms).toFixed(2)}` +
+        `; x-mesh-cache (h) ${JSON.stringify(seen.hit)}, (m) ${JSON.stringify(seen.miss)}` +
+        (r.otherCpu > NOISY_OTHER_CPU ? ` (other processes used ${(r.otherCpu * 100).toFixed(0)}% of the CPU)` : ''),
+    );
+  }
+  return { text, rounds };
+}
+
+/** Prints the answer-cache case's table and ratios; returns what goes to bench/results/edge-cache.json. */
+function reportCache(c: CacheCase): unknown {
+  const f = (v: number, digits = 2) => (Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
+  const med = (get: (r: CacheRound) => number) => median(c.rounds.map(get).filter(Number.isFinite));
+  const ratio = (x: CachePath, y: CachePath, q: 'p50Ms' | 'p99Ms' | 'meanMs') => med((r) => r.paths[x][q] / r.paths[y][q]);
+  const lines = [
+    '',
+    `Answer cache, embed (${WORKLOADS.embed!.what}); interleaved at concurrency 1 in the cycle ${CACHE_CYCLE.map((p) => CACHE_LABEL[p].slice(0, 3)).join(', ')}, ${INTERLEAVE_SECONDS} s per round; median of ${c.rounds.length} rounds`,
+    '',
+    '| path | p50 ms | p99 ms | mean ms | x-mesh-cache of the answers | errors |',
+    '| --- | ---: | ---: | ---: | --- | ---: |',
+  ];
+  for (const p of CACHE_PATHS) {
+    const errors = c.rounds.reduce((n, r) => n + Object.values(r.paths[p].errors).reduce((a, b) => a + b, 0), 0);
+    const headers =
+      p === 'hit' || p === 'miss'
+        ? Object.entries(c.rounds.reduce<Record<string, number>>((acc, r) => {
+            for (const [k, n] of Object.entries(r.cacheHeaders[p])) acc[k] = (acc[k] ?? 0) + n;
+            return acc;
+          }, {}))
+            .map(([k, n]) => `${k} ${n}`)
+            .join(', ')
+        : '-';
+    lines.push(`| ${CACHE_LABEL[p]} | ${f(med((r) => r.paths[p].p50Ms))} | ${f(med((r) => r.paths[p].p99Ms))} | ${f(med((r) => r.paths[p].meanMs))} | ${headers} | ${errors} |`);
+  }
+  const ratios = {
+    hitOverPassthrough: { p50: ratio('hit', 'passthrough', 'p50Ms'), p99: ratio('hit', 'passthrough', 'p99Ms'), mean: ratio('hit', 'passthrough', 'meanMs') },
+    hitOverMiss: { p50: ratio('hit', 'miss', 'p50Ms'), p99: ratio('hit', 'miss', 'p99Ms'), mean: ratio('hit', 'miss', 'meanMs') },
+    missOverPassthrough: { p50: ratio('miss', 'passthrough', 'p50Ms'), p99: ratio('miss', 'passthrough', 'p99Ms'), mean: ratio('miss', 'passthrough', 'meanMs') },
+    hitOverDirect: { p50: ratio('hit', 'direct', 'p50Ms'), p99: ratio('hit', 'direct', 'p99Ms'), mean: ratio('hit', 'direct', 'meanMs') },
+  };
+  lines.push(
+    '',
+    '| ratio (median over rounds of the ratio within a round) | p50 | p99 | mean |',
+    '| --- | ---: | ---: | ---: |',
+    `| **hit / pass-through, (h) / (b)** | **${f(ratios.hitOverPassthrough.p50)}** | **${f(ratios.hitOverPassthrough.p99)}** | ${f(ratios.hitOverPassthrough.mean)} |`,
+    `| hit / miss, (h) / (m) | ${f(ratios.hitOverMiss.p50)} | ${f(ratios.hitOverMiss.p99)} | ${f(ratios.hitOverMiss.mean)} |`,
+    `| miss / pass-through, (m) / (b) | ${f(ratios.missOverPassthrough.p50)} | ${f(ratios.missOverPassthrough.p99)} | ${f(ratios.missOverPassthrough.mean)} |`,
+    `| hit / direct, (h) / (a) | ${f(ratios.hitOverDirect.p50)} | ${f(ratios.hitOverDirect.p99)} | ${f(ratios.hitOverDirect.mean)} |`,
+    '',
+  );
+  const met = ratios.hitOverPassthrough.p50 <= 1 && ratios.hitOverPassthrough.p99 <= 1;
+  lines.push(
+    `embed, answer cache: a hit costs ${f(ratios.hitOverPassthrough.p50)}x the bare pass-through Worker's p50 and ${f(ratios.hitOverPassthrough.p99)}x its p99 ` +
+      `(rounds: ${c.rounds.map((r) => f(r.paths.hit.p50Ms / r.paths.passthrough.p50Ms)).join(', ')}), and ${f(ratios.hitOverMiss.p50)}x a miss's p50; ` +
+      `goal: no more than the pass-through (ratio <= 1 at p50 and p99): ${met ? 'met' : 'MISSED'}. Hits' own edge;dur: ${f(med((r) => r.hitEdgeDurMs))} ms (whole ms of workerd's clock).`,
+    "The cache is Miniflare's Cache API in the edge's workerd (a local service over its own storage): in production it is the PoP's cache, in the same data centre.",
+  );
+  const busiest = Math.max(...c.rounds.map((r) => r.otherCpu));
+  if (busiest > NOISY_OTHER_CPU) lines.push(`WARNING: other processes used up to ${(busiest * 100).toFixed(0)}% of the CPU during a round; rerun on a quiet machine before trusting small differences.`);
+  console.log(lines.join('\n'));
+  return {
+    date: new Date().toISOString(),
+    machine: { cores: CORES, cpu: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.arch()}` },
+    settings: { rounds: ROUNDS, warmupSeconds: WARMUP_SECONDS, interleaveSeconds: INTERLEAVE_SECONDS, cycle: CACHE_CYCLE, colo: COLO, verify: 'none', settlement: SETTLEMENT },
+    text: c.text,
+    ratios,
+    goal: { hitOverPassthroughMax: 1, met },
+    rounds: c.rounds,
+  };
+}
 
 type Passthrough = WranglerDev;
 

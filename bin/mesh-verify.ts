@@ -175,7 +175,7 @@ async function receiptCommand(target: string, values: Values, opts: VerifyOption
   const jwt = await loadToken(target, 'receipt');
   const r = await verifyReceipt(jwt, jwks, opts);
   return {
-    line: `receipt ${r.jti}: ${r.model}@${r.model_version} by provider ${r.provider} for consumer ${r.sub}, ${r.amount} micro-USD, ${r.units.input}+${r.units.output} units`,
+    line: `receipt ${r.jti}: ${r.model}@${r.model_version} ${r.cache === 'hit' ? `from the answer cache at ${r.pop} (computed under receipt ${r.origin})` : `by provider ${r.provider}`} for consumer ${r.sub}, ${r.amount} micro-USD, ${r.units.input}+${r.units.output} units`,
     json: { receipt: r },
   };
 }

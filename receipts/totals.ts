@@ -3,7 +3,9 @@
  * section 5). The ledger and the offline verifier compute totals with this
  * same code, so a billing system recomputing them gets the signed numbers exactly.
  * A redundant receipt's payout is split between its two providers; a disputed
- * receipt pays nothing and its would-be payouts are counted in `withheld`.
+ * receipt pays nothing and its would-be payouts are counted in `withheld`; a
+ * receipt with no provider (a cache hit's, docs/api.md section 2.13) is
+ * charged and pays no one: its amount stays with the operator.
  *
  * Ids are any strings, `__proto__` and `constructor` included: the records
  * built here have no prototype, reads ask for own properties only, and
@@ -17,7 +19,8 @@ export interface Billable {
   jti: string;
   /** consumer id */
   sub: string;
-  provider: string;
+  /** Who is paid `amount`; absent (or empty) on a cache hit's receipt, which pays no provider. */
+  provider?: string;
   /** integer micro-USD */
   amount: number;
   /**
@@ -65,9 +68,11 @@ export function payoutSplit(amount: number, second: boolean): { provider: number
  * Adds one receipt: the consumer is always charged; the provider (and a
  * redundant receipt's second provider) is paid its part unless the receipt
  * is disputed, when the parts go to `withheld` instead and the payout is 0.
+ * A receipt with no provider (a cache hit) adds to no provider's total.
  */
 export function addToTotals(totals: BatchTotals, r: Billable, disputed?: ReadonlySet<string>): void {
   add(totals.consumers, r.sub, r.amount);
+  if (r.provider === undefined || r.provider === '') return;
   const second = secondProvider(r);
   const split = payoutSplit(r.amount, second !== undefined);
   if (disputed?.has(r.jti)) {

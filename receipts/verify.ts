@@ -105,7 +105,11 @@ export interface InclusionProof {
 /** How far in the future an `iat` may be (clock skew between the edge and the verifier). */
 const MAX_CLOCK_SKEW_S = 300;
 
-/** Every receipt claim of docs/api.md section 4 but `attestation` (absent on cache hits). */
+/**
+ * The receipt claims of docs/api.md section 4.2 that every receipt carries.
+ * A computed answer's receipt (`cache: "miss"`) also carries
+ * COMPUTED_CLAIMS; a cache hit's carries `origin` and none of HIT_ABSENT.
+ */
 const RECEIPT_REQUIRED_CLAIMS = [
   'iss',
   'sub',
@@ -113,9 +117,6 @@ const RECEIPT_REQUIRED_CLAIMS = [
   'iat',
   'model',
   'model_version',
-  'provider',
-  'backend',
-  'region',
   'pop',
   'units',
   'amount',
@@ -125,6 +126,11 @@ const RECEIPT_REQUIRED_CLAIMS = [
   'cache',
   'verify',
 ] as const;
+
+/** Who computed the answer: required on every receipt but a cache hit's, which names no one. */
+const COMPUTED_CLAIMS = ['provider', 'backend', 'region'] as const;
+/** What a cache hit's receipt never carries (docs/api.md section 2.13): no backend ran, no provider is paid. */
+const HIT_ABSENT = [...COMPUTED_CLAIMS, 'attestation', 'second', 'location', 'upstream_model', 'checks'] as const;
 
 /** The batch claims of docs/api.md section 5. */
 const BATCH_REQUIRED_CLAIMS = ['batch_id', 'epoch_start', 'epoch_end', 'count', 'merkle_root', 'totals', 'disputed'] as const;
@@ -355,8 +361,19 @@ export async function checkReceipt(jwt: string, getKey: JWTVerifyGetKey, opts: V
   const label = receiptLabel(jwt, where);
   const p = (await verifyJws(jwt, TYP.receipt, RECEIPT_REQUIRED_CLAIMS, getKey, opts, label)) as Record<string, unknown>;
   const bad = (what: string) => new VerifyError('invalid_claim', `${label}: ${what}`);
-  for (const c of ['iss', 'sub', 'jti', 'model', 'provider'] as const) if (!isNonEmptyString(p[c])) throw bad(`${c} must be a non-empty string`);
-  for (const c of ['model_version', 'backend', 'region', 'pop'] as const) if (typeof p[c] !== 'string') throw bad(`${c} must be a string`);
+  if (p.cache !== 'hit' && p.cache !== 'miss') throw bad('cache must be "hit" or "miss"');
+  if (p.cache === 'hit') {
+    // A cache hit: served at the PoP from an answer computed earlier (origin), by no backend and paying no provider.
+    for (const c of HIT_ABSENT) if (p[c] !== undefined) throw bad(`a cache hit's receipt carries no ${c}`);
+    if (!isNonEmptyString(p.origin)) throw new VerifyError(p.origin === undefined ? 'missing_claim' : 'invalid_claim', `${label}: a cache hit's receipt names its origin (a receipt id)`);
+  } else {
+    for (const c of COMPUTED_CLAIMS) if (p[c] === undefined) throw new VerifyError('missing_claim', `${label}: missing claim "${c}"`);
+    if (p.origin !== undefined) throw bad('origin is only on a cache hit\'s receipt');
+  }
+  for (const c of ['iss', 'sub', 'jti', 'model'] as const) if (!isNonEmptyString(p[c])) throw bad(`${c} must be a non-empty string`);
+  if (p.cache === 'miss' && !isNonEmptyString(p.provider)) throw bad('provider must be a non-empty string');
+  for (const c of ['model_version', 'pop'] as const) if (typeof p[c] !== 'string') throw bad(`${c} must be a string`);
+  if (p.cache === 'miss') for (const c of ['backend', 'region'] as const) if (typeof p[c] !== 'string') throw bad(`${c} must be a string`);
   const units = p.units as Record<string, unknown> | null;
   if (typeof units !== 'object' || units === null || Array.isArray(units) || !isCount(units.input) || !isCount(units.output)) {
     throw bad('units must be { input, output }, integers >= 0');
@@ -364,7 +381,6 @@ export async function checkReceipt(jwt: string, getKey: JWTVerifyGetKey, opts: V
   if (!isCount(p.amount)) throw bad('amount must be an integer >= 0 (micro-USD)');
   for (const c of ['input_sha256', 'output_sha256'] as const) if (!isSha256Hex(p[c])) throw bad(`${c} must be 64 hex digits`);
   if (typeof p.latency_ms !== 'number' || !Number.isFinite(p.latency_ms) || p.latency_ms < 0) throw bad('latency_ms must be a number >= 0');
-  if (p.cache !== 'hit' && p.cache !== 'miss') throw bad('cache must be "hit" or "miss"');
   if (p.verify !== 'none' && p.verify !== 'sampled' && p.verify !== 'redundant') throw bad('verify must be "none", "sampled" or "redundant"');
   if (p.attestation !== undefined && !isNonEmptyString(p.attestation)) throw bad('attestation must be a JWS string when present');
   if (p.checks !== undefined && !isNonEmptyString(p.checks)) throw bad('checks must be a receipt id when present');

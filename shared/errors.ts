@@ -29,6 +29,9 @@ export type MeshErrorCode =
   | 'model_not_ready'
   | 'body_too_large'
   | 'rate_limited'
+  // 429 / 402: a key's own limits and budget (docs/api.md section 2.14)
+  | 'concurrency_limited'
+  | 'budget_exhausted'
   | 'receipt_not_found'
   // 202: not an error; the answer is not there yet (docs/api.md section 5.5)
   | 'receipt_pending'
@@ -65,6 +68,8 @@ const STATUS_OF: Record<MeshErrorCode, number> = {
   model_not_ready: 503,
   body_too_large: 413,
   rate_limited: 429,
+  concurrency_limited: 429,
+  budget_exhausted: 402,
   receipt_not_found: 404,
   receipt_pending: 202,
   batch_not_found: 404,

@@ -50,6 +50,8 @@ export interface KeyClaims {
   exp: number;
   /** Data residency: when present, the consumer may only be served in these regions. */
   regions?: string[];
+  /** The key was issued with settings (limits, budget, CORS): the edge leases them from its KeyAccount (docs/api.md section 2.14). */
+  acct?: true;
 }
 
 /**
@@ -111,17 +113,26 @@ export interface ReceiptClaims {
   iat: number;
   model: string;
   model_version: string;
-  provider: string;
-  backend: string;
-  region: string;
+  /**
+   * Who computed the answer: the provider, its backend and the backend's
+   * region. Present on every receipt but a cache hit's (`cache: "hit"`),
+   * which names none: no backend computed it and no provider is paid for it
+   * (docs/api.md section 2.13).
+   */
+  provider?: string;
+  backend?: string;
+  region?: string;
   pop: string;
   units: Units;
   amount: number;
   input_sha256: string;
   output_sha256: string;
   latency_ms: number;
+  /** `hit`: answered from the PoP's answer cache (docs/api.md section 2.13); `miss`: computed. */
   cache: 'hit' | 'miss';
   verify: 'none' | 'sampled' | 'redundant';
+  /** Only on a cache hit: the `jti` of the receipt of the computation whose answer it served. */
+  origin?: string;
   attestation?: string;
   /** Set when the Hugging Face fallback answered: the upstream model id that computed it (`model` stays the mesh's name). */
   upstream_model?: string;

@@ -16,6 +16,8 @@ export interface IssueKeyOptions {
   regions?: string[];
   /** Lifetime; default one year. */
   ttlSeconds?: number;
+  /** The key has settings in its KeyAccount: sets the `acct` claim (docs/api.md section 2.14). */
+  account?: boolean;
 }
 
 /** Signs an operator-issued bearer key with the mesh key `kid`. */
@@ -23,6 +25,7 @@ export async function issueKey(signingKey: CryptoKey | KeyObject | Uint8Array, k
   const iat = Math.floor(Date.now() / 1000);
   const claims: Omit<KeyClaims, 'iss' | 'aud' | 'iat' | 'exp' | 'jti' | 'sub'> = { role: opts.role };
   if (opts.regions) claims.regions = opts.regions;
+  if (opts.account) claims.acct = true;
   return new SignJWT({ ...claims })
     .setProtectedHeader({ alg: 'EdDSA', typ: TYP.key, kid })
     .setIssuer(opts.issuer)

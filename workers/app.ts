@@ -16,12 +16,17 @@ import { huggingfaceRoutes } from './routes/huggingface.ts';
 import { openaiRoutes } from './routes/openai.ts';
 import { providerRoutes } from './routes/providers.ts';
 import { requestLog } from './request-log.ts';
+import { keyAccounts } from './account/middleware.ts';
 import { settlementRoutes } from './routes/settlement.ts';
+import { openapiRoutes } from './routes/openapi.ts';
 
 export const app = new Hono<AppEnv>()
   // First: every response gets its x-request-id, every request its log line (docs/api.md section 2.12).
   .use(requestLog)
+  // Consumer routes: CORS preflights, and each request's admission ended with its response (docs/api.md section 2.14).
+  .use(keyAccounts)
   .route('/', healthRoutes)
+  .route('/', openapiRoutes)
   .route('/', oipRoutes)
   .route('/', openaiRoutes)
   .route('/', huggingfaceRoutes)

@@ -6,7 +6,8 @@
  * check per key, not per request. Revoked keys are refused from the isolate's
  * snapshot (fresh within SNAPSHOT_REFRESH_MS), not by a call per request;
  * while the isolate has never loaded that list, every key gets 503 `not_ready`
- * (fail closed), never a pass.
+ * (fail closed), never a pass. A consumer key with an account (limits, budget,
+ * CORS origins) gets its lease made live here (workers/account/admission.ts).
  */
 
 import { errors as joseErrors, jwtVerify, type JWTHeaderParameters } from 'jose';
@@ -17,6 +18,7 @@ import type { AppEnv } from './context.ts';
 import { settings, type Env } from './env.ts';
 import { signingKeys, type SigningKeys } from './keys.ts';
 import { getSnapshot } from './directory/snapshot.ts';
+import { attachAccount } from './account/admission.ts';
 import { factsOf } from './request-log.ts';
 
 const CACHE_MAX = 10_000;
@@ -80,7 +82,7 @@ export async function authenticate(c: Context<AppEnv>, roles: readonly KeyRole[]
   facts.keyId = claims.jti;
   facts.sub = claims.sub;
   const { snapshotRefreshMs } = settings(env);
-  const { revoked } = await getSnapshot(env, c.executionCtx, snapshotRefreshMs);
+  const { revoked, accounts } = await getSnapshot(env, c.executionCtx, snapshotRefreshMs);
   if (!revoked) {
     // Fail closed: this isolate could not load the revoked-key list yet, so a
     // revoked key would look valid. The snapshot refresh retries in the background.
@@ -92,5 +94,7 @@ export async function authenticate(c: Context<AppEnv>, roles: readonly KeyRole[]
   if (!roles.includes(claims.role)) {
     throw new MeshError('forbidden', `This route needs a ${roles.join(' or ')} key; yours is a ${claims.role} key.`);
   }
+  // A consumer key with an account: its lease in this isolate and its CORS origins (account/admission.ts).
+  if (claims.role === 'consumer') await attachAccount(c, claims, accounts);
   return claims;
 }

@@ -1,5 +1,6 @@
 /** The Hono environment of the edge app: bindings plus per-request variables. */
 
+import type { KeyAccess } from './account/access.ts';
 import type { Env } from './env.ts';
 
 /**
@@ -21,8 +22,8 @@ export interface RequestFacts {
   provider?: string;
   /** Backend calls made for the answer: first try, retries and the hedge. */
   attempts?: number;
-  /** `hit` or `miss` once the answer cache exists; the inference path says `miss` today. */
-  cache?: 'hit' | 'miss';
+  /** What the answer cache did (docs/api.md section 2.13): `hit`, `miss` or `bypass`, as `x-mesh-cache` says. */
+  cache?: 'hit' | 'miss' | 'bypass';
   /** The jti of the receipt the answer carries. */
   receipt?: string;
   /** A code the response carries that no thrown MeshError names (a backend's 4xx passed through). */
@@ -33,6 +34,8 @@ export interface Variables {
   /** This request's id, sent back as `x-request-id` (docs/api.md section 2.12). */
   requestId: string;
   facts: RequestFacts;
+  /** The request's hold on its key's account, when the key has one (workers/account/access.ts). */
+  keyAccess?: KeyAccess;
 }
 
 export type AppEnv = { Bindings: Env; Variables: Variables };

@@ -37,6 +37,8 @@ export interface Settings {
     /** Proven frauds that quarantine a provider (`VERIFY_QUARANTINE_AFTER`). */
     quarantineAfter: number;
   };
+  /** How long a key account's lease lives in an isolate (`KEY_LEASE_SECONDS`, 1..50 s, docs/api.md section 2.14). */
+  keyLeaseMs: number;
   settlement: {
     epochMs: number;
     /** Ledger shards receipts are spread over by jti (1..100). */
@@ -83,6 +85,7 @@ export function settings(env: Env): Settings {
         sampleRate: rate(env.VERIFY_SAMPLE_RATE, 0.05),
         quarantineAfter: Math.floor(int(env.VERIFY_QUARANTINE_AFTER, 3)),
       },
+      keyLeaseMs: Math.min(50, int(env.KEY_LEASE_SECONDS, 10)) * 1000,
       settlement: {
         epochMs: int(env.SETTLEMENT_EPOCH_SECONDS, 60) * 1000,
         shards: Math.min(100, Math.floor(int(env.SETTLEMENT_SHARDS, 4))),

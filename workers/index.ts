@@ -7,6 +7,7 @@ import { consumeDeadLetters, consumeReceipts } from './settlement/consumer.ts';
 export { RegionDirectory } from './directory/RegionDirectory.ts';
 export { OperatorRegistry } from './operator/OperatorRegistry.ts';
 export { SettlementLedger } from './settlement/SettlementLedger.ts';
+export { KeyAccount } from './account/KeyAccount.ts';
 
 export default {
   fetch: app.fetch,

@@ -45,7 +45,7 @@ export interface RequestRecord {
   backend?: string;
   provider?: string;
   attempts?: number;
-  cache?: 'hit' | 'miss';
+  cache?: 'hit' | 'miss' | 'bypass';
   receipt?: string;
   /** The error code the response carries, if any. */
   error?: string;

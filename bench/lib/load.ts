@@ -61,6 +61,8 @@ export async function closedLoop(o: ClosedLoopOptions): Promise<ClosedLoopResult
 export interface LoopTarget extends Pick<ClosedLoopOptions, 'url' | 'tokens' | 'headers' | 'check' | 'onAnswer'> {
   /** This target's own body (its tokens bound to it); default the loop's `body`. */
   body?: Uint8Array;
+  /** A body per request instead (`i`: the target's request number, from 0), for tokens bound to no body (consumer keys). */
+  bodyFor?: (i: number) => Uint8Array;
 }
 
 export interface InterleavedLoopOptions {
@@ -103,8 +105,9 @@ export async function interleavedLoop(o: InterleavedLoopOptions): Promise<Closed
     if (target.errorSamples.length < 5) target.errorSamples.push(`${key}: ${sample.slice(0, 300)}`);
   };
 
-  const once = (target: Target, token: string) =>
+  const once = (target: Target, token: string, i: number) =>
     new Promise<void>((resolve) => {
+      const body = target.t.bodyFor ? target.t.bodyFor(i) : target.body;
       const t0 = performance.now();
       const req = http.request(
         {
@@ -113,7 +116,7 @@ export async function interleavedLoop(o: InterleavedLoopOptions): Promise<Closed
           port: target.url.port,
           path: target.url.pathname,
           method: 'POST',
-          headers: { 'content-type': 'application/json', ...target.t.headers, 'content-length': target.bodyLength, authorization: `Bearer ${token}` },
+          headers: { 'content-type': 'application/json', ...target.t.headers, 'content-length': target.t.bodyFor ? String(body.byteLength) : target.bodyLength, authorization: `Bearer ${token}` },
         },
         (res) => {
           const status = res.statusCode ?? 0;
@@ -149,7 +152,7 @@ export async function interleavedLoop(o: InterleavedLoopOptions): Promise<Closed
         fail(target, '0', err.message);
         resolve();
       });
-      req.end(target.body);
+      req.end(body);
     });
 
   const started = performance.now();
@@ -158,7 +161,8 @@ export async function interleavedLoop(o: InterleavedLoopOptions): Promise<Closed
   const worker = async (w: number) => {
     for (let i = w; performance.now() < deadline && left(); i++) {
       const target = targets[i % targets.length]!;
-      await once(target, target.t.tokens[target.next++]!);
+      const n = target.next++;
+      await once(target, target.t.tokens[n]!, n);
       target.last = performance.now();
     }
   };

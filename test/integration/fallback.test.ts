@@ -112,7 +112,8 @@ describe('Hugging Face fallback', () => {
     const res = await fetch(`${mesh.edgeUrl}/v1/embeddings`, {
       method: 'POST',
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'x-mesh-dev-colo': 'FRA' },
-      body: JSON.stringify({ model: 'embed', input: 'hello' }),
+      // Not 'hello': fra-1's answer to it is in FRA's answer cache, which serves it still (docs/api.md section 2.13).
+      body: JSON.stringify({ model: 'embed', input: 'hello, resident' }),
     });
     expect(res.status).toBe(503);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('no_capacity');

@@ -155,11 +155,13 @@ async function one(pop: string, headers: Record<string, string> = {}): Promise<S
     const res = await fetch(`${mesh.edgeUrl}/v2/models/embed/infer`, {
       method: 'POST',
       // No sampled re-execution (test/integration/verification.test.ts covers it): every attempt here is one the test made.
+      // No answer cache (test/integration/cache.test.ts covers it): every request is computed by a backend.
       headers: {
         authorization: `Bearer ${mesh.consumerKey}`,
         'content-type': 'application/json',
         'x-mesh-dev-colo': pop,
         'x-mesh-verify': 'none',
+        'cache-control': 'no-store',
         ...headers,
       },
       body: embedBody,

@@ -85,7 +85,10 @@ interface Answer {
   attestation: AttestationClaims;
 }
 
-/** One `embed` request for one text entering at `pop`, with `x-mesh-verify: none`; checks its receipt and attestation. */
+/**
+ * One `embed` request for one text entering at `pop`, with `x-mesh-verify: none`, computed by a backend (`no-store`:
+ * not from the PoP's answer cache); checks its receipt and attestation.
+ */
 async function ask(pop: string, text: string): Promise<Answer> {
   const m = mesh();
   const res = await fetch(`${m.edgeUrl}/v2/models/embed/infer`, {
@@ -95,6 +98,7 @@ async function ask(pop: string, text: string): Promise<Answer> {
       'content-type': 'application/json',
       'x-mesh-dev-colo': pop,
       'x-mesh-verify': 'none',
+      'cache-control': 'no-store',
     },
     body: JSON.stringify({ inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', data: [text] }] }),
     signal: AbortSignal.timeout(30_000),

@@ -251,7 +251,7 @@ async function consume(pop: string, o: { route?: 'oip' | 'openai'; headers?: Rec
   }
   const claims = sample.claims;
   if (claims) {
-    if (!HONEST_PROVIDERS.has(claims.provider) || !HONEST_IDS.has(claims.backend)) {
+    if (!HONEST_PROVIDERS.has(claims.provider ?? '') || !HONEST_IDS.has(claims.backend ?? '')) {
       sample.problems.push(`receipt names ${claims.provider}/${claims.backend}`);
     }
     if (claims.backend !== sample.answeredBy) sample.problems.push(`receipt names ${claims.backend}, x-mesh-backend ${sample.answeredBy}`);

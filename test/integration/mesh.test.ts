@@ -51,7 +51,8 @@ describe('routing by PoP', () => {
   });
 
   it('honours a region pin', async () => {
-    const res = await infer('SIN', embedBody(), 'embed', { 'x-mesh-region': 'us-east' });
+    // A text of its own: SIN's answer cache holds the test above's (a hit is computed in no region, docs/api.md section 2.13).
+    const res = await infer('SIN', embedBody('pinned to us-east'), 'embed', { 'x-mesh-region': 'us-east' });
     expect(res.status).toBe(200);
     expect(res.headers.get('x-mesh-region')).toBe('us-east');
   });
@@ -259,7 +260,9 @@ describe('a region going down', () => {
   it('costs Singapore nothing: it is served by the next region at once and after expiry', async () => {
     const sg = mesh.backends.find((b) => b.region === 'ap-southeast')!;
     await sg.stop(true);
-    const right = await infer('SIN');
+    // Computed (no-store): SIN's answer cache still holds sg-1's answer, and would serve it (docs/api.md section 2.13).
+    const computed = { 'cache-control': 'no-store' };
+    const right = await infer('SIN', embedBody(), 'embed', computed);
     expect(right.status).toBe(200);
     expect(right.headers.get('x-mesh-region')).toBe('eu-west');
     expect(right.headers.get('x-mesh-receipt')).toBeTruthy();
@@ -268,7 +271,7 @@ describe('a region going down', () => {
     const admin = await fetch(`${mesh.edgeUrl}/admin/backends`, { headers: { authorization: `Bearer ${mesh.adminToken}` } });
     const { backends } = (await admin.json()) as { backends: { id: string }[] };
     expect(backends.map((b) => b.id).sort()).toEqual(['fra-1', 'iad-1']);
-    const later = await infer('SIN');
+    const later = await infer('SIN', embedBody(), 'embed', computed);
     expect(later.status).toBe(200);
     expect(later.headers.get('x-mesh-region')).toBe('eu-west');
   });

@@ -97,7 +97,8 @@ describe('verifyReceipt', () => {
   });
 
   it('accepts a receipt without attestation (cache hit), an old receipt, and an iat slightly ahead', async () => {
-    const { attestation: _, ...hit } = receiptClaims(1, { cache: 'hit' });
+    // A cache hit names no one who computed it, and its origin (test/receipts/cache-hit.test.ts has the rest).
+    const { attestation: _, provider: _p, backend: _b, region: _r, ...hit } = receiptClaims(1, { cache: 'hit', origin: 'rcpt-000000' });
     expect((await verifyReceipt(await sign(hit, k2), jwks)).cache).toBe('hit');
     expect((await verifyReceipt(await signReceipt(1, k2, { iat: 1_000_000_000 }), jwks)).iat).toBe(1_000_000_000);
     await verifyReceipt(await signReceipt(1, k2, { iat: NOW + 120 }), jwks);

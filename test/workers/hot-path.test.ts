@@ -2,7 +2,8 @@
  * The per-request path performs no Durable Object call: once an isolate has
  * its snapshot, inference requests are routed, dispatched and receipted from
  * memory; directory reads and demand reports happen in the background, at
- * most every SNAPSHOT_REFRESH_MS / 2 s. The backend here is a FAKE answering
+ * most every SNAPSHOT_REFRESH_MS / 2 s; an answer from the PoP's cache calls
+ * none either. The backend here is a FAKE answering
  * in-process (global fetch stubbed): real backends are the integration tests'.
  */
 
@@ -55,11 +56,11 @@ describe('the per-request path', () => {
     const consumer = await keyFor('consumer', 'hot-consumer');
     const waitUntil: Promise<unknown>[] = [];
     const ctx = { waitUntil: (p: Promise<unknown>) => void waitUntil.push(p), passThroughOnException() {}, props: {} } as unknown as ExecutionContext;
-    const infer = () =>
+    const infer = (headers: Record<string, string> = {}) =>
       app.fetch(
         new Request(`${BASE}/v2/models/embed/infer`, {
           method: 'POST',
-          headers: { authorization: `Bearer ${consumer}`, 'x-mesh-dev-colo': 'FRA' },
+          headers: { authorization: `Bearer ${consumer}`, 'x-mesh-dev-colo': 'FRA', ...headers },
           body: JSON.stringify({ inputs: [{ name: 'input_ids', shape: [1, 3], datatype: 'INT64', data: [1, 2, 3] }] }),
         }),
         counted,
@@ -72,11 +73,19 @@ describe('the per-request path', () => {
     await Promise.all(waitUntil);
     calls.length = 0;
 
+    // Computed answers (embed's answers are cached: no-store asks for a computed one each time).
     for (let i = 0; i < 20; i++) {
-      const res = await infer();
+      const res = await infer({ 'cache-control': 'no-store' });
       expect(res.status).toBe(200);
       expect(res.headers.get('x-mesh-receipt')).toBeTruthy();
       expect(res.headers.get('x-mesh-backend')).toBe('hot-1');
+    }
+    // And answers from the PoP's cache, which the warm-up's answer went into.
+    for (let i = 0; i < 5; i++) {
+      const res = await infer();
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-mesh-cache')).toBe('hit');
+      expect(res.headers.get('x-mesh-receipt')).toBeTruthy();
     }
     expect(calls).toEqual([]);
   });

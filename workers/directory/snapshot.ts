@@ -26,6 +26,12 @@ export interface Snapshot {
    * loaded the list (revocations unknown: no key may be trusted yet).
    */
   revoked: ReadonlySet<string> | undefined;
+  /**
+   * `jti`s of consumer keys given settings after issue, whose JWT does not
+   * claim an account (docs/api.md section 2.14): requests with them lease
+   * from their KeyAccount. Loaded with `revoked`, kept when a load fails.
+   */
+  accounts: ReadonlySet<string>;
   /** Each admitted provider's standing: what sampling reads (verification/sampling.ts). */
   providers: ReadonlyMap<string, ProviderStanding>;
   /** Providers quarantined by the operator registry: no traffic until the operator clears them. */
@@ -84,6 +90,7 @@ async function fetchSnapshot(env: Env): Promise<Snapshot> {
     // Revocations are never forgotten because one fetch failed, and never
     // assumed empty: with no list ever loaded they stay unknown.
     revoked: state ? new Set(state.revoked) : current?.revoked,
+    accounts: state ? new Set(state.accounts) : (current?.accounts ?? new Set()),
     ...standingViews(standings),
   };
   current = snap;
@@ -142,6 +149,18 @@ export function invalidateSnapshot(): void {
  */
 export function noteRevoked(jti: string): void {
   if (current?.revoked) current = { ...current, revoked: new Set([...current.revoked, jti]) };
+}
+
+/**
+ * Applies a key's listing (`on`) or unlisting as a key with an account to
+ * this isolate's snapshot at once; others see it on their next refresh.
+ */
+export function noteAccount(jti: string, on: boolean): void {
+  if (!current) return;
+  const accounts = new Set(current.accounts);
+  if (on) accounts.add(jti);
+  else accounts.delete(jti);
+  current = { ...current, accounts };
 }
 
 /** Forgets this isolate's snapshot, as a fresh isolate starts. Tests only: production never needs it. */

@@ -23,10 +23,23 @@ export interface Fallback {
   region?: string;
 }
 
+/**
+ * How a deterministic model's answers are cached per PoP (docs/api.md
+ * section 2.13): present only when the catalogue says `deterministic = true`.
+ */
+export interface AnswerCaching {
+  /** What a hit costs, micro-USD per unit (`cache_price`; default the model's `price`). */
+  price: Price;
+  /** How long an answer is kept, seconds (`cache_ttl`; default DEFAULT_CACHE_TTL_S). */
+  ttlSeconds: number;
+}
+
 export interface CatalogueModel extends MeterRule {
   name: string;
   price: Price;
   fallback?: Fallback;
+  /** Set when the model is deterministic: its answers are cached at each PoP. */
+  cache?: AnswerCaching;
   /**
    * How two providers' answers are compared when one is re-executed
    * (docs/api.md section 6.2): `tolerance = { abs, rel }` for floating-point
@@ -39,6 +52,10 @@ export type Catalogue = ReadonlyMap<string, CatalogueModel>;
 
 /** The most a price may be, micro-USD per unit. */
 const MAX_PRICE = 1_000_000;
+/** How long a cached answer is kept when the catalogue does not say (`cache_ttl`), seconds. */
+export const DEFAULT_CACHE_TTL_S = 3600;
+/** The longest `cache_ttl`, seconds. */
+const MAX_CACHE_TTL_S = 30 * 24 * 3600;
 const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const UPSTREAM_ID = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,255}$/;
 
@@ -48,11 +65,11 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function parsePrice(v: unknown, where: string): Price {
-  if (!isObject(v)) throw bad(`${where}.price must be { "input": µUSD, "output": µUSD }.`);
+function parsePrice(v: unknown, where: string, field = 'price'): Price {
+  if (!isObject(v)) throw bad(`${where}.${field} must be { "input": µUSD, "output": µUSD }.`);
   const price = (x: unknown, side: string) => {
     if (typeof x !== 'number' || !Number.isFinite(x) || x < 0 || x > MAX_PRICE) {
-      throw bad(`${where}.price.${side} must be a number of micro-USD per unit, 0..${MAX_PRICE}.`);
+      throw bad(`${where}.${field}.${side} must be a number of micro-USD per unit, 0..${MAX_PRICE}.`);
     }
     return x;
   };
@@ -88,6 +105,19 @@ function parseModel(name: string, v: unknown): CatalogueModel {
       if (!Number.isSafeInteger(v.pad_id)) throw bad(`"${name}".pad_id must be an integer.`);
       model.padId = v.pad_id as number;
     }
+  }
+  if (v.deterministic !== undefined && typeof v.deterministic !== 'boolean') throw bad(`"${name}".deterministic must be true or false.`);
+  if (v.deterministic === true) {
+    let ttlSeconds = DEFAULT_CACHE_TTL_S;
+    if (v.cache_ttl !== undefined) {
+      if (!Number.isSafeInteger(v.cache_ttl) || (v.cache_ttl as number) < 1 || (v.cache_ttl as number) > MAX_CACHE_TTL_S) {
+        throw bad(`"${name}".cache_ttl must be a whole number of seconds, 1..${MAX_CACHE_TTL_S}.`);
+      }
+      ttlSeconds = v.cache_ttl as number;
+    }
+    model.cache = { price: v.cache_price === undefined ? model.price : parsePrice(v.cache_price, `"${name}"`, 'cache_price'), ttlSeconds };
+  } else if (v.cache_price !== undefined || v.cache_ttl !== undefined) {
+    throw bad(`"${name}": cache_price and cache_ttl need deterministic = true (only a deterministic model's answers are cached).`);
   }
   if (v.fallback !== undefined) {
     const f = v.fallback;

@@ -23,6 +23,9 @@ import { runPair } from '../verification/redundant.ts';
 import type { Execution } from '../verification/disputes.ts';
 import { announcedVersion, dispatch, type DispatchRequest, type DispatchResult } from './dispatch.ts';
 import { embedOnHuggingFace, fallbackFor } from './fallback.ts';
+import { planCache, storeAnswer } from './answer-cache.ts';
+import { answerFromCache } from './cache-hit.ts';
+import type { InferenceCall } from './call.ts';
 import { allowedRegions, candidatesFor } from './candidates.ts';
 import { forgetMetadata } from './metadata.ts';
 import { settings } from '../env.ts';
@@ -32,6 +35,7 @@ import { flushRtt, noteRtt } from '../directory/rtt-report.ts';
 import { scheduleProbes } from '../directory/probes.ts';
 import { resolvePop } from '../geo/pop.ts';
 import { signReceipt } from './receipts.ts';
+import { admit, settle } from '../account/admission.ts';
 import { recordReceipt } from '../settlement/record.ts';
 import { AttemptPlan, type Attempt } from '../routing/attempts.ts';
 import { isolateRouting } from '../routing/isolate.ts';
@@ -40,31 +44,7 @@ import type { Snapshot } from '../directory/snapshot.ts';
 
 type Verify = ReceiptClaims['verify'];
 
-/** What a route hands over once it has authenticated and translated the request. */
-export interface InferenceCall {
-  consumer: KeyClaims;
-  model: string;
-  version?: string;
-  /** Exact bytes of the OIP v2 request for the backend. */
-  oipBody: Uint8Array;
-  /** The JSON header's length when `oipBody` uses the binary tensor extension. */
-  headerLength?: number;
-  /** The same request, parsed: what the mesh meters and checks the answer against. */
-  request: InferRequest;
-  /** The model's metadata, when the route has it: answers are checked against it. */
-  metadata?: ModelMetadata;
-  /** The consumer's own request bytes, when they differ from `oipBody` (for the receipt's input_sha256). */
-  consumerBody?: Uint8Array;
-  /**
-   * Turns the checked OIP answer into what the consumer receives. Absent:
-   * the backend's OIP bytes are passed through unchanged.
-   */
-  shape?: (answer: InferResponse, units: Units) => { body: string | Uint8Array; contentType: string };
-  /** The request's texts, when it is a text-embedding request that may fall back to Hugging Face. */
-  texts?: string[];
-  /** The output name of the model's embedding, for a fallback answer in OIP form (default `embedding`). */
-  outputName?: string;
-}
+export type { InferenceCall } from './call.ts';
 
 /** Reads the request body as a stream within MAX_BODY_BYTES (413 as soon as it passes it). */
 export async function readBody(c: Context<AppEnv>): Promise<Uint8Array> {
@@ -142,18 +122,28 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   facts.model = call.model;
   const verify = verifyMode(c);
   const entry = offered(c.env, call.model);
-  const routing = isolateRouting;
-  routing.budget.recordRequest();
-  routing.hedges.recordRequest();
+  // The key's limits and budget (account/admission.ts): 429 or 402 before any work, cache hits included; settled from the receipt.
+  await admit(c, call, entry, verify);
   const pop = resolvePop(c.req.raw, s.dev);
   facts.pop = pop.code;
-  /** Work for after the response has left (`afterResponse`). */
-  const later: (() => unknown)[] = [];
-  const [keys, oipSha256, consumerSha256] = await Promise.all([
+  // The PoP's answer cache (answer-cache.ts): a deterministic model's answer may be here already.
+  const [keys, oipSha256, consumerSha256, cache] = await Promise.all([
     signingKeys(c.env),
     sha256Hex(call.oipBody),
     call.consumerBody ? sha256Hex(call.consumerBody) : undefined,
+    planCache(c, call, entry, verify, pop),
   ]);
+  facts.cache = cache.state;
+  if (cache.hit) {
+    const hit = await answerFromCache(c, call, { entry, hit: cache.hit, keys, verify, pop: pop.code, inputSha256: consumerSha256 ?? oipSha256, started });
+    if (hit) return hit;
+    cache.state = facts.cache = 'miss';
+  }
+  const routing = isolateRouting;
+  routing.budget.recordRequest();
+  routing.hedges.recordRequest();
+  /** Work for after the response has left (`afterResponse`). */
+  const later: (() => unknown)[] = [];
 
   let served: Served;
   try {
@@ -276,7 +266,6 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   facts.region = served.region;
   facts.backend = served.backend;
   facts.provider = served.provider;
-  facts.cache = 'miss';
   facts.receipt = jti;
   const receipt = await signReceipt(keys, {
     iss: s.issuer,
@@ -303,6 +292,8 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       ? { second: { provider: served.second.backend.provider, backend: served.second.backend.id, attestation: served.second.result.attestation } }
       : {}),
   });
+  // The key's budget and tokens per minute are charged what the receipt says, not the admission's bound.
+  settle(c, served.amount, served.units);
   // To settlement: awaited in waitUntil, retried, never dropped (settlement/record.ts).
   later.push(() => recordReceipt(c.env, jti, receipt));
   // The attestation's signature (a bad one withholds the provider's payout, attestation.ts)
@@ -310,7 +301,15 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
   if (served.attestation && served.answeredBy) {
     const { entry: answering, regionSize, check, sample } = served.answeredBy;
     const run: Execution = { backend: answering, attestation: served.attestation, outputSha256: served.oipSha256!, oip: served.oip, receipt, receiptJti: jti };
-    later.push(() => verifyAfterAnswer(check, run, regionSize, sample));
+    const { key } = cache;
+    later.push(async () => {
+      const stands = await verifyAfterAnswer(check, run, regionSize, sample);
+      // Into the answer cache only once its attestation verified (and, when sampled, its re-execution agreed).
+      if (!stands || !key || !entry.cache || served.second) return;
+      const shapes = served.answer.outputs.map((o) => o.shape);
+      const binary = served.headerLength !== undefined ? { headerLength: served.headerLength } : {};
+      await storeAnswer(key, { oip: served.oip, ...binary, version: served.modelVersion, shapes, origin: jti, provider: served.provider }, entry.cache.ttlSeconds);
+    });
     if (served.second) {
       const { backend: b, result: r } = served.second;
       const other: Execution = { backend: b, attestation: r.attestation, outputSha256: r.outputSha256, oip: r.body, receipt, receiptJti: jti };
@@ -326,7 +325,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       'x-mesh-receipt': receipt,
       'x-mesh-region': served.region,
       'x-mesh-backend': served.backend,
-      'x-mesh-cache': 'miss',
+      'x-mesh-cache': cache.state,
       'server-timing': `edge;dur=${Math.max(0, total - served.ms)}, backend;dur=${served.ms}, total;dur=${total}`,
     },
   });

@@ -8,7 +8,9 @@
  * standing under verification (docs/api.md section 6.3: strikes from proven
  * frauds, quarantine at a threshold until the operator clears it, a sampling
  * rate override), which isolates copy into their snapshot (`edgeState`) so
- * that no request waits on this object; and the index of disputes with the
+ * that no request waits on this object; the consumer keys given settings
+ * after issue, whose JWT does not say they have an account (docs/api.md
+ * section 2.14), copied the same way; and the index of disputes with the
  * providers' standing events, kept when a provider is removed.
  */
 
@@ -69,6 +71,8 @@ const MIGRATIONS = [
        at INTEGER NOT NULL,
        dispute TEXT)`,
   ],
+  // Keys with an account their JWT does not claim (settings given after issue), until the key expires (ms).
+  ['CREATE TABLE key_accounts (jti TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)'],
 ] as const;
 
 /** Most rows one listing returns. */
@@ -329,8 +333,24 @@ export class OperatorRegistry extends DurableObject<Env> {
     );
   }
 
-  /** What an isolate's snapshot loads, in one call: revoked keys and every provider's standing. */
-  edgeState(): { revoked: string[]; standings: ProviderStanding[] } {
+  /**
+   * Lists (`on`) or unlists a key whose JWT does not claim its account, until
+   * `expiresAt` (ms, the key's own `exp`): isolates lease for the keys listed.
+   */
+  noteAccount(jti: string, expiresAt: number, on: boolean): void {
+    if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_ID) throw new Error('noteAccount: jti must be 1 to 256 characters.');
+    if (!Number.isSafeInteger(expiresAt)) throw new Error('noteAccount: expiresAt must be a time in ms.');
+    const now = Date.now();
+    this.#sql.run('DELETE FROM key_accounts WHERE expires_at <= ?', now);
+    if (on && expiresAt > now) {
+      this.#sql.run('INSERT INTO key_accounts (jti, expires_at) VALUES (?, ?) ON CONFLICT(jti) DO UPDATE SET expires_at = excluded.expires_at', jti, expiresAt);
+    } else {
+      this.#sql.run('DELETE FROM key_accounts WHERE jti = ?', jti);
+    }
+  }
+
+  /** What an isolate's snapshot loads, in one call: revoked keys, every provider's standing, and the keys listed by `noteAccount`. */
+  edgeState(): { revoked: string[]; standings: ProviderStanding[]; accounts: string[] } {
     // Only standings that change what an isolate does (verification/sampling.ts): an established provider
     // with a clean record is the default, so a snapshot refresh carries the few notable ones, not every provider.
     const now = Date.now();
@@ -339,7 +359,8 @@ export class OperatorRegistry extends DurableObject<Env> {
       now - NEW_PROVIDER_MS,
       now - AFTER_FRAUD_MS,
     );
-    return { revoked: this.revokedKeys(), standings: notable.map(standingOf) };
+    const accounts = this.#sql.all<{ jti: string }>('SELECT jti FROM key_accounts WHERE expires_at > ?', now).map((r) => r.jti);
+    return { revoked: this.revokedKeys(), standings: notable.map(standingOf), accounts };
   }
 
   #standing(id: string): ProviderStanding | undefined {

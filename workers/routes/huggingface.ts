@@ -48,6 +48,8 @@ export interface JsonCall {
   normalize: boolean;
   /** `options.wait_for_model`, when given. */
   waitForModel?: boolean;
+  /** `options.use_cache: false`: a fresh answer, not one from the answer cache (docs/api.md section 2.13). */
+  noCache?: boolean;
 }
 
 const invalid = (message: string) => new MeshError('invalid_request', message);
@@ -114,6 +116,7 @@ export function readJsonCall(req: unknown, pathTask: string | undefined): JsonCa
     if (given(value) !== undefined && typeof value !== 'boolean') throw invalid(`"options.${key}" must be true or false.`);
   }
   const waitForModel = given((options as Record<string, unknown>).wait_for_model) as boolean | undefined;
+  const noCache = given((options as Record<string, unknown>).use_cache) === false;
 
   let rows: unknown;
   let single = false;
@@ -133,7 +136,7 @@ export function readJsonCall(req: unknown, pathTask: string | undefined): JsonCa
   if (!isRows(rows)) {
     throw invalid('"inputs" must be a string, a list of strings, a list of numbers, or a list of number lists.');
   }
-  return { task: task as JsonCall['task'], rows, single, normalize, ...(waitForModel !== undefined ? { waitForModel } : {}) };
+  return { task: task as JsonCall['task'], rows, single, normalize, ...(waitForModel !== undefined ? { waitForModel } : {}), ...(noCache ? { noCache } : {}) };
 }
 
 /**
@@ -218,6 +221,7 @@ async function jsonCall(c: Context<AppEnv>, consumer: KeyClaims, model: string, 
     model,
     consumerBody,
     ...oip,
+    ...(call.noCache ? { noCache: true } : {}),
     shape: (answer) => {
       let out = outputRows(answer);
       if (call.normalize) out = out.map(l2normalize);

@@ -64,7 +64,8 @@ export function buildBatch(sql: SqlStorage, batchSeq: number, firstSeq: number, 
     chunk.push(bytes(r.leaf_hash));
     const { jti, sub, provider, amount } = r;
     const second = r.second_provider ?? undefined;
-    addToTotals(totals, { jti, sub, provider, amount, second }, disputedSet);
+    // A cache hit's receipt is stored with no provider (input.ts): charged, paid to no one.
+    addToTotals(totals, { jti, sub, ...(provider !== '' ? { provider } : {}), amount, second }, disputedSet);
     if (chunk.length === CHUNK) {
       chunkRoots.push(merkleRoot(chunk));
       chunk = [];

@@ -183,16 +183,20 @@ export function accusedOf<T>(runs: readonly T[], agree: (a: T, b: T) => boolean)
 
 /**
  * Re-executes `answer` elsewhere and files a dispute when the answers differ
- * (see the module header). Never throws.
+ * (see the module header). Returns false when they differed (or the check
+ * broke), true when they agreed or no other provider could check. Never throws.
  */
-export async function reexecute(ctx: CheckContext, answer: Execution): Promise<void> {
+export async function reexecute(ctx: CheckContext, answer: Execution): Promise<boolean> {
   try {
-    if (!answer.oip || answer.oip.byteLength > MAX_CHECKED_BYTES) return;
+    if (!answer.oip || answer.oip.byteLength > MAX_CHECKED_BYTES) return true;
     const check = await runElsewhere(ctx, new Set([answer.backend.provider]), answer.receiptJti);
-    if (!check) return noteUnchecked(ctx, answer);
+    if (!check) {
+      noteUnchecked(ctx, answer);
+      return true;
+    }
     const rule = ctx.entry.rule;
     const first = compareAnswerBytes(answer.oip, check.oip!, rule);
-    if (first.agree) return;
+    if (first.agree) return true;
     console.warn(`verify ${ctx.request.model}: ${answer.backend.id} and ${check.backend.id} disagree (${first.reason}); refereeing`);
     const referee = await runElsewhere(ctx, new Set([answer.backend.provider, check.backend.provider]), answer.receiptJti);
     await settleMismatch(ctx, [
@@ -200,23 +204,28 @@ export async function reexecute(ctx: CheckContext, answer: Execution): Promise<v
       { role: 'check', run: check },
       ...(referee ? [{ role: 'referee' as const, run: referee }] : []),
     ]);
+    return false;
   } catch (err) {
     console.error(`verify ${ctx.request.model}: re-execution failed: ${(err as Error).message}`);
+    return false;
   }
 }
 
 /**
  * Everything that follows an answer, in `waitUntil`: its attestation's
  * signature is settled (attestation.ts) and, when `sample` and the signature
- * holds, the answer is re-executed elsewhere. Never throws.
+ * holds, the answer is re-executed elsewhere. Returns whether the answer
+ * stands: its signature verified and no re-execution disagreed (what the
+ * answer cache requires before keeping it). Never throws.
  */
-export async function verifyAfterAnswer(ctx: CheckContext, answer: Execution, regionSize: number, sample: boolean): Promise<void> {
+export async function verifyAfterAnswer(ctx: CheckContext, answer: Execution, regionSize: number, sample: boolean): Promise<boolean> {
   const signed = await settleAttestation(ctx.env, answer, regionSize, {
     model: ctx.request.model,
     modelVersion: ctx.modelVersion,
     inputSha256: ctx.request.bodySha256,
   });
-  if (signed && sample) await reexecute(ctx, answer);
+  if (!signed) return false;
+  return sample ? reexecute(ctx, answer) : true;
 }
 
 /** Files the dispute of runs that do not all agree: proven against the odd one out, else unresolved. */

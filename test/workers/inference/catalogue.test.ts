@@ -1,7 +1,7 @@
 import { env } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import { MeshError } from '../../../shared/errors.ts';
-import { catalogue, offered, parseCatalogue } from '../../../workers/inference/catalogue.ts';
+import { catalogue, DEFAULT_CACHE_TTL_S, offered, parseCatalogue } from '../../../workers/inference/catalogue.ts';
 import { priceOf } from '../../../workers/inference/pricing.ts';
 
 function refusal(source: unknown): string {
@@ -50,6 +50,19 @@ describe('the model catalogue (MESH_MODELS)', () => {
     expect(refusal({ embed: { meter: 'rows', price: {}, fallback: { model: 'x y' } } })).toMatch(/fallback/);
     expect(refusal({ embed: { meter: 'rows', price: {}, fallback: { model: 'a/b', price: {}, region: 'mars' } } })).toMatch(/fallback.region/);
     expect(refusal({ 'bad name!': { meter: 'rows', price: {} } })).toMatch(/not a valid model name/);
+  });
+
+  it('caches a deterministic model\'s answers: cache price (default the price) and time to keep, refused on a model that is not', () => {
+    expect(offered(env, 'embed').cache).toEqual({ price: { input: 0.02, output: 0 }, ttlSeconds: DEFAULT_CACHE_TTL_S });
+    expect(offered(env, 'classifier').cache).toBeUndefined();
+    const one = (entry: Record<string, unknown>) => parseCatalogue({ m: { meter: 'rows', price: { input: 1, output: 2 }, ...entry } }).get('m')!;
+    expect(one({ deterministic: true }).cache).toEqual({ price: { input: 1, output: 2 }, ttlSeconds: DEFAULT_CACHE_TTL_S });
+    expect(one({ deterministic: true, cache_price: { input: 0.5 }, cache_ttl: 60 }).cache).toEqual({ price: { input: 0.5, output: 0 }, ttlSeconds: 60 });
+    expect(one({ deterministic: false }).cache).toBeUndefined();
+    expect(refusal({ m: { meter: 'rows', price: {}, deterministic: 'yes' } })).toMatch(/"m".deterministic must be true or false/);
+    expect(refusal({ m: { meter: 'rows', price: {}, cache_price: { input: 1 } } })).toMatch(/"m": cache_price and cache_ttl need deterministic = true/);
+    expect(refusal({ m: { meter: 'rows', price: {}, deterministic: true, cache_price: { input: -1 } } })).toMatch(/"m".cache_price.input must be/);
+    for (const ttl of [0, 1.5, 31 * 24 * 3600, '60']) expect(refusal({ m: { meter: 'rows', price: {}, deterministic: true, cache_ttl: ttl } })).toMatch(/"m".cache_ttl must be/);
   });
 
   it('is parsed once per isolate', () => {

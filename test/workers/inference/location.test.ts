@@ -66,13 +66,14 @@ async function settle(background: Promise<unknown>[]): Promise<void> {
   }
 }
 
+/** One inference, dispatched to a backend: `no-store` keeps embed's answer cache out of it (docs/api.md section 2.13). */
 async function infer(e: Env, headers: Record<string, string>, background: Promise<unknown>[] = [], key?: string) {
   const consumer = key ?? (await keyFor('consumer', 'location-consumer'));
   const ctx = { waitUntil: (p: Promise<unknown>) => void background.push(p), passThroughOnException() {}, props: {} } as unknown as ExecutionContext;
   return app.fetch(
     new Request(`${BASE}/v2/models/embed/infer`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${consumer}`, ...headers },
+      headers: { authorization: `Bearer ${consumer}`, 'cache-control': 'no-store', ...headers },
       body: JSON.stringify({ inputs: [{ name: 'input_ids', shape: [1, 3], datatype: 'INT64', data: [1, 2, 3] }] }),
     }),
     e,

@@ -37,7 +37,8 @@ export const DISPATCH_TTL_S = 30;
 /** Heartbeat tokens live at most this long. */
 export const HEARTBEAT_TTL_MAX_S = 120;
 
-export type KeyRole = 'consumer' | 'admin' | 'billing';
+/** `provider`: a provider's view of its own backends on the status page (docs/api.md section 2.15); `sub` is the provider id. */
+export type KeyRole = 'consumer' | 'admin' | 'billing' | 'provider';
 
 /** Claims of an operator-issued key (`typ: mesh-key+jwt`). `sub` is the consumer (or operator) id. */
 export interface KeyClaims {

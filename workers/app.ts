@@ -19,6 +19,7 @@ import { requestLog } from './request-log.ts';
 import { keyAccounts } from './account/middleware.ts';
 import { settlementRoutes } from './routes/settlement.ts';
 import { openapiRoutes } from './routes/openapi.ts';
+import { statusRoutes } from './routes/status.ts';
 
 export const app = new Hono<AppEnv>()
   // First: every response gets its x-request-id, every request its log line (docs/api.md section 2.12).
@@ -33,6 +34,7 @@ export const app = new Hono<AppEnv>()
   .route('/', providerRoutes)
   .route('/', settlementRoutes)
   .route('/', disputeRoutes)
+  .route('/', statusRoutes)
   .route('/', adminRoutes);
 
 app.notFound((c) => {

@@ -1,6 +1,6 @@
 /**
  * Bearer keys the operator issues (`typ: mesh-key+jwt`, signed by the mesh
- * key): consumer API keys, admin and billing tokens. Verified with an explicit
+ * key): consumer API keys, admin and billing tokens, and providers' status keys. Verified with an explicit
  * algorithm list, typ, issuer, audience and a required `exp`; a verified key is
  * remembered per isolate until it expires, so the hot path pays one signature
  * check per key, not per request. Revoked keys are refused from the isolate's
@@ -48,7 +48,7 @@ async function verifyKey(env: Env, token: string): Promise<KeyClaims> {
       audience: KEY_AUDIENCE,
       requiredClaims: ['exp', 'sub', 'jti', 'role'],
     });
-    if (payload.role !== 'consumer' && payload.role !== 'admin' && payload.role !== 'billing') {
+    if (payload.role !== 'consumer' && payload.role !== 'admin' && payload.role !== 'billing' && payload.role !== 'provider') {
       throw new MeshError('invalid_token', 'The key has an unknown role.');
     }
     return payload;

@@ -6,6 +6,10 @@
  * route; what it cannot see from the outside (the key, the model, who
  * answered, the receipt) the request path writes into `c.get('facts')`.
  *
+ * An inference request (a POST to an INFERENCE_ROUTES route) is also counted for the
+ * status page's recent traffic (directory/traffic-report.ts), sent to the
+ * directories in the background.
+ *
  * Nothing here waits: `console.log` and `writeDataPoint` are synchronous and
  * the runtime ships both after the response. A missing or failing dataset
  * never fails the request. Only ids and numbers are recorded: never a key,
@@ -18,8 +22,18 @@ import { isMeshError } from '../shared/errors.ts';
 import type { AppEnv, RequestFacts } from './context.ts';
 import { settings, type Env } from './env.ts';
 import { resolvePop } from './geo/pop.ts';
+import { isolateTrafficReport } from './directory/traffic-report.ts';
 
 export const REQUEST_ID_HEADER = 'x-request-id';
+
+/** The routes whose requests the status page counts as traffic, whatever their answer (docs/api.md section 2.15). */
+export const INFERENCE_ROUTES: ReadonlySet<string> = new Set([
+  '/v2/models/:model/infer',
+  '/v2/models/:model/versions/:version/infer',
+  '/v1/embeddings',
+  '/models/:model',
+  '/models/:model/pipeline/:task',
+]);
 
 /** The longest string kept in a log field or a data point's blob. */
 const FIELD_MAX = 256;
@@ -78,6 +92,7 @@ export const requestLog: MiddlewareHandler<AppEnv> = async (c, next) => {
     if (record.level === 'error') console.error(line);
     else console.log(line);
     writePoint(c.env, record);
+    if (record.method === 'POST' && record.route !== undefined && INFERENCE_ROUTES.has(record.route)) noteTraffic(c, record);
   } catch (err) {
     console.error(JSON.stringify({ level: 'error', msg: 'request log failed', request_id: id, error: String(err) }));
   }
@@ -114,6 +129,18 @@ function recordOf(c: Context<AppEnv>, id: string, facts: RequestFacts, latencyMs
     receipt: facts.receipt,
     error: opt(error),
   };
+}
+
+/** Counts an inference request for the status page and flushes the isolate's counts when due (in `waitUntil`). */
+function noteTraffic(c: Context<AppEnv>, r: RequestRecord): void {
+  isolateTrafficReport.note({ pop: r.pop, region: r.region, provider: r.provider, status: r.status, latencyMs: r.latency_ms });
+  let ctx: { waitUntil(p: Promise<unknown>): void };
+  try {
+    ctx = c.executionCtx;
+  } catch {
+    return; // An app called without a context (a test's): the counts wait for a request that has one.
+  }
+  isolateTrafficReport.flush(c.env, ctx);
 }
 
 /** The PoP when the request path did not resolve one; never throws (an unknown dev colo is the route's 400 to give). */

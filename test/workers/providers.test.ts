@@ -3,6 +3,7 @@ import { importJWK } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { HEARTBEAT_LIMITS, HEARTBEAT_MAX_BYTES, type Heartbeat } from '../../shared/heartbeat.ts';
 import { generateEd25519 } from '../../shared/keys.ts';
+import { DEPARTED_KEEP_MS } from '../../workers/directory/RegionDirectory.ts';
 import {
   admitProvider,
   call,
@@ -425,7 +426,7 @@ describe('DELETE /admin/providers/{id}', () => {
 });
 
 describe('RegionDirectory expiry', () => {
-  it('drops a backend whose heartbeats stopped when its alarm fires', async () => {
+  it('drops a backend whose heartbeats stopped DEPARTED_KEEP_MS after it expired, when its alarm fires', async () => {
     const p = await admitProvider('prov-g');
     const stub = env.REGION_DIRECTORY.getByName('ap-southeast');
     const key = (await env.OPERATOR_REGISTRY.getByName('global').get(p.id))!.publicJwk;
@@ -434,11 +435,18 @@ describe('RegionDirectory expiry', () => {
     await stub.heartbeat(p.id, key, heartbeatBody('long', 'ap-southeast'), token(), 60_000);
     expect((await stub.backends()).map((b) => b.id)).toEqual(['long', 'short']);
     await new Promise((r) => setTimeout(r, 80));
-    // Expired rows are already hidden from snapshots; the alarm deletes them and re-arms for the next expiry.
+    // Expired rows are hidden from snapshots at once; the status page still shows them as departed (down) for a while.
     expect((await stub.backends()).map((b) => b.id)).toEqual(['long']);
     expect(await runDurableObjectAlarm(stub)).toBe(true);
-    const rows = await runInDurableObject(stub, (_obj, state) => state.storage.sql.exec('SELECT id FROM backends').toArray());
-    expect(rows).toEqual([{ id: 'long' }]);
+    const ids = () => runInDurableObject(stub, (_obj, state) => state.storage.sql.exec('SELECT id FROM backends ORDER BY id').toArray());
+    expect(await ids()).toEqual([{ id: 'long' }, { id: 'short' }]);
+    expect((await stub.status(60_000)).departed.map((b) => b.id)).toEqual(['short']);
+    // DEPARTED_KEEP_MS after its expiry, the alarm deletes it and re-arms for the next expiry.
+    await runInDurableObject(stub, (_obj, state) =>
+      state.storage.sql.exec("UPDATE backends SET expires_at = ? WHERE id = 'short'", Date.now() - DEPARTED_KEEP_MS - 1),
+    );
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(await ids()).toEqual([{ id: 'long' }]);
     const next = await runInDurableObject(stub, (_obj, state) => state.storage.getAlarm());
     expect(next).toBeGreaterThan(Date.now() + 30_000);
   });
@@ -451,8 +459,7 @@ describe('RegionDirectory expiry', () => {
     expect(await stub.heartbeat(p.id, {}, heartbeatBody('seq-2', 'af-south'), { seq, expiresAt: Date.now() + 40 }, 30)).toMatchObject({ ok: true });
     await new Promise((r) => setTimeout(r, 60));
     expect(await runDurableObjectAlarm(stub)).toBe(true);
-    const ids = await runInDurableObject(stub, (_obj, state) => state.storage.sql.exec("SELECT id FROM backends WHERE id LIKE 'seq-%'").toArray());
-    expect(ids).toEqual([]);
+    expect((await stub.backends()).filter((b) => b.id.startsWith('seq-'))).toEqual([]);
     // seq-1's token is still live: its seq is remembered; seq-2's has expired and its row is cleaned.
     const seqs = await runInDurableObject(stub, (_obj, state) => state.storage.sql.exec("SELECT backend_id, seq FROM heartbeat_seqs WHERE backend_id LIKE 'seq-%'").toArray());
     expect(seqs).toEqual([{ backend_id: 'seq-1', seq }]);

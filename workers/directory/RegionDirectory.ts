@@ -10,7 +10,10 @@
  * (section 3.1). For proof of location it keeps the round trips isolates
  * measured and report in the background (round-trips.ts), and its
  * `backends()` entries carry the verdict on each claimed lat/lon, with the
- * PoP that carried the last heartbeat.
+ * PoP that carried the last heartbeat. For the status page (docs/api.md
+ * section 2.15) it keeps the recent traffic isolates report
+ * (traffic-log.ts), and a backend that stopped heartbeating stays listed as
+ * departed for DEPARTED_KEEP_MS after it expired (`status()`), never routed to.
  */
 
 import { DurableObject } from 'cloudflare:workers';
@@ -23,6 +26,7 @@ import type { BackendEntry } from './backend.ts';
 import { DEFAULT_PLACEMENT, placementActions, type PlacementPolicy } from './placement.ts';
 import type { RttSample } from './rtt-report.ts';
 import { RoundTrips } from './round-trips.ts';
+import { TRAFFIC_TABLE, TrafficLog, type TrafficWindow } from './traffic-log.ts';
 
 /** The verified claims of the heartbeat token that carried a heartbeat. */
 export interface HeartbeatTokenClaims {
@@ -42,6 +46,17 @@ export type HeartbeatResult =
 const DEMAND_MAX_MODELS = 1024;
 const DEMAND_MAX_COUNT = 1_000_000_000;
 const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+/** An expired backend is kept this long after its expiry, to be shown as down (`status()`); never routed to. */
+export const DEPARTED_KEEP_MS = 10 * 60_000;
+
+/** What `status()` answers: the backends live and departed, without their provider keys, and the recent traffic. */
+export interface DirectoryStatus {
+  backends: Omit<BackendEntry, 'providerKey'>[];
+  /** Backends that expired within DEPARTED_KEEP_MS, as of their last heartbeat. */
+  departed: Omit<BackendEntry, 'providerKey'>[];
+  traffic: TrafficWindow;
+}
 
 /** The PoP code a heartbeat's colo is kept as, at most. */
 const COLO = /^[A-Za-z0-9]{1,16}$/;
@@ -92,6 +107,7 @@ const MIGRATIONS = [
        PRIMARY KEY (backend_id, pop)
      )`,
   ],
+  [TRAFFIC_TABLE],
 ] as const;
 
 type BackendRow = {
@@ -136,11 +152,13 @@ function toEntry(r: BackendRow, location: LocationVerdict): BackendEntry {
 export class RegionDirectory extends DurableObject<Env> {
   #sql: Sql;
   #rtts: RoundTrips;
+  #traffic: TrafficLog;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#sql = sqlOf(ctx.storage);
     this.#rtts = new RoundTrips(this.#sql);
+    this.#traffic = new TrafficLog(this.#sql);
     ctx.blockConcurrencyWhile(async () => migrate(this.#sql, MIGRATIONS));
   }
 
@@ -272,6 +290,29 @@ export class RegionDirectory extends DurableObject<Env> {
     this.#rtts.record(samples, live);
   }
 
+  /** Adds recent traffic measured by isolates (sent in batches, in the background; traffic-log.ts); malformed cells are ignored. */
+  recordTraffic(cells: unknown): void {
+    this.#traffic.record(cells, Date.now());
+  }
+
+  /**
+   * For the status page: the live backends, those departed within
+   * DEPARTED_KEEP_MS, and the traffic of the last `windowMs` (at most 5 minutes).
+   */
+  status(windowMs: number): DirectoryStatus {
+    const now = Date.now();
+    const rows = this.#sql.all<BackendRow>('SELECT * FROM backends ORDER BY id');
+    const view = (r: BackendRow) => {
+      const { providerKey: _key, ...entry } = toEntry(r, this.#rtts.verdictOf(r));
+      return entry;
+    };
+    return {
+      backends: rows.filter((r) => r.expires_at > now).map(view),
+      departed: rows.filter((r) => r.expires_at <= now).map(view),
+      traffic: this.#traffic.window(now, Math.min(Math.max(0, windowMs), 5 * 60_000)),
+    };
+  }
+
   /** Demand per model: requests counted and when the last one was seen. */
   demand(): { model: string; requests: number; lastRequest: number }[] {
     return this.#sql
@@ -321,21 +362,23 @@ export class RegionDirectory extends DurableObject<Env> {
   }
 
   /**
-   * Drops backends whose heartbeats stopped (with their round trips), round
-   * trips idle for RTT_IDLE_MS, seqs past their token's exp and ended
-   * tombstones, then sleeps until the next expiry.
+   * Drops the round trips of backends whose heartbeats stopped and those idle
+   * for RTT_IDLE_MS, departed backends kept DEPARTED_KEEP_MS, seqs past their
+   * token's exp and ended tombstones, then sleeps until the next expiry.
    */
   override async alarm(): Promise<void> {
     const now = Date.now();
-    this.#sql.run('DELETE FROM backends WHERE expires_at <= ?', now);
+    this.#sql.run('DELETE FROM backends WHERE expires_at <= ?', now - DEPARTED_KEEP_MS);
     this.#rtts.prune(now);
     this.#sql.run('DELETE FROM heartbeat_seqs WHERE expires_at <= ?', now);
     this.#sql.run('DELETE FROM removed_providers WHERE until <= ?', now);
     const next = this.#sql.one<{ at: number | null }>(
       `SELECT MIN(at) AS at FROM (
-         SELECT MIN(expires_at) AS at FROM backends
+         SELECT MIN(CASE WHEN expires_at > ? THEN expires_at ELSE expires_at + ? END) AS at FROM backends
          UNION ALL SELECT MIN(expires_at) FROM heartbeat_seqs
          UNION ALL SELECT MIN(until) FROM removed_providers)`,
+      now,
+      DEPARTED_KEEP_MS,
     );
     if (next?.at != null) await this.ctx.storage.setAlarm(next.at);
   }

@@ -151,9 +151,9 @@ export class RoundTrips {
     this.#verdicts.clear();
   }
 
-  /** Drops round trips idle for RTT_IDLE_MS and those of backends no longer here. */
+  /** Drops round trips idle for RTT_IDLE_MS and those of backends no longer live here. */
   prune(now: number): void {
-    this.#sql.run('DELETE FROM rtt WHERE updated_at <= ? OR backend_id NOT IN (SELECT id FROM backends)', now - RTT_IDLE_MS);
+    this.#sql.run('DELETE FROM rtt WHERE updated_at <= ? OR backend_id NOT IN (SELECT id FROM backends WHERE expires_at > ?)', now - RTT_IDLE_MS, now);
     this.#verdicts.clear();
   }
 }

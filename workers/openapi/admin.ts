@@ -17,7 +17,7 @@ import {
 import { about, arr, bool, ID, int, JWT, MS, nullable, num, obj, oneOfValues, ref, str, type Family, type Schema } from './build.ts';
 
 const regions = { enum: REGIONS.map((r) => r.id) };
-const role = oneOfValues('consumer', 'billing', 'admin');
+const role = oneOfValues('consumer', 'billing', 'admin', 'provider');
 const jti = str({ minLength: 1, maxLength: 256 });
 const upTo = (maximum: number, minimum = 1) => int({ minimum, maximum });
 const date = str({ format: 'date-time' });

@@ -113,7 +113,8 @@ export function errorSchema(family: RouteFamily, status: number, backendCode = f
   return obj({ error: obj({ code, message: str() }, {}, true) }, {}, true);
 }
 
-export type Auth = 'consumer' | 'billing' | 'admin' | 'heartbeat';
+/** `status`: admin, billing or a provider's key (docs/api.md section 2.15). */
+export type Auth = 'consumer' | 'billing' | 'admin' | 'heartbeat' | 'status';
 export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
 
 /** One success (or documented non-error) answer. */
@@ -152,6 +153,7 @@ const SECURITY: Record<Auth, Record<string, string[]>[]> = {
   billing: [{ billingKey: [] }, { adminToken: [] }],
   admin: [{ adminToken: [] }],
   heartbeat: [{ heartbeatToken: [] }],
+  status: [{ billingKey: [] }, { adminToken: [] }, { providerKey: [] }],
 };
 
 /** Headers an error answer may carry besides `x-request-id`. */

@@ -19,6 +19,7 @@ import { oip } from './oip.ts';
 import { openai } from './openai.ts';
 import { providers } from './providers.ts';
 import { settlement } from './settlement.ts';
+import { status } from './status.ts';
 
 /** This document's own route. */
 const self: Family = {
@@ -30,7 +31,7 @@ const self: Family = {
   },
 };
 
-export const FAMILIES: readonly Family[] = [oip, openai, huggingface, providers, settlement, disputes, admin, health, self];
+export const FAMILIES: readonly Family[] = [oip, openai, huggingface, providers, settlement, disputes, status, admin, health, self];
 
 const bearer = (description: string) => ({ type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description });
 const key = (role: string) => bearer(`A mesh-key+jwt with role ${role}, issued with POST /admin/keys (section 2.1).`);
@@ -71,6 +72,7 @@ function build(): Schema {
         consumerKey: key('consumer'),
         billingKey: key('billing'),
         adminToken: key('admin'),
+        providerKey: key('provider'),
         heartbeatToken: bearer("A mesh-heartbeat+jwt signed with the provider's key over the exact body (body_sha256, seq: section 3.2)."),
       },
       headers: {

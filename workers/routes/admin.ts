@@ -23,7 +23,7 @@ import { applyPatch, hasSettings, NO_SETTINGS, parsePatch, parseSettingsFields }
 import { forgetProvider, PROVIDER_TOMBSTONE_MS } from './providers.ts';
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
-const ROLES: readonly KeyRole[] = ['consumer', 'billing', 'admin'];
+const ROLES: readonly KeyRole[] = ['consumer', 'billing', 'admin', 'provider'];
 /** A revocation named by jti alone is kept this long (longer than any key we issue by default). */
 const MAX_KEY_LIFETIME_MS = 10 * 365 * 24 * 3600 * 1000;
 
@@ -106,6 +106,10 @@ export const adminRoutes = new Hono<AppEnv>()
     // At most MAX_KEY_LIFETIME_MS: a key's account and a revocation by jti alone are kept that long.
     if (ttlSeconds !== undefined && !(Number.isSafeInteger(ttlSeconds) && (ttlSeconds as number) > 0 && (ttlSeconds as number) * 1000 <= MAX_KEY_LIFETIME_MS)) {
       throw invalid(`"ttlSeconds" must be a positive integer of at most ${MAX_KEY_LIFETIME_MS / 1000} (ten years).`);
+    }
+    // A provider's key shows that provider's backends (docs/api.md section 2.15): it must name an admitted one.
+    if (role === 'provider' && !(await c.env.OPERATOR_REGISTRY.getByName('global').get(sub))) {
+      throw invalid(`"sub" must name an admitted provider for a provider key; "${sub}" is not admitted (POST /admin/providers).`);
     }
     const keys = await signingKeys(c.env);
     const key = await issueKey(keys.key, keys.kid, {

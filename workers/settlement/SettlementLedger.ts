@@ -33,7 +33,8 @@
 
 import { DurableObject } from 'cloudflare:workers';
 import { chunkedProof, leafHash, sortedTotals, toHex, type InclusionProof } from '../../receipts/index.ts';
-import { TYP, type BatchClaims } from '../../shared/jwt.ts';
+import { decodePayload, TYP, type BatchClaims } from '../../shared/jwt.ts';
+import type { BatchStatus } from '../status/view.ts';
 import { settings, type Env } from '../env.ts';
 import { sign, signingKeys } from '../keys.ts';
 import { migrate, sqlOf, type Sql } from '../sql.ts';
@@ -432,6 +433,25 @@ export class SettlementLedger extends DurableObject<Env> {
     return { batch_id: row.id!, leaf_index: leaf, tree_size: row.count, audit_path: path.map(toHex) };
   }
 
+  /**
+   * The newest `limit` closed batches, newest first, as the status page shows
+   * them (docs/api.md section 2.15): sums of their signed totals; for
+   * `provider`, only what was paid to and withheld from it.
+   */
+  latest(shard: number, limit: number, provider?: string): BatchStatus[] {
+    this.#claim(shard);
+    const rows = this.#sql.all<BatchRow>("SELECT * FROM batches WHERE state = 'signed' ORDER BY seq DESC LIMIT ?", Math.max(0, Math.min(100, limit)));
+    return rows.map((row) => {
+      const claims = decodePayload<BatchClaims>(row.jwt!)!;
+      const { providers, consumers, withheld = {} } = claims.totals;
+      const base = { id: row.id!, shard: this.#shard, closedAt: row.epoch_end!, count: row.count };
+      if (provider !== undefined) {
+        return { ...base, paid: Object.hasOwn(providers, provider) ? providers[provider]! : 0, withheld: Object.hasOwn(withheld, provider) ? withheld[provider]! : 0 };
+      }
+      return { ...base, charged: sum(consumers), paid: sum(providers), withheld: sum(withheld), disputed: claims.disputed.length };
+    });
+  }
+
   /** Counts for tests, benchmarks and the operator: receipts held, open batch size, batches by state, disputes, penalties. */
   stats(shard: number): { shard: number; receipts: number; open: number; batches: Record<string, number>; disputes: number; penalties: number } {
     this.#claim(shard);
@@ -465,4 +485,10 @@ export class SettlementLedger extends DurableObject<Env> {
     this.#shard = shard;
     this.#sql.run("INSERT INTO meta (key, value) VALUES ('shard', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", String(shard));
   }
+}
+
+function sum(amounts: Record<string, number>): number {
+  let total = 0;
+  for (const v of Object.values(amounts)) total += v;
+  return total;
 }

@@ -65,7 +65,13 @@ describe('the OpenAPI document', () => {
     const auth = (row: string) => row.split('|')[2]!.trim();
     const listed = rows.flatMap((row) => [...row.split('|')[1]!.matchAll(/`(\w+) ([^`]+)`/g)].map((m) => [`${m[1]} ${m[2]}`, auth(row)] as const));
     expect(listed.map(([route]) => route).sort()).toEqual(documentedRoutes());
-    const schemes: Record<string, string> = { 'consumer key': 'consumerKey', 'billing or admin token': 'billingKey,adminToken', 'admin token': 'adminToken', none: '' };
+    const schemes: Record<string, string> = {
+      'consumer key': 'consumerKey',
+      'billing or admin token': 'billingKey,adminToken',
+      'admin, billing or provider key': 'billingKey,adminToken,providerKey',
+      'admin token': 'adminToken',
+      none: '',
+    };
     for (const [route, who] of listed) {
       const [method, path] = route.split(' ') as [string, string];
       const security = doc.paths[path]![method.toLowerCase()]!.security ?? [];

@@ -1,7 +1,7 @@
 import { env } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import { popLocation } from '../../workers/geo/pops.ts';
-import { rankByScore } from '../../workers/routing/snapshot-index.ts';
+import { rankByScore } from '../../workers/routing/rank.ts';
 import { refreshSnapshot } from '../../workers/directory/snapshot.ts';
 import { admitProvider, call, heartbeatBody, keyFor, sendHeartbeat } from './helpers.ts';
 

@@ -17,7 +17,8 @@ import { resolvePop, type Pop } from '../geo/pop.ts';
 import { isolateRouting } from '../routing/isolate.ts';
 import { pickAttempts } from '../routing/p2c.ts';
 import type { RoutingStats, Scored } from '../routing/score.ts';
-import { rankIndexed, routingIndexFor } from '../routing/snapshot-index.ts';
+import { rankIndexed } from '../routing/rank.ts';
+import { routingIndexFor } from '../routing/snapshot-index.ts';
 import { offered } from './catalogue.ts';
 
 /**
@@ -62,7 +63,7 @@ export async function candidatesFor(
   // Demand counts every request for an offered model, served or not (a metadata fetch counts too): it is what warm placement reads.
   noteDemand(pop, model);
   flushDemand(c.env, c.executionCtx);
-  // From the snapshot's routing index (routing/snapshot-index.ts): the model's backends only, the first RANKED of them.
+  // From the snapshot's routing index (routing/snapshot-index.ts, ranked by routing/rank.ts): the model's backends only, the first RANKED of them.
   const score = (snap: Snapshot, stats: RoutingStats, now: number, k?: number) =>
     rankIndexed(routingIndexFor(snap.backends), { model, version, from: pop, residency }, stats, now, {
       allowCold: false,

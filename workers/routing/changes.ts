@@ -4,7 +4,7 @@
  * reader that remembers the sequence it last read visits only what changed
  * since, in its scope, or learns that the record no longer reaches back that
  * far and starts over. The routing index keeps its candidates in order of a
- * bound of their scores this way (snapshot-index.ts), instead of re-reading
+ * bound of their scores this way (bound-order.ts), instead of re-reading
  * every measurement on every request.
  */
 

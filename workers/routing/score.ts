@@ -3,7 +3,7 @@
  * serve a request, and the filters that decide which may. Pure: the snapshot,
  * the isolate's measurements and `now` come in; nothing is read or written.
  * Ranking the candidates by it (best first: lower expected time, then warm,
- * then the lower id) is snapshot-index.ts's `rankByScore` / `rankIndexed`.
+ * then the lower id) is rank.ts's `rankByScore` / `rankIndexed`.
  *
  *   expected = rtt + queue wait + service + cold-start penalty
  *

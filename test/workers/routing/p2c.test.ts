@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { p2cPool, pickAttempts } from '../../../workers/routing/p2c.ts';
 import type { Scored } from '../../../workers/routing/score.ts';
-import { rankByScore } from '../../../workers/routing/snapshot-index.ts';
+import { rankByScore } from '../../../workers/routing/rank.ts';
 import type { BackendEntry } from '../../../workers/directory/backend.ts';
 import { backend, ids, model, pop, seeded } from './fixtures.ts';
 

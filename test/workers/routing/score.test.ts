@@ -6,7 +6,7 @@ import { OutlierDetector } from '../../../workers/routing/outliers.ts';
 import { pickAttempts } from '../../../workers/routing/p2c.ts';
 import { RttTable } from '../../../workers/routing/rtt.ts';
 import { allowedRegions, type RoutingStats } from '../../../workers/routing/score.ts';
-import { rankByScore } from '../../../workers/routing/snapshot-index.ts';
+import { rankByScore } from '../../../workers/routing/rank.ts';
 import { backend, ids, model, pop, seeded } from './fixtures.ts';
 
 const none: RoutingStats = {};

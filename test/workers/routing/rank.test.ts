@@ -9,7 +9,8 @@ import { PendingCalls, trackPending } from '../../../workers/routing/isolate.ts'
 import { LatencyBook } from '../../../workers/routing/latency.ts';
 import { RttTable, type RttOrigin } from '../../../workers/routing/rtt.ts';
 import type { RoutingStats, ScoreOptions, ScoreRequest } from '../../../workers/routing/score.ts';
-import { buildRoutingIndex, rankIndexed, routingIndexFor } from '../../../workers/routing/snapshot-index.ts';
+import { rankIndexed } from '../../../workers/routing/rank.ts';
+import { buildRoutingIndex, routingIndexFor } from '../../../workers/routing/snapshot-index.ts';
 import { backend, model, pop } from './fixtures.ts';
 import { rankByScoreReference } from './reference.ts';
 

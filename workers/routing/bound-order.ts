@@ -1,0 +1,214 @@
+/**
+ * Bound orders: for one request shape (origin, version, scoring terms) and
+ * one isolate's books, a model's candidates ranked by a lower bound of their
+ * score that holds until the isolate measures them again (`boundAt`): exact
+ * for a candidate it has not measured (heartbeat p50 and load, geometric
+ * RTT, standing), with the measured RTT and the lowest the service estimate
+ * can relax to for one it has. A request follows the books' change logs
+ * (routing/changes.ts) to move the few candidates measured since the last
+ * request (`rebound`); rank.ts then scores candidates in bound order until
+ * the next bound can no longer enter the top k: the cost is the candidates
+ * near the top, not every one the isolate ever measured.
+ */
+
+import type { LatLon } from '../geo/distance.ts';
+import type { LatencyStats } from './latency.ts';
+import { physicalFloorMs, type RttOrigin } from './rtt.ts';
+import type { RoutingStats } from './score.ts';
+import { kmAt, pickEntry, type BoundOrder, type ModelCandidates } from './snapshot-index.ts';
+
+/** What ranking reads besides the candidates: one request's constants (built by rank.ts). */
+export interface RankContext {
+  list: ModelCandidates;
+  version: string | undefined;
+  from: RttOrigin;
+  now: number;
+  allowed: ReadonlySet<string> | undefined;
+  allowCold: boolean;
+  inflation: number;
+  extraMs: number;
+  /** The cold-start term of a cold entry of this model. */
+  coldMs: number;
+  stats: RoutingStats;
+  measuredRtt: ReadonlyMap<string, number> | undefined;
+  km: Float64Array;
+  locations: readonly LatLon[];
+  factor: Float64Array;
+  maxOrders: number;
+}
+
+/** score.ts's order: lower expected time, then warm, then the lower id; then snapshot order (a stable sort's). */
+export function before(aMs: number, aWarm: boolean, aId: string, aAt: number, bMs: number, bWarm: boolean, bId: string, bAt: number): boolean {
+  if (aMs !== bMs) return aMs < bMs;
+  if (aWarm !== bWarm) return aWarm;
+  if (aId !== bId) return aId < bId;
+  return aAt < bAt;
+}
+
+/** A bound may sit this far (relatively) under its score: room for the last bits the two computations round apart. */
+const BOUND_SLACK = 1 - 1e-9;
+/**
+ * How long an order's bounds hold: a measured service estimate relaxes toward
+ * the heartbeat's p50 as time passes, so a bound is the lowest it reaches
+ * within this horizon, and the order is rebuilt after it (about as often as
+ * a snapshot, hence its index, is replaced).
+ */
+const BOUND_HORIZON_MS = 1_000;
+
+/**
+ * A lower bound of candidate `i`'s score (`scoreAt`) that holds until the
+ * isolate's books change for it, or NaN when a filter no measurement touches
+ * excludes it (not ready, quarantined, no such model or version, cold when
+ * cold is not allowed). The terms are `scoreAt`'s, with the service time at
+ * the lowest its estimate reaches from now to `until`
+ * (`PeakEwma.lowestUntil`), and calls in flight counted only when their map
+ * keeps a change log (they only add): for a candidate with no service time
+ * measured, the bound is its score, exactly, when they are counted.
+ */
+function boundAt(r: RankContext, order: BoundOrder, i: number, until: number): number {
+  const { list } = r;
+  const backend = list.backends[i]!;
+  const penalty = r.factor[list.providerOf[i]!]!;
+  const model = r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version);
+  if (!backend.ready || Number.isNaN(penalty) || !model || (!model.warm && !r.allowCold)) return Number.NaN;
+  const floor = physicalFloorMs(kmAt(r, i));
+  const sample = order.rttOf[i]!;
+  const rttMs = !Number.isNaN(sample) ? Math.max(floor, sample) : Math.max(floor, floor * r.inflation);
+  const lowest = order.latencyOf[i]?.peak.lowestUntil(r.now, until, model.p50Ms);
+  const serviceMs = lowest === undefined ? model.p50Ms : Math.max(0, lowest) * BOUND_SLACK;
+  const { slots, inFlight, queued } = backend.capacity;
+  const pending = order.pending?.size ? (order.pending.get(backend.id) ?? 0) : 0;
+  const queueMs = ((inFlight + queued + pending) / Math.max(1, slots)) * serviceMs;
+  return (rttMs + queueMs + serviceMs + (model.warm ? 0 : r.coldMs)) * penalty;
+}
+
+/** Reads candidate `i`'s measurements from the books into the order. */
+function remeasure(r: RankContext, order: BoundOrder, i: number): void {
+  order.latencyOf[i] = r.stats.latency?.getByKey(r.list.latencyKeys[i]!);
+  order.rttOf[i] = r.measuredRtt?.get(r.list.backends[i]!.id) ?? Number.NaN;
+}
+
+/** Whether candidate `a` (bound `aMs`) comes before `b` in an order's sort. */
+function orderedBefore(list: ModelCandidates, order: BoundOrder, aMs: number, a: number, bMs: number, b: number): boolean {
+  return before(aMs, order.warm[a] === 1, list.backends[a]!.id, a, bMs, order.warm[b] === 1, list.backends[b]!.id, b);
+}
+
+/** Where a candidate with bound `ms` at position `i` goes in the order: the first place whose occupant does not come before it. */
+function placeOf(list: ModelCandidates, order: BoundOrder, ms: number, i: number): number {
+  let lo = 0;
+  let hi = order.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (orderedBefore(list, order, order.ms[mid]!, order.at[mid]!, ms, i)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Every candidate's bound, sorted: what a request shape starts from, and what it falls back to when the books' logs no longer reach back. */
+function buildOrder(r: RankContext): BoundOrder {
+  const { list, stats } = r;
+  const n = list.backends.length;
+  const until = r.now + BOUND_HORIZON_MS;
+  const order: BoundOrder = {
+    at: new Int32Array(n),
+    ms: new Float64Array(n),
+    length: 0,
+    bound: new Float64Array(n),
+    warm: new Uint8Array(n),
+    latencyOf: new Array<LatencyStats | undefined>(n),
+    rttOf: new Float64Array(n),
+    since: r.now,
+    until,
+    latency: stats.latency,
+    latencySeq: stats.latency?.changes.seq ?? 0,
+    rtt: stats.rtt,
+    rttSeq: stats.rtt?.changes.seq ?? 0,
+    pending: stats.pending?.changes ? stats.pending : undefined,
+    pendingSeq: stats.pending?.changes?.seq ?? 0,
+  };
+  const { bound, warm } = order;
+  const live: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const model = r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version);
+    warm[i] = model?.warm ? 1 : 0;
+    remeasure(r, order, i);
+    bound[i] = boundAt(r, order, i, until);
+    if (!Number.isNaN(bound[i]!)) live.push(i);
+  }
+  const id = (i: number) => list.backends[i]!.id;
+  // Most pairs differ in bound: compared as numbers first, the full order only for ties.
+  live.sort((a, b) => bound[a]! - bound[b]! || (a === b ? 0 : before(bound[a]!, warm[a] === 1, id(a), a, bound[b]!, warm[b] === 1, id(b), b) ? -1 : 1));
+  live.forEach((i, j) => {
+    order.at[j] = i;
+    order.ms[j] = bound[i]!;
+  });
+  order.length = live.length;
+  return order;
+}
+
+/** Moves candidate `i` to where its bound now puts it; false when the order is not as expected (rebuild it). */
+function rebound(r: RankContext, order: BoundOrder, i: number): boolean {
+  const old = order.bound[i]!;
+  if (Number.isNaN(old)) return true; // excluded by a filter no measurement changes
+  remeasure(r, order, i);
+  const next = boundAt(r, order, i, order.until);
+  if (next === old) return true;
+  const { list } = r;
+  const from = placeOf(list, order, old, i);
+  if (order.at[from] !== i) return false;
+  const to = placeOf(list, order, next, i);
+  if (to > from + 1) {
+    order.at.copyWithin(from, from + 1, to);
+    order.ms.copyWithin(from, from + 1, to);
+    order.at[to - 1] = i;
+    order.ms[to - 1] = next;
+  } else if (to < from) {
+    order.at.copyWithin(to + 1, to, from);
+    order.ms.copyWithin(to + 1, to, from);
+    order.at[to] = i;
+    order.ms[to] = next;
+  } else {
+    order.ms[from] = next;
+  }
+  order.bound[i] = next;
+  return true;
+}
+
+/**
+ * The model's bound order for this request shape and this isolate's books,
+ * brought up to date: the candidates measured since it was last read move to
+ * their new bounds. Cached per (origin, version, terms); rebuilt when the
+ * books are other ones, their logs no longer reach back to its last read, or
+ * `now` is outside the times its bounds hold for.
+ */
+export function boundOrder(r: RankContext, model: string, key: string): BoundOrder {
+  const { list, stats } = r;
+  if (list.factorOf !== r.factor) {
+    list.orders.clear();
+    list.factorOf = r.factor;
+  }
+  let order = list.orders.get(key);
+  const pending = stats.pending?.changes ? stats.pending : undefined;
+  if (order && order.latency === stats.latency && order.rtt === stats.rtt && order.pending === pending && r.now >= order.since && r.now < order.until) {
+    let ok = true;
+    const move = (id: string) => {
+      const i = list.position.get(id);
+      if (ok && i !== undefined) ok = rebound(r, order!, i);
+    };
+    if (stats.latency) ok = stats.latency.changes.since(order.latencySeq, model, move) && ok;
+    if (ok && stats.rtt && r.from.code !== undefined) ok = stats.rtt.changes.since(order.rttSeq, r.from.code, move) && ok;
+    if (ok && pending) ok = pending.changes!.since(order.pendingSeq, '', move) && ok;
+    if (ok) {
+      order.since = r.now;
+      order.latencySeq = stats.latency?.changes.seq ?? 0;
+      order.rttSeq = stats.rtt?.changes.seq ?? 0;
+      order.pendingSeq = pending?.changes!.seq ?? 0;
+      return order;
+    }
+  }
+  order = buildOrder(r);
+  if (list.orders.size >= r.maxOrders) list.orders.clear();
+  list.orders.set(key, order);
+  return order;
+}

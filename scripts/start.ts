@@ -32,6 +32,7 @@ const body = JSON.stringify({ inputs: [{ name: 'text', shape: [1], datatype: 'BY
 console.log(`
 [mesh] mesh ready in ${((Date.now() - started) / 1000).toFixed(1)} s: edge ${mesh.edgeUrl}, backends ${mesh.backends.map((b) => `${b.id} (${b.region}) ${b.url}`).join(', ')}
 [mesh] keys and URLs: ${path.relative(ROOT, mesh.localJson)}
+[mesh] status page: ${mesh.edgeUrl}/status (sign in with the adminToken of ${path.relative(ROOT, mesh.localJson)})
 
 Try it (a request entering at Jakarta's PoP, served from the nearest warm region):
 

@@ -14,7 +14,7 @@
  *   dev registry (WRANGLER_REGISTRY_PATH, shared by both) to this process's
  *   broker, whose consumer appends to its ledger shards.
  *
- * Both point `main` at the repository's Worker by absolute path.
+ * Both point `main` (and the status page's assets and build) at the repository by absolute path.
  */
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -38,16 +38,21 @@ export async function benchWranglerConfigs(root: string, dir: string, options: {
   if (!name || !/^main\s*=/m.test(text) || !/\[\[queues\.producers\]\]/.test(text) || !/\[\[queues\.consumers\]\]/.test(text)) {
     throw new Error('benchWranglerConfigs: wrangler.toml no longer has the shape this expects (name, main, queue producers and consumers)');
   }
-  const absoluteMain = (t: string) => t.replace(/^main\s*=\s*"([^"]+)"/m, (_m, main: string) => `main = ${JSON.stringify(path.join(root, main))}`);
+  // The copies live elsewhere: every path in them (the Worker, the status page's assets and build) made absolute.
+  const absolutePaths = (t: string) =>
+    t
+      .replace(/^main\s*=\s*"([^"]+)"/m, (_m, main: string) => `main = ${JSON.stringify(path.join(root, main))}`)
+      .replace(/^(directory|watch_dir)\s*=\s*"([^"]+)"/gm, (_m, key: string, dir: string) => `${key} = ${JSON.stringify(path.join(root, dir))}`)
+      .replace(/^\[build\]\s*$/m, `[build]\ncwd = ${JSON.stringify(root)}`);
 
   const edgeLines: string[] = [];
   let skipping = false;
-  for (const line of absoluteMain(text).split('\n')) {
+  for (const line of absolutePaths(text).split('\n')) {
     if (/^\s*\[/.test(line)) skipping = /^\s*\[\[queues\.consumers\]\]/.test(line);
     if (!skipping) edgeLines.push(line);
   }
   const settlementName = `${name}-settlement`;
-  const settlement = absoluteMain(text).replace(/^name\s*=\s*"[^"]+"/m, `name = ${JSON.stringify(settlementName)}`);
+  const settlement = absolutePaths(text).replace(/^name\s*=\s*"[^"]+"/m, `name = ${JSON.stringify(settlementName)}`);
 
   const write = async (sub: string, content: string) => {
     await mkdir(path.join(dir, sub), { recursive: true });

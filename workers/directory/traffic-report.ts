@@ -5,7 +5,10 @@
  * inference requests answered, the 5xx among them and a latency histogram
  * (the edge's time from arrival to response). A flush happens in
  * `ctx.waitUntil` at most every TRAFFIC_FLUSH_MS, like demand and round-trip
- * reports: no request waits on a Durable Object for it. A cell goes to its
+ * reports: no request waits on a Durable Object for it. A request counted
+ * too soon after a flush arms one timer (in its `waitUntil`) for the next,
+ * so that a quiet isolate's last requests still reach the status page
+ * within TRAFFIC_FLUSH_MS. A cell goes to its
  * answering region's directory, or to the directory nearest its PoP when no
  * backend answered (a cache hit, the fallback, an error).
  */
@@ -49,6 +52,8 @@ export class TrafficReport {
   readonly #pending = new Map<string, TrafficCell>();
   readonly #max: number;
   #lastFlush = 0;
+  /** Whether a timer will flush what is pending. */
+  #armed = false;
 
   constructor(options: { maxPending?: number } = {}) {
     this.#max = options.maxPending ?? TRAFFIC_MAX_PENDING;
@@ -94,18 +99,35 @@ export class TrafficReport {
     return byRegion;
   }
 
-  /** Sends what `take` gives to each region's directory in `ctx.waitUntil`. */
+  /**
+   * Sends what `take` gives to each region's directory in `ctx.waitUntil`;
+   * when the last flush is too recent, arms a timer (once) that sends it
+   * when it is due.
+   */
   flush(env: Env, ctx: { waitUntil(p: Promise<unknown>): void }, now = Date.now()): void {
+    if (this.#pending.size === 0) return;
     const batch = this.take(now);
-    if (!batch) return;
+    if (batch) {
+      ctx.waitUntil(send(env, batch));
+      return;
+    }
+    if (this.#armed) return;
+    this.#armed = true;
+    const wait = Math.max(0, TRAFFIC_FLUSH_MS - (now - this.#lastFlush));
     ctx.waitUntil(
-      Promise.allSettled(
-        [...batch].map(([region, cells]) =>
-          env.REGION_DIRECTORY.getByName(region, { locationHint: regionById(region)!.locationHint }).recordTraffic(cells),
-        ),
-      ),
+      new Promise((resolve) => setTimeout(resolve, wait)).then(() => {
+        this.#armed = false;
+        const due = this.take(Math.max(Date.now(), this.#lastFlush + TRAFFIC_FLUSH_MS));
+        return due && send(env, due);
+      }),
     );
   }
+}
+
+function send(env: Env, batch: Map<string, TrafficCell[]>): Promise<unknown> {
+  return Promise.allSettled(
+    [...batch].map(([region, cells]) => env.REGION_DIRECTORY.getByName(region, { locationHint: regionById(region)!.locationHint }).recordTraffic(cells)),
+  );
 }
 
 /** This isolate's report. */

@@ -59,13 +59,31 @@ describe('traffic per isolate', () => {
     const report = new TrafficReport();
     report.note({ pop: 'FRA', region: 'eu-west', provider: 'p1', status: 200, latencyMs: 5 });
     report.flush(env, ctx, 100_000);
+    expect(background).toHaveLength(1);
+    await background[0];
+    expect(sent).toEqual([{ region: 'eu-west', cells: [expect.objectContaining({ requests: 1 })] }]);
+    // Too soon: nothing is sent now (a timer waits for the interval, below).
     report.note({ pop: 'FRA', region: 'eu-west', provider: 'p1', status: 200, latencyMs: 5 });
     report.flush(env, ctx, 100_000 + TRAFFIC_FLUSH_MS - 1);
-    expect(background).toHaveLength(1);
+    await Promise.resolve();
+    expect(sent).toHaveLength(1);
+    expect(report.size).toBe(1);
+  });
+
+  it("sends a quiet isolate's last counts when they are due, with no later request", async () => {
+    const { env, sent, background, ctx } = fakes();
+    const report = new TrafficReport();
+    const start = Date.now();
+    report.note({ pop: 'FRA', region: 'eu-west', provider: 'p1', status: 200, latencyMs: 5 });
+    report.flush(env, ctx, start);
+    report.note({ pop: 'AMS', region: 'eu-west', provider: 'p1', status: 200, latencyMs: 5 });
+    report.flush(env, ctx, start + 1);
+    report.note({ pop: 'CDG', region: 'eu-west', provider: 'p1', status: 200, latencyMs: 5 });
+    report.flush(env, ctx, start + 2); // one timer, not two
+    expect(background).toHaveLength(2);
     await Promise.all(background);
-    expect(sent).toEqual([{ region: 'eu-west', cells: [expect.objectContaining({ requests: 1 })] }]);
-    report.flush(env, ctx, 100_000 + TRAFFIC_FLUSH_MS);
-    await Promise.all(background);
-    expect(sent).toHaveLength(2);
+    expect(Date.now() - start).toBeGreaterThanOrEqual(TRAFFIC_FLUSH_MS - 50);
+    expect(sent.map((s) => s.cells.map((c) => c.pop))).toEqual([['FRA'], ['AMS', 'CDG']]);
+    expect(report.size).toBe(0);
   });
 });

@@ -58,6 +58,8 @@ export default defineConfig({
                 MESH_ISSUER: 'https://mesh.test',
                 MESH_DEV: '1',
                 BACKEND_TTL_SECONDS: '10',
+                // Test helpers wait for a request's background work, which may hold the status page's counts this long.
+                STATUS_FLUSH_MS: '100',
               },
             },
           }),

@@ -18,7 +18,6 @@ import { providerRoutes } from './routes/providers.ts';
 import { requestLog } from './request-log.ts';
 import { keyAccounts } from './account/middleware.ts';
 import { settlementRoutes } from './routes/settlement.ts';
-import { openapiRoutes } from './routes/openapi.ts';
 import { statusRoutes } from './routes/status.ts';
 
 export const app = new Hono<AppEnv>()
@@ -27,7 +26,6 @@ export const app = new Hono<AppEnv>()
   // Consumer routes: CORS preflights, and each request's admission ended with its response (docs/api.md section 2.14).
   .use(keyAccounts)
   .route('/', healthRoutes)
-  .route('/', openapiRoutes)
   .route('/', oipRoutes)
   .route('/', openaiRoutes)
   .route('/', huggingfaceRoutes)

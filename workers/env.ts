@@ -37,6 +37,8 @@ export interface Settings {
     /** Proven frauds that quarantine a provider (`VERIFY_QUARANTINE_AFTER`). */
     quarantineAfter: number;
   };
+  /** How often an isolate sends its request counts for the status page (`STATUS_FLUSH_MS`, 1..60000; docs/api.md section 2.15). */
+  statusFlushMs: number;
   /** How long a key account's lease lives in an isolate (`KEY_LEASE_SECONDS`, 1..50 s, docs/api.md section 2.14). */
   keyLeaseMs: number;
   settlement: {
@@ -85,6 +87,7 @@ export function settings(env: Env): Settings {
         sampleRate: rate(env.VERIFY_SAMPLE_RATE, 0.05),
         quarantineAfter: Math.floor(int(env.VERIFY_QUARANTINE_AFTER, 3)),
       },
+      statusFlushMs: Math.min(60_000, int(env.STATUS_FLUSH_MS, 2000)),
       keyLeaseMs: Math.min(50, int(env.KEY_LEASE_SECONDS, 10)) * 1000,
       settlement: {
         epochMs: int(env.SETTLEMENT_EPOCH_SECONDS, 60) * 1000,

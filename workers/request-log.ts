@@ -140,7 +140,7 @@ function noteTraffic(c: Context<AppEnv>, r: RequestRecord): void {
   } catch {
     return; // An app called without a context (a test's): the counts wait for a request that has one.
   }
-  isolateTrafficReport.flush(c.env, ctx);
+  isolateTrafficReport.flush(c.env, ctx, Date.now(), settings(c.env).statusFlushMs);
 }
 
 /** The PoP when the request path did not resolve one; never throws (an unknown dev colo is the route's 400 to give). */

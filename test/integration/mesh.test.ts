@@ -12,6 +12,8 @@ import { priceOf } from '../../workers/inference/pricing.ts';
 import { TYP, type AttestationClaims, type ReceiptClaims } from '../../shared/jwt.ts';
 import type { LocalMesh } from '../../scripts/local-mesh.ts';
 import { useMesh } from '../helpers/mesh.ts';
+import { OPENAPI_MAX_AGE_S } from '../../scripts/build-assets.ts';
+import { openApiText } from '../../workers/openapi/document.ts';
 
 const local = useMesh({
   edgeVars: { BACKEND_TTL_SECONDS: '3', SNAPSHOT_REFRESH_MS: '500' },
@@ -32,6 +34,18 @@ function infer(colo: string, body = embedBody(), model = 'embed', headers: Recor
     body,
   });
 }
+
+describe('static assets', () => {
+  it('serves GET /openapi.json from the assets wrangler built, as workers/openapi/ describes the routes', async () => {
+    const res = await fetch(`${mesh.edgeUrl}/openapi.json`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('application/json; charset=utf-8');
+    expect(res.headers.get('cache-control')).toBe(`public, max-age=${OPENAPI_MAX_AGE_S}`);
+    expect(await res.text()).toBe(openApiText());
+    // An API route next to it still reaches the Worker.
+    expect((await fetch(`${mesh.edgeUrl}/v2/health/live`)).headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+});
 
 describe('routing by PoP', () => {
   it.each([

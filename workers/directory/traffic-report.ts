@@ -4,11 +4,11 @@
  * per (PoP the request entered at, region and provider that answered) the
  * inference requests answered, the 5xx among them and a latency histogram
  * (the edge's time from arrival to response). A flush happens in
- * `ctx.waitUntil` at most every TRAFFIC_FLUSH_MS, like demand and round-trip
- * reports: no request waits on a Durable Object for it. A request counted
- * too soon after a flush arms one timer (in its `waitUntil`) for the next,
- * so that a quiet isolate's last requests still reach the status page
- * within TRAFFIC_FLUSH_MS. A cell goes to its
+ * `ctx.waitUntil` at most every `STATUS_FLUSH_MS` (default
+ * TRAFFIC_FLUSH_MS), like demand and round-trip reports: no request waits
+ * on a Durable Object for it. A request counted too soon after a flush arms
+ * one timer (in its `waitUntil`) for the next, so that a quiet isolate's
+ * last requests still reach the status page within that interval. A cell goes to its
  * answering region's directory, or to the directory nearest its PoP when no
  * backend answered (a cache hit, the fallback, an error).
  */
@@ -19,7 +19,7 @@ import { popLocation } from '../geo/pops.ts';
 import { nearestRegion } from '../geo/regions.ts';
 import { observe, type Histogram } from '../status/latency-histogram.ts';
 
-/** A flush happens at most this often per isolate. */
+/** A flush happens at most this often per isolate, by default (`STATUS_FLUSH_MS`). */
 export const TRAFFIC_FLUSH_MS = 2_000;
 /** At most this many cells wait for a flush; requests for new cells beyond it are not counted. */
 export const TRAFFIC_MAX_PENDING = 1024;
@@ -83,10 +83,10 @@ export class TrafficReport {
 
   /**
    * The cells per directory, and the pending ones cleared, when there are some
-   * and the last flush is at least TRAFFIC_FLUSH_MS old; else undefined.
+   * and the last flush is at least `intervalMs` old; else undefined.
    */
-  take(now: number): Map<string, TrafficCell[]> | undefined {
-    if (this.#pending.size === 0 || now - this.#lastFlush < TRAFFIC_FLUSH_MS) return undefined;
+  take(now: number, intervalMs = TRAFFIC_FLUSH_MS): Map<string, TrafficCell[]> | undefined {
+    if (this.#pending.size === 0 || now - this.#lastFlush < intervalMs) return undefined;
     this.#lastFlush = now;
     const byRegion = new Map<string, TrafficCell[]>();
     for (const cell of this.#pending.values()) {
@@ -104,20 +104,20 @@ export class TrafficReport {
    * when the last flush is too recent, arms a timer (once) that sends it
    * when it is due.
    */
-  flush(env: Env, ctx: { waitUntil(p: Promise<unknown>): void }, now = Date.now()): void {
+  flush(env: Env, ctx: { waitUntil(p: Promise<unknown>): void }, now = Date.now(), intervalMs = TRAFFIC_FLUSH_MS): void {
     if (this.#pending.size === 0) return;
-    const batch = this.take(now);
+    const batch = this.take(now, intervalMs);
     if (batch) {
       ctx.waitUntil(send(env, batch));
       return;
     }
     if (this.#armed) return;
     this.#armed = true;
-    const wait = Math.max(0, TRAFFIC_FLUSH_MS - (now - this.#lastFlush));
+    const wait = Math.max(0, intervalMs - (now - this.#lastFlush));
     ctx.waitUntil(
       new Promise((resolve) => setTimeout(resolve, wait)).then(() => {
         this.#armed = false;
-        const due = this.take(Math.max(Date.now(), this.#lastFlush + TRAFFIC_FLUSH_MS));
+        const due = this.take(Math.max(Date.now(), this.#lastFlush + intervalMs), intervalMs);
         return due && send(env, due);
       }),
     );

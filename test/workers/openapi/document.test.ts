@@ -2,8 +2,9 @@
  * The OpenAPI document (workers/openapi/): it documents exactly the routes
  * the app registers; it is well-formed (every reference resolves, every
  * path parameter is declared, only keywords the tests' checker knows); its
- * error answers are the ones workers/errors.ts sends, per route family; and
- * `GET /openapi.json` serves it without auth, cacheable, built once.
+ * error answers are the ones workers/errors.ts sends, per route family.
+ * `GET /openapi.json` itself is a static asset (scripts/build-assets.ts,
+ * tested in test/scripts/build-assets.test.ts and through wrangler dev).
  */
 
 import { describe, expect, it } from 'vitest';
@@ -15,7 +16,7 @@ import { ERROR_CODES } from '../../../workers/openapi/build.ts';
 import { openApiText } from '../../../workers/openapi/document.ts';
 import { call } from '../helpers.ts';
 import { check, KEYWORDS, resolve, subschemas } from './json-schema.ts';
-import { doc, responseOf, undocumented } from './documented.ts';
+import { doc, responseOf } from './documented.ts';
 
 /** `METHOD /path/{param}` of every route handler the app registers (middleware, method ALL, aside). */
 function registered(): string[] {
@@ -53,10 +54,10 @@ function* schemas(): Generator<unknown> {
 }
 
 describe('the OpenAPI document', () => {
-  it('documents every route the app registers, and no other', () => {
+  it('documents every route the app registers and its own static asset, and no other', () => {
     const routes = registered();
     expect(routes.length).toBeGreaterThan(30);
-    expect(documentedRoutes()).toEqual(routes);
+    expect(documentedRoutes()).toEqual([...routes, 'GET /openapi.json'].sort());
   });
 
   it('lists the same routes as docs/api.md\'s table "Every route of the edge", with the same auth', () => {
@@ -144,14 +145,9 @@ describe('the OpenAPI document', () => {
     expect(doc.paths['/models/{model}']!.post!.responses['429']).toBeDefined();
   });
 
-  it('is served at GET /openapi.json without auth, cacheable, with a request id, built once per isolate', async () => {
+  it('is not a route of the Worker: the Worker carries no OpenAPI code (GET /openapi.json is a static asset)', async () => {
     const res = await call('/openapi.json');
-    expect(res.status).toBe(200);
-    expect(res.headers.get('content-type')).toMatch(/^application\/json/);
-    expect(res.headers.get('cache-control')).toMatch(/^public, max-age=\d+$/);
-    const body = await res.json();
-    expect(body).toEqual(doc);
-    expect(undocumented('GET', '/openapi.json', 200, body, res.headers)).toEqual([]);
+    expect(res.status).toBe(404);
     expect(openApiText()).toBe(openApiText());
   });
 });

@@ -1,12 +1,12 @@
 /**
  * The map's frame and projection, shared by the build and the browser: the
- * build (scripts/build-status-page.ts) fits d3-geo's Natural Earth projection
+ * build (scripts/status-page.ts) fits d3-geo's Natural Earth projection
  * to the frame and draws the land with it; the page projects each backend,
  * region and PoP with the same formula and the fit the build wrote on the
  * map. The formula is d3-geo's `geoNaturalEarth1Raw` (ISC licence, Copyright
  * 2010-2024 Mike Bostock), copied rather than imported: d3-geo ships as one
  * module whose unused parts a bundler cannot drop (10 KiB more for the page);
- * test/scripts/build-status-page.test.ts checks it against d3-geo. No DOM.
+ * test/scripts/build-assets.test.ts checks it against d3-geo. No DOM.
  */
 
 /** The map's viewBox, in SVG user units. */

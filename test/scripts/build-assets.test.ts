@@ -1,5 +1,7 @@
 /**
- * The status page's build (scripts/build-status-page.ts): what it emits, that
+ * The edge's static assets (scripts/build-assets.ts): the OpenAPI document
+ * as the Worker's routes describe it, and the status page
+ * (scripts/status-page.ts): what it emits, that
  * the page asks nothing of any other origin and runs nothing inline (the
  * CSP in its `_headers` forbids both), that a rebuild rewrites nothing and
  * drops what it no longer makes, and that the browser's projection
@@ -12,25 +14,27 @@ import path from 'node:path';
 import { geoNaturalEarth1, geoNaturalEarth1Raw } from 'd3-geo';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildStatusPage, fillTemplate, mapGeometry, type StatusPageBuild } from '../../scripts/build-status-page.ts';
+import { buildAssets, OPENAPI_MAX_AGE_S, type AssetsBuild } from '../../scripts/build-assets.ts';
+import { fillTemplate, mapGeometry } from '../../scripts/status-page.ts';
+import { openApiText } from '../../workers/openapi/document.ts';
 import { MAP_HEIGHT, MAP_WIDTH, naturalEarth1Raw, parseFit, project } from '../../workers/status/page/projection.ts';
 
 let dir: string;
-let built: StatusPageBuild;
+let built: AssetsBuild;
 const read = (rel: string) => readFile(path.join(dir, rel), 'utf8');
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'status-page-'));
-  built = await buildStatusPage({ outDir: dir });
+  built = await buildAssets({ outDir: dir });
 });
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-describe('buildStatusPage', () => {
+describe('buildAssets', () => {
   it('emits the page at the root (served at /status) and its files under status/', () => {
     const files = built.files.map((f) => f.path);
-    expect(files).toEqual(expect.arrayContaining(['status.html', 'status/main.js', 'status/style.css', 'status/icon.svg', '_headers']));
+    expect(files).toEqual(expect.arrayContaining(['status.html', 'status/main.js', 'status/style.css', 'status/icon.svg', '_headers', 'openapi.json']));
     for (const f of built.files) expect(f.bytes, f.path).toBeGreaterThan(0);
     // The page's script stays small: no library at run time.
     expect(built.files.find((f) => f.path === 'status/main.js')!.bytes).toBeLessThan(40_000);
@@ -70,7 +74,7 @@ describe('buildStatusPage', () => {
 
   it('serves its files with a strict CSP, nosniff, no referrer and a short cache', async () => {
     const headers = await read('_headers');
-    const rules = headers.split('\n').filter((l) => !l.startsWith('#') && l.trim());
+    const rules = headers.split('/openapi.json')[0]!.split('\n').filter((l) => !l.startsWith('#') && l.trim());
     expect(rules.filter((l) => !l.startsWith(' '))).toEqual(['/status', '/status/*']);
     const csp = rules.filter((l) => /^\s+Content-Security-Policy:/.test(l));
     expect(csp).toHaveLength(2);
@@ -88,10 +92,19 @@ describe('buildStatusPage', () => {
   it('rewrites nothing on a rebuild and removes files it no longer makes', async () => {
     const before = await stat(path.join(dir, 'status/main.js'));
     await writeFile(path.join(dir, 'status', 'stale.js'), 'old');
-    const again = await buildStatusPage({ outDir: dir });
+    const again = await buildAssets({ outDir: dir });
     expect(again.files).toEqual(built.files);
     expect((await stat(path.join(dir, 'status/main.js'))).mtimeMs).toBe(before.mtimeMs);
     await expect(stat(path.join(dir, 'status', 'stale.js'))).rejects.toThrow();
+  });
+
+  it('writes the OpenAPI document as the Worker\'s routes describe it, cacheable like the JWKS', async () => {
+    expect(await read('openapi.json')).toBe(openApiText());
+    expect(JSON.parse(await read('openapi.json'))).toMatchObject({ openapi: '3.1.0', paths: { '/v1/mesh/status': { get: {} } } });
+    const block = (await read('_headers')).split('\n/openapi.json\n')[1]!;
+    expect(block).toContain('Content-Type: application/json; charset=utf-8');
+    expect(block).toContain(`Cache-Control: public, max-age=${OPENAPI_MAX_AGE_S}`);
+    expect(block).not.toContain('/status');
   });
 
   it('refuses a template slot it has no value for', () => {

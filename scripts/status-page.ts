@@ -1,23 +1,17 @@
 /**
- * Builds the status page (GET /status, workers/status/page/) into the folder
- * wrangler.toml's [assets] serves: the HTML with the map's land and PoPs
- * drawn here (world-atlas land-110m in d3-geo's Natural Earth projection,
- * fitted to the page's frame) and the fit written on the map for the browser
- * to project live points the same way; the page's script bundled by esbuild
- * (no d3 at run time: workers/status/page/projection.ts); the stylesheet; the
- * icon; `_headers`. Files are written only when their bytes change, and
- * files the build no longer makes are removed, so that a build while
- * `wrangler dev` serves the folder disturbs nothing.
- *
- *   node scripts/build-status-page.ts [--out <dir>] [--quiet]
- *
- * wrangler.toml's [build] runs it before `wrangler dev` and `wrangler deploy`.
+ * The status page's files (GET /status, workers/status/page/), for
+ * scripts/build-assets.ts to write into the edge's static assets: the HTML
+ * with the map's land and PoPs drawn here (world-atlas land-110m in d3-geo's
+ * Natural Earth projection, fitted to the page's frame) and the fit written
+ * on the map for the browser to project live points the same way; the
+ * page's script bundled by esbuild (no d3 at run time:
+ * workers/status/page/projection.ts); the stylesheet; the icon. Its
+ * response headers (CSP and all) are workers/status/page/_headers.
  */
 
 import { createRequire } from 'node:module';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { geoNaturalEarth1, geoPath, type GeoPermissibleObjects } from 'd3-geo';
 import * as esbuild from 'esbuild';
 import { feature } from 'topojson-client';
@@ -26,17 +20,11 @@ import { formatFit, MAP_HEIGHT, MAP_PADDING, MAP_WIDTH, project, type MapFit } f
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const PAGE = path.join(ROOT, 'workers', 'status', 'page');
-/** Where wrangler.toml's [assets] directory points. */
-export const STATUS_ASSETS_DIR = path.join(ROOT, 'build', 'status-assets');
+/** The page's response headers, in Workers static assets' `_headers` format. */
+export const STATUS_PAGE_HEADERS = path.join(PAGE, '_headers');
 /** The radius of a quiet PoP's dot on the map. */
 const POP_DOT_RADIUS = 1.3;
 const BANNER = '/* Mesh status page. Natural Earth I formula from d3-geo (ISC licence, Copyright 2010-2024 Mike Bostock). */';
-
-export interface StatusPageBuild {
-  outDir: string;
-  /** Every file written, relative to outDir (`/` separators), with its size in bytes. */
-  files: { path: string; bytes: number }[];
-}
 
 type Topology = Parameters<typeof feature>[0];
 
@@ -77,31 +65,8 @@ export function fillTemplate(template: string, slots: Record<string, string>): s
   return html;
 }
 
-async function writeIfChanged(file: string, bytes: Uint8Array): Promise<void> {
-  try {
-    const old = await readFile(file);
-    if (Buffer.compare(old, bytes) === 0) return;
-  } catch {
-    // New file.
-  }
-  await mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, bytes);
-  await rename(tmp, file);
-}
-
-async function listFiles(dir: string): Promise<string[]> {
-  try {
-    const entries = await readdir(dir, { withFileTypes: true, recursive: true });
-    return entries.filter((e) => e.isFile()).map((e) => path.relative(dir, path.join(e.parentPath, e.name)).split(path.sep).join('/'));
-  } catch {
-    return [];
-  }
-}
-
-/** Builds the page into `outDir` (default STATUS_ASSETS_DIR). */
-export async function buildStatusPage(opts: { outDir?: string } = {}): Promise<StatusPageBuild> {
-  const outDir = path.resolve(opts.outDir ?? STATUS_ASSETS_DIR);
+/** The page's files by their path in the assets folder `outDir` (`/` separators; the script's source map links need the folder). */
+export async function statusPageFiles(outDir: string): Promise<Map<string, Uint8Array>> {
   const { fit, sphere, land } = mapGeometry();
   const template = await readFile(path.join(PAGE, 'status.html'), 'utf8');
   const html = fillTemplate(template, {
@@ -132,28 +97,9 @@ export async function buildStatusPage(opts: { outDir?: string } = {}): Promise<S
   const outputs = new Map<string, Uint8Array>([
     ['status.html', new TextEncoder().encode(html)],
     ['status/icon.svg', await readFile(path.join(PAGE, 'icon.svg'))],
-    ['_headers', await readFile(path.join(PAGE, '_headers'))],
   ]);
   for (const file of bundle.outputFiles) {
     outputs.set(path.relative(outDir, file.path).split(path.sep).join('/'), file.contents);
   }
-  for (const [rel, bytes] of outputs) await writeIfChanged(path.join(outDir, rel), bytes);
-  for (const rel of await listFiles(outDir)) {
-    if (!outputs.has(rel) && !rel.endsWith('.tmp')) await rm(path.join(outDir, rel), { force: true });
-  }
-  return { outDir, files: [...outputs].map(([rel, bytes]) => ({ path: rel, bytes: bytes.byteLength })).sort((a, b) => a.path.localeCompare(b.path)) };
-}
-
-if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === import.meta.filename) {
-  const { values } = parseArgs({ options: { out: { type: 'string' }, quiet: { type: 'boolean' } } });
-  try {
-    const built = await buildStatusPage(values.out ? { outDir: values.out } : {});
-    if (!values.quiet) {
-      const sizes = built.files.map((f) => `${f.path} ${(f.bytes / 1024).toFixed(1)} KiB`).join(', ');
-      console.log(`status page: ${path.relative(process.cwd(), built.outDir) || '.'}: ${sizes}`);
-    }
-  } catch (err) {
-    console.error(`status page: build failed: ${(err as Error).message}`);
-    process.exit(1);
-  }
+  return outputs;
 }

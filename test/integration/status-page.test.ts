@@ -121,6 +121,11 @@ describe.skipIf(!CHROMIUM)('the status page in Chromium', () => {
     await page.waitForSelector('#batches tbody tr[data-batch]');
     expect(await page.evaluate(() => performance.getEntriesByType('navigation').length)).toBe(navigations);
     expect(await page.$$eval('#map-markers .pop-mark', (marks) => marks.length)).toBe(POPS.length);
+    // Where the traffic went: every PoP's requests were answered by one of the three regions, drawn as a line to it.
+    const served = await page.$$eval('#pops tbody tr[data-pop] [data-served]', (cells) => cells.map((c) => c.textContent ?? ''));
+    expect(served).toHaveLength(POPS.length);
+    for (const text of served) expect(text).toMatch(/^(?:ap-southeast|eu-west|us-east) \d+(?:, (?:ap-southeast|eu-west|us-east) \d+)*$/);
+    expect(await page.$$eval('#map-markers .flow', (lines) => lines.length)).toBeGreaterThanOrEqual(POPS.length);
     const receipts = await page.$$eval('#batches tbody tr[data-batch]', (rows) => rows.map((r) => Number(r.children[3]?.textContent?.replace(/,/g, ''))));
     expect(receipts.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(jtis.length);
     expect(await page.textContent('#batches tbody tr[data-batch] td:nth-child(5)')).toMatch(/^\$\d/);

@@ -29,7 +29,7 @@ const STATUS: MeshStatus = {
   windowSeconds: 60,
   regions: [region('eu-west', counts({ total: 2, warm: 1, down: 1 })), region('us-east', counts({ total: 1, warm: 1 })), region('sa-east', counts({}))],
   backends: [backend('fra-1', 'warm'), backend('fra-2', 'down'), backend('iad-1', 'warm')],
-  pops: [{ code: 'FRA', city: 'Frankfurt', lat: 50, lon: 8, traffic: { ...traffic, requests: 12, rps: 0.2, p50Ms: 20, p90Ms: 40, p99Ms: 80 } }],
+  pops: [{ code: 'FRA', city: 'Frankfurt', lat: 50, lon: 8, traffic: { ...traffic, requests: 12, rps: 0.2, p50Ms: 20, p90Ms: 40, p99Ms: 80 }, servedBy: [{ region: 'eu-west', requests: 11 }] }],
   batches: [],
   unavailable: [],
 };

@@ -61,7 +61,7 @@ export const status: Family = {
           { heartbeatColo: str() },
         ),
       ),
-      pops: arr(obj({ code: str(), city: str(), lat: num(), lon: num(), traffic: ref('Traffic') })),
+      pops: arr(obj({ code: str(), city: str(), lat: num(), lon: num(), traffic: ref('Traffic'), servedBy: arr(obj({ region: str(), requests: count })) })),
       batches: arr(obj({ id: str(), shard: count, closedAt: MS, count, paid: count, withheld: count }, { charged: count, disputed: count })),
       unavailable: arr(str()),
     }),

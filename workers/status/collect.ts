@@ -155,7 +155,10 @@ export function meshStatus(src: StatusSources): MeshStatus {
   for (const [code, cells] of cellsByPop) {
     const entry = POPS[code];
     if (!entry) continue;
-    pops.push({ code, city: entry[2], lat: entry[0], lon: entry[1], traffic: traffic(cells, seconds) });
+    const served = new Map<string, number>();
+    for (const c of cells) if (c.region) served.set(c.region, (served.get(c.region) ?? 0) + c.requests);
+    const servedBy = [...served].map(([region, requests]) => ({ region, requests })).sort((a, b) => b.requests - a.requests || (a.region < b.region ? -1 : 1));
+    pops.push({ code, city: entry[2], lat: entry[0], lon: entry[1], traffic: traffic(cells, seconds), servedBy });
   }
   pops.sort((a, b) => b.traffic.requests - a.traffic.requests || (a.code < b.code ? -1 : 1));
 

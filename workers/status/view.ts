@@ -79,6 +79,12 @@ export interface PopStatus {
   lon: number;
   /** Requests that entered the mesh here in the window. */
   traffic: TrafficStatus;
+  /**
+   * Where they went: per region, the requests its backends answered, most
+   * first. The rest of `traffic.requests` no backend answered (a cache hit,
+   * the Hugging Face fallback, an error).
+   */
+  servedBy: { region: string; requests: number }[];
 }
 
 /** A closed settlement batch, newest first. */

@@ -152,7 +152,8 @@ describe('round trips from dispatches', () => {
     const started = Date.now();
     for (let i = 0; i < 10; i++) expect((await infer(e, from)).status).toBe(200);
     expect(Date.now() - started).toBeLessThan(RTT_FLUSH_MS);
-    expect(calls).toEqual([]);
+    // The status page's counts go in the background too, on their own interval (STATUS_FLUSH_MS, 100 ms in these tests).
+    expect(calls.filter((c) => !c.endsWith('.recordTraffic'))).toEqual([]);
     expect(await rows()).toMatchObject({ samples: 1 });
 
     // After it, the next request hands them to waitUntil, after its response: that came without waiting on the directory.

@@ -117,6 +117,8 @@ describe('meshStatus', () => {
             cells: [cell('FRA', 'eu-west', 'p1', [10, 10, 10, 10, 400], 1), cell('AMS', 'eu-west', 'p2', [20]), cell('FRA', '', '', [1])],
           },
         },
+        // Spilled over to another region: reported to that region's directory.
+        'us-west': { traffic: { since: NOW - 60_000, cells: [cell('FRA', 'us-west', 'p3', [150, 160])] } },
       }),
     );
     const eu = status.regions.find((r) => r.id === 'eu-west')!;
@@ -126,9 +128,18 @@ describe('meshStatus', () => {
     expect(eu.traffic.p99Ms).toBeGreaterThanOrEqual(400);
     expect(status.regions.find((r) => r.id === 'us-east')!.traffic).toEqual({ requests: 0, rps: 0, errors: 0, p50Ms: null, p90Ms: null, p99Ms: null });
     expect(status.pops.map((p) => [p.code, p.city, p.traffic.requests])).toEqual([
-      ['FRA', 'Frankfurt-am-Main', 6],
+      ['FRA', 'Frankfurt-am-Main', 8],
       ['AMS', 'Amsterdam', 1],
     ]);
+    // Where each PoP's requests went, most first; FRA's cache hit went to no region.
+    expect(status.pops.map((p) => p.servedBy)).toEqual([
+      [
+        { region: 'eu-west', requests: 5 },
+        { region: 'us-west', requests: 2 },
+      ],
+      [{ region: 'eu-west', requests: 1 }],
+    ]);
+    expect(status.regions.find((r) => r.id === 'us-west')!.traffic.requests).toBe(2);
     expect(status.windowSeconds).toBe(60);
   });
 

@@ -1,6 +1,7 @@
 /**
  * The world map's live part: on each status, the regions with backends
- * (squares, labelled), the PoPs with traffic (diamonds sized by requests per
+ * (squares, labelled), where traffic goes (a line from each PoP to each
+ * region that answered its requests, wider for more), the PoPs with traffic (diamonds sized by requests per
  * second, coloured by p50 latency) and the backends (circles coloured by
  * state, a dashed ring when the location is unverified, a dotted red one when
  * refuted), each with a `<title>`; the map's `aria-label` says the same in
@@ -15,6 +16,9 @@ import { project, type MapFit } from './projection.ts';
 const BACKEND_RADIUS = 6.5;
 const RING_RADIUS = 10.5;
 const REGION_HALF = 9;
+/** A flow line's width, from the smallest to the largest flow on the map. */
+const FLOW_MIN = 1;
+const FLOW_MAX = 5;
 /** A PoP diamond's half-diagonal, from the smallest to the busiest PoP on the map. */
 const POP_MIN = 3.5;
 const POP_MAX = 10;
@@ -33,6 +37,22 @@ export function drawMap(svg: SVGSVGElement, layer: SVGGElement, fit: MapFit, sta
           s('title', {}, `Region ${region.name} (${region.id}): ${region.backends.total} backends`)),
         s('text', { class: 'region-label', x: x + REGION_HALF + 3, y: y - REGION_HALF - 2 }, region.id)),
     );
+  }
+
+  // Where traffic goes: under the PoPs and backends, so that the marks stay readable.
+  const regionAt = new Map(status.regions.map((r) => [r.id, at(r.lon, r.lat)]));
+  const largest = Math.max(0, ...status.pops.flatMap((p) => p.servedBy.map((f) => f.requests)));
+  for (const pop of status.pops) {
+    const [x1, y1] = at(pop.lon, pop.lat);
+    for (const flow of pop.servedBy) {
+      const to = regionAt.get(flow.region);
+      if (!to) continue;
+      const width = FLOW_MIN + (FLOW_MAX - FLOW_MIN) * Math.sqrt(flow.requests / Math.max(1, largest));
+      nodes.push(
+        s('line', { class: 'flow', x1, y1, x2: to[0], y2: to[1], 'stroke-width': Math.round(width * 10) / 10 },
+          s('title', {}, `${pop.code} to ${flow.region}: ${flow.requests} requests`)),
+      );
+    }
   }
 
   const busiest = Math.max(0, ...status.pops.map((p) => p.traffic.rps));
@@ -76,6 +96,7 @@ export function renderLegend(list: HTMLUListElement): void {
     h('li', {}, swatch(s('circle', { class: 'ring-unverified', r: 6.5 })), 'location unverified'),
     h('li', {}, swatch(s('circle', { class: 'ring-refuted', r: 6.5 })), 'location refuted'),
     h('li', {}, swatch(s('rect', { class: 'region-mark', x: -6, y: -6, width: 12, height: 12 })), 'region'),
+    h('li', {}, swatch(s('line', { class: 'flow', x1: -7, y1: 5, x2: 7, y2: -5, 'stroke-width': 2.5 })), 'traffic, PoP to region'),
     h('li', { class: 'heading' }, 'PoPs by p50 latency:'),
     ...[...LATENCY_BANDS, Infinity].map((_, band) => h('li', {}, swatch(diamond(`lat-${band}`)), latencyBandLabel(band))),
     h('li', {}, swatch(s('circle', { class: 'pop-dot', r: 2 })), 'PoP without traffic'),

@@ -85,13 +85,22 @@ function popRow(p: PopStatus): HTMLTableRowElement {
     num(ms(p.traffic.p50Ms)),
     num(ms(p.traffic.p90Ms)),
     num(ms(p.traffic.p99Ms)),
+    h('td', { 'data-served': '' }, servedBy(p)),
   );
+}
+
+/** Where a PoP's requests went: `eu-west 5, us-east 2`, and how many no backend answered. */
+function servedBy(p: PopStatus): string {
+  const parts = p.servedBy.map((s) => `${s.region} ${count(s.requests)}`);
+  const rest = p.traffic.requests - p.servedBy.reduce((n, s) => n + s.requests, 0);
+  if (rest > 0) parts.push(`no backend ${count(rest)}`);
+  return parts.join(', ');
 }
 
 /** PoPs where requests entered in the window, busiest first. */
 export function renderPops(table: HTMLTableElement, status: MeshStatus): void {
-  setCaption(table, `Requests by the PoP they entered at, over the last ${status.windowSeconds} s`);
-  fillBody(table, status.pops.map(popRow), 7, `No request in the last ${status.windowSeconds} s.`);
+  setCaption(table, `Requests by the PoP they entered at, and the regions that answered them, over the last ${status.windowSeconds} s`);
+  fillBody(table, status.pops.map(popRow), 8, `No request in the last ${status.windowSeconds} s.`);
 }
 
 function batchRow(b: BatchStatus): HTMLTableRowElement {

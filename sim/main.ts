@@ -18,6 +18,7 @@ import { worldMapSvg } from './report/map.ts';
 import { simMarkdown, type ScalePoint, type SimReport } from './report/markdown.ts';
 import { FAILED, popModelFloors, runPolicy, type RunRecord } from './run.ts';
 import { summarise } from './stats.ts';
+import { serviceTails } from './tails.ts';
 import { buildWorld, loadCities } from './world.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -175,6 +176,7 @@ async function main(): Promise<void> {
       models: config.models.map((m) => `${m.name} (${Math.round(m.share * 100)}%, ${m.serviceMs} ms)`).join(', '),
     },
     summaries,
+    serviceTails: serviceTails(config),
     pictures: quick ? [] : pictures,
     ...(quick ? { picturesNote: 'A quick run draws its pictures in bench/results/sim/ and leaves the committed ones in docs/sim/ (the last full run\'s) alone.' } : {}),
     ...(scale ? { scale } : {}),

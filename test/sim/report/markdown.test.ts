@@ -33,6 +33,9 @@ describe('the simulator report', () => {
     const worse = goals([summary('cloud-nearest', 100, 300, 120, 0.2), summary('mesh', 60, 130, 100, 0.9)]);
     expect(worse.map((g) => g.met)).toEqual([false, false, false, undefined]);
     expect(worse[2]!.measured).toContain('20 ms better');
+    // Beside each model's ratio, what its service times alone allow.
+    const withTails = goals([summary('mesh', 60, 130, 100, 0.9)], [{ model: 'embed', p50: 12, p99: 31, ratio: 31 / 12 }]);
+    expect(withTails[1]!.measured).toBe('embed 2.2x (its service times alone: 2.6x)');
   });
 
   it('shows every policy, the essay beside them, the goals and the pictures', () => {
@@ -43,6 +46,7 @@ describe('the simulator report', () => {
       ratePerSecond: 100,
       world: { pops: 308, cities: 3, cloudBackends: 1, sites: 2, models: 'embed' },
       summaries: [summary('cloud-us-east', 250, 800, 300, 0), summary('random-node', 240, 29_000, 240, 0), summary('mesh', 60, 110, 100, 0.96)],
+      serviceTails: [{ model: 'embed', p50: 12, p99: 31, ratio: 31 / 12 }],
       pictures: [{ label: 'Map', path: 'sim/map-mesh.svg' }],
       wallS: 3,
     };
@@ -52,5 +56,7 @@ describe('the simulator report', () => {
     expect(md).toMatch(/\| Edge DePIN .* random-node \| 240 ms \| 29.00 s .* median within, p99 above/);
     expect(md).toContain('![Map](sim/map-mesh.svg)');
     expect(md).toContain('| median within 1.3x of the physical floor for 95% of users | 96.0% of users | yes |');
+    expect(md).toContain('| p99 under 2x the median (per model) | embed 1.8x (its service times alone: 2.6x) | yes |');
+    expect(md).toContain('*Its service times alone*');
   });
 });

@@ -10,7 +10,8 @@ import { signingKeys } from '../../../workers/keys.ts';
 import { ledgerShard, shardOfReceipt } from '../../../workers/settlement/ledger.ts';
 import type { MeshStatus } from '../../../workers/status/view.ts';
 import { receiptClaims } from '../../helpers/receipts.ts';
-import { admitProvider, call, heartbeatBody, keyFor, sendHeartbeat } from '../helpers.ts';
+import { STATUS_CACHE_MS } from '../../../workers/routes/status.ts';
+import { admitProvider, call, callWith, envWith, heartbeatBody, keyFor, sendHeartbeat } from '../helpers.ts';
 
 async function status(token: string, colo?: string): Promise<MeshStatus> {
   const res = await call('/v1/mesh/status', { token, ...(colo ? { colo } : {}) });
@@ -67,6 +68,28 @@ describe('GET /v1/mesh/status', () => {
     expect((await call('/v1/models', { token: key })).status).toBe(403);
   });
 
+  it('gathers a view once per STATUS_CACHE_MS in an isolate, however many pages ask', async () => {
+    const calls: string[] = [];
+    const e = envWith({}, calls);
+    const admin = await keyFor('admin');
+    const ask = async (token: string) => {
+      const res = await callWith(e, '/v1/mesh/status', { token, headers: { 'x-mesh-dev-colo': 'HKG' } });
+      expect(res.status).toBe(200);
+      return (await res.json()) as MeshStatus;
+    };
+    const directoryCalls = () => calls.filter((c) => c.endsWith('.status')).length;
+    const first = await ask(admin);
+    expect(directoryCalls()).toBe(REGIONS.length);
+    // The operator's and billing's view is the same one; each says who asked.
+    const [again, billing] = await Promise.all([ask(admin), ask(await keyFor('billing'))]);
+    expect(directoryCalls()).toBe(REGIONS.length);
+    expect(again.at).toBe(first.at);
+    expect(billing.viewer).toEqual({ role: 'billing' });
+    await scheduler.wait(STATUS_CACHE_MS + 10);
+    expect((await ask(admin)).at).toBeGreaterThan(first.at);
+    expect(directoryCalls()).toBe(2 * REGIONS.length);
+  });
+
   it('counts requests on every inference route, and no other', () => {
     const posts = app.routes.filter((r) => r.method === 'POST').map((r) => r.path);
     const consumer = posts.filter((p) => p.startsWith('/v2/models/') || p === '/v1/embeddings' || p.startsWith('/models/'));
@@ -106,10 +129,11 @@ describe('GET /v1/mesh/status', () => {
     }
     await ledgerShard(env, shard).append(shard, jwts);
     const [id] = await ledgerShard(env, shard).close(shard);
-    const admin = await status(await keyFor('admin'));
+    // A PoP no other test here asks from: its view is gathered afresh (one isolate reuses a view for STATUS_CACHE_MS).
+    const admin = await status(await keyFor('admin'), 'SIN');
     expect(admin.batches.find((x) => x.id === id)).toMatchObject({ id, shard, count: 3, charged: 300, paid: 300, withheld: 0, disputed: 0 });
     const { key } = (await (await providerKey('status-b')).json()) as { key: string };
-    const mine = (await status(key)).batches.find((x) => x.id === id)!;
+    const mine = (await status(key, 'SIN')).batches.find((x) => x.id === id)!;
     expect(mine).toEqual({ id, shard, closedAt: expect.any(Number), count: 3, paid: 100, withheld: 0 });
   });
 });

@@ -32,8 +32,15 @@ export interface Snapshot {
    * from their KeyAccount. Loaded with `revoked`, kept when a load fails.
    */
   accounts: ReadonlySet<string>;
-  /** Each admitted provider's standing: what sampling reads (verification/sampling.ts). */
+  /**
+   * The standing of the admitted providers that are notable: new, struck,
+   * quarantined, recently proven to have lied, or with their own sample rate
+   * (what sampling reads, verification/sampling.ts). An established provider
+   * with a clean record has none here.
+   */
   providers: ReadonlyMap<string, ProviderStanding>;
+  /** Providers with a live backend in some region: admitted, not removed (a removal deletes its backends). */
+  liveProviders: ReadonlySet<string>;
   /** Providers quarantined by the operator registry: no traffic until the operator clears them. */
   quarantined: ReadonlySet<string>;
   /** Expected-time factor of providers with proven frauds (verification/sampling.ts `strikePenalty`). */
@@ -85,6 +92,7 @@ async function fetchSnapshot(env: Env): Promise<Snapshot> {
   const snap: Snapshot = {
     at,
     backends,
+    liveProviders: new Set(backends.map((b) => b.provider)),
     recentModels,
     byRegion,
     // Revocations are never forgotten because one fetch failed, and never

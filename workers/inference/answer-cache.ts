@@ -13,8 +13,9 @@
  * computed it, its outputs' shapes (to meter a hit without parsing it), the
  * `jti` of the receipt that paid for it (a hit's `origin`), and the provider
  * that computed it and when: an entry is not served once that provider is
- * quarantined, removed, or proven to have lied since (docs/api.md section
- * 6.3), so a provider caught lying stops answering from the cache too.
+ * quarantined, removed (it has no live backend), or proven to have lied
+ * since (docs/api.md section 6.3), so a provider caught lying stops
+ * answering from the cache too.
  */
 
 import type { Context } from 'hono';
@@ -136,8 +137,12 @@ export async function planCache(c: Context<AppEnv>, call: Cacheable, entry: Cata
   // The snapshot is in memory: authentication has read it.
   const snapshot = await getSnapshot(c.env, c.executionCtx, settings(c.env).snapshotRefreshMs);
   if (!snapshot.recentModels.has(`${call.model}@${hit.version}`)) return { state: 'miss', key };
+  // A provider with no live backend may have been removed; one with no standing here is established with a clean record.
   const standing = snapshot.providers.get(hit.provider);
-  const distrusted = !standing || snapshot.quarantined.has(hit.provider) || (standing.lastProvenAt !== null && standing.lastProvenAt >= hit.storedAt);
+  const distrusted =
+    !snapshot.liveProviders.has(hit.provider) ||
+    snapshot.quarantined.has(hit.provider) ||
+    (standing !== undefined && standing.lastProvenAt !== null && standing.lastProvenAt >= hit.storedAt);
   if (distrusted) return { state: 'miss', key };
   return { state: 'hit', key, hit };
 }

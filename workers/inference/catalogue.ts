@@ -55,7 +55,7 @@ const MAX_PRICE = 1_000_000;
 /** How long a cached answer is kept when the catalogue does not say (`cache_ttl`), seconds. */
 export const DEFAULT_CACHE_TTL_S = 3600;
 /** The longest `cache_ttl`, seconds. */
-const MAX_CACHE_TTL_S = 30 * 24 * 3600;
+export const MAX_CACHE_TTL_S = 30 * 24 * 3600;
 const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const UPSTREAM_ID = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,255}$/;
 

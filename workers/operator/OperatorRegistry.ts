@@ -20,6 +20,15 @@ import type { Env } from '../env.ts';
 import { migrate, sqlOf, type Sql } from '../sql.ts';
 import type { DisputeSummary, ProviderEvent, ProviderStanding } from './standing.ts';
 import { AFTER_FRAUD_MS, NEW_PROVIDER_MS } from '../verification/sampling.ts';
+import { MAX_CACHE_TTL_S } from '../inference/catalogue.ts';
+
+/**
+ * How long a proven fraud keeps a provider's standing in isolates'
+ * snapshots: as long as the answer cache may hold an answer of it from
+ * before the fraud (inference/answer-cache.ts), and at least as long as
+ * sampling samples it more.
+ */
+const PROVEN_MEMORY_MS = Math.max(AFTER_FRAUD_MS, MAX_CACHE_TTL_S * 1000);
 
 export type { DisputeSummary, ProviderEvent, ProviderStanding } from './standing.ts';
 
@@ -351,13 +360,13 @@ export class OperatorRegistry extends DurableObject<Env> {
 
   /** What an isolate's snapshot loads, in one call: revoked keys, every provider's standing, and the keys listed by `noteAccount`. */
   edgeState(): { revoked: string[]; standings: ProviderStanding[]; accounts: string[] } {
-    // Only standings that change what an isolate does (verification/sampling.ts): an established provider
-    // with a clean record is the default, so a snapshot refresh carries the few notable ones, not every provider.
+    // Only standings that change what an isolate does (verification/sampling.ts, inference/answer-cache.ts): an established
+    // provider with a clean record is the default, so a snapshot refresh carries the few notable ones, not every provider.
     const now = Date.now();
     const notable = this.#sql.all<StandingRow>(
       `${STANDING} WHERE added_at > ? OR strikes > 0 OR quarantined_at IS NOT NULL OR sample_rate IS NOT NULL OR last_proven_at > ? ORDER BY id`,
       now - NEW_PROVIDER_MS,
-      now - AFTER_FRAUD_MS,
+      now - PROVEN_MEMORY_MS,
     );
     const accounts = this.#sql.all<{ jti: string }>('SELECT jti FROM key_accounts WHERE expires_at > ?', now).map((r) => r.jti);
     return { revoked: this.revokedKeys(), standings: notable.map(standingOf), accounts };

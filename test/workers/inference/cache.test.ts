@@ -11,6 +11,7 @@
  * test (test/integration/cache.test.ts) runs real ones.
  */
 
+import { runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { SignJWT } from 'jose';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -349,7 +350,52 @@ describe('the answer cache', () => {
   });
 });
 
+/** Rewrites a provider's standing in the operator registry, as time and verification would, and refreshes the snapshot. */
+async function setStanding(provider: string, fields: Record<string, number | null>) {
+  const sets = Object.keys(fields).map((k) => `${k} = ?`).join(', ');
+  await runInDurableObject(env.OPERATOR_REGISTRY.getByName('global'), (_o, state: DurableObjectState) =>
+    state.storage.sql.exec(`UPDATE providers SET ${sets} WHERE id = ?`, ...Object.values(fields), provider),
+  );
+  await refreshSnapshot(env);
+}
+
+const WEEK_AND_A_DAY_MS = 8 * 24 * 3600_000;
+
+describe('an entry of a provider the mesh trusts', () => {
+  it('is served when its provider is established with a clean record (a standing no snapshot carries)', async () => {
+    await fakeBackends(['cache-old']);
+    const body = oip(['computed by an established provider']);
+    const miss = await infer('/v2/models/embed/infer', body);
+    expect(miss.cache).toBe('miss');
+    // Admitted over a week ago, no strike: the registry sends isolates no standing for it (verification/sampling.ts).
+    await setStanding(miss.claims!.provider!, { added_at: Date.now() - WEEK_AND_A_DAY_MS, strikes: 0, last_proven_at: null, quarantined_at: null, sample_rate: null });
+    const again = await infer('/v2/models/embed/infer', body);
+    expect(again.cache).toBe('hit');
+    expect(again.claims!.origin).toBe(miss.claims!.jti);
+  });
+});
+
 describe('an entry of a provider the mesh no longer trusts', () => {
+  it('is not served once its provider is quarantined, or proven to have lied after it was kept', async () => {
+    await fakeBackends(['cache-q1', 'cache-q2']);
+    const quarantined = oip(['computed before a quarantine']);
+    const first = await infer('/v2/models/embed/infer', quarantined);
+    expect((await infer('/v2/models/embed/infer', quarantined)).cache).toBe('hit');
+    await setStanding(first.claims!.provider!, { quarantined_at: Date.now(), strikes: 3 });
+    const afterQuarantine = await infer('/v2/models/embed/infer', quarantined);
+    expect(afterQuarantine.cache).toBe('miss');
+    expect(afterQuarantine.claims!.provider).not.toBe(first.claims!.provider);
+    await setStanding(first.claims!.provider!, { quarantined_at: null, strikes: 0, last_proven_at: null });
+
+    const lied = oip(['computed before a proven lie']);
+    const kept = await infer('/v2/models/embed/infer', lied);
+    expect((await infer('/v2/models/embed/infer', lied)).cache).toBe('hit');
+    // A fraud proven after the entry was kept: the entry is not served, even once the provider is back in good standing.
+    await setStanding(kept.claims!.provider!, { strikes: 1, last_proven_at: Date.now() + 1 });
+    expect((await infer('/v2/models/embed/infer', lied)).cache).toBe('miss');
+  });
+
+
   it('is not served once its provider is removed from the mesh', async () => {
     const fake = await fakeBackends(['cache-x', 'cache-y']);
     const body = oip(['computed by a provider about to go']);

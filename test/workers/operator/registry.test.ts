@@ -199,6 +199,15 @@ describe('OperatorRegistry standing under verification', () => {
     expect(later.standings.map((s) => s.id)).not.toContain('sv-old');
     expect((await r.standings()).map((s) => s.id)).toContain('sv-old');
     expect(later.standings.map((s) => s.id)).toContain('sv-edge');
+    // A fraud proven over a day ago, its strikes cleared: still carried while the answer cache may hold an answer from before it.
+    await runInDurableObject(r, (_o: OperatorRegistry, state: DurableObjectState) => {
+      state.storage.sql.exec('UPDATE providers SET last_proven_at = ?, strikes = 0 WHERE id = ?', Date.now() - 2 * 24 * 3600_000, 'sv-old');
+    });
+    expect((await r.edgeState()).standings.find((s) => s.id === 'sv-old')).toMatchObject({ strikes: 0, lastProvenAt: expect.any(Number) });
+    await runInDurableObject(r, (_o: OperatorRegistry, state: DurableObjectState) => {
+      state.storage.sql.exec('UPDATE providers SET last_proven_at = ? WHERE id = ?', Date.now() - 31 * 24 * 3600_000, 'sv-old');
+    });
+    expect((await r.edgeState()).standings.map((s) => s.id)).not.toContain('sv-old');
   });
 
   it('lists disputes by id, paged by `after`, filtered by a provider involved', async () => {

@@ -90,7 +90,8 @@ function regionStatus(region: Region, backends: readonly BackendStatus[], cells:
     counts.total++;
     counts[b.state]++;
     if (b.location !== 'verified') counts[b.location]++;
-    if (b.state === 'down' || b.state === 'starting') continue;
+    // Capacity is what routing can use: warm and cold backends, not those down, starting, ejected or quarantined.
+    if (b.state !== 'warm' && b.state !== 'cold') continue;
     capacity.slots += b.capacity.slots;
     capacity.inFlight += b.capacity.inFlight;
     capacity.queued += b.capacity.queued;

@@ -63,9 +63,9 @@ export interface RegionStatus {
   lon: number;
   /** Backends by state, and by location verdict (the viewer's backends only). */
   backends: Record<BackendState, number> & { total: number; unverified: number; refuted: number };
-  /** Summed over the region's ready backends that are not down. */
+  /** Summed over the region's backends routing can use (warm or cold). */
   capacity: { slots: number; inFlight: number; queued: number };
-  /** Models warm on at least one backend that is not down, sorted. */
+  /** Models warm on at least one of those backends, sorted. */
   warmModels: string[];
   /** Requests its backends answered in the window (a provider sees its own backends' only). */
   traffic: TrafficStatus;

@@ -69,27 +69,33 @@ describe('backend state', () => {
 });
 
 describe('meshStatus', () => {
-  it('sums each region over its backends that are up, and lists every backend with its state', () => {
+  it('sums each region over the backends routing can use, and lists every backend with its state', () => {
     const status = meshStatus(
-      sources({
-        'eu-west': {
-          backends: [
-            entry('fra-2', 'eu-west', { models: [{ name: 'chat', version: '1', warm: true, maxBatchSize: 1, p50Ms: 90 }] }),
-            entry('fra-1', 'eu-west'),
-            entry('fra-3', 'eu-west', { lastSeen: NOW - 6000, location: { state: 'refuted' } as Entry['location'] }),
-          ],
-          departed: [entry('fra-old', 'eu-west', { expiresAt: NOW - 1, location: { state: 'unverified' } as Entry['location'] })],
+      sources(
+        {
+          'eu-west': {
+            backends: [
+              entry('fra-2', 'eu-west', { models: [{ name: 'chat', version: '1', warm: true, maxBatchSize: 1, p50Ms: 90 }] }),
+              entry('fra-1', 'eu-west'),
+              entry('fra-3', 'eu-west', { lastSeen: NOW - 6000, location: { state: 'refuted' } as Entry['location'] }),
+              entry('fra-4', 'eu-west', { provider: 'bad' }),
+            ],
+            departed: [entry('fra-old', 'eu-west', { expiresAt: NOW - 1, location: { state: 'unverified' } as Entry['location'] })],
+          },
         },
-      }),
+        { quarantined: new Set(['bad']) },
+      ),
     );
     const eu = status.regions.find((r) => r.id === 'eu-west')!;
-    expect(eu.backends).toEqual({ total: 4, warm: 2, cold: 0, starting: 0, ejected: 0, quarantined: 0, down: 2, unverified: 1, refuted: 1 });
+    expect(eu.backends).toEqual({ total: 5, warm: 2, cold: 0, starting: 0, ejected: 0, quarantined: 1, down: 2, unverified: 1, refuted: 1 });
+    // What routing can use: the two warm ones, not the down or quarantined ones.
     expect(eu.capacity).toEqual({ slots: 8, inFlight: 2, queued: 4 });
     expect(eu.warmModels).toEqual(['chat', 'embed']);
     expect(status.backends.map((b) => [b.id, b.state, b.location])).toEqual([
       ['fra-1', 'warm', 'verified'],
       ['fra-2', 'warm', 'verified'],
       ['fra-3', 'down', 'refuted'],
+      ['fra-4', 'quarantined', 'verified'],
       ['fra-old', 'down', 'unverified'],
     ]);
     expect(status.regions.map((r) => r.id)).toEqual(REGIONS.map((r) => r.id));

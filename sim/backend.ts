@@ -37,6 +37,13 @@ export interface Job {
   done: (outcome: JobOutcome) => void;
 }
 
+/** What a backend ran of one model: requests, batches, and the requests' summed wait in its queue, ms. */
+export interface Execution {
+  jobs: number;
+  batches: number;
+  waitMs: number;
+}
+
 /** A fresh job for `model`, reporting to `done`. */
 export function newJob(model: number, done: Job['done']): Job {
   return { model, cancelled: false, arrivedAt: 0, cold: false, done };
@@ -51,6 +58,8 @@ export class SimBackend {
   busy = 0;
   /** Slot time spent computing, ms (what the provider is paid for). */
   busyMs = 0;
+  /** Per model: requests started, the batches they ran in, and their summed wait in the queue, ms (arrival or load to start). */
+  readonly executed: Execution[];
   /** Per model: its queued jobs, oldest first, from `heads[model]` on. */
   private queues: Job[][];
   private heads: number[];
@@ -71,6 +80,7 @@ export class SimBackend {
     this.waiting = config.models.map(() => []);
     this.queues = config.models.map(() => []);
     this.heads = config.models.map(() => 0);
+    this.executed = config.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 }));
     this.failure = config.faults.requestFailure * (spec.kind === 'cloud' ? 0.1 : 1);
   }
 
@@ -206,6 +216,10 @@ export class SimBackend {
     const spec = this.config.models[model]!;
     let ms = this.random.lognormal(spec.serviceMs * this.spec.speed, spec.serviceSigma) * (1 + BATCH_COST * (batch.length - 1));
     if (this.random.unit() < this.config.faults.stallShare) ms *= this.config.faults.stallFactor;
+    const executed = this.executed[model]!;
+    executed.jobs += batch.length;
+    executed.batches++;
+    for (const job of batch) executed.waitMs += this.events.now - job.arrivedAt;
     this.busy++;
     this.busyMs += ms;
     this.inService.add(batch);

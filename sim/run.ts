@@ -6,7 +6,7 @@
  * faults. Records per request what the user saw, and its physical floor.
  */
 
-import { SimBackend } from './backend.ts';
+import { SimBackend, type Execution } from './backend.ts';
 import type { SimConfig } from './config.ts';
 import { SimDirectory } from './directory.ts';
 import { EventQueue } from './events.ts';
@@ -35,6 +35,8 @@ export interface RunRecord {
   floor: Float32Array;
   /** Slot time spent computing, ms, on cloud fleets and on sites (wasted work included). */
   busyMs: { cloud: number; site: number };
+  /** Per kind of backend, per model: what the simulated backends ran (a policy's own fleet, outside them, is not counted). */
+  executed: { cloud: Execution[]; site: Execution[] };
   /** Simulated time from the first arrival to the last answer, ms. */
   simulatedMs: number;
   /** Wall-clock time of the run, ms. */
@@ -92,6 +94,7 @@ export function runPolicy(config: SimConfig, world: World, network: Network, pol
     model: new Uint8Array(n),
     floor: new Float32Array(n),
     busyMs: { cloud: 0, site: 0 },
+    executed: { cloud: config.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })), site: config.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })) },
     simulatedMs: 0,
     wallMs: 0,
     placement: { loads: 0, unloads: 0 },
@@ -182,7 +185,15 @@ export function runPolicy(config: SimConfig, world: World, network: Network, pol
   }
   if (finished < n) throw new Error(`sim: ${policy.name} finished ${finished} of ${n} requests (the event queue ran dry)`);
   record.simulatedMs = events.now;
-  for (const b of backends) record.busyMs[b.spec.kind] += b.busyMs;
+  for (const b of backends) {
+    record.busyMs[b.spec.kind] += b.busyMs;
+    b.executed.forEach((e, m) => {
+      const sum = record.executed[b.spec.kind][m]!;
+      sum.jobs += e.jobs;
+      sum.batches += e.batches;
+      sum.waitMs += e.waitMs;
+    });
+  }
   record.busyMs.cloud += policy.busyMs?.() ?? 0;
   record.placement = { loads: directory.loads, unloads: directory.unloads };
   record.wallMs = performance.now() - started;

@@ -49,6 +49,12 @@ export interface PopSummary {
   p50: number;
 }
 
+/** Where one model's requests ran, per kind of backend: their share, mean batch size and mean wait in the backend's queue. */
+export interface ExecutionSummary {
+  model: string;
+  kinds: { kind: 'cloud' | 'site'; share: number; meanBatch: number; meanWaitMs: number }[];
+}
+
 export interface PolicySummary {
   policy: string;
   label: string;
@@ -71,6 +77,8 @@ export interface PolicySummary {
   /** Median of the per-request latency / floor. */
   floorRatioP50: number;
   perPop: PopSummary[];
+  /** Per model, what the simulated backends ran (empty for a policy whose fleet is its own). */
+  executed: ExecutionSummary[];
   simulatedS: number;
   wallS: number;
   placementLoads: number;
@@ -184,8 +192,29 @@ export function summarise(record: RunRecord, world: World, config: SimConfig): P
     perPop: [...popServed]
       .map(([pop, list]) => ({ code: world.pops[pop]!.code, lat: world.pops[pop]!.lat, lon: world.pops[pop]!.lon, requests: list.length, p50: quantiles(Float64Array.from(list)).p50 }))
       .sort((a, b) => a.code.localeCompare(b.code)),
+    executed: executionSummaries(record, config),
     simulatedS: record.simulatedMs / 1000,
     wallS: record.wallMs / 1000,
     placementLoads: record.placement.loads,
   };
+}
+
+/** Per model, the share of its executions on cloud backends and on sites, with their mean batch and queue wait. */
+export function executionSummaries(record: Pick<RunRecord, 'executed'>, config: Pick<SimConfig, 'models'>): ExecutionSummary[] {
+  return config.models.flatMap((m, i) => {
+    const kinds = (['cloud', 'site'] as const).map((kind) => ({ kind, e: record.executed[kind][i]! }));
+    const total = kinds.reduce((n, k) => n + k.e.jobs, 0);
+    if (total === 0) return [];
+    return [
+      {
+        model: m.name,
+        kinds: kinds.map(({ kind, e }) => ({
+          kind,
+          share: e.jobs / total,
+          meanBatch: e.batches ? e.jobs / e.batches : Number.NaN,
+          meanWaitMs: e.jobs ? e.waitMs / e.jobs : Number.NaN,
+        })),
+      },
+    ];
+  });
 }

@@ -131,6 +131,21 @@ export function simMarkdown(report: SimReport): string {
   lines.push(align(models.length + 1));
   for (const s of summaries) lines.push(row([s.label, ...s.byModel.map((m) => `${ms(m.p50)} / ${ms(m.p90)} / ${ms(m.p99)}`)]));
   lines.push('');
+  const ran = summaries.filter((s) => s.executed.length > 0);
+  if (ran.length) {
+    lines.push('### Where each model ran', '');
+    lines.push(
+      'On the simulated backends (the centralized baselines run their own fleet, scaled to the load, with no queue): each kind\'s share of the model\'s requests, its mean batch, and the mean wait in the backend\'s queue.',
+      '',
+    );
+    const names = ran[0]!.executed.map((e) => e.model);
+    lines.push(row(['policy', ...names]));
+    lines.push(align(names.length + 1));
+    const cell = (k: PolicySummary['executed'][number]['kinds'][number]) =>
+      `${k.kind} ${pct(k.share)}${k.share > 0 ? ` (batch ${k.meanBatch.toFixed(2)}, wait ${ms(k.meanWaitMs)})` : ''}`;
+    for (const s of ran) lines.push(row([s.label, ...names.map((n) => (s.executed.find((e) => e.model === n)?.kinds ?? []).map(cell).join('; '))]));
+    lines.push('');
+  }
   const bands = summaries[0]?.bands ?? [];
   lines.push('### By the user\'s distance to the nearest cloud region', '');
   lines.push(`Requests per band: ${bands.map((b) => `${b.label} ${pct(b.requests / (summaries[0]?.requests || 1))}`).join(', ')}. Each cell: p50 / p90 / p99 (failed, cold starts).`, '');

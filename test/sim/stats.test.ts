@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../sim/config.ts';
 import { COLD, FAILED, HEDGED, type RunRecord } from '../../sim/run.ts';
-import { bandOf, BANDS, quantiles, summarise } from '../../sim/stats.ts';
+import { bandOf, BANDS, executionSummaries, quantiles, summarise } from '../../sim/stats.ts';
 import type { World } from '../../sim/world.ts';
 
 function record(latency: number[], flags: number[], floor: number[], city: number[]): RunRecord {
@@ -17,6 +17,7 @@ function record(latency: number[], flags: number[], floor: number[], city: numbe
     model: new Uint8Array(n),
     floor: Float32Array.from(floor),
     busyMs: { cloud: 3_600_000, site: 0 },
+    executed: { cloud: DEFAULT_CONFIG.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })), site: DEFAULT_CONFIG.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })) },
     simulatedMs: 1000,
     wallMs: 10,
     placement: { loads: 0, unloads: 0 },
@@ -58,5 +59,22 @@ describe('run statistics', () => {
     expect(s.withinFloorShare).toBeCloseTo(6 / 11); // city 0's 6 requests of the 11 answered in cities with >= 5
     expect(s.costPer1k).toBeCloseTo((DEFAULT_CONFIG.prices.cloudSlotHour / 12) * 1000);
     expect(s.perPop).toEqual([{ code: 'FRA', lat: 50, lon: 8, requests: 11, p50: 120 }]);
+  });
+
+  it('says where each model ran: its share per kind of backend, mean batch and mean queue wait', () => {
+    const run = (jobs: number, batches: number, waitMs: number) => ({ jobs, batches, waitMs });
+    const executed = {
+      cloud: [run(30, 30, 60), run(0, 0, 0), run(0, 0, 0)],
+      site: [run(90, 45, 900), run(0, 0, 0), run(0, 0, 0)],
+    };
+    expect(executionSummaries({ executed }, DEFAULT_CONFIG)).toEqual([
+      {
+        model: DEFAULT_CONFIG.models[0]!.name,
+        kinds: [
+          { kind: 'cloud', share: 0.25, meanBatch: 1, meanWaitMs: 2 },
+          { kind: 'site', share: 0.75, meanBatch: 2, meanWaitMs: 10 },
+        ],
+      },
+    ]);
   });
 });

@@ -20,6 +20,7 @@ function summary(policy: string, p50: number, p99: number, farP50: number, withi
     withinFloorShare: within,
     floorRatioP50: 1.1,
     perPop: [],
+    executed: [{ model: 'embed', kinds: [{ kind: 'cloud', share: 0.4, meanBatch: 1.25, meanWaitMs: 6.6 }, { kind: 'site', share: 0.6, meanBatch: 1.84, meanWaitMs: 88.7 }] }],
     simulatedS: 1,
     wallS: 1,
     placementLoads: 0,
@@ -58,5 +59,7 @@ describe('the simulator report', () => {
     expect(md).toContain('| median within 1.3x of the physical floor for 95% of users | 96.0% of users | yes |');
     expect(md).toContain('| p99 under 2x the median (per model) | embed 1.8x (its service times alone: 2.6x) | yes |');
     expect(md).toContain('*Its service times alone*');
+    expect(md).toContain('### Where each model ran');
+    expect(md).toContain('| mesh | cloud 40.0% (batch 1.25, wait 7 ms); site 60.0% (batch 1.84, wait 89 ms) |');
   });
 });

@@ -22,8 +22,8 @@
  */
 
 import type { Sql } from '../sql.ts';
-import { periodOf, windowOf } from './calendar.ts';
-import { applyPatch, checkSettings, hasSettings, parseSettingsFields, type KeySettings, type SettingsPatch } from './settings.ts';
+import { periodOf, windowOf, type Span } from './calendar.ts';
+import { applyPatch, checkSettings, hasSettings, parseSettingsFields, type BudgetPeriod, type KeySettings, type SettingsPatch } from './settings.ts';
 
 /** A grant tops a lease up to this share of a limit: small enough to spread a limit over isolates, large enough to spare the object. */
 export const SLICES = 8;
@@ -62,6 +62,13 @@ export const MIGRATIONS = [
     // What dead leases spent, per period, once their rows are folded away.
     'CREATE TABLE periods (start INTEGER PRIMARY KEY, spent INTEGER NOT NULL)',
   ],
+  [
+    // The budget period the count belongs to, and when it began: a change of budget.period starts a new count, from then
+    // (its start differs from the calendar start an earlier count of another kind may have used, such as a month's and its 1st day's).
+    'ALTER TABLE account ADD COLUMN budget_period TEXT',
+    'ALTER TABLE account ADD COLUMN budget_since INTEGER NOT NULL DEFAULT 0',
+    "UPDATE account SET budget_period = json_extract(settings, '$.budget.period')",
+  ],
 ] as const;
 
 /** What an isolate asks of a key's account: one call renews its lease, reports and gives back. */
@@ -74,10 +81,10 @@ export interface LeaseAsk {
   topUp: boolean;
   /** Slots the lease keeps (its requests in flight, and what it expects to use); the rest are given back. */
   keepSlots: number;
-  /** Cumulative give-backs in the window the lease holds (ignored when that window is over). */
-  window?: { start: number; requestsBack: number; tokensBack: number };
-  /** Cumulative give-backs and spending per budget period the lease holds. */
-  periods: { start: number; back: number; spent: number }[];
+  /** Cumulative give-backs in the window the lease holds (ignored when that window is over), and what it holds unused there now (a top-up fills that to a slice). */
+  window?: { start: number; requestsBack: number; tokensBack: number; requestsFree?: number; tokensFree?: number };
+  /** Cumulative give-backs and spending per budget period the lease holds, and what it holds unused of it now (a top-up fills that to a slice). */
+  periods: { start: number; back: number; spent: number; free?: number }[];
 }
 
 export type Shortage = 'requests' | 'tokens' | 'slots' | 'budget';
@@ -168,12 +175,23 @@ export function checkAsk(ask: LeaseAsk): void {
   if (typeof ask.topUp !== 'boolean') bad('topUp must be a boolean');
   if (!isCount(ask.keepSlots)) bad('keepSlots must be a non-negative integer');
   const w = ask.window;
-  if (w !== undefined && (typeof w !== 'object' || w === null || !isCount(w.start) || !isCount(w.requestsBack) || !isCount(w.tokensBack))) {
-    bad('window must hold non-negative integer start, requestsBack and tokensBack');
+  if (
+    w !== undefined &&
+    (typeof w !== 'object' ||
+      w === null ||
+      !isCount(w.start) ||
+      !isCount(w.requestsBack) ||
+      !isCount(w.tokensBack) ||
+      (w.requestsFree !== undefined && !isCount(w.requestsFree)) ||
+      (w.tokensFree !== undefined && !isCount(w.tokensFree)))
+  ) {
+    bad('window must hold non-negative integer start, requestsBack and tokensBack (and requestsFree, tokensFree)');
   }
   if (!Array.isArray(ask.periods) || ask.periods.length > MAX_PERIODS_REPORTED) bad(`periods must be a list of at most ${MAX_PERIODS_REPORTED}`);
   for (const p of ask.periods) {
-    if (typeof p !== 'object' || p === null || !isCount(p.start) || !isCount(p.back) || !isCount(p.spent)) bad('each period must hold non-negative integer start, back and spent');
+    if (typeof p !== 'object' || p === null || !isCount(p.start) || !isCount(p.back) || !isCount(p.spent) || (p.free !== undefined && !isCount(p.free))) {
+      bad('each period must hold non-negative integer start, back and spent (and free)');
+    }
   }
 }
 
@@ -211,8 +229,8 @@ export class AccountBook {
     if (!isCount(init.expiresAt)) throw new Error('open: expiresAt must be a time in ms.');
     if (init.claim && !hasSettings(settings)) throw new Error('open: a key that claims an account must have a setting.');
     const written = this.#sql.run(
-      `INSERT INTO account (id, jti, sub, expires_at, claim, settings, version, created_at, updated_at)
-       VALUES (1, ?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT(id) DO NOTHING`,
+      `INSERT INTO account (id, jti, sub, expires_at, claim, settings, version, created_at, updated_at, budget_period)
+       VALUES (1, ?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
       init.jti,
       init.sub,
       init.expiresAt,
@@ -220,6 +238,7 @@ export class AccountBook {
       JSON.stringify(settings),
       now,
       now,
+      settings.budget?.period ?? null,
     );
     return { created: written > 0, account: this.account()! };
   }
@@ -231,6 +250,10 @@ export class AccountBook {
     const checked = parseSettingsFields(patch as Record<string, unknown>);
     const settings = applyPatch(current.settings, checked);
     this.#sql.run('UPDATE account SET settings = ?, version = version + 1, updated_at = ? WHERE id = 1', JSON.stringify(settings), now);
+    const period = settings.budget?.period;
+    if (period !== undefined && period !== this.#sql.one<{ p: string | null }>('SELECT budget_period AS p FROM account WHERE id = 1')!.p) {
+      this.#sql.run('UPDATE account SET budget_period = ?, budget_since = ? WHERE id = 1', period, now);
+    }
     return this.account();
   }
 
@@ -244,7 +267,7 @@ export class AccountBook {
     let budget: Usage['budget'] = null;
     const b = account.settings.budget;
     if (b) {
-      const p = periodOf(b.period, now);
+      const p = this.#periodOf(b.period, now);
       const { spent, held } = this.#periodUsed(p.start);
       budget = { periodStart: p.start, periodEnd: p.end, spentMicroUsd: spent, heldMicroUsd: held, remainingMicroUsd: Math.max(0, b.microUsd - spent - held) };
     }
@@ -308,18 +331,22 @@ export class AccountBook {
       }
       this.#sql.run('UPDATE leases SET slots = ?, expires_at = ? WHERE id = ?', slots, now + leaseMs, ask.lease);
 
+      // A top-up fills what the lease holds unused up to a slice (not a slice beyond it, at every renewal).
+      const topUp = (limit: number, free = 0) => (ask.topUp ? Math.max(0, sliceOf(limit) - free) : 0);
+      const windowFree = ask.window?.start === w.start ? ask.window : undefined;
+
       // Requests and tokens of this window.
       let requests = 0;
       let tokens = 0;
       if (limits.requestsPerMinute !== undefined || limits.tokensPerMinute !== undefined) {
         const used = this.#windowUsed(w.start);
         if (limits.requestsPerMinute !== undefined) {
-          const g = grantCount(limits.requestsPerMinute - used.requests, ask.need.requests, ask.topUp ? sliceOf(limits.requestsPerMinute) : 0);
+          const g = grantCount(limits.requestsPerMinute - used.requests, ask.need.requests, topUp(limits.requestsPerMinute, windowFree?.requestsFree));
           if (g < 0) refused.push('requests');
           else requests = g;
         }
         if (limits.tokensPerMinute !== undefined) {
-          const g = grantFrom(limits.tokensPerMinute - used.tokens, ask.need.tokens, ask.topUp ? sliceOf(limits.tokensPerMinute) : 0);
+          const g = grantFrom(limits.tokensPerMinute - used.tokens, ask.need.tokens, topUp(limits.tokensPerMinute, windowFree?.tokensFree));
           if (g < 0) refused.push('tokens');
           else tokens = g;
         }
@@ -338,9 +365,10 @@ export class AccountBook {
       // The budget of this period.
       let budget: LeaseGrant['budget'] = null;
       if (settings.budget) {
-        const p = periodOf(settings.budget.period, now);
+        const p = this.#periodOf(settings.budget.period, now);
         const { spent, held } = this.#periodUsed(p.start);
-        let g = grantFrom(settings.budget.microUsd - spent - held, ask.need.microUsd, ask.topUp ? sliceOf(settings.budget.microUsd) : 0);
+        const free = ask.periods.find((x) => x.start === p.start)?.free;
+        let g = grantFrom(settings.budget.microUsd - spent - held, ask.need.microUsd, topUp(settings.budget.microUsd, free));
         if (g < 0) {
           refused.push('budget');
           g = 0;
@@ -368,6 +396,13 @@ export class AccountBook {
         refused,
       } satisfies LeaseGrant;
     });
+  }
+
+  /** The budget period holding `now`, begun no earlier than the last change of budget.period (a new count). */
+  #periodOf(period: BudgetPeriod, now: number): Span {
+    const span = periodOf(period, now);
+    const since = this.#sql.one<{ since: number }>('SELECT budget_since AS since FROM account WHERE id = 1')?.since ?? 0;
+    return since > span.start ? { start: since, end: span.end } : span;
   }
 
   /** Handed out in window `start`: granted minus given back, over every lease. */

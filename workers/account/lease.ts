@@ -15,7 +15,7 @@
  * call was sent, so they are never later than the object's own.
  */
 
-import { sliceOf, type LeaseAnswer, type LeaseAsk, type Shortage } from './book.ts';
+import { DEAD_LEASE_MS, sliceOf, type LeaseAnswer, type LeaseAsk, type Shortage } from './book.ts';
 import { NO_SETTINGS, type KeySettings } from './settings.ts';
 
 export interface Clock {
@@ -70,8 +70,8 @@ export interface Refusal {
 const ZERO = { requests: 0, tokens: 0, slots: 0, microUsd: 0 } as const;
 
 export class KeyLease {
-  /** This isolate's lease id at the key's object. */
-  readonly id = crypto.randomUUID();
+  /** This isolate's lease id at the key's object (a new one after a silence the object may have folded the old one away in). */
+  id = crypto.randomUUID();
   readonly #clock: Clock;
   /** The key's settings as of the last answer; undefined before the first. */
   settings: KeySettings | undefined;
@@ -80,6 +80,8 @@ export class KeyLease {
   #expiresAt = 0;
   #renewAt = 0;
   #lastSyncAt = -Infinity;
+  /** When the last call that the object answered was sent. */
+  #answeredAt = -Infinity;
   // The window's requests and tokens: free here, and given back (cumulative).
   #window = -1;
   #windowEnd = 0;
@@ -95,13 +97,14 @@ export class KeyLease {
   #period = -1;
   #periodEnd: number | null = null;
   #microUsd = 0;
-  readonly #books = new Map<number, { back: number; spent: number }>();
+  readonly #books = new Map<number, { back: number; spent: number; told: number }>();
   #sync: Promise<void> | undefined;
   readonly #refusedUntil = new Map<Shortage, number>();
   /** Admissions waiting for a call because they lack a request or a slot: the next call asks for all of them. */
   #waiting = 0;
   #lastActivity = 0;
-  #background = false;
+  /** Until when the background task running (reports, then the idle give-back) may wait; 0: none runs. */
+  #backgroundUntil = 0;
   #dirty = false;
   /** Calls made to the object: what tests count. */
   calls = 0;
@@ -194,10 +197,17 @@ export class KeyLease {
       if (ticket.tokens > 0 && ticket.window === this.#window) this.#tokens += ticket.tokens;
       if (ticket.period >= 0 && ticket.period === this.#period) this.#microUsd += ticket.microUsd;
     }
-    this.#lastActivity = this.#clock.now();
-    if (this.#background) return;
-    this.#background = true;
-    bg.waitUntil(this.#afterwards(call).finally(() => (this.#background = false)));
+    const now = this.#clock.now();
+    this.#lastActivity = now;
+    // The task running covers this request too, unless it must stop (MAX_BACKGROUND_MS) before the key can have been idle for long enough.
+    if (now + this.#idleMs() <= this.#backgroundUntil) return;
+    const until = now + MAX_BACKGROUND_MS;
+    this.#backgroundUntil = until;
+    bg.waitUntil(
+      this.#afterwards(call).finally(() => {
+        if (this.#backgroundUntil === until) this.#backgroundUntil = 0;
+      }),
+    );
   }
 
   /** Takes what `need` needs from the lease, or says what is short. Synchronous: nothing interleaves. */
@@ -270,7 +280,7 @@ export class KeyLease {
   async #afterwards(call: LeaseCall): Promise<void> {
     const started = this.#clock.now();
     await this.#clock.sleep(REPORT_AFTER_MS);
-    const idleMs = Math.max(REPORT_AFTER_MS, this.#leaseMs / 2);
+    const idleMs = this.#idleMs();
     for (;;) {
       while (this.#sync) await this.#sync.catch(() => undefined);
       const now = this.#clock.now();
@@ -291,20 +301,56 @@ export class KeyLease {
     }
   }
 
+  /**
+   * How long the key must go unused here before what the lease holds is given
+   * back: half a lease, short enough that a task started by a request's end
+   * covers the requests that end within the next second (one task a second at most).
+   */
+  #idleMs(): number {
+    return Math.min(Math.max(REPORT_AFTER_MS, this.#leaseMs / 2), MAX_BACKGROUND_MS - REPORT_AFTER_MS);
+  }
+
   /** One call to the object, the only one in flight for this lease. */
   #call(call: LeaseCall, need: LeaseAsk['need'], topUp: boolean, giveBack: boolean): Promise<void> {
     const run = async () => {
       const sentAt = this.#clock.now();
+      if (sentAt - this.#answeredAt >= DEAD_LEASE_MS / 2 && this.#answeredAt > -Infinity) this.#afresh();
       this.#lastSyncAt = sentAt;
       const ask = this.#ask(need, topUp, giveBack, sentAt);
       this.calls++;
-      this.#apply(await call(ask), sentAt);
+      const answer = await call(ask);
+      this.#answeredAt = sentAt;
+      for (const p of ask.periods) {
+        const b = this.#books.get(p.start);
+        if (b) b.told = Math.max(b.told, p.spent);
+      }
+      this.#apply(answer, sentAt);
     };
     const p = run().finally(() => {
       if (this.#sync === p) this.#sync = undefined;
     });
     this.#sync = p;
     return p;
+  }
+
+  /**
+   * Leases afresh under a new id after the object has not answered for half
+   * of DEAD_LEASE_MS: it folds a lease it has not seen for a day away, and the
+   * old id's cumulative reports would then count its spending again. What
+   * the object was not told yet is carried over; nothing is held any more.
+   */
+  #afresh(): void {
+    this.id = crypto.randomUUID();
+    this.#window = -1;
+    this.#requests = this.#tokens = this.#requestsBack = this.#tokensBack = 0;
+    this.#held = this.#peak = this.#inUse;
+    this.#period = -1;
+    this.#microUsd = 0;
+    for (const [start, b] of this.#books) {
+      b.spent -= b.told;
+      b.back = b.told = 0;
+      if (b.spent <= 0) this.#books.delete(start);
+    }
   }
 
   /** Moves what is free here to the cumulative give-backs (the next call reports them). */
@@ -332,8 +378,18 @@ export class KeyLease {
       need,
       topUp,
       keepSlots: keep,
-      ...(this.#window >= 0 ? { window: { start: this.#window, requestsBack: this.#requestsBack, tokensBack: this.#tokensBack } } : {}),
-      periods: [...this.#books].map(([start, b]) => ({ start, back: b.back, spent: b.spent })),
+      ...(this.#window >= 0
+        ? {
+            window: {
+              start: this.#window,
+              requestsBack: this.#requestsBack,
+              tokensBack: this.#tokensBack,
+              requestsFree: Math.max(0, this.#requests),
+              tokensFree: Math.max(0, this.#tokens),
+            },
+          }
+        : {}),
+      periods: [...this.#books].map(([start, b]) => ({ start, back: b.back, spent: b.spent, ...(start === this.#period ? { free: Math.max(0, this.#microUsd) } : {}) })),
     };
   }
 
@@ -384,7 +440,7 @@ export class KeyLease {
   #bookOf(period: number): { back: number; spent: number } {
     let b = this.#books.get(period);
     if (!b) {
-      b = { back: 0, spent: 0 };
+      b = { back: 0, spent: 0, told: 0 };
       this.#books.set(period, b);
       if (this.#books.size > 4) this.#books.delete(this.#books.keys().next().value!);
     }

@@ -169,6 +169,30 @@ describe('budget', () => {
     });
   });
 
+  it('starts a new count when budget.period changes, even where the new period starts when an old one did', async () => {
+    // A day budget spent on the 1st of a month; on the 15th it becomes a month budget: the month's count starts afresh, not from the 1st's spending.
+    const first = Date.UTC(2031, 4, 1, 10);
+    const mid = Date.UTC(2031, 4, 15, 10);
+    await withBook({ budget: { microUsd: 100, period: 'day' } }, (book) => {
+      const day = periodOf('day', first).start;
+      granted(book, ask('a', {}, { microUsd: 40 }), first);
+      granted(book, ask('a', { periods: [{ start: day, back: 0, spent: 40 }] }), first + 1);
+      book.update({ budget: { microUsd: 100, period: 'month' } }, mid);
+      expect(book.usage(mid + 1)!.budget).toMatchObject({ spentMicroUsd: 0, heldMicroUsd: 0, remainingMicroUsd: 100 });
+      expect(granted(book, ask('b', {}, { microUsd: 100 }), mid + 2).budget!.microUsd).toBe(100);
+    });
+    // A month budget becomes a day budget on the 1st: the day's count starts afresh too.
+    await withBook({ budget: { microUsd: 100, period: 'month' } }, (book) => {
+      const month = periodOf('month', first).start;
+      granted(book, ask('a', {}, { microUsd: 70 }), first);
+      granted(book, ask('a', { periods: [{ start: month, back: 0, spent: 70 }] }), first + 1);
+      book.update({ budget: { microUsd: 100, period: 'day' } }, first + 2);
+      expect(book.usage(first + 3)!.budget).toMatchObject({ spentMicroUsd: 0, remainingMicroUsd: 100 });
+      // And the day after, the calendar day counts again.
+      expect(book.usage(Date.UTC(2031, 4, 2, 1))!.budget).toMatchObject({ periodStart: Date.UTC(2031, 4, 2), spentMicroUsd: 0 });
+    });
+  });
+
   it('folds the spending of a lease not seen for a day and releases what it held', async () => {
     await withBook({ budget: { microUsd: 100, period: 'total' } }, (book) => {
       granted(book, ask('dead', { periods: [] }, { microUsd: 60 }));

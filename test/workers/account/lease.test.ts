@@ -9,7 +9,8 @@
 
 import { env, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
-import { AccountBook, sliceOf, type LeaseAnswer, type LeaseAsk } from '../../../workers/account/book.ts';
+import { AccountBook, DEAD_LEASE_MS, sliceOf, type LeaseAnswer, type LeaseAsk } from '../../../workers/account/book.ts';
+import { KeyLeases } from '../../../workers/account/isolate.ts';
 import type { KeyAccount } from '../../../workers/account/KeyAccount.ts';
 import type { Context } from 'hono';
 import type { AppEnv } from '../../../workers/context.ts';
@@ -258,6 +259,64 @@ describe('one isolate', () => {
       expect(ticket).toMatchObject({ settled: true, finished: true });
       await clock.advance(LEASE_MS);
       expect(book.usage(clock.now())!.budget).toMatchObject({ spentMicroUsd: 3, heldMicroUsd: 0 });
+    });
+  });
+});
+
+describe('after time passes', () => {
+  it('tops a busy lease up to a slice at each renewal, not a slice beyond what it holds', async () => {
+    await withRig({ limits: { requestsPerMinute: 800, tokensPerMinute: 8_000 }, budget: { microUsd: 8_000, period: 'month' } }, async ({ clock, book, isolate }) => {
+      const [a, b] = [isolate(), isolate()];
+      // A steady trickle of requests that end without a receipt (nothing to report): the lease renews at each half-life.
+      for (let i = 0; i < 24; i++) {
+        const r = (await a.lease.admit(a.call, a.bg, { tokens: 1, microUsd: 1 })) as Ticket;
+        expect(isTicket(r)).toBe(true);
+        a.lease.finish(r, a.call, a.bg);
+        await clock.advance(LEASE_MS / 4);
+      }
+      // It holds about a slice of each, not a slice more per renewal.
+      const usage = book.usage(clock.now())!;
+      expect(usage.window.requests).toBeLessThanOrEqual(24 + sliceOf(800));
+      expect(usage.window.tokens).toBeLessThanOrEqual(sliceOf(8_000) + 1);
+      expect(usage.budget!.heldMicroUsd).toBeLessThanOrEqual(sliceOf(8_000) + 1);
+      // So another isolate is not refused while nearly all of the budget is unspent.
+      expect(isTicket(await b.lease.admit(b.call, b.bg, { tokens: 0, microUsd: 2 * sliceOf(8_000) }))).toBe(true);
+    });
+  });
+
+  it('counts spending once when a key comes back to an isolate after the account folded its idle lease away (a day)', async () => {
+    await withRig({ budget: { microUsd: 100, period: 'total' } }, async ({ clock, book, isolate }) => {
+      const leases = new KeyLeases(clock);
+      const it = isolate();
+      const first = (await leases.get('k').admit(it.call, it.bg, { tokens: 0, microUsd: 20 })) as Ticket;
+      leases.get('k').settle(first, 0, 12);
+      leases.get('k').finish(first, it.call, it.bg);
+      await clock.advance(LEASE_MS);
+      expect(book.usage(clock.now())!.budget).toMatchObject({ spentMicroUsd: 12, heldMicroUsd: 0 });
+      // The isolate lives on; the key is not used there for more than a day, and the account folds its lease away.
+      await clock.advance(DEAD_LEASE_MS + 3_600_000);
+      const again = (await leases.get('k').admit(it.call, it.bg, { tokens: 0, microUsd: 20 })) as Ticket;
+      expect(isTicket(again)).toBe(true);
+      leases.get('k').settle(again, 0, 5);
+      leases.get('k').finish(again, it.call, it.bg);
+      await clock.advance(LEASE_MS);
+      expect(book.usage(clock.now())!.budget).toMatchObject({ spentMicroUsd: 17, heldMicroUsd: 0, remainingMicroUsd: 83 });
+    });
+  });
+
+  it.each([24, 25, 26])('gives back what it holds once the key goes idle after more than 25 s of steady traffic (%i s)', async (seconds) => {
+    await withRig({ budget: { microUsd: 8_000, period: 'month' } }, async ({ clock, book, isolate }) => {
+      const it = isolate();
+      // One request a second for 40 s, each ending with a receipt; then none.
+      for (let i = 0; i < seconds; i++) {
+        const r = (await it.lease.admit(it.call, it.bg, { tokens: 0, microUsd: 10 })) as Ticket;
+        expect(isTicket(r)).toBe(true);
+        it.lease.settle(r, 0, 1);
+        it.lease.finish(r, it.call, it.bg);
+        await clock.advance(1_000);
+      }
+      await clock.advance(2 * LEASE_MS);
+      expect(book.usage(clock.now())!.budget).toMatchObject({ spentMicroUsd: seconds, heldMicroUsd: 0 });
     });
   });
 });

@@ -10,7 +10,7 @@ import { verifyBatchDisputes, verifyDispute, type DisputeReport } from '../../re
 import { leafHash, merkleRoot, toHex } from '../../receipts/merkle.ts';
 import { sortedTotals, totalsOf } from '../../receipts/totals.ts';
 import { verifyBatch, VerifyError } from '../../receipts/verify.ts';
-import { TYP, type BatchClaims, type ReceiptClaims } from '../../shared/jwt.ts';
+import { TYP, type AttestationClaims, type BatchClaims, type ReceiptClaims } from '../../shared/jwt.ts';
 import {
   answer,
   buildDispute,
@@ -145,6 +145,25 @@ describe('verifyDispute: valid fraud proofs', () => {
       runs: [{ role: 'answer', provider: 'p-d', backend: 'p-d-gpu-1', receipt: signature.receipts[0]!.jti }],
       comparisons: [],
     });
+  });
+
+  it("keeps proving a fraud after the time the accused's attestation claims for itself (exp, nbf): a provider cannot date its evidence", async () => {
+    const honest = embedding(64, 5);
+    const now = Math.floor(Date.now() / 1000);
+    // The edge reads only the attestation claims it needs, so a liar can add its own `exp` or `nbf`.
+    const built = await buildDispute(w, {
+      runs: [
+        { role: 'answer', provider: a, output: answer(honest.map((v) => v + 0.5)), attestation: { exp: now + 60 } as Partial<AttestationClaims> },
+        { role: 'check', provider: b, output: answer(honest) },
+        { role: 'referee', provider: c, output: answer(noisy(honest)), attestation: { nbf: now + 365 * 86400 } as Partial<AttestationClaims> },
+      ],
+      accused: a,
+    });
+    // Checked right away, and by an auditor a day later.
+    for (const currentDate of [undefined, new Date((now + 86400) * 1000)]) {
+      const report = await verifyDispute(built.doc, w.jwks, currentDate ? { currentDate } : {});
+      expect(report).toMatchObject({ verdict: 'proven', accused: 'p-a', withheld: [built.receipts[0]!.jti] });
+    }
   });
 });
 

@@ -147,11 +147,10 @@ async function record(env: Env, summary: DisputeSummary): Promise<void> {
 /** Withholds the dispute's receipts, and penalizes a proven accused in every ledger shard. */
 async function withhold(env: Env, summary: DisputeSummary): Promise<void> {
   const reason = `${summary.kind} ${summary.verdict} (dispute ${summary.id})`;
-  const work: Promise<unknown>[] = summary.withheld.map((jti) => {
-    const shard = shardOfReceipt(env, jti);
-    return ledgerShard(env, shard)
-      .dispute(shard, jti, reason, summary.id)
-      .then(({ settled }) => settled && console.warn(`dispute ${summary.id}: receipt ${jti} was already settled; its payout could not be withheld`));
+  const work: Promise<unknown>[] = summary.withheld.map(async (jti) => {
+    const shard = await holderOf(env, jti);
+    const { settled } = await ledgerShard(env, shard).dispute(shard, jti, reason, summary.id);
+    if (settled) console.warn(`dispute ${summary.id}: receipt ${jti} was already settled; its payout could not be withheld`);
   });
   // Penalties are for proven wrong answers; a bad signature costs the provider only that receipt (docs/api.md section 3.5).
   if (summary.kind === 'mismatch' && summary.verdict === 'proven' && summary.accused) {
@@ -160,6 +159,20 @@ async function withhold(env: Env, summary: DisputeSummary): Promise<void> {
   }
   const results = await Promise.allSettled(work);
   for (const r of results) if (r.status === 'rejected') console.error(`dispute ${summary.id}: withholding failed: ${String(r.reason)}`);
+}
+
+/**
+ * The ledger shard that holds receipt `jti`: where its jti hashes now, unless
+ * another shard holds it (appended before SETTLEMENT_SHARDS changed, as the
+ * proof routes also look); where it hashes now when none holds it yet.
+ */
+async function holderOf(env: Env, jti: string): Promise<number> {
+  const home = shardOfReceipt(env, jti);
+  if ((await ledgerShard(env, home).proof(home, jti)) !== null) return home;
+  const others = allShards(env).filter((s) => s !== home);
+  const found = await Promise.all(others.map((s) => ledgerShard(env, s).proof(s, jti)));
+  const i = found.findIndex((answer) => answer !== null);
+  return i >= 0 ? others[i]! : home;
 }
 
 function publicJwk(backend: BackendEntry): DisputeRun['public_jwk'] {

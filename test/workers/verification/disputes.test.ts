@@ -12,12 +12,12 @@ import { importJWK, SignJWT, type JWK } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_RULE, sha256Hex, verifyDispute, type Jwks } from '../../../receipts/index.ts';
 import { generateEd25519 } from '../../../shared/keys.ts';
-import { TYP, type ReceiptClaims } from '../../../shared/jwt.ts';
+import { decodePayload, TYP, type BatchClaims, type ReceiptClaims } from '../../../shared/jwt.ts';
 import type { BackendEntry } from '../../../workers/directory/backend.ts';
 import { backend as entry } from '../routing/fixtures.ts';
 import { signReceipt } from '../../../workers/inference/receipts.ts';
 import { signingKeys } from '../../../workers/keys.ts';
-import { allShards, ledgerShard } from '../../../workers/settlement/ledger.ts';
+import { allShards, ledgerShard, shardOfReceipt } from '../../../workers/settlement/ledger.ts';
 import { fileDispute, type DisputeDocument, type Execution } from '../../../workers/verification/disputes.ts';
 import { admitProvider, call, keyFor } from '../helpers.ts';
 
@@ -188,5 +188,32 @@ describe('dispute and verification routes', () => {
     for (const bad of [{ sample_rate: 1.5 }, { sample_rate: -0.1 }, { sample_rate: '1' }, {}]) expect((await put(bad)).status).toBe(400);
     const unknown = await call('/admin/providers/nobody-here/verification', { method: 'PUT', token: await keyFor('admin'), body: '{"sample_rate":0.5}' });
     expect(unknown.status).toBe(404);
+  });
+});
+
+describe('withholding after SETTLEMENT_SHARDS changed', () => {
+  it('disputes a receipt in the shard that holds it, when it was appended under the earlier shard count', async () => {
+    const p = await provider('fp-moved');
+    const forged = (await generateEd25519('fp-moved-not-admitted')).privateJwk;
+    // Appended while the mesh ran 2 shards; the dispute comes after the count became SETTLEMENT_SHARDS (4).
+    const before = { ...env, SETTLEMENT_SHARDS: '2' } as typeof env;
+    let run: Execution;
+    do run = await execution(p, answer([1]), forged);
+    while (shardOfReceipt(before, run.receiptJti) === shardOfReceipt(env, run.receiptJti));
+    const held = shardOfReceipt(before, run.receiptJti);
+    expect(await ledgerShard(env, held).append(held, [run.receipt])).toEqual(['appended']);
+    await fileDispute(env, {
+      kind: 'signature',
+      verdict: 'proven',
+      accused: run,
+      model: 'embed',
+      modelVersion: '1',
+      inputSha256: '44'.repeat(32),
+      rule: DEFAULT_RULE,
+      runs: [{ role: 'answer', run }],
+    });
+    const [id] = await ledgerShard(env, held).close(held);
+    const claims = decodePayload<BatchClaims>((await ledgerShard(env, held).batch(held, id!))!.batch)!;
+    expect(claims.disputed).toContain(run.receiptJti);
   });
 });

@@ -96,8 +96,18 @@ export const settlementRoutes = new Hono<AppEnv>()
     const after = c.req.query('after') ?? '';
     if (after !== '' && !parseBatchId(after)) throw invalid('"after" must be a batch id from an earlier listing.');
     const limit = Math.max(1, intParam(c.req.query('limit'), 'limit', 100, LIST_MAX));
-    const lists = await Promise.all(allShards(c.env).map((s) => ledgerShard(c.env, s).list(s, after, limit)));
-    const batches: BatchSummary[] = lists.flat().sort((a, b) => (a.id < b.id ? -1 : 1)).slice(0, limit);
+    const shards = allShards(c.env);
+    const [lists, unsigned] = await Promise.all([
+      Promise.all(shards.map((s) => ledgerShard(c.env, s).list(s, after, limit))),
+      Promise.all(shards.map((s) => ledgerShard(c.env, s).unsignedFrom(s))),
+    ]);
+    // Nothing past a batch still being signed: a client paging `after` a later id would never see it.
+    const cut = unsigned.reduce<string | null>((min, id) => (id !== null && (min === null || id < min) ? id : min), null);
+    const batches: BatchSummary[] = lists
+      .flat()
+      .filter((b) => cut === null || b.id < cut)
+      .sort((a, b) => (a.id < b.id ? -1 : 1))
+      .slice(0, limit);
     return c.json({ batches, next: batches.length === limit ? batches[batches.length - 1]!.id : null });
   })
   .get('/v1/settlement/batches/:id', async (c) => {

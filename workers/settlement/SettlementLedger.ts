@@ -378,6 +378,12 @@ export class SettlementLedger extends DurableObject<Env> {
 
   // ---- reading ----------------------------------------------------------
 
+  /** The id of this shard's oldest batch that is closed but not signed yet; null when none is. */
+  unsignedFrom(shard: number): string | null {
+    this.#claim(shard);
+    return this.#sql.one<{ id: string | null }>("SELECT MIN(id) AS id FROM batches WHERE state = 'sealed'")?.id ?? null;
+  }
+
   /** Closed batches with ids after `after`, oldest first. */
   list(shard: number, after: string, limit: number): BatchSummary[] {
     this.#claim(shard);

@@ -482,6 +482,31 @@ describe('the billing API', () => {
     expect(second.batches.map((b) => b.id)).toEqual(ids.slice(2, 4));
   });
 
+  it('lists no batch past one that is closed but still signing, so that paging by `after` never skips it', async () => {
+    const billing = await keyFor('billing');
+    const list = async (after = '') =>
+      ((await (await call(`/v1/settlement/batches?limit=1000${after ? `&after=${after}` : ''}`, { token: billing })).json()) as { batches: { id: string }[] }).batches.map((b) => b.id);
+    const seen = await list();
+    const last = seen.at(-1) ?? '';
+    // Shard 0 closes a batch whose signing has not finished (a large batch, or a signing failure retried);
+    // shard 1 closes a later one and signs it at once.
+    await ledgerShard(env, 0).append(0, [(await receipt({}, 0)).jwt]);
+    const [signing] = await ledgerShard(env, 0).close(0);
+    // (Its alarm, which would sign it again, is cancelled for the test.)
+    await runInDurableObject(ledgerShard(env, 0), async (_o, state: DurableObjectState) => {
+      await state.storage.deleteAlarm();
+      state.storage.sql.exec("UPDATE batches SET state = 'sealed' WHERE id = ?", signing!);
+    });
+    await scheduler.wait(5);
+    await ledgerShard(env, 1).append(1, [(await receipt({}, 1)).jwt]);
+    const [later] = await ledgerShard(env, 1).close(1);
+    expect(later! > signing!).toBe(true);
+    // A billing system that pages now must not be handed the later batch: it would ask `after` it, and never see the earlier one.
+    expect(await list(last)).toEqual([]);
+    await runInDurableObject(ledgerShard(env, 0), (_o, state: DurableObjectState) => state.storage.sql.exec("UPDATE batches SET state = 'signed' WHERE id = ?", signing!));
+    expect(await list(last)).toEqual([signing, later]);
+  });
+
   it('answers 404 batch_open for a receipt in the open batch, 404 for unknown ids, 400 for bad paging', async () => {
     const r = await receipt();
     const shard = shardOfReceipt(env, r.jti);

@@ -472,6 +472,22 @@ describe('RegionDirectory expiry', () => {
     const next = await runInDurableObject(stub, (_obj, state) => state.storage.getAlarm());
     expect(next).not.toBeNull();
   });
+
+  it('refuses a token that has expired by the time it reaches the directory, even once its seq is forgotten', async () => {
+    const p = await admitProvider('prov-seq-late');
+    const stub = env.REGION_DIRECTORY.getByName('af-south');
+    const seq = nextSeq();
+    const token = { seq, expiresAt: Date.now() + 40 };
+    expect(await stub.heartbeat(p.id, {}, heartbeatBody('seq-late', 'af-south'), token, 60_000)).toMatchObject({ ok: true });
+    // The edge let the copy through just before its exp; it reaches the directory after, when the seq has gone with the token.
+    await new Promise((r) => setTimeout(r, 60));
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(await stub.heartbeat(p.id, {}, heartbeatBody('seq-late', 'af-south'), token, 60_000)).toMatchObject({ ok: false, code: 'invalid_token' });
+    expect(await stub.heartbeat(p.id, {}, heartbeatBody('seq-late', 'af-south'), { seq, expiresAt: Date.now() - 1 }, 60_000)).toMatchObject({
+      ok: false,
+      code: 'invalid_token',
+    });
+  });
 });
 
 describe('warm placement through heartbeats', () => {

@@ -39,8 +39,8 @@ export interface HeartbeatTokenClaims {
 export type HeartbeatResult =
   | { ok: true; created: boolean; actions: HeartbeatAction[] }
   | { ok: false; code: 'forbidden'; reason: 'owned'; message: string }
-  /** `replayed`: a `seq` not above the last accepted; `removed`: the operator removed this provider (tombstone). */
-  | { ok: false; code: 'invalid_token'; reason: 'replayed' | 'removed'; message: string };
+  /** `replayed`: a `seq` not above the last accepted; `expired`: the token's exp passed before it got here; `removed`: the operator removed this provider (tombstone). */
+  | { ok: false; code: 'invalid_token'; reason: 'replayed' | 'expired' | 'removed'; message: string };
 
 /** Demand reports are bounded: this many models per call, counts capped (the rest is ignored). */
 const DEMAND_MAX_MODELS = 1024;
@@ -193,6 +193,11 @@ export class RegionDirectory extends DurableObject<Env> {
     if (!Number.isSafeInteger(token.seq) || token.seq < 0 || !Number.isFinite(token.expiresAt)) {
       return { ok: false, code: 'invalid_token', reason: 'replayed', message: 'The heartbeat token has no valid seq.' };
     }
+    // The seq is kept only until the token's exp: a copy the edge let through just before it and that arrives
+    // here after (its seq forgotten by then) would otherwise be accepted a second time.
+    if (token.expiresAt <= now) {
+      return { ok: false, code: 'invalid_token', reason: 'expired', message: 'The heartbeat token has expired.' };
+    }
     const last = this.#sql.one<{ seq: number; expires_at: number }>(
       'SELECT seq, expires_at FROM heartbeat_seqs WHERE backend_id = ? AND expires_at > ?',
       hb.backendId,
@@ -264,19 +269,28 @@ export class RegionDirectory extends DurableObject<Env> {
     return { removed: live };
   }
 
-  /** Counts requests for models in this region (sent in batches by isolates, in the background); malformed entries are ignored. */
-  recordDemand(counts: Record<string, number>): void {
+  /**
+   * Counts requests for models in this region (sent in batches by isolates,
+   * in the background), dated by `lastAt[model]`, the time of the last
+   * request counted (the report's arrival when absent, and never later than
+   * it): an isolate sends what it held back with its next request, however
+   * late. Malformed entries are ignored.
+   */
+  recordDemand(counts: Record<string, number>, lastAt?: Record<string, number>): void {
     if (typeof counts !== 'object' || counts === null || Array.isArray(counts)) return;
+    const dated = typeof lastAt === 'object' && lastAt !== null && !Array.isArray(lastAt) ? lastAt : undefined;
     const now = Date.now();
     this.#trackingSince(now);
     for (const [model, n] of Object.entries(counts).slice(0, DEMAND_MAX_MODELS)) {
       if (typeof n !== 'number' || !Number.isFinite(n) || n < 1 || !MODEL_NAME.test(model)) continue;
+      const at = dated && Object.hasOwn(dated, model) ? dated[model] : undefined;
+      const when = typeof at === 'number' && Number.isFinite(at) ? Math.min(now, at) : now;
       this.#sql.run(
         `INSERT INTO demand (model, requests, last_request) VALUES (?, ?, ?)
-         ON CONFLICT(model) DO UPDATE SET requests = requests + excluded.requests, last_request = excluded.last_request`,
+         ON CONFLICT(model) DO UPDATE SET requests = requests + excluded.requests, last_request = MAX(last_request, excluded.last_request)`,
         model,
         Math.min(Math.floor(n), DEMAND_MAX_COUNT),
-        now,
+        when,
       );
     }
   }

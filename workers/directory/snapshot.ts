@@ -71,9 +71,11 @@ async function fetchSnapshot(env: Env): Promise<Snapshot> {
     if (result.status === 'fulfilled') {
       byRegion.set(region, result.value as BackendEntry[]);
     } else {
-      // Keep what we knew of a region whose directory did not answer this time.
+      // Keep what we knew of a region whose directory did not answer this time, as long as it would still be
+      // live: an entry past its expiresAt is one the directory would have dropped, so it no longer keeps its
+      // models remembered or its provider live.
       console.warn(`snapshot: directory ${region} failed: ${String(result.reason)}`);
-      byRegion.set(region, current?.byRegion.get(region) ?? []);
+      byRegion.set(region, (current?.byRegion.get(region) ?? []).filter((b) => b.expiresAt > at));
     }
   });
   if (operator!.status === 'rejected') console.warn(`snapshot: operator registry failed: ${String(operator!.reason)}`);

@@ -13,9 +13,9 @@
 import { env } from 'cloudflare:test';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { app } from '../../../workers/app.ts';
-import { forgetSnapshotForTests } from '../../../workers/directory/snapshot.ts';
+import { forgetSnapshotForTests, refreshSnapshot } from '../../../workers/directory/snapshot.ts';
 import type { Env } from '../../../workers/env.ts';
-import { BASE, keyFor, wrapStubs } from '../helpers.ts';
+import { admitProvider, BASE, heartbeatBody, keyFor, nextSeq, wrapStubs } from '../helpers.ts';
 
 /** `env` whose OPERATOR_REGISTRY fails `edgeState` while `failing.on` is set; other methods pass through. */
 function registryFailing(failing: { on: boolean }, refreshMs: string): Env {
@@ -116,5 +116,39 @@ describe('revocation fails closed', () => {
     expect(stillRevoked.status).toBe(401);
     expect(await stillRevoked.json()).toMatchObject({ error: { code: 'invalid_token' } });
     expect((await getOther(keptKey)).status).toBe(404);
+  });
+});
+
+describe('a directory that keeps failing', () => {
+  it('keeps its last view, but its backends stop counting as live once they expire: their models are forgotten after MODEL_MEMORY_MS', async () => {
+    vi.spyOn(console, 'warn').mockImplementation(() => {});
+    const region = 'sa-east';
+    const p = await admitProvider('prov-snap-fail');
+    const directory = env.REGION_DIRECTORY.getByName(region);
+    const body = heartbeatBody('snap-fail-1', region, { models: [{ name: 'snap-fail-model', version: '1', warm: true, maxBatchSize: 1, p50Ms: 5 }] });
+    expect(await directory.heartbeat(p.id, {}, body, { seq: nextSeq(), expiresAt: Date.now() + 60_000 }, 10_000)).toMatchObject({ ok: true });
+    const failing = { on: false };
+    const e = {
+      ...env,
+      REGION_DIRECTORY: wrapStubs(env.REGION_DIRECTORY as unknown as DurableObjectNamespace, (name, method, _args, invoke) =>
+        method === 'backends' && name === region && failing.on ? Promise.reject(new Error('directory unreachable (test)')) : invoke(),
+      ),
+    } as unknown as Env;
+    forgetSnapshotForTests();
+    const first = await refreshSnapshot(e);
+    expect(first.byRegion.get(region)?.map((b) => b.id)).toContain('snap-fail-1');
+    expect(first.recentModels.has('snap-fail-model')).toBe(true);
+    expect(first.liveProviders.has(p.id)).toBe(true);
+
+    // The directory stops answering; the backend's entry expires (10 s), and the model memory's ten minutes pass.
+    failing.on = true;
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.now() + 11 * 60_000);
+    const later = await refreshSnapshot(e);
+    vi.useRealTimers();
+    expect(later.recentModels.has('snap-fail-model')).toBe(false);
+    expect(later.recentModels.has('snap-fail-model@1')).toBe(false);
+    expect(later.liveProviders.has(p.id)).toBe(false);
+    forgetSnapshotForTests();
   });
 });

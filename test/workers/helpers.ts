@@ -2,14 +2,17 @@
 
 import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test';
 import { env, exports } from 'cloudflare:workers';
-import { importJWK, SignJWT, type JWK } from 'jose';
+import { importJWK, jwtVerify, SignJWT, type JWK } from 'jose';
 import { sha256Hex } from '../../receipts/index.ts';
 import { generateEd25519, issueKey } from '../../shared/keys.ts';
 import type { Heartbeat } from '../../shared/heartbeat.ts';
 import { regionById } from '../../shared/regions.ts';
-import { HEARTBEAT_AUDIENCE, TYP, type KeyRole } from '../../shared/jwt.ts';
+import { HEARTBEAT_AUDIENCE, TYP, type DispatchClaims, type KeyRole } from '../../shared/jwt.ts';
+import { meter } from '../../shared/metering.ts';
+import type { InferRequest } from '../../shared/protocol.ts';
 import { app } from '../../workers/app.ts';
 import type { Env } from '../../workers/env.ts';
+import { offered } from '../../workers/inference/catalogue.ts';
 
 export const BASE = 'https://mesh.test';
 
@@ -83,6 +86,38 @@ export async function heartbeatToken(
     .setIssuedAt(iat)
     .setExpirationTime(iat + (opts.ttl ?? 60))
     .sign(provider.key);
+}
+
+/**
+ * A fake backend's answer to the dispatch `req` for `embed` (one row of two
+ * floats), as a real backend gives it: the dispatch token checked against the
+ * mesh key (its `typ`, and its audience when `audience` is given), the answer
+ * attested with `provider`'s key for `backendId`, with `units` or, by default,
+ * the units the mesh meters for the request and this answer.
+ */
+export async function attestedEmbedAnswer(
+  req: Request,
+  provider: Signer,
+  backendId: string,
+  opts: { audience?: string; units?: { input: number; output: number } } = {},
+): Promise<Response> {
+  const token = req.headers.get('authorization')!.slice('Bearer '.length);
+  const signing = (JSON.parse(env.MESH_SIGNING_KEYS!) as { keys: JWK[] }).keys[0]!;
+  const meshPublic = await importJWK({ kty: signing.kty, crv: signing.crv, x: signing.x }, 'EdDSA');
+  const { payload } = await jwtVerify<DispatchClaims>(token, meshPublic, {
+    algorithms: ['EdDSA'],
+    typ: TYP.dispatch,
+    ...(opts.audience !== undefined ? { audience: opts.audience } : {}),
+  });
+  const body = JSON.stringify({ model_name: 'embed', model_version: '1', outputs: [{ name: 'embedding', datatype: 'FP32', shape: [1, 2], data: [0.6, 0.8] }] });
+  const units = opts.units ?? meter(offered(env, 'embed'), ((await req.clone().json()) as InferRequest).inputs, [{ shape: [1, 2] }]);
+  const attestation = await new SignJWT({ jti: payload.jti, model: 'embed', output_sha256: await sha256Hex(body), units })
+    .setProtectedHeader({ alg: 'EdDSA', typ: TYP.attestation, kid: provider.kid })
+    .setIssuer(provider.id)
+    .setSubject(backendId)
+    .setIssuedAt()
+    .sign(provider.key);
+  return new Response(body, { headers: { 'content-type': 'application/json', 'x-provider-attestation': attestation, 'server-timing': 'backend;dur=1' } });
 }
 
 /** Sends one heartbeat as a backend does: a fresh token over the exact JSON sent. */

@@ -8,13 +8,9 @@
  * in-process (global fetch stubbed): real backends are the integration tests'.
  */
 
-import { env } from 'cloudflare:test';
-import { decodeProtectedHeader, importJWK, jwtVerify, SignJWT, type JWK } from 'jose';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { sha256Hex } from '../../receipts/hash.ts';
-import { TYP, type DispatchClaims } from '../../shared/jwt.ts';
 import { app } from '../../workers/app.ts';
-import { admitProvider, BASE, envWith, heartbeatBody, keyFor, sendHeartbeat } from './helpers.ts';
+import { admitProvider, attestedEmbedAnswer, BASE, envWith, heartbeatBody, keyFor, sendHeartbeat } from './helpers.ts';
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -22,8 +18,6 @@ describe('the per-request path', () => {
   it('makes no Durable Object call once the snapshot is in memory', async () => {
     const provider = await admitProvider('prov-hot');
     expect((await sendHeartbeat(provider, heartbeatBody('hot-1', 'eu-west', { url: 'http://fake-backend.test' }))).status).toBe(200);
-    const signing = (JSON.parse(env.MESH_SIGNING_KEYS!) as { keys: JWK[] }).keys[0]!;
-    const meshPublic = await importJWK({ kty: signing.kty, crv: signing.crv, x: signing.x }, 'EdDSA');
 
     // The fake backend: checks the dispatch token like a real one and attests its answer.
     vi.spyOn(globalThis, 'fetch').mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
@@ -38,17 +32,7 @@ describe('the per-request path', () => {
           outputs: [{ name: 'embedding', datatype: 'FP32', shape: [-1, 2] }],
         });
       }
-      const token = req.headers.get('authorization')!.slice('Bearer '.length);
-      expect(decodeProtectedHeader(token).typ).toBe(TYP.dispatch);
-      const { payload } = await jwtVerify<DispatchClaims>(token, meshPublic, { algorithms: ['EdDSA'], audience: 'hot-1' });
-      const body = JSON.stringify({ model_name: 'embed', model_version: '1', outputs: [{ name: 'embedding', datatype: 'FP32', shape: [1, 2], data: [0.6, 0.8] }] });
-      const attestation = await new SignJWT({ jti: payload.jti, model: 'embed', output_sha256: await sha256Hex(body), units: { input: 3, output: 1 } })
-        .setProtectedHeader({ alg: 'EdDSA', typ: TYP.attestation, kid: provider.kid })
-        .setIssuer(provider.id)
-        .setSubject('hot-1')
-        .setIssuedAt()
-        .sign(provider.key);
-      return new Response(body, { headers: { 'content-type': 'application/json', 'x-provider-attestation': attestation, 'server-timing': 'backend;dur=1' } });
+      return attestedEmbedAnswer(req, provider, 'hot-1', { audience: 'hot-1', units: { input: 3, output: 1 } });
     });
 
     const calls: string[] = [];

@@ -10,17 +10,12 @@
  * in-process (global fetch stubbed), as in hot-path.test.ts.
  */
 
-import { env, exports } from 'cloudflare:workers';
-import { decodeProtectedHeader, importJWK, jwtVerify, SignJWT, type JWK } from 'jose';
+import { env } from 'cloudflare:workers';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { sha256Hex } from '../../receipts/hash.ts';
-import { decodePayload, TYP, type DispatchClaims, type KeyClaims, type ReceiptClaims } from '../../shared/jwt.ts';
-import { meter } from '../../shared/metering.ts';
-import type { InferRequest } from '../../shared/protocol.ts';
+import { decodePayload, type KeyClaims, type ReceiptClaims } from '../../shared/jwt.ts';
 import type { Env } from '../../workers/env.ts';
-import { offered } from '../../workers/inference/catalogue.ts';
 import { dataPoint, type RequestRecord } from '../../workers/request-log.ts';
-import { admitProvider, call, callWith, heartbeatBody, keyFor, sendHeartbeat } from './helpers.ts';
+import { admitProvider, attestedEmbedAnswer, call, callWith, heartbeatBody, keyFor, sendHeartbeat } from './helpers.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 /** Text of the consumer's input: it must never reach a log line. */
@@ -158,8 +153,6 @@ describe('an inference, observed', () => {
       providers.set(id, admitted);
       expect((await sendHeartbeat(admitted, heartbeatBody(id, 'eu-west', { url: `http://${id}.test` }))).status).toBe(200);
     }
-    const signing = (JSON.parse(env.MESH_SIGNING_KEYS!) as { keys: JWK[] }).keys[0]!;
-    const meshPublic = await importJWK({ kty: signing.kty, crv: signing.crv, x: signing.x }, 'EdDSA');
     const seen: Request[] = [];
     vi.spyOn(globalThis, 'fetch').mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
       const req = new Request(input, init);
@@ -176,20 +169,7 @@ describe('an inference, observed', () => {
       const backendId = new URL(req.url).hostname.replace(/\.test$/, '');
       const provider = providers.get(backendId)!;
       if (status !== 200) return Response.json({ error: { code: 'internal', message: 'fake failure' } }, { status });
-      const token = req.headers.get('authorization')!.slice('Bearer '.length);
-      expect(decodeProtectedHeader(token).typ).toBe(TYP.dispatch);
-      const { payload } = await jwtVerify<DispatchClaims>(token, meshPublic, { algorithms: ['EdDSA'] });
-      const body = JSON.stringify({ model_name: 'embed', model_version: '1', outputs: [{ name: 'embedding', datatype: 'FP32', shape: [1, 2], data: [0.6, 0.8] }] });
-      // The units the mesh will count for this request and answer, attested as a real backend would.
-      const { inputs } = (await req.clone().json()) as InferRequest;
-      const units = meter(offered(env, 'embed'), inputs, [{ shape: [1, 2] }]);
-      const attestation = await new SignJWT({ jti: payload.jti, model: 'embed', output_sha256: await sha256Hex(body), units })
-        .setProtectedHeader({ alg: 'EdDSA', typ: TYP.attestation, kid: provider.kid })
-        .setIssuer(provider.id)
-        .setSubject(backendId)
-        .setIssuedAt()
-        .sign(provider.key);
-      return new Response(body, { headers: { 'content-type': 'application/json', 'x-provider-attestation': attestation, 'server-timing': 'backend;dur=1' } });
+      return attestedEmbedAnswer(req, provider, backendId);
     });
     return seen;
   }

@@ -9,16 +9,11 @@
  */
 
 import { createExecutionContext, env, waitOnExecutionContext } from 'cloudflare:test';
-import { importJWK, jwtVerify, SignJWT, type JWK } from 'jose';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { sha256Hex } from '../../../receipts/hash.ts';
-import { decodePayload, type DispatchClaims, type ReceiptClaims, TYP } from '../../../shared/jwt.ts';
-import { meter } from '../../../shared/metering.ts';
-import type { InferRequest } from '../../../shared/protocol.ts';
+import { decodePayload, type ReceiptClaims } from '../../../shared/jwt.ts';
 import { app } from '../../../workers/app.ts';
 import type { Env } from '../../../workers/env.ts';
-import { offered } from '../../../workers/inference/catalogue.ts';
-import { admitProvider, BASE, call, heartbeatBody, keyFor, sendHeartbeat, wrapStubs } from '../helpers.ts';
+import { admitProvider, attestedEmbedAnswer, BASE, call, heartbeatBody, keyFor, sendHeartbeat, wrapStubs } from '../helpers.ts';
 
 const BACKEND = 'acct-fake-1';
 let provider: Awaited<ReturnType<typeof admitProvider>>;
@@ -37,8 +32,6 @@ afterEach(() => {
 
 /** The fake backend: metadata, and an attested answer metered as the mesh meters it. */
 async function fakeBackend() {
-  const signing = (JSON.parse(env.MESH_SIGNING_KEYS!) as { keys: JWK[] }).keys[0]!;
-  const meshPublic = await importJWK({ kty: signing.kty, crv: signing.crv, x: signing.x }, 'EdDSA');
   vi.spyOn(globalThis, 'fetch').mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
     const req = new Request(input, init);
     if (req.method === 'GET') {
@@ -51,18 +44,7 @@ async function fakeBackend() {
       });
     }
     if (gate) await gate;
-    const token = req.headers.get('authorization')!.slice('Bearer '.length);
-    const { payload } = await jwtVerify<DispatchClaims>(token, meshPublic, { algorithms: ['EdDSA'] });
-    const body = JSON.stringify({ model_name: 'embed', model_version: '1', outputs: [{ name: 'embedding', datatype: 'FP32', shape: [1, 2], data: [0.6, 0.8] }] });
-    const { inputs } = (await req.clone().json()) as InferRequest;
-    const units = meter(offered(env, 'embed'), inputs, [{ shape: [1, 2] }]);
-    const attestation = await new SignJWT({ jti: payload.jti, model: 'embed', output_sha256: await sha256Hex(body), units })
-      .setProtectedHeader({ alg: 'EdDSA', typ: TYP.attestation, kid: provider.kid })
-      .setIssuer(provider.id)
-      .setSubject(BACKEND)
-      .setIssuedAt()
-      .sign(provider.key);
-    return new Response(body, { headers: { 'content-type': 'application/json', 'x-provider-attestation': attestation, 'server-timing': 'backend;dur=1' } });
+    return attestedEmbedAnswer(req, provider, BACKEND);
   });
 }
 

@@ -7,23 +7,20 @@
  */
 
 import { env } from 'cloudflare:test';
-import { decodeJwt, importJWK, jwtVerify, SignJWT, type JWK } from 'jose';
+import { decodeJwt } from 'jose';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { sha256Hex } from '../../../receipts/hash.ts';
-import { TYP, type DispatchClaims, type ReceiptClaims } from '../../../shared/jwt.ts';
+import { type ReceiptClaims } from '../../../shared/jwt.ts';
 import { app } from '../../../workers/app.ts';
 import { RTT_FLUSH_MS } from '../../../workers/directory/rtt-report.ts';
 import { refreshSnapshot } from '../../../workers/directory/snapshot.ts';
 import type { Env } from '../../../workers/env.ts';
-import { admitProvider, BASE, envWith, heartbeatBody, keyFor, sendHeartbeat } from '../helpers.ts';
+import { admitProvider, attestedEmbedAnswer, BASE, envWith, heartbeatBody, keyFor, sendHeartbeat } from '../helpers.ts';
 
 type Provider = Awaited<ReturnType<typeof admitProvider>>;
 const providers = new Map<string, Provider>();
 
 /** Fake backends: each checks the dispatch token like a real one and attests its answer; anything else (metadata aside) is 404. */
 function stubBackends() {
-  const signing = (JSON.parse(env.MESH_SIGNING_KEYS!) as { keys: JWK[] }).keys[0]!;
-  const meshPublic = importJWK({ kty: signing.kty, crv: signing.crv, x: signing.x }, 'EdDSA');
   vi.spyOn(globalThis, 'fetch').mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
     const req = new Request(input, init);
     const url = new URL(req.url);
@@ -37,18 +34,8 @@ function stubBackends() {
       });
     }
     if (!url.pathname.endsWith('/infer')) return new Response('not here', { status: 404 });
-    const token = req.headers.get('authorization')!.slice('Bearer '.length);
     const backendId = url.pathname.split('/')[1]!;
-    const { payload } = await jwtVerify<DispatchClaims>(token, await meshPublic, { algorithms: ['EdDSA'], audience: backendId });
-    const provider = providers.get(backendId)!;
-    const body = JSON.stringify({ model_name: 'embed', model_version: '1', outputs: [{ name: 'embedding', datatype: 'FP32', shape: [1, 2], data: [0.6, 0.8] }] });
-    const attestation = await new SignJWT({ jti: payload.jti, model: 'embed', output_sha256: await sha256Hex(body), units: { input: 3, output: 1 } })
-      .setProtectedHeader({ alg: 'EdDSA', typ: TYP.attestation, kid: provider.kid })
-      .setIssuer(provider.id)
-      .setSubject(backendId)
-      .setIssuedAt()
-      .sign(provider.key);
-    return new Response(body, { headers: { 'content-type': 'application/json', 'x-provider-attestation': attestation, 'server-timing': 'backend;dur=1' } });
+    return attestedEmbedAnswer(req, providers.get(backendId)!, backendId, { audience: backendId, units: { input: 3, output: 1 } });
   });
 }
 

@@ -62,6 +62,9 @@ function rate(value: string | undefined, fallback: number): number {
   return Number.isFinite(n) && n >= 0 && n <= 1 ? n : fallback;
 }
 
+/** `SETTLEMENT_SHARDS` is capped at this: a batch id gives the shard two digits. */
+export const MAX_SETTLEMENT_SHARDS = 100;
+
 const cache = new WeakMap<object, Settings>();
 
 /** Parses the vars once per `env` object (one per isolate). */
@@ -91,7 +94,7 @@ export function settings(env: Env): Settings {
       keyLeaseMs: Math.min(50, int(env.KEY_LEASE_SECONDS, 10)) * 1000,
       settlement: {
         epochMs: int(env.SETTLEMENT_EPOCH_SECONDS, 60) * 1000,
-        shards: Math.min(100, Math.floor(int(env.SETTLEMENT_SHARDS, 4))),
+        shards: Math.min(MAX_SETTLEMENT_SHARDS, Math.floor(int(env.SETTLEMENT_SHARDS, 4))),
         webhookUrl: env.SETTLEMENT_WEBHOOK_URL || undefined,
         flushMs: Math.min(5000, int(env.RECEIPTS_FLUSH_MS, 200)),
       },

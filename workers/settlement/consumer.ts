@@ -11,15 +11,18 @@
 
 import { decodePayload } from '../../shared/jwt.ts';
 import type { Env } from '../env.ts';
-import { ledgerShard, shardOfReceipt } from './ledger.ts';
+import { ledgerShard, MAX_SHARDS, shardOfReceipt } from './ledger.ts';
 import type { ReceiptMessage } from './record.ts';
 
-function receiptOf(body: unknown): { receipt: string; jti: string } | string {
+function receiptOf(body: unknown, env: Env): { receipt: string; shard: number } | string {
   const m = body as Partial<ReceiptMessage> | null;
   if (typeof m !== 'object' || m === null || m.v !== 1 || typeof m.receipt !== 'string') return 'not a { v: 1, receipt } message';
   const jti = decodePayload<{ jti?: unknown }>(m.receipt)?.jti;
   if (typeof jti !== 'string' || jti.length === 0) return 'receipt has no jti';
-  return { receipt: m.receipt, jti };
+  if (m.shard === undefined) return { receipt: m.receipt, shard: shardOfReceipt(env, jti) };
+  // The shard chosen when the receipt was recorded, kept across a change of SETTLEMENT_SHARDS (record.ts).
+  if (!Number.isInteger(m.shard) || m.shard < 0 || m.shard >= MAX_SHARDS) return `shard ${JSON.stringify(m.shard)} is not a ledger shard`;
+  return { receipt: m.receipt, shard: m.shard };
 }
 
 /** Retry delay for a shard that failed: 1, 2, 4 ... 60 s by delivery attempt. */
@@ -30,13 +33,13 @@ function backoffSeconds(attempts: number): number {
 export async function consumeReceipts(batch: MessageBatch<unknown>, env: Env): Promise<void> {
   const groups = new Map<number, { msg: Message<unknown>; receipt: string }[]>();
   for (const msg of batch.messages) {
-    const parsed = receiptOf(msg.body);
+    const parsed = receiptOf(msg.body, env);
     if (typeof parsed === 'string') {
       console.error(`settlement: poison message ${msg.id} (attempt ${msg.attempts}): ${parsed}`);
       msg.retry();
       continue;
     }
-    const shard = shardOfReceipt(env, parsed.jti);
+    const { shard } = parsed;
     let group = groups.get(shard);
     if (!group) groups.set(shard, (group = []));
     group.push({ msg, receipt: parsed.receipt });

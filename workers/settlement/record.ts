@@ -26,10 +26,17 @@
 import { settings, type Env } from '../env.ts';
 import { ledgerShard, shardOfReceipt } from './ledger.ts';
 
-/** The queue message: a version tag and the compact receipt JWT. */
+/**
+ * The queue message: a version tag, the compact receipt JWT and its ledger
+ * shard, chosen once when the receipt was recorded. A redelivery goes to that
+ * shard even after `SETTLEMENT_SHARDS` changed, where the shard's `jti` check
+ * finds it (computed again, it could land in a second shard and be charged
+ * twice). Messages without `shard` (sent before it existed) get the current one.
+ */
 export interface ReceiptMessage {
   v: 1;
   receipt: string;
+  shard?: number;
 }
 
 /** Where a receipt went; `batched` when it joined a window another request of the isolate sends. */
@@ -38,6 +45,8 @@ type Recorded = 'queued' | 'ledger' | 'undelivered' | 'lost' | 'batched';
 interface Pending {
   jti: string;
   receipt: string;
+  /** Its ledger shard, chosen once (see `ReceiptMessage`). */
+  shard: number;
 }
 
 /** Cloudflare Queues: at most 100 messages and 256 KB per sendBatch (with room for message overhead). */
@@ -65,7 +74,7 @@ function undeliveredKey(jti: string): string {
 export async function recordReceipt(env: Env, jti: string, receipt: string): Promise<Recorded> {
   let outbox = outboxes.get(env);
   if (!outbox) outboxes.set(env, (outbox = { pending: [], open: false, openedAt: 0 }));
-  const mine: Pending = { jti, receipt };
+  const mine: Pending = { jti, receipt, shard: shardOfReceipt(env, jti) };
   outbox.pending.push(mine);
   const { flushMs } = settings(env).settlement;
   const now = Date.now();
@@ -103,7 +112,7 @@ async function deliver(env: Env, batch: Pending[]): Promise<Recorded[]> {
   let error: unknown;
   for (let attempt = 0; attempt < SEND_ATTEMPTS; attempt++) {
     try {
-      await env.RECEIPTS.sendBatch(batch.map((p) => ({ body: { v: 1, receipt: p.receipt } satisfies ReceiptMessage, contentType: 'json' as const })));
+      await env.RECEIPTS.sendBatch(batch.map((p) => ({ body: { v: 1, receipt: p.receipt, shard: p.shard } satisfies ReceiptMessage, contentType: 'json' as const })));
       return batch.map(() => 'queued');
     } catch (err) {
       error = err;
@@ -114,10 +123,9 @@ async function deliver(env: Env, batch: Pending[]): Promise<Recorded[]> {
 }
 
 /** The queue refused: the ledger shard itself, then R2, then the log. */
-async function fallBack(env: Env, { jti, receipt }: Pending): Promise<Recorded> {
+async function fallBack(env: Env, { jti, receipt, shard }: Pending): Promise<Recorded> {
   let error: unknown;
   try {
-    const shard = shardOfReceipt(env, jti);
     const [outcome] = await ledgerShard(env, shard).append(shard, [receipt]);
     if (outcome === 'appended' || outcome === 'duplicate') return 'ledger';
     error = new Error(`ledger refused the receipt: ${JSON.stringify(outcome)}`);
@@ -126,7 +134,8 @@ async function fallBack(env: Env, { jti, receipt }: Pending): Promise<Recorded> 
   }
   console.error(`settlement: ledger append failed for receipt ${jti}; keeping it in R2 to replay.`, error);
   try {
-    await env.SETTLEMENT_ARCHIVE.put(undeliveredKey(jti), receipt);
+    // The shard travels with it, for the replay's message (docs/api.md section 5.2).
+    await env.SETTLEMENT_ARCHIVE.put(undeliveredKey(jti), receipt, { customMetadata: { shard: String(shard) } });
     return 'undelivered';
   } catch (err) {
     console.error(`settlement: RECEIPT NOT RECORDED, replay it by hand: ${jti} ${receipt}`, err);

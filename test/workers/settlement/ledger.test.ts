@@ -449,6 +449,40 @@ describe('the receipts queue consumer', () => {
     expect((await ledgerShard(env, shard).batch(shard, id))?.count).toBe(1);
   });
 
+  it('appends a redelivery to the shard chosen when the receipt was recorded, after SETTLEMENT_SHARDS changed: once, not in its new shard too', async () => {
+    const two = { ...env, SETTLEMENT_SHARDS: '2' } as unknown as Env;
+    const four = { ...env, SETTLEMENT_SHARDS: '4' } as unknown as Env;
+    let r = await receipt();
+    while (shardOfReceipt(two, r.jti) === shardOfReceipt(four, r.jti)) r = await receipt();
+    const home = shardOfReceipt(two, r.jti);
+    const moved = shardOfReceipt(four, r.jti);
+    const body = { v: 1, receipt: r.jwt, shard: home };
+    for (const [id, at] of [['s1', two], ['s2', four]] as const) {
+      const batch = createMessageBatch('mesh-receipts', [{ id, timestamp: new Date(), attempts: 1, body }]);
+      const ctx = createExecutionContext();
+      await worker.queue(batch, at);
+      expect((await getQueueResult(batch, ctx)).explicitAcks).toEqual([id]);
+    }
+    expect(await ledgerShard(env, home).proof(home, r.jti)).toEqual({ pending: true });
+    expect(await ledgerShard(env, moved).proof(moved, r.jti)).toBeNull();
+  });
+
+  it('retries a message whose shard is not a ledger shard (towards the DLQ), appending nothing', async () => {
+    vi.spyOn(console, 'error').mockImplementation(() => {});
+    const r = await receipt();
+    const bad = [-1, 1.5, 100, '1', null];
+    const batch = createMessageBatch(
+      'mesh-receipts',
+      bad.map((shard, i) => ({ id: `b${i}`, timestamp: new Date(), attempts: 1, body: { v: 1, receipt: r.jwt, shard } })),
+    );
+    const ctx = createExecutionContext();
+    await worker.queue(batch, env);
+    const result = await getQueueResult(batch, ctx);
+    expect(result.explicitAcks).toEqual([]);
+    expect(result.retryMessages.map((m) => m.msgId).sort()).toEqual(bad.map((_, i) => `b${i}`));
+    for (let shard = 0; shard < SHARDS; shard++) expect(await ledgerShard(env, shard).proof(shard, r.jti)).toBeNull();
+  });
+
   it('keeps dead letters in R2 and acks them', async () => {
     const batch = createMessageBatch('mesh-receipts-dlq', [{ id: 'dead-1', timestamp: new Date('2026-11-25T00:00:00Z'), attempts: 6, body: { nonsense: 1 } }]);
     const ctx = createExecutionContext();

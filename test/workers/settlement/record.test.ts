@@ -22,6 +22,9 @@ async function receipt() {
   return { jti, jwt };
 }
 
+/** The queue message of a receipt: its shard is the one chosen when it was recorded. */
+const message = (r: { jti: string; jwt: string }) => ({ v: 1, receipt: r.jwt, shard: shardOfReceipt(env, r.jti) });
+
 function failingQueue() {
   return { send: vi.fn(), sendBatch: vi.fn(async () => { throw new Error('queue unavailable'); }) };
 }
@@ -36,7 +39,7 @@ describe('recordReceipt', () => {
     const queue = { send: vi.fn(), sendBatch: async (batch: { body: unknown }[]) => void sent.push(...batch.map((m) => m.body)) };
     const { jti, jwt } = await receipt();
     expect(await recordReceipt({ ...env, RECEIPTS: queue } as unknown as Env, jti, jwt)).toBe('queued');
-    expect(sent).toEqual([{ v: 1, receipt: jwt }]);
+    expect(sent).toEqual([{ v: 1, receipt: jwt, shard: shardOfReceipt(env, jti) }]);
   });
 
   it("sends an isolate's concurrent receipts in shared batches of at most 100, each once", async () => {
@@ -46,7 +49,7 @@ describe('recordReceipt', () => {
     const made = await Promise.all(Array.from({ length: 150 }, () => receipt()));
     const outcomes = await Promise.all(made.map((r) => recordReceipt(fake, r.jti, r.jwt)));
     expect(batches.map((b) => b.length)).toEqual([100, 50]);
-    expect(batches.flat()).toEqual(made.map((r) => ({ v: 1, receipt: r.jwt })));
+    expect(batches.flat()).toEqual(made.map((r) => message(r)));
     // The first receipt opened the window and its request sent both batches; the others joined it and were done at once.
     expect(outcomes[0]).toBe('queued');
     expect(outcomes.filter((o) => o === 'batched')).toHaveLength(149);
@@ -72,7 +75,7 @@ describe('recordReceipt', () => {
     const third = recordReceipt(fake, c!.jti, c!.jwt);
     release();
     expect(await Promise.all([first, third])).toEqual(['queued', 'queued']);
-    expect(batches).toEqual([[{ v: 1, receipt: a!.jwt }, { v: 1, receipt: b!.jwt }], [{ v: 1, receipt: c!.jwt }]]);
+    expect(batches).toEqual([[message(a!), message(b!)], [message(c!)]]);
   });
 
   it('does not trust a window whose timer never fired: a receipt arriving long after it opened opens a new one that sends both', async () => {
@@ -88,7 +91,7 @@ describe('recordReceipt', () => {
       void recordReceipt(fake, a!.jti, a!.jwt);
       vi.useRealTimers();
       expect(await recordReceipt(fake, b!.jti, b!.jwt)).toBe('queued');
-      expect(batches).toEqual([[{ v: 1, receipt: a!.jwt }, { v: 1, receipt: b!.jwt }]]);
+      expect(batches).toEqual([[message(a!), message(b!)]]);
     } finally {
       vi.useRealTimers();
     }
@@ -109,7 +112,26 @@ describe('recordReceipt', () => {
     const { jti, jwt } = await receipt();
     const where = await recordReceipt({ ...env, RECEIPTS: failingQueue(), SETTLEMENT_LEDGER: brokenLedger } as unknown as Env, jti, jwt);
     expect(where).toBe('undelivered');
-    expect(await (await env.SETTLEMENT_ARCHIVE.get(`undelivered/${jti}.jwt`))!.text()).toBe(jwt);
+    const kept = (await env.SETTLEMENT_ARCHIVE.get(`undelivered/${jti}.jwt`))!;
+    expect(await kept.text()).toBe(jwt);
+    // With its shard, for the replay's queue message (docs/api.md section 5.2).
+    expect(kept.customMetadata).toEqual({ shard: String(shardOfReceipt(env, jti)) });
+  });
+
+  it('keeps the shard chosen when the receipt was recorded, in the message and in the direct append', async () => {
+    vi.spyOn(console, 'error').mockImplementation(() => {});
+    // Recorded under 2 shards, by a jti whose shard moves when the count becomes 4.
+    const two = { ...env, SETTLEMENT_SHARDS: '2' } as unknown as Env;
+    const four = { ...env, SETTLEMENT_SHARDS: '4' } as unknown as Env;
+    let r = await receipt();
+    while (shardOfReceipt(two, r.jti) === shardOfReceipt(four, r.jti)) r = await receipt();
+    const sent: unknown[] = [];
+    const queue = { send: vi.fn(), sendBatch: async (batch: { body: unknown }[]) => void sent.push(...batch.map((m) => m.body)) };
+    expect(await recordReceipt({ ...two, RECEIPTS: queue } as unknown as Env, r.jti, r.jwt)).toBe('queued');
+    expect(sent).toEqual([{ v: 1, receipt: r.jwt, shard: shardOfReceipt(two, r.jti) }]);
+    expect(await recordReceipt({ ...two, RECEIPTS: failingQueue() } as unknown as Env, r.jti, r.jwt)).toBe('ledger');
+    const home = shardOfReceipt(two, r.jti);
+    expect(await ledgerShard(env, home).proof(home, r.jti)).toEqual({ pending: true });
   });
 
   it('logs the whole receipt when R2 fails too, and still does not throw', async () => {

@@ -108,6 +108,15 @@ const MIGRATIONS = [
      )`,
   ],
   [TRAFFIC_TABLE],
+  [
+    // Proof of location's minima per window (round-trips.ts): the current window's start, and the window before it.
+    'ALTER TABLE rtt ADD COLUMN window_start INTEGER NOT NULL DEFAULT 0',
+    'UPDATE rtt SET window_start = updated_at',
+    'ALTER TABLE rtt ADD COLUMN prev_min_rtt REAL',
+    'ALTER TABLE rtt ADD COLUMN prev_samples INTEGER NOT NULL DEFAULT 0',
+    'ALTER TABLE rtt ADD COLUMN prev_probe_min_rtt REAL',
+    'ALTER TABLE rtt ADD COLUMN prev_probe_samples INTEGER NOT NULL DEFAULT 0',
+  ],
 ] as const;
 
 type BackendRow = {

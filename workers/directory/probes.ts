@@ -1,7 +1,8 @@
 /**
  * Signed location probes (docs/api.md sections 3.2 and 3.6): each isolate, in
  * the background, times a `POST /v2/mesh/probe` to the backends that have
- * fewer than the rule's MIN_SAMPLES probe round trips from its PoP. Only
+ * fewer than the rule's MIN_SAMPLES probe round trips from its PoP in the
+ * directory's current window (evidence ages out after two). Only
  * probes can verify a claim (geo/location.ts: a dispatch's round trip rests
  * on the service time the backend itself states), and they check a claim
  * even where this PoP never dispatches. The backend must sign `mesh-probe:<backendId>:<nonce>` with its
@@ -23,6 +24,7 @@ import { DEFAULT_LOCATION_RULE } from '../geo/location.ts';
 import { popLocation } from '../geo/pops.ts';
 import type { BackendEntry } from './backend.ts';
 import { readWithin } from '../body.ts';
+import { RTT_WINDOW_MS } from './round-trips.ts';
 import { flushRtt, noteRtt } from './rtt-report.ts';
 
 /** A backend is probed at most once per this long by one isolate. */
@@ -73,8 +75,8 @@ export class Prober {
   readonly #timeoutMs: number;
   /** Backend id -> when this isolate last probed it. */
   readonly #lastProbe = new Map<string, number>();
-  /** `backend\0POP` -> valid probe answers this isolate counted from that PoP. */
-  readonly #answered = new Map<string, number>();
+  /** `backend\0POP` -> valid probe answers this isolate counted from that PoP in the window that began at `since`. */
+  readonly #answered = new Map<string, { n: number; since: number }>();
   /** The provider key's `x` -> the imported key. */
   readonly #keys = new Map<string, Promise<CryptoKey>>();
   #lastRound = -Infinity;
@@ -91,15 +93,18 @@ export class Prober {
   }
 
   /**
-   * The probe round trips known from `pop` to `backend`: the directory's
-   * count when the entry's location evidence is from this PoP, or the valid
-   * probes this isolate sent from it (perhaps not in the directory yet),
-   * whichever is more.
+   * The probe round trips known from `pop` to `backend` in the directory's
+   * current window (round-trips.ts keeps minima per RTT_WINDOW_MS, and a
+   * verdict reads two windows, so each window needs its own probes): the
+   * directory's count when the entry's location evidence is from this PoP,
+   * or the valid probes this isolate sent from it in the last window
+   * (perhaps not in the directory yet), whichever is more.
    */
-  known(pop: string, backend: BackendEntry): number {
+  known(pop: string, backend: BackendEntry, now = this.#now()): number {
     const evidence = backend.location?.evidence;
-    const directory = evidence?.pop === pop ? (evidence.probeSamples ?? 0) : 0;
-    return Math.max(directory, this.#answered.get(`${backend.id}\u0000${pop}`) ?? 0);
+    const directory = evidence?.pop === pop ? (evidence.windowProbeSamples ?? evidence.probeSamples ?? 0) : 0;
+    const mine = this.#answered.get(`${backend.id}\u0000${pop}`);
+    return Math.max(directory, mine && now - mine.since < RTT_WINDOW_MS ? mine.n : 0);
   }
 
   /**
@@ -114,7 +119,7 @@ export class Prober {
     const wanted = backends
       .filter((b) => b.expiresAt > now && b.providerKey?.x !== undefined && b.url)
       .filter((b) => now - (this.#lastProbe.get(b.id) ?? -Infinity) >= this.#intervalMs)
-      .map((b) => ({ b, known: this.known(pop, b) }))
+      .map((b) => ({ b, known: this.known(pop, b, now) }))
       .filter(({ known }) => known < this.#minSamples)
       .sort((x, y) => x.known - y.known)
       .slice(0, this.#perRound)
@@ -133,7 +138,9 @@ export class Prober {
     }
     this.#note(pop, { id: backend.id, region: backend.region }, result.rttMs);
     const key = `${backend.id}\u0000${pop}`;
-    remember(this.#answered, key, (this.#answered.get(key) ?? 0) + 1);
+    const now = this.#now();
+    const mine = this.#answered.get(key);
+    remember(this.#answered, key, mine && now - mine.since < RTT_WINDOW_MS ? { n: mine.n + 1, since: mine.since } : { n: 1, since: now });
     return result;
   }
 

@@ -5,6 +5,12 @@
  * and for probes alone, merged from the isolates' reports (rtt-report.ts),
  * bounded per backend, pruned when idle, and judged against each backend's
  * claim by geo/location.ts.
+ *
+ * Minima are kept per window of RTT_WINDOW_MS, the current one and the one
+ * before: a verdict reads at most the last two windows, so evidence is never
+ * older than 2 x RTT_WINDOW_MS. A minimum over all time could only fall: a
+ * backend verified once, then moved far from its claim, would have stayed
+ * verified for as long as it kept being measured.
  */
 
 import { locationVerdict, type LocationVerdict, type PopRtt } from '../geo/location.ts';
@@ -20,28 +26,50 @@ const RTT_MAX_COUNT = 1_000_000_000;
 export const RTT_MAX_POPS = 64;
 /** A (backend, PoP) minimum not reported for this long is dropped. */
 export const RTT_IDLE_MS = 24 * 60 * 60_000;
+/** Minima are kept per window this long; a verdict reads the current window and the one before. */
+export const RTT_WINDOW_MS = 15 * 60_000;
 
 type RttRow = {
   backend_id: string;
   pop: string;
+  /** The current window's minima and counts. */
   min_rtt: number;
   samples: number;
   probe_min_rtt: number | null;
   probe_samples: number;
+  /** When the current window began, ms. */
+  window_start: number;
+  /** The window before it (none: null and 0). */
+  prev_min_rtt: number | null;
+  prev_samples: number;
+  prev_probe_min_rtt: number | null;
+  prev_probe_samples: number;
 };
 
-/** A backend's round-trip rows as the location rule reads them (PoPs no longer in the table are skipped). */
-function measuredOf(rtts: readonly RttRow[]): PopRtt[] {
+const minOf = (a: number | null, b: number | null) => (a === null ? b : b === null ? a : Math.min(a, b));
+
+/**
+ * A backend's round-trip rows as the location rule reads them at `now`: the
+ * last two windows' minima and counts (PoPs no longer in the table, and rows
+ * whose windows have both passed, are skipped).
+ */
+function measuredOf(rtts: readonly RttRow[], now: number): PopRtt[] {
   const measured: PopRtt[] = [];
   for (const m of rtts) {
     const at = popLocation(m.pop);
-    if (!at) continue;
+    const age = now - m.window_start;
+    if (!at || age >= 2 * RTT_WINDOW_MS) continue;
+    // Past one window, the current one is the one before, and the one before that is too old.
+    const prev = age < RTT_WINDOW_MS;
+    const probeMin = prev ? minOf(m.probe_min_rtt, m.prev_probe_min_rtt) : m.probe_min_rtt;
     measured.push({
       pop: m.pop,
       ...at,
-      minRttMs: m.min_rtt,
-      samples: m.samples,
-      ...(m.probe_min_rtt !== null ? { probeMinRttMs: m.probe_min_rtt, probeSamples: m.probe_samples } : {}),
+      minRttMs: prev ? minOf(m.min_rtt, m.prev_min_rtt)! : m.min_rtt,
+      samples: m.samples + (prev ? m.prev_samples : 0),
+      ...(probeMin !== null
+        ? { probeMinRttMs: probeMin, probeSamples: m.probe_samples + (prev ? m.prev_probe_samples : 0), windowProbeSamples: prev ? m.probe_samples : 0 }
+        : {}),
     });
   }
   return measured;
@@ -65,6 +93,10 @@ function checkedSample(s: unknown): RttSample | undefined {
   };
 }
 
+/** In the upsert: the report starts the next window, or one after it (`excluded.window_start` is the report's time). */
+const NEXT = `excluded.window_start - window_start >= ${RTT_WINDOW_MS}`;
+const OLDER = `excluded.window_start - window_start >= ${2 * RTT_WINDOW_MS}`;
+
 export class RoundTrips {
   readonly #sql: Sql;
   /**
@@ -73,7 +105,7 @@ export class RoundTrips {
    * entry goes when its backend's round trips change (or all, when the alarm
    * prunes them); a changed claim is judged afresh.
    */
-  readonly #verdicts = new Map<string, { lat: number; lon: number; verdict: LocationVerdict }>();
+  readonly #verdicts = new Map<string, { lat: number; lon: number; verdict: LocationVerdict; until: number }>();
 
   constructor(sql: Sql) {
     this.#sql = sql;
@@ -104,13 +136,21 @@ export class RoundTrips {
           );
         }
       }
+      // A report after the current window ended starts the next one; the current becomes the one
+      // before, or, two windows on, nothing is kept (SET reads the row as it was).
       this.#sql.run(
-        `INSERT INTO rtt (backend_id, pop, min_rtt, samples, probe_min_rtt, probe_samples, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO rtt (backend_id, pop, min_rtt, samples, probe_min_rtt, probe_samples, updated_at, window_start) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(backend_id, pop) DO UPDATE SET
-           min_rtt = MIN(min_rtt, excluded.min_rtt),
-           samples = MIN(samples + excluded.samples, ?),
-           probe_min_rtt = MIN(COALESCE(probe_min_rtt, excluded.probe_min_rtt), COALESCE(excluded.probe_min_rtt, probe_min_rtt)),
-           probe_samples = MIN(probe_samples + excluded.probe_samples, ?),
+           prev_min_rtt = CASE WHEN ${OLDER} THEN NULL WHEN ${NEXT} THEN min_rtt ELSE prev_min_rtt END,
+           prev_samples = CASE WHEN ${OLDER} THEN 0 WHEN ${NEXT} THEN samples ELSE prev_samples END,
+           prev_probe_min_rtt = CASE WHEN ${OLDER} THEN NULL WHEN ${NEXT} THEN probe_min_rtt ELSE prev_probe_min_rtt END,
+           prev_probe_samples = CASE WHEN ${OLDER} THEN 0 WHEN ${NEXT} THEN probe_samples ELSE prev_probe_samples END,
+           min_rtt = CASE WHEN ${NEXT} THEN excluded.min_rtt ELSE MIN(min_rtt, excluded.min_rtt) END,
+           samples = CASE WHEN ${NEXT} THEN excluded.samples ELSE MIN(samples + excluded.samples, ?) END,
+           probe_min_rtt = CASE WHEN ${NEXT} THEN excluded.probe_min_rtt
+             ELSE MIN(COALESCE(probe_min_rtt, excluded.probe_min_rtt), COALESCE(excluded.probe_min_rtt, probe_min_rtt)) END,
+           probe_samples = CASE WHEN ${NEXT} THEN excluded.probe_samples ELSE MIN(probe_samples + excluded.probe_samples, ?) END,
+           window_start = CASE WHEN ${NEXT} THEN excluded.window_start ELSE window_start END,
            updated_at = excluded.updated_at`,
         s.backend,
         s.pop,
@@ -118,6 +158,7 @@ export class RoundTrips {
         s.count,
         s.probeMinMs ?? null,
         s.probeCount ?? 0,
+        now,
         now,
         RTT_MAX_COUNT,
         RTT_MAX_COUNT,
@@ -132,16 +173,17 @@ export class RoundTrips {
     this.#verdicts.delete(backendId);
   }
 
-  /** The location verdict on a backend's claim: the cached one while neither its round trips nor its claim changed. */
+  /** The location verdict on a backend's claim: the cached one while neither its round trips, its claim nor its windows changed. */
   verdictOf(r: { id: string; lat: number; lon: number }): LocationVerdict {
+    const now = Date.now();
     const hit = this.#verdicts.get(r.id);
-    if (hit && hit.lat === r.lat && hit.lon === r.lon) return hit.verdict;
-    const rtts = this.#sql.all<RttRow>(
-      'SELECT backend_id, pop, min_rtt, samples, probe_min_rtt, probe_samples FROM rtt WHERE backend_id = ?',
-      r.id,
-    );
-    const verdict = locationVerdict(r, measuredOf(rtts));
-    this.#verdicts.set(r.id, { lat: r.lat, lon: r.lon, verdict });
+    if (hit && hit.lat === r.lat && hit.lon === r.lon && now < hit.until) return hit.verdict;
+    const rtts = this.#sql.all<RttRow>('SELECT * FROM rtt WHERE backend_id = ?', r.id);
+    const verdict = locationVerdict(r, measuredOf(rtts, now));
+    // Good until a window it read passes.
+    let until = Infinity;
+    for (const m of rtts) until = Math.min(until, m.window_start + (now - m.window_start < RTT_WINDOW_MS ? 1 : 2) * RTT_WINDOW_MS);
+    this.#verdicts.set(r.id, { lat: r.lat, lon: r.lon, verdict, until });
     return verdict;
   }
 

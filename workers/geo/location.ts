@@ -66,6 +66,8 @@ export interface PopRtt extends LatLon {
   probeMinRttMs?: number;
   /** How many of `samples` were probes. */
   probeSamples?: number;
+  /** How many of `probeSamples` are from the directory's current window: what the edge's probes keep up (directory/probes.ts). */
+  windowProbeSamples?: number;
 }
 
 /** One PoP's measurement against the claim, for display. */
@@ -75,6 +77,7 @@ export interface LocationEvidence {
   samples: number;
   probeMinRttMs?: number;
   probeSamples?: number;
+  windowProbeSamples?: number;
   /** Great-circle km from the PoP to the claimed point. */
   distanceKm: number;
   /** The farthest from the PoP the backend can be, km: minRttMs x 100 + slack. */
@@ -111,7 +114,7 @@ function judge(claim: LatLon, m: PopRtt, rule: Readonly<LocationRule>): { e: Loc
     pop: m.pop,
     minRttMs: m.minRttMs,
     samples: m.samples,
-    ...(probes > 0 ? { probeMinRttMs: m.probeMinRttMs, probeSamples: probes } : {}),
+    ...(probes > 0 ? { probeMinRttMs: m.probeMinRttMs, probeSamples: probes, windowProbeSamples: m.windowProbeSamples ?? probes } : {}),
     distanceKm,
     reachKm: reachKm(m.minRttMs, rule),
   };

@@ -2,7 +2,7 @@
 
 import { env, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
-import { RTT_IDLE_MS, RTT_MAX_POPS } from '../../../workers/directory/round-trips.ts';
+import { RTT_IDLE_MS, RTT_MAX_POPS, RTT_WINDOW_MS } from '../../../workers/directory/round-trips.ts';
 import type { BackendEntry } from '../../../workers/directory/backend.ts';
 import { POPS } from '../../../workers/geo/pops.ts';
 import { admitProvider, call, heartbeatBody, heartbeatToken, keyFor, nextSeq } from '../helpers.ts';
@@ -118,6 +118,34 @@ describe('the location verdict on directory entries', () => {
     expect((await entry('loc-moves')).location!.state).toBe('verified');
     await directory().recordRtt([{ backend: 'loc-moves', pop: 'FRA', minMs: 3, count: 5 }]);
     expect((await entry('loc-moves')).location).toMatchObject({ state: 'refuted', evidence: { pop: 'FRA', failed: 'reach' } });
+  });
+
+  it('reads the last two windows only: a backend verified once, then measured far from its claim, is refuted once its near minima age out', async () => {
+    await register('loc-drifts');
+    /** Moves the backend's windows `ms` into the past, as if that much time had gone by. */
+    const age = (ms: number) =>
+      runInDurableObject(directory(), (_o, state: DurableObjectState) =>
+        state.storage.sql.exec("UPDATE rtt SET window_start = window_start - ?, updated_at = updated_at - ? WHERE backend_id = 'loc-drifts'", ms, ms),
+      );
+    const far = { backend: 'loc-drifts', pop: 'SIN', minMs: 160, count: 5, probeMinMs: 160, probeCount: 5 };
+    await directory().recordRtt([{ backend: 'loc-drifts', pop: 'SIN', minMs: 2, count: 5, probeMinMs: 2, probeCount: 5 }]);
+    expect((await entry('loc-drifts')).location).toMatchObject({ state: 'verified', evidence: { minRttMs: 2, probeSamples: 5 } });
+    // A window on, round trips of 160 ms from SIN: the window before still holds 2 ms.
+    await age(RTT_WINDOW_MS);
+    await directory().recordRtt([far]);
+    expect((await entry('loc-drifts')).location).toMatchObject({ state: 'verified', evidence: { minRttMs: 2, samples: 10, probeSamples: 10 } });
+    // Another window on: only 160 ms is left, above the ceiling for a backend in Singapore.
+    await age(RTT_WINDOW_MS);
+    await directory().recordRtt([far]);
+    expect((await entry('loc-drifts')).location).toMatchObject({ state: 'refuted', evidence: { minRttMs: 160, samples: 10, failed: 'ceiling' } });
+    // Unmeasured for two windows: no evidence is left (the alarm clears the verdicts cached before the rows were aged by hand).
+    await age(2 * RTT_WINDOW_MS);
+    await runDurableObjectAlarm(directory());
+    expect((await entry('loc-drifts')).location).toEqual({ state: 'unverified' });
+    // Two windows on since the last report, the next one keeps nothing from before.
+    await directory().recordRtt([{ backend: 'loc-drifts', pop: 'SIN', minMs: 3, count: 1 }]);
+    expect((await rows('loc-drifts'))[0]).toMatchObject({ min_rtt: 3, samples: 1, probe_min_rtt: null, probe_samples: 0 });
+    expect((await entry('loc-drifts')).location).toMatchObject({ state: 'unverified', evidence: { minRttMs: 3, samples: 1 } });
   });
 
   it('is unverified with no round trips, verified by probes near the claim, refuted by a far PoP', async () => {

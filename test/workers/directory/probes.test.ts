@@ -19,6 +19,7 @@ import type { BackendEntry } from '../../../workers/directory/backend.ts';
 import type { Env } from '../../../workers/env.ts';
 import { probeMessage } from '../../../shared/probe.ts';
 import { Prober } from '../../../workers/directory/probes.ts';
+import { RTT_WINDOW_MS } from '../../../workers/directory/round-trips.ts';
 import type { RttSample } from '../../../workers/directory/rtt-report.ts';
 
 afterEach(() => vi.restoreAllMocks());
@@ -156,21 +157,23 @@ describe('which backends are probed', () => {
 
   it('only those with fewer than 5 probe round trips known from this PoP (dispatches do not count), unexpired and with an admitted key', () => {
     const prober = new Prober({ perRound: 10 });
-    const evidence = (pop: string, samples: number, probeSamples?: number) =>
+    const evidence = (pop: string, samples: number, probeSamples?: number, windowProbeSamples = probeSamples) =>
       ({
         state: 'unverified',
-        evidence: { pop, samples, minRttMs: 3, distanceKm: 10, reachKm: 350, ...(probeSamples !== undefined ? { probeSamples, probeMinRttMs: 4 } : {}) },
+        evidence: { pop, samples, minRttMs: 3, distanceKm: 10, reachKm: 350, ...(probeSamples !== undefined ? { probeSamples, probeMinRttMs: 4, windowProbeSamples } : {}) },
       }) as BackendEntry['location'];
     const backends = [
       entry('fresh'),
       entry('four-probes-here', { location: evidence('SIN', 40, 4) }),
       entry('five-probes-here', { location: evidence('SIN', 5, 5) }),
+      // Five probes in the last two windows, none in the directory's current one: the window needs its own.
+      entry('five-probes-last-window', { location: evidence('SIN', 9, 5, 1) }),
       entry('dispatches-only-here', { location: evidence('SIN', 90) }),
       entry('nine-probes-elsewhere', { location: evidence('FRA', 9, 9) }),
       entry('expired', { expiresAt: T - 1 }),
       entry('no-key', { providerKey: undefined }),
     ];
-    expect(prober.due('SIN', backends, T).map((b) => b.id)).toEqual(['fresh', 'dispatches-only-here', 'nine-probes-elsewhere', 'four-probes-here']);
+    expect(prober.due('SIN', backends, T).map((b) => b.id)).toEqual(['fresh', 'dispatches-only-here', 'nine-probes-elsewhere', 'five-probes-last-window', 'four-probes-here']);
   });
 
   it('at most 4 per round, one round per 2 s, and each backend at most once per 10 s', () => {
@@ -199,6 +202,9 @@ describe('which backends are probed', () => {
     expect(prober.known('SIN', b)).toBe(5);
     expect(prober.due('SIN', [b], now)).toEqual([]);
     expect(prober.due('CGK', [b], now + 2_000).map((x) => x.id)).toEqual(['sg-1']);
+    // A window after its first probe, the backend is probed from SIN again: the directory's evidence reads two windows only.
+    expect(prober.due('SIN', [b], T + RTT_WINDOW_MS - 1)).toEqual([]);
+    expect(prober.due('SIN', [b], T + RTT_WINDOW_MS).map((x) => x.id)).toEqual(['sg-1']);
   });
 
   it('keeps probing a backend whose answers do not verify (they count nothing)', async () => {

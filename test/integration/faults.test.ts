@@ -393,13 +393,14 @@ describe('real faults under a steady stream from SIN, CGK, FRA and IAD', () => {
     expect(row.max).toBeLessThan(2 * BACKEND_TIMEOUT_MS + 1_000);
   });
 
-  it('slowing sg-1 to 10x its service time costs nothing and moves traffic off it', async () => {
+  it('slowing sg-1 to 30x its service time costs nothing and moves traffic off it', async () => {
     const before = proxyStats();
     const from = logs.length;
     const FAULT_AT = 2_500;
     const samples = await stream({ loops: { SIN: 3, CGK: 3, FRA: 1, IAD: 1 }, durationMs: 8_000 }, async (at) => {
       await at(FAULT_AT);
-      await proxy('sg-1').setFault({ kind: 'slow', factor: 10 });
+      // 30x: embed's few ms of service times 10 was tens of ms, within what a loaded 2-core CI machine adds to every answer.
+      await proxy('sg-1').setFault({ kind: 'slow', factor: 30 });
       await at(8_000);
       await proxy('sg-1').setFault({ kind: 'none' });
     });
@@ -409,7 +410,7 @@ describe('real faults under a steady stream from SIN, CGK, FRA and IAD', () => {
     const clean = samples.filter((s) => sg(s) && s.sent < start + FAULT_AT);
     const slowed = samples.filter((s) => sg(s) && s.sent >= start + FAULT_AT + 1_000);
     const sg1 = samples.filter((s) => s.backend === 'sg-1');
-    const row = report('slow sg-1 x10', samples, from, {
+    const row = report('slow sg-1 x30', samples, from, {
       sg1_share_before: shareOfSg1(clean).toFixed(2),
       sg1_share_during: shareOfSg1(slowed).toFixed(2),
       sg1_p50_before: ms(sg1.filter((s) => s.sent < start + FAULT_AT).map(latency), 0.5),

@@ -78,7 +78,7 @@ function boundAt(r: RankContext, order: BoundOrder, i: number, until: number): n
   const serviceMs = lowest === undefined ? model.p50Ms : Math.max(0, lowest) * BOUND_SLACK;
   const { slots, inFlight, queued } = backend.capacity;
   const pending = order.pending?.size ? (order.pending.get(backend.id) ?? 0) : 0;
-  const queueMs = ((inFlight + queued + pending) / Math.max(1, slots)) * serviceMs;
+  const queueMs = ((inFlight + queued + pending + 1) / Math.max(1, slots)) * serviceMs;
   return (rttMs + queueMs + serviceMs + (model.warm ? 0 : r.coldMs)) * penalty;
 }
 

@@ -53,7 +53,7 @@ function scoreAt(
   const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured);
   const { slots, inFlight, queued } = backend.capacity;
   const load = inFlight + queued + (r.stats.pending?.size ? (r.stats.pending.get(backend.id) ?? 0) : 0);
-  const queueMs = (load / Math.max(1, slots)) * serviceMs;
+  const queueMs = ((load + 1) / Math.max(1, slots)) * serviceMs;
   const coldMs = model.warm ? 0 : r.coldMs;
   const expectedMs = (rttMs + queueMs + serviceMs + coldMs) * penalty;
   // Ejection is a filter like those above; asked last, as it is the one that costs a lookup.

@@ -14,9 +14,13 @@
  *   measured apart so that one is not mistaken for the other: a backend's
  *   service time is the same from every PoP, its RTT is not;
  * - queue wait: (inFlight + queued [heartbeat] + pending [this isolate's own
- *   calls, which the seconds-old heartbeat has not seen]) / slots x service.
- *   A measured EWMA already holds the queueing its samples met, so load counts
- *   a little twice: the error is on the side of spreading;
+ *   calls, which the seconds-old heartbeat has not seen] + 1 [this request])
+ *   / slots x service. The request itself counts because the load it sees is
+ *   seconds old and other isolates send meanwhile: one more request is a
+ *   larger share of a small backend (docs/benchmarks.md, the simulator's
+ *   "Queue wait counts the request"). A measured EWMA already holds the
+ *   queueing its samples met, so load counts a little twice: the error is
+ *   on the side of spreading;
  * - cold start: when the model is not warm there, max(its load time, maxExtraMs).
  *
  * Hard filters, never relaxed: model (and version when given) announced,
@@ -142,7 +146,7 @@ export function estimate(backend: BackendEntry, model: HeartbeatModel, ctx: Scor
   const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured);
   const { slots, inFlight, queued } = backend.capacity;
   const load = inFlight + queued + (ctx.stats.pending?.get(backend.id) ?? 0);
-  const queueMs = (load / Math.max(1, slots)) * serviceMs;
+  const queueMs = ((load + 1) / Math.max(1, slots)) * serviceMs;
   const coldMs = model.warm
     ? 0
     : Math.max(

@@ -48,8 +48,9 @@ describe('rankByScore: expected time to a complete answer', () => {
     const idle = backend('idle', 'eu-west');
     const ranked = rankByScore([busy, idle], { model: 'embed', from: pop('FRA') }, none, 0);
     expect(ids(ranked)).toEqual(['idle', 'busy']);
-    expect(ranked[1]!.queueMs).toBe((12 / 4) * 20);
-    expect(ranked[0]!.queueMs).toBe(0);
+    // The request being placed counts in the queue it would join: (load + 1) / slots x service.
+    expect(ranked[1]!.queueMs).toBe(((12 + 1) / 4) * 20);
+    expect(ranked[0]!.queueMs).toBe((1 / 4) * 20);
     const a = backend('a', 'eu-west');
     const b = backend('b', 'eu-west');
     expect(ids(rankByScore([a, b], { model: 'embed', from: pop('FRA') }, { pending: new Map([['a', 3]]) }, 0))).toEqual(['b', 'a']);

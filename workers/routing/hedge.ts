@@ -47,7 +47,8 @@ const RATIO_SCALE = 100;
  * Per model, the answer times this isolate waited for over the expected times
  * they were ranked by (each answered attempt's `actual / Scored.expectedMs`),
  * in a decaying histogram: how far past its score a backend's answer may run,
- * learnt from every backend of the model at once. Bounded by the models asked for.
+ * learnt from every backend of the model at once. Bounded: past `maxModels`,
+ * the model observed least recently is forgotten.
  */
 export class RatioBook {
   readonly #byModel = new Map<string, DecayingHistogram>();
@@ -61,10 +62,14 @@ export class RatioBook {
   observe(model: string, actualMs: number, expectedMs: number, now: number): void {
     if (!(expectedMs > 0) || !(actualMs >= 0)) return;
     let h = this.#byModel.get(model);
-    if (!h) {
+    if (h) {
+      // Least recently observed first out: a model in use is never the one evicted.
+      this.#byModel.delete(model);
+    } else {
       if (this.#byModel.size >= this.#maxModels) this.#byModel.delete(this.#byModel.keys().next().value!);
-      this.#byModel.set(model, (h = new DecayingHistogram()));
+      h = new DecayingHistogram();
     }
+    this.#byModel.set(model, h);
     h.observe((actualMs / expectedMs) * RATIO_SCALE, now);
   }
 

@@ -43,4 +43,15 @@ describe('hedging decisions', () => {
     ratios.observe('bad', Number.NaN, 10, 0);
     expect(ratios.quantile('bad', 0.5, 0)).toBeUndefined();
   });
+
+  it('keeps at most maxModels models, forgetting the one observed least recently', () => {
+    const ratios = new RatioBook(2);
+    ratios.observe('embed', 40, 40, 0);
+    ratios.observe('ocr', 40, 40, 0);
+    ratios.observe('embed', 40, 40, 0); // embed in use again: ocr is now the oldest
+    ratios.observe('chat', 40, 40, 0);
+    expect(ratios.quantile('embed', 0.5, 0)?.weight).toBe(2);
+    expect(ratios.quantile('ocr', 0.5, 0)).toBeUndefined();
+    expect(ratios.quantile('chat', 0.5, 0)?.weight).toBe(1);
+  });
 });

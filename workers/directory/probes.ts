@@ -35,6 +35,13 @@ export const PROBES_PER_ROUND = 4;
 export const PROBE_ROUND_MS = 2_000;
 /** A probe not answered by then counts nothing. */
 export const PROBE_TIMEOUT_MS = 5_000;
+/**
+ * This long after an isolate's last probe of a backend, its round trip is in
+ * the directory's verdict (reports flush within RTT_FLUSH_MS, snapshots
+ * refresh every second): a verdict that shows fewer probes means the
+ * directory forgot them, and the isolate probes again.
+ */
+export const FORGOTTEN_AFTER_MS = 30_000;
 /** The largest probe answer read, bytes. */
 const MAX_ANSWER_BYTES = 1024;
 /** Probed pairs and backends remembered per isolate; past it the oldest half is forgotten. */
@@ -75,8 +82,8 @@ export class Prober {
   readonly #timeoutMs: number;
   /** Backend id -> when this isolate last probed it. */
   readonly #lastProbe = new Map<string, number>();
-  /** `backend\0POP` -> valid probe answers this isolate counted from that PoP in the window that began at `since`. */
-  readonly #answered = new Map<string, { n: number; since: number }>();
+  /** `backend\0POP` -> valid probe answers this isolate counted from that PoP in the window that began at `since`, the last at `last`. */
+  readonly #answered = new Map<string, { n: number; since: number; last: number }>();
   /** The provider key's `x` -> the imported key. */
   readonly #keys = new Map<string, Promise<CryptoKey>>();
   #lastRound = -Infinity;
@@ -104,7 +111,11 @@ export class Prober {
     const evidence = backend.location?.evidence;
     const directory = evidence?.pop === pop ? (evidence.windowProbeSamples ?? evidence.probeSamples ?? 0) : 0;
     const mine = this.#answered.get(`${backend.id}\u0000${pop}`);
-    return Math.max(directory, mine && now - mine.since < RTT_WINDOW_MS ? mine.n : 0);
+    let own = mine && now - mine.since < RTT_WINDOW_MS ? mine.n : 0;
+    // Long enough after the last probe for it to be in the directory's snapshot, a directory that shows
+    // less has forgotten them: the backend left and came back (its round trips go with it), or they were pruned.
+    if (mine && own > 0 && now - mine.last >= FORGOTTEN_AFTER_MS && (!evidence || evidence.pop === pop)) own = Math.min(own, directory);
+    return Math.max(directory, own);
   }
 
   /**
@@ -140,7 +151,7 @@ export class Prober {
     const key = `${backend.id}\u0000${pop}`;
     const now = this.#now();
     const mine = this.#answered.get(key);
-    remember(this.#answered, key, mine && now - mine.since < RTT_WINDOW_MS ? { n: mine.n + 1, since: mine.since } : { n: 1, since: now });
+    remember(this.#answered, key, mine && now - mine.since < RTT_WINDOW_MS ? { n: mine.n + 1, since: mine.since, last: now } : { n: 1, since: now, last: now });
     return result;
   }
 

@@ -18,7 +18,7 @@ import { generateEd25519 } from '../../../shared/keys.ts';
 import type { BackendEntry } from '../../../workers/directory/backend.ts';
 import type { Env } from '../../../workers/env.ts';
 import { probeMessage } from '../../../shared/probe.ts';
-import { Prober } from '../../../workers/directory/probes.ts';
+import { FORGOTTEN_AFTER_MS, Prober } from '../../../workers/directory/probes.ts';
 import { RTT_WINDOW_MS } from '../../../workers/directory/round-trips.ts';
 import type { RttSample } from '../../../workers/directory/rtt-report.ts';
 
@@ -203,8 +203,39 @@ describe('which backends are probed', () => {
     expect(prober.due('SIN', [b], now)).toEqual([]);
     expect(prober.due('CGK', [b], now + 2_000).map((x) => x.id)).toEqual(['sg-1']);
     // A window after its first probe, the backend is probed from SIN again: the directory's evidence reads two windows only.
-    expect(prober.due('SIN', [b], T + RTT_WINDOW_MS - 1)).toEqual([]);
-    expect(prober.due('SIN', [b], T + RTT_WINDOW_MS).map((x) => x.id)).toEqual(['sg-1']);
+    // (Its verdict shows another PoP's evidence, which says nothing of SIN's probes.)
+    const shownFromFra = entry('sg-1', {
+      location: { state: 'verified', evidence: { pop: 'FRA', samples: 9, minRttMs: 3, probeMinRttMs: 3, probeSamples: 5, windowProbeSamples: 5, distanceKm: 10, reachKm: 350 } },
+    });
+    expect(prober.due('SIN', [shownFromFra], T + RTT_WINDOW_MS - 1)).toEqual([]);
+    expect(prober.due('SIN', [shownFromFra], T + RTT_WINDOW_MS).map((x) => x.id)).toEqual(['sg-1']);
+  });
+
+  it('probes again once the directory shows it forgot this isolate\'s probes (a backend that left and came back), not before', async () => {
+    stubBackend();
+    let now = T;
+    const prober = new Prober({ note: () => {}, now: () => now });
+    const back = entry('sg-back');
+    for (let i = 0; i < 5; i++) {
+      expect(prober.due('SIN', [back], now)).toHaveLength(1);
+      expect((await prober.probe('SIN', back)).ok).toBe(true);
+      now += 10_000;
+    }
+    const last = now - 10_000;
+    const evidence = (pop: string, windowProbeSamples: number) =>
+      ({
+        state: 'verified',
+        evidence: { pop, samples: 9, minRttMs: 3, probeMinRttMs: 3, probeSamples: windowProbeSamples, windowProbeSamples, distanceKm: 10, reachKm: 350, ceilingMs: 27 },
+      }) as BackendEntry['location'];
+    // Too soon for the round trips to be in the verdict: no evidence yet is no proof of forgetting.
+    expect(prober.due('SIN', [back], last + FORGOTTEN_AFTER_MS - 1)).toEqual([]);
+    // Long after: the directory holds the five, or it forgot them.
+    const later = last + FORGOTTEN_AFTER_MS;
+    expect(prober.due('SIN', [entry('sg-back', { location: evidence('SIN', 5) })], later)).toEqual([]);
+    // Evidence shown from another PoP says nothing of SIN's probes.
+    expect(prober.due('SIN', [entry('sg-back', { location: evidence('FRA', 5) })], later + 2_000)).toEqual([]);
+    expect(prober.due('SIN', [entry('sg-back', { location: { state: 'unverified' } })], later + 4_000).map((b) => b.id)).toEqual(['sg-back']);
+    expect(prober.due('SIN', [entry('sg-back', { location: evidence('SIN', 2) })], later + 16_000).map((b) => b.id)).toEqual(['sg-back']);
   });
 
   it('keeps probing a backend whose answers do not verify (they count nothing)', async () => {

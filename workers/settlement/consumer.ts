@@ -10,8 +10,8 @@
  */
 
 import { decodePayload } from '../../shared/jwt.ts';
-import type { Env } from '../env.ts';
-import { ledgerShard, MAX_SHARDS, shardOfReceipt } from './ledger.ts';
+import { MAX_SETTLEMENT_SHARDS, type Env } from '../env.ts';
+import { ledgerShard, shardOfReceipt } from './ledger.ts';
 import type { ReceiptMessage } from './record.ts';
 
 function receiptOf(body: unknown, env: Env): { receipt: string; shard: number } | string {
@@ -21,7 +21,7 @@ function receiptOf(body: unknown, env: Env): { receipt: string; shard: number } 
   if (typeof jti !== 'string' || jti.length === 0) return 'receipt has no jti';
   if (m.shard === undefined) return { receipt: m.receipt, shard: shardOfReceipt(env, jti) };
   // The shard chosen when the receipt was recorded, kept across a change of SETTLEMENT_SHARDS (record.ts).
-  if (!Number.isInteger(m.shard) || m.shard < 0 || m.shard >= MAX_SHARDS) return `shard ${JSON.stringify(m.shard)} is not a ledger shard`;
+  if (!Number.isInteger(m.shard) || m.shard < 0 || m.shard >= MAX_SETTLEMENT_SHARDS) return `shard ${JSON.stringify(m.shard)} is not a ledger shard`;
   return { receipt: m.receipt, shard: m.shard };
 }
 

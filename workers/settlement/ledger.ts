@@ -2,8 +2,6 @@
 
 import { settings, type Env } from '../env.ts';
 
-export { MAX_SETTLEMENT_SHARDS as MAX_SHARDS } from '../env.ts';
-
 export function ledgerShard(env: Env, shard: number) {
   return env.SETTLEMENT_LEDGER.getByName(`shard-${shard}`);
 }

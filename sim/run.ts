@@ -37,12 +37,21 @@ export interface RunRecord {
   busyMs: { cloud: number; site: number };
   /** Per kind of backend, per model: what the simulated backends ran (a policy's own fleet, outside them, is not counted). */
   executed: { cloud: Execution[]; site: Execution[] };
+  /** Per kind of backend, per model: sums over the first attempts that answered, for policies that score (`Served.estimate`). */
+  estimates: { cloud: EstimateSums[]; site: EstimateSums[] };
   /** Simulated time from the first arrival to the last answer, ms. */
   simulatedMs: number;
   /** Wall-clock time of the run, ms. */
   wallMs: number;
   /** Warm placement's loads and unloads. */
   placement: { loads: number; unloads: number };
+}
+
+/** Sums of what the routing expected and what the calls took, ms, over `n` calls. */
+export interface EstimateSums {
+  n: number;
+  expectedMs: number;
+  tookMs: number;
 }
 
 export interface Progress {
@@ -95,6 +104,7 @@ export function runPolicy(config: SimConfig, world: World, network: Network, pol
     floor: new Float32Array(n),
     busyMs: { cloud: 0, site: 0 },
     executed: { cloud: config.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })), site: config.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })) },
+    estimates: { cloud: config.models.map(() => ({ n: 0, expectedMs: 0, tookMs: 0 })), site: config.models.map(() => ({ n: 0, expectedMs: 0, tookMs: 0 })) },
     simulatedMs: 0,
     wallMs: 0,
     placement: { loads: 0, unloads: 0 },
@@ -114,6 +124,13 @@ export function runPolicy(config: SimConfig, world: World, network: Network, pol
     served(request, served) {
       record.latency[request.index] = served.latencyMs;
       record.flags[request.index] = (served.cold ? COLD : 0) | (served.hedged ? HEDGED : 0) | (served.retried ? RETRIED : 0);
+      const e = served.estimate;
+      if (e) {
+        const sums = record.estimates[e.site ? 'site' : 'cloud'][request.model]!;
+        sums.n++;
+        sums.expectedMs += e.expectedMs;
+        sums.tookMs += e.tookMs;
+      }
       finish();
     },
     failed(request, latencyMs) {

@@ -55,6 +55,12 @@ export interface ExecutionSummary {
   kinds: { kind: 'cloud' | 'site'; share: number; meanBatch: number; meanWaitMs: number }[];
 }
 
+/** Per model and kind of backend: the first attempts that answered, what the routing expected of them and what they took (PoP to backend and back). */
+export interface EstimateSummary {
+  model: string;
+  kinds: { kind: 'cloud' | 'site'; calls: number; meanExpectedMs: number; meanTookMs: number }[];
+}
+
 export interface PolicySummary {
   policy: string;
   label: string;
@@ -79,6 +85,8 @@ export interface PolicySummary {
   perPop: PopSummary[];
   /** Per model, what the simulated backends ran (empty for a policy whose fleet is its own). */
   executed: ExecutionSummary[];
+  /** Per model, its routing score against the outcome (empty for a policy that does not score). */
+  estimates: EstimateSummary[];
   simulatedS: number;
   wallS: number;
   placementLoads: number;
@@ -193,6 +201,7 @@ export function summarise(record: RunRecord, world: World, config: SimConfig): P
       .map(([pop, list]) => ({ code: world.pops[pop]!.code, lat: world.pops[pop]!.lat, lon: world.pops[pop]!.lon, requests: list.length, p50: quantiles(Float64Array.from(list)).p50 }))
       .sort((a, b) => a.code.localeCompare(b.code)),
     executed: executionSummaries(record, config),
+    estimates: estimateSummaries(record, config),
     simulatedS: record.simulatedMs / 1000,
     wallS: record.wallMs / 1000,
     placementLoads: record.placement.loads,
@@ -213,6 +222,25 @@ export function executionSummaries(record: Pick<RunRecord, 'executed'>, config: 
           share: e.jobs / total,
           meanBatch: e.batches ? e.jobs / e.batches : Number.NaN,
           meanWaitMs: e.jobs ? e.waitMs / e.jobs : Number.NaN,
+        })),
+      },
+    ];
+  });
+}
+
+/** Per model, the mean expected and actual time of the first attempts that answered, per kind of backend; models with none are left out. */
+export function estimateSummaries(record: Pick<RunRecord, 'estimates'>, config: Pick<SimConfig, 'models'>): EstimateSummary[] {
+  return config.models.flatMap((m, i) => {
+    const kinds = (['cloud', 'site'] as const).map((kind) => ({ kind, e: record.estimates[kind][i]! }));
+    if (kinds.every((k) => k.e.n === 0)) return [];
+    return [
+      {
+        model: m.name,
+        kinds: kinds.map(({ kind, e }) => ({
+          kind,
+          calls: e.n,
+          meanExpectedMs: e.n ? e.expectedMs / e.n : Number.NaN,
+          meanTookMs: e.n ? e.tookMs / e.n : Number.NaN,
         })),
       },
     ];

@@ -121,7 +121,11 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
         routing.ejected.recordSuccess(id);
         for (const loser of plan.won(attempt)) loser.driver!.job.cancelled = true;
         done = true;
-        ctx.served(request, { latencyMs: elapsed(), cold: outcome.cold, hedged, retried });
+        // The first attempt answered: how well its score predicted the call (the report's "How the score predicted").
+        const first = !attempt.hedge && !retried;
+        const site = first && ctx.backends[byId.get(id)!]!.spec.kind === 'site';
+        const estimate = first ? { expectedMs: attempt.candidate.expectedMs, tookMs: ms, site } : undefined;
+        ctx.served(request, { latencyMs: elapsed(), cold: outcome.cold, hedged, retried, ...(estimate ? { estimate } : {}) });
         return;
       }
       const retry = plan.failed(attempt, outcome.kind === 'timeout');

@@ -32,6 +32,16 @@ export interface Served {
   /** A hedge was sent, or a retry after a failure. */
   hedged: boolean;
   retried: boolean;
+  /** When the policy scores candidates and its first attempt answered: what it expected of that call and what it took. */
+  estimate?: Estimate;
+}
+
+/** A routing score against the outcome, for one call: from the PoP to the backend and back, ms. */
+export interface Estimate {
+  expectedMs: number;
+  tookMs: number;
+  /** The backend was a site (else a cloud backend). */
+  site: boolean;
 }
 
 export interface SimContext {

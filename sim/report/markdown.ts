@@ -146,6 +146,21 @@ export function simMarkdown(report: SimReport): string {
     for (const s of ran) lines.push(row([s.label, ...names.map((n) => (s.executed.find((e) => e.model === n)?.kinds ?? []).map(cell).join('; '))]));
     lines.push('');
   }
+  const scored = summaries.filter((s) => s.estimates.length > 0);
+  if (scored.length) {
+    lines.push('### How the score predicted', '');
+    lines.push(
+      'For the policies that score their candidates: the first attempts that answered (no retry, not the hedge), per kind of backend: how many, the mean time the score expected and the mean time the call took, from the PoP to the backend and back. A score well under what its calls take, for one kind, is load the routing does not see.',
+      '',
+    );
+    const names = scored[0]!.estimates.map((e) => e.model);
+    lines.push(row(['policy', ...names]));
+    lines.push(align(names.length + 1));
+    const cell = (k: PolicySummary['estimates'][number]['kinds'][number]) =>
+      k.calls > 0 ? `${k.kind}: expected ${ms(k.meanExpectedMs)}, took ${ms(k.meanTookMs)}` : `${k.kind}: none`;
+    for (const s of scored) lines.push(row([s.label, ...names.map((n) => (s.estimates.find((e) => e.model === n)?.kinds ?? []).map(cell).join('; '))]));
+    lines.push('');
+  }
   const bands = summaries[0]?.bands ?? [];
   lines.push('### By the user\'s distance to the nearest cloud region', '');
   lines.push(`Requests per band: ${bands.map((b) => `${b.label} ${pct(b.requests / (summaries[0]?.requests || 1))}`).join(', ')}. Each cell: p50 / p90 / p99 (failed, cold starts).`, '');

@@ -20,6 +20,20 @@ describe('one simulation run', () => {
     }
   });
 
+  it("records what the mesh's score expected of each first attempt that answered, and what it took; a policy that does not score records nothing", () => {
+    const config = quietConfig();
+    const calls = (r: ReturnType<typeof run>) => [...r.estimates.cloud, ...r.estimates.site].reduce((n, e) => n + e.n, 0);
+    const mesh = run(config, 'mesh');
+    expect(count(mesh.flags, FAILED)).toBe(0);
+    expect(calls(mesh)).toBe(mesh.requests);
+    for (const e of [...mesh.estimates.cloud, ...mesh.estimates.site].filter((x) => x.n > 0)) {
+      expect(e.expectedMs / e.n).toBeGreaterThan(0);
+      // An idle backend next to the user: the call took about what was expected (the score's geometric RTT and queue term err high).
+      expect(e.tookMs / e.n).toBeLessThanOrEqual(e.expectedMs / e.n);
+    }
+    expect(calls(run(config, 'random-node'))).toBe(0);
+  });
+
   it('is deterministic for a seed, and another seed gives other arrivals', () => {
     const config = { ...DEFAULT_CONFIG, requests: 3_000, ratePerSecond: 2_000, sites: { ...DEFAULT_CONFIG.sites, count: 120 } };
     const a = run(config, 'mesh', 'world');

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../sim/config.ts';
 import { COLD, FAILED, HEDGED, type RunRecord } from '../../sim/run.ts';
-import { bandOf, BANDS, executionSummaries, quantiles, summarise } from '../../sim/stats.ts';
+import { bandOf, BANDS, estimateSummaries, executionSummaries, quantiles, summarise } from '../../sim/stats.ts';
 import type { World } from '../../sim/world.ts';
 
 function record(latency: number[], flags: number[], floor: number[], city: number[]): RunRecord {
@@ -18,6 +18,7 @@ function record(latency: number[], flags: number[], floor: number[], city: numbe
     floor: Float32Array.from(floor),
     busyMs: { cloud: 3_600_000, site: 0 },
     executed: { cloud: DEFAULT_CONFIG.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })), site: DEFAULT_CONFIG.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })) },
+    estimates: { cloud: DEFAULT_CONFIG.models.map(() => ({ n: 0, expectedMs: 0, tookMs: 0 })), site: DEFAULT_CONFIG.models.map(() => ({ n: 0, expectedMs: 0, tookMs: 0 })) },
     simulatedMs: 1000,
     wallMs: 10,
     placement: { loads: 0, unloads: 0 },
@@ -73,6 +74,30 @@ describe('run statistics', () => {
         kinds: [
           { kind: 'cloud', share: 0.25, meanBatch: 1, meanWaitMs: 2 },
           { kind: 'site', share: 0.75, meanBatch: 2, meanWaitMs: 10 },
+        ],
+      },
+    ]);
+  });
+
+  it('says how the score predicted: per model and kind, the calls and their mean expected and actual times', () => {
+    const sums = (n: number, expectedMs: number, tookMs: number) => ({ n, expectedMs, tookMs });
+    const estimates = {
+      cloud: [sums(2, 100, 120), sums(0, 0, 0), sums(0, 0, 0)],
+      site: [sums(0, 0, 0), sums(0, 0, 0), sums(4, 1_200, 2_000)],
+    };
+    expect(estimateSummaries({ estimates }, DEFAULT_CONFIG)).toEqual([
+      {
+        model: DEFAULT_CONFIG.models[0]!.name,
+        kinds: [
+          { kind: 'cloud', calls: 2, meanExpectedMs: 50, meanTookMs: 60 },
+          { kind: 'site', calls: 0, meanExpectedMs: Number.NaN, meanTookMs: Number.NaN },
+        ],
+      },
+      {
+        model: DEFAULT_CONFIG.models[2]!.name,
+        kinds: [
+          { kind: 'cloud', calls: 0, meanExpectedMs: Number.NaN, meanTookMs: Number.NaN },
+          { kind: 'site', calls: 4, meanExpectedMs: 300, meanTookMs: 500 },
         ],
       },
     ]);

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { goals, simMarkdown, type SimReport } from '../../../sim/report/markdown.ts';
 import type { PolicySummary } from '../../../sim/stats.ts';
 
-function summary(policy: string, p50: number, p99: number, farP50: number, within: number): PolicySummary {
+function summary(policy: string, p50: number, p99: number, farP50: number, within: number, scored = false): PolicySummary {
   const band = (label: string, v: number) => ({ label, requests: 10, failedShare: 0, coldShare: 0, p50: v, p90: v, p99: v * 1.5 });
   return {
     policy,
@@ -21,6 +21,9 @@ function summary(policy: string, p50: number, p99: number, farP50: number, withi
     floorRatioP50: 1.1,
     perPop: [],
     executed: [{ model: 'embed', kinds: [{ kind: 'cloud', share: 0.4, meanBatch: 1.25, meanWaitMs: 6.6 }, { kind: 'site', share: 0.6, meanBatch: 1.84, meanWaitMs: 88.7 }] }],
+    estimates: scored
+      ? [{ model: 'embed', kinds: [{ kind: 'cloud', calls: 0, meanExpectedMs: Number.NaN, meanTookMs: Number.NaN }, { kind: 'site', calls: 9, meanExpectedMs: 31.2, meanTookMs: 44.9 }] }]
+      : [],
     simulatedS: 1,
     wallS: 1,
     placementLoads: 0,
@@ -46,7 +49,7 @@ describe('the simulator report', () => {
       requestsPerPolicy: 40,
       ratePerSecond: 100,
       world: { pops: 308, cities: 3, cloudBackends: 1, sites: 2, models: 'embed' },
-      summaries: [summary('cloud-us-east', 250, 800, 300, 0), summary('random-node', 240, 29_000, 240, 0), summary('mesh', 60, 110, 100, 0.96)],
+      summaries: [summary('cloud-us-east', 250, 800, 300, 0), summary('random-node', 240, 29_000, 240, 0), summary('mesh', 60, 110, 100, 0.96, true)],
       serviceTails: [{ model: 'embed', p50: 12, p99: 31, ratio: 31 / 12 }],
       pictures: [{ label: 'Map', path: 'sim/map-mesh.svg' }],
       wallS: 3,
@@ -61,5 +64,9 @@ describe('the simulator report', () => {
     expect(md).toContain('*Its service times alone*');
     expect(md).toContain('### Where each model ran');
     expect(md).toContain('| mesh | cloud 40.0% (batch 1.25, wait 7 ms); site 60.0% (batch 1.84, wait 89 ms) |');
+    // Only the policy that scores has a row in how its score predicted.
+    expect(md).toContain('### How the score predicted');
+    expect(md).toContain('| mesh | cloud: none; site: expected 31 ms, took 45 ms |');
+    expect(md).not.toMatch(/\| random-node \| cloud: /);
   });
 });

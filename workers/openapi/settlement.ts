@@ -70,6 +70,19 @@ export const settlement: Family = {
         errors: [409],
       },
     },
+    '/admin/settlement/replay': {
+      post: {
+        summary: 'Append the receipts kept under undelivered/ to their ledger shards',
+        see: '5.6',
+        auth: 'admin',
+        query: { limit: str({ pattern: '^[0-9]{1,9}$', description: 'objects looked at in this call: at least 1, default 100; at most 1000 is used' }) },
+        ok: {
+          200: {
+            json: obj({ replayed: int(), duplicates: int(), kept: arr(obj({ key: str(), reason: str() })), more: bool }),
+          },
+        },
+      },
+    },
     '/admin/settlement/shards': {
       get: {
         summary: "Each ledger shard's counts",

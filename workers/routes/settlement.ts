@@ -6,7 +6,7 @@
  * a receipt whose signature verifies but that has not reached the log yet is
  * on its way (202 `receipt_pending`), never "not found". Operator actions,
  * admin only: close the open batches now, withhold a receipt from payout,
- * shard stats.
+ * replay the receipts kept under `undelivered/`, shard stats.
  */
 
 import { Hono, type Context } from 'hono';
@@ -21,6 +21,7 @@ import { settings, type Env } from '../env.ts';
 import { signingKeys } from '../keys.ts';
 import { factsOf } from '../request-log.ts';
 import { allShards, ledgerShard, parseBatchId, shardOfReceipt } from '../settlement/ledger.ts';
+import { replayUndelivered, REPLAY_DEFAULT, REPLAY_MAX } from '../settlement/replay.ts';
 import type { BatchSummary } from '../settlement/SettlementLedger.ts';
 
 const BILLING = ['billing', 'admin'] as const;
@@ -169,6 +170,12 @@ export const settlementRoutes = new Hono<AppEnv>()
     const { created, settled } = await ledgerShard(c.env, shard).dispute(shard, body.jti, reason);
     if (settled) throw new MeshError('already_settled', `Receipt ${body.jti} is already in a closed batch; it can no longer be disputed.`);
     return c.json({ jti: body.jti, reason, created }, created ? 201 : 200);
+  })
+  .post('/admin/settlement/replay', async (c) => {
+    await authenticate(c, ['admin']);
+    const limit = intParam(c.req.query('limit'), 'limit', REPLAY_DEFAULT, REPLAY_MAX);
+    if (limit < 1) throw invalid('"limit" must be at least 1.');
+    return c.json(await replayUndelivered(c.env, limit));
   })
   .get('/admin/settlement/shards', async (c) => {
     await authenticate(c, ['admin']);

@@ -19,7 +19,7 @@
  *
  * If the queue refuses twice, the receipts are appended straight to their
  * ledger shards; what a shard refuses is written to the archive bucket under
- * `undelivered/` for the operator to replay; only if R2 fails as well does a
+ * `undelivered/` for the operator to replay (replay.ts); only if R2 fails as well does a
  * receipt end in the error log, in full. `recordReceipt` never rejects.
  */
 
@@ -67,8 +67,11 @@ interface Outbox {
 
 const outboxes = new WeakMap<Env, Outbox>();
 
-function undeliveredKey(jti: string): string {
-  return `undelivered/${jti}.jwt`;
+/** Where a receipt the queue and its shard both refused waits for `POST /admin/settlement/replay` (replay.ts). */
+export const UNDELIVERED_PREFIX = 'undelivered/';
+
+export function undeliveredKey(jti: string): string {
+  return `${UNDELIVERED_PREFIX}${jti}.jwt`;
 }
 
 export async function recordReceipt(env: Env, jti: string, receipt: string): Promise<Recorded> {

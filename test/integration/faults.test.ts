@@ -576,10 +576,9 @@ describe('real faults under a steady stream from SIN, CGK, FRA and IAD', () => {
     await proxy('iad-1').setFault({ kind: 'latency', ms: STALL_MS, direction: 'response', share: 0.1 });
     let samples: Sample[];
     try {
-      // The hedge budget (5% of the isolate's requests plus 1 a second, design.md "Hedging") must cover the
-      // stalls: iad-1 answers about a quarter of this mix, so its 10% stalls ask for about 3% of the requests
-      // as hedges. With IAD's traffic alone (iad-1 answering most of it) they would need about as much as
-      // the budget holds, and whether a stall was hedged would be a race.
+      // The hedge budget (10% of the isolate's requests plus 1 a second, design.md "Hedging") must cover the
+      // p95 hedges of every backend (about 5%) and the stalls: iad-1 answers about a quarter of this mix, so
+      // its 10% stalls ask for about 3% more.
       samples = await stream({ loops: ALL_POPS, durationMs: 12_000 });
     } finally {
       await proxy('iad-1').setFault({ kind: 'none' });

@@ -31,8 +31,12 @@ export interface RunRecord {
   city: Int32Array;
   pop: Int16Array;
   model: Uint8Array;
-  /** Per request: its physical floor, ms (see `floors`). */
+  /** Per request: its physical floor, ms (see `popModelFloors`): the lesser of the two below. */
   floor: Float32Array;
+  /** Per request: its floor through its PoP to the best-placed backend with the model warm, ms. */
+  floorViaPop: Float32Array;
+  /** Per request: its floor straight to the nearest cloud region, ms. */
+  floorDirect: Float32Array;
   /** Slot time spent computing, ms, on cloud fleets and on sites (wasted work included). */
   busyMs: { cloud: number; site: number };
   /** Per kind of backend, per model: what the simulated backends ran (a policy's own fleet, outside them, is not counted). */
@@ -102,6 +106,8 @@ export function runPolicy(config: SimConfig, world: World, network: Network, pol
     pop: new Int16Array(n),
     model: new Uint8Array(n),
     floor: new Float32Array(n),
+    floorViaPop: new Float32Array(n),
+    floorDirect: new Float32Array(n),
     busyMs: { cloud: 0, site: 0 },
     executed: { cloud: config.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })), site: config.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })) },
     estimates: { cloud: config.models.map(() => ({ n: 0, expectedMs: 0, tookMs: 0 })), site: config.models.map(() => ({ n: 0, expectedMs: 0, tookMs: 0 })) },
@@ -189,6 +195,8 @@ export function runPolicy(config: SimConfig, world: World, network: Network, pol
     const viaPop = lastMileMs + toPop + floors[request.pop * m + model]!;
     const direct = lastMileMs + network.userToCloudMs(city, world.cityCloud[city]!) + config.models[model]!.serviceMs;
     record.floor[index] = Math.min(viaPop, direct);
+    record.floorViaPop[index] = viaPop;
+    record.floorDirect[index] = direct;
     policy.serve(request, ctx);
     if (progress && issued % step === 0) progress(issued, n);
     if (issued < n) {

@@ -33,6 +33,9 @@ export interface BandSummary extends Quantiles {
   requests: number;
   failedShare: number;
   coldShare: number;
+  /** Medians of the band's physical floors, ms (the same for every policy): through the PoP to the best warm backend, and straight to the nearest cloud region. */
+  floorViaPopP50: number;
+  floorDirectP50: number;
 }
 
 export interface ModelSummary extends Quantiles {
@@ -116,6 +119,8 @@ export function summarise(record: RunRecord, world: World, config: SimConfig): P
   const bandCount = BANDS.map(() => 0);
   const bandFailed = BANDS.map(() => 0);
   const bandCold = BANDS.map(() => 0);
+  const bandViaPop: number[][] = BANDS.map(() => []);
+  const bandDirect: number[][] = BANDS.map(() => []);
   const popServed = new Map<number, number[]>();
   const cold: number[] = [];
   const modelServed: number[][] = config.models.map(() => []);
@@ -132,6 +137,8 @@ export function summarise(record: RunRecord, world: World, config: SimConfig): P
     const flags = record.flags[i]!;
     const band = bandOf(world.cityCloudKm[record.city[i]!]!);
     bandCount[band]!++;
+    bandViaPop[band]!.push(record.floorViaPop[i]!);
+    bandDirect[band]!.push(record.floorDirect[i]!);
     if (flags & HEDGED) hedged++;
     if (flags & RETRIED) retried++;
     const model = record.model[i]!;
@@ -188,6 +195,8 @@ export function summarise(record: RunRecord, world: World, config: SimConfig): P
       failedShare: bandCount[i]! ? bandFailed[i]! / bandCount[i]! : Number.NaN,
       coldShare: bandCount[i]! ? bandCold[i]! / bandCount[i]! : Number.NaN,
       ...quantiles(Float64Array.from(bandServed[i]!)),
+      floorViaPopP50: quantiles(Float64Array.from(bandViaPop[i]!)).p50,
+      floorDirectP50: quantiles(Float64Array.from(bandDirect[i]!)).p50,
     })),
     byModel: config.models.map((m, i) => ({
       model: m.name,

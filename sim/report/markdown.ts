@@ -168,6 +168,18 @@ export function simMarkdown(report: SimReport): string {
   lines.push(align(bands.length + 1));
   for (const s of summaries) lines.push(row([s.label, ...s.bands.map((b) => `${ms(b.p50)} / ${ms(b.p90)} / ${ms(b.p99)} (${pct(b.failedShare)}, ${pct(b.coldShare)})`)]));
   lines.push('');
+  if (bands.length) {
+    lines.push(
+      "The physical floor per band (the same arrivals for every policy; no queue, no jitter, no edge time), median: through the user's PoP to the best-placed backend with the model warm, straight to the nearest cloud region, and the difference: about the most any routing through the PoP gains on the nearest region at the median.",
+      '',
+    );
+    lines.push(row(['floor', ...bands.map((b) => b.label)]));
+    lines.push(align(bands.length + 1));
+    lines.push(row(['through the PoP', ...bands.map((b) => ms(b.floorViaPopP50))]));
+    lines.push(row(['straight to the nearest region', ...bands.map((b) => ms(b.floorDirectP50))]));
+    lines.push(row(['difference', ...bands.map((b) => ms(b.floorDirectP50 - b.floorViaPopP50))]));
+    lines.push('');
+  }
 
   lines.push("### The essay's table beside the simulation", '');
   lines.push(row(['essay: kind', 'claimed median', 'claimed p99', 'claimed cold start', 'simulated policy', 'median', 'p99', 'cold start p50', 'verdict']));

@@ -4,7 +4,7 @@ import { COLD, FAILED, HEDGED, type RunRecord } from '../../sim/run.ts';
 import { bandOf, BANDS, estimateSummaries, executionSummaries, quantiles, summarise } from '../../sim/stats.ts';
 import type { World } from '../../sim/world.ts';
 
-function record(latency: number[], flags: number[], floor: number[], city: number[]): RunRecord {
+function record(latency: number[], flags: number[], floor: number[], city: number[], direct = floor.map((f) => f * 1.5)): RunRecord {
   const n = latency.length;
   return {
     policy: 'p',
@@ -16,6 +16,8 @@ function record(latency: number[], flags: number[], floor: number[], city: numbe
     pop: new Int16Array(n),
     model: new Uint8Array(n),
     floor: Float32Array.from(floor),
+    floorViaPop: Float32Array.from(floor),
+    floorDirect: Float32Array.from(direct),
     busyMs: { cloud: 3_600_000, site: 0 },
     executed: { cloud: DEFAULT_CONFIG.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })), site: DEFAULT_CONFIG.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })) },
     estimates: { cloud: DEFAULT_CONFIG.models.map(() => ({ n: 0, expectedMs: 0, tookMs: 0 })), site: DEFAULT_CONFIG.models.map(() => ({ n: 0, expectedMs: 0, tookMs: 0 })) },
@@ -56,6 +58,9 @@ describe('run statistics', () => {
     expect(s.hedgedShare).toBeCloseTo(1 / 12);
     expect(s.overall.p99).toBe(200); // the failed request's time is not a latency
     expect(s.bands[0]!.p50).toBe(120);
+    // The floors of every request in the band, failed ones too: through the PoP, and straight to the nearest region.
+    expect(s.bands[0]!).toMatchObject({ floorViaPopP50: 100, floorDirectP50: 150 });
+    expect(s.bands[3]!).toMatchObject({ floorViaPopP50: 100, floorDirectP50: 150 });
     expect(s.bands[3]!.failedShare).toBeCloseTo(1 / 6);
     expect(s.withinFloorShare).toBeCloseTo(6 / 11); // city 0's 6 requests of the 11 answered in cities with >= 5
     expect(s.costPer1k).toBeCloseTo((DEFAULT_CONFIG.prices.cloudSlotHour / 12) * 1000);

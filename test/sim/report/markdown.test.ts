@@ -3,7 +3,7 @@ import { goals, simMarkdown, type SimReport } from '../../../sim/report/markdown
 import type { PolicySummary } from '../../../sim/stats.ts';
 
 function summary(policy: string, p50: number, p99: number, farP50: number, within: number, scored = false): PolicySummary {
-  const band = (label: string, v: number) => ({ label, requests: 10, failedShare: 0, coldShare: 0, p50: v, p90: v, p99: v * 1.5 });
+  const band = (label: string, v: number) => ({ label, requests: 10, failedShare: 0, coldShare: 0, p50: v, p90: v, p99: v * 1.5, floorViaPopP50: v / 2, floorDirectP50: v / 2 + 25 });
   return {
     policy,
     label: policy,
@@ -64,6 +64,9 @@ describe('the simulator report', () => {
     expect(md).toContain('*Its service times alone*');
     expect(md).toContain('### Where each model ran');
     expect(md).toContain('| mesh | cloud 40.0% (batch 1.25, wait 7 ms); site 60.0% (batch 1.84, wait 89 ms) |');
+    // The floor per band, through the PoP and straight to the nearest region, from the first policy's arrivals (the same for all).
+    expect(md).toContain('| through the PoP | 125 ms | 125 ms | 150 ms | 150 ms |');
+    expect(md).toContain('| difference | 25 ms | 25 ms | 25 ms | 25 ms |');
     // Only the policy that scores has a row in how its score predicted.
     expect(md).toContain('### How the score predicted');
     expect(md).toContain('| mesh | cloud: none; site: expected 31 ms, took 45 ms |');

@@ -88,7 +88,7 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
     routing.hedges.recordRequest();
     ctx.directory.noteDemand(iso.region, model, events.now);
     const ranked = rankIndexed(iso.index!, { model, from: iso.origin }, routing, events.now, { allowCold: false }, RANKED);
-    const candidates = pickAttempts(ranked, () => ctx.random.unit());
+    const candidates = pickAttempts(ranked, () => ctx.random.unit(), {}, (c) => routing.ejected.isHeldBack(c.backend.id, events.now));
     const back = toPopMs(request) + config.edge.overheadMs;
     const elapsed = () => events.now - request.t0 + back;
     if (candidates.length === 0) {

@@ -71,7 +71,8 @@ export async function candidatesFor(
       penalties: snap.penalties,
     }, k);
   let decidedAt = 0;
-  const rank = (snap: Snapshot) => pickAttempts(score(snap, isolateRouting, (decidedAt = Date.now()), RANKED), Math.random);
+  const heldBack = (c: Scored) => isolateRouting.ejected.isHeldBack(c.backend.id, decidedAt);
+  const rank = (snap: Snapshot) => pickAttempts(score(snap, isolateRouting, (decidedAt = Date.now()), RANKED), Math.random, {}, heldBack);
   let snapshot = await getSnapshot(c.env, c.executionCtx, s.snapshotRefreshMs);
   let candidates = rank(snapshot);
   if (candidates.length === 0 && Date.now() - snapshot.at > STALE_BEFORE_REFUSING_MS) {

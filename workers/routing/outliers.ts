@@ -6,6 +6,10 @@
  * ejected at once (but at least one may be, as in Envoy), so a bad signal
  * cannot empty a region. The clock is injected.
  *
+ * Held back: a backend over the threshold that the region's share keeps from
+ * ejection is tried after every other candidate for `holdMs` after each
+ * failure (`isHeldBack`; routing/p2c.ts orders it last).
+ *
  * Forgiveness: a success resets the consecutive count; once an ejection has
  * ended, each `forgiveAfterMs` without a new ejection takes one off the
  * times-ejected multiplier, so a backend that recovers for good starts again
@@ -23,6 +27,8 @@ export interface OutlierOptions {
   maxEjectedShare?: number;
   /** Quiet time after an ejection ends that takes one off the multiplier, ms (default 60 s). */
   forgiveAfterMs?: number;
+  /** How long a backend that could not be ejected for the region's share is held back after each failure, ms (default 5 s). */
+  holdMs?: number;
   /** The clock, ms (default `Date.now`). */
   now?: () => number;
 }
@@ -39,6 +45,8 @@ interface State {
   timesEjected: number;
   /** ms; the backend is ejected while now < ejectedUntil. */
   ejectedUntil: number;
+  /** ms; over the threshold but not ejected (the region's share was taken): held back while now < heldUntil. */
+  heldUntil: number;
 }
 
 export const OUTLIER_DEFAULTS = {
@@ -47,6 +55,7 @@ export const OUTLIER_DEFAULTS = {
   maxEjectionMs: 300_000,
   maxEjectedShare: 0.5,
   forgiveAfterMs: 60_000,
+  holdMs: 5_000,
 } as const;
 
 /** Per-isolate outlier detection over call outcomes. */
@@ -56,6 +65,7 @@ export class OutlierDetector {
   readonly #maxMs: number;
   readonly #share: number;
   readonly #forgiveMs: number;
+  readonly #holdMs: number;
   readonly #now: () => number;
   readonly #state = new Map<string, State>();
 
@@ -65,6 +75,7 @@ export class OutlierDetector {
     this.#maxMs = options.maxEjectionMs ?? OUTLIER_DEFAULTS.maxEjectionMs;
     this.#share = options.maxEjectedShare ?? OUTLIER_DEFAULTS.maxEjectedShare;
     this.#forgiveMs = options.forgiveAfterMs ?? OUTLIER_DEFAULTS.forgiveAfterMs;
+    this.#holdMs = options.holdMs ?? OUTLIER_DEFAULTS.holdMs;
     this.#now = options.now ?? Date.now;
   }
 
@@ -72,6 +83,16 @@ export class OutlierDetector {
   isEjected(backendId: string, now = this.#now()): boolean {
     const s = this.#state.get(backendId);
     return s !== undefined && now < s.ejectedUntil;
+  }
+
+  /**
+   * Held back: it failed `consecutiveFailures` times in a row but its region's
+   * ejected share was taken, so it could not be ejected. For `holdMs` after
+   * each such failure, routing tries it after every other candidate (p2c.ts).
+   */
+  isHeldBack(backendId: string, now = this.#now()): boolean {
+    const s = this.#state.get(backendId);
+    return s !== undefined && now < s.heldUntil;
   }
 
   /** When the backend's ejection ends (ms), or undefined when it is not ejected. */
@@ -90,15 +111,20 @@ export class OutlierDetector {
     const now = this.#now();
     let s = this.#state.get(backend.id);
     if (!s) {
-      s = { region: backend.region, consecutive: 0, timesEjected: 0, ejectedUntil: 0 };
+      s = { region: backend.region, consecutive: 0, timesEjected: 0, ejectedUntil: 0, heldUntil: 0 };
       this.#state.set(backend.id, s);
     }
     s.region = backend.region;
     if (now < s.ejectedUntil) return false;
     s.consecutive += 1;
     if (s.consecutive < this.#threshold) return false;
-    // Over the share cap: stay at the threshold, so the next failure tries again.
-    if (this.#ejectedIn(backend.region, now) >= this.#maxEjectable(regionSize)) return false;
+    // Over the share cap: stay at the threshold, so the next failure tries again, and meanwhile be held
+    // back: tried after every other candidate, not first (a dead backend would otherwise keep taking
+    // first attempts, each one a retry, until the retry budget ran out).
+    if (this.#ejectedIn(backend.region, now) >= this.#maxEjectable(regionSize)) {
+      s.heldUntil = now + this.#holdMs;
+      return false;
+    }
     s.timesEjected = this.#forgiven(s, now) + 1;
     s.ejectedUntil = now + Math.min(this.#maxMs, this.#baseMs * s.timesEjected);
     s.consecutive = 0;
@@ -110,6 +136,7 @@ export class OutlierDetector {
     const s = this.#state.get(backendId);
     if (!s) return;
     s.consecutive = 0;
+    s.heldUntil = 0;
     const now = this.#now();
     if (now >= s.ejectedUntil && this.#forgiven(s, now) === 0) this.#state.delete(backendId);
   }

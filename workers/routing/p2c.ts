@@ -45,13 +45,19 @@ const index = (random: () => number, n: number) => Math.min(n - 1, Math.max(0, M
  * The order in which to try candidates: the P2C pick first, then every other
  * candidate in `ranked` order (the next one is the retry or hedge target).
  * `ranked` must be best first (as `rankByScore` returns it); ties between the
- * two drawn go to the first drawn.
+ * two drawn go to the first drawn. Candidates `heldBack` says are held back
+ * go last, in ranked order, unless every candidate is.
  *
  * @example
  * const attempts = pickAttempts(rankByScore(...), Math.random);
  * // attempts[0]: send; attempts[1]: retry or hedge target
  */
-export function pickAttempts<T extends Costed>(ranked: readonly T[], random: () => number, options: P2cOptions = {}): T[] {
+export function pickAttempts<T extends Costed>(ranked: readonly T[], random: () => number, options: P2cOptions = {}, heldBack?: (candidate: T) => boolean): T[] {
+  if (heldBack && ranked.some(heldBack)) {
+    // Held back (outliers.ts: failing, but not ejectable): after every other candidate, never drawn first.
+    const ready = ranked.filter((c) => !heldBack(c));
+    if (ready.length > 0) return [...pickAttempts(ready, random, options), ...ranked.filter(heldBack)];
+  }
   const pool = p2cPool(ranked, options);
   if (pool.length < 2) return [...ranked];
   const i = index(random, pool.length);

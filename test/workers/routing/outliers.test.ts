@@ -57,6 +57,15 @@ describe('OutlierDetector: ejection timeline on an injected clock', () => {
     expect(fail('c', 5)).toBe(false); // 2 of 4 already out
     expect(fail('d', 9)).toBe(false);
     expect(detector.ejectedCount('eu-west')).toBe(2);
+    // 'c' and 'd' are over the threshold but the share is taken: held back after each failure, for 5 s.
+    expect(detector.isHeldBack('c')).toBe(true);
+    expect(detector.isHeldBack('a')).toBe(false); // ejected, not held
+    clock.t = 5 * S;
+    expect(detector.isHeldBack('d')).toBe(false);
+    expect(fail('d')).toBe(false);
+    expect(detector.isHeldBack('d')).toBe(true);
+    detector.recordSuccess('d');
+    expect(detector.isHeldBack('d')).toBe(false);
     expect(fail('x', 5, 'us-east', 4)).toBe(true); // other regions have their own share
     clock.t = 30 * S;
     expect(detector.ejectedCount('eu-west')).toBe(0);

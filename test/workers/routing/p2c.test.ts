@@ -83,4 +83,17 @@ describe('power of two choices', () => {
     expect(ids(pickAttempts([c('only', 10), c('far', 200)], () => 0.99))).toEqual(['only', 'far']);
     expect(pickAttempts([] as Scored[], Math.random)).toEqual([]);
   });
+
+  it('tries held-back candidates after every other, never first, unless all are held back', () => {
+    const c = (id: string, expectedMs: number) => ({ backend: { id }, expectedMs });
+    const ranked = [c('dead', 9), c('a', 10), c('b', 12), c('far', 200)];
+    const held = (x: { backend: { id: string } }) => x.backend.id === 'dead';
+    for (const draw of [0, 0.3, 0.6, 0.99]) {
+      const attempts = pickAttempts(ranked, () => draw, {}, held);
+      expect(ids(attempts).at(-1)).toBe('dead');
+      expect(ids(attempts).sort()).toEqual(['a', 'b', 'dead', 'far']);
+    }
+    // All held back: drawn as usual.
+    expect(ids(pickAttempts([c('x', 10), c('y', 11)], () => 0, {}, () => true)).sort()).toEqual(['x', 'y']);
+  });
 });

@@ -54,7 +54,7 @@ const RETRY_MS = 5_000;
  * receipt (poison); `failed`, storage failed and nothing of the call was kept
  * (transient: send it again).
  */
-type AppendOutcome = 'appended' | 'duplicate' | { invalid: string } | { failed: string };
+export type AppendOutcome = 'appended' | 'duplicate' | { invalid: string } | { failed: string };
 
 /** A closed batch as the billing API lists it. */
 export interface BatchSummary {

@@ -11,7 +11,7 @@
 
 import { decodePayload } from '../../shared/jwt.ts';
 import { MAX_SETTLEMENT_SHARDS, type Env } from '../env.ts';
-import { ledgerShard, shardOfReceipt } from './ledger.ts';
+import { appendByShard, shardOfReceipt } from './ledger.ts';
 import type { ReceiptMessage } from './record.ts';
 
 function receiptOf(body: unknown, env: Env): { receipt: string; shard: number } | string {
@@ -44,30 +44,22 @@ export async function consumeReceipts(batch: MessageBatch<unknown>, env: Env): P
     if (!group) groups.set(shard, (group = []));
     group.push({ msg, receipt: parsed.receipt });
   }
-  await Promise.all(
-    [...groups].map(async ([shard, items]) => {
-      let outcomes;
-      try {
-        outcomes = await ledgerShard(env, shard).append(
-          shard,
-          items.map((i) => i.receipt),
-        );
-      } catch (err) {
-        console.error(`settlement: ledger shard ${shard} failed; retrying ${items.length} messages.`, err);
-        for (const { msg } of items) msg.retry({ delaySeconds: backoffSeconds(msg.attempts) });
-        return;
+  await appendByShard(env, groups, (shard, items, result) => {
+    if ('error' in result) {
+      console.error(`settlement: ledger shard ${shard} failed; retrying ${items.length} messages.`, result.error);
+      for (const { msg } of items) msg.retry({ delaySeconds: backoffSeconds(msg.attempts) });
+      return;
+    }
+    items.forEach(({ msg }, i) => {
+      const outcome = result.outcomes[i];
+      if (outcome === 'appended' || outcome === 'duplicate') msg.ack();
+      else if (outcome !== undefined && 'failed' in outcome) msg.retry({ delaySeconds: backoffSeconds(msg.attempts) });
+      else {
+        console.error(`settlement: poison message ${msg.id} (attempt ${msg.attempts}): ${JSON.stringify(outcome)}`);
+        msg.retry();
       }
-      items.forEach(({ msg }, i) => {
-        const outcome = outcomes[i];
-        if (outcome === 'appended' || outcome === 'duplicate') msg.ack();
-        else if (outcome !== undefined && 'failed' in outcome) msg.retry({ delaySeconds: backoffSeconds(msg.attempts) });
-        else {
-          console.error(`settlement: poison message ${msg.id} (attempt ${msg.attempts}): ${JSON.stringify(outcome)}`);
-          msg.retry();
-        }
-      });
-    }),
-  );
+    });
+  });
 }
 
 export async function consumeDeadLetters(batch: MessageBatch<unknown>, env: Env): Promise<void> {

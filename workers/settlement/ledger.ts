@@ -1,6 +1,7 @@
 /** Which SettlementLedger shard holds a receipt, how to reach that object, and the batch ids it gives. */
 
 import { settings, type Env } from '../env.ts';
+import type { AppendOutcome } from './SettlementLedger.ts';
 
 export function ledgerShard(env: Env, shard: number) {
   return env.SETTLEMENT_LEDGER.getByName(`shard-${shard}`);
@@ -44,4 +45,30 @@ const BATCH_ID = /^(\d{13})-(\d{2})-(\d{6,})$/;
 export function parseBatchId(id: string): { epochEnd: number; shard: number; seq: number } | undefined {
   const m = BATCH_ID.exec(id);
   return m ? { epochEnd: Number(m[1]), shard: Number(m[2]), seq: Number(m[3]) } : undefined;
+}
+
+/**
+ * Appends receipts grouped by shard, one call per shard, the shards at once;
+ * `settle` gets each shard's items with their outcomes, in order, or the
+ * error that stopped the call (the shard could not be reached).
+ */
+export async function appendByShard<T extends { receipt: string }>(
+  env: Env,
+  groups: ReadonlyMap<number, T[]>,
+  settle: (shard: number, items: T[], result: { outcomes: AppendOutcome[] } | { error: unknown }) => void | Promise<void>,
+): Promise<void> {
+  await Promise.all(
+    [...groups].map(async ([shard, items]) => {
+      let outcomes: AppendOutcome[];
+      try {
+        outcomes = await ledgerShard(env, shard).append(
+          shard,
+          items.map((i) => i.receipt),
+        );
+      } catch (error) {
+        return settle(shard, items, { error });
+      }
+      return settle(shard, items, { outcomes });
+    }),
+  );
 }

@@ -10,7 +10,7 @@
 
 import { decodePayload } from '../../shared/jwt.ts';
 import { MAX_SETTLEMENT_SHARDS, type Env } from '../env.ts';
-import { ledgerShard, shardOfReceipt } from './ledger.ts';
+import { appendByShard, shardOfReceipt } from './ledger.ts';
 import { UNDELIVERED_PREFIX } from './record.ts';
 
 /** Objects replayed per call by default, and at most. */
@@ -77,37 +77,29 @@ export async function replayUndelivered(env: Env, limit: number): Promise<Replay
     if (!items) byShard.set(shard, (items = []));
     items.push({ key, receipt });
   }
-  await Promise.all(
-    [...byShard].map(async ([shard, items]) => {
-      let outcomes;
-      try {
-        outcomes = await ledgerShard(env, shard).append(
-          shard,
-          items.map((i) => i.receipt),
-        );
-      } catch (err) {
-        for (const { key } of items) keep(key, `ledger shard ${shard} could not be reached (${(err as Error).message}); try again`);
-        return;
-      }
-      const done: string[] = [];
-      items.forEach(({ key }, i) => {
-        const outcome = outcomes[i];
-        if (outcome === 'appended' || outcome === 'duplicate') {
-          if (outcome === 'appended') result.replayed++;
-          else result.duplicates++;
-          done.push(key);
-        } else if (outcome !== undefined && 'failed' in outcome) keep(key, `ledger shard ${shard} failed to store it (${outcome.failed}); try again`);
-        else keep(key, `ledger shard ${shard} refused it: ${outcome?.invalid ?? 'no answer'}`);
-      });
-      // Only once its shard holds it: a failed delete leaves an object the next replay finds a duplicate.
-      if (done.length === 0) return;
-      try {
-        await bucket.delete(done);
-      } catch (err) {
-        for (const key of done) keep(key, `in ledger shard ${shard} now, but the object could not be deleted (${(err as Error).message}); the next replay finds it a duplicate`);
-      }
-    }),
-  );
+  await appendByShard(env, byShard, async (shard, items, appended) => {
+    if ('error' in appended) {
+      for (const { key } of items) keep(key, `ledger shard ${shard} could not be reached (${(appended.error as Error).message}); try again`);
+      return;
+    }
+    const done: string[] = [];
+    items.forEach(({ key }, i) => {
+      const outcome = appended.outcomes[i];
+      if (outcome === 'appended' || outcome === 'duplicate') {
+        if (outcome === 'appended') result.replayed++;
+        else result.duplicates++;
+        done.push(key);
+      } else if (outcome !== undefined && 'failed' in outcome) keep(key, `ledger shard ${shard} failed to store it (${outcome.failed}); try again`);
+      else keep(key, `ledger shard ${shard} refused it: ${outcome?.invalid ?? 'no answer'}`);
+    });
+    // Only once its shard holds it: a failed delete leaves an object the next replay finds a duplicate.
+    if (done.length === 0) return;
+    try {
+      await bucket.delete(done);
+    } catch (err) {
+      for (const key of done) keep(key, `in ledger shard ${shard} now, but the object could not be deleted (${(err as Error).message}); the next replay finds it a duplicate`);
+    }
+  });
   result.kept.sort((a, b) => a.key.localeCompare(b.key));
   return result;
 }

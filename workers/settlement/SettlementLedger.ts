@@ -40,7 +40,7 @@ import { sign, signingKeys } from '../keys.ts';
 import { migrate, sqlOf, type Sql } from '../sql.ts';
 import { archiveBatch } from './archive.ts';
 import { checkId, parseReceipt } from './input.ts';
-import { batchId } from './ledger.ts';
+import { batchId, type AppendOutcome } from './ledger.ts';
 import { blobOf, bytes, joinHashes, MIGRATIONS, splitHashes, type BatchRow } from './schema.ts';
 import { deliverWebhook, nextWebhookAttempt } from './webhook.ts';
 import { buildBatch, CHUNK, CHUNK_BITS } from './contents.ts';
@@ -49,12 +49,6 @@ import { buildBatch, CHUNK, CHUNK_BITS } from './contents.ts';
 const RETRY_MS = 5_000;
 
 
-/**
- * What happened to one receipt handed to `append`: `invalid`, it is not a
- * receipt (poison); `failed`, storage failed and nothing of the call was kept
- * (transient: send it again).
- */
-export type AppendOutcome = 'appended' | 'duplicate' | { invalid: string } | { failed: string };
 
 /** A closed batch as the billing API lists it. */
 export interface BatchSummary {

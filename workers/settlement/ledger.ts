@@ -1,7 +1,13 @@
 /** Which SettlementLedger shard holds a receipt, how to reach that object, and the batch ids it gives. */
 
 import { settings, type Env } from '../env.ts';
-import type { AppendOutcome } from './SettlementLedger.ts';
+
+/**
+ * What happened to one receipt handed to a shard's `append`: `invalid`, it is
+ * not a receipt (poison); `failed`, storage failed and nothing of the call
+ * was kept (transient: send it again).
+ */
+export type AppendOutcome = 'appended' | 'duplicate' | { invalid: string } | { failed: string };
 
 export function ledgerShard(env: Env, shard: number) {
   return env.SETTLEMENT_LEDGER.getByName(`shard-${shard}`);

@@ -295,6 +295,7 @@ function report(name: string, samples: Sample[], from: number, notes: Record<str
     `receipts=${receipts} duplicate_jtis=${duplicates} p50=${row.p50}ms p99=${row.p99}ms max=${row.max}ms ` +
     `answered_by=${JSON.stringify(countBy(samples.filter((s) => s.status === 200), (s) => s.backend))} ` +
     `hedges=${hedges} (${((100 * hedges) / Math.max(1, samples.length)).toFixed(1)}% of requests) edge_failed_attempts=${JSON.stringify(edge.failed)} ` +
+    `outliers=${JSON.stringify(edge.outliers)} ` +
     extra.join(' ');
   console.log(`[faults] ${line}`);
   matrix.push(`  ${line}`);
@@ -316,12 +317,19 @@ async function registered(id: string, since: number, timeoutMs = 30_000): Promis
 }
 
 /** What the edge logged since log line `from`: hedges sent (by target) and failed attempts (by backend and kind). */
-function edgeSaid(from: number): { hedges: Record<string, number>; failed: Record<string, number> } {
+function edgeSaid(from: number): { hedges: Record<string, number>; failed: Record<string, number>; outliers: Record<string, number> } {
   const hedges: Record<string, number> = {};
   const failed: Record<string, number> = {};
+  // Ejections and holds (workers/routing/isolate.ts's log line), as `fra-2:ejected`.
+  const outliers: Record<string, number> = {};
   for (const raw of logs.slice(from)) {
     // wrangler colours its lines
     const line = raw.replace(/\x1b\[[0-9;]*m/g, '');
+    const o = /routing: backend (\S+) (ejected|held back) for/.exec(line);
+    if (o) {
+      const k = `${o[1]}:${o[2] === 'ejected' ? 'ejected' : 'held'}`;
+      outliers[k] = (outliers[k] ?? 0) + 1;
+    }
     const h = /hedging to (\S+)/.exec(line);
     if (h) hedges[h[1]!] = (hedges[h[1]!] ?? 0) + 1;
     const f = /backend (\S+) failed \(([^)]*)\)/.exec(line);
@@ -331,7 +339,7 @@ function edgeSaid(from: number): { hedges: Record<string, number>; failed: Recor
       failed[k] = (failed[k] ?? 0) + 1;
     }
   }
-  return { hedges: { total: Object.values(hedges).reduce((a, b) => a + b, 0), ...hedges }, failed };
+  return { hedges: { total: Object.values(hedges).reduce((a, b) => a + b, 0), ...hedges }, failed, outliers };
 }
 
 const ALL_POPS = { SIN: 2, CGK: 2, FRA: 2, IAD: 2 };
@@ -450,7 +458,8 @@ describe('real faults under a steady stream from SIN, CGK, FRA and IAD', () => {
     ejectedAt = last;
     // Failed attempts on fra-2 as the edge counted them (new connections reset at once, and the
     // requests on live connections that the fault cut).
-    const failedOnFra2 = edgeSaid(from).failed['fra-2:network'] ?? 0;
+    const said = edgeSaid(from);
+    const failedOnFra2 = said.failed['fra-2:network'] ?? 0;
     const fra = samples.filter((s) => s.pop === 'FRA');
     const afterEjection = fra.filter((s) => s.sent > last + 100);
     const row = report('eject fra-2', samples, from, {
@@ -464,7 +473,9 @@ describe('real faults under a steady stream from SIN, CGK, FRA and IAD', () => {
     });
     expect(row.failures).toEqual([]);
     expect(row.receipts).toBe(row.requests);
-    // Ejected after EJECT_AFTER consecutive failures (one or two more may already have been under way).
+    // Ejected (not held back: fra-1 was not ejected) after EJECT_AFTER consecutive failures (one or two more may already have been under way).
+    expect(said.outliers).toMatchObject({ 'fra-2:ejected': 1 });
+    expect(said.outliers['fra-2:held']).toBeUndefined();
     expect(failedOnFra2).toBeGreaterThanOrEqual(EJECT_AFTER);
     expect(failedOnFra2).toBeLessThanOrEqual(EJECT_AFTER + 2);
     // Then nothing, also once the fault cleared, while FRA kept asking.

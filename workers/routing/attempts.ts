@@ -118,15 +118,17 @@ export class AttemptPlan<T = unknown> {
 
   /**
    * `attempt` answered: the others lost. Returns them, for the driver to
-   * cancel; one that had not started answering counts as a failure, so a hung
-   * backend is ejected even while hedges hide it.
+   * cancel. A first attempt overtaken by its hedge counts as a failure when
+   * it had not started answering, so a hung backend is ejected even while
+   * hedges hide it; a hedge that lost never does: it was sent later, and an
+   * edge that stalled sends hedges that lose at once, in bursts.
    */
   won(attempt: Attempt<T>): Attempt<T>[] {
     this.settle(attempt);
     const losers = [...this.running];
     for (const loser of losers) {
       this.settle(loser);
-      if (!loser.answered) this.routing.ejected.recordFailure(loser.candidate.backend, this.regionSize(loser.candidate));
+      if (!loser.answered && !loser.hedge) this.routing.ejected.recordFailure(loser.candidate.backend, this.regionSize(loser.candidate));
     }
     return losers;
   }

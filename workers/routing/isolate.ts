@@ -8,7 +8,7 @@
 import { ChangeLog } from './changes.ts';
 import { RatioBook } from './hedge.ts';
 import { LatencyBook } from './latency.ts';
-import { OutlierDetector } from './outliers.ts';
+import { OutlierDetector, type OutlierEvent } from './outliers.ts';
 import { RejectionBaseline } from './rejections.ts';
 import { RetryBudget } from './retry-budget.ts';
 import { RttTable } from './rtt.ts';
@@ -40,14 +40,14 @@ export interface IsolateRouting extends RoutingStats {
 /** Hedges allowed per original request (see `IsolateRouting.hedges`). */
 export const HEDGE_BUDGET_RATIO = 0.1;
 
-export function createIsolateRouting(now: () => number = Date.now): IsolateRouting {
+export function createIsolateRouting(now: () => number = Date.now, onOutlier?: (event: OutlierEvent) => void): IsolateRouting {
   return {
     latency: new LatencyBook({ histogram: false }), // scoring reads its peak-EWMA only
     answer: new LatencyBook(),
     ratios: new RatioBook(),
     rtt: new RttTable(),
     pending: new PendingCalls(),
-    ejected: new OutlierDetector({ now }),
+    ejected: new OutlierDetector({ now, onEvent: onOutlier }),
     budget: new RetryBudget({ now }),
     hedges: new RetryBudget({ now, ratio: HEDGE_BUDGET_RATIO, minPerSecond: 1 }),
     rejections: new RejectionBaseline(),
@@ -75,8 +75,17 @@ export class PendingCalls extends Map<string, number> {
   }
 }
 
+/** The log line of an ejection or a hold: operators see why a backend stopped getting traffic. */
+export function describeOutlierEvent(e: OutlierEvent, now: number = Date.now()): string {
+  const s = Math.round((e.untilMs - now) / 1000);
+  const cap = `${e.regionEjected} of ${e.regionSize} in ${e.region} ejected`;
+  return e.kind === 'ejected'
+    ? `routing: backend ${e.backendId} ejected for ${s} s (ejection ${e.timesEjected}; ${cap} before it)`
+    : `routing: backend ${e.backendId} held back for ${s} s, not ejected (${cap}, the most allowed)`;
+}
+
 /** The routing memory of this isolate. */
-export const isolateRouting: IsolateRouting = createIsolateRouting();
+export const isolateRouting: IsolateRouting = createIsolateRouting(Date.now, (e) => console.warn(describeOutlierEvent(e)));
 
 /** Counts a call to `backendId` in flight until the returned function is called. */
 export function trackPending(state: Pick<IsolateRouting, 'pending'>, backendId: string): () => void {

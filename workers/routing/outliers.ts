@@ -31,6 +31,20 @@ export interface OutlierOptions {
   holdMs?: number;
   /** The clock, ms (default `Date.now`). */
   now?: () => number;
+  /** Told of each ejection and each hold, for the log (default: nothing). */
+  onEvent?: (event: OutlierEvent) => void;
+}
+
+/** A backend ejected (until `untilMs`, its `timesEjected`-th time) or held back (until `untilMs`, its region's share taken). */
+export interface OutlierEvent {
+  kind: 'ejected' | 'held';
+  backendId: string;
+  region: string;
+  untilMs: number;
+  timesEjected: number;
+  /** Backends of its region ejected now, and its backends, as the cap saw them. */
+  regionEjected: number;
+  regionSize: number;
 }
 
 /** The backend a call went to, as the detector needs it. */
@@ -67,6 +81,7 @@ export class OutlierDetector {
   readonly #forgiveMs: number;
   readonly #holdMs: number;
   readonly #now: () => number;
+  readonly #onEvent: ((event: OutlierEvent) => void) | undefined;
   readonly #state = new Map<string, State>();
 
   constructor(options: OutlierOptions = {}) {
@@ -77,6 +92,7 @@ export class OutlierDetector {
     this.#forgiveMs = options.forgiveAfterMs ?? OUTLIER_DEFAULTS.forgiveAfterMs;
     this.#holdMs = options.holdMs ?? OUTLIER_DEFAULTS.holdMs;
     this.#now = options.now ?? Date.now;
+    this.#onEvent = options.onEvent;
   }
 
   /** True while the backend is ejected. */
@@ -121,13 +137,17 @@ export class OutlierDetector {
     // Over the share cap: stay at the threshold, so the next failure tries again, and meanwhile be held
     // back: tried after every other candidate, not first (a dead backend would otherwise keep taking
     // first attempts, each one a retry, until the retry budget ran out).
-    if (this.#ejectedIn(backend.region, now) >= this.#maxEjectable(regionSize)) {
+    const regionEjected = this.#ejectedIn(backend.region, now);
+    const event = { backendId: backend.id, region: backend.region, regionEjected, regionSize };
+    if (regionEjected >= this.#maxEjectable(regionSize)) {
       s.heldUntil = now + this.#holdMs;
+      this.#onEvent?.({ kind: 'held', ...event, untilMs: s.heldUntil, timesEjected: s.timesEjected });
       return false;
     }
     s.timesEjected = this.#forgiven(s, now) + 1;
     s.ejectedUntil = now + Math.min(this.#maxMs, this.#baseMs * s.timesEjected);
     s.consecutive = 0;
+    this.#onEvent?.({ kind: 'ejected', ...event, untilMs: s.ejectedUntil, timesEjected: s.timesEjected });
     return true;
   }
 

@@ -105,4 +105,20 @@ describe('attempts of one request', () => {
     expect(routing.pending.size).toBe(0);
     expect(plan.sent).toBe(0);
   });
+
+  it('never counts a hedge that lost to the first attempt: it was sent later, so losing says nothing of its backend', () => {
+    // An edge that stalls fires its hedge timers late, and each hedge then loses to a first attempt
+    // whose answer was already there: a burst of such losses would eject a healthy backend.
+    const { routing } = setup(['a', 'b']);
+    for (let i = 1; i <= 100; i++) routing.answer.observe('a', 'embed', i, 0);
+    for (let round = 0; round < 8; round++) {
+      const p = new AttemptPlan([candidate('a'), candidate('b')], routing, { model: 'embed', now: () => 0 });
+      const first = p.start()!;
+      expect(p.hedge()).toBeDefined(); // within the hedge budget's floor (10 in the window)
+      expect(p.won(first).map((l) => l.candidate.backend.id)).toEqual(['b']);
+    }
+    expect(routing.ejected.isEjected('b', 0)).toBe(false);
+    expect(routing.ejected.isHeldBack('b', 0)).toBe(false);
+    expect(routing.pending.size).toBe(0);
+  });
 });

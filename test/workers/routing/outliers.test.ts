@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { OutlierDetector } from '../../../workers/routing/outliers.ts';
+import { describeOutlierEvent } from '../../../workers/routing/isolate.ts';
+import { OutlierDetector, type OutlierEvent } from '../../../workers/routing/outliers.ts';
 
 const S = 1_000;
 
@@ -88,5 +89,19 @@ describe('OutlierDetector: ejection timeline on an injected clock', () => {
     clock.t = detector.ejectedUntil('a')! + 10 * 60 * S; // long quiet: back to the base
     fail('a', 5);
     expect(detector.ejectedUntil('a')! - clock.t).toBe(30 * S);
+  });
+
+  it('tells of each ejection and each hold, with the region share the cap saw, for the log', () => {
+    const events: OutlierEvent[] = [];
+    const { clock, fail } = setup({ onEvent: (e: OutlierEvent) => events.push(e) });
+    fail('a', 4, 'eu-west', 2);
+    expect(events).toEqual([]);
+    fail('a', 1, 'eu-west', 2);
+    expect(events).toEqual([{ kind: 'ejected', backendId: 'a', region: 'eu-west', untilMs: 30 * S, timesEjected: 1, regionEjected: 0, regionSize: 2 }]);
+    clock.t = 1 * S;
+    fail('b', 5, 'eu-west', 2);
+    expect(events[1]).toEqual({ kind: 'held', backendId: 'b', region: 'eu-west', untilMs: 6 * S, timesEjected: 0, regionEjected: 1, regionSize: 2 });
+    expect(describeOutlierEvent(events[0]!, 0)).toBe('routing: backend a ejected for 30 s (ejection 1; 0 of 2 in eu-west ejected before it)');
+    expect(describeOutlierEvent(events[1]!, 1 * S)).toBe('routing: backend b held back for 5 s, not ejected (1 of 2 in eu-west ejected, the most allowed)');
   });
 });

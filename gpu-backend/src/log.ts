@@ -6,11 +6,21 @@
  * Modules take a `Logger` as a dependency, so tests capture records instead
  * of printing.
  *
+ * Lines go straight to the process's file descriptors from whichever thread
+ * logs them (`stdioLogger`, through sonic-boom, pino's writer: synchronous
+ * writes, retried on EAGAIN), never through `console`: in a worker thread
+ * `console` hands each line to the main thread, which then writes it, so
+ * an HTTP worker's `request` line cost the main thread, the one that batches
+ * and runs models, a message and a write per request (docs/benchmarks.md,
+ * `bench:main-thread`).
+ *
  * Fields are ids, codes and numbers. A field whose name says it may carry a
  * secret or a consumer's data (a token, a key, an input, a body) is written
  * as `[redacted]` whatever the caller passes, and every string is bounded:
  * a log line never holds a token, a key or an input (docs/api.md section 2.12).
  */
+
+import SonicBoom from 'sonic-boom';
 
 /** What a log line may carry besides its message. */
 export type LogFields = Record<string, string | number | boolean | null | undefined>;
@@ -43,7 +53,7 @@ function errorOf(err: unknown): { name: string; message: string; stack?: string 
   return { name: typeof err, message: bounded(String(err)) };
 }
 
-/** One log line's object, as `consoleLogger` writes it. */
+/** One log line's object, as `stdioLogger` writes it. */
 export function logRecord(level: Level, name: string, msg: string, fields: LogFields = {}, err?: unknown, now = new Date()): Record<string, unknown> {
   const record: Record<string, unknown> = { time: now.toISOString(), level, name, msg: bounded(msg) };
   for (const [k, v] of Object.entries(fields)) {
@@ -54,13 +64,39 @@ export function logRecord(level: Level, name: string, msg: string, fields: LogFi
   return record;
 }
 
-/** Logs JSON lines to the console, each with `name`. */
-export function consoleLogger(name: string): Logger {
+/** Where a logger's lines go: `out` for info, `err` for warnings and errors; each gets one line without its newline. */
+export interface LogSink {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+/** A writer of one file descriptor; on a write error (a closed pipe) the rest goes to `fallback`. */
+function fdWriter(fd: number, fallback: (line: string) => void): (line: string) => void {
+  let boom: SonicBoom | undefined = new SonicBoom({ fd, sync: true });
+  boom.on('error', () => {
+    boom = undefined;
+  });
+  return (line) => {
+    if (boom) boom.write(`${line}\n`);
+    else fallback(line);
+  };
+}
+
+let stdio: LogSink | undefined;
+
+/** This thread's writers of fd 1 and fd 2 (made once per thread). */
+export function stdioSink(): LogSink {
+  stdio ??= { out: fdWriter(1, (line) => console.log(line)), err: fdWriter(2, (line) => console.error(line)) };
+  return stdio;
+}
+
+/** Logs JSON lines, each with `name`: info to stdout, warnings and errors to stderr, written by the calling thread. */
+export function stdioLogger(name: string, sink: LogSink = stdioSink()): Logger {
   const line = (level: Level, msg: string, fields?: LogFields, err?: unknown) => JSON.stringify(logRecord(level, name, msg, fields, err));
   return {
-    info: (msg, fields) => console.log(line('info', msg, fields)),
-    warn: (msg, fields) => console.warn(line('warn', msg, fields)),
-    error: (msg, err, fields) => console.error(line('error', msg, fields, err)),
+    info: (msg, fields) => sink.out(line('info', msg, fields)),
+    warn: (msg, fields) => sink.err(line('warn', msg, fields)),
+    error: (msg, err, fields) => sink.err(line('error', msg, fields, err)),
   };
 }
 
@@ -69,7 +105,7 @@ export const silentLogger: Logger = { info() {}, warn() {}, error() {} };
 
 /**
  * Keeps everything in memory (tests): `lines` holds `"level: msg"` (with an
- * error's message in parentheses), `records` the objects `consoleLogger`
+ * error's message in parentheses), `records` the objects `stdioLogger`
  * would write.
  */
 export function memoryLogger(): Logger & { lines: string[]; records: Record<string, unknown>[] } {

@@ -17,13 +17,13 @@ import { ConfigError, loadConfig } from './config.ts';
 import { prepareRepository } from './models.ts';
 import { HttpPool, httpThreadsFor } from './http/http-pool.ts';
 import { closeServer } from './lifecycle.ts';
-import { consoleLogger } from './log.ts';
+import { stdioLogger } from './log.ts';
 
 const DRAIN_TIMEOUT_MS = 10_000;
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env);
-  const log = consoleLogger(`backend ${config.backendId}`);
+  const log = stdioLogger(`backend ${config.backendId}`);
 
   if (!existsSync(config.modelRepository)) {
     log.info(`model repository ${config.modelRepository} does not exist: writing the shipped models into it`);
@@ -85,7 +85,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  const log = consoleLogger('backend');
+  const log = stdioLogger('backend');
   if (err instanceof ConfigError) log.error(`configuration error: ${err.message}`);
   else log.error('failed to start', err);
   process.exit(1);

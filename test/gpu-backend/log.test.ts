@@ -7,11 +7,13 @@
  * status, never the dispatch token or the consumer's input.
  */
 
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MeshError } from '../../shared/errors.ts';
 import { createWorkerApp } from '../../gpu-backend/src/http/app.ts';
 import { Lifecycle } from '../../gpu-backend/src/lifecycle.ts';
-import { consoleLogger, logRecord, memoryLogger } from '../../gpu-backend/src/log.ts';
+import { logRecord, memoryLogger, stdioLogger } from '../../gpu-backend/src/log.ts';
 import { Attestor } from '../../gpu-backend/src/mesh/attestation.ts';
 import type { DispatchVerifier } from '../../gpu-backend/src/mesh/dispatch.ts';
 import { ProbeSigner } from '../../gpu-backend/src/mesh/probe.ts';
@@ -21,18 +23,15 @@ import { dispatchToken, type Harness, useDemoHarness } from './helpers.ts';
 
 afterEach(() => vi.restoreAllMocks());
 
-describe('consoleLogger', () => {
-  it('writes one JSON object per line: time, level, name, msg, then the fields', () => {
+describe('stdioLogger', () => {
+  it('writes one JSON object per line: time, level, name, msg, then the fields; info to stdout, the rest to stderr', () => {
     const out: string[] = [];
-    const err: string[] = [];
-    const warn: string[] = [];
-    vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-    vi.spyOn(console, 'warn').mockImplementation((...a: unknown[]) => void warn.push(a.join(' ')));
-    vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
-    const log = consoleLogger('backend sg-1');
+    const errors: string[] = [];
+    const log = stdioLogger('backend sg-1', { out: (l) => out.push(l), err: (l) => errors.push(l) });
     log.info('model embed loaded', { model: 'embed', ms: 12, warm: true, skipped: undefined });
     log.warn('heartbeat failed');
     log.error('inference failed', new Error('boom\nsecond line'), { model: 'embed' });
+    const [warn, err] = [[errors[0]], [errors[1]]];
 
     expect(out).toHaveLength(1);
     expect(out[0]).not.toContain('\n');
@@ -41,11 +40,23 @@ describe('consoleLogger', () => {
     expect(info).toMatchObject({ level: 'info', name: 'backend sg-1', msg: 'model embed loaded', model: 'embed', ms: 12, warm: true });
     expect(new Date(info.time as string).toISOString()).toBe(info.time);
     expect(JSON.parse(warn[0]!)).toMatchObject({ level: 'warn', msg: 'heartbeat failed' });
-    expect(err).toHaveLength(1);
+    expect(errors).toHaveLength(2);
     expect(err[0]).not.toContain('\n');
     const error = JSON.parse(err[0]!) as { level: string; model: string; err: { name: string; message: string; stack: string } };
     expect(error).toMatchObject({ level: 'error', model: 'embed', err: { name: 'Error', message: 'boom\nsecond line' } });
     expect(error.err.stack).toContain('log.test.ts');
+  });
+
+  it('writes from a worker thread straight to the file descriptors, not through the main thread as console does', async () => {
+    const fixture = new URL('./fixtures/log-from-worker.ts', import.meta.url).pathname;
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [fixture], { timeout: 20_000 });
+    const lines = (text: string) => text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines(stdout).map((r) => [r.name, r.msg, r.i])).toEqual([0, 1, 2].map((i) => ['backend t http-worker-1', 'request', i]));
+    expect(stdout).toContain('from console');
+    const errs = lines(stderr);
+    expect(errs[0]).toMatchObject({ level: 'warn', msg: 'slow', ms: 9 });
+    // The main thread's streams saw the one console line, and none of the logger's.
+    expect(errs.at(-1)).toMatchObject({ name: 'main', msg: 'relayed 1 0' });
   });
 
   it('redacts fields that may hold a secret or an input, keeps its own keys, and bounds strings', () => {

@@ -488,7 +488,7 @@ async function runProcess(config: ProcessConfig): Promise<void> {
   // Only the process loads the backend (and ONNX Runtime).
   const { createBackend } = await import('../../gpu-backend/src/backend.ts');
   const { loadConfig } = await import('../../gpu-backend/src/config.ts');
-  const { consoleLogger } = await import('../../gpu-backend/src/log.ts');
+  const { stdioLogger } = await import('../../gpu-backend/src/log.ts');
   const { serve } = await import('@hono/node-server');
 
   const providerKey = privateKeyOf(config.providerKey);
@@ -517,7 +517,7 @@ async function runProcess(config: ProcessConfig): Promise<void> {
       HTTP_THREADS: '0',
       HEARTBEAT_INTERVAL_MS: String(config.heartbeatIntervalMs),
     });
-    const backend = await createBackend(backendConfig, consoleLogger(`hostile ${spec.name}`));
+    const backend = await createBackend(backendConfig, stdioLogger(`hostile ${spec.name}`));
     await backend.repository.loadAll(spec.models ?? config.models);
     const identity: Identity = {
       spec,

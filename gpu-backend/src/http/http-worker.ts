@@ -25,7 +25,7 @@ import { WorkerExecutor } from './worker-executor.ts';
 import type { StepResult } from '../serving/pipeline-steps.ts';
 import { Outbox, type HttpWorkerInit, type PoolMessage, type WorkerMessage, type WireResponse } from './http-pool.ts';
 import { Lifecycle, closeServer } from '../lifecycle.ts';
-import { consoleLogger } from '../log.ts';
+import { stdioLogger } from '../log.ts';
 import type { RequestTiming } from '../metrics.ts';
 import { importProviderKey } from '../mesh/provider-key.ts';
 
@@ -35,7 +35,7 @@ const { config, port: listenPort } = workerData as HttpWorkerInit;
 const outbox = new Outbox<WorkerMessage>((messages, transfer) => port.postMessage(messages, transfer));
 const post = (message: WorkerMessage, transfer: readonly ArrayBuffer[] = []) => outbox.push(message, transfer);
 
-const log = consoleLogger(`backend ${config.backendId} http-worker-${threadId}`);
+const log = stdioLogger(`backend ${config.backendId} http-worker-${threadId}`);
 const lifecycle = new Lifecycle();
 const runs = new Map<number, { resolve: (answer: WorkerAnswer) => void; reject: (err: Error) => void }>();
 const fetches = new Map<number, (response: WireResponse) => void>();

@@ -105,8 +105,13 @@ function placeOf(list: ModelCandidates, order: BoundOrder, ms: number, i: number
   return lo;
 }
 
-/** Every candidate's bound, sorted: what a request shape starts from, and what it falls back to when the books' logs no longer reach back. */
-function buildOrder(r: RankContext): BoundOrder {
+/**
+ * Every candidate's bound, sorted: what a request shape starts from, and what
+ * it falls back to when the books' logs no longer reach back. What the books
+ * hold is read from their side (the model's measured backends, the PoP's
+ * measured RTTs: the few this isolate has seen), not looked up per candidate.
+ */
+function buildOrder(r: RankContext, model: string): BoundOrder {
   const { list, stats } = r;
   const n = list.backends.length;
   const until = r.now + BOUND_HORIZON_MS;
@@ -116,7 +121,7 @@ function buildOrder(r: RankContext): BoundOrder {
     length: 0,
     bound: new Float64Array(n),
     warm: new Uint8Array(n),
-    latencyOf: new Array<LatencyStats | undefined>(n),
+    latencyOf: new Array<LatencyStats | undefined>(n).fill(undefined),
     rttOf: new Float64Array(n),
     since: r.now,
     until,
@@ -128,11 +133,19 @@ function buildOrder(r: RankContext): BoundOrder {
     pendingSeq: stats.pending?.changes?.seq ?? 0,
   };
   const { bound, warm } = order;
+  order.rttOf.fill(Number.NaN);
+  for (const [id, measured] of stats.latency?.forModel(model) ?? []) {
+    const i = list.position.get(id);
+    if (i !== undefined) order.latencyOf[i] = measured;
+  }
+  for (const [id, rtt] of r.measuredRtt ?? []) {
+    const i = list.position.get(id);
+    if (i !== undefined) order.rttOf[i] = rtt;
+  }
   const live: number[] = [];
   for (let i = 0; i < n; i++) {
-    const model = r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version);
-    warm[i] = model?.warm ? 1 : 0;
-    remeasure(r, order, i);
+    const entry = r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version);
+    warm[i] = entry?.warm ? 1 : 0;
     bound[i] = boundAt(r, order, i, until);
     if (!Number.isNaN(bound[i]!)) live.push(i);
   }
@@ -207,7 +220,7 @@ export function boundOrder(r: RankContext, model: string, key: string): BoundOrd
       return order;
     }
   }
-  order = buildOrder(r);
+  order = buildOrder(r, model);
   if (list.orders.size >= r.maxOrders) list.orders.clear();
   list.orders.set(key, order);
   return order;

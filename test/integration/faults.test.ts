@@ -325,7 +325,7 @@ function edgeSaid(from: number): { hedges: Record<string, number>; failed: Recor
   for (const raw of logs.slice(from)) {
     // wrangler colours its lines
     const line = raw.replace(/\x1b\[[0-9;]*m/g, '');
-    const o = /routing: backend (\S+) (ejected|held back) for/.exec(line);
+    const o = /routing: backend (\S+) (ejected|held back) /.exec(line);
     if (o) {
       const k = `${o[1]}:${o[2] === 'ejected' ? 'ejected' : 'held'}`;
       outliers[k] = (outliers[k] ?? 0) + 1;

@@ -81,7 +81,7 @@ export function describeOutlierEvent(e: OutlierEvent, now: number = Date.now()):
   const cap = `${e.regionEjected} of ${e.regionSize} in ${e.region} ejected`;
   return e.kind === 'ejected'
     ? `routing: backend ${e.backendId} ejected for ${s} s (ejection ${e.timesEjected}; ${cap} before it)`
-    : `routing: backend ${e.backendId} held back for ${s} s, not ejected (${cap}, the most allowed)`;
+    : `routing: backend ${e.backendId} held back (tried last) for ${s} s after each failure, not ejected (${cap}, the most allowed)`;
 }
 
 /** The routing memory of this isolate. */

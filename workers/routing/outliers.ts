@@ -31,7 +31,7 @@ export interface OutlierOptions {
   holdMs?: number;
   /** The clock, ms (default `Date.now`). */
   now?: () => number;
-  /** Told of each ejection and each hold, for the log (default: nothing). */
+  /** Told of each ejection and each hold as it begins, for the log (default: nothing). */
   onEvent?: (event: OutlierEvent) => void;
 }
 
@@ -140,8 +140,10 @@ export class OutlierDetector {
     const regionEjected = this.#ejectedIn(backend.region, now);
     const event = { backendId: backend.id, region: backend.region, regionEjected, regionSize };
     if (regionEjected >= this.#maxEjectable(regionSize)) {
+      const wasHeld = now < s.heldUntil;
       s.heldUntil = now + this.#holdMs;
-      this.#onEvent?.({ kind: 'held', ...event, untilMs: s.heldUntil, timesEjected: s.timesEjected });
+      // Told once per hold, not for each failure that extends it (a dead backend fails every retry).
+      if (!wasHeld) this.#onEvent?.({ kind: 'held', ...event, untilMs: s.heldUntil, timesEjected: s.timesEjected });
       return false;
     }
     s.timesEjected = this.#forgiven(s, now) + 1;

@@ -101,7 +101,14 @@ describe('OutlierDetector: ejection timeline on an injected clock', () => {
     clock.t = 1 * S;
     fail('b', 5, 'eu-west', 2);
     expect(events[1]).toEqual({ kind: 'held', backendId: 'b', region: 'eu-west', untilMs: 6 * S, timesEjected: 0, regionEjected: 1, regionSize: 2 });
+    // Further failures extend the hold without a new event; one after it lapsed begins another.
+    clock.t = 2 * S;
+    fail('b', 3, 'eu-west', 2);
+    expect(events).toHaveLength(2);
+    clock.t = 8 * S;
+    fail('b', 1, 'eu-west', 2);
+    expect(events.map((e) => [e.kind, e.backendId, e.untilMs])).toEqual([['ejected', 'a', 30 * S], ['held', 'b', 6 * S], ['held', 'b', 13 * S]]);
     expect(describeOutlierEvent(events[0]!, 0)).toBe('routing: backend a ejected for 30 s (ejection 1; 0 of 2 in eu-west ejected before it)');
-    expect(describeOutlierEvent(events[1]!, 1 * S)).toBe('routing: backend b held back for 5 s, not ejected (1 of 2 in eu-west ejected, the most allowed)');
+    expect(describeOutlierEvent(events[1]!, 1 * S)).toBe('routing: backend b held back (tried last) for 5 s after each failure, not ejected (1 of 2 in eu-west ejected, the most allowed)');
   });
 });

@@ -25,7 +25,7 @@ export interface Attempt<T = unknown> {
   candidate: Scored;
   /** Sent as a hedge (not after a failure). */
   hedge: boolean;
-  /** The backend started answering (its response head arrived): a loser that had not counts as failed. */
+  /** The backend started answering (its response head arrived): a first attempt overtaken by its hedge before it had counts as failed (`AttemptPlan.won`). */
   answered: boolean;
   /** The driver's own data for this call. */
   driver?: T;

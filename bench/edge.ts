@@ -48,8 +48,9 @@ import { machineBusyMs, processCpuMs } from './lib/cpu.ts';
 import { envIntList, envList, envNumber } from './lib/env.ts';
 import { closedLoop, interleavedLoop, quantile, median, type ClosedLoopResult } from './lib/load.ts';
 import { benchWranglerConfigs } from './lib/edge-config.ts';
+import { startPassthrough, startSettlementApart } from './lib/side-workers.ts';
 import { signDispatchTokens } from './lib/tokens.ts';
-import { groupCpuMs, startWranglerDev, wranglerGroup, type WranglerDev } from './lib/processes.ts';
+import { groupCpuMs, wranglerGroup, type WranglerDev } from './lib/processes.ts';
 import { writeResults } from './lib/results.ts';
 import { machineLine, openScratch } from './lib/scratch.ts';
 import { quietGate } from './lib/quiet.ts';
@@ -332,20 +333,8 @@ async function main(): Promise<void> {
     // re-execution, or a hedge to it that lost.
     const checkerBefore = await inferencesOf(checker.url);
     if (SETTLEMENT === 'apart') {
-      settlement = await startWranglerDev({
-        root: ROOT,
-        config: configs.settlement,
-        stateDir: path.join(tmp, 'settlement'),
-        envFile: path.join(tmp, 'mesh', 'edge.env'),
-        vars: { MESH_ISSUER: mesh.edgeUrl, MESH_DEV: '1' },
-        readyPath: '/v2/health/live',
-        readyTimeoutMs: 60_000,
-        graceMs: 3000,
-        name: 'the settlement Worker',
-        // It stands for invocations that in production run on other machines: at the lowest CPU priority
-        // it takes the cores the request path leaves idle, and catches up between phases (ledgerCatchUp).
-        nice: 19,
-      });
+      // At nice 19 it takes the cores the request path leaves idle, and catches up between phases (ledgerCatchUp).
+      settlement = await startSettlementApart({ config: configs.settlement, edgeUrl: mesh.edgeUrl, meshDir: path.join(tmp, 'mesh'), stateDir: path.join(tmp, 'settlement') });
       log(`settlement (queue consumer and ledger shards) in a second wrangler dev: ${settlement.url} (process group ${settlement.pid})`);
     }
     const ledgerUrl = settlement?.url ?? mesh.edgeUrl;
@@ -1339,19 +1328,6 @@ async function inferencesOf(url: string): Promise<number> {
 }
 
 /** Starts bench/passthrough/ with `wrangler dev`, the flags scripts/local-mesh.ts gives the edge, forwarding to `target`. */
-async function startPassthrough(target: string, stateDir: string): Promise<Passthrough> {
-  return startWranglerDev({
-    root: ROOT,
-    config: path.join(ROOT, 'bench', 'passthrough', 'wrangler.toml'),
-    stateDir,
-    vars: { TARGET: target },
-    readyPath: '/v2/health/ready',
-    readyTimeoutMs: 60_000,
-    graceMs: 5000,
-    name: 'the pass-through Worker',
-  });
-}
-
 function outputShape(j: unknown, name: string): string | undefined {
   const out = (j as { outputs?: { name: string; shape: number[]; data: unknown[] }[] }).outputs?.find((o) => o.name === name);
   return out?.shape.join('x');

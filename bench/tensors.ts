@@ -35,10 +35,11 @@ import { sha256Hex } from '../receipts/hash.ts';
 import { ROOT, startMesh, type LocalMesh } from '../scripts/local-mesh.ts';
 import { machineBusyMs, processCpuMs } from './lib/cpu.ts';
 import { benchWranglerConfigs } from './lib/edge-config.ts';
+import { startPassthrough, startSettlementApart } from './lib/side-workers.ts';
 import { envList, envNumber } from './lib/env.ts';
 import { closedLoop, quantile, median } from './lib/load.ts';
 import { answerOutputs, formatBytes, linearFit, parseByteSize, seededFloats, tensorRequest, type BodyFormat, type TensorRequest } from './lib/payload.ts';
-import { groupCpuMs, startWranglerDev, wranglerGroup, type WranglerDev } from './lib/processes.ts';
+import { groupCpuMs, wranglerGroup, type WranglerDev } from './lib/processes.ts';
 import { signDispatchTokens } from './lib/tokens.ts';
 import { writeResults } from './lib/results.ts';
 import { machineLine, openScratch } from './lib/scratch.ts';
@@ -203,30 +204,10 @@ async function main(): Promise<void> {
     const backendPid = backend.process?.pid;
     const edgeGroup = wranglerGroup(new URL(mesh.edgeUrl).port);
     if (backendPid === undefined || edgeGroup === undefined) throw new Error(`could not find the backend's pid (${backendPid}) or the edge's process group (${edgeGroup})`);
-    settlement = await startWranglerDev({
-      root: ROOT,
-      config: configs.settlement,
-      stateDir: path.join(tmp, 'settlement'),
-      envFile: path.join(tmp, 'mesh', 'edge.env'),
-      vars: { MESH_ISSUER: mesh.edgeUrl, MESH_DEV: '1' },
-      readyPath: '/v2/health/live',
-      readyTimeoutMs: 60_000,
-      graceMs: 3000,
-      name: 'the settlement Worker',
-      nice: 19,
-    });
+    settlement = await startSettlementApart({ config: configs.settlement, edgeUrl: mesh.edgeUrl, meshDir: path.join(tmp, 'mesh'), stateDir: path.join(tmp, 'settlement') });
     log(`mesh ready: edge ${mesh.edgeUrl} (process group ${edgeGroup}), backend ${backend.url} (pid ${backendPid}), settlement apart (process group ${settlement.pid}, nice 19)`);
     if (PATHS.includes('passthrough')) {
-      passthrough = await startWranglerDev({
-        root: ROOT,
-        config: path.join(ROOT, 'bench', 'passthrough', 'wrangler.toml'),
-        stateDir: path.join(tmp, 'passthrough'),
-        vars: { TARGET: backend.url },
-        readyPath: '/v2/health/ready',
-        readyTimeoutMs: 60_000,
-        graceMs: 5000,
-        name: 'the pass-through Worker',
-      });
+      passthrough = await startPassthrough(backend.url, path.join(tmp, 'passthrough'));
       log(`pass-through Worker ready: ${passthrough.url} (process group ${passthrough.pid}) -> ${backend.url}`);
     }
     const runtimeOf = (p: PathId) => (p === 'edge' ? edgeGroup : p === 'passthrough' ? passthrough!.pid : undefined);

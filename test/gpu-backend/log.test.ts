@@ -31,7 +31,6 @@ describe('stdioLogger', () => {
     log.info('model embed loaded', { model: 'embed', ms: 12, warm: true, skipped: undefined });
     log.warn('heartbeat failed');
     log.error('inference failed', new Error('boom\nsecond line'), { model: 'embed' });
-    const [warn, err] = [[errors[0]], [errors[1]]];
 
     expect(out).toHaveLength(1);
     expect(out[0]).not.toContain('\n');
@@ -39,10 +38,10 @@ describe('stdioLogger', () => {
     expect(Object.keys(info)).toEqual(['time', 'level', 'name', 'msg', 'model', 'ms', 'warm']);
     expect(info).toMatchObject({ level: 'info', name: 'backend sg-1', msg: 'model embed loaded', model: 'embed', ms: 12, warm: true });
     expect(new Date(info.time as string).toISOString()).toBe(info.time);
-    expect(JSON.parse(warn[0]!)).toMatchObject({ level: 'warn', msg: 'heartbeat failed' });
+    expect(JSON.parse(errors[0]!)).toMatchObject({ level: 'warn', msg: 'heartbeat failed' });
     expect(errors).toHaveLength(2);
-    expect(err[0]).not.toContain('\n');
-    const error = JSON.parse(err[0]!) as { level: string; model: string; err: { name: string; message: string; stack: string } };
+    expect(errors[1]).not.toContain('\n');
+    const error = JSON.parse(errors[1]!) as { level: string; model: string; err: { name: string; message: string; stack: string } };
     expect(error).toMatchObject({ level: 'error', model: 'embed', err: { name: 'Error', message: 'boom\nsecond line' } });
     expect(error.err.stack).toContain('log.test.ts');
   });

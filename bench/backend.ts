@@ -13,11 +13,13 @@
  * Env: BENCH_MODEL (embed), BENCH_SECONDS (8), BENCH_WARMUP_SECONDS (1.5),
  * BENCH_CEILING_SECONDS (1.5 per batch size), BENCH_CONCURRENCY (1,4,16,64;
  * ocr-det 1,4,16), BENCH_QUIET_WAIT_SECONDS (20; 0: never wait for a quiet
- * CPU), BENCH_PROVIDER (cpu; cuda: ceiling and backend on CUDA, stopping if
- * CUDA does not start), BENCH_LOADGEN_THREADS (1), BENCH_MAX_RATE (none: the
+ * CPU), BENCH_PROVIDER (cpu; cuda or webgpu: ceiling and backend on that GPU
+ * provider, stopping if it does not start), BENCH_LOADGEN_THREADS (1), BENCH_MAX_RATE (none: the
  * most requests/s the token pools are sized for, where the ceiling is far
  * above what one backend's HTTP serves, e.g. on a GPU), BENCH_OCR_SIZE (320),
- * BENCH_RESULTS_FILE (bench/results/backend.json for embed,
+ * BENCH_INSTANCES (the model config's instance_group count; on a GPU, 2
+ * overlaps one batch's copies with the next one's run), BENCH_RESULTS_FILE
+ * (bench/results/backend.json for embed,
  * backend-<model>.json otherwise); INTRA_OP_THREADS, INFERENCE_THREAD,
  * HTTP_THREADS and CUDA_DEVICE_ID go to the backend.
  */
@@ -30,6 +32,7 @@ import { generateDemoModels } from '../gpu-backend/src/demo-models/generate.ts';
 import { silentLogger } from '../gpu-backend/src/log.ts';
 import { installOcrModels } from '../gpu-backend/src/ocr/models.ts';
 import { SessionFactory } from '../gpu-backend/src/serving/sessions.ts';
+import { isExecutionProvider, type ExecutionProvider } from '../shared/heartbeat.ts';
 import { tokenize } from '../shared/tokenizer.ts';
 import { machineBusyMs, waitForQuiet } from './lib/cpu.ts';
 import { envIntList, envNumber } from './lib/env.ts';
@@ -172,7 +175,8 @@ const RESULTS_FILE = process.env.BENCH_RESULTS_FILE?.trim() || path.join('bench'
 const INTRA_OP_THREADS = process.env.INTRA_OP_THREADS?.trim() || undefined;
 /** Threads of load generator (one thread sends ~10,000 requests/s at most: raise it for a GPU backend on a big host). */
 const LOADGEN_THREADS = envNumber('BENCH_LOADGEN_THREADS', 1, 1, 64);
-/** The execution provider of the ceiling and the backend: `cpu`, or `cuda` on a GPU host (no fallback: the bench stops if CUDA does not start). */
+const INSTANCES = process.env.BENCH_INSTANCES?.trim() ? Math.round(envNumber('BENCH_INSTANCES', 1, 1, 16)) : undefined;
+/** The execution provider of the ceiling and the backend: `cpu`, or `cuda` / `webgpu` on a GPU host (no fallback: the bench stops if it does not start). */
 const PROVIDER = benchProvider(process.env.BENCH_PROVIDER);
 const CUDA_DEVICE_ID = process.env.CUDA_DEVICE_ID?.trim() || '0';
 /** The backend's INFERENCE_THREAD (passed through from the environment). */
@@ -234,6 +238,7 @@ async function main(): Promise<void> {
     const off = path.join(tmp, 'batching-off');
     log(`${MODEL === 'embed' ? 'generating the demo models' : `installing ${MODEL}`} into ${on}`);
     await W.install(on);
+    if (INSTANCES !== undefined) await withInstances(on, INSTANCES);
     await cp(on, off, { recursive: true });
     await withoutDynamicBatching(off);
 
@@ -282,11 +287,23 @@ async function main(): Promise<void> {
 
 /** Removes `dynamic_batching` from every model's config.json in `repo`. */
 async function withoutDynamicBatching(repo: string): Promise<void> {
+  await editConfigs(repo, (config) => void delete config.dynamic_batching);
+}
+
+/** Every model of `repo` served by `count` instances (BENCH_INSTANCES). */
+async function withInstances(repo: string, count: number): Promise<void> {
+  await editConfigs(repo, (config) => {
+    const groups = (config.instance_group as { count?: number }[] | undefined) ?? [{}];
+    config.instance_group = groups.map((g) => ({ ...g, count }));
+  });
+}
+
+async function editConfigs(repo: string, edit: (config: Record<string, unknown>) => void): Promise<void> {
   for (const entry of await readdir(repo, { withFileTypes: true })) {
     if (!entry.isDirectory()) continue;
     const file = path.join(repo, entry.name, 'config.json');
     const config = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
-    delete config.dynamic_batching;
+    edit(config);
     await writeFile(file, `${JSON.stringify(config, null, 2)}\n`);
   }
 }
@@ -307,7 +324,7 @@ interface CeilingSession {
 async function openCeiling(modelPath: string): Promise<CeilingSession> {
   const open = async (intraOpThreads?: number) => {
     const sessions = new SessionFactory({
-      providers: PROVIDER === 'cuda' ? ['cuda'] : ['cpu'],
+      providers: [PROVIDER],
       cudaDeviceId: Number(CUDA_DEVICE_ID),
       thread: 'main',
       log: silentLogger,
@@ -316,7 +333,7 @@ async function openCeiling(modelPath: string): Promise<CeilingSession> {
     try {
       return (await sessions.open(modelPath)).session;
     } catch (err) {
-      throw new Error(`the ceiling's ${PROVIDER} session did not open: ${sessions.cudaFailure ?? (err as Error).message}`, { cause: err });
+      throw new Error(`the ceiling's ${PROVIDER} session did not open: ${sessions.cudaFailure ?? sessions.webgpuFailure ?? (err as Error).message}`, { cause: err });
     }
   };
   const sessions = [await open()];
@@ -435,9 +452,9 @@ async function measure(edge: FakeEdge, backend: BackendProcess, batching: 'on' |
   return run;
 }
 
-function benchProvider(value: string | undefined): 'cpu' | 'cuda' {
+function benchProvider(value: string | undefined): ExecutionProvider {
   const v = (value ?? 'cpu').trim().toLowerCase();
-  if (v !== 'cpu' && v !== 'cuda') throw new Error(`BENCH_PROVIDER must be cpu or cuda, got ${JSON.stringify(value)}`);
+  if (!isExecutionProvider(v)) throw new Error(`BENCH_PROVIDER must be cpu, cuda or webgpu, got ${JSON.stringify(value)}`);
   return v;
 }
 
@@ -473,7 +490,7 @@ function report(ceiling: CeilingPoint[], best: CeilingPoint, recheck: CeilingPoi
   lines.push('| batch | ms per run | rows/s | other CPU |', '| ---: | ---: | ---: | ---: |');
   for (const p of ceiling) lines.push(`| ${p.batch}${p === best ? ' (best)' : ''} | ${f(p.msPerRun, 2)} | ${f(p.rowsPerS, 0)} | ${pct(p.otherCpu)} |`);
   lines.push(`| ${recheck.batch} (re-check after the runs) | ${f(recheck.msPerRun, 2)} | ${f(recheck.rowsPerS, 0)} | ${pct(recheck.otherCpu)} |`);
-  lines.push('', `Served: one backend process (${PROVIDER}, INFERENCE_THREAD=${INFERENCE_THREAD}, HTTP_THREADS=${HTTP_THREADS}), closed loop (${LOADGEN_THREADS} load thread(s)), ${SECONDS} s per run`, '');
+  lines.push('', `Served: one backend process (${PROVIDER}, INFERENCE_THREAD=${INFERENCE_THREAD}, HTTP_THREADS=${HTTP_THREADS}, instances ${PROVIDER === 'webgpu' ? '1 (WebGPU sessions share one thread)' : (INSTANCES ?? 'as configured')}), closed loop (${LOADGEN_THREADS} load thread(s)), ${SECONDS} s per run`, '');
   lines.push(
     '| batching | concurrency | req/s | p50 ms | p99 ms | mean batch | ms per batch (ceiling) | backend ms (queue / compute) | backend CPU ms/req (main thread) | load-gen CPU ms/req | other CPU | ceiling right after, rows/s | errors |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -542,7 +559,7 @@ function report(ceiling: CeilingPoint[], best: CeilingPoint, recheck: CeilingPoi
   return {
     date: new Date().toISOString(),
     machine: { cores: CORES, cpu: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.arch()}` },
-    settings: { model: MODEL, ...W.settings, seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, ceilingSeconds: CEILING_SECONDS, intraOpThreads: INTRA_OP_THREADS ?? 'ORT default', inferenceThread: INFERENCE_THREAD, httpThreads: HTTP_THREADS, provider: PROVIDER, loadgenThreads: LOADGEN_THREADS, maxRate: Number.isFinite(MAX_RATE) ? MAX_RATE : undefined },
+    settings: { model: MODEL, ...W.settings, seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, ceilingSeconds: CEILING_SECONDS, intraOpThreads: INTRA_OP_THREADS ?? 'ORT default', inferenceThread: INFERENCE_THREAD, httpThreads: HTTP_THREADS, instances: INSTANCES ?? 'config', provider: PROVIDER, loadgenThreads: LOADGEN_THREADS, maxRate: Number.isFinite(MAX_RATE) ? MAX_RATE : undefined },
     ceiling: { points: ceiling, best, recheck, drift },
     runs,
     ratios: {

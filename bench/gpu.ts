@@ -1,20 +1,22 @@
 /**
- * `npm run bench:gpu`: bench:backend on a CUDA host, ready to run, bounded in
+ * `npm run bench:gpu`: bench:backend on a GPU host, ready to run, bounded in
  * time (about 8 minutes with defaults). It installs nothing: first it checks
- * that CUDA can serve (EXECUTION_PROVIDERS, the NVIDIA driver, onnxruntime-
- * node's CUDA provider library from `npm run install:cuda`, and a real CUDA
- * session on a tiny model) and stops at once, saying what is missing, when it
- * cannot; then it runs `bench/backend.ts` with BENCH_PROVIDER=cuda for
- * `ocr-det` and `embed`, each under `timeout`, and prints one summary: served
- * / ceiling and batching on/off per model. Exit 0 when every step ran (goals
- * met or not), 1 when CUDA is unavailable, 2 when a step failed or timed out.
- * Method: docs/benchmarks.md, "bench:gpu".
+ * that the GPU provider (BENCH_GPU_PROVIDER: `cuda`, or `webgpu`, which
+ * onnxruntime-node bundles and which needs only a Vulkan driver) can serve
+ * (EXECUTION_PROVIDERS, the NVIDIA driver and onnxruntime-node's CUDA library
+ * from `npm run install:cuda` for CUDA, and a real session on a tiny model)
+ * and stops at once, saying what is missing, when it cannot; then it runs
+ * `bench/backend.ts` with BENCH_PROVIDER set to it for `ocr-det` and `embed`,
+ * each under `timeout`, and prints one summary: served / ceiling and batching
+ * on/off per model. Exit 0 when every step ran (goals met or not), 1 when the
+ * provider is unavailable, 2 when a step failed or timed out. Method:
+ * docs/benchmarks.md, "bench:gpu".
  *
- * Env: BENCH_GPU_MODELS (ocr-det,embed), BENCH_GPU_STEP_SECONDS (200 per
+ * Env: BENCH_GPU_PROVIDER (cuda), BENCH_GPU_MODELS (ocr-det,embed), BENCH_GPU_STEP_SECONDS (200 per
  * model), BENCH_GPU_PREFLIGHT_SECONDS (90), CUDA_DEVICE_ID (0); each step gets
  * BENCH_SECONDS (5), BENCH_WARMUP_SECONDS (1), BENCH_CEILING_SECONDS (1),
  * BENCH_QUIET_WAIT_SECONDS (3), BENCH_LOADGEN_THREADS (4), BENCH_MAX_RATE
- * (20000) and BENCH_CONCURRENCY (ocr-det 1,4,16,64; embed 1,16,64,256) unless
+ * (20000) and BENCH_CONCURRENCY (ocr-det 1,4,16,64; embed 1,16,48) unless
  * set; results in bench/results/gpu-<model>.json.
  */
 
@@ -34,6 +36,8 @@ for (const m of MODELS) if (m !== 'ocr-det' && m !== 'embed') throw new Error(`B
 const STEP_SECONDS = envNumber('BENCH_GPU_STEP_SECONDS', 200, 30, 600);
 const PREFLIGHT_SECONDS = envNumber('BENCH_GPU_PREFLIGHT_SECONDS', 90, 10, 600);
 const CUDA_DEVICE_ID = process.env.CUDA_DEVICE_ID?.trim() || '0';
+const PROVIDER = gpuProvider(process.env.BENCH_GPU_PROVIDER);
+const NAME = PROVIDER === 'cuda' ? 'CUDA' : 'WebGPU';
 const STEP_DEFAULTS: Record<string, string> = {
   BENCH_SECONDS: '5',
   BENCH_WARMUP_SECONDS: '1',
@@ -42,26 +46,41 @@ const STEP_DEFAULTS: Record<string, string> = {
   BENCH_LOADGEN_THREADS: '4',
   BENCH_MAX_RATE: '20000',
 };
-const CONCURRENCY: Record<string, string> = { 'ocr-det': '1,4,16,64', embed: '1,16,64,256' };
+// embed's queue holds 48 (max_queue_size): more concurrency only measures 429s.
+const CONCURRENCY: Record<string, string> = { 'ocr-det': '1,4,16,64', embed: '1,16,48' };
+
+function gpuProvider(value: string | undefined): 'cuda' | 'webgpu' {
+  const v = (value?.trim() || 'cuda').toLowerCase();
+  if (v !== 'cuda' && v !== 'webgpu') throw new Error(`BENCH_GPU_PROVIDER must be cuda or webgpu, got ${JSON.stringify(value)}`);
+  return v;
+}
 
 const log = (line: string) => console.log(`[bench:gpu] ${line}`);
 
 class Unavailable extends Error {}
 
-/** Why CUDA cannot serve here, or undefined when a CUDA session opened and ran. */
+/** Throws Unavailable saying why the GPU provider cannot serve here; returns when a session on it opened and ran. */
 async function preflight(): Promise<void> {
   const providers = process.env.EXECUTION_PROVIDERS?.trim();
-  if (providers && !providers.split(',').map((p) => p.trim().toLowerCase()).includes('cuda')) {
-    throw new Unavailable(`EXECUTION_PROVIDERS=${providers} leaves CUDA out; unset it or include cuda.`);
+  if (providers && !providers.split(',').map((p) => p.trim().toLowerCase()).includes(PROVIDER)) {
+    throw new Unavailable(`EXECUTION_PROVIDERS=${providers} leaves ${PROVIDER} out; unset it or include ${PROVIDER}.`);
   }
-  log(`EXECUTION_PROVIDERS: ${providers ?? '(unset: the backend default cuda,cpu)'}; the benches force cuda with BENCH_PROVIDER=cuda`);
-  if (os.platform() !== 'linux' || os.arch() !== 'x64') throw new Unavailable(`onnxruntime-node ships CUDA for linux x64 only; this is ${os.platform()} ${os.arch()}.`);
+  log(`EXECUTION_PROVIDERS: ${providers ?? '(unset: the backend default cuda,cpu)'}; the benches force ${PROVIDER} with BENCH_PROVIDER=${PROVIDER}`);
+  if (PROVIDER === 'cuda' && (os.platform() !== 'linux' || os.arch() !== 'x64')) throw new Unavailable(`onnxruntime-node ships CUDA for linux x64 only; this is ${os.platform()} ${os.arch()}.`);
 
   const smi = await run('nvidia-smi', ['-L'], 20_000);
-  if (smi.code !== 0 || !/GPU \d+:/.test(smi.out)) {
+  const noSmi = smi.code !== 0 || !/GPU \d+:/.test(smi.out);
+  if (noSmi && PROVIDER === 'cuda') {
     throw new Unavailable(`no NVIDIA GPU or driver: \`nvidia-smi -L\` ${smi.code === null ? 'did not finish' : smi.code === 127 ? 'is not installed' : `exited ${smi.code}`}${smi.out.trim() ? `: ${smi.out.trim().split('\n')[0]}` : ''}`);
   }
-  for (const line of smi.out.trim().split('\n')) log(`nvidia-smi: ${line}`);
+  if (noSmi) log('nvidia-smi: no NVIDIA GPU listed (WebGPU may still find another vendor\'s)');
+  else for (const line of smi.out.trim().split('\n')) log(`nvidia-smi: ${line}`);
+  if (PROVIDER === 'cuda') checkCudaLibrary();
+  await tinySession();
+}
+
+/** onnxruntime-node's CUDA provider library is there (`npm run install:cuda`). */
+function checkCudaLibrary(): void {
 
   const binDir = path.join(ROOT, 'node_modules', 'onnxruntime-node', 'bin');
   const libs = existsSync(binDir)
@@ -71,20 +90,22 @@ async function preflight(): Promise<void> {
     throw new Unavailable(`onnxruntime-node's CUDA provider (libonnxruntime_providers_cuda.so) is not under ${path.relative(ROOT, binDir)}: run \`npm run install:cuda\` first (this script installs nothing).`);
   }
   log(`onnxruntime-node CUDA provider: ${libs.map((l) => path.join(path.relative(ROOT, binDir), l)).join(', ')}`);
+}
 
-  // A real session on CUDA: the driver, CUDA 12 and cuDNN 9 libraries all have to load.
+/** A real session on the provider: for CUDA the driver, CUDA 12 and cuDNN 9 libraries all have to load; for WebGPU a GPU adapter must be found. */
+async function tinySession(): Promise<void> {
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'mesh-bench-gpu-'));
   try {
     await generateDemoModels(tmp);
-    const sessions = new SessionFactory({ providers: ['cuda'], cudaDeviceId: Number(CUDA_DEVICE_ID), thread: 'main', log: silentLogger });
+    const sessions = new SessionFactory({ providers: [PROVIDER], cudaDeviceId: Number(CUDA_DEVICE_ID), thread: 'main', log: silentLogger });
     const opened = await sessions.open(path.join(tmp, 'classifier', '1', 'model.onnx')).catch((err: unknown) => {
-      throw new Unavailable(`a CUDA session did not open on device ${CUDA_DEVICE_ID}: ${sessions.cudaFailure ?? (err as Error).message}`);
+      throw new Unavailable(`a ${NAME} session did not open${PROVIDER === 'cuda' ? ` on device ${CUDA_DEVICE_ID}` : ''}: ${sessions.cudaFailure ?? sessions.webgpuFailure ?? (err as Error).message}`);
     });
     const ort = await import('onnxruntime-node');
     const out = await opened.session.run({ features: new ort.Tensor('float32', new Float32Array(16), [1, 16]) }, ['probabilities']);
     await opened.session.release();
-    if (!out.probabilities) throw new Unavailable('a CUDA session opened but its run returned no output');
-    log(`a CUDA session opened and ran on device ${CUDA_DEVICE_ID} (provider ${opened.provider})`);
+    if (!out.probabilities) throw new Unavailable(`a ${NAME} session opened but its run returned no output`);
+    log(`a ${NAME} session opened and ran (provider ${opened.provider})`);
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
@@ -118,7 +139,7 @@ interface Step {
   file: string;
 }
 
-/** bench/backend.ts for `model` on CUDA under `timeout -s INT` (the bench stops its processes on SIGINT), its output prefixed. */
+/** bench/backend.ts for `model` on the GPU provider under `timeout -s INT` (the bench stops its processes on SIGINT), its output prefixed. */
 async function step(model: string): Promise<Step> {
   const file = path.join('bench', 'results', `gpu-${model}.json`);
   const env: Record<string, string | undefined> = {
@@ -126,11 +147,11 @@ async function step(model: string): Promise<Step> {
     ...Object.fromEntries(Object.entries(STEP_DEFAULTS).filter(([k]) => !process.env[k])),
     BENCH_CONCURRENCY: process.env.BENCH_CONCURRENCY ?? CONCURRENCY[model],
     BENCH_MODEL: model,
-    BENCH_PROVIDER: 'cuda',
+    BENCH_PROVIDER: PROVIDER,
     BENCH_RESULTS_FILE: file,
     CUDA_DEVICE_ID,
   };
-  log(`${model}: bench:backend on CUDA, at most ${STEP_SECONDS} s (concurrency ${env.BENCH_CONCURRENCY}, ${env.BENCH_SECONDS} s per run)`);
+  log(`${model}: bench:backend on ${NAME}, at most ${STEP_SECONDS} s (concurrency ${env.BENCH_CONCURRENCY}, ${env.BENCH_SECONDS} s per run)`);
   const t0 = performance.now();
   let tail = '';
   const code = await new Promise<number | null>((resolve) => {
@@ -163,7 +184,7 @@ interface BackendResults {
 
 function summary(steps: Step[]): void {
   const f = (v: number | null | undefined, d = 2) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(d) : 'n/a');
-  const lines = ['', 'bench:gpu summary (BENCH_PROVIDER=cuda):', ''];
+  const lines = ['', `bench:gpu summary (BENCH_PROVIDER=${PROVIDER}):`, ''];
   lines.push('| model | step | ceiling rows/s (batch) | best served req/s (concurrency) | served / ceiling (goal) | batching on/off at 16 (p99 on / off ms) | errors |', '| --- | --- | ---: | ---: | ---: | ---: | ---: |');
   for (const s of steps) {
     const state = s.code === 0 ? `ok, ${s.seconds.toFixed(0)} s` : s.timedOut ? `TIMED OUT after ${s.seconds.toFixed(0)} s` : `FAILED (exit ${s.code})`;
@@ -198,12 +219,12 @@ async function main(): Promise<void> {
     await Promise.race([
       preflight(),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Unavailable(`the CUDA checks did not finish within ${PREFLIGHT_SECONDS} s`)), PREFLIGHT_SECONDS * 1000);
+        timer = setTimeout(() => reject(new Unavailable(`the ${NAME} checks did not finish within ${PREFLIGHT_SECONDS} s`)), PREFLIGHT_SECONDS * 1000);
       }),
     ]);
   } catch (err) {
     if (!(err instanceof Unavailable)) throw err;
-    console.error(`[bench:gpu] CUDA UNAVAILABLE: ${err.message}`);
+    console.error(`[bench:gpu] ${NAME.toUpperCase()} UNAVAILABLE: ${err.message}`);
     console.error('[bench:gpu] nothing was benchmarked (this script installs nothing and never falls back to the CPU).');
     process.exit(1);
   } finally {

@@ -53,7 +53,7 @@ const WARMUP_SECONDS = envNumber('BENCH_WARMUP_SECONDS', 1.5, 0, 10);
 const ROUNDS = envNumber('BENCH_ROUNDS', 2, 1, 10);
 const LOADGEN_THREADS = envNumber('BENCH_LOADGEN_THREADS', 1, 1, 64);
 const PROVIDER = (process.env.BENCH_PROVIDER?.trim() || 'cpu').toLowerCase();
-if (PROVIDER !== 'cpu' && PROVIDER !== 'cuda') throw new Error(`BENCH_PROVIDER must be cpu or cuda, got ${JSON.stringify(PROVIDER)}`);
+if (PROVIDER !== 'cpu' && PROVIDER !== 'cuda' && PROVIDER !== 'webgpu') throw new Error(`BENCH_PROVIDER must be cpu, cuda or webgpu, got ${JSON.stringify(PROVIDER)}`);
 const HTTP_THREADS = process.env.HTTP_THREADS?.trim() || '2';
 const INFERENCE_THREAD = process.env.INFERENCE_THREAD?.trim() || 'worker';
 /** The most requests/s a token pool is sized for. */

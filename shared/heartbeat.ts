@@ -7,7 +7,13 @@
 import { MeshError } from './errors.ts';
 import { isRegionId } from './regions.ts';
 
-export type ExecutionProvider = 'cuda' | 'cpu';
+/** Where a backend's sessions run: NVIDIA's CUDA, any GPU through WebGPU (Vulkan on Linux), or the CPU. */
+export const EXECUTION_PROVIDERS = ['cuda', 'webgpu', 'cpu'] as const;
+export type ExecutionProvider = (typeof EXECUTION_PROVIDERS)[number];
+
+export function isExecutionProvider(value: unknown): value is ExecutionProvider {
+  return typeof value === 'string' && (EXECUTION_PROVIDERS as readonly string[]).includes(value);
+}
 
 export interface HeartbeatModel {
   name: string;
@@ -110,8 +116,8 @@ export function parseHeartbeat(body: unknown): Heartbeat {
   }
   const lat = num(b.lat, 'lat', -90, 90);
   const lon = num(b.lon, 'lon', -180, 180);
-  if (b.executionProvider !== 'cuda' && b.executionProvider !== 'cpu') {
-    throw invalid('Heartbeat executionProvider must be "cuda" or "cpu".');
+  if (!isExecutionProvider(b.executionProvider)) {
+    throw invalid('Heartbeat executionProvider must be "cuda", "webgpu" or "cpu".');
   }
   if (typeof b.ready !== 'boolean') throw invalid('Heartbeat ready must be a boolean.');
   if (!Array.isArray(b.models) || b.models.length > L.models) throw invalid(`Heartbeat models must be an array of at most ${L.models} models.`);

@@ -6,7 +6,7 @@
 
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { ExecutionProvider } from '../../shared/heartbeat.ts';
+import { isExecutionProvider, type ExecutionProvider } from '../../shared/heartbeat.ts';
 import { REGIONS, regionById } from '../../shared/regions.ts';
 import { checkProviderJwk, type ProviderJwk } from './mesh/provider-key.ts';
 import type { InferenceThread } from './serving/sessions.ts';
@@ -133,8 +133,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): BackendConfig {
   const executionProviders: ExecutionProvider[] = [];
   for (const p of providers) {
     const name = p.toLowerCase();
-    if (name !== 'cuda' && name !== 'cpu') {
-      throw new ConfigError('EXECUTION_PROVIDERS', `must be a comma-separated list of "cuda" and "cpu", got ${JSON.stringify(p)}.`);
+    if (!isExecutionProvider(name)) {
+      throw new ConfigError('EXECUTION_PROVIDERS', `must be a comma-separated list of "cuda", "webgpu" and "cpu", got ${JSON.stringify(p)}.`);
     }
     if (!executionProviders.includes(name)) executionProviders.push(name);
   }

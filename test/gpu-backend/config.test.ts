@@ -114,6 +114,8 @@ describe('loadConfig', () => {
   it('always keeps cpu as the last fallback', () => {
     expect(loadConfig({ ...base(), EXECUTION_PROVIDERS: 'cuda' }).executionProviders).toEqual(['cuda', 'cpu']);
     expect(loadConfig({ ...base(), EXECUTION_PROVIDERS: 'cpu,cuda' }).executionProviders).toEqual(['cuda', 'cpu']);
+    expect(loadConfig({ ...base(), EXECUTION_PROVIDERS: 'WebGPU' }).executionProviders).toEqual(['webgpu', 'cpu']);
+    expect(loadConfig({ ...base(), EXECUTION_PROVIDERS: 'cpu,webgpu,cuda' }).executionProviders).toEqual(['webgpu', 'cuda', 'cpu']);
   });
 
   const bad: [string, Record<string, string | undefined>, string][] = [

@@ -280,7 +280,7 @@ const dockerfile = parseDockerfile(readFileSync(DOCKERFILE, 'utf8'));
 const runtime = dockerfile.stages.at(-1)!;
 const build = dockerfile.stages[0]!;
 /** ENV the image sets for the NVIDIA Container Toolkit, not for the backend. */
-const TOOLKIT_ENV = new Set(['NVIDIA_REQUIRE_CUDA']);
+const TOOLKIT_ENV = new Set(['NVIDIA_REQUIRE_CUDA', 'NVIDIA_DRIVER_CAPABILITIES']);
 const allImageEnv = envOf(runtime);
 const imageEnv = Object.fromEntries(Object.entries(allImageEnv).filter(([name]) => !TOOLKIT_ENV.has(name)));
 const documentedNames = dockerfile.documented.flatMap((d) => d.names);
@@ -496,6 +496,8 @@ describe('gpu-backend/Dockerfile', () => {
   it('asks the container toolkit for CUDA 12.0 (driver 525.60.13+), not the base image\'s 12.8 that refuses older drivers on non-datacenter GPUs', () => {
     expect(runtime.image.startsWith('nvidia/cuda:12.')).toBe(true);
     expect(allImageEnv.NVIDIA_REQUIRE_CUDA).toBe('cuda>=12.0');
+    // WebGPU needs the driver's Vulkan library: the toolkit mounts it for `graphics`.
+    expect(allImageEnv.NVIDIA_DRIVER_CAPABILITIES?.split(',')).toEqual(expect.arrayContaining(['compute', 'utility', 'graphics']));
   });
 
   it('runs as a non-root user it creates', () => {

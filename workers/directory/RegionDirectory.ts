@@ -18,7 +18,7 @@
 
 import { DurableObject } from 'cloudflare:workers';
 import type { JWK } from 'jose';
-import type { Heartbeat, HeartbeatAction } from '../../shared/heartbeat.ts';
+import { isExecutionProvider, type Heartbeat, type HeartbeatAction } from '../../shared/heartbeat.ts';
 import type { Env } from '../env.ts';
 import type { LocationVerdict } from '../geo/location.ts';
 import { migrate, sqlOf, type Sql } from '../sql.ts';
@@ -146,7 +146,7 @@ function toEntry(r: BackendRow, location: LocationVerdict): BackendEntry {
     url: r.url,
     lat: r.lat,
     lon: r.lon,
-    executionProvider: r.execution_provider === 'cuda' ? 'cuda' : 'cpu',
+    executionProvider: isExecutionProvider(r.execution_provider) ? r.execution_provider : 'cpu',
     ready: r.ready === 1,
     models: JSON.parse(r.models),
     capacity: JSON.parse(r.capacity),

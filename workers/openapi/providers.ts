@@ -4,7 +4,7 @@
  * shared/heartbeat.ts, whose parser checks it.
  */
 
-import { HEARTBEAT_LIMITS as L } from '../../shared/heartbeat.ts';
+import { EXECUTION_PROVIDERS, HEARTBEAT_LIMITS as L } from '../../shared/heartbeat.ts';
 import { REGIONS } from '../../shared/regions.ts';
 import { about, arr, bool, ID, num, obj, oneOfValues, ref, str, type Family } from './build.ts';
 
@@ -34,7 +34,7 @@ export const providers: Family = {
           region: { enum: REGIONS.map((r) => r.id) },
           lat: range(-90, 90),
           lon: range(-180, 180),
-          executionProvider: oneOfValues('cuda', 'cpu'),
+          executionProvider: oneOfValues(...EXECUTION_PROVIDERS),
           ready: bool,
           models: arr(
             obj(

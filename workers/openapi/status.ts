@@ -4,6 +4,7 @@
  * are workers/status/view.ts.
  */
 
+import { EXECUTION_PROVIDERS } from '../../shared/heartbeat.ts';
 import { BACKEND_STATES } from '../status/view.ts';
 import { arr, ID, int, MS, nullable, num, obj, oneOfValues, ref, str, type Family } from './build.ts';
 
@@ -53,7 +54,7 @@ export const status: Family = {
             lon: num(),
             state: oneOfValues(...BACKEND_STATES),
             location: oneOfValues('verified', 'unverified', 'refuted'),
-            executionProvider: oneOfValues('cuda', 'cpu'),
+            executionProvider: oneOfValues(...EXECUTION_PROVIDERS),
             models: arr(obj({ name: str(), version: str(), warm: { type: 'boolean' } })),
             capacity,
             lastSeen: MS,

@@ -6,6 +6,8 @@
  * drift apart.
  */
 
+import type { ExecutionProvider } from '../../shared/heartbeat.ts';
+
 /** Who asked: an operator (admin), a billing system, or one provider, who sees only its own backends and payouts. */
 export interface StatusViewer {
   role: 'admin' | 'billing' | 'provider';
@@ -47,7 +49,7 @@ export interface BackendStatus {
   state: BackendState;
   /** Proof of location (docs/api.md section 3.2) of the claimed coordinates. */
   location: 'verified' | 'unverified' | 'refuted';
-  executionProvider: 'cuda' | 'cpu';
+  executionProvider: ExecutionProvider;
   models: { name: string; version: string; warm: boolean }[];
   capacity: { slots: number; inFlight: number; queued: number };
   /** ms since epoch of its last heartbeat. */

@@ -84,6 +84,7 @@ export function createApp(deps: AppDeps): Hono {
       models: repository.desired.map((name) => ({ name, state: repository.state(name) })),
     };
     if (deps.sessions?.cudaFailure) body.cudaUnavailable = deps.sessions.cudaFailure;
+    if (deps.sessions?.webgpuFailure) body.webgpuUnavailable = deps.sessions.webgpuFailure;
     return c.json(body, ready ? 200 : 503);
   });
 

@@ -12,7 +12,7 @@ import type { Dirent } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { MeshError } from '../../../shared/errors.ts';
-import type { ExecutionProvider, HeartbeatModel } from '../../../shared/heartbeat.ts';
+import { EXECUTION_PROVIDERS, type ExecutionProvider, type HeartbeatModel } from '../../../shared/heartbeat.ts';
 import type { Logger } from '../log.ts';
 import { ModelHandle } from './model-handle.ts';
 import { PipelineHandle } from './pipeline-handle.ts';
@@ -250,15 +250,16 @@ export class ModelRepository {
     return [...this.#desired].sort();
   }
 
-  /** The provider sessions run on: `cuda` if any model got it, else what new sessions would get. */
+  /** The provider sessions run on: a GPU one (`cuda`, then `webgpu`) if any model got it, else what new sessions would get. */
   get executionProvider(): ExecutionProvider {
     let any = false;
+    let best: ExecutionProvider = 'cpu';
     for (const e of this.#entries.values()) {
       if (e.state !== 'READY') continue;
       any = true;
-      if (e.handle?.provider === 'cuda') return 'cuda';
+      if (e.handle) best = gpuFirst(best, e.handle.provider);
     }
-    return any ? 'cpu' : this.#sessions.preferred;
+    return any ? best : this.#sessions.preferred;
   }
 
   /** What heartbeats report per model: READY ones and the ones loading. */
@@ -461,7 +462,7 @@ export class ModelRepository {
       config,
       run,
       steps,
-      provider: stepHandles.some((h) => h?.provider === 'cuda') ? 'cuda' : (stepHandles[0]?.provider ?? this.#sessions.preferred),
+      provider: stepHandles.reduce<ExecutionProvider | undefined>((best, h) => (h ? gpuFirst(best ?? 'cpu', h.provider) : best), undefined) ?? this.#sessions.preferred,
       loadMs: entry.loadMs,
       serviceMs: entry.serviceMs,
       now: this.#now,
@@ -507,4 +508,9 @@ function readyHandle(name: string, entry: Entry | undefined): Servable {
     throw new MeshError('model_not_ready', `Model "${name}" is not loaded here (state ${entry.state}).`, { retryAfter: 1 });
   }
   return entry.handle;
+}
+
+/** Of two providers, the one a heartbeat reports: CUDA over WebGPU over CPU. */
+function gpuFirst(a: ExecutionProvider, b: ExecutionProvider): ExecutionProvider {
+  return EXECUTION_PROVIDERS.indexOf(a) <= EXECUTION_PROVIDERS.indexOf(b) ? a : b;
 }

@@ -5,7 +5,8 @@
  * model instance on a thread of its own the main thread keeps serving HTTP
  * while batches run, and instances really run at once. A run goes to an idle
  * instance or waits for one; a thread that dies leaves the pool, and once none
- * is left `failure` says why.
+ * is left `failure` says why. A pool may also be one session on a thread that
+ * several pools share (shared-session-thread.ts, for WebGPU).
  */
 
 import { Worker } from 'node:worker_threads';
@@ -26,18 +27,32 @@ export interface SessionWorkerInit {
 
 export interface RunRequest {
   id: number;
+  /** Which session of the thread (0: a pool's own thread's only one). */
+  key?: number;
   feeds: Record<string, WireTensor>;
   fetches: string[];
 }
 
+/** Opens one more session on a shared thread (shared-session-thread.ts). */
+export interface OpenRequest {
+  open: SessionWorkerInit & { key: number };
+}
+
 export type RunReply = { id: number; outputs: Record<string, WireTensor> } | { id: number; error: string };
 
-type Opened = { kind: 'open'; inputNames: string[]; outputNames: string[] } | { kind: 'open-failed'; message: string };
+export type Opened = { kind: 'open'; key: number; inputNames: string[]; outputNames: string[] } | { kind: 'open-failed'; key: number; message: string };
 
-const WORKER_URL = new URL('./session-worker.ts', import.meta.url);
+export const WORKER_URL = new URL('./session-worker.ts', import.meta.url);
+
+/** Run ids are unique per process: pools that share a thread read each other's replies. */
+let nextRunId = 1;
 
 interface Instance {
   worker: Worker;
+  /** The session's key on its thread. */
+  key: number;
+  /** Removes this pool's listeners from the thread (set by #watch). */
+  unwatch?: () => void;
   /** The run this instance executes now. */
   current: { id: number; resolve(outputs: ort.InferenceSession.ReturnType): void; reject(err: Error): void } | undefined;
   dead: boolean;
@@ -48,12 +63,14 @@ export class SessionPool implements ModelSession {
   readonly outputNames: readonly string[];
   readonly #instances: Instance[];
   readonly #waiting: (() => void)[] = [];
-  #nextId = 1;
+  /** Ends a thread once its session is released; a shared thread ends when its last session goes. */
+  readonly #end: (worker: Worker) => Promise<unknown>;
   #released = false;
   #lastDeath: string | undefined;
 
-  private constructor(instances: Instance[], opened: { inputNames: string[]; outputNames: string[] }) {
+  private constructor(instances: Instance[], opened: { inputNames: string[]; outputNames: string[] }, end: (worker: Worker) => Promise<unknown> = (w) => w.terminate()) {
     this.#instances = instances;
+    this.#end = end;
     this.inputNames = opened.inputNames;
     this.outputNames = opened.outputNames;
     for (const instance of instances) this.#watch(instance);
@@ -76,9 +93,17 @@ export class SessionPool implements ModelSession {
     }
     const first = (opened[0] as PromiseFulfilledResult<Opened & { kind: 'open' }>).value;
     return new SessionPool(
-      workers.map((worker) => ({ worker, current: undefined, dead: false })),
+      workers.map((worker) => ({ worker, key: 0, current: undefined, dead: false })),
       first,
     );
+  }
+
+  /**
+   * A pool of the one session `key` already opened on a shared thread;
+   * `end` runs once it is released (the thread decides whether to stop).
+   */
+  static onSharedThread(worker: Worker, key: number, opened: { inputNames: string[]; outputNames: string[] }, end: () => Promise<unknown>): SessionPool {
+    return new SessionPool([{ worker, key, current: undefined, dead: false }], opened, end);
   }
 
   /** Live instances (threads). */
@@ -128,32 +153,36 @@ export class SessionPool implements ModelSession {
         if (instance.dead) return;
         while (instance.current) await new Promise<void>((resolve) => this.#waiting.push(resolve));
         const released = new Promise<void>((resolve) => {
-          const onMessage = (m: { kind?: string }) => {
-            if (m.kind !== 'released') return;
+          const done = () => {
             instance.worker.off('message', onMessage);
+            instance.worker.off('exit', done);
             resolve();
           };
+          const onMessage = (m: { kind?: string; key?: number }) => {
+            if (m.kind === 'released' && m.key === instance.key) done();
+          };
           instance.worker.on('message', onMessage);
-          instance.worker.once('exit', () => resolve());
+          instance.worker.on('exit', done);
         });
-        instance.worker.postMessage({ release: true });
+        instance.worker.postMessage({ release: true, key: instance.key });
         await released;
         instance.dead = true;
-        await instance.worker.terminate();
+        instance.unwatch?.();
+        await this.#end(instance.worker);
       }),
     );
   }
 
   #runOn(instance: Instance, feeds: Record<string, WireTensor>, fetches: string[], transfer: ArrayBuffer[]): Promise<ort.InferenceSession.ReturnType> {
-    const id = this.#nextId++;
+    const id = nextRunId++;
     return new Promise((resolve, reject) => {
       instance.current = { id, resolve, reject };
-      instance.worker.postMessage({ id, feeds, fetches } satisfies RunRequest, transfer);
+      instance.worker.postMessage({ id, key: instance.key, feeds, fetches } satisfies RunRequest, transfer);
     });
   }
 
   #watch(instance: Instance): void {
-    instance.worker.on('message', (reply: RunReply | { kind: string }) => {
+    const onMessage = (reply: RunReply | { kind: string }) => {
       if (!('id' in reply)) return;
       const current = instance.current;
       if (!current || current.id !== reply.id) return;
@@ -167,7 +196,7 @@ export class SessionPool implements ModelSession {
         outputs[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims);
       }
       current.resolve(outputs);
-    });
+    };
     const fail = (why: string) => {
       if (instance.dead) return;
       instance.dead = true;
@@ -177,8 +206,17 @@ export class SessionPool implements ModelSession {
       current?.reject(new Error(`The inference thread ${why}.`));
       for (const wake of this.#waiting.splice(0)) wake();
     };
-    instance.worker.on('error', (err) => fail(`failed: ${err.message}`));
-    instance.worker.on('exit', (code) => fail(`exited (code ${code})`));
+    const onError = (err: Error) => fail(`failed: ${err.message}`);
+    const onExit = (code: number) => fail(`exited (code ${code})`);
+    instance.worker.on('message', onMessage);
+    instance.worker.on('error', onError);
+    instance.worker.on('exit', onExit);
+    // A shared thread outlives this pool: its listeners go with the session.
+    instance.unwatch = () => {
+      instance.worker.off('message', onMessage);
+      instance.worker.off('error', onError);
+      instance.worker.off('exit', onExit);
+    };
   }
 
   #settled(instance: Instance): void {

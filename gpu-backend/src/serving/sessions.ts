@@ -1,9 +1,10 @@
 /**
  * Opens ONNX Runtime sessions on the first configured execution provider that
- * works (`cuda`, then `cpu`), saying once, with ORT's reason, when CUDA cannot
- * initialise, and returns the provider a session really got so heartbeats and
- * /v2/health/ready report the truth. It also decides where a model's runs
- * execute (INFERENCE_THREAD): on worker threads (session-pool.ts) or the main thread.
+ * works (`cuda` or `webgpu`, then `cpu`), saying once, with ORT's reason, when
+ * a GPU provider cannot initialise, and returns the provider a session really
+ * got so heartbeats and /v2/health/ready report the truth. It also decides where a model's runs
+ * execute (INFERENCE_THREAD): on worker threads (session-pool.ts; every WebGPU
+ * session on the one thread they share, shared-session-thread.ts) or the main thread.
  */
 
 import { availableParallelism } from 'node:os';
@@ -12,12 +13,13 @@ import type { ExecutionProvider } from '../../../shared/heartbeat.ts';
 import type { Logger } from '../log.ts';
 import type { CreateSession, ModelSession } from './model-session.ts';
 import { SessionPool } from './session-pool.ts';
+import { SharedSessionThread } from './shared-session-thread.ts';
 
 /**
  * Where `session.run` executes: `worker` on worker threads, one per model
  * instance, so the main thread serves HTTP while a batch runs; `main` on the
  * main thread, one session per model whatever its instance count; `auto`
- * (default) `worker` for CUDA sessions and on CPU hosts of at least
+ * (default) `worker` for GPU sessions and on CPU hosts of at least
  * `WORKER_MIN_CORES` cores, else `main`.
  */
 export type InferenceThread = 'auto' | 'worker' | 'main';
@@ -37,7 +39,7 @@ interface OpenedSession {
 }
 
 export interface SessionFactoryOptions {
-  /** In order of preference, e.g. `['cuda', 'cpu']`. */
+  /** In order of preference, e.g. `['cuda', 'cpu']` or `['webgpu', 'cpu']`. */
   providers: readonly ExecutionProvider[];
   cudaDeviceId?: number;
   intraOpThreads?: number;
@@ -60,7 +62,11 @@ export class SessionFactory {
   readonly #create: CreateSession | undefined;
   readonly #thread: InferenceThread;
   readonly #cores: number;
-  #cudaFailure: string | undefined;
+  /** Why each GPU provider that was tried could not initialise. */
+  readonly #failures = new Map<ExecutionProvider, string>();
+  /** The thread every WebGPU session runs on, started with the first. */
+  #shared: SharedSessionThread | undefined;
+  readonly #onSharedThread: CreateSession = (modelPath, options) => (this.#shared ??= new SharedSessionThread()).open(modelPath, options);
 
   constructor(options: SessionFactoryOptions) {
     if (options.providers.length === 0) throw new Error('SessionFactory needs at least one execution provider.');
@@ -78,7 +84,12 @@ export class SessionFactory {
 
   /** Why CUDA could not initialise, once it was tried and failed. */
   get cudaFailure(): string | undefined {
-    return this.#cudaFailure;
+    return this.#failures.get('cuda');
+  }
+
+  /** Why WebGPU could not initialise (e.g. no GPU adapter), once it was tried and failed. */
+  get webgpuFailure(): string | undefined {
+    return this.#failures.get('webgpu');
   }
 
   /**
@@ -86,34 +97,43 @@ export class SessionFactory {
    * broken. Before the first session this is a hope, after it a fact.
    */
   get preferred(): ExecutionProvider {
-    return this.#providers.find((p) => !(p === 'cuda' && this.#cudaFailure !== undefined)) ?? 'cpu';
+    return this.#providers.find((p) => !this.#failures.has(p)) ?? 'cpu';
   }
 
   /**
    * Opens `modelPath` on the first provider that initialises (only `cpu` with
    * `cpuOnly`, a model whose instance_group is `KIND_CPU`), as `instances`
-   * sessions on worker threads (one on the main thread with `thread: 'main'`).
+   * sessions on worker threads (one on the main thread with `thread: 'main'`;
+   * WebGPU: one session, on the thread all WebGPU sessions share).
    * Throws when no provider works.
    */
   async open(modelPath: string, options: { cpuOnly?: boolean; instances?: number } = {}): Promise<OpenedSession> {
     let lastError: unknown;
     const providers: readonly ExecutionProvider[] = options.cpuOnly ? ['cpu'] : this.#providers;
     for (const provider of providers) {
-      if (provider === 'cuda' && this.#cudaFailure !== undefined) continue;
+      if (this.#failures.has(provider)) continue;
       const thread = this.threadFor(provider);
-      const instances = thread === 'main' ? 1 : Math.max(1, options.instances ?? 1);
-      const create = this.#create ?? (thread === 'worker' ? createOnWorkers : createOnMain);
+      const shared = provider === 'webgpu' && thread === 'worker';
+      const instances = thread === 'main' || shared ? 1 : Math.max(1, options.instances ?? 1);
+      if (shared && (options.instances ?? 1) > 1) {
+        this.#log.info(`${modelPath}: ${options.instances} instances asked for, 1 serves: WebGPU sessions share one thread (one device, one run at a time).`);
+      }
+      const create = this.#create ?? (shared ? this.#onSharedThread : thread === 'worker' ? createOnWorkers : createOnMain);
       try {
         const session = await create(modelPath, this.#options(provider, thread, instances), instances);
         return { session, provider, thread };
       } catch (err) {
         lastError = err;
-        if (provider !== 'cuda') throw err;
-        this.#cudaFailure = firstLine(err);
-        const next = providers.find((p) => p !== 'cuda') ?? 'none';
+        if (provider === 'cpu') throw err;
+        const why = gpuFailureReason(provider, err);
+        this.#failures.set(provider, why);
+        const next = providers.find((p) => !this.#failures.has(p)) ?? 'none';
         this.#log.warn(
-          `CUDA execution provider could not initialise on device ${this.#cudaDeviceId}: ${this.#cudaFailure}; serving on ${next}. ` +
-            '(CUDA needs an NVIDIA GPU with its driver and the CUDA build of onnxruntime-node, which its postinstall fetches.)',
+          provider === 'cuda'
+            ? `CUDA execution provider could not initialise on device ${this.#cudaDeviceId}: ${why}; serving on ${next}. ` +
+                '(CUDA needs an NVIDIA GPU with its driver and the CUDA build of onnxruntime-node, which `npm run install:cuda` fetches.)'
+            : `WebGPU execution provider could not initialise: ${why}; serving on ${next}. ` +
+                '(WebGPU needs a GPU with a Vulkan driver and the Vulkan loader, libvulkan.so.1; onnxruntime-node bundles the rest.)',
         );
       }
     }
@@ -123,12 +143,12 @@ export class SessionFactory {
   /** Where sessions on `provider` run, INFERENCE_THREAD resolved. */
   threadFor(provider: ExecutionProvider): 'worker' | 'main' {
     if (this.#thread !== 'auto') return this.#thread;
-    return provider === 'cuda' || this.#cores >= WORKER_MIN_CORES ? 'worker' : 'main';
+    return provider !== 'cpu' || this.#cores >= WORKER_MIN_CORES ? 'worker' : 'main';
   }
 
   #options(provider: ExecutionProvider, thread: 'worker' | 'main', instances: number): ort.InferenceSession.SessionOptions {
     const executionProviders: ort.InferenceSession.ExecutionProviderConfig[] =
-      provider === 'cuda' ? [{ name: 'cuda', deviceId: this.#cudaDeviceId }] : ['cpu'];
+      provider === 'cuda' ? [{ name: 'cuda', deviceId: this.#cudaDeviceId }] : provider === 'webgpu' ? [{ name: 'webgpu' }] : ['cpu'];
     const options: ort.InferenceSession.SessionOptions = {
       executionProviders,
       graphOptimizationLevel: 'all',
@@ -146,4 +166,18 @@ export class SessionFactory {
 function firstLine(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
   return message.split('\n')[0]!.trim() || 'unknown error';
+}
+
+/**
+ * ORT's reason, shortened to what a provider can act on: WebGPU's first line
+ * is a source location and an assertion, its cause (e.g. "No supported
+ * adapters") sits after "Failed to get a WebGPU adapter".
+ */
+function gpuFailureReason(provider: ExecutionProvider, err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  if (provider === 'webgpu') {
+    const adapter = /Failed to get a WebGPU adapter:?\s*([^\n]*)/.exec(message);
+    if (adapter) return `no WebGPU adapter (${adapter[1]!.trim() || 'none found'})`;
+  }
+  return firstLine(err);
 }

@@ -145,6 +145,14 @@ describe('heartbeats', () => {
     expect(() => parseHeartbeat(beat)).toThrow(/memoryBytes/);
   });
 
+  it('accepts the cuda, webgpu and cpu execution providers and nothing else', () => {
+    const beat = structuredClone(h.heartbeats[0]!.body) as Record<string, unknown>;
+    for (const p of ['cuda', 'webgpu', 'cpu']) expect(parseHeartbeat({ ...beat, executionProvider: p }).executionProvider).toBe(p);
+    for (const p of ['CUDA', 'tpu', '', 1, undefined]) {
+      expect(() => parseHeartbeat({ ...beat, executionProvider: p })).toThrow('Heartbeat executionProvider must be "cuda", "webgpu" or "cpu".');
+    }
+  });
+
   it('applies unload and load actions from the reply', async () => {
     actions = [{ op: 'unload', model: 'classifier' }];
     expect(await h.backend.heartbeat.beat()).toBe(true);

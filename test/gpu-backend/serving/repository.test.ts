@@ -82,6 +82,26 @@ describe('execution providers', () => {
     }
   });
 
+  it('falls back from webgpu to cpu when no GPU adapter is found, saying why in /v2/health/ready', async () => {
+    const h = await harness({ repo: repo.dir, env: { EXECUTION_PROVIDERS: 'webgpu,cpu', MODELS: 'embed,classifier' } });
+    try {
+      const res = await h.get('/v2/health/ready');
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { executionProvider: string; webgpuUnavailable?: string };
+      if (h.backend.sessions.webgpuFailure === undefined) {
+        // Only on a machine with a GPU and a Vulkan driver.
+        expect(body.executionProvider).toBe('webgpu');
+      } else {
+        expect(body.executionProvider).toBe('cpu');
+        expect(body.webgpuUnavailable).toBe(h.backend.sessions.webgpuFailure);
+        expect(body.webgpuUnavailable).toMatch(/^no WebGPU adapter/);
+        expect(h.log.lines.filter((l) => l.includes('WebGPU execution provider could not initialise'))).toHaveLength(1);
+      }
+    } finally {
+      await h.backend.repository.close();
+    }
+  });
+
   it('tries cuda (with CUDA_DEVICE_ID) once, then opens every model on cpu', async () => {
     const calls: unknown[] = [];
     const create: CreateSession = async (p, o) => {

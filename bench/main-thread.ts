@@ -17,7 +17,8 @@
  * BENCH_PROVIDER (cpu), BENCH_LOADGEN_THREADS (1), BENCH_QUIET_WAIT_SECONDS
  * (20); HTTP_THREADS (2) and INFERENCE_THREAD (worker) go to the backend, with
  * INTRA_OP_THREADS and CUDA_DEVICE_ID when set; BENCH_BACKEND_ENV: JSON of
- * extra backend env (e.g. NODE_OPTIONS for a CPU profile). Results also go to
+ * extra backend env (e.g. NODE_OPTIONS for a CPU profile). It first measures
+ * what a thread hand-off costs on this machine (lib/wake-cost.ts). Results also go to
  * bench/results/main-thread.json.
  */
 
@@ -31,6 +32,7 @@ import { envIntList, envNumber } from './lib/env.ts';
 import { quantile, median } from './lib/load.ts';
 import { closedLoopThreads } from './lib/load-threads.ts';
 import { writeResults } from './lib/results.ts';
+import { measureWakeCost, type WakeCost } from './lib/wake-cost.ts';
 import { machineLine, openScratch } from './lib/scratch.ts';
 
 const GOAL_MAIN_THREAD_MS = 0.03;
@@ -95,6 +97,11 @@ async function main(): Promise<void> {
   const tmp = scratch.dir;
   try {
     log(machineLine());
+    const wake = await measureWakeCost();
+    log(
+      `thread hand-offs on this machine: a post to a sleeping thread costs the poster ${wake.postAsleepUs.toFixed(1)} us of CPU (${wake.postAwakeUs.toFixed(1)} us to an awake one) ` +
+        `and the woken thread ${wake.wokenUs.toFixed(1)} us: each time the main thread wakes another thread or is woken counts about that much`,
+    );
     const repo = path.join(tmp, 'models');
     await generateDemoModels(repo);
     edge = await startFakeEdge();
@@ -128,7 +135,7 @@ async function main(): Promise<void> {
         phases.push(await measure(edge, backend, round, concurrency));
       }
     }
-    const results = report(phases, idleMsPerS, performance.now() - started);
+    const results = report(phases, idleMsPerS, wake, performance.now() - started);
     await writeResults('main-thread.json', results, log);
   } finally {
     await scratch.close();
@@ -233,7 +240,7 @@ function summariseNames(names: string[]): string {
   return [...counts].map(([n, c]) => (c > 1 ? `${n} x${c}` : n)).join(', ');
 }
 
-function report(phases: Phase[], idleMsPerS: number, totalMs: number): unknown {
+function report(phases: Phase[], idleMsPerS: number, wake: WakeCost, totalMs: number): unknown {
   const f = (v: number, d = 3) => (Number.isFinite(v) ? v.toFixed(d) : 'n/a');
   const lines: string[] = [];
   lines.push('', `Backend main-thread CPU per request: ${MODEL}, ${PROVIDER}, HTTP_THREADS=${HTTP_THREADS}, INFERENCE_THREAD=${INFERENCE_THREAD}, batching on, ${CORES} cores, ${SECONDS} s per phase`, '');
@@ -265,6 +272,7 @@ function report(phases: Phase[], idleMsPerS: number, totalMs: number): unknown {
     );
   }
   lines.push(`idle main thread: ${f(idleMsPerS)} ms/s (in the figures above, not subtracted)`);
+  lines.push(`thread hand-offs: ${f(wake.postAsleepUs, 1)} us to post to a sleeping thread (${f(wake.postAwakeUs, 1)} awake), ${f(wake.wokenUs, 1)} us to be woken`);
   const busiest = Math.max(...phases.map((p) => p.otherCpu));
   if (busiest > NOISY_OTHER_CPU) lines.push(`WARNING: other processes used up to ${(busiest * 100).toFixed(0)}% of the CPU during a phase.`);
   lines.push(`(total ${(totalMs / 1000).toFixed(0)} s)`);
@@ -275,6 +283,7 @@ function report(phases: Phase[], idleMsPerS: number, totalMs: number): unknown {
     settings: { model: MODEL, provider: PROVIDER, httpThreads: HTTP_THREADS, inferenceThread: INFERENCE_THREAD, seconds: SECONDS, rounds: ROUNDS, concurrency: CONCURRENCIES, loadgenThreads: LOADGEN_THREADS },
     goal: { mainThreadMsPerReq: GOAL_MAIN_THREAD_MS },
     idleMainThreadMsPerS: idleMsPerS,
+    wakeCost: wake,
     verdicts,
     phases,
     noisy: { maxOtherCpu: busiest, warned: busiest > NOISY_OTHER_CPU },

@@ -1,4 +1,4 @@
-/** The RegionDirectory's side of proof of location: its round-trip table, the verdict and the heartbeat's PoP on each entry. */
+/** The RegionDirectory's side of proof of location: its round-trip table, the verdict and the heartbeat's PoP on each entry; and the execution provider an entry keeps. */
 
 import { env, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
@@ -179,5 +179,17 @@ describe('the location verdict on directory entries', () => {
     const again = JSON.stringify(heartbeatBody('loc-colo', REGION));
     expect((await call('/v1/providers/heartbeat', { method: 'POST', token: await heartbeatToken(p, 'loc-colo', again), body: again })).status).toBe(200);
     expect((await entry('loc-colo')).heartbeatColo).toBeUndefined();
+  });
+});
+
+describe('RegionDirectory entries', () => {
+  it('keeps the execution provider each heartbeat reports, webgpu as well as cuda and cpu', async () => {
+    for (const provider of ['webgpu', 'cuda', 'cpu'] as const) {
+      const id = `ep-${provider}`;
+      const p = await admitProvider(`prov-${id}`);
+      const result = await directory().heartbeat(p.id, {}, heartbeatBody(id, REGION, { executionProvider: provider }), token(), 60_000);
+      expect(result).toMatchObject({ ok: true });
+      expect((await entry(id)).executionProvider).toBe(provider);
+    }
   });
 });

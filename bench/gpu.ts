@@ -7,12 +7,14 @@
  * from `npm run install:cuda` for CUDA, and a real session on a tiny model)
  * and stops at once, saying what is missing, when it cannot; then it runs
  * `bench/backend.ts` with BENCH_PROVIDER set to it for `ocr-det` and `embed`,
- * each under `timeout`, and prints one summary: served / ceiling and batching
- * on/off per model. Exit 0 when every step ran (goals met or not), 1 when the
+ * each under `timeout`, then each model once more on the CPU provider of the
+ * same machine at concurrency 16 (the baseline; BENCH_GPU_BASELINE=0 skips
+ * it), and prints one summary: served / ceiling and batching on/off per
+ * model, and the GPU's ceiling and served rate over the CPU's. Exit 0 when every step ran (goals met or not), 1 when the
  * provider is unavailable, 2 when a step failed or timed out. Method:
  * docs/benchmarks.md, "bench:gpu".
  *
- * Env: BENCH_GPU_PROVIDER (cuda), BENCH_GPU_MODELS (ocr-det,embed), BENCH_GPU_STEP_SECONDS (200 per
+ * Env: BENCH_GPU_PROVIDER (cuda), BENCH_GPU_MODELS (ocr-det,embed), BENCH_GPU_BASELINE (1), BENCH_GPU_STEP_SECONDS (200 per
  * model), BENCH_GPU_PREFLIGHT_SECONDS (90), CUDA_DEVICE_ID (0); each step gets
  * BENCH_SECONDS (5), BENCH_WARMUP_SECONDS (1), BENCH_CEILING_SECONDS (1),
  * BENCH_QUIET_WAIT_SECONDS (3), BENCH_LOADGEN_THREADS (4), BENCH_MAX_RATE
@@ -38,6 +40,9 @@ const PREFLIGHT_SECONDS = envNumber('BENCH_GPU_PREFLIGHT_SECONDS', 90, 10, 600);
 const CUDA_DEVICE_ID = process.env.CUDA_DEVICE_ID?.trim() || '0';
 const PROVIDER = gpuProvider(process.env.BENCH_GPU_PROVIDER);
 const NAME = PROVIDER === 'cuda' ? 'CUDA' : 'WebGPU';
+const BASELINE = (process.env.BENCH_GPU_BASELINE?.trim() || '1') !== '0';
+/** The baseline's concurrency: where bench:backend measures batching on and off. */
+const BASELINE_CONCURRENCY = '16';
 const STEP_DEFAULTS: Record<string, string> = {
   BENCH_SECONDS: '5',
   BENCH_WARMUP_SECONDS: '1',
@@ -132,6 +137,7 @@ function run(cmd: string, args: string[], timeoutMs: number): Promise<{ code: nu
 
 interface Step {
   model: string;
+  provider: 'cuda' | 'webgpu' | 'cpu';
   code: number | null;
   timedOut: boolean;
   seconds: number;
@@ -139,19 +145,24 @@ interface Step {
   file: string;
 }
 
-/** bench/backend.ts for `model` on the GPU provider under `timeout -s INT` (the bench stops its processes on SIGINT), its output prefixed. */
-async function step(model: string): Promise<Step> {
-  const file = path.join('bench', 'results', `gpu-${model}.json`);
+/**
+ * bench/backend.ts for `model` on `provider` (the GPU one, or `cpu` for the
+ * baseline at BASELINE_CONCURRENCY) under `timeout -s INT` (the bench stops
+ * its processes on SIGINT), its output prefixed.
+ */
+async function step(model: string, provider: Step['provider']): Promise<Step> {
+  const baseline = provider === 'cpu';
+  const file = path.join('bench', 'results', baseline ? `gpu-baseline-cpu-${model}.json` : `gpu-${model}.json`);
   const env: Record<string, string | undefined> = {
     ...process.env,
     ...Object.fromEntries(Object.entries(STEP_DEFAULTS).filter(([k]) => !process.env[k])),
-    BENCH_CONCURRENCY: process.env.BENCH_CONCURRENCY ?? CONCURRENCY[model],
+    BENCH_CONCURRENCY: baseline ? BASELINE_CONCURRENCY : (process.env.BENCH_CONCURRENCY ?? CONCURRENCY[model]),
     BENCH_MODEL: model,
-    BENCH_PROVIDER: PROVIDER,
+    BENCH_PROVIDER: provider,
     BENCH_RESULTS_FILE: file,
     CUDA_DEVICE_ID,
   };
-  log(`${model}: bench:backend on ${NAME}, at most ${STEP_SECONDS} s (concurrency ${env.BENCH_CONCURRENCY}, ${env.BENCH_SECONDS} s per run)`);
+  log(`${model}: bench:backend on ${baseline ? 'the CPU (baseline)' : NAME}, at most ${STEP_SECONDS} s (concurrency ${env.BENCH_CONCURRENCY}, ${env.BENCH_SECONDS} s per run)`);
   const t0 = performance.now();
   let tail = '';
   const code = await new Promise<number | null>((resolve) => {
@@ -170,7 +181,7 @@ async function step(model: string): Promise<Step> {
     child.on('close', (c) => resolve(c));
   });
   const seconds = (performance.now() - t0) / 1000;
-  return { model, code, timedOut: code === 124 || code === 137 || code === 130, seconds, tail, file };
+  return { model, provider, code, timedOut: code === 124 || code === 137 || code === 130, seconds, tail, file };
 }
 
 interface BackendResults {
@@ -182,38 +193,64 @@ interface BackendResults {
   runs: { batching: string; concurrency: number; reqPerS: number; errors: Record<string, number> }[];
 }
 
+/** A step's results, when it ran to the end and wrote them. */
+function resultsOf(s: Step): BackendResults | undefined {
+  try {
+    return s.code === 0 ? (JSON.parse(readFileSync(path.join(ROOT, s.file), 'utf8')) as BackendResults) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Requests/s served with batching on at `concurrency`, when that run had no error. */
+function servedAt(r: BackendResults, concurrency: number): number | undefined {
+  const run = r.runs.find((x) => x.batching === 'on' && x.concurrency === concurrency);
+  return run && Object.values(run.errors).every((n) => n === 0) ? run.reqPerS : undefined;
+}
+
 function summary(steps: Step[]): void {
   const f = (v: number | null | undefined, d = 2) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(d) : 'n/a');
   const lines = ['', `bench:gpu summary (BENCH_PROVIDER=${PROVIDER}):`, ''];
-  lines.push('| model | step | ceiling rows/s (batch) | best served req/s (concurrency) | served / ceiling (goal) | batching on/off at 16 (p99 on / off ms) | errors |', '| --- | --- | ---: | ---: | ---: | ---: | ---: |');
+  lines.push('| model | provider | step | ceiling rows/s (batch) | best served req/s (concurrency) | served / ceiling (goal) | batching on/off at 16 (p99 on / off ms) | errors |', '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |');
   for (const s of steps) {
     const state = s.code === 0 ? `ok, ${s.seconds.toFixed(0)} s` : s.timedOut ? `TIMED OUT after ${s.seconds.toFixed(0)} s` : `FAILED (exit ${s.code})`;
-    let r: BackendResults | undefined;
-    try {
-      if (s.code === 0) r = JSON.parse(readFileSync(path.join(ROOT, s.file), 'utf8')) as BackendResults;
-    } catch {
-      r = undefined;
-    }
+    const r = resultsOf(s);
     if (!r) {
-      lines.push(`| ${s.model} | ${state} | - | - | - | - | - |`);
+      lines.push(`| ${s.model} | ${s.provider} | ${state} | - | - | - | - | - |`);
       continue;
     }
     const sv = r.ratios.servedVsCeiling;
     const g = r.ratios.batchingGain;
     const errors = r.runs.reduce((n, run) => n + Object.values(run.errors).reduce((a, b) => a + b, 0), 0);
     lines.push(
-      `| ${s.model} | ${state} | ${f(r.ceiling.best.rowsPerS, 0)} (${r.ceiling.best.batch}) | ${f(sv.served, 0)} (${sv.concurrency ?? '-'}) | ${f(sv.value)} (>= ${sv.goal}: ${sv.met ? 'met' : 'MISSED'}) | ` +
+      `| ${s.model} | ${s.provider} | ${state} | ${f(r.ceiling.best.rowsPerS, 0)} (${r.ceiling.best.batch}) | ${f(sv.served, 0)} (${sv.concurrency ?? '-'}) | ${f(sv.value)} (>= ${sv.goal}: ${sv.met ? 'met' : 'MISSED'}) | ` +
         `${f(g.value)}x (${f(g.p99OnMs, 1)} / ${f(g.p99OffMs, 1)})${g.goal !== undefined ? ` (>= ${g.goal}x: ${g.met ? 'met' : 'MISSED'})` : ''} | ${errors} |`,
     );
   }
+  const pairs = MODELS.map((model) => ({
+    model,
+    gpu: steps.find((s) => s.model === model && s.provider !== 'cpu'),
+    cpu: steps.find((s) => s.model === model && s.provider === 'cpu'),
+  })).filter((p) => p.cpu);
+  if (pairs.length > 0) {
+    const at = Number(BASELINE_CONCURRENCY);
+    lines.push('', `${NAME} over this machine's CPU provider (one run each, same machine):`, '');
+    lines.push(`| model | ceiling rows/s: ${PROVIDER} / cpu | served req/s at concurrency ${at}, batching on: ${PROVIDER} / cpu |`, '| --- | ---: | ---: |');
+    for (const p of pairs) {
+      const g = p.gpu && resultsOf(p.gpu);
+      const c = resultsOf(p.cpu!);
+      const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined && b > 0 ? `${f(a, 0)} / ${f(b, 0)} = **${f(a / b, 1)}x**` : 'n/a');
+      lines.push(`| ${p.model} | ${ratio(g?.ceiling.best.rowsPerS, c?.ceiling.best.rowsPerS)} | ${ratio(g ? servedAt(g, at) : undefined, c ? servedAt(c, at) : undefined)} |`);
+    }
+  }
   lines.push('', `Full tables above; results in ${steps.map((s) => s.file).join(', ')}.`);
-  for (const s of steps.filter((x) => x.code !== 0)) lines.push('', `${s.model}: last output:`, s.tail.trim().split('\n').slice(-15).join('\n'));
+  for (const s of steps.filter((x) => x.code !== 0)) lines.push('', `${s.model} (${s.provider}): last output:`, s.tail.trim().split('\n').slice(-15).join('\n'));
   console.log(lines.join('\n'));
 }
 
 async function main(): Promise<void> {
   const started = performance.now();
-  log(`${os.cpus().length} CPU(s), node ${process.version}; models ${MODELS.join(', ')}; at most ${PREFLIGHT_SECONDS} s of checks and ${STEP_SECONDS} s per model`);
+  log(`${os.cpus().length} CPU(s), node ${process.version}; models ${MODELS.join(', ')}; at most ${PREFLIGHT_SECONDS} s of checks and ${STEP_SECONDS} s per model step${BASELINE ? ` (${MODELS.length} on ${NAME}, ${MODELS.length} on the CPU as the baseline)` : ""}`);
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
@@ -231,7 +268,8 @@ async function main(): Promise<void> {
     clearTimeout(timer);
   }
   const steps: Step[] = [];
-  for (const model of MODELS) steps.push(await step(model));
+  for (const model of MODELS) steps.push(await step(model, PROVIDER));
+  if (BASELINE) for (const model of MODELS) steps.push(await step(model, 'cpu'));
   summary(steps);
   log(`total ${((performance.now() - started) / 1000).toFixed(0)} s`);
   process.exitCode = steps.every((s) => s.code === 0) ? 0 : 2;

@@ -233,7 +233,7 @@ export function renderReport(run: RunInfo, outcomes: readonly BenchOutcome[], an
     ];
     return [`\`${scriptOf(name)}\``, statusOf(o), o ? duration(o.seconds) : '-', links.join(', ') || '-'];
   });
-  rows.push(['`bench:gpu`', 'not run: it needs a GPU', '-', `\`npm run bench:gpu\` on a CUDA host${anchors.gpu ? ` ([its section](#${anchors.gpu}))` : ''}`]);
+  rows.push(['`bench:gpu`', 'not run here: it needs a GPU', '-', `\`npm run bench:gpu\` on a GPU host (CUDA or WebGPU)${anchors.gpu ? ` ([its section](#${anchors.gpu}))` : ''}`]);
   const out = [
     '## Latest `npm run bench` report',
     '',

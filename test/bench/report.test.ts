@@ -275,7 +275,7 @@ describe('renderReport', () => {
     expect(anchors.gpu).toBe('npm-run-benchgpu-benchbackend-on-cuda-issue-14-part-8-not-run');
     const md = renderReport(RUN, [ok('routing', ROUTING)], anchors);
     expect(md).toContain('[its section](#npm-run-benchrouting-one-routing-decision-by-the-size-of-the-world-issue-15-part-4)');
-    expect(md).toMatch(/\| `bench:gpu` \| not run: it needs a GPU \| - \| `npm run bench:gpu` on a CUDA host \(\[its section\]\(#npm-run-benchgpu-/);
+    expect(md).toMatch(/\| `bench:gpu` \| not run here: it needs a GPU \| - \| `npm run bench:gpu` on a GPU host \(CUDA or WebGPU\) \(\[its section\]\(#npm-run-benchgpu-/);
     expect(md).toContain('| `bench:edge` | not run (left out by `--only`) |');
     expect(md).toContain(`[below](#${slug('`bench:routing`')})`);
   });

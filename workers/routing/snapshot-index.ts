@@ -178,14 +178,21 @@ let lastBuilt: RoutingIndex | undefined;
 /**
  * The index of a snapshot's `backends`, built on first use and kept while the
  * array lives (a snapshot's backends are never changed in place; copies of a
- * snapshot share the array, and so the index).
+ * snapshot share the array, and so the index). The edge's background snapshot
+ * refresh builds it (directory/snapshot.ts), so requests find it built.
  */
 export function routingIndexFor(backends: readonly BackendEntry[]): RoutingIndex {
-  let index = memo.get(backends);
-  if (!index) {
-    index = buildRoutingIndex(backends, backendLocation, lastBuilt ? { previous: lastBuilt } : {});
-    memo.set(backends, (lastBuilt = index));
-  }
+  return builtIndexFor(backends) ?? buildIndexFor(backends);
+}
+
+/** The index of `backends` when it has been built already; never builds it. */
+export function builtIndexFor(backends: readonly BackendEntry[]): RoutingIndex | undefined {
+  return memo.get(backends);
+}
+
+function buildIndexFor(backends: readonly BackendEntry[]): RoutingIndex {
+  const index = buildRoutingIndex(backends, backendLocation, lastBuilt ? { previous: lastBuilt } : {});
+  memo.set(backends, (lastBuilt = index));
   return index;
 }
 

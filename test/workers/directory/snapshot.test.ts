@@ -7,13 +7,15 @@
  * Durable Object classes and fail their next call); the registry failure is
  * made by wrapping the
  * OPERATOR_REGISTRY binding so `edgeState` (the revoked keys and provider standings) throws (workerd gives no other
- * way to make a healthy Durable Object's RPC fail on demand).
+ * way to make a healthy Durable Object's RPC fail on demand). And the refresh
+ * builds the new snapshot's routing index, so no request pays for it.
  */
 
 import { env } from 'cloudflare:test';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { app } from '../../../workers/app.ts';
 import { forgetSnapshotForTests, refreshSnapshot } from '../../../workers/directory/snapshot.ts';
+import { builtIndexFor, routingIndexFor } from '../../../workers/routing/snapshot-index.ts';
 import type { Env } from '../../../workers/env.ts';
 import { admitProvider, BASE, heartbeatBody, keyFor, nextSeq, wrapStubs } from '../helpers.ts';
 
@@ -149,6 +151,24 @@ describe('a directory that keeps failing', () => {
     expect(later.recentModels.has('snap-fail-model')).toBe(false);
     expect(later.recentModels.has('snap-fail-model@1')).toBe(false);
     expect(later.liveProviders.has(p.id)).toBe(false);
+    forgetSnapshotForTests();
+  });
+});
+
+describe('the routing index', () => {
+  it('is built by the refresh, before any request ranks on the new snapshot', async () => {
+    const region = 'af-south';
+    const p = await admitProvider('prov-snap-index');
+    const body = heartbeatBody('snap-index-1', region);
+    expect(await env.REGION_DIRECTORY.getByName(region).heartbeat(p.id, {}, body, { seq: nextSeq(), expiresAt: Date.now() + 60_000 }, 60_000)).toMatchObject({ ok: true });
+    forgetSnapshotForTests();
+    const snap = await refreshSnapshot(env);
+    expect(snap.backends.map((b) => b.id)).toContain('snap-index-1');
+    const index = builtIndexFor(snap.backends);
+    expect(index).toBeDefined();
+    expect(index!.byModel.get('embed')?.backends.map((b) => b.id)).toContain('snap-index-1');
+    // What a request asks for is that very index.
+    expect(routingIndexFor(snap.backends)).toBe(index);
     forgetSnapshotForTests();
   });
 });

@@ -9,6 +9,14 @@
  * request (`rebound`); rank.ts then scores candidates in bound order until
  * the next bound can no longer enter the top k: the cost is the candidates
  * near the top, not every one the isolate ever measured.
+ *
+ * Only the front of an order is sorted: the candidates whose bounds are under
+ * its `cut` (about `IndexOptions.orderPrefix` of them), the rest held
+ * unsorted at or above it. A decision reads about ten entries, and an order
+ * lives about a second (a snapshot), serving a few requests at a quiet PoP:
+ * a full sort of a thousand candidates per order was most of its cost.
+ * `extendOrder` sorts more of the rest into the front when a walk reaches
+ * the cut with room left in its top k.
  */
 
 import type { LatLon } from '../geo/distance.ts';
@@ -31,10 +39,14 @@ export interface RankContext {
   coldMs: number;
   stats: RoutingStats;
   measuredRtt: ReadonlyMap<string, number> | undefined;
+  /** The model's measured service times by backend id (`LatencyBook.forModel`). */
+  measuredService: ReadonlyMap<string, LatencyStats> | undefined;
   km: Float64Array;
   locations: readonly LatLon[];
   factor: Float64Array;
   maxOrders: number;
+  /** How many candidates an order sorts at first (`IndexOptions.orderPrefix`). */
+  orderPrefix: number;
 }
 
 /** score.ts's order: lower expected time, then warm, then the lower id; then snapshot order (a stable sort's). */
@@ -84,7 +96,7 @@ function boundAt(r: RankContext, order: BoundOrder, i: number, until: number): n
 
 /** Reads candidate `i`'s measurements from the books into the order. */
 function remeasure(r: RankContext, order: BoundOrder, i: number): void {
-  order.latencyOf[i] = r.stats.latency?.getByKey(r.list.latencyKeys[i]!);
+  order.latencyOf[i] = r.measuredService?.get(r.list.backends[i]!.id);
   order.rttOf[i] = r.measuredRtt?.get(r.list.backends[i]!.id) ?? Number.NaN;
 }
 
@@ -105,13 +117,83 @@ function placeOf(list: ModelCandidates, order: BoundOrder, ms: number, i: number
   return lo;
 }
 
+/** Where a candidate is in its order (`BoundOrder.place`). */
+const EXCLUDED = 0;
+const FRONT = 1;
+const REST = 2;
+
+/** Sorts `positions` by bound in an order's full order (bound, then warm, then id, then position). */
+function sortByBound(list: ModelCandidates, order: BoundOrder, positions: number[]): void {
+  const { bound, warm } = order;
+  const id = (i: number) => list.backends[i]!.id;
+  // Most pairs differ in bound: compared as numbers first, the full order only for ties.
+  positions.sort((a, b) => bound[a]! - bound[b]! || (a === b ? 0 : before(bound[a]!, warm[a] === 1, id(a), a, bound[b]!, warm[b] === 1, id(b), b) ? -1 : 1));
+}
+
 /**
- * Every candidate's bound, sorted: what a request shape starts from, and what
- * it falls back to when the books' logs no longer reach back. What the books
- * hold is read from their side (the model's measured backends, the PoP's
- * measured RTTs: the few this isolate has seen), not looked up per candidate.
+ * Moves the rest's candidates with the `count` lowest bounds (and any tied
+ * with the last of them) to the end of the front, sorted, and raises the cut
+ * to the lowest bound left in the rest (Infinity when none is). Every bound
+ * moved is at or above the old cut, so the front stays sorted.
  */
-function buildOrder(r: RankContext, model: string): BoundOrder {
+function takeFromRest(list: ModelCandidates, order: BoundOrder, count: number): void {
+  const { bound, place } = order;
+  const rest: number[] = [];
+  for (let i = 0; i < place.length; i++) if (place[i] === REST) rest.push(i);
+  let taken = rest;
+  let cut = Number.POSITIVE_INFINITY;
+  if (rest.length > count) {
+    const limit = kthSmallest(rest.map((i) => bound[i]!), count);
+    taken = [];
+    for (const i of rest) {
+      const ms = bound[i]!;
+      if (ms <= limit) taken.push(i);
+      else if (ms < cut) cut = ms;
+    }
+  }
+  sortByBound(list, order, taken);
+  for (const i of taken) {
+    place[i] = FRONT;
+    order.at[order.length] = i;
+    order.ms[order.length++] = bound[i]!;
+  }
+  order.restCount -= taken.length;
+  order.cut = cut;
+}
+
+/** The `k`-th smallest (1-based) of `values`, which it reorders: Hoare's selection, O(n) on average. */
+function kthSmallest(values: number[], k: number): number {
+  let lo = 0;
+  let hi = values.length - 1;
+  const want = k - 1;
+  while (lo < hi) {
+    const pivot = values[(lo + hi) >>> 1]!;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (values[i]! < pivot) i++;
+      while (values[j]! > pivot) j--;
+      if (i <= j) {
+        const t = values[i]!;
+        values[i++] = values[j]!;
+        values[j--] = t;
+      }
+    }
+    if (want <= j) hi = j;
+    else if (want >= i) lo = i;
+    else break;
+  }
+  return values[want]!;
+}
+
+/**
+ * Every candidate's bound, the lowest `orderPrefix` sorted: what a request
+ * shape starts from, and what it falls back to when the books' logs no
+ * longer reach back. What the books hold is read from their side (the
+ * model's measured backends, the PoP's measured RTTs: the few this isolate
+ * has seen), not looked up per candidate.
+ */
+function buildOrder(r: RankContext): BoundOrder {
   const { list, stats } = r;
   const n = list.backends.length;
   const until = r.now + BOUND_HORIZON_MS;
@@ -119,6 +201,9 @@ function buildOrder(r: RankContext, model: string): BoundOrder {
     at: new Int32Array(n),
     ms: new Float64Array(n),
     length: 0,
+    cut: Number.POSITIVE_INFINITY,
+    restCount: 0,
+    place: new Uint8Array(n),
     bound: new Float64Array(n),
     warm: new Uint8Array(n),
     latencyOf: new Array<LatencyStats | undefined>(n).fill(undefined),
@@ -132,9 +217,9 @@ function buildOrder(r: RankContext, model: string): BoundOrder {
     pending: stats.pending?.changes ? stats.pending : undefined,
     pendingSeq: stats.pending?.changes?.seq ?? 0,
   };
-  const { bound, warm } = order;
+  const { bound, warm, place } = order;
   order.rttOf.fill(Number.NaN);
-  for (const [id, measured] of stats.latency?.forModel(model) ?? []) {
+  for (const [id, measured] of r.measuredService ?? []) {
     const i = list.position.get(id);
     if (i !== undefined) order.latencyOf[i] = measured;
   }
@@ -142,49 +227,86 @@ function buildOrder(r: RankContext, model: string): BoundOrder {
     const i = list.position.get(id);
     if (i !== undefined) order.rttOf[i] = rtt;
   }
-  const live: number[] = [];
   for (let i = 0; i < n; i++) {
     const entry = r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version);
     warm[i] = entry?.warm ? 1 : 0;
     bound[i] = boundAt(r, order, i, until);
-    if (!Number.isNaN(bound[i]!)) live.push(i);
+    if (!Number.isNaN(bound[i]!)) {
+      place[i] = REST;
+      order.restCount++;
+    }
   }
-  const id = (i: number) => list.backends[i]!.id;
-  // Most pairs differ in bound: compared as numbers first, the full order only for ties.
-  live.sort((a, b) => bound[a]! - bound[b]! || (a === b ? 0 : before(bound[a]!, warm[a] === 1, id(a), a, bound[b]!, warm[b] === 1, id(b), b) ? -1 : 1));
-  live.forEach((i, j) => {
-    order.at[j] = i;
-    order.ms[j] = bound[i]!;
-  });
-  order.length = live.length;
+  takeFromRest(list, order, r.orderPrefix);
   return order;
+}
+
+/**
+ * Sorts more of `order`'s rest into its front (twice as many as it holds, at
+ * least `orderPrefix`): for a walk that reached the cut with room left in its
+ * top k. False when the rest is empty.
+ */
+export function extendOrder(r: RankContext, order: BoundOrder): boolean {
+  if (order.restCount === 0) return false;
+  takeFromRest(r.list, order, Math.max(r.orderPrefix, 2 * order.length));
+  return true;
+}
+
+/** Takes front entry `from` out, closing the gap. */
+function removeFront(order: BoundOrder, from: number): void {
+  order.at.copyWithin(from, from + 1, order.length);
+  order.ms.copyWithin(from, from + 1, order.length);
+  order.length--;
+}
+
+/** Puts candidate `i` (bound `ms`, under the cut) into the front, in order. */
+function insertFront(list: ModelCandidates, order: BoundOrder, ms: number, i: number): void {
+  const to = placeOf(list, order, ms, i);
+  order.at.copyWithin(to + 1, to, order.length);
+  order.ms.copyWithin(to + 1, to, order.length);
+  order.at[to] = i;
+  order.ms[to] = ms;
+  order.length++;
 }
 
 /** Moves candidate `i` to where its bound now puts it; false when the order is not as expected (rebuild it). */
 function rebound(r: RankContext, order: BoundOrder, i: number): boolean {
+  const where = order.place[i]!;
+  if (where === EXCLUDED) return true; // excluded by a filter no measurement changes
   const old = order.bound[i]!;
-  if (Number.isNaN(old)) return true; // excluded by a filter no measurement changes
   remeasure(r, order, i);
   const next = boundAt(r, order, i, order.until);
   if (next === old) return true;
   const { list } = r;
-  const from = placeOf(list, order, old, i);
-  if (order.at[from] !== i) return false;
-  const to = placeOf(list, order, next, i);
-  if (to > from + 1) {
-    order.at.copyWithin(from, from + 1, to);
-    order.ms.copyWithin(from, from + 1, to);
-    order.at[to - 1] = i;
-    order.ms[to - 1] = next;
-  } else if (to < from) {
-    order.at.copyWithin(to + 1, to, from);
-    order.ms.copyWithin(to + 1, to, from);
-    order.at[to] = i;
-    order.ms[to] = next;
-  } else {
-    order.ms[from] = next;
-  }
   order.bound[i] = next;
+  if (where === FRONT) {
+    const from = placeOf(list, order, old, i);
+    if (order.at[from] !== i) return false;
+    if (next < order.cut) {
+      // Within the front: shift the entries between its old and new places by one.
+      const to = placeOf(list, order, next, i);
+      if (to > from + 1) {
+        order.at.copyWithin(from, from + 1, to);
+        order.ms.copyWithin(from, from + 1, to);
+        order.at[to - 1] = i;
+        order.ms[to - 1] = next;
+      } else if (to < from) {
+        order.at.copyWithin(to + 1, to, from);
+        order.ms.copyWithin(to + 1, to, from);
+        order.at[to] = i;
+        order.ms[to] = next;
+      } else {
+        order.ms[from] = next;
+      }
+      return true;
+    }
+    removeFront(order, from);
+    order.place[i] = REST;
+    order.restCount++;
+  } else if (next < order.cut) {
+    order.place[i] = FRONT;
+    order.restCount--;
+    insertFront(list, order, next, i);
+  }
   return true;
 }
 
@@ -220,7 +342,7 @@ export function boundOrder(r: RankContext, model: string, key: string): BoundOrd
       return order;
     }
   }
-  order = buildOrder(r, model);
+  order = buildOrder(r);
   if (list.orders.size >= r.maxOrders) list.orders.clear();
   list.orders.set(key, order);
   return order;

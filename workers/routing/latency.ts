@@ -11,6 +11,7 @@
  */
 
 import { ChangeLog } from './changes.ts';
+import { RecencyList, type Recent } from './recency.ts';
 
 export interface PeakEwmaOptions {
   /** Time constant of the decay toward lower samples, ms (default 10 s, Finagle's and Linkerd's). */
@@ -185,24 +186,32 @@ export class LatencyStats {
   }
 }
 
-/** The key of (backend, model) in a `LatencyBook`: a routing index builds it once per snapshot, not per lookup. */
-export function latencyKey(backendId: string, model: string): string {
-  return `${backendId}\u0000${model}`;
+/** One (backend, model) entry of a `LatencyBook`, in its recency list. */
+interface BookEntry extends Recent {
+  readonly stats: LatencyStats;
+  readonly id: string;
+  readonly model: string;
 }
 
 /**
  * Latency per (backend, model), bounded: the least recently observed entry is
  * dropped first. Every observation and eviction is noted in `changes` (scope:
- * the model, id: the backend).
+ * the model, id: the backend). An observation finds its entry through the
+ * model's row by backend id (strings whose hashes are cached), builds no key,
+ * and moves the entry to the newest end of a linked recency list
+ * (recency.ts), not of a map.
  */
 export class LatencyBook {
   /** What changed, by model: a reader can follow the book without re-reading it. */
   readonly changes: ChangeLog;
   readonly #options: LatencyOptions;
   readonly #max: number;
-  readonly #entries = new Map<string, LatencyStats>();
-  /** The same entries per model, by backend id: which backends of a model were measured, without a scan. */
+  /** The entries per model, by backend id: an observation's lookup, without building a key. */
+  readonly #rows = new Map<string, Map<string, BookEntry>>();
+  /** Their stats per model, by backend id: which backends of a model were measured, without a scan. */
   readonly #byModel = new Map<string, Map<string, LatencyStats>>();
+  readonly #recency = new RecencyList<BookEntry>();
+  #size = 0;
 
   constructor(options: LatencyOptions = {}) {
     this.#options = options;
@@ -212,45 +221,49 @@ export class LatencyBook {
 
   /** Records one dispatch's edge-measured time to its answer. */
   observe(backendId: string, model: string, sampleMs: number, now: number): void {
-    const key = latencyKey(backendId, model);
-    let stats = this.#entries.get(key);
-    if (stats) {
-      this.#entries.delete(key); // re-insert: Map order is recency order
+    let row = this.#rows.get(model);
+    let entry = row?.get(backendId);
+    if (entry) {
+      this.#recency.touch(entry);
     } else {
-      stats = new LatencyStats(this.#options);
-      if (this.#entries.size >= this.#max) {
-        const oldest = this.#entries.keys().next();
-        if (!oldest.done) {
-          this.#entries.delete(oldest.value);
-          const cut = oldest.value.lastIndexOf('\u0000');
-          const gone = { model: oldest.value.slice(cut + 1), id: oldest.value.slice(0, cut) };
-          const row = this.#byModel.get(gone.model);
-          row?.delete(gone.id);
-          if (row?.size === 0) this.#byModel.delete(gone.model);
-          this.changes.note(gone.model, gone.id);
-        }
-      }
-      let row = this.#byModel.get(model);
-      if (!row) this.#byModel.set(model, (row = new Map()));
-      row.set(backendId, stats);
+      if (this.#size >= this.#max) this.#evict();
+      row = this.#rows.get(model); // eviction may have dropped the model's row
+      entry = { stats: new LatencyStats(this.#options), id: backendId, model, older: undefined, newer: undefined };
+      if (!row) this.#rows.set(model, (row = new Map()));
+      row.set(backendId, entry);
+      let stats = this.#byModel.get(model);
+      if (!stats) this.#byModel.set(model, (stats = new Map()));
+      stats.set(backendId, entry.stats);
+      this.#recency.add(entry);
+      this.#size++;
     }
-    this.#entries.set(key, stats);
-    stats.observe(sampleMs, now);
+    entry.stats.observe(sampleMs, now);
     this.changes.note(model, backendId);
+  }
+
+  /** Drops the least recently observed entry. */
+  #evict(): void {
+    const entry = this.#recency.oldest;
+    if (!entry) return;
+    this.#recency.remove(entry);
+    this.#size--;
+    const row = this.#rows.get(entry.model)!;
+    row.delete(entry.id);
+    this.#byModel.get(entry.model)!.delete(entry.id);
+    if (row.size === 0) {
+      this.#rows.delete(entry.model);
+      this.#byModel.delete(entry.model);
+    }
+    this.changes.note(entry.model, entry.id);
   }
 
   /** The stats of a backend for a model, when it has been measured. */
   get(backendId: string, model: string): LatencyStats | undefined {
-    return this.#entries.get(latencyKey(backendId, model));
+    return this.#rows.get(model)?.get(backendId)?.stats;
   }
 
   /** The measured backends of `model`, by id; undefined when none is. */
   forModel(model: string): ReadonlyMap<string, LatencyStats> | undefined {
     return this.#byModel.get(model);
-  }
-
-  /** `get` by a key from `latencyKey`. */
-  getByKey(key: string): LatencyStats | undefined {
-    return this.#entries.get(key);
   }
 }

@@ -18,7 +18,7 @@ import type { BackendEntry } from '../directory/backend.ts';
 import type { LatencyStats } from './latency.ts';
 import { backendLocation, physicalFloorMs } from './rtt.ts';
 import { allowedRegions, SCORE_DEFAULTS, type RoutingStats, type ScoreOptions, type ScoreRequest, type Scored } from './score.ts';
-import { before, boundOrder, type RankContext } from './bound-order.ts';
+import { before, boundOrder, extendOrder, type RankContext } from './bound-order.ts';
 import { buildRoutingIndex, geometryFor, kmAt, originKey, pickEntry, standingFor, type RoutingIndex } from './snapshot-index.ts';
 
 /**
@@ -48,7 +48,7 @@ function scoreAt(
   const floor = physicalFloorMs(distanceKm);
   const sample = rtt === null ? r.measuredRtt?.get(backend.id) : Number.isNaN(rtt) ? undefined : rtt;
   const rttMs = sample !== undefined ? Math.max(floor, sample) : Math.max(floor, floor * r.inflation);
-  const stats = latency === null ? r.stats.latency?.getByKey(list.latencyKeys[i]!) : latency || undefined;
+  const stats = latency === null ? r.measuredService?.get(backend.id) : latency || undefined;
   const measured = stats?.peak.value(now, model.p50Ms);
   const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured);
   const { slots, inFlight, queued } = backend.capacity;
@@ -105,10 +105,12 @@ export function rankIndexed(
     coldMs: Math.max(coldMeasured ?? options.defaultColdStartMs ?? SCORE_DEFAULTS.defaultColdStartMs, options.maxExtraMs ?? SCORE_DEFAULTS.maxExtraMs),
     stats,
     measuredRtt: from.code === undefined ? undefined : stats.rtt?.fromPop(from.code),
+    measuredService: stats.latency?.forModel(request.model),
     km: geometryFor(index, origin),
     locations: index.locations,
     factor: standingFor(index, options.quarantined, options.penalties),
     maxOrders: index.maxOrders,
+    orderPrefix: index.orderPrefix,
   };
   const out: Scored[] = [];
 
@@ -142,9 +144,10 @@ export function rankIndexed(
   };
 
   // Candidates in bound order, each scored, until the next bound cannot enter: no later score can either.
+  // Past the order's sorted front, the rest's bounds are at or above its cut: sort more of it only if the cut can enter.
   const key = `${origin}\u0000${request.version ?? ''}\u0000${r.inflation}\u0000${r.coldMs}\u0000${r.allowCold}`;
   const order = boundOrder(r, request.model, key);
-  for (let j = 0; j < order.length; j++) {
+  for (let j = 0; j < order.length || (enters(order.cut, true, '', -1) && extendOrder(r, order)); j++) {
     const i = order.at[j]!;
     if (!enters(order.ms[j]!, order.warm[i] === 1, list.backends[i]!.id, i)) break;
     const scored = scoreAt(r, i, enters, order.latencyOf[i] ?? false, order.rttOf[i]!);

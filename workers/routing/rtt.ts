@@ -9,6 +9,7 @@ import { DEFAULT_PATH_INFLATION, FIBRE_KM_PER_MS, greatCircleKm, type LatLon } f
 import { regionById } from '../../shared/regions.ts';
 import { popLocation } from '../geo/pops.ts';
 import { ChangeLog } from './changes.ts';
+import { RecencyList, type Recent } from './recency.ts';
 
 /** Where a request entered the mesh; `code` (the PoP's IATA code) keys measured RTTs. */
 export interface RttOrigin extends LatLon {
@@ -69,19 +70,33 @@ export function physicalFloorMs(km: number): number {
   return km * FLOOR_MS_PER_KM;
 }
 
+/** One (PoP, backend) pair of an `RttTable`, in its recency list. */
+interface PairEntry extends Recent {
+  readonly pop: string;
+  readonly id: string;
+}
+
+/** One PoP's measured RTTs (by backend id) and its pairs' entries. */
+interface PopRow {
+  readonly ms: Map<string, number>;
+  readonly entries: Map<string, PairEntry>;
+}
+
 /**
- * Measured RTTs per (PoP, backend): an EWMA each, bounded in number. Kept
- * twice: flat in recency order (for eviction) and per PoP (`fromPop`), so that
- * a scorer reads a PoP's row once and then looks backends up by id, building
- * no key per candidate.
+ * Measured RTTs per (PoP, backend): an EWMA each, bounded in number, the
+ * least recently observed pair dropped first. Kept per PoP (`fromPop`), so
+ * that a scorer reads a PoP's row once and then looks backends up by id,
+ * building no key per candidate; an observation likewise, moving its pair to
+ * the newest end of a linked recency list (recency.ts).
  */
 export class RttTable {
   /** What changed, by PoP (every observation and eviction): a reader can follow the table without re-reading it. */
   readonly changes: ChangeLog;
   readonly #alpha: number;
   readonly #max: number;
-  readonly #ewma = new Map<string, number>();
-  readonly #byPop = new Map<string, Map<string, number>>();
+  readonly #byPop = new Map<string, PopRow>();
+  readonly #recency = new RecencyList<PairEntry>();
+  #size = 0;
 
   constructor(options: RttTableOptions = {}) {
     this.#alpha = options.alpha ?? 0.3;
@@ -92,37 +107,46 @@ export class RttTable {
   /** Records one measured RTT from PoP `pop` to `backendId`. */
   observe(pop: string, backendId: string, rttMs: number): void {
     if (!Number.isFinite(rttMs) || rttMs < 0) return;
-    const key = `${pop}\u0000${backendId}`;
-    const prev = this.#ewma.get(key);
-    if (prev === undefined && this.#ewma.size >= this.#max) {
-      const oldest = this.#ewma.keys().next();
-      if (!oldest.done) {
-        this.#ewma.delete(oldest.value);
-        const cut = oldest.value.indexOf('\u0000');
-        const gone = { pop: oldest.value.slice(0, cut), id: oldest.value.slice(cut + 1) };
-        const row = this.#byPop.get(gone.pop);
-        row?.delete(gone.id);
-        if (row?.size === 0) this.#byPop.delete(gone.pop);
-        this.changes.note(gone.pop, gone.id);
-      }
-    }
-    const next = prev === undefined ? rttMs : prev + this.#alpha * (rttMs - prev);
-    this.#ewma.delete(key);
-    this.#ewma.set(key, next);
     let row = this.#byPop.get(pop);
-    if (!row) this.#byPop.set(pop, (row = new Map()));
-    row.set(backendId, next);
+    const entry = row?.entries.get(backendId);
+    if (entry) {
+      this.#recency.touch(entry);
+      const prev = row!.ms.get(backendId)!;
+      row!.ms.set(backendId, prev + this.#alpha * (rttMs - prev));
+    } else {
+      if (this.#size >= this.#max) this.#evict();
+      row = this.#byPop.get(pop); // eviction may have dropped the PoP's row
+      if (!row) this.#byPop.set(pop, (row = { ms: new Map(), entries: new Map() }));
+      const added: PairEntry = { pop, id: backendId, older: undefined, newer: undefined };
+      row.entries.set(backendId, added);
+      row.ms.set(backendId, rttMs);
+      this.#recency.add(added);
+      this.#size++;
+    }
     this.changes.note(pop, backendId);
+  }
+
+  /** Drops the least recently observed pair. */
+  #evict(): void {
+    const entry = this.#recency.oldest;
+    if (!entry) return;
+    this.#recency.remove(entry);
+    this.#size--;
+    const row = this.#byPop.get(entry.pop)!;
+    row.entries.delete(entry.id);
+    row.ms.delete(entry.id);
+    if (row.ms.size === 0) this.#byPop.delete(entry.pop);
+    this.changes.note(entry.pop, entry.id);
   }
 
   /** The measured RTT EWMA, or undefined when none was measured. */
   measuredMs(pop: string, backendId: string): number | undefined {
-    return this.#ewma.get(`${pop}\u0000${backendId}`);
+    return this.#byPop.get(pop)?.ms.get(backendId);
   }
 
   /** PoP `pop`'s measured RTT EWMAs by backend id; undefined when none was measured from it. */
   fromPop(pop: string): ReadonlyMap<string, number> | undefined {
-    return this.#byPop.get(pop);
+    return this.#byPop.get(pop)?.ms;
   }
 }
 

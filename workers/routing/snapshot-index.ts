@@ -11,7 +11,8 @@
  *   per lookup) and their providers as numbers (standing read from an array);
  * - geometry per origin: the great-circle km from a PoP to each backend's
  *   routing location (`backendLocation`), a pure function of the two: filled
- *   lazily, per backend, on the first request from that PoP (`kmAt`);
+ *   lazily, per backend, on the first request from that PoP (`kmAt`), and
+ *   carried from the previous snapshot's index for backends that did not move;
  * - the bound orders of each model (bound-order.ts), cached per request shape.
  *
  * The caches assume a snapshot's backends, and its quarantine and penalty
@@ -21,7 +22,7 @@
 import { greatCircleKm, type LatLon } from '../geo/distance.ts';
 import type { HeartbeatModel } from '../../shared/heartbeat.ts';
 import type { BackendEntry } from '../directory/backend.ts';
-import { latencyKey, type LatencyBook, type LatencyStats } from './latency.ts';
+import type { LatencyBook, LatencyStats } from './latency.ts';
 import { backendLocation, type RttOrigin, type RttTable } from './rtt.ts';
 import type { RoutingStats } from './score.ts';
 
@@ -43,8 +44,6 @@ export interface ModelCandidates {
   /** Bound orders (`boundOrder`), for the provider factors `factorOf`. */
   orders: Map<string, BoundOrder>;
   factorOf: Float64Array | undefined;
-  /** `latencyKey(backend.id, model)` of each candidate. */
-  latencyKeys: string[];
 }
 
 /**
@@ -52,11 +51,20 @@ export interface ModelCandidates {
  * (`boundAt`), kept in step with one isolate's books through their change logs.
  */
 export interface BoundOrder {
-  /** Candidate positions, by bound, then warm, then id, then position; the first `length` are live. */
+  /**
+   * The front: candidate positions by bound, then warm, then id, then
+   * position; the first `length` are in it. Every one's bound is under `cut`.
+   */
   at: Int32Array;
   /** Each one's bound, aligned with `at`. */
   ms: Float64Array;
   length: number;
+  /** Every candidate in the front has a bound under it; every one in the rest (unsorted), at or above it. */
+  cut: number;
+  /** How many candidates are in the rest. */
+  restCount: number;
+  /** Where each candidate is, by position: 0 excluded (its bound is NaN), 1 the front, 2 the rest. */
+  place: Uint8Array;
   /** Each candidate's bound by position; NaN when a filter no measurement touches excludes it. */
   bound: Float64Array;
   /** Whether the entry the request takes from each candidate is warm, by position. */
@@ -86,6 +94,8 @@ export interface RoutingIndex {
   readonly byModel: ReadonlyMap<string, ModelCandidates>;
   /** Great-circle km from an origin to each backend, aligned with `backends`; NaN until computed. */
   readonly geometry: Map<string, Float64Array>;
+  /** The previous index's geometry, and per slot the slot there of the same backend at the same place (-1: none), copied from when an origin is first asked for. */
+  readonly carried?: { geometry: ReadonlyMap<string, Float64Array>; slotOf: Int32Array };
   /** The providers of the backends, numbered. */
   readonly providers: readonly string[];
   /** Per provider number: its expected-time factor, NaN when quarantined; for the last (quarantined, penalties) pair seen. */
@@ -93,6 +103,7 @@ export interface RoutingIndex {
   /** The caches' bounds (`IndexOptions`). */
   readonly maxOrigins: number;
   readonly maxOrders: number;
+  readonly orderPrefix: number;
 }
 
 export interface IndexOptions {
@@ -100,9 +111,11 @@ export interface IndexOptions {
   maxOrigins?: number;
   /** At most this many bound orders are kept per model: origins x versions x option sets (default 32). */
   maxOrders?: number;
+  /** How many candidates a bound order sorts when it is built; more are sorted when a walk needs them (default 32). */
+  orderPrefix?: number;
   /**
-   * The previous snapshot's index: when every backend is where it was, in the
-   * same place in the list, its geometry is carried over instead of computed again.
+   * The previous snapshot's index: its geometry is carried over for the
+   * backends that are where they were, instead of computed again.
    */
   previous?: RoutingIndex;
 }
@@ -115,7 +128,7 @@ export function buildRoutingIndex(
 ): RoutingIndex {
   const locations = backends.map(locate);
   const providerNumber = new Map<string, number>();
-  const lists = new Map<string, { slots: number[]; backends: BackendEntry[]; entries: HeartbeatModel[][]; latencyKeys: string[]; providerOf: number[] }>();
+  const lists = new Map<string, { slots: number[]; backends: BackendEntry[]; entries: HeartbeatModel[][]; providerOf: number[] }>();
   backends.forEach((backend, slot) => {
     let provider = providerNumber.get(backend.provider);
     if (provider === undefined) providerNumber.set(backend.provider, (provider = providerNumber.size));
@@ -127,12 +140,11 @@ export function buildRoutingIndex(
     }
     for (const [name, entries] of mine) {
       let list = lists.get(name);
-      if (!list) lists.set(name, (list = { slots: [], backends: [], entries: [], latencyKeys: [], providerOf: [] }));
+      if (!list) lists.set(name, (list = { slots: [], backends: [], entries: [], providerOf: [] }));
       list.providerOf.push(provider);
       list.slots.push(slot);
       list.backends.push(backend);
       list.entries.push(entries);
-      list.latencyKeys.push(latencyKey(backend.id, name));
     }
   });
   const byModel = new Map<string, ModelCandidates>();
@@ -153,22 +165,44 @@ export function buildRoutingIndex(
     locations,
     locate,
     byModel,
-    geometry: sameGeometry(options.previous, locations, locate) ? options.previous!.geometry : new Map(),
+    ...carryGeometry(options.previous, backends, locations, locate),
     providers: [...providerNumber.keys()],
     maxOrigins: options.maxOrigins ?? 16,
     maxOrders: options.maxOrders ?? 32,
+    orderPrefix: Math.max(1, options.orderPrefix ?? 32),
   };
 }
 
-/** Whether `previous`'s geometry holds for `locations` (same locate, same places in the same order). */
-function sameGeometry(previous: RoutingIndex | undefined, locations: readonly LatLon[], locate: RoutingIndex['locate']): boolean {
-  if (!previous || previous.locate !== locate || previous.locations.length !== locations.length) return false;
-  for (let i = 0; i < locations.length; i++) {
-    const a = previous.locations[i]!;
-    const b = locations[i]!;
-    if (a.lat !== b.lat || a.lon !== b.lon) return false;
+/**
+ * What an index takes of `previous`'s geometry: its very cache when every
+ * backend is where it was, in the same place in the list (nothing to redo);
+ * else, for each slot whose backend was in the previous list at the same
+ * location, that slot there (`carried`), so that an origin's distances are
+ * copied across when first asked for, not computed again (a snapshot that
+ * lost or gained a backend shifts every slot after it).
+ */
+function carryGeometry(
+  previous: RoutingIndex | undefined,
+  backends: readonly BackendEntry[],
+  locations: readonly LatLon[],
+  locate: RoutingIndex['locate'],
+): Pick<RoutingIndex, 'geometry' | 'carried'> {
+  if (!previous || previous.locate !== locate) return { geometry: new Map() };
+  const at = (a: LatLon, b: LatLon) => a.lat === b.lat && a.lon === b.lon;
+  const n = locations.length;
+  if (previous.locations.length === n && locations.every((l, i) => at(l, previous.locations[i]!))) return { geometry: previous.geometry };
+  if (previous.geometry.size === 0) return { geometry: new Map() };
+  const slotOf = new Int32Array(n).fill(-1);
+  let byId: Map<string, number> | undefined;
+  for (let i = 0; i < n; i++) {
+    let p = i < previous.backends.length && previous.backends[i]!.id === backends[i]!.id ? i : -1;
+    if (p < 0) {
+      byId ??= new Map(previous.backends.map((b, j) => [b.id, j]));
+      p = byId.get(backends[i]!.id) ?? -1;
+    }
+    if (p >= 0 && at(previous.locations[p]!, locations[i]!)) slotOf[i] = p;
   }
-  return true;
+  return { geometry: new Map(), carried: { geometry: previous.geometry, slotOf } };
 }
 
 const memo = new WeakMap<readonly BackendEntry[], RoutingIndex>();
@@ -214,6 +248,11 @@ export function geometryFor(index: RoutingIndex, key: string): Float64Array {
   if (!km) {
     if (index.geometry.size >= index.maxOrigins) index.geometry.clear();
     km = new Float64Array(index.backends.length).fill(Number.NaN);
+    const before = index.carried?.geometry.get(key);
+    if (before) {
+      const { slotOf } = index.carried!;
+      for (let i = 0; i < km.length; i++) if (slotOf[i]! >= 0) km[i] = before[slotOf[i]!]!;
+    }
     index.geometry.set(key, km);
   }
   return km;

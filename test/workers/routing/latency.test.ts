@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { DecayingHistogram, LatencyBook, PeakEwma } from '../../../workers/routing/latency.ts';
 
@@ -78,4 +79,30 @@ describe('LatencyBook', () => {
     expect(book.get('a', 'embed')).toBeDefined();
     expect(book.get('b', 'embed')).toBeDefined();
   });
+
+  it('keeps exactly the most recently observed entries, whatever the order of observations (reference LRU)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 5 }), fc.array(fc.tuple(fc.constantFrom('a', 'b', 'c', 'd'), fc.constantFrom('embed', 'clf')), { maxLength: 80 }), (max, obs) => {
+        const book = new LatencyBook({ maxEntries: max, histogram: false });
+        let recent: string[] = []; // the reference: keys, least recently observed first
+        obs.forEach(([id, model], t) => {
+          const key = `${id}/${model}`;
+          const before = book.changes.seq;
+          const evicts = !recent.includes(key) && recent.length >= max;
+          if (evicts) recent.shift();
+          recent = [...recent.filter((k) => k !== key), key];
+          book.observe(id, model, t, t);
+          expect(book.changes.seq - before).toBe(evicts ? 2 : 1); // an eviction is a change too
+        });
+        for (const id of ['a', 'b', 'c', 'd']) {
+          for (const model of ['embed', 'clf']) {
+            const kept = recent.includes(`${id}/${model}`);
+            expect(book.get(id, model) !== undefined).toBe(kept);
+            expect(book.forModel(model)?.has(id) ?? false).toBe(kept);
+          }
+        }
+      }),
+    );
+  });
 });
+

@@ -4,13 +4,14 @@ import { REGIONS } from '../../../shared/regions.ts';
 import type { HeartbeatModel } from '../../../shared/heartbeat.ts';
 import type { BackendEntry } from '../../../workers/directory/backend.ts';
 import type { LocationVerdict } from '../../../workers/geo/location.ts';
+import { greatCircleKm } from '../../../workers/geo/distance.ts';
 import { POPS } from '../../../workers/geo/pops.ts';
 import { PendingCalls, trackPending } from '../../../workers/routing/isolate.ts';
 import { LatencyBook } from '../../../workers/routing/latency.ts';
 import { RttTable, type RttOrigin } from '../../../workers/routing/rtt.ts';
 import type { RoutingStats, ScoreOptions, ScoreRequest } from '../../../workers/routing/score.ts';
 import { rankIndexed } from '../../../workers/routing/rank.ts';
-import { buildRoutingIndex, routingIndexFor } from '../../../workers/routing/snapshot-index.ts';
+import { buildRoutingIndex, geometryFor, originKey, routingIndexFor } from '../../../workers/routing/snapshot-index.ts';
 import { backend, model, pop } from './fixtures.ts';
 import { rankByScoreReference } from './reference.ts';
 
@@ -110,6 +111,9 @@ const arbOptions = fc.record({
   ),
 }).map((o): ScoreOptions => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)));
 
+/** How many candidates an order sorts at first: small ones make walks cross the cut into the unsorted rest, and candidates move across it. */
+const arbPrefix = fc.constantFrom(1, 2, 3, 32);
+
 /** Measurements over the snapshot's backends: picks by position, so they name backends that exist (and some that do not). */
 const arbStats = fc.record({
   rtt: fc.array(fc.tuple(fc.constantFrom(...HOT_POPS, 'LHR'), fc.nat(15), fc.constantFrom(0.5, 5, 30, 200)), { maxLength: 120, size: 'medium' }),
@@ -145,10 +149,11 @@ describe('rankIndexed: the per-snapshot index against the full scan', () => {
         arbSnapshot,
         arbStats,
         fc.array(fc.tuple(arbRequest, arbOptions, fc.oneof(fc.integer({ min: 0, max: 12 }), fc.constant(Infinity))), { minLength: 1, maxLength: 6 }),
-        (backends, s, requests) => {
+        arbPrefix,
+        (backends, s, requests, orderPrefix) => {
           const stats = statsFor(backends, s);
           // One index serves every request, as a snapshot's does: its lazily filled geometry is reused across them.
-          const index = buildRoutingIndex(backends);
+          const index = buildRoutingIndex(backends, undefined, { orderPrefix });
           const passes = [...requests, ...requests, ...requests];
           for (const [n, [request, options, k]] of passes.entries()) {
             if (n === 2 * requests.length) {
@@ -195,14 +200,14 @@ describe('rankIndexed: the per-snapshot index against the full scan', () => {
     let ranked = 0;
     fc.assert(
       // A few request shapes asked again and again, as an isolate's traffic does: their orders are kept and moved.
-      fc.property(arbSnapshot, fc.constantFrom(2, 8, 1024), fc.array(arbRequest, { minLength: 3, maxLength: 3 }), fc.array(ops, { minLength: 1, maxLength: 80, size: 'max' }), (backends, logSize, requests, steps) => {
+      fc.property(arbSnapshot, fc.constantFrom(2, 8, 1024), fc.array(arbRequest, { minLength: 3, maxLength: 3 }), fc.array(ops, { minLength: 1, maxLength: 80, size: 'max' }), arbPrefix, (backends, logSize, requests, steps, orderPrefix) => {
         const routing = {
           latency: new LatencyBook({ histogram: false, changeLogSize: logSize }),
           rtt: new RttTable({ maxEntries: 6, changeLogSize: logSize }),
           pending: new PendingCalls(),
         };
         const calls: (() => void)[] = [];
-        const index = buildRoutingIndex(backends);
+        const index = buildRoutingIndex(backends, undefined, { orderPrefix });
         const id = (i: number) => backends[i]?.id ?? `ghost-${i}`;
         let now = NOW;
         for (const step of steps) {
@@ -251,6 +256,26 @@ describe('rankIndexed: the per-snapshot index against the full scan', () => {
     const km = [...index.geometry.values()][0]!;
     expect(Number.isNaN(km[0]!)).toBe(false); // filled for the embed backend ...
     expect(Number.isNaN(km[1]!)).toBe(true); // ... and not for the ocr one, never asked for
+  });
+
+  it('carries the previous snapshot\'s geometry for backends that stayed where they were, and computes the rest', () => {
+    const verified = (lat: number, lon: number) => ({ lat, lon, location: { state: 'verified' as const, evidence: { pop: 'FRA' } } as LocationVerdict });
+    const first = [backend('gone', 'eu-central'), backend('stays', 'us-east'), backend('moves', 'eu-west', verified(53.3, -6.3)), backend('also', 'ap-southeast')];
+    const from = pop('FRA');
+    const before = buildRoutingIndex(first);
+    rankIndexed(before, { model: 'embed', from }, {}, 0); // fills FRA's distances
+    const next = [first[1]!, backend('moves', 'eu-west', verified(48.9, 2.3)), first[3]!, backend('new', 'eu-central')];
+    const index = buildRoutingIndex(next, undefined, { previous: before });
+    const km = [...index.geometry.values()];
+    expect(km).toHaveLength(0); // shifted slots: nothing shared, copied on first use
+    const carried = geometryFor(index, originKey(from)); // FRA's distances, as a first request asks for them
+    expect(carried[0]).toBe(greatCircleKm(from, index.locations[0]!)); // stays: from the previous index
+    expect(carried[2]).toBe(greatCircleKm(from, index.locations[2]!));
+    expect(carried[1]).toBeNaN(); // moved
+    expect(carried[3]).toBeNaN(); // new
+    expect(rankIndexed(index, { model: 'embed', from }, {}, 0)).toEqual(rankByScoreReference(next, { model: 'embed', from }, {}, 0));
+    // Nothing moved: the previous index's cache itself.
+    expect(buildRoutingIndex(next, undefined, { previous: index }).geometry).toBe(index.geometry);
   });
 
   it('refuses a locate other than the index\'s', () => {

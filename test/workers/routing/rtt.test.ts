@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_PATH_INFLATION, FIBRE_KM_PER_MS, greatCircleKm, type LatLon } from '../../../workers/geo/distance.ts';
 import { regionById } from '../../../shared/regions.ts';
@@ -45,6 +46,32 @@ describe('estimateRttMs', () => {
     table.observe('FRA', 'c', 3);
     expect(table.measuredMs('FRA', 'a')).toBeUndefined();
     expect(table.measuredMs('FRA', 'c')).toBe(3);
+  });
+
+  it('keeps exactly the most recently observed pairs, whatever the order of observations (reference LRU)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 5 }), fc.array(fc.tuple(fc.constantFrom('FRA', 'SIN'), fc.constantFrom('a', 'b', 'c'), fc.nat(100)), { maxLength: 80 }), (max, obs) => {
+        const table = new RttTable({ maxEntries: max, alpha: 0.5 });
+        const ewma = new Map<string, number>(); // the reference, least recently observed first
+        for (const [p, b, ms] of obs) {
+          const key = `${p}/${b}`;
+          const prev = ewma.get(key);
+          const before = table.changes.seq;
+          const evicts = prev === undefined && ewma.size >= max;
+          if (evicts) ewma.delete(ewma.keys().next().value!);
+          ewma.delete(key);
+          ewma.set(key, prev === undefined ? ms : prev + 0.5 * (ms - prev));
+          table.observe(p, b, ms);
+          expect(table.changes.seq - before).toBe(evicts ? 2 : 1); // an eviction is a change too
+        }
+        for (const p of ['FRA', 'SIN']) {
+          for (const b of ['a', 'b', 'c']) {
+            expect(table.measuredMs(p, b)).toBe(ewma.get(`${p}/${b}`));
+            expect(table.fromPop(p)?.get(b)).toBe(ewma.get(`${p}/${b}`));
+          }
+        }
+      }),
+    );
   });
 });
 

@@ -22,7 +22,9 @@
  * also: embed), BENCH_EDGE_INTERLEAVE (1; 0: separate phases only),
  * BENCH_EDGE_SETTLEMENT (apart; together: queue consumer and ledger in the
  * edge's workerd), BENCH_EDGE_LOCAL_TRACES (0; 1: wrangler dev's trace store
- * on), BENCH_EDGE_VARS (JSON of extra edge vars), BENCH_QUIET_WAIT_SECONDS (20;
+ * on), BENCH_EDGE_INSPECTOR (0: every Worker without wrangler's DevTools
+ * inspector, scripts/wrangler-dev-no-inspector.ts; 1: with it, as the wrangler
+ * CLI runs them), BENCH_EDGE_VARS (JSON of extra edge vars), BENCH_QUIET_WAIT_SECONDS (20;
  * 0: never wait for a quiet CPU), BENCH_VERIFY_RATE (0.05, 0..1: provider-fra's
  * sample rate for the run), BENCH_EDGE_CACHE (1: the answer-cache case after
  * the rest; 0: skip it; only: the cache case alone, the quick mode). Results
@@ -79,6 +81,8 @@ const PRIME_SECONDS = envNumber('BENCH_PRIME_SECONDS', 3, 0, 30);
 const SETTLEMENT = (process.env.BENCH_EDGE_SETTLEMENT ?? 'apart').trim().toLowerCase();
 /** 1: leave wrangler dev's local trace store and explorer on (its default for a human at `npm start`). */
 const LOCAL_TRACES = envNumber('BENCH_EDGE_LOCAL_TRACES', 0, 0, 1) === 1;
+/** 1: every Worker with wrangler's DevTools inspector attached, as the wrangler CLI runs it (a console line then costs ~0.1 ms of the Worker's thread). */
+const INSPECTOR = envNumber('BENCH_EDGE_INSPECTOR', 0, 0, 1) === 1;
 if (SETTLEMENT !== 'apart' && SETTLEMENT !== 'together') throw new Error(`BENCH_EDGE_SETTLEMENT must be "apart" or "together", got ${JSON.stringify(SETTLEMENT)}`);
 const CONCURRENCIES = envIntList('BENCH_CONCURRENCY', '1,16', 1, 256);
 /**
@@ -321,6 +325,7 @@ async function main(): Promise<void> {
       },
       ...(process.env.BENCH_EDGE_VARS ? { edgeVars: JSON.parse(process.env.BENCH_EDGE_VARS) as Record<string, string> } : {}),
       ...(SETTLEMENT === 'apart' ? { wranglerConfig: configs.edge } : {}),
+      inspector: INSPECTOR,
     });
     const backend = mesh.backends.find((b) => b.id === BACKEND.id)!;
     const checker = mesh.backends.find((b) => b.id === CHECKER.id)!;
@@ -334,7 +339,7 @@ async function main(): Promise<void> {
     const checkerBefore = await inferencesOf(checker.url);
     if (SETTLEMENT === 'apart') {
       // At nice 19 it takes the cores the request path leaves idle, and catches up between phases (ledgerCatchUp).
-      settlement = await startSettlementApart({ config: configs.settlement, edgeUrl: mesh.edgeUrl, meshDir: path.join(tmp, 'mesh'), stateDir: path.join(tmp, 'settlement') });
+      settlement = await startSettlementApart({ config: configs.settlement, edgeUrl: mesh.edgeUrl, meshDir: path.join(tmp, 'mesh'), stateDir: path.join(tmp, 'settlement'), inspector: INSPECTOR });
       log(`settlement (queue consumer and ledger shards) in a second wrangler dev: ${settlement.url} (process group ${settlement.pid})`);
     }
     const ledgerUrl = settlement?.url ?? mesh.edgeUrl;
@@ -355,7 +360,7 @@ async function main(): Promise<void> {
       return receipts;
     };
     const settlementCpuBefore = settlement ? (groupCpuMs().get(settlement.pid)?.all ?? Number.NaN) : Number.NaN;
-    passthrough = await startPassthrough(backend.url, path.join(tmp, 'passthrough'));
+    passthrough = await startPassthrough(backend.url, path.join(tmp, 'passthrough'), INSPECTOR);
     log(`pass-through Worker ready: ${passthrough.url} (process group ${passthrough.pid}) -> ${backend.url}`);
 
     const key = (await importJWK(mesh.meshPrivateJwk, 'EdDSA')) as CryptoKey;
@@ -984,6 +989,11 @@ function report(phases: Phase[], interleaved: Interleaved[], totalMs: number, le
     );
   }
   if (!LOCAL_TRACES) lines.push(`wrangler dev's local trace store and explorer were off for every Worker (BENCH_EDGE_LOCAL_TRACES=1 leaves them on).`);
+  lines.push(
+    INSPECTOR
+      ? `Every Worker ran with wrangler's DevTools inspector attached, as the wrangler CLI runs it (BENCH_EDGE_INSPECTOR=0 leaves it out).`
+      : `Every Worker ran without wrangler's DevTools inspector (scripts/wrangler-dev-no-inspector.ts; BENCH_EDGE_INSPECTOR=1 attaches it, as the wrangler CLI does).`,
+  );
   lines.push(`edge;dur is the edge's own server-timing (its total minus its backend call), in whole ms of workerd's clock, which only advances on I/O: it under-reports CPU time.`);
   const withErrors = phases.filter((p) => errorsOf(p) > 0);
   const mixedErrors = interleaved.filter((x) => PATHS.some((p) => Object.keys(x.paths[p].errors).length > 0));
@@ -1009,6 +1019,7 @@ function report(phases: Phase[], interleaved: Interleaved[], totalMs: number, le
       verifyRate: VERIFY_RATE,
       settlement: SETTLEMENT,
       localTraces: LOCAL_TRACES,
+      inspector: INSPECTOR,
       interleave: INTERLEAVE,
       interleaveCycle: INTERLEAVE_CYCLE,
       interleaveSeconds: INTERLEAVE_SECONDS,

@@ -130,6 +130,7 @@ try {
   const headers = { 'x-mesh-dev-colo': 'FRA' };
   console.log(`[profile] warming up 2 s at concurrency ${CONCURRENCY}`);
   await closedLoop({ url, body: BODY, tokens: tokens(100_000), concurrency: CONCURRENCY, durationMs: 2000, headers });
+  if (!mesh.inspectorUrl) throw new Error('profile-edge: the edge was started without its inspector');
   const inspector = await inspect(mesh.inspectorUrl);
   console.log(`[profile] inspector target: ${inspector.title ?? '?'}; profiling ${SECONDS} s`);
   await inspector.call('Profiler.enable');

@@ -66,6 +66,13 @@ export interface MeshOptions {
    */
   wranglerConfig?: string;
   /**
+   * false: the edge without wrangler's DevTools inspector on its isolate
+   * (scripts/wrangler-dev-no-inspector.ts; bench:edge), which otherwise
+   * serializes every console line into the DevTools protocol on the Worker's
+   * thread. Default true (`npm start`, bench/profile-edge.ts).
+   */
+  inspector?: boolean;
+  /**
    * The URL a backend announces in its heartbeats (its PUBLIC_URL), from its
    * spec and the port it listens on; e.g. a fault proxy's in front of it.
    * Default: the backend's own `http://127.0.0.1:<port>`.
@@ -95,8 +102,8 @@ export interface LocalMesh {
   localJson: string;
   /** The local-dev mesh private key (tests sign dispatch tokens with it). */
   meshPrivateJwk: JWK;
-  /** wrangler dev's DevTools inspector for the edge (bench/profile-edge.ts). */
-  inspectorUrl: string;
+  /** wrangler dev's DevTools inspector for the edge (bench/profile-edge.ts); undefined when started without it. */
+  inspectorUrl: string | undefined;
   /** Signs another operator key (consumer, billing, admin) with the local mesh key. */
   issue(sub: string, role: 'consumer' | 'billing' | 'admin', regions?: string[]): Promise<string>;
   stop(): Promise<void>;
@@ -226,9 +233,11 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
   const vars: Record<string, string> = { MESH_DEV: '1', MESH_ISSUER: edgeUrl, ...opts.edgeVars };
   const inspectorPort = await freePort();
   log(`[mesh] starting the edge (wrangler dev, workerd) on ${edgeUrl}`);
+  const withInspector = opts.inspector !== false;
   const edge = spawn(
-    path.join(BIN, 'wrangler'),
+    withInspector ? path.join(BIN, 'wrangler') : process.execPath,
     [
+      ...(withInspector ? [] : [path.join(ROOT, 'scripts', 'wrangler-dev-no-inspector.ts')]),
       'dev',
       ...(opts.wranglerConfig ? ['--config', opts.wranglerConfig] : []),
       '--ip', '127.0.0.1',
@@ -348,7 +357,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
       backends: backends.map(({ id, url, region, provider }) => ({ id, url, region, provider })),
     };
     await writeFile(localJson, JSON.stringify(info, null, 2) + '\n', { mode: 0o600 });
-    return { edgeUrl, consumerKey, adminToken, backends, localJson, meshPrivateJwk: mesh.privateJwk, inspectorUrl: `http://127.0.0.1:${inspectorPort}`, issue, stop: stopAll };
+    return { edgeUrl, consumerKey, adminToken, backends, localJson, meshPrivateJwk: mesh.privateJwk, inspectorUrl: withInspector ? `http://127.0.0.1:${inspectorPort}` : undefined, issue, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

@@ -85,6 +85,12 @@ export interface WranglerDevOptions {
   name: string;
   /** Run it under `nice -n <value>` (wrangler, workerd and every thread inherit it). */
   nice?: number;
+  /**
+   * false: without wrangler's DevTools inspector on the Worker's isolate
+   * (scripts/wrangler-dev-no-inspector.ts), which otherwise serializes every
+   * console line into the DevTools protocol on the Worker's thread. Default true.
+   */
+  inspector?: boolean;
 }
 
 /** `wrangler dev` on a free loopback port, in its own process group, resolved once `readyPath` answers 200. */
@@ -94,7 +100,7 @@ export async function startWranglerDev(o: WranglerDevOptions): Promise<WranglerD
   const inspectorPort = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const command = [
-    path.join(bin, 'wrangler'),
+    ...(o.inspector === false ? [process.execPath, path.join(o.root, 'scripts', 'wrangler-dev-no-inspector.ts')] : [path.join(bin, 'wrangler')]),
     'dev',
     '--config', o.config,
     '--ip', '127.0.0.1',

@@ -15,7 +15,7 @@ import { startWranglerDev, type WranglerDev } from './processes.ts';
  * the lowest CPU priority: it stands for invocations that production runs on
  * other machines, so it takes the cores the request path leaves idle.
  */
-export function startSettlementApart(o: { config: string; edgeUrl: string; meshDir: string; stateDir: string }): Promise<WranglerDev> {
+export function startSettlementApart(o: { config: string; edgeUrl: string; meshDir: string; stateDir: string; inspector?: boolean }): Promise<WranglerDev> {
   return startWranglerDev({
     root: ROOT,
     config: o.config,
@@ -27,11 +27,12 @@ export function startSettlementApart(o: { config: string; edgeUrl: string; meshD
     graceMs: 3000,
     name: 'the settlement Worker',
     nice: 19,
+    ...(o.inspector === undefined ? {} : { inspector: o.inspector }),
   });
 }
 
-/** The bare pass-through Worker, forwarding every request to `target` (a backend). */
-export function startPassthrough(target: string, stateDir: string): Promise<WranglerDev> {
+/** The bare pass-through Worker, forwarding every request to `target` (a backend); `inspector` as `startWranglerDev`'s. */
+export function startPassthrough(target: string, stateDir: string, inspector = true): Promise<WranglerDev> {
   return startWranglerDev({
     root: ROOT,
     config: path.join(ROOT, 'bench', 'passthrough', 'wrangler.toml'),
@@ -41,5 +42,6 @@ export function startPassthrough(target: string, stateDir: string): Promise<Wran
     readyTimeoutMs: 60_000,
     graceMs: 5000,
     name: 'the pass-through Worker',
+    inspector,
   });
 }

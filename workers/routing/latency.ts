@@ -211,7 +211,6 @@ export class LatencyBook {
   /** Their stats per model, by backend id: which backends of a model were measured, without a scan. */
   readonly #byModel = new Map<string, Map<string, LatencyStats>>();
   readonly #recency = new RecencyList<BookEntry>();
-  #size = 0;
 
   constructor(options: LatencyOptions = {}) {
     this.#options = options;
@@ -226,7 +225,7 @@ export class LatencyBook {
     if (entry) {
       this.#recency.touch(entry);
     } else {
-      if (this.#size >= this.#max) this.#evict();
+      if (this.#recency.size >= this.#max) this.#evict();
       row = this.#rows.get(model); // eviction may have dropped the model's row
       entry = { stats: new LatencyStats(this.#options), id: backendId, model, older: undefined, newer: undefined };
       if (!row) this.#rows.set(model, (row = new Map()));
@@ -235,7 +234,6 @@ export class LatencyBook {
       if (!stats) this.#byModel.set(model, (stats = new Map()));
       stats.set(backendId, entry.stats);
       this.#recency.add(entry);
-      this.#size++;
     }
     entry.stats.observe(sampleMs, now);
     this.changes.note(model, backendId);
@@ -243,10 +241,8 @@ export class LatencyBook {
 
   /** Drops the least recently observed entry. */
   #evict(): void {
-    const entry = this.#recency.oldest;
+    const entry = this.#recency.takeOldest();
     if (!entry) return;
-    this.#recency.remove(entry);
-    this.#size--;
     const row = this.#rows.get(entry.model)!;
     row.delete(entry.id);
     this.#byModel.get(entry.model)!.delete(entry.id);

@@ -15,10 +15,18 @@ export interface Recent {
 export class RecencyList<T extends Recent> {
   #oldest: T | undefined;
   #newest: T | undefined;
+  #size = 0;
 
-  /** The least recently observed entry, undefined when empty. */
-  get oldest(): T | undefined {
-    return this.#oldest;
+  /** How many entries it holds. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Takes the least recently observed entry out and returns it; undefined when empty. */
+  takeOldest(): T | undefined {
+    const entry = this.#oldest;
+    if (entry) this.remove(entry);
+    return entry;
   }
 
   /** Appends `entry` (not in the list) as the newest. */
@@ -28,6 +36,7 @@ export class RecencyList<T extends Recent> {
     if (this.#newest) this.#newest.newer = entry;
     else this.#oldest = entry;
     this.#newest = entry;
+    this.#size++;
   }
 
   /** Takes `entry` (in the list) out. */
@@ -37,6 +46,7 @@ export class RecencyList<T extends Recent> {
     if (entry.newer) entry.newer.older = entry.older;
     else this.#newest = entry.older as T | undefined;
     entry.older = entry.newer = undefined;
+    this.#size--;
   }
 
   /** Makes `entry` (in the list) the newest. */

@@ -96,7 +96,6 @@ export class RttTable {
   readonly #max: number;
   readonly #byPop = new Map<string, PopRow>();
   readonly #recency = new RecencyList<PairEntry>();
-  #size = 0;
 
   constructor(options: RttTableOptions = {}) {
     this.#alpha = options.alpha ?? 0.3;
@@ -114,24 +113,21 @@ export class RttTable {
       const prev = row!.ms.get(backendId)!;
       row!.ms.set(backendId, prev + this.#alpha * (rttMs - prev));
     } else {
-      if (this.#size >= this.#max) this.#evict();
+      if (this.#recency.size >= this.#max) this.#evict();
       row = this.#byPop.get(pop); // eviction may have dropped the PoP's row
       if (!row) this.#byPop.set(pop, (row = { ms: new Map(), entries: new Map() }));
       const added: PairEntry = { pop, id: backendId, older: undefined, newer: undefined };
       row.entries.set(backendId, added);
       row.ms.set(backendId, rttMs);
       this.#recency.add(added);
-      this.#size++;
     }
     this.changes.note(pop, backendId);
   }
 
   /** Drops the least recently observed pair. */
   #evict(): void {
-    const entry = this.#recency.oldest;
+    const entry = this.#recency.takeOldest();
     if (!entry) return;
-    this.#recency.remove(entry);
-    this.#size--;
     const row = this.#byPop.get(entry.pop)!;
     row.entries.delete(entry.id);
     row.ms.delete(entry.id);

@@ -110,14 +110,30 @@ export interface LocalMesh {
 }
 
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
+  return (await freePorts(1))[0]!;
+}
+
+/**
+ * `n` distinct free loopback ports, all held open together until every one is
+ * known: ports asked for one after another, each released before the next,
+ * can come back twice (a backend then fails with EADDRINUSE on a port the
+ * edge's inspector took).
+ */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = Array.from({ length: n }, () => createServer());
+  try {
+    return await Promise.all(
+      servers.map(
+        (srv) =>
+          new Promise<number>((resolve, reject) => {
+            srv.once('error', reject);
+            srv.listen(0, '127.0.0.1', () => resolve((srv.address() as { port: number }).port));
+          }),
+      ),
+    );
+  } finally {
+    await Promise.all(servers.map((srv) => new Promise((resolve) => (srv.listening ? srv.close(resolve) : resolve(undefined)))));
+  }
 }
 
 /**
@@ -210,9 +226,11 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
   const dir = opts.dir ?? path.join(ROOT, '.mesh');
   const specs = opts.backends ?? DEFAULT_BACKENDS;
   const readyTimeoutMs = opts.readyTimeoutMs ?? 120_000;
-  const port = opts.port === 0 ? await freePort() : (opts.port ?? Number(process.env.MESH_PORT ?? 8787));
   const base = opts.backendPortBase ?? Number(process.env.BACKEND_PORT_BASE ?? 9101);
-  const backendPorts = base === 0 ? await Promise.all(specs.map(() => freePort())) : specs.map((_, i) => base + i);
+  // Every port this mesh takes at random, in one go, so that no two are the same.
+  const [inspectorPort, randomPort, ...randomBackendPorts] = await freePorts(2 + (base === 0 ? specs.length : 0));
+  const port = opts.port === 0 ? randomPort! : (opts.port ?? Number(process.env.MESH_PORT ?? 8787));
+  const backendPorts = base === 0 ? randomBackendPorts : specs.map((_, i) => base + i);
   const edgeUrl = `http://127.0.0.1:${port}`;
   const children: ChildProcess[] = [];
   let stopping = false;
@@ -231,7 +249,6 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
   );
 
   const vars: Record<string, string> = { MESH_DEV: '1', MESH_ISSUER: edgeUrl, ...opts.edgeVars };
-  const inspectorPort = await freePort();
   log(`[mesh] starting the edge (wrangler dev, workerd) on ${edgeUrl}`);
   const withInspector = opts.inspector !== false;
   const edge = spawn(

@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { freePort } from '../../scripts/local-mesh.ts';
+import { freePorts } from '../../scripts/local-mesh.ts';
 
 /** Groups still running; add a child when started, delete it once stopped. */
 export const live = new Set<ChildProcess>();
@@ -96,8 +96,7 @@ export interface WranglerDevOptions {
 /** `wrangler dev` on a free loopback port, in its own process group, resolved once `readyPath` answers 200. */
 export async function startWranglerDev(o: WranglerDevOptions): Promise<WranglerDev> {
   const bin = path.join(o.root, 'node_modules', '.bin');
-  const port = await freePort();
-  const inspectorPort = await freePort();
+  const [port, inspectorPort] = await freePorts(2);
   const url = `http://127.0.0.1:${port}`;
   const command = [
     ...(o.inspector === false ? [process.execPath, path.join(o.root, 'scripts', 'wrangler-dev-no-inspector.ts')] : [path.join(bin, 'wrangler')]),

@@ -85,7 +85,7 @@ import type { JWK } from 'jose';
 import { HEARTBEAT_AUDIENCE, TYP, decodePayload, type AttestationClaims } from '../../shared/jwt.ts';
 import { generateEd25519 } from '../../shared/keys.ts';
 import { regionById } from '../../shared/regions.ts';
-import { freePort, ROOT } from '../../scripts/local-mesh.ts';
+import { freePorts, ROOT } from '../../scripts/local-mesh.ts';
 
 export type AnswerLie =
   | 'none'
@@ -348,8 +348,8 @@ export async function startHostileProvider(opts: HostileProviderOptions): Promis
   });
   if (!admitted.ok) throw new Error(`admitting ${providerId} failed: ${admitted.status} ${await admitted.text()}`);
 
-  const controlPort = await freePort();
-  const identities = await Promise.all(opts.identities.map(async (spec) => ({ ...spec, port: await freePort() })));
+  const [controlPort, ...ports] = await freePorts(1 + opts.identities.length);
+  const identities = opts.identities.map((spec, i) => ({ ...spec, port: ports[i]! }));
   const config: ProcessConfig = {
     edgeUrl: opts.edgeUrl,
     providerId,
@@ -357,7 +357,7 @@ export async function startHostileProvider(opts: HostileProviderOptions): Promis
     modelRepository: opts.modelRepository ?? path.join(ROOT, 'gpu-backend', 'models'),
     models: opts.models ?? ['embed'],
     heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 500,
-    controlPort,
+    controlPort: controlPort!,
     identities,
   };
   const child: ChildProcess = spawn(process.execPath, [import.meta.filename], {

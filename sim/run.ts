@@ -176,6 +176,7 @@ export function runPolicy(config: SimConfig, world: World, network: Network, pol
   const arrivals = root.fork(ARRIVALS);
   const models = new WeightedPicker(config.models.map((m) => m.share));
   const userPop = new Float64Array(world.cities.length).fill(Number.NaN);
+  const userCloud = new Float64Array(world.cities.length).fill(Number.NaN);
   const m = config.models.length;
   const meanGapMs = 1000 / config.ratePerSecond;
   let issued = 0;
@@ -193,7 +194,9 @@ export function runPolicy(config: SimConfig, world: World, network: Network, pol
     record.pop[index] = request.pop;
     record.model[index] = model;
     const viaPop = lastMileMs + toPop + floors[request.pop * m + model]!;
-    const direct = lastMileMs + network.userToCloudMs(city, world.cityCloud[city]!) + config.models[model]!.serviceMs;
+    let toCloud = userCloud[city]!;
+    if (Number.isNaN(toCloud)) userCloud[city] = toCloud = network.userToCloudMs(city, world.cityCloud[city]!);
+    const direct = lastMileMs + toCloud + config.models[model]!.serviceMs;
     record.floor[index] = Math.min(viaPop, direct);
     record.floorViaPop[index] = viaPop;
     record.floorDirect[index] = direct;

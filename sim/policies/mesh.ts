@@ -44,13 +44,16 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
   const isolates = new Map<number, Isolate>();
   let byId = new Map<string, number>();
   // One index per published snapshot, shared by the isolates that took it: room for every PoP's geometry and orders.
-  let last: { snapshot: readonly BackendEntry[]; index: RoutingIndex } | undefined;
-  const indexOf = (snapshot: readonly BackendEntry[]): RoutingIndex => {
+  // Its backends per region likewise (what each isolate's attempt plans ask of it).
+  let last: { snapshot: readonly BackendEntry[]; index: RoutingIndex; regionSizes: Map<string, number> } | undefined;
+  const published = (snapshot: readonly BackendEntry[]): NonNullable<typeof last> => {
     if (last?.snapshot !== snapshot) {
       const index = buildRoutingIndex(snapshot, backendLocation, { maxOrigins: 1_024, maxOrders: 4_096, ...(last ? { previous: last.index } : {}) });
-      last = { snapshot, index };
+      const regionSizes = new Map<string, number>();
+      for (const b of snapshot) regionSizes.set(b.region, (regionSizes.get(b.region) ?? 0) + 1);
+      last = { snapshot, index, regionSizes };
     }
-    return last.index;
+    return last;
   };
 
   const isolateFor = (pop: number, ctx: SimContext): Isolate => {
@@ -71,10 +74,8 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
     const now = ctx.events.now;
     if (now - iso.at >= ctx.config.edge.snapshotRefreshMs) {
       iso.snapshot = ctx.directory.snapshot(now);
-      iso.index = indexOf(iso.snapshot);
+      ({ index: iso.index, regionSizes: iso.regionSizes } = published(iso.snapshot));
       iso.at = now;
-      iso.regionSizes = new Map();
-      for (const b of iso.snapshot) iso.regionSizes.set(b.region, (iso.regionSizes.get(b.region) ?? 0) + 1);
     }
     return iso;
   };

@@ -16,7 +16,7 @@
 import { DEFAULT_PATH_INFLATION } from '../geo/distance.ts';
 import type { BackendEntry } from '../directory/backend.ts';
 import type { LatencyStats } from './latency.ts';
-import { backendLocation, physicalFloorMs } from './rtt.ts';
+import { backendLocation, physicalFloorMs, type RttOrigin } from './rtt.ts';
 import { allowedRegions, SCORE_DEFAULTS, type RoutingStats, type ScoreOptions, type ScoreRequest, type Scored } from './score.ts';
 import { before, boundOrder, extendOrder, type RankContext } from './bound-order.ts';
 import { buildRoutingIndex, geometryFor, kmAt, originKey, pickEntry, standingFor, type RoutingIndex } from './snapshot-index.ts';
@@ -59,6 +59,33 @@ function scoreAt(
   // Ejection is a filter like those above; asked last, as it is the one that costs a lookup.
   if ((admit && !admit(expectedMs, model.warm, backend.id, i)) || r.stats.ejected?.isEjected(backend.id, now)) return undefined;
   return { backend, model, warm: model.warm, distanceKm, rttMs, queueMs, serviceMs, coldMs, expectedMs };
+}
+
+/** The shapes an origin was ranked for, each with its order key. */
+interface Shape {
+  version: string | undefined;
+  inflation: number;
+  coldMs: number;
+  allowCold: boolean;
+  key: string;
+}
+
+const shapeKeys = new WeakMap<RttOrigin, Shape[]>();
+
+/**
+ * The key of a request shape's bound order, the same string each time the
+ * shape comes again from the same origin object (a PoP's is one object), so
+ * that the orders' map finds it without building and hashing a new string per
+ * request. An origin keeps its last 8 shapes.
+ */
+function shapeKey(from: RttOrigin, origin: string, version: string | undefined, inflation: number, coldMs: number, allowCold: boolean): string {
+  let known = shapeKeys.get(from);
+  if (!known) shapeKeys.set(from, (known = []));
+  for (const s of known) if (s.version === version && s.inflation === inflation && s.coldMs === coldMs && s.allowCold === allowCold) return s.key;
+  const key = `${origin}\u0000${version ?? ''}\u0000${inflation}\u0000${coldMs}\u0000${allowCold}`;
+  if (known.length >= 8) known.shift();
+  known.push({ version, inflation, coldMs, allowCold, key });
+  return key;
 }
 
 /**
@@ -145,8 +172,7 @@ export function rankIndexed(
 
   // Candidates in bound order, each scored, until the next bound cannot enter: no later score can either.
   // Past the order's sorted front, the rest's bounds are at or above its cut: sort more of it only if the cut can enter.
-  const key = `${origin}\u0000${request.version ?? ''}\u0000${r.inflation}\u0000${r.coldMs}\u0000${r.allowCold}`;
-  const order = boundOrder(r, request.model, key);
+  const order = boundOrder(r, request.model, shapeKey(from, origin, request.version, r.inflation, r.coldMs, r.allowCold));
   for (let j = 0; j < order.length || (enters(order.cut, true, '', -1) && extendOrder(r, order)); j++) {
     const i = order.at[j]!;
     if (!enters(order.ms[j]!, order.warm[i] === 1, list.backends[i]!.id, i)) break;

@@ -89,8 +89,7 @@ function boundAt(r: RankContext, order: BoundOrder, i: number, until: number): n
   const lowest = order.latencyOf[i]?.peak.lowestUntil(r.now, until, model.p50Ms);
   const serviceMs = lowest === undefined ? model.p50Ms : Math.max(0, lowest) * BOUND_SLACK;
   const { slots, inFlight, queued } = backend.capacity;
-  const pending = order.pending?.size ? (order.pending.get(backend.id) ?? 0) : 0;
-  const queueMs = ((inFlight + queued + pending + 1) / Math.max(1, slots)) * serviceMs;
+  const queueMs = ((inFlight + queued + order.pendingOf[i]! + 1) / Math.max(1, slots)) * serviceMs;
   return (rttMs + queueMs + serviceMs + (model.warm ? 0 : r.coldMs)) * penalty;
 }
 
@@ -98,6 +97,7 @@ function boundAt(r: RankContext, order: BoundOrder, i: number, until: number): n
 function remeasure(r: RankContext, order: BoundOrder, i: number): void {
   order.latencyOf[i] = r.measuredService?.get(r.list.backends[i]!.id);
   order.rttOf[i] = r.measuredRtt?.get(r.list.backends[i]!.id) ?? Number.NaN;
+  if (order.pending) order.pendingOf[i] = order.pending.get(r.list.backends[i]!.id) ?? 0;
 }
 
 /** Whether candidate `a` (bound `aMs`) comes before `b` in an order's sort. */
@@ -208,6 +208,7 @@ function buildOrder(r: RankContext): BoundOrder {
     warm: new Uint8Array(n),
     latencyOf: new Array<LatencyStats | undefined>(n).fill(undefined),
     rttOf: new Float64Array(n),
+    pendingOf: new Uint32Array(n),
     since: r.now,
     until,
     latency: stats.latency,
@@ -226,6 +227,10 @@ function buildOrder(r: RankContext): BoundOrder {
   for (const [id, rtt] of r.measuredRtt ?? []) {
     const i = list.position.get(id);
     if (i !== undefined) order.rttOf[i] = rtt;
+  }
+  for (const [id, calls] of order.pending ?? []) {
+    const i = list.position.get(id);
+    if (i !== undefined) order.pendingOf[i] = calls;
   }
   for (let i = 0; i < n; i++) {
     const entry = r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version);

@@ -72,6 +72,8 @@ export interface BoundOrder {
   /** What the books hold of each candidate, by position, kept in step with them: its service stats, its RTT from the origin (NaN: none). */
   latencyOf: (LatencyStats | undefined)[];
   rttOf: Float64Array;
+  /** The calls in flight the bounds count, by position (0 when `pending` is undefined: they are left out). */
+  pendingOf: Uint32Array;
   /** The bounds hold for requests at times in [since, until): since, the latest time one was computed at. */
   since: number;
   until: number;

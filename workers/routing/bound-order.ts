@@ -79,18 +79,34 @@ const BOUND_HORIZON_MS = 1_000;
  */
 function boundAt(r: RankContext, order: BoundOrder, i: number, until: number): number {
   const { list } = r;
-  const backend = list.backends[i]!;
   const penalty = r.factor[list.providerOf[i]!]!;
-  const model = r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version);
-  if (!backend.ready || Number.isNaN(penalty) || !model || (!model.warm && !r.allowCold)) return Number.NaN;
+  let p50Ms: number;
+  let warm: boolean;
+  let load: number;
+  let slots: number;
+  if (r.version === undefined) {
+    // The heartbeat's figures from the index's typed arrays: no object read per candidate.
+    const { facts } = list;
+    warm = facts.warm[i] === 1;
+    if (facts.ready[i] === 0 || Number.isNaN(penalty) || (!warm && !r.allowCold)) return Number.NaN;
+    p50Ms = facts.p50Ms[i]!;
+    load = facts.load[i]!;
+    slots = facts.slots[i]!;
+  } else {
+    const backend = list.backends[i]!;
+    const model = pickEntry(list.entries[i]!, r.version);
+    if (!backend.ready || Number.isNaN(penalty) || !model || (!model.warm && !r.allowCold)) return Number.NaN;
+    ({ p50Ms, warm } = model);
+    load = backend.capacity.inFlight + backend.capacity.queued;
+    slots = Math.max(1, backend.capacity.slots);
+  }
   const floor = physicalFloorMs(kmAt(r, i));
   const sample = order.rttOf[i]!;
   const rttMs = !Number.isNaN(sample) ? Math.max(floor, sample) : Math.max(floor, floor * r.inflation);
-  const lowest = order.latencyOf[i]?.peak.lowestUntil(r.now, until, model.p50Ms);
-  const serviceMs = lowest === undefined ? model.p50Ms : Math.max(0, lowest) * BOUND_SLACK;
-  const { slots, inFlight, queued } = backend.capacity;
-  const queueMs = ((inFlight + queued + order.pendingOf[i]! + 1) / Math.max(1, slots)) * serviceMs;
-  return (rttMs + queueMs + serviceMs + (model.warm ? 0 : r.coldMs)) * penalty;
+  const lowest = order.latencyOf[i]?.peak.lowestUntil(r.now, until, p50Ms);
+  const serviceMs = lowest === undefined ? p50Ms : Math.max(0, lowest) * BOUND_SLACK;
+  const queueMs = ((load + order.pendingOf[i]! + 1) / slots) * serviceMs;
+  return (rttMs + queueMs + serviceMs + (warm ? 0 : r.coldMs)) * penalty;
 }
 
 /** Reads candidate `i`'s measurements from the books into the order. */
@@ -233,8 +249,7 @@ function buildOrder(r: RankContext): BoundOrder {
     if (i !== undefined) order.pendingOf[i] = calls;
   }
   for (let i = 0; i < n; i++) {
-    const entry = r.version === undefined ? list.anyVersion[i]! : pickEntry(list.entries[i]!, r.version);
-    warm[i] = entry?.warm ? 1 : 0;
+    warm[i] = r.version === undefined ? list.facts.warm[i]! : pickEntry(list.entries[i]!, r.version)?.warm ? 1 : 0;
     bound[i] = boundAt(r, order, i, until);
     if (!Number.isNaN(bound[i]!)) {
       place[i] = REST;

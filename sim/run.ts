@@ -45,6 +45,10 @@ export interface RunRecord {
   estimates: { cloud: EstimateSums[]; site: EstimateSums[] };
   /** Simulated time from the first arrival to the last answer, ms. */
   simulatedMs: number;
+  /** Simulated time from the first arrival to the last, ms. */
+  arrivalsMs: number;
+  /** Slot time of the executions the simulated backends started while requests arrived, ms (a load's busy share: over `arrivalsMs`, not the drain after). */
+  busyArrivingMs: { cloud: number; site: number };
   /** Wall-clock time of the run, ms. */
   wallMs: number;
   /** Warm placement's loads and unloads. */
@@ -112,6 +116,8 @@ export function runPolicy(config: SimConfig, world: World, network: Network, pol
     executed: { cloud: config.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })), site: config.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })) },
     estimates: { cloud: config.models.map(() => ({ n: 0, expectedMs: 0, tookMs: 0 })), site: config.models.map(() => ({ n: 0, expectedMs: 0, tookMs: 0 })) },
     simulatedMs: 0,
+    arrivalsMs: 0,
+    busyArrivingMs: { cloud: 0, site: 0 },
     wallMs: 0,
     placement: { loads: 0, unloads: 0 },
   };
@@ -205,6 +211,9 @@ export function runPolicy(config: SimConfig, world: World, network: Network, pol
     if (issued < n) {
       t += arrivals.exponential(meanGapMs);
       events.at(t, arrive);
+    } else {
+      record.arrivalsMs = events.now;
+      for (const b of backends) record.busyArrivingMs[b.spec.kind] += b.busyMs;
     }
   };
   if (n > 0) events.at(0, arrive);

@@ -58,6 +58,13 @@ export interface ExecutionSummary {
   kinds: { kind: 'cloud' | 'site'; share: number; meanBatch: number; meanWaitMs: number }[];
 }
 
+/** The share of the simulated backends' slot time spent computing while requests arrived, per kind and over the whole fleet (a batch counts once: it holds one slot). */
+export interface BusySummary {
+  cloud: number;
+  site: number;
+  fleet: number;
+}
+
 /** Per model and kind of backend: the first attempts that answered, what the routing expected of them and what they took (PoP to backend and back). */
 export interface EstimateSummary {
   model: string;
@@ -88,6 +95,8 @@ export interface PolicySummary {
   perPop: PopSummary[];
   /** Per model, what the simulated backends ran (empty for a policy whose fleet is its own). */
   executed: ExecutionSummary[];
+  /** How busy the simulated backends were (undefined for a policy whose fleet is its own). */
+  busy?: BusySummary;
   /** Per model, its routing score against the outcome (empty for a policy that does not score). */
   estimates: EstimateSummary[];
   simulatedS: number;
@@ -176,6 +185,7 @@ export function summarise(record: RunRecord, world: World, config: SimConfig): P
     considered += list.length;
     if (quantiles(Float64Array.from(list)).p50 <= FLOOR_RATIO) within += list.length;
   }
+  const executed = executionSummaries(record, config);
   const slotHourMs = 3_600_000;
   const cost = (record.busyMs.cloud / slotHourMs) * config.prices.cloudSlotHour + (record.busyMs.site / slotHourMs) * config.prices.siteSlotHour;
   return {
@@ -209,11 +219,34 @@ export function summarise(record: RunRecord, world: World, config: SimConfig): P
     perPop: [...popServed]
       .map(([pop, list]) => ({ code: world.pops[pop]!.code, lat: world.pops[pop]!.lat, lon: world.pops[pop]!.lon, requests: list.length, p50: quantiles(Float64Array.from(list)).p50 }))
       .sort((a, b) => a.code.localeCompare(b.code)),
-    executed: executionSummaries(record, config),
+    executed,
+    ...(executed.length > 0 ? { busy: busyShares(record, world) } : {}),
     estimates: estimateSummaries(record, config),
     simulatedS: record.simulatedMs / 1000,
     wallS: record.wallMs / 1000,
     placementLoads: record.placement.loads,
+  };
+}
+
+/**
+ * How busy the simulated backends were while requests arrived: the slot time
+ * of the executions they started then, over the slot time of the arrivals'
+ * span, per kind and in all (the drain after the last arrival, up to a hung
+ * call's timeout, would dilute it).
+ */
+export function busyShares(record: Pick<RunRecord, 'busyArrivingMs' | 'arrivalsMs'>, world: Pick<World, 'backends'>): BusySummary {
+  let cloud = 0;
+  let site = 0;
+  for (const b of world.backends) {
+    if (b.kind === 'cloud') cloud += b.slots;
+    else site += b.slots;
+  }
+  const { busyArrivingMs: busy, arrivalsMs } = record;
+  const share = (ms: number, slots: number) => (slots > 0 && arrivalsMs > 0 ? ms / (slots * arrivalsMs) : Number.NaN);
+  return {
+    cloud: share(busy.cloud, cloud),
+    site: share(busy.site, site),
+    fleet: share(busy.cloud + busy.site, cloud + site),
   };
 }
 

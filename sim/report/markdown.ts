@@ -135,15 +135,16 @@ export function simMarkdown(report: SimReport): string {
   if (ran.length) {
     lines.push('### Where each model ran', '');
     lines.push(
-      'On the simulated backends (the centralized baselines run their own fleet, scaled to the load, with no queue): each kind\'s share of the model\'s requests, its mean batch, and the mean wait in the backend\'s queue.',
+      'On the simulated backends (the centralized baselines run their own fleet, scaled to the load, with no queue): each kind\'s share of the model\'s requests, its mean batch, and the mean wait in the backend\'s queue; then the share of the fleet\'s slot time spent computing (a batch holds one slot).',
       '',
     );
     const names = ran[0]!.executed.map((e) => e.model);
-    lines.push(row(['policy', ...names]));
-    lines.push(align(names.length + 1));
+    lines.push(row(['policy', ...names, 'slots busy']));
+    lines.push(align(names.length + 2));
     const cell = (k: PolicySummary['executed'][number]['kinds'][number]) =>
       `${k.kind} ${pct(k.share)}${k.share > 0 ? ` (batch ${k.meanBatch.toFixed(2)}, wait ${ms(k.meanWaitMs)})` : ''}`;
-    for (const s of ran) lines.push(row([s.label, ...names.map((n) => (s.executed.find((e) => e.model === n)?.kinds ?? []).map(cell).join('; '))]));
+    const busy = (b: PolicySummary['busy']) => (b ? `${pct(b.fleet)} (cloud ${pct(b.cloud)}, sites ${pct(b.site)})` : '-');
+    for (const s of ran) lines.push(row([s.label, ...names.map((n) => (s.executed.find((e) => e.model === n)?.kinds ?? []).map(cell).join('; ')), busy(s.busy)]));
     lines.push('');
   }
   const scored = summaries.filter((s) => s.estimates.length > 0);

@@ -44,6 +44,20 @@ describe('one simulation run', () => {
     expect(Buffer.from(a.city.buffer).equals(Buffer.from(c.city.buffer))).toBe(false);
   });
 
+  it('counts the slot time started while requests arrived, over the arrivals\' span, apart from the drain after', () => {
+    const config = { ...DEFAULT_CONFIG, requests: 3_000, ratePerSecond: 2_000, sites: { ...DEFAULT_CONFIG.sites, count: 120 } };
+    const r = run(config, 'mesh', 'world');
+    // 3,000 arrivals at 2,000/s: about 1.5 s of them, then the last answers.
+    expect(r.arrivalsMs).toBeGreaterThan(1_200);
+    expect(r.arrivalsMs).toBeLessThan(1_800);
+    expect(r.simulatedMs).toBeGreaterThan(r.arrivalsMs);
+    const arriving = r.busyArrivingMs.cloud + r.busyArrivingMs.site;
+    expect(arriving).toBeGreaterThan(0);
+    // Executions started after the last arrival count in the cost, not in the busy share.
+    expect(arriving).toBeLessThan(r.busyMs.cloud + r.busyMs.site);
+    expect(r.busyArrivingMs.site).toBeLessThanOrEqual(r.busyMs.site);
+  });
+
   it('meets the same arrivals under every policy', () => {
     const config = { ...DEFAULT_CONFIG, requests: 2_000, ratePerSecond: 2_000, sites: { ...DEFAULT_CONFIG.sites, count: 60 } };
     const mesh = run(config, 'mesh', 'world');

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../sim/config.ts';
 import { COLD, FAILED, HEDGED, type RunRecord } from '../../sim/run.ts';
-import { bandOf, BANDS, estimateSummaries, executionSummaries, quantiles, summarise } from '../../sim/stats.ts';
+import { bandOf, BANDS, busyShares, estimateSummaries, executionSummaries, quantiles, summarise } from '../../sim/stats.ts';
 import type { World } from '../../sim/world.ts';
 
 function record(latency: number[], flags: number[], floor: number[], city: number[], direct = floor.map((f) => f * 1.5)): RunRecord {
@@ -22,6 +22,8 @@ function record(latency: number[], flags: number[], floor: number[], city: numbe
     executed: { cloud: DEFAULT_CONFIG.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })), site: DEFAULT_CONFIG.models.map(() => ({ jobs: 0, batches: 0, waitMs: 0 })) },
     estimates: { cloud: DEFAULT_CONFIG.models.map(() => ({ n: 0, expectedMs: 0, tookMs: 0 })), site: DEFAULT_CONFIG.models.map(() => ({ n: 0, expectedMs: 0, tookMs: 0 })) },
     simulatedMs: 1000,
+    arrivalsMs: 1000,
+    busyArrivingMs: { cloud: 3_600_000, site: 0 },
     wallMs: 10,
     placement: { loads: 0, unloads: 0 },
   };
@@ -30,6 +32,7 @@ function record(latency: number[], flags: number[], floor: number[], city: numbe
 const world = {
   pops: [{ code: 'FRA', lat: 50, lon: 8, index: 0 }],
   cityCloudKm: Float64Array.from([100, 5_000]),
+  backends: [{ kind: 'cloud', slots: 7_200 }],
 } as unknown as World;
 
 describe('run statistics', () => {
@@ -65,6 +68,12 @@ describe('run statistics', () => {
     expect(s.withinFloorShare).toBeCloseTo(6 / 11); // city 0's 6 requests of the 11 answered in cities with >= 5
     expect(s.costPer1k).toBeCloseTo((DEFAULT_CONFIG.prices.cloudSlotHour / 12) * 1000);
     expect(s.perPop).toEqual([{ code: 'FRA', lat: 50, lon: 8, requests: 11, p50: 120 }]);
+    // Nothing ran on the simulated backends (a baseline's own fleet): no busy share.
+    expect(s.busy).toBeUndefined();
+    const ran = record(latency, flags, floor, city);
+    ran.executed.cloud[0] = { jobs: 11, batches: 11, waitMs: 0 };
+    // An hour of slot time in 1 s over 7,200 slots: half of them busy.
+    expect(summarise(ran, world, DEFAULT_CONFIG).busy).toMatchObject({ cloud: 0.5, fleet: 0.5 });
   });
 
   it('says where each model ran: its share per kind of backend, mean batch and mean queue wait', () => {
@@ -82,6 +91,23 @@ describe('run statistics', () => {
         ],
       },
     ]);
+  });
+
+  it('says how busy the simulated fleet was: slot time computing over slot time, per kind and in all', () => {
+    const backends = [
+      { kind: 'cloud', slots: 16 },
+      { kind: 'site', slots: 2 },
+      { kind: 'site', slots: 6 },
+    ] as World['backends'];
+    // 10 s of arrivals: the cloud's 16 slots computed 40 slot-seconds, the sites' 8 slots 20.
+    const busy = busyShares({ busyArrivingMs: { cloud: 40_000, site: 20_000 }, arrivalsMs: 10_000 }, { backends });
+    expect(busy.cloud).toBeCloseTo(0.25);
+    expect(busy.site).toBeCloseTo(0.25);
+    expect(busy.fleet).toBeCloseTo(60 / 240);
+    const sitesOnly = busyShares({ busyArrivingMs: { cloud: 0, site: 8_000 }, arrivalsMs: 1_000 }, { backends: backends.slice(1) });
+    expect(sitesOnly.site).toBeCloseTo(1);
+    expect(Number.isNaN(sitesOnly.cloud)).toBe(true);
+    expect(sitesOnly.fleet).toBeCloseTo(1);
   });
 
   it('says how the score predicted: per model and kind, the calls and their mean expected and actual times', () => {

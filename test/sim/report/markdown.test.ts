@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { goals, simMarkdown, type SimReport } from '../../../sim/report/markdown.ts';
 import type { PolicySummary } from '../../../sim/stats.ts';
 
-function summary(policy: string, p50: number, p99: number, farP50: number, within: number, scored = false): PolicySummary {
+function summary(policy: string, p50: number, p99: number, farP50: number, within: number, scored = false, busy?: PolicySummary['busy']): PolicySummary {
   const band = (label: string, v: number) => ({ label, requests: 10, failedShare: 0, coldShare: 0, p50: v, p90: v, p99: v * 1.5, floorViaPopP50: v / 2, floorDirectP50: v / 2 + 25 });
   return {
     policy,
@@ -21,6 +21,7 @@ function summary(policy: string, p50: number, p99: number, farP50: number, withi
     floorRatioP50: 1.1,
     perPop: [],
     executed: [{ model: 'embed', kinds: [{ kind: 'cloud', share: 0.4, meanBatch: 1.25, meanWaitMs: 6.6 }, { kind: 'site', share: 0.6, meanBatch: 1.84, meanWaitMs: 88.7 }] }],
+    ...(busy ? { busy } : {}),
     estimates: scored
       ? [{ model: 'embed', kinds: [{ kind: 'cloud', calls: 0, meanExpectedMs: Number.NaN, meanTookMs: Number.NaN }, { kind: 'site', calls: 9, meanExpectedMs: 31.2, meanTookMs: 44.9 }] }]
       : [],
@@ -49,7 +50,7 @@ describe('the simulator report', () => {
       requestsPerPolicy: 40,
       ratePerSecond: 100,
       world: { pops: 308, cities: 3, cloudBackends: 1, sites: 2, models: 'embed' },
-      summaries: [summary('cloud-us-east', 250, 800, 300, 0), summary('random-node', 240, 29_000, 240, 0), summary('mesh', 60, 110, 100, 0.96, true)],
+      summaries: [summary('cloud-us-east', 250, 800, 300, 0), summary('random-node', 240, 29_000, 240, 0), summary('mesh', 60, 110, 100, 0.96, true, { cloud: 0.231, site: 0.093, fleet: 0.126 })],
       serviceTails: [{ model: 'embed', p50: 12, p99: 31, ratio: 31 / 12 }],
       pictures: [{ label: 'Map', path: 'sim/map-mesh.svg' }],
       wallS: 3,
@@ -63,7 +64,9 @@ describe('the simulator report', () => {
     expect(md).toContain('| p99 under 2x the median (per model) | embed 1.8x (its service times alone: 2.6x) | yes |');
     expect(md).toContain('*Its service times alone*');
     expect(md).toContain('### Where each model ran');
-    expect(md).toContain('| mesh | cloud 40.0% (batch 1.25, wait 7 ms); site 60.0% (batch 1.84, wait 89 ms) |');
+    // Then how busy the simulated fleet was; '-' for a policy summarised without it.
+    expect(md).toContain('| mesh | cloud 40.0% (batch 1.25, wait 7 ms); site 60.0% (batch 1.84, wait 89 ms) | 12.6% (cloud 23.1%, sites 9.3%) |');
+    expect(md).toContain('| random-node | cloud 40.0% (batch 1.25, wait 7 ms); site 60.0% (batch 1.84, wait 89 ms) | - |');
     // The floor per band, through the PoP and straight to the nearest region, from the first policy's arrivals (the same for all).
     expect(md).toContain('| through the PoP | 125 ms | 125 ms | 150 ms | 150 ms |');
     expect(md).toContain('| difference | 25 ms | 25 ms | 25 ms | 25 ms |');

@@ -60,7 +60,7 @@ describe('the simulator report', () => {
     expect(md).toMatch(/\| Centralized cloud \| 50-150 ms \| 200-500 ms \| < 1 s \| cloud-us-east \| 250 ms \| 800 ms \| none \| median above, p99 above/);
     expect(md).toMatch(/\| Edge DePIN .* random-node \| 240 ms \| 29.00 s .* median within, p99 above/);
     expect(md).toContain('![Map](sim/map-mesh.svg)');
-    expect(md).toContain('| median within 1.3x of the physical floor for 95% of users | 96.0% of users | yes |');
+    expect(md).toContain('| median within 1.3x of the physical floor for 95% of users | 96.0% of users (its fleet\'s slots 12.6% busy) | yes |');
     expect(md).toContain('| p99 under 2x the median (per model) | embed 1.8x (its service times alone: 2.6x) | yes |');
     expect(md).toContain('*Its service times alone*');
     expect(md).toContain('### Where each model ran');

@@ -4,7 +4,8 @@
  * report, included in docs/benchmarks.md by `npm run bench`) and the pictures
  * under docs/sim/ (a `--quick` run: under bench/results/sim/). `--quick` for
  * a few minutes; `--scale` also measures how the run time grows with
- * requests and with backends.
+ * requests and with backends; `--rates a,b,...` runs the mesh policy again
+ * at each arrival rate (the floor goal by load).
  */
 
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -22,7 +23,9 @@ import { serviceTails } from './tails.ts';
 import { buildWorld, loadCities } from './world.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const USAGE = 'usage: npm run sim -- [--quick] [--requests N] [--rate R] [--seed S] [--sites N] [--policies a,b] [--scale]';
+const USAGE = 'usage: npm run sim -- [--quick] [--requests N] [--rate R] [--seed S] [--sites N] [--policies a,b] [--scale] [--rates R1,R2,...]';
+/** Most arrival rates one `--rates` may ask for (each is a run of the mesh policy). */
+const MAX_RATES = 12;
 
 function fail(message: string): never {
   console.error(`sim: ${message}\n${USAGE}`);
@@ -32,7 +35,8 @@ function fail(message: string): never {
 function positive(name: string, raw: string | undefined, fallback: number, max: number): number {
   if (raw === undefined) return fallback;
   const n = Number(raw.replace(/_/g, ''));
-  if (!Number.isFinite(n) || n <= 0 || n > max || (name !== 'rate' && !Number.isInteger(n))) fail(`--${name} must be a positive ${name === 'rate' ? 'number' : 'integer'} up to ${max}, got ${JSON.stringify(raw)}`);
+  const real = name === 'rate' || name === 'rates';
+  if (!Number.isFinite(n) || n <= 0 || n > max || (!real && !Number.isInteger(n))) fail(`--${name} must be a positive ${real ? 'number' : 'integer'} up to ${max}, got ${JSON.stringify(raw)}`);
   return n;
 }
 
@@ -75,6 +79,7 @@ const OPTIONS = {
   sites: { type: 'string' },
   policies: { type: 'string' },
   scale: { type: 'boolean' },
+  rates: { type: 'string' },
   help: { type: 'boolean' },
 } as const;
 
@@ -102,6 +107,8 @@ async function main(): Promise<void> {
     ratePerSecond: positive('rate', values.rate, DEFAULT_CONFIG.ratePerSecond, 1e7),
     sites: { ...DEFAULT_CONFIG.sites, count: positive('sites', values.sites, DEFAULT_CONFIG.sites.count, 100_000) },
   };
+  const rates = values.rates === undefined ? undefined : values.rates.split(',').map((r) => positive('rates', r.trim(), 0, 1e7));
+  if (rates && (rates.length === 0 || rates.length > MAX_RATES)) fail(`--rates takes 1 to ${MAX_RATES} rates, got ${rates.length}`);
   const names = (values.policies?.split(',').map((s) => s.trim()).filter(Boolean) ?? [...POLICY_NAMES]).map((name) => {
     if (!isPolicyName(name)) fail(`unknown policy "${name}"; policies: ${POLICY_NAMES.join(', ')}`);
     return name as PolicyName;
@@ -162,6 +169,16 @@ async function main(): Promise<void> {
     scale = { byRequests, byBackends };
   }
 
+  let loads: SimReport['loads'];
+  if (rates) {
+    console.error(`sim: the floor goal by load, the mesh policy at ${rates.join(', ')} requests/s`);
+    loads = rates.map((ratePerSecond) => {
+      const at = { ...config, ratePerSecond };
+      const s = summarise(runPolicy(at, world, network, createPolicy('mesh'), progressBar(`mesh @ ${ratePerSecond}/s`), floors), world, at);
+      return { ratePerSecond, summary: { overall: s.overall, byModel: s.byModel, withinFloorShare: s.withinFloorShare, ...(s.busy ? { busy: s.busy } : {}) } };
+    });
+  }
+
   const argv = process.argv.slice(2).join(' ');
   const report: SimReport = {
     command: `npm run sim${argv ? ` -- ${argv}` : ''}`,
@@ -180,6 +197,7 @@ async function main(): Promise<void> {
     pictures: quick ? [] : pictures,
     ...(quick ? { picturesNote: 'A quick run draws its pictures in bench/results/sim/ and leaves the committed ones in docs/sim/ (the last full run\'s) alone.' } : {}),
     ...(scale ? { scale } : {}),
+    ...(loads ? { loads } : {}),
     wallS: (performance.now() - started) / 1000,
   };
   const resultsDir = path.join(ROOT, 'bench', 'results');

@@ -3,7 +3,7 @@
  * `npm run bench` in docs/benchmarks.md): the world, per policy and per
  * distance band the latency quantiles, failures, cold starts and cost; the
  * essay's table beside ours with a verdict per claim; the goals; the pictures;
- * the scale figures when measured.
+ * the scale figures and the floor goal by load when measured.
  */
 
 import type { PolicySummary } from '../stats.ts';
@@ -15,6 +15,12 @@ export interface ScalePoint {
   wallS: number;
   /** Wall time per request, us. */
   usPerRequest: number;
+}
+
+/** The mesh policy at one arrival rate (`--rates`): how busy its fleet was, its latency, and how near the floor its users got. */
+export interface LoadPoint {
+  ratePerSecond: number;
+  summary: Pick<PolicySummary, 'overall' | 'byModel' | 'withinFloorShare' | 'busy'>;
 }
 
 export interface SimReport {
@@ -31,6 +37,8 @@ export interface SimReport {
   /** Said where the pictures are when there are none to show. */
   picturesNote?: string;
   scale?: { byRequests: ScalePoint[]; byBackends: ScalePoint[] };
+  /** The mesh at each of `--rates`, on the same world and seed. */
+  loads?: LoadPoint[];
   wallS: number;
 }
 
@@ -221,6 +229,25 @@ export function simMarkdown(report: SimReport): string {
     lines.push(align(4));
     for (const p of [...report.scale.byRequests, ...report.scale.byBackends]) {
       lines.push(row([p.requests.toLocaleString('en-US'), p.backends.toLocaleString('en-US'), `${p.wallS.toFixed(1)} s`, p.usPerRequest.toFixed(1)]));
+    }
+    lines.push('');
+  }
+  if (report.loads?.length) {
+    lines.push('### The floor goal by load: the mesh at each arrival rate', '');
+    lines.push(
+      `The same world, seed and ${report.requestsPerPolicy.toLocaleString('en-US')} requests at each rate. The floor is each request's best backend, idle: the busier the fleet, the fewer requests get theirs. Slots busy: the share of the mesh fleet's slot time spent computing while requests arrived (cloud, sites).`,
+      '',
+    );
+    const models = report.loads[0]!.summary.byModel.map((m) => m.model);
+    lines.push(row(['requests/s', 'slots busy', 'p50 / p99', ...models.map((m) => `${m} p50 / p99`), 'users within 1.3x of the floor']));
+    lines.push(align(models.length + 4));
+    for (const { ratePerSecond, summary: s } of report.loads) {
+      const busy = s.busy ? `${pct(s.busy.fleet)} (${pct(s.busy.cloud)}, ${pct(s.busy.site)})` : '-';
+      const model = (name: string) => {
+        const m = s.byModel.find((x) => x.model === name);
+        return m ? `${ms(m.p50)} / ${ms(m.p99)}` : '-';
+      };
+      lines.push(row([ratePerSecond.toLocaleString('en-US'), busy, `${ms(s.overall.p50)} / ${ms(s.overall.p99)}`, ...models.map(model), pct(s.withinFloorShare)]));
     }
     lines.push('');
   }

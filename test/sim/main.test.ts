@@ -17,6 +17,9 @@ describe('npm run sim, the command line', () => {
       [['--bogus'], /Unknown option '--bogus'/],
       [['--requests', '1.5'], /--requests must be a positive integer/],
       [['--rate', '0'], /--rate must be a positive number/],
+      [['--rates', '1000,0'], /--rates must be a positive number/],
+      [['--rates', '1000,,2000'], /--rates must be a positive number/],
+      [['--rates', Array(13).fill('1000').join(',')], /--rates takes 1 to 12 rates, got 13/],
       [['--policies', 'cloud-nearest,teleport'], /unknown policy "teleport"; policies: cloud-us-east, cloud-nearest/],
     ] as const) {
       const r = sim(...args);

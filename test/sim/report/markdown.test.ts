@@ -75,4 +75,33 @@ describe('the simulator report', () => {
     expect(md).toContain('| mesh | cloud: none; site: expected 31 ms, took 45 ms |');
     expect(md).not.toMatch(/\| random-node \| cloud: /);
   });
+
+  it('shows the floor goal by load when the mesh ran at several rates, and nothing of it when not', () => {
+    const at = (p50: number, within: number, busy?: PolicySummary['busy']) => {
+      const s = summary('mesh', p50, p50 * 3, p50, within, false, busy);
+      return { overall: s.overall, byModel: s.byModel, withinFloorShare: s.withinFloorShare, ...(s.busy ? { busy: s.busy } : {}) };
+    };
+    const report: SimReport = {
+      command: 'npm run sim -- --policies mesh --rates 1000,20000',
+      seed: 1,
+      requestsPerPolicy: 200_000,
+      ratePerSecond: 20_000,
+      world: { pops: 308, cities: 3, cloudBackends: 1, sites: 2, models: 'embed' },
+      summaries: [summary('mesh', 86, 950, 90, 0.15)],
+      pictures: [],
+      loads: [
+        { ratePerSecond: 1_000, summary: at(71, 0.95, { cloud: 0.042, site: 0.01, fleet: 0.018 }) },
+        { ratePerSecond: 20_000, summary: at(86, 0.151) },
+      ],
+      wallS: 3,
+    };
+    const md = simMarkdown(report);
+    expect(md).toContain('### The floor goal by load: the mesh at each arrival rate');
+    expect(md).toContain('200,000 requests at each rate');
+    expect(md).toContain('| requests/s | slots busy | p50 / p99 | embed p50 / p99 | users within 1.3x of the floor |');
+    expect(md).toContain('| 1,000 | 1.8% (4.2%, 1.0%) | 71 ms / 213 ms | 71 ms / 213 ms | 95.0% |');
+    expect(md).toContain('| 20,000 | - | 86 ms / 258 ms | 86 ms / 258 ms | 15.1% |');
+    const { loads: _, ...without } = report;
+    expect(simMarkdown(without)).not.toContain('floor goal by load');
+  });
 });

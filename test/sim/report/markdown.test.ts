@@ -31,6 +31,11 @@ function summary(policy: string, p50: number, p99: number, farP50: number, withi
   };
 }
 
+/** A report of a small world, with `fields` over its defaults. */
+function reportOf(fields: Partial<SimReport> & Pick<SimReport, 'command' | 'summaries'>): SimReport {
+  return { seed: 1, requestsPerPolicy: 40, ratePerSecond: 100, world: { pops: 308, cities: 3, cloudBackends: 1, sites: 2, models: 'embed' }, pictures: [], wallS: 3, ...fields };
+}
+
 describe('the simulator report', () => {
   it('judges the goals from the summaries', () => {
     const verdicts = goals([summary('cloud-nearest', 100, 300, 150, 0.2), summary('mesh', 60, 110, 100, 0.96)]);
@@ -44,17 +49,12 @@ describe('the simulator report', () => {
   });
 
   it('shows every policy, the essay beside them, the goals and the pictures', () => {
-    const report: SimReport = {
+    const report = reportOf({
       command: 'npm run sim -- --quick',
-      seed: 1,
-      requestsPerPolicy: 40,
-      ratePerSecond: 100,
-      world: { pops: 308, cities: 3, cloudBackends: 1, sites: 2, models: 'embed' },
       summaries: [summary('cloud-us-east', 250, 800, 300, 0), summary('random-node', 240, 29_000, 240, 0), summary('mesh', 60, 110, 100, 0.96, true, { cloud: 0.231, site: 0.093, fleet: 0.126 })],
       serviceTails: [{ model: 'embed', p50: 12, p99: 31, ratio: 31 / 12 }],
       pictures: [{ label: 'Map', path: 'sim/map-mesh.svg' }],
-      wallS: 3,
-    };
+    });
     const md = simMarkdown(report);
     expect(md).toContain('`npm run sim -- --quick`');
     expect(md).toMatch(/\| Centralized cloud \| 50-150 ms \| 200-500 ms \| < 1 s \| cloud-us-east \| 250 ms \| 800 ms \| none \| median above, p99 above/);
@@ -81,20 +81,16 @@ describe('the simulator report', () => {
       const s = summary('mesh', p50, p50 * 3, p50, within, false, busy);
       return { overall: s.overall, byModel: s.byModel, withinFloorShare: s.withinFloorShare, ...(s.busy ? { busy: s.busy } : {}) };
     };
-    const report: SimReport = {
+    const report = reportOf({
       command: 'npm run sim -- --policies mesh --rates 1000,20000',
-      seed: 1,
       requestsPerPolicy: 200_000,
       ratePerSecond: 20_000,
-      world: { pops: 308, cities: 3, cloudBackends: 1, sites: 2, models: 'embed' },
       summaries: [summary('mesh', 86, 950, 90, 0.15)],
-      pictures: [],
       loads: [
         { ratePerSecond: 1_000, summary: at(71, 0.95, { cloud: 0.042, site: 0.01, fleet: 0.018 }) },
         { ratePerSecond: 20_000, summary: at(86, 0.151) },
       ],
-      wallS: 3,
-    };
+    });
     const md = simMarkdown(report);
     expect(md).toContain('### The floor goal by load: the mesh at each arrival rate');
     expect(md).toContain('200,000 requests at each rate');

@@ -89,6 +89,12 @@ export interface SimConfig {
      */
     snapshotPublishMs: number;
     heartbeatMs: number;
+    /**
+     * Isolates per PoP, each with its own routing memory and snapshot; a
+     * request lands on one at random. A real PoP runs many, each knowing
+     * less; 1 (the default) is the best-informed mesh.
+     */
+    isolatesPerPop: number;
     backendTtlMs: number;
     timeoutMs: number;
     /** The edge's own time per request (auth, receipt), ms. */
@@ -122,6 +128,6 @@ export const DEFAULT_CONFIG: SimConfig = {
       { name: 'mobile', share: 0.3, ms: 35 },
     ],
   },
-  edge: { snapshotRefreshMs: 1_000, snapshotPublishMs: 100, heartbeatMs: 2_000, backendTtlMs: 10_000, timeoutMs: 15_000, overheadMs: 1 },
+  edge: { snapshotRefreshMs: 1_000, snapshotPublishMs: 100, heartbeatMs: 2_000, isolatesPerPop: 1, backendTtlMs: 10_000, timeoutMs: 15_000, overheadMs: 1 },
   prices: { cloudSlotHour: 0.5, siteSlotHour: 0.25 },
 };

@@ -23,7 +23,7 @@ import { serviceTails } from './tails.ts';
 import { buildWorld, loadCities } from './world.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const USAGE = 'usage: npm run sim -- [--quick] [--requests N] [--rate R] [--seed S] [--sites N] [--policies a,b] [--scale] [--rates R1,R2,...]';
+const USAGE = 'usage: npm run sim -- [--quick] [--requests N] [--rate R] [--seed S] [--sites N] [--isolates N] [--policies a,b] [--scale] [--rates R1,R2,...]';
 /** Most arrival rates one `--rates` may ask for (each is a run of the mesh policy). */
 const MAX_RATES = 12;
 
@@ -77,6 +77,7 @@ const OPTIONS = {
   rate: { type: 'string' },
   seed: { type: 'string' },
   sites: { type: 'string' },
+  isolates: { type: 'string' },
   policies: { type: 'string' },
   scale: { type: 'boolean' },
   rates: { type: 'string' },
@@ -106,6 +107,7 @@ async function main(): Promise<void> {
     requests: positive('requests', values.requests, quick ? 200_000 : DEFAULT_CONFIG.requests, 1e8),
     ratePerSecond: positive('rate', values.rate, DEFAULT_CONFIG.ratePerSecond, 1e7),
     sites: { ...DEFAULT_CONFIG.sites, count: positive('sites', values.sites, DEFAULT_CONFIG.sites.count, 100_000) },
+    edge: { ...DEFAULT_CONFIG.edge, isolatesPerPop: positive('isolates', values.isolates, DEFAULT_CONFIG.edge.isolatesPerPop, 64) },
   };
   const rates = values.rates === undefined ? undefined : values.rates.split(',').map((r) => positive('rates', r.trim(), 0, 1e7));
   if (rates && (rates.length === 0 || rates.length > MAX_RATES)) fail(`--rates takes 1 to ${MAX_RATES} rates, got ${rates.length}`);
@@ -114,7 +116,7 @@ async function main(): Promise<void> {
     return name as PolicyName;
   });
 
-  console.error(`sim: seed ${config.seed}, ${config.requests.toLocaleString('en-US')} requests per policy at ${config.ratePerSecond} requests/s; policies ${names.join(', ')}`);
+  console.error(`sim: seed ${config.seed}, ${config.requests.toLocaleString('en-US')} requests per policy at ${config.ratePerSecond} requests/s; policies ${names.join(', ')}${config.edge.isolatesPerPop > 1 ? `; ${config.edge.isolatesPerPop} isolates per PoP` : ''}`);
   const world = buildWorld(config, loadCities());
   const network = new Network(config, world);
   const floors = popModelFloors(config, world, network);
@@ -191,6 +193,7 @@ async function main(): Promise<void> {
       cloudBackends: world.backends.filter((b) => b.kind === 'cloud').length,
       sites: world.backends.filter((b) => b.kind === 'site').length,
       models: config.models.map((m) => `${m.name} (${Math.round(m.share * 100)}%, ${m.serviceMs} ms)`).join(', '),
+      ...(config.edge.isolatesPerPop > 1 ? { isolatesPerPop: config.edge.isolatesPerPop } : {}),
     },
     summaries,
     serviceTails: serviceTails(config),

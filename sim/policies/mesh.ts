@@ -1,6 +1,7 @@
 /**
  * The mesh's own routing, with the production code imported: per PoP an
- * isolate with its own routing memory (workers/routing/isolate.ts) on the
+ * isolate (or `isolatesPerPop` of them, a request landing on one at random)
+ * with its own routing memory (workers/routing/isolate.ts) on the
  * simulated clock and its own snapshot copy, refreshed when older than the
  * edge's refresh interval; candidates ranked from the snapshot's index
  * (snapshot-index.ts: scoring, warm only, spill-over to any region), the
@@ -43,12 +44,13 @@ interface Call {
 export function meshPolicy(options: { hedging: boolean }): Policy {
   const isolates = new Map<number, Isolate>();
   let byId = new Map<string, number>();
-  // One index per published snapshot, shared by the isolates that took it: room for every PoP's geometry and orders.
-  // Its backends per region likewise (what each isolate's attempt plans ask of it).
+  // One index per published snapshot, shared by the isolates that took it: room for every isolate's geometry and orders
+  // (each isolate is its own origin to it, below). Its backends per region likewise (what each isolate's attempt plans ask of it).
   let last: { snapshot: readonly BackendEntry[]; index: RoutingIndex; regionSizes: Map<string, number> } | undefined;
-  const published = (snapshot: readonly BackendEntry[]): NonNullable<typeof last> => {
+  const published = (snapshot: readonly BackendEntry[], isolatesPerPop: number): NonNullable<typeof last> => {
     if (last?.snapshot !== snapshot) {
-      const index = buildRoutingIndex(snapshot, backendLocation, { maxOrigins: 1_024, maxOrders: 4_096, ...(last ? { previous: last.index } : {}) });
+      const room = { maxOrigins: 1_024 * isolatesPerPop, maxOrders: 4_096 * isolatesPerPop };
+      const index = buildRoutingIndex(snapshot, backendLocation, { ...room, ...(last ? { previous: last.index } : {}) });
       const regionSizes = new Map<string, number>();
       for (const b of snapshot) regionSizes.set(b.region, (regionSizes.get(b.region) ?? 0) + 1);
       last = { snapshot, index, regionSizes };
@@ -56,12 +58,18 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
     return last;
   };
 
+  /** The isolate a request at `pop` lands on: one per PoP, or one of `isolatesPerPop` at random. */
   const isolateFor = (pop: number, ctx: SimContext): Isolate => {
-    let iso = isolates.get(pop);
+    const per = ctx.config.edge.isolatesPerPop;
+    const nth = per > 1 ? Math.floor(ctx.random.unit() * per) : 0;
+    const key = pop * per + nth;
+    let iso = isolates.get(key);
     if (!iso) {
       const site = ctx.world.pops[pop]!;
       iso = {
-        origin: { code: site.code, lat: site.lat, lon: site.lon },
+        // A real isolate's index and its bound orders are its own; here isolates share the published index,
+        // so the second and later isolates of a PoP name their origin apart (same place, own orders and RTT book key).
+        origin: { code: nth === 0 ? site.code : `${site.code}/${nth}`, lat: site.lat, lon: site.lon },
         region: nearestRegion(site).id,
         routing: createIsolateRouting(() => ctx.events.now),
         snapshot: [],
@@ -69,12 +77,12 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
         at: Number.NEGATIVE_INFINITY,
         regionSizes: new Map(),
       };
-      isolates.set(pop, iso);
+      isolates.set(key, iso);
     }
     const now = ctx.events.now;
     if (now - iso.at >= ctx.config.edge.snapshotRefreshMs) {
       iso.snapshot = ctx.directory.snapshot(now);
-      ({ index: iso.index, regionSizes: iso.regionSizes } = published(iso.snapshot));
+      ({ index: iso.index, regionSizes: iso.regionSizes } = published(iso.snapshot, per));
       iso.at = now;
     }
     return iso;

@@ -28,7 +28,8 @@ export interface SimReport {
   seed: number;
   requestsPerPolicy: number;
   ratePerSecond: number;
-  world: { pops: number; cities: number; cloudBackends: number; sites: number; models: string };
+  /** `isolatesPerPop`: the mesh's isolates per PoP, when more than one. */
+  world: { pops: number; cities: number; cloudBackends: number; sites: number; models: string; isolatesPerPop?: number };
   summaries: PolicySummary[];
   /** Per model, p99 / p50 of the world's service times alone (sim/tails.ts): the p99 goal's reference. */
   serviceTails?: ServiceTail[];
@@ -107,7 +108,7 @@ export function simMarkdown(report: SimReport): string {
   const lines: string[] = [];
   lines.push(
     `\`${report.command}\`: seed ${report.seed}, ${report.requestsPerPolicy.toLocaleString('en-US')} requests per policy at ${report.ratePerSecond.toLocaleString('en-US')} requests/s, ` +
-      `${report.world.pops} PoPs, users from ${report.world.cities.toLocaleString('en-US')} cities by population, ` +
+      `${report.world.pops} PoPs${(report.world.isolatesPerPop ?? 1) > 1 ? ` (the mesh: ${report.world.isolatesPerPop} isolates each)` : ''}, users from ${report.world.cities.toLocaleString('en-US')} cities by population, ` +
       `${report.world.cloudBackends} cloud-region backends and ${report.world.sites} sites; models ${report.world.models}. Run time ${report.wallS.toFixed(0)} s.`,
     '',
   );

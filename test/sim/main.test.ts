@@ -17,6 +17,8 @@ describe('npm run sim, the command line', () => {
       [['--bogus'], /Unknown option '--bogus'/],
       [['--requests', '1.5'], /--requests must be a positive integer/],
       [['--rate', '0'], /--rate must be a positive number/],
+      [['--isolates', '0'], /--isolates must be a positive integer up to 64/],
+      [['--isolates', '65'], /--isolates must be a positive integer up to 64/],
       [['--rates', '1000,0'], /--rates must be a positive number/],
       [['--rates', '1000,,2000'], /--rates must be a positive number/],
       [['--rates', Array(13).fill('1000').join(',')], /--rates takes 1 to 12 rates, got 13/],

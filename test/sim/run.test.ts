@@ -80,6 +80,22 @@ describe('one simulation run', () => {
     expect(count(naive.flags, FAILED)).toBeGreaterThan(0);
   });
 
+  it('has each isolate of a PoP learn a dead backend for itself, so more requests meet it with more isolates, and loses none', () => {
+    const config = quietConfig({
+      requests: 400,
+      ratePerSecond: 20,
+      sites: 2,
+      faults: { scripted: [{ backend: 0, atMs: 5_000, ms: 3_600_000, mode: 'refusing' }] },
+    });
+    const one = run(config, 'mesh');
+    const eight = run({ ...config, edge: { ...config.edge, isolatesPerPop: 8 } }, 'mesh');
+    expect(count(one.flags, FAILED)).toBe(0);
+    expect(count(eight.flags, FAILED)).toBe(0);
+    // The lone isolate meets it until outlier ejection takes it out (five failures in a row); each of the eight does the same.
+    expect(count(one.flags, RETRIED)).toBeGreaterThan(0);
+    expect(count(eight.flags, RETRIED)).toBe(8 * count(one.flags, RETRIED));
+  });
+
   it('gets past a hung backend by timeout and retry without hedging, sooner with hedges, never failing the request', () => {
     const config = quietConfig({
       requests: 300,

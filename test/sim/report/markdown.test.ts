@@ -57,6 +57,9 @@ describe('the simulator report', () => {
     });
     const md = simMarkdown(report);
     expect(md).toContain('`npm run sim -- --quick`');
+    // The mesh's isolates per PoP, named when more than one.
+    expect(md).toContain('308 PoPs, users from');
+    expect(simMarkdown({ ...report, world: { ...report.world, isolatesPerPop: 4 } })).toContain('308 PoPs (the mesh: 4 isolates each), users from');
     expect(md).toMatch(/\| Centralized cloud \| 50-150 ms \| 200-500 ms \| < 1 s \| cloud-us-east \| 250 ms \| 800 ms \| none \| median above, p99 above/);
     expect(md).toMatch(/\| Edge DePIN .* random-node \| 240 ms \| 29.00 s .* median within, p99 above/);
     expect(md).toContain('![Map](sim/map-mesh.svg)');

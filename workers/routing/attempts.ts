@@ -78,9 +78,10 @@ export class AttemptPlan<T = unknown> {
   /**
    * When to hedge, ms after the first attempt was sent: that backend's p95
    * time to answer as this isolate waited for it; while it has too few
-   * samples, its expected time times the model's p95 of actual / expected
-   * (hedge.ts); undefined when no hedge is due (hedging off, already hedged or
-   * retried, too few samples either way, no second candidate).
+   * samples, its expected time times the model's p95 of actual / expected,
+   * or times the prior while the model has too few as well (hedge.ts);
+   * undefined when no hedge is due (hedging off, already hedged or retried,
+   * no second candidate).
    */
   hedgeAfterMs(): number | undefined {
     const first = this.candidates[0];

@@ -4,7 +4,9 @@
  * whichever answers first; at the p95 this costs about 5% more load. While
  * this isolate has too few answers from that backend, the model's own tail
  * stands in: its expected time (the score) times the p95 of the model's
- * answer times over their expected times, across every backend (`RatioBook`).
+ * answer times over their expected times, across every backend (`RatioBook`);
+ * while the model too has too few, a prior: the expected time times
+ * `priorRatio`, so that a young or quiet isolate still hedges its stragglers.
  * Pure helpers: the caller owns the timer, the cancellation, and spending the
  * retry budget (`RetryBudget.tryRetry()` before sending the hedge).
  */
@@ -20,9 +22,14 @@ export interface HedgeOptions {
   minDelayMs?: number;
   /** Never wait longer than this to hedge, ms (default 3000). */
   maxDelayMs?: number;
+  /**
+   * While the model has fewer than `minSamples` answers in this isolate, hedge
+   * at its expected time times this (default 3); 0: not at all until it has them.
+   */
+  priorRatio?: number;
 }
 
-export const HEDGE_DEFAULTS = { quantile: 0.95, minSamples: 20, minDelayMs: 10, maxDelayMs: 3_000 } as const;
+export const HEDGE_DEFAULTS = { quantile: 0.95, minSamples: 20, minDelayMs: 10, maxDelayMs: 3_000, priorRatio: 3 } as const;
 
 /**
  * How long after sending to a backend to hedge, ms: its measured p95 within
@@ -84,11 +91,19 @@ export class RatioBook {
 /**
  * How long after sending to a backend to hedge when it has too few samples of
  * its own (`hedgeDelayMs` undefined): its expected time times the model's p95
- * of actual / expected, within [minDelayMs, maxDelayMs]; undefined until the
- * model has enough samples.
+ * of actual / expected; while the model has too few samples as well, times
+ * `priorRatio`; within [minDelayMs, maxDelayMs]. Undefined with no expected
+ * time, or with too few samples and no prior.
+ *
+ * With a thousand backends and many isolates per PoP, an isolate seldom holds
+ * 20 answers of a model, and hedging was seldom armed: the world simulator
+ * with 16 isolates per PoP hedged 2.7% of requests and `chat`'s p99 was 2x
+ * that of one isolate (docs/benchmarks.md, "Isolates per PoP").
  */
 export function modelHedgeDelayMs(ratios: RatioBook | undefined, model: string, expectedMs: number, now: number, options: HedgeOptions = {}): number | undefined {
+  if (!(expectedMs > 0)) return undefined;
   const q = ratios?.quantile(model, options.quantile ?? HEDGE_DEFAULTS.quantile, now);
-  if (!q || q.weight < (options.minSamples ?? HEDGE_DEFAULTS.minSamples) || !(expectedMs > 0)) return undefined;
-  return Math.min(options.maxDelayMs ?? HEDGE_DEFAULTS.maxDelayMs, Math.max(options.minDelayMs ?? HEDGE_DEFAULTS.minDelayMs, expectedMs * q.ratio));
+  const ratio = q && q.weight >= (options.minSamples ?? HEDGE_DEFAULTS.minSamples) ? q.ratio : (options.priorRatio ?? HEDGE_DEFAULTS.priorRatio);
+  if (!(ratio > 0)) return undefined;
+  return Math.min(options.maxDelayMs ?? HEDGE_DEFAULTS.maxDelayMs, Math.max(options.minDelayMs ?? HEDGE_DEFAULTS.minDelayMs, expectedMs * ratio));
 }

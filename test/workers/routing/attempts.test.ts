@@ -54,10 +54,11 @@ describe('attempts of one request', () => {
     expect(plan.outcome).toBe('budget');
   });
 
-  it('hedges only once the first backend has enough answer samples, at their p95', () => {
+  it('hedges at the prior before any sample, then at the first backend\'s p95 once it has enough answer samples', () => {
     const { routing, plan } = setup(['a', 'b']);
-    plan.start();
-    expect(plan.hedgeAfterMs()).toBeUndefined();
+    const first = plan.start()!;
+    // Nothing learnt yet: 3x its expected time (hedge.ts HEDGE_DEFAULTS.priorRatio).
+    expect(plan.hedgeAfterMs()).toBe(first.candidate.expectedMs * 3);
     for (let i = 1; i <= 100; i++) routing.answer.observe('a', 'embed', i, 0);
     const after = plan.hedgeAfterMs()!;
     expect(after).toBeGreaterThan(85);

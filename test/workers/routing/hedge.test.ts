@@ -22,19 +22,25 @@ describe('hedging decisions', () => {
     expect(hedgeDelayMs(stats, 3_600_000)).toBeUndefined();
   });
 
-  it("falls back to the model's tail: expected time x the p95 of actual / expected, once the model has enough samples", () => {
+  it("falls back to the model's tail: expected time x the p95 of actual / expected, once the model has enough samples; before, a prior", () => {
     const ratios = new RatioBook();
-    expect(modelHedgeDelayMs(ratios, 'embed', 40, 0)).toBeUndefined();
-    // 19 answers: not yet.
+    // No answers yet: the prior, 3x the expected time (none with the prior off, or no expected time).
+    expect(modelHedgeDelayMs(ratios, 'embed', 40, 0)).toBe(120);
+    expect(modelHedgeDelayMs(undefined, 'embed', 40, 0)).toBe(120);
+    expect(modelHedgeDelayMs(ratios, 'embed', 40, 0, { priorRatio: 0 })).toBeUndefined();
+    expect(modelHedgeDelayMs(ratios, 'embed', 0, 0)).toBeUndefined();
+    expect(modelHedgeDelayMs(ratios, 'embed', Number.NaN, 0)).toBeUndefined();
+    // 19 answers at their expected time: not yet enough to replace the prior.
     for (let i = 0; i < 19; i++) ratios.observe('embed', 40, 40, 0);
-    expect(modelHedgeDelayMs(ratios, 'embed', 40, 0)).toBeUndefined();
+    expect(modelHedgeDelayMs(ratios, 'embed', 40, 0)).toBe(120);
+    expect(modelHedgeDelayMs(ratios, 'embed', 40, 0, { priorRatio: 0 })).toBeUndefined();
     // 100 answers at 1.0-2.0x their expected time (uniform): p95 about 1.95x.
     for (let i = 0; i < 100; i++) ratios.observe('embed', 50 * (1 + i / 100), 50, 0);
     const delay = modelHedgeDelayMs(ratios, 'embed', 40, 0)!;
     expect(delay).toBeGreaterThan(40 * 1.8);
     expect(delay).toBeLessThan(40 * 2.1);
     // Per model, bounded both ways, and a backend with an expected time of its own scales it.
-    expect(modelHedgeDelayMs(ratios, 'chat', 40, 0)).toBeUndefined();
+    expect(modelHedgeDelayMs(ratios, 'chat', 40, 0)).toBe(120); // another model: its own samples, none yet
     expect(modelHedgeDelayMs(ratios, 'embed', 400, 0)! / delay).toBeCloseTo(10, 5);
     expect(modelHedgeDelayMs(ratios, 'embed', 4_000, 0)).toBe(3_000);
     expect(modelHedgeDelayMs(ratios, 'embed', 1, 0)).toBe(10);

@@ -96,9 +96,8 @@ export class RatioBook {
  * time, or with too few samples and no prior.
  *
  * With a thousand backends and many isolates per PoP, an isolate seldom holds
- * 20 answers of a model, and hedging was seldom armed: the world simulator
- * with 16 isolates per PoP hedged 2.7% of requests and `chat`'s p99 was 2x
- * that of one isolate (docs/benchmarks.md, "Isolates per PoP").
+ * 20 answers of a model, and without the prior hedging was seldom armed
+ * (docs/benchmarks.md, "Isolates per PoP").
  */
 export function modelHedgeDelayMs(ratios: RatioBook | undefined, model: string, expectedMs: number, now: number, options: HedgeOptions = {}): number | undefined {
   if (!(expectedMs > 0)) return undefined;

@@ -10,6 +10,10 @@ const run = (config: SimConfig, policy: PolicyName, world?: 'world') => runIn(co
 
 const count = (flags: Uint8Array, bit: number) => flags.reduce((n, f) => n + (f & bit ? 1 : 0), 0);
 
+/** Two sites at Frankfurt, the first of which fails at 5 s for good, refusing connections or hanging. */
+const oneDies = (mode: 'refusing' | 'hanging', requests: number, ratePerSecond: number) =>
+  quietConfig({ requests, ratePerSecond, sites: 2, faults: { scripted: [{ backend: 0, atMs: 5_000, ms: 3_600_000, mode }] } });
+
 describe('one simulation run', () => {
   it('gives one user next to one idle backend its physical floor plus the edge overhead, for every policy through the PoP', () => {
     const config = quietConfig();
@@ -67,12 +71,7 @@ describe('one simulation run', () => {
   });
 
   it('loses no request to a dead backend under the mesh when another is warm; a naive marketplace does', () => {
-    const config = quietConfig({
-      requests: 400,
-      ratePerSecond: 10,
-      sites: 2,
-      faults: { scripted: [{ backend: 0, atMs: 5_000, ms: 3_600_000, mode: 'refusing' }] },
-    });
+    const config = oneDies('refusing', 400, 10);
     const mesh = run(config, 'mesh');
     expect(count(mesh.flags, FAILED)).toBe(0);
     expect(count(mesh.flags, RETRIED)).toBeGreaterThan(0); // it did meet the dead backend
@@ -81,12 +80,7 @@ describe('one simulation run', () => {
   });
 
   it('has each isolate of a PoP learn a dead backend for itself, so more requests meet it with more isolates, and loses none', () => {
-    const config = quietConfig({
-      requests: 400,
-      ratePerSecond: 20,
-      sites: 2,
-      faults: { scripted: [{ backend: 0, atMs: 5_000, ms: 3_600_000, mode: 'refusing' }] },
-    });
+    const config = oneDies('refusing', 400, 20);
     const one = run(config, 'mesh');
     const eight = run({ ...config, edge: { ...config.edge, isolatesPerPop: 8 } }, 'mesh');
     expect(count(one.flags, FAILED)).toBe(0);
@@ -97,12 +91,7 @@ describe('one simulation run', () => {
   });
 
   it('gets past a hung backend by timeout and retry without hedging, sooner with hedges, never failing the request', () => {
-    const config = quietConfig({
-      requests: 300,
-      ratePerSecond: 10,
-      sites: 2,
-      faults: { scripted: [{ backend: 0, atMs: 5_000, ms: 3_600_000, mode: 'hanging' }] },
-    });
+    const config = oneDies('hanging', 300, 10);
     const waited = (latency: Float32Array) => latency.reduce((n, ms) => n + (ms >= config.edge.timeoutMs ? 1 : 0), 0);
     const plain = run(config, 'mesh-no-hedge');
     expect(count(plain.flags, FAILED)).toBe(0);

@@ -19,7 +19,7 @@ import { worldMapSvg } from './report/map.ts';
 import { simMarkdown, type ScalePoint, type SimReport } from './report/markdown.ts';
 import { FAILED, popModelFloors, runPolicy, type RunRecord } from './run.ts';
 import { summarise } from './stats.ts';
-import { serviceTails } from './tails.ts';
+import { floorTails, serviceTails } from './tails.ts';
 import { buildWorld, loadCities } from './world.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -197,6 +197,7 @@ async function main(): Promise<void> {
     },
     summaries,
     serviceTails: serviceTails(config),
+    ...(records.length ? { floorTails: floorTails(records[0]!, config) } : {}),
     pictures: quick ? [] : pictures,
     ...(quick ? { picturesNote: 'A quick run draws its pictures in bench/results/sim/ and leaves the committed ones in docs/sim/ (the last full run\'s) alone.' } : {}),
     ...(scale ? { scale } : {}),

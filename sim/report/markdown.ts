@@ -33,6 +33,8 @@ export interface SimReport {
   summaries: PolicySummary[];
   /** Per model, p99 / p50 of the world's service times alone (sim/tails.ts): the p99 goal's reference. */
   serviceTails?: ServiceTail[];
+  /** Per model, p99 / p50 of the requests' physical floors (sim/tails.ts `floorTails`): the same goal's other reference. */
+  floorTails?: ServiceTail[];
   /** Picture paths relative to docs/. */
   pictures: { label: string; path: string }[];
   /** Said where the pictures are when there are none to show. */
@@ -64,7 +66,7 @@ export interface GoalVerdict {
 }
 
 /** The issue's goals for the mesh, judged from the summaries (undefined: a policy needed was not run). */
-export function goals(summaries: readonly PolicySummary[], tails: readonly ServiceTail[] = []): GoalVerdict[] {
+export function goals(summaries: readonly PolicySummary[], tails: { service?: readonly ServiceTail[]; floors?: readonly ServiceTail[] } = {}): GoalVerdict[] {
   const by = new Map(summaries.map((s) => [s.policy, s]));
   const mesh = by.get('mesh');
   const out: GoalVerdict[] = [];
@@ -79,8 +81,10 @@ export function goals(summaries: readonly PolicySummary[], tails: readonly Servi
     measured: mesh
       ? mesh.byModel
           .map((m) => {
-            const alone = tails.find((t) => t.model === m.model);
-            return `${m.model} ${(m.p99 / m.p50).toFixed(1)}x${alone ? ` (its service times alone: ${alone.ratio.toFixed(1)}x)` : ''}`;
+            const alone = tails.service?.find((t) => t.model === m.model);
+            const floor = tails.floors?.find((t) => t.model === m.model);
+            const refs = [alone && `its service times alone: ${alone.ratio.toFixed(1)}x`, floor && `its floors: ${floor.ratio.toFixed(1)}x`].filter(Boolean);
+            return `${m.model} ${(m.p99 / m.p50).toFixed(1)}x${refs.length ? ` (${refs.join('; ')})` : ''}`;
           })
           .join(', ')
       : 'mesh not run',
@@ -210,12 +214,19 @@ export function simMarkdown(report: SimReport): string {
   lines.push('### Goals for the mesh', '');
   lines.push(row(['goal', 'measured', 'met']));
   lines.push('| --- | --- | --- |');
-  for (const g of goals(summaries, report.serviceTails)) lines.push(row([g.goal, g.measured, g.met === undefined ? 'not judged' : g.met ? 'yes' : '**no**']));
+  for (const g of goals(summaries, { ...(report.serviceTails ? { service: report.serviceTails } : {}), ...(report.floorTails ? { floors: report.floorTails } : {}) })) lines.push(row([g.goal, g.measured, g.met === undefined ? 'not judged' : g.met ? 'yes' : '**no**']));
   lines.push('');
   if (report.serviceTails?.length) {
     lines.push(
       "*Its service times alone*: p99 / p50 of one request's service time on a reference GPU with the world's stalls, and no network, queue, " +
         'batching or slower site (sim/tails.ts). No policy gets a model under it without a second execution (a hedge or a retry).',
+      '',
+    );
+  }
+  if (report.floorTails?.length) {
+    lines.push(
+      "*Its floors*: p99 / p50 of the model's requests' physical floors, each its best-placed backend idle with no jitter (sim/tails.ts): " +
+        'where the users are and their last miles alone. A policy whose answers sit near their floors has about this ratio, however it routes.',
       '',
     );
   }

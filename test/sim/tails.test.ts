@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, type SimConfig } from '../../sim/config.ts';
-import { serviceTails } from '../../sim/tails.ts';
+import { floorTails, serviceTails } from '../../sim/tails.ts';
 
 const Z99 = 2.3263478740408408;
 const world = (faults: Partial<SimConfig['faults']>): SimConfig => ({ ...DEFAULT_CONFIG, faults: { ...DEFAULT_CONFIG.faults, ...faults } });
@@ -21,5 +21,23 @@ describe('serviceTails', () => {
     stalled.forEach((t, i) => expect(t.ratio).toBeGreaterThan(calm[i]!.ratio));
     // Deterministic for a seed.
     expect(serviceTails(DEFAULT_CONFIG, 20_000)).toEqual(serviceTails(DEFAULT_CONFIG, 20_000));
+  });
+});
+
+describe('floorTails', () => {
+  it("is p50 and p99 of each model's requests' floors, nearest rank", () => {
+    // 100 requests of embed with floors 1..100 ms, 10 of ocr at 50 ms, none of chat.
+    const model = new Uint8Array(110);
+    const floor = new Float32Array(110);
+    for (let i = 0; i < 100; i++) floor[i] = 100 - i;
+    for (let i = 100; i < 110; i++) {
+      model[i] = 1;
+      floor[i] = 50;
+    }
+    const [embed, ocr, chat] = floorTails({ requests: 110, model, floor }, DEFAULT_CONFIG);
+    expect(embed).toEqual({ model: 'embed', p50: 50, p99: 99, ratio: 99 / 50 });
+    expect(ocr).toEqual({ model: 'ocr', p50: 50, p99: 50, ratio: 1 });
+    expect(chat!.model).toBe('chat');
+    expect(chat!.ratio).toBeNaN();
   });
 });

@@ -44,8 +44,12 @@ describe('the simulator report', () => {
     expect(worse.map((g) => g.met)).toEqual([false, false, false, undefined]);
     expect(worse[2]!.measured).toContain('20 ms better');
     // Beside each model's ratio, what its service times alone allow.
-    const withTails = goals([summary('mesh', 60, 130, 100, 0.9)], [{ model: 'embed', p50: 12, p99: 31, ratio: 31 / 12 }]);
+    const withTails = goals([summary('mesh', 60, 130, 100, 0.9)], { service: [{ model: 'embed', p50: 12, p99: 31, ratio: 31 / 12 }] });
     expect(withTails[1]!.measured).toBe('embed 2.2x (its service times alone: 2.6x)');
+    // And what its requests' floors allow: the users' places and last miles.
+    const withFloors = goals([summary('mesh', 60, 130, 100, 0.9)], { service: [{ model: 'embed', p50: 12, p99: 31, ratio: 31 / 12 }], floors: [{ model: 'embed', p50: 36, p99: 83, ratio: 83 / 36 }] });
+    expect(withFloors[1]!.measured).toBe('embed 2.2x (its service times alone: 2.6x; its floors: 2.3x)');
+    expect(goals([summary('mesh', 60, 130, 100, 0.9)], { floors: [{ model: 'embed', p50: 36, p99: 83, ratio: 83 / 36 }] })[1]!.measured).toBe('embed 2.2x (its floors: 2.3x)');
   });
 
   it('shows every policy, the essay beside them, the goals and the pictures', () => {
@@ -53,6 +57,7 @@ describe('the simulator report', () => {
       command: 'npm run sim -- --quick',
       summaries: [summary('cloud-us-east', 250, 800, 300, 0), summary('random-node', 240, 29_000, 240, 0), summary('mesh', 60, 110, 100, 0.96, true, { cloud: 0.231, site: 0.093, fleet: 0.126 })],
       serviceTails: [{ model: 'embed', p50: 12, p99: 31, ratio: 31 / 12 }],
+      floorTails: [{ model: 'embed', p50: 36, p99: 83, ratio: 83 / 36 }],
       pictures: [{ label: 'Map', path: 'sim/map-mesh.svg' }],
     });
     const md = simMarkdown(report);
@@ -64,8 +69,9 @@ describe('the simulator report', () => {
     expect(md).toMatch(/\| Edge DePIN .* random-node \| 240 ms \| 29.00 s .* median within, p99 above/);
     expect(md).toContain('![Map](sim/map-mesh.svg)');
     expect(md).toContain('| median within 1.3x of the physical floor for 95% of users | 96.0% of users (its fleet\'s slots 12.6% busy) | yes |');
-    expect(md).toContain('| p99 under 2x the median (per model) | embed 1.8x (its service times alone: 2.6x) | yes |');
+    expect(md).toContain('| p99 under 2x the median (per model) | embed 1.8x (its service times alone: 2.6x; its floors: 2.3x) | yes |');
     expect(md).toContain('*Its service times alone*');
+    expect(md).toContain('*Its floors*');
     expect(md).toContain('### Where each model ran');
     // Then how busy the simulated fleet was; '-' for a policy summarised without it.
     expect(md).toContain('| mesh | cloud 40.0% (batch 1.25, wait 7 ms); site 60.0% (batch 1.84, wait 89 ms) | 12.6% (cloud 23.1%, sites 9.3%) |');

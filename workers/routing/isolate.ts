@@ -15,7 +15,13 @@ import { RttTable } from './rtt.ts';
 import type { RoutingStats } from './score.ts';
 
 export interface IsolateRouting extends RoutingStats {
-  /** Service time per (backend, model), as backends report it: what scoring uses. */
+  /**
+   * Service time per (backend, model), as backends report it: what scoring
+   * uses. Its peak-EWMA decays in SERVICE_PEAK_DECAY_MS, not the 10 s of
+   * Finagle's default: a slow answer (a stall, a queue met) counts at once and
+   * is forgotten in a few seconds, so that one stall does not send a PoP's
+   * traffic away from its best backend for half a minute.
+   */
   latency: LatencyBook;
   /** Time to an answer per (backend, model), as the edge waited for it: what hedging waits on. */
   answer: LatencyBook;
@@ -40,9 +46,12 @@ export interface IsolateRouting extends RoutingStats {
 /** Hedges allowed per original request (see `IsolateRouting.hedges`). */
 export const HEDGE_BUDGET_RATIO = 0.1;
 
+/** Time constant of the service times' peak-EWMA that scoring reads, ms (docs/design.md "Scoring"; docs/benchmarks.md, "How long a slow answer counts"). */
+export const SERVICE_PEAK_DECAY_MS = 2_000;
+
 export function createIsolateRouting(now: () => number = Date.now, onOutlier?: (event: OutlierEvent) => void): IsolateRouting {
   return {
-    latency: new LatencyBook({ histogram: false }), // scoring reads its peak-EWMA only
+    latency: new LatencyBook({ histogram: false, peak: { decayMs: SERVICE_PEAK_DECAY_MS } }), // scoring reads its peak-EWMA only
     answer: new LatencyBook(),
     ratios: new RatioBook(),
     rtt: new RttTable(),

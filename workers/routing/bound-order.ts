@@ -2,9 +2,10 @@
  * Bound orders: for one request shape (origin, version, scoring terms) and
  * one isolate's books, a model's candidates ranked by a lower bound of their
  * score that holds until the isolate measures them again (`boundAt`): exact
- * for a candidate it has not measured (heartbeat p50 and load, geometric
- * RTT, standing), with the measured RTT and the lowest the service estimate
- * can relax to for one it has. A request follows the books' change logs
+ * for a candidate it has not measured (heartbeat p50, geometric RTT,
+ * standing) whose heartbeat reported no load, with the measured RTT and the
+ * lowest the service estimate can relax to for one it has, and the
+ * heartbeat's load as it may stand at the order's end (it only falls). A request follows the books' change logs
  * (routing/changes.ts) to move the few candidates measured since the last
  * request (`rebound`); rank.ts then scores candidates in bound order until
  * the next bound can no longer enter the top k: the cost is the candidates
@@ -22,7 +23,7 @@
 import type { LatLon } from '../geo/distance.ts';
 import type { LatencyStats } from './latency.ts';
 import { physicalFloorMs, type RttOrigin } from './rtt.ts';
-import type { RoutingStats } from './score.ts';
+import { loadSince, type RoutingStats } from './score.ts';
 import { kmAt, pickEntry, type BoundOrder, type ModelCandidates } from './snapshot-index.ts';
 
 /** What ranking reads besides the candidates: one request's constants (built by rank.ts). */
@@ -73,9 +74,11 @@ const BOUND_HORIZON_MS = 1_000;
  * excludes it (not ready, quarantined, no such model or version, cold when
  * cold is not allowed). The terms are `scoreAt`'s, with the service time at
  * the lowest its estimate reaches from now to `until`
- * (`PeakEwma.lowestUntil`), and calls in flight counted only when their map
+ * (`PeakEwma.lowestUntil`), the heartbeat's load aged to `until`
+ * (score.ts `loadSince`), and calls in flight counted only when their map
  * keeps a change log (they only add): for a candidate with no service time
- * measured, the bound is its score, exactly, when they are counted.
+ * measured and no load reported, the bound is its score, exactly, when they
+ * are counted.
  */
 function boundAt(r: RankContext, order: BoundOrder, i: number, until: number): number {
   const { list } = r;
@@ -100,6 +103,8 @@ function boundAt(r: RankContext, order: BoundOrder, i: number, until: number): n
     load = backend.capacity.inFlight + backend.capacity.queued;
     slots = Math.max(1, backend.capacity.slots);
   }
+  // The load as it may stand at `until`, the least it can be in the order's span.
+  load = loadSince(load, slots, until - list.facts.lastSeen[i]!, list.facts.drainMs[i]!);
   const floor = physicalFloorMs(kmAt(r, i));
   const sample = order.rttOf[i]!;
   const rttMs = !Number.isNaN(sample) ? Math.max(floor, sample) : Math.max(floor, floor * r.inflation);

@@ -17,7 +17,7 @@ import { DEFAULT_PATH_INFLATION } from '../geo/distance.ts';
 import type { BackendEntry } from '../directory/backend.ts';
 import type { LatencyStats } from './latency.ts';
 import { backendLocation, physicalFloorMs, type RttOrigin } from './rtt.ts';
-import { allowedRegions, SCORE_DEFAULTS, type RoutingStats, type ScoreOptions, type ScoreRequest, type Scored } from './score.ts';
+import { allowedRegions, loadSince, SCORE_DEFAULTS, type RoutingStats, type ScoreOptions, type ScoreRequest, type Scored } from './score.ts';
 import { before, boundOrder, extendOrder, type RankContext } from './bound-order.ts';
 import { buildRoutingIndex, geometryFor, kmAt, originKey, pickEntry, standingFor, type RoutingIndex } from './snapshot-index.ts';
 
@@ -51,9 +51,11 @@ function scoreAt(
   const stats = latency === null ? r.measuredService?.get(backend.id) : latency || undefined;
   const measured = stats?.peak.value(now, model.p50Ms);
   const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured);
-  const { slots, inFlight, queued } = backend.capacity;
-  const load = inFlight + queued + (r.stats.pending?.size ? (r.stats.pending.get(backend.id) ?? 0) : 0);
-  const queueMs = ((load + 1) / Math.max(1, slots)) * serviceMs;
+  const { facts } = list;
+  const slots = facts.slots[i]!;
+  const reported = loadSince(facts.load[i]!, slots, now - facts.lastSeen[i]!, facts.drainMs[i]!);
+  const load = reported + (r.stats.pending?.size ? (r.stats.pending.get(backend.id) ?? 0) : 0);
+  const queueMs = ((load + 1) / slots) * serviceMs;
   const coldMs = model.warm ? 0 : r.coldMs;
   const expectedMs = (rttMs + queueMs + serviceMs + coldMs) * penalty;
   // Ejection is a filter like those above; asked last, as it is the one that costs a lookup.

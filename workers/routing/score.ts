@@ -13,14 +13,17 @@
  *   backend says it spent, `server-timing: backend;dur`). Service and RTT are
  *   measured apart so that one is not mistaken for the other: a backend's
  *   service time is the same from every PoP, its RTT is not;
- * - queue wait: (inFlight + queued [heartbeat] + pending [this isolate's own
- *   calls, which the seconds-old heartbeat has not seen] + 1 [this request])
- *   / slots x service. The request itself counts because the load it sees is
- *   seconds old and other isolates send meanwhile: one more request is a
- *   larger share of a small backend (docs/benchmarks.md, the simulator's
- *   "Queue wait counts the request"). A measured EWMA already holds the
- *   queueing its samples met, so load counts a little twice: the error is
- *   on the side of spreading;
+ * - queue wait: (load [the heartbeat's inFlight + queued, aged: `loadSince`]
+ *   + pending [this isolate's own calls, which the seconds-old heartbeat has
+ *   not seen] + 1 [this request]) / slots x service. The heartbeat's load is
+ *   aged because a backend works its queue off while the heartbeat grows
+ *   old: read as it was, a load reported a second ago kept every isolate off
+ *   a backend that had long emptied, and sent them all to one that had
+ *   reported none (docs/benchmarks.md, "The heartbeat's load, aged"). The
+ *   request itself counts because others send meanwhile: one more request is
+ *   a larger share of a small backend ("Queue wait counts the request"). A
+ *   measured EWMA already holds the queueing its samples met, so load counts
+ *   a little twice: the error is on the side of spreading;
  * - cold start: when the model is not warm there, max(its load time, maxExtraMs).
  *
  * Hard filters, never relaxed: model (and version when given) announced,
@@ -127,6 +130,33 @@ export function allowedRegions(pin: string | undefined, residency: ReadonlySet<s
   return new Set([pin]);
 }
 
+/**
+ * A heartbeat's load (in flight + queued) as it may stand `ageMs` after the
+ * heartbeat: less what the backend's `slots` can have served meanwhile, one
+ * request per `drainMs` each (`drainMsOf`), never below 0. What others sent
+ * since is not known here; this isolate's own sends are its `pending`.
+ */
+export function loadSince(reported: number, slots: number, ageMs: number, drainMs: number): number {
+  if (!(ageMs > 0)) return reported;
+  return Math.max(0, reported - (ageMs * Math.max(1, slots)) / Math.max(1, drainMs));
+}
+
+/**
+ * How long one of the backend's slots takes per queued request, ms, for
+ * `loadSince`: the slowest p50 among its warm models (its queue may hold any
+ * of them; the slowest errs on the side of a load that lasts), or among all
+ * its models when none is warm; at least 1.
+ */
+export function drainMsOf(backend: Pick<BackendEntry, 'models'>): number {
+  let warm = 0;
+  let any = 0;
+  for (const m of backend.models) {
+    if (m.p50Ms > any) any = m.p50Ms;
+    if (m.warm && m.p50Ms > warm) warm = m.p50Ms;
+  }
+  return Math.max(1, warm || any);
+}
+
 /** The backend's entry for `model` (at `version`): warm first, then the fastest; undefined when it has none. */
 export function modelEntry(backend: BackendEntry, model: string, version?: string): HeartbeatModel | undefined {
   let best: HeartbeatModel | undefined;
@@ -145,7 +175,7 @@ export function estimate(backend: BackendEntry, model: HeartbeatModel, ctx: Scor
   const measured = ctx.stats.latency?.get(backend.id, model.name)?.peak.value(ctx.now, model.p50Ms);
   const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured);
   const { slots, inFlight, queued } = backend.capacity;
-  const load = inFlight + queued + (ctx.stats.pending?.get(backend.id) ?? 0);
+  const load = loadSince(inFlight + queued, slots, ctx.now - backend.lastSeen, drainMsOf(backend)) + (ctx.stats.pending?.get(backend.id) ?? 0);
   const queueMs = ((load + 1) / Math.max(1, slots)) * serviceMs;
   const coldMs = model.warm
     ? 0

@@ -24,7 +24,7 @@ import type { HeartbeatModel } from '../../shared/heartbeat.ts';
 import type { BackendEntry } from '../directory/backend.ts';
 import type { LatencyBook, LatencyStats } from './latency.ts';
 import { backendLocation, type RttOrigin, type RttTable } from './rtt.ts';
-import type { RoutingStats } from './score.ts';
+import { drainMsOf, type RoutingStats } from './score.ts';
 
 /** One model name's candidates, aligned arrays in snapshot order. */
 export interface ModelCandidates {
@@ -65,6 +65,10 @@ export interface CandidateFacts {
   load: Float64Array;
   /** `Math.max(1, capacity.slots)`. */
   slots: Float64Array;
+  /** `lastSeen`: when the heartbeat that reported `load` came (score.ts `loadSince`). */
+  lastSeen: Float64Array;
+  /** score.ts `drainMsOf` of the backend. */
+  drainMs: Float64Array;
 }
 
 /**
@@ -184,6 +188,8 @@ export function buildRoutingIndex(
         p50Ms: Float64Array.from(anyVersion, (m) => m.p50Ms),
         load: Float64Array.from(l.backends, (b) => b.capacity.inFlight + b.capacity.queued),
         slots: Float64Array.from(l.backends, (b) => Math.max(1, b.capacity.slots)),
+        lastSeen: Float64Array.from(l.backends, (b) => b.lastSeen),
+        drainMs: Float64Array.from(l.backends, drainMsOf),
       },
       position: new Map(l.backends.map((b, i) => [b.id, i])),
       uniqueIds: new Set(l.backends.map((b) => b.id)).size === l.backends.length,

@@ -56,6 +56,8 @@ const arbBackend = fc.record({
   slots: fc.constantFrom(0, 1, 4),
   inFlight: fc.nat(3),
   queued: fc.nat(3),
+  // The heartbeat's age, so that its load is read partly worked off (score.ts `loadSince`), or not at all.
+  lastSeen: fc.constantFrom(NOW, NOW, NOW - 10, NOW - 100, NOW - 1_000),
   location: arbLocation,
 });
 
@@ -71,6 +73,7 @@ const arbSnapshot = fc.tuple(fc.array(arbBackend, { minLength: 0, maxLength: 60,
       expiresAt: b.expiresAt,
       models: b.models,
       capacity: { slots: b.slots, inFlight: b.inFlight, queued: b.queued },
+      lastSeen: b.lastSeen,
       ...(b.location ? { location: b.location } : {}),
     }),
   ),

@@ -5,7 +5,7 @@ import { LatencyBook } from '../../../workers/routing/latency.ts';
 import { OutlierDetector } from '../../../workers/routing/outliers.ts';
 import { pickAttempts } from '../../../workers/routing/p2c.ts';
 import { RttTable } from '../../../workers/routing/rtt.ts';
-import { allowedRegions, type RoutingStats } from '../../../workers/routing/score.ts';
+import { allowedRegions, drainMsOf, loadSince, type RoutingStats } from '../../../workers/routing/score.ts';
 import { rankByScore } from '../../../workers/routing/rank.ts';
 import { backend, ids, model, pop, seeded } from './fixtures.ts';
 
@@ -54,6 +54,33 @@ describe('rankByScore: expected time to a complete answer', () => {
     const a = backend('a', 'eu-west');
     const b = backend('b', 'eu-west');
     expect(ids(rankByScore([a, b], { model: 'embed', from: pop('FRA') }, { pending: new Map([['a', 3]]) }, 0))).toEqual(['b', 'a']);
+  });
+
+  it("reads a heartbeat's load as worked off since: a queue reported a while ago no longer keeps requests away", () => {
+    // 4 slots, 20 ms per request: 12 reported at t = 0 are 8 at 20 ms, gone by 60 ms.
+    const busy = backend('busy', 'eu-west', { capacity: { slots: 4, inFlight: 4, queued: 8 }, lastSeen: 0 });
+    const idle = backend('idle', 'eu-west', { lastSeen: 0 });
+    const at = (now: number) => rankByScore([busy, idle], { model: 'embed', from: pop('FRA') }, none, now).find((c) => c.backend.id === 'busy')!.queueMs;
+    expect(at(0)).toBe(((12 + 1) / 4) * 20);
+    expect(at(20)).toBe(((8 + 1) / 4) * 20);
+    expect(at(60)).toBe((1 / 4) * 20);
+    expect(at(5_000)).toBe((1 / 4) * 20);
+    // This isolate's own calls in flight are not worked off: the heartbeat has not seen them.
+    const pending: RoutingStats = { pending: new Map([['busy', 2]]) };
+    expect(rankByScore([busy], { model: 'embed', from: pop('FRA') }, pending, 5_000)[0]!.queueMs).toBe(((2 + 1) / 4) * 20);
+  });
+
+  it('loadSince: the reported load less what the slots served since, never below 0', () => {
+    expect(loadSince(12, 4, 0, 20)).toBe(12);
+    expect(loadSince(12, 4, -50, 20)).toBe(12); // a heartbeat stamped after now (clocks apart): as reported
+    expect(loadSince(12, 4, 30, 20)).toBe(6);
+    expect(loadSince(12, 4, 1_000, 20)).toBe(0);
+    expect(loadSince(3, 0, 20, 20)).toBe(2); // no slots reported: one
+    // drainMsOf: the slowest warm model's p50, as a queue may hold any of them; the slowest of all when none is warm.
+    expect(drainMsOf({ models: [model({ p50Ms: 20 }), model({ name: 'chat', p50Ms: 300 })] })).toBe(300);
+    expect(drainMsOf({ models: [model({ p50Ms: 20 }), model({ name: 'chat', p50Ms: 300, warm: false })] })).toBe(20);
+    expect(drainMsOf({ models: [model({ p50Ms: 20, warm: false }), model({ name: 'chat', p50Ms: 300, warm: false })] })).toBe(300);
+    expect(drainMsOf({ models: [] })).toBe(1);
   });
 
   it('lets measured RTTs and measured latency override the geometric and heartbeat guesses', () => {

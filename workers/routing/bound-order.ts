@@ -5,7 +5,8 @@
  * for a candidate it has not measured (heartbeat p50, geometric RTT,
  * standing) whose heartbeat reported no load, with the measured RTT and the
  * lowest the service estimate can relax to for one it has, and the
- * heartbeat's load as it may stand at the order's end (it only falls). A request follows the books' change logs
+ * heartbeat's load as it may stand at the order's end (it only falls). A
+ * request follows the books' change logs
  * (routing/changes.ts) to move the few candidates measured since the last
  * request (`rebound`); rank.ts then scores candidates in bound order until
  * the next bound can no longer enter the top k: the cost is the candidates

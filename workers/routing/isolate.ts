@@ -46,7 +46,7 @@ export interface IsolateRouting extends RoutingStats {
 /** Hedges allowed per original request (see `IsolateRouting.hedges`). */
 export const HEDGE_BUDGET_RATIO = 0.1;
 
-/** Time constant of the service times' peak-EWMA that scoring reads, ms (docs/design.md "Scoring"; docs/benchmarks.md, "How long a slow answer counts"). */
+/** Time constant of the service times' peak-EWMA that scoring reads, ms (docs/design.md "Score"; docs/benchmarks.md, "How long a slow answer counts"). */
 export const SERVICE_PEAK_DECAY_MS = 2_000;
 
 export function createIsolateRouting(now: () => number = Date.now, onOutlier?: (event: OutlierEvent) => void): IsolateRouting {

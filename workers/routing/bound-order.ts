@@ -104,13 +104,13 @@ function boundAt(r: RankContext, order: BoundOrder, i: number, until: number): n
     load = backend.capacity.inFlight + backend.capacity.queued;
     slots = Math.max(1, backend.capacity.slots);
   }
-  // The load as it may stand at `until`, the least it can be in the order's span.
-  load = loadSince(load, slots, until - list.facts.lastSeen[i]!, list.facts.drainMs[i]!);
   const floor = physicalFloorMs(kmAt(r, i));
   const sample = order.rttOf[i]!;
   const rttMs = !Number.isNaN(sample) ? Math.max(floor, sample) : Math.max(floor, floor * r.inflation);
   const lowest = order.latencyOf[i]?.peak.lowestUntil(r.now, until, p50Ms);
   const serviceMs = lowest === undefined ? p50Ms : Math.max(0, lowest) * BOUND_SLACK;
+  // The load as it may stand at `until`, worked off at the lowest service time: the least it can be in the order's span.
+  load = loadSince(load, slots, until - list.facts.lastSeen[i]!, Math.max(list.facts.drainMs[i]!, serviceMs));
   const queueMs = ((load + order.pendingOf[i]! + 1) / slots) * serviceMs;
   return (rttMs + queueMs + serviceMs + (warm ? 0 : r.coldMs)) * penalty;
 }

@@ -53,7 +53,7 @@ function scoreAt(
   const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured);
   const { facts } = list;
   const slots = facts.slots[i]!;
-  const reported = loadSince(facts.load[i]!, slots, now - facts.lastSeen[i]!, facts.drainMs[i]!);
+  const reported = loadSince(facts.load[i]!, slots, now - facts.lastSeen[i]!, Math.max(facts.drainMs[i]!, serviceMs));
   const load = reported + (r.stats.pending?.size ? (r.stats.pending.get(backend.id) ?? 0) : 0);
   const queueMs = ((load + 1) / slots) * serviceMs;
   const coldMs = model.warm ? 0 : r.coldMs;

@@ -133,8 +133,11 @@ export function allowedRegions(pin: string | undefined, residency: ReadonlySet<s
 /**
  * A heartbeat's load (in flight + queued) as it may stand `ageMs` after the
  * heartbeat: less what the backend's `slots` can have served meanwhile, one
- * request per `drainMs` each (`drainMsOf`), never below 0. What others sent
- * since is not known here; this isolate's own sends are its `pending`.
+ * request per `drainMs` each, never below 0. Callers pass `drainMsOf`, or
+ * the service time this isolate measured when that is longer: the
+ * heartbeat's p50s set the pace only until the mesh has measured its own.
+ * What others sent since is not known here; this isolate's own sends are
+ * its `pending`.
  */
 export function loadSince(reported: number, slots: number, ageMs: number, drainMs: number): number {
   if (!(ageMs > 0)) return reported;
@@ -175,7 +178,7 @@ export function estimate(backend: BackendEntry, model: HeartbeatModel, ctx: Scor
   const measured = ctx.stats.latency?.get(backend.id, model.name)?.peak.value(ctx.now, model.p50Ms);
   const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured);
   const { slots, inFlight, queued } = backend.capacity;
-  const load = loadSince(inFlight + queued, slots, ctx.now - backend.lastSeen, drainMsOf(backend)) + (ctx.stats.pending?.get(backend.id) ?? 0);
+  const load = loadSince(inFlight + queued, slots, ctx.now - backend.lastSeen, Math.max(drainMsOf(backend), serviceMs)) + (ctx.stats.pending?.get(backend.id) ?? 0);
   const queueMs = ((load + 1) / Math.max(1, slots)) * serviceMs;
   const coldMs = model.warm
     ? 0

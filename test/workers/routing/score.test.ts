@@ -68,6 +68,12 @@ describe('rankByScore: expected time to a complete answer', () => {
     // This isolate's own calls in flight are not worked off: the heartbeat has not seen them.
     const pending: RoutingStats = { pending: new Map([['busy', 2]]) };
     expect(rankByScore([busy], { model: 'embed', from: pop('FRA') }, pending, 5_000)[0]!.queueMs).toBe(((2 + 1) / 4) * 20);
+    // A backend whose answers take longer than its heartbeat's p50 says works its queue off at the measured pace, not the claimed one.
+    const latency = new LatencyBook({ peak: { decayMs: 1e12 } });
+    latency.observe('busy', 'embed', 200, 0); // claims 20 ms, measured at 200
+    const slow = rankByScore([busy], { model: 'embed', from: pop('FRA') }, { latency }, 200)[0]!;
+    expect(slow.serviceMs).toBeCloseTo(200, 6);
+    expect(slow.queueMs).toBeCloseTo(((8 + 1) / 4) * 200, 6); // 4 served in 200 ms, not all 12
   });
 
   it('loadSince: the reported load less what the slots served since, never below 0', () => {

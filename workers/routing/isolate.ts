@@ -17,10 +17,13 @@ import type { RoutingStats } from './score.ts';
 export interface IsolateRouting extends RoutingStats {
   /**
    * Service time per (backend, model), as backends report it: what scoring
-   * uses. Its peak-EWMA decays in SERVICE_PEAK_DECAY_MS, not the 10 s of
-   * Finagle's default: a slow answer (a stall, a queue met) counts at once and
-   * is forgotten in a few seconds, so that one stall does not send a PoP's
-   * traffic away from its best backend for half a minute.
+   * uses. A plain EWMA with a time constant of SERVICE_DECAY_MS, not
+   * Finagle's peak (fast up, 10 s down): a peak follows the slowest recent
+   * answer, so the more often an isolate sends to a backend the slower that
+   * backend looked (the top of many samples, and any stall among them), and
+   * each PoP's traffic was pushed off its best backend. The mean is the same
+   * however often a backend is measured; a stall moves it by its share
+   * (docs/benchmarks.md, "A mean, not a peak").
    */
   latency: LatencyBook;
   /** Time to an answer per (backend, model), as the edge waited for it: what hedging waits on. */
@@ -46,12 +49,12 @@ export interface IsolateRouting extends RoutingStats {
 /** Hedges allowed per original request (see `IsolateRouting.hedges`). */
 export const HEDGE_BUDGET_RATIO = 0.1;
 
-/** Time constant of the service times' peak-EWMA that scoring reads, ms (docs/design.md "Score"; docs/benchmarks.md, "How long a slow answer counts"). */
-export const SERVICE_PEAK_DECAY_MS = 2_000;
+/** Time constant of the service times' EWMA that scoring reads, ms (docs/design.md "Score"; docs/benchmarks.md, "How long a slow answer counts"). */
+export const SERVICE_DECAY_MS = 2_000;
 
 export function createIsolateRouting(now: () => number = Date.now, onOutlier?: (event: OutlierEvent) => void): IsolateRouting {
   return {
-    latency: new LatencyBook({ histogram: false, peak: { decayMs: SERVICE_PEAK_DECAY_MS } }), // scoring reads its peak-EWMA only
+    latency: new LatencyBook({ histogram: false, peak: { decayMs: SERVICE_DECAY_MS, fastUp: false } }), // scoring reads its EWMA only
     answer: new LatencyBook(),
     ratios: new RatioBook(),
     rtt: new RttTable(),

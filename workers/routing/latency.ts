@@ -1,6 +1,7 @@
 /**
  * Latency memory per backend, as the edge measures it: a peak-EWMA (Finagle's
- * load metric: fast up, slow down) and a small decaying log-bucket histogram
+ * load metric: fast up, slow down; or, without the fast up, a plain EWMA of
+ * the mean) and a small decaying log-bucket histogram
  * for quantiles (p50, p95), kept per (backend, model) in a bounded book. Pure
  * data structures: every method takes `now`; nothing reads a clock.
  *
@@ -16,6 +17,13 @@ import { RecencyList, type Recent } from './recency.ts';
 export interface PeakEwmaOptions {
   /** Time constant of the decay toward lower samples, ms (default 10 s, Finagle's and Linkerd's). */
   decayMs?: number;
+  /**
+   * Whether a sample above the estimate replaces it at once (default true,
+   * Finagle's peak). False: every sample is averaged in with the same
+   * time-based weight, a plain EWMA that tracks the mean whatever the sample
+   * rate (what scoring reads, isolate.ts).
+   */
+  fastUp?: boolean;
 }
 
 export interface HistogramOptions {
@@ -41,6 +49,7 @@ export const DEFAULT_MAX_LATENCY_ENTRIES = 4096;
  * Peak-sensitive EWMA (Finagle's `PeakEwma`): a sample above the estimate
  * replaces it at once; a sample below pulls it down with weight
  * `1 - exp(-elapsed / decayMs)`, so the decay is set by time, not by sample rate.
+ * With `fastUp: false` a sample above is weighed the same way: a plain EWMA.
  *
  * @example
  * const e = new PeakEwma();
@@ -49,16 +58,18 @@ export const DEFAULT_MAX_LATENCY_ENTRIES = 4096;
  */
 export class PeakEwma {
   readonly #decayMs: number;
+  readonly #fastUp: boolean;
   #value: number | undefined;
   #stamp = 0;
 
   constructor(options: PeakEwmaOptions = {}) {
     this.#decayMs = options.decayMs ?? DEFAULT_PEAK_DECAY_MS;
+    this.#fastUp = options.fastUp ?? true;
   }
 
   /** Adds one sample taken at `now` (ms). */
   observe(sampleMs: number, now: number): void {
-    if (this.#value === undefined || sampleMs > this.#value) {
+    if (this.#value === undefined || (this.#fastUp && sampleMs > this.#value)) {
       this.#value = sampleMs;
     } else {
       const w = Math.exp(-Math.max(0, now - this.#stamp) / this.#decayMs);

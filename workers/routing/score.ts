@@ -9,8 +9,9 @@
  *
  * - rtt: `estimateRttMs` (geometry, or measured RTTs from this PoP);
  * - service: the heartbeat's p50 for the model, or, once this isolate has
- *   measured the backend, the peak-EWMA of its service times (what the
- *   backend says it spent, `server-timing: backend;dur`). Service and RTT are
+ *   measured the backend, the EWMA of its service times (what the backend
+ *   says it spent, `server-timing: backend;dur`; a mean, not Finagle's peak:
+ *   isolate.ts). Service and RTT are
  *   measured apart so that one is not mistaken for the other: a backend's
  *   service time is the same from every PoP, its RTT is not;
  * - queue wait: (load [the heartbeat's inFlight + queued, aged: `loadSince`]

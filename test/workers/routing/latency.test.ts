@@ -33,6 +33,23 @@ describe('PeakEwma', () => {
     expect(sparse.value(10_000)!).toBeCloseTo(dense.value(10_000)!, 0);
   });
 
+  it('without the fast up, weighs a sample above the estimate like one below: a plain EWMA of the mean', () => {
+    const e = new PeakEwma({ decayMs: 1_000, fastUp: false });
+    let t = 0;
+    // Answers of 10 and 30 ms in turn, every 10 ms: the estimate sits at their mean, not at the top.
+    for (; t < 10_000; t += 10) e.observe(t % 20 === 0 ? 10 : 30, t);
+    expect(e.value(t)!).toBeGreaterThan(19);
+    expect(e.value(t)!).toBeLessThan(21);
+    // One spike moves it by its time-weighted share only (10 ms of a 1 s constant: 1%).
+    e.observe(500, t);
+    expect(e.value(t)!).toBeLessThan(30);
+    // A lasting change is followed with the time constant: ~63% of the way after 1 s.
+    const changedAt = t;
+    for (t += 10; t <= changedAt + 1_000; t += 10) e.observe(60, t);
+    expect(e.value(t)!).toBeGreaterThan(20 + 40 * 0.55);
+    expect(e.value(t)!).toBeLessThan(20 + 40 * 0.75);
+  });
+
   it('relaxes toward a prior while no samples arrive, and costs estimate x (pending + 1)', () => {
     const e = new PeakEwma({ decayMs: 10_000 });
     e.observe(1_000, 0);

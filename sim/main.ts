@@ -4,8 +4,8 @@
  * report, included in docs/benchmarks.md by `npm run bench`) and the pictures
  * under docs/sim/ (a `--quick` run: under bench/results/sim/). `--quick` for
  * a few minutes; `--scale` also measures how the run time grows with
- * requests and with backends; `--rates a,b,...` runs the mesh policy again
- * at each arrival rate (the floor goal by load).
+ * requests and with backends; `--rates a,b,...` runs the mesh policy and the
+ * full-knowledge reference again at each arrival rate (the floor goal by load).
  */
 
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -177,7 +177,12 @@ async function main(): Promise<void> {
     loads = rates.map((ratePerSecond) => {
       const at = { ...config, ratePerSecond };
       const s = summarise(runPolicy(at, world, network, createPolicy('mesh'), progressBar(`mesh @ ${ratePerSecond}/s`), floors), world, at);
-      return { ratePerSecond, summary: { overall: s.overall, byModel: s.byModel, withinFloorShare: s.withinFloorShare, ...(s.busy ? { busy: s.busy } : {}) } };
+      const known = summarise(runPolicy(at, world, network, createPolicy('full-knowledge'), progressBar(`reference @ ${ratePerSecond}/s`), floors), world, at);
+      return {
+        ratePerSecond,
+        summary: { overall: s.overall, byModel: s.byModel, withinFloorShare: s.withinFloorShare, ...(s.busy ? { busy: s.busy } : {}) },
+        fullKnowledgeWithinFloorShare: known.withinFloorShare,
+      };
     });
   }
 

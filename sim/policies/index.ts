@@ -1,11 +1,12 @@
 /** Every policy the simulator compares, in the order the report shows them. */
 
 import { cloudPolicy } from './cloud.ts';
+import { fullKnowledgePolicy } from './full-knowledge.ts';
 import { meshPolicy } from './mesh.ts';
 import { naivePolicy } from './naive.ts';
 import type { Policy } from './policy.ts';
 
-export const POLICY_NAMES = ['cloud-us-east', 'cloud-nearest', 'random-node', 'nearest-node', 'mesh-no-hedge', 'mesh'] as const;
+export const POLICY_NAMES = ['cloud-us-east', 'cloud-nearest', 'random-node', 'nearest-node', 'mesh-no-hedge', 'mesh', 'full-knowledge'] as const;
 export type PolicyName = (typeof POLICY_NAMES)[number];
 
 /** A fresh policy (policies keep per-run state). */
@@ -23,6 +24,8 @@ export function createPolicy(name: PolicyName): Policy {
       return meshPolicy({ hedging: false });
     case 'mesh':
       return meshPolicy({ hedging: true });
+    case 'full-knowledge':
+      return fullKnowledgePolicy();
   }
 }
 

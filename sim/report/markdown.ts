@@ -21,6 +21,8 @@ export interface ScalePoint {
 export interface LoadPoint {
   ratePerSecond: number;
   summary: Pick<PolicySummary, 'overall' | 'byModel' | 'withinFloorShare' | 'busy'>;
+  /** The full-knowledge reference's users within 1.3x of the floor at the same rate, when it ran. */
+  fullKnowledgeWithinFloorShare?: number;
 }
 
 export interface SimReport {
@@ -69,11 +71,14 @@ export interface GoalVerdict {
 export function goals(summaries: readonly PolicySummary[], tails: { service?: readonly ServiceTail[]; floors?: readonly ServiceTail[] } = {}): GoalVerdict[] {
   const by = new Map(summaries.map((s) => [s.policy, s]));
   const mesh = by.get('mesh');
+  const reference = by.get('full-knowledge');
   const out: GoalVerdict[] = [];
   out.push({
     goal: 'median within 1.3x of the physical floor for 95% of users',
-    // The floor is each request's best backend idle: how busy the fleet was says how far that is from reach.
-    measured: mesh ? `${pct(mesh.withinFloorShare)} of users${mesh.busy ? ` (its fleet's slots ${pct(mesh.busy.fleet)} busy)` : ''}` : 'mesh not run',
+    // The floor is each request's best backend idle: how busy the fleet was, and what routing that knew everything reached, say how far that is from reach.
+    measured: mesh
+      ? `${pct(mesh.withinFloorShare)} of users${mesh.busy ? ` (its fleet's slots ${pct(mesh.busy.fleet)} busy)` : ''}${reference ? `; full knowledge (a reference): ${pct(reference.withinFloorShare)}` : ''}`
+      : 'mesh not run',
     met: mesh ? mesh.withinFloorShare >= 0.95 : undefined,
   });
   out.push({
@@ -251,15 +256,18 @@ export function simMarkdown(report: SimReport): string {
       '',
     );
     const models = report.loads[0]!.summary.byModel.map((m) => m.model);
-    lines.push(row(['requests/s', 'slots busy', 'p50 / p99', ...models.map((m) => `${m} p50 / p99`), 'users within 1.3x of the floor']));
-    lines.push(align(models.length + 4));
-    for (const { ratePerSecond, summary: s } of report.loads) {
+    const reference = report.loads.some((l) => l.fullKnowledgeWithinFloorShare !== undefined);
+    lines.push(row(['requests/s', 'slots busy', 'p50 / p99', ...models.map((m) => `${m} p50 / p99`), 'users within 1.3x of the floor', ...(reference ? ['the same, full knowledge (a reference)'] : [])]));
+    lines.push(align(models.length + 4 + (reference ? 1 : 0)));
+    for (const { ratePerSecond, summary: s, fullKnowledgeWithinFloorShare: known } of report.loads) {
       const busy = s.busy ? `${pct(s.busy.fleet)} (${pct(s.busy.cloud)}, ${pct(s.busy.site)})` : '-';
       const model = (name: string) => {
         const m = s.byModel.find((x) => x.model === name);
         return m ? `${ms(m.p50)} / ${ms(m.p99)}` : '-';
       };
-      lines.push(row([ratePerSecond.toLocaleString('en-US'), busy, `${ms(s.overall.p50)} / ${ms(s.overall.p99)}`, ...models.map(model), pct(s.withinFloorShare)]));
+      lines.push(
+        row([ratePerSecond.toLocaleString('en-US'), busy, `${ms(s.overall.p50)} / ${ms(s.overall.p99)}`, ...models.map(model), pct(s.withinFloorShare), ...(reference ? [known === undefined ? '-' : pct(known)] : [])]),
+      );
     }
     lines.push('');
   }

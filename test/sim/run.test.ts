@@ -17,7 +17,7 @@ const oneDies = (mode: 'refusing' | 'hanging', requests: number, ratePerSecond: 
 describe('one simulation run', () => {
   it('gives one user next to one idle backend its physical floor plus the edge overhead, for every policy through the PoP', () => {
     const config = quietConfig();
-    for (const policy of ['mesh', 'mesh-no-hedge', 'nearest-node', 'random-node'] as const) {
+    for (const policy of ['mesh', 'mesh-no-hedge', 'nearest-node', 'random-node', 'full-knowledge'] as const) {
       const r = run(config, policy);
       expect(count(r.flags, FAILED)).toBe(0);
       for (let i = 0; i < r.requests; i++) expect(r.latency[i]).toBeCloseTo(r.floor[i]! + config.edge.overheadMs, 3);
@@ -100,6 +100,19 @@ describe('one simulation run', () => {
     const hedged = run(config, 'mesh');
     expect(count(hedged.flags, FAILED)).toBe(0);
     expect(waited(hedged.latency)).toBeLessThan(waited(plain.latency));
+  });
+
+  it('with full knowledge, queues a request only when every slot is taken (the reference the mesh is measured against)', () => {
+    // Three sites of 4 slots at the user's city (within a few km: under 0.1 ms apart); at 300 requests/s of 12 ms about 3.6 slots
+    // are busy on average: one site alone often queues, all twelve are rarely taken at once.
+    const base = quietConfig({ requests: 3_000, ratePerSecond: 300, sites: 3 });
+    const config = { ...base, sites: { ...base.sites, slotsMin: 4, slotsMax: 4 } };
+    const waited = (r: ReturnType<typeof run>) => r.latency.reduce((n, ms, i) => n + (ms > r.floor[i]! + config.edge.overheadMs + 0.5 ? 1 : 0), 0);
+    const known = run(config, 'full-knowledge');
+    expect(count(known.flags, FAILED)).toBe(0);
+    expect(waited(known)).toBeLessThanOrEqual(3);
+    // The nearest node, always the same one, makes many wait behind its four slots.
+    expect(waited(run(config, 'nearest-node'))).toBeGreaterThan(300);
   });
 
   it('makes a naive policy pay a cold start where the model is not warm, and the mesh route around it', () => {

@@ -50,6 +50,10 @@ describe('the simulator report', () => {
     const withFloors = goals([summary('mesh', 60, 130, 100, 0.9)], { service: [{ model: 'embed', p50: 12, p99: 31, ratio: 31 / 12 }], floors: [{ model: 'embed', p50: 36, p99: 83, ratio: 83 / 36 }] });
     expect(withFloors[1]!.measured).toBe('embed 2.2x (its service times alone: 2.6x; its floors: 2.3x)');
     expect(goals([summary('mesh', 60, 130, 100, 0.9)], { floors: [{ model: 'embed', p50: 36, p99: 83, ratio: 83 / 36 }] })[1]!.measured).toBe('embed 2.2x (its floors: 2.3x)');
+    // Beside the floor share, what routing that knew every queue reached on the same arrivals; it judges nothing.
+    const known = goals([summary('mesh', 60, 130, 100, 0.5), summary('full-knowledge', 55, 120, 90, 0.93)]);
+    expect(known[0]!.measured).toBe('50.0% of users; full knowledge (a reference): 93.0%');
+    expect(known[0]!.met).toBe(false);
   });
 
   it('shows every policy, the essay beside them, the goals and the pictures', () => {
@@ -106,6 +110,10 @@ describe('the simulator report', () => {
     expect(md).toContain('| requests/s | slots busy | p50 / p99 | embed p50 / p99 | users within 1.3x of the floor |');
     expect(md).toContain('| 1,000 | 1.8% (4.2%, 1.0%) | 71 ms / 213 ms | 71 ms / 213 ms | 95.0% |');
     expect(md).toContain('| 20,000 | - | 86 ms / 258 ms | 86 ms / 258 ms | 15.1% |');
+    // With the full-knowledge reference at each rate, its share beside the mesh's.
+    const withReference = simMarkdown({ ...report, loads: report.loads!.map((l, i) => ({ ...l, fullKnowledgeWithinFloorShare: [0.99, 0.9][i]! })) });
+    expect(withReference).toContain('| users within 1.3x of the floor | the same, full knowledge (a reference) |');
+    expect(withReference).toContain('| 20,000 | - | 86 ms / 258 ms | 86 ms / 258 ms | 15.1% | 90.0% |');
     const { loads: _, ...without } = report;
     expect(simMarkdown(without)).not.toContain('floor goal by load');
   });

@@ -24,7 +24,7 @@ import { buildWorld, loadCities } from './world.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const USAGE = 'usage: npm run sim -- [--quick] [--requests N] [--rate R] [--seed S] [--sites N] [--isolates N] [--policies a,b] [--scale] [--rates R1,R2,...]';
-/** Most arrival rates one `--rates` may ask for (each is a run of the mesh policy). */
+/** Most arrival rates one `--rates` may ask for (each is a run of the mesh policy and one of the reference). */
 const MAX_RATES = 12;
 
 function fail(message: string): never {

@@ -107,7 +107,7 @@ function boundAt(r: RankContext, order: BoundOrder, i: number, until: number): n
   const floor = physicalFloorMs(kmAt(r, i));
   const sample = order.rttOf[i]!;
   const rttMs = !Number.isNaN(sample) ? Math.max(floor, sample) : Math.max(floor, floor * r.inflation);
-  const lowest = order.latencyOf[i]?.peak.lowestUntil(r.now, until, p50Ms);
+  const lowest = order.latencyOf[i]?.ewma.lowestUntil(r.now, until, p50Ms);
   const serviceMs = lowest === undefined ? p50Ms : Math.max(0, lowest) * BOUND_SLACK;
   // The load as it may stand at `until`, worked off at the lowest service time: the least it can be in the order's span.
   load = loadSince(load, slots, until - list.facts.lastSeen[i]!, Math.max(list.facts.drainMs[i]!, serviceMs));

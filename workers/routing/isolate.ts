@@ -54,7 +54,7 @@ export const SERVICE_DECAY_MS = 2_000;
 
 export function createIsolateRouting(now: () => number = Date.now, onOutlier?: (event: OutlierEvent) => void): IsolateRouting {
   return {
-    latency: new LatencyBook({ histogram: false, peak: { decayMs: SERVICE_DECAY_MS, fastUp: false } }), // scoring reads its EWMA only
+    latency: new LatencyBook({ histogram: false, ewma: { decayMs: SERVICE_DECAY_MS, fastUp: false } }), // scoring reads its EWMA only
     answer: new LatencyBook(),
     ratios: new RatioBook(),
     rtt: new RttTable(),

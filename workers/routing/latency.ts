@@ -32,8 +32,9 @@ export interface HistogramOptions {
 }
 
 export interface LatencyOptions {
-  peak?: PeakEwmaOptions;
-  /** The quantile histogram's options; false for none (a book only scoring reads needs the peak-EWMA alone). */
+  /** The (peak-)EWMA's options. */
+  ewma?: PeakEwmaOptions;
+  /** The quantile histogram's options; false for none (a book only scoring reads needs the EWMA alone). */
   histogram?: HistogramOptions | false;
   /** At most this many (backend, model) entries are kept; the least recently observed goes first (default 4096). */
   maxEntries?: number;
@@ -182,17 +183,18 @@ export class DecayingHistogram {
 
 /** What the edge knows of one backend's latency for one model. */
 export class LatencyStats {
-  readonly peak: PeakEwma;
+  /** A peak-EWMA, or a plain EWMA with `fastUp: false`. */
+  readonly ewma: PeakEwma;
   /** Absent when the book keeps none (`LatencyOptions.histogram: false`). */
   readonly histogram: DecayingHistogram | undefined;
 
   constructor(options: LatencyOptions = {}) {
-    this.peak = new PeakEwma(options.peak);
+    this.ewma = new PeakEwma(options.ewma);
     this.histogram = options.histogram === false ? undefined : new DecayingHistogram(options.histogram);
   }
 
   observe(sampleMs: number, now: number): void {
-    this.peak.observe(sampleMs, now);
+    this.ewma.observe(sampleMs, now);
     this.histogram?.observe(sampleMs, now);
   }
 }

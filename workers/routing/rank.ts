@@ -49,7 +49,7 @@ function scoreAt(
   const sample = rtt === null ? r.measuredRtt?.get(backend.id) : Number.isNaN(rtt) ? undefined : rtt;
   const rttMs = sample !== undefined ? Math.max(floor, sample) : Math.max(floor, floor * r.inflation);
   const stats = latency === null ? r.measuredService?.get(backend.id) : latency || undefined;
-  const measured = stats?.peak.value(now, model.p50Ms);
+  const measured = stats?.ewma.value(now, model.p50Ms);
   const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured);
   const { facts } = list;
   const slots = facts.slots[i]!;

@@ -176,7 +176,7 @@ export function estimate(backend: BackendEntry, model: HeartbeatModel, ctx: Scor
   const o = ctx.options ?? {};
   const locate = o.locate ?? backendLocation;
   const rttMs = estimateRttMs(ctx.from, backend, ctx.stats.rtt, { inflation: o.inflation, locate });
-  const measured = ctx.stats.latency?.get(backend.id, model.name)?.peak.value(ctx.now, model.p50Ms);
+  const measured = ctx.stats.latency?.get(backend.id, model.name)?.ewma.value(ctx.now, model.p50Ms);
   const serviceMs = measured === undefined ? model.p50Ms : Math.max(0, measured);
   const { slots, inFlight, queued } = backend.capacity;
   const load = loadSince(inFlight + queued, slots, ctx.now - backend.lastSeen, Math.max(drainMsOf(backend), serviceMs)) + (ctx.stats.pending?.get(backend.id) ?? 0);

@@ -5,7 +5,7 @@ describe('createIsolateRouting', () => {
   it('scores a backend it sends to often at the mean of its service times, not at the slowest recent one', () => {
     const clock = { t: 0 };
     const routing = createIsolateRouting(() => clock.t);
-    const service = (now: number) => routing.latency.get('b1', 'embed')!.peak.value(now, 10)!;
+    const service = (now: number) => routing.latency.get('b1', 'embed')!.ewma.value(now, 10)!;
     // The PoP's best backend, answered every 20 ms: 8 and 12 ms in turn (mean 10), one in 50 stalled at 10x (mean 11.8).
     let highest = 0;
     for (let n = 0; clock.t < 20_000; clock.t += 20, n++) {
@@ -25,13 +25,13 @@ describe('createIsolateRouting', () => {
       const slowFrom = clock.t;
       let last = slowFrom;
       for (; clock.t <= slowFrom + 3 * SERVICE_DECAY_MS; clock.t += everyMs) routing.latency.observe('b1', 'embed', 50, (last = clock.t));
-      expect(routing.latency.get('b1', 'embed')!.peak.value(last, 10)!).toBeGreaterThan(45);
+      expect(routing.latency.get('b1', 'embed')!.ewma.value(last, 10)!).toBeGreaterThan(45);
     }
   });
 
   it('relaxes toward the heartbeat p50 while the isolate sends elsewhere', () => {
     const routing = createIsolateRouting(() => 0);
     routing.latency.observe('b1', 'embed', 40, 0);
-    expect(routing.latency.get('b1', 'embed')!.peak.value(3 * SERVICE_DECAY_MS, 10)!).toBeLessThan(12);
+    expect(routing.latency.get('b1', 'embed')!.ewma.value(3 * SERVICE_DECAY_MS, 10)!).toBeLessThan(12);
   });
 });

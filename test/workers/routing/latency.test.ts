@@ -88,8 +88,8 @@ describe('LatencyBook', () => {
     const book = new LatencyBook({ maxEntries: 2 });
     book.observe('a', 'embed', 10, 0);
     book.observe('a', 'clf', 30, 0);
-    expect(book.get('a', 'embed')!.peak.value(0)).toBe(10);
-    expect(book.get('a', 'clf')!.peak.value(0)).toBe(30);
+    expect(book.get('a', 'embed')!.ewma.value(0)).toBe(10);
+    expect(book.get('a', 'clf')!.ewma.value(0)).toBe(30);
     book.observe('a', 'embed', 12, 1); // 'a/embed' is now the most recent
     book.observe('b', 'embed', 50, 2);
     expect(book.get('a', 'clf')).toBeUndefined();

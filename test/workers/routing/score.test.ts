@@ -69,7 +69,7 @@ describe('rankByScore: expected time to a complete answer', () => {
     const pending: RoutingStats = { pending: new Map([['busy', 2]]) };
     expect(rankByScore([busy], { model: 'embed', from: pop('FRA') }, pending, 5_000)[0]!.queueMs).toBe(((2 + 1) / 4) * 20);
     // A backend whose answers take longer than its heartbeat's p50 says works its queue off at the measured pace, not the claimed one.
-    const latency = new LatencyBook({ peak: { decayMs: 1e12 } });
+    const latency = new LatencyBook({ ewma: { decayMs: 1e12 } });
     latency.observe('busy', 'embed', 200, 0); // claims 20 ms, measured at 200
     const slow = rankByScore([busy], { model: 'embed', from: pop('FRA') }, { latency }, 200)[0]!;
     expect(slow.serviceMs).toBeCloseTo(200, 6);

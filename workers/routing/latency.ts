@@ -15,7 +15,7 @@ import { ChangeLog } from './changes.ts';
 import { RecencyList, type Recent } from './recency.ts';
 
 export interface PeakEwmaOptions {
-  /** Time constant of the decay toward lower samples, ms (default 10 s, Finagle's and Linkerd's). */
+  /** Time constant of the decay toward lower samples (with `fastUp: false`, toward any sample), ms (default 10 s, Finagle's and Linkerd's). */
   decayMs?: number;
   /**
    * Whether a sample above the estimate replaces it at once (default true,

@@ -4,11 +4,19 @@
  * Isolates with the same snapshot then spread their picks instead of all
  * herding onto the single best backend, and load that builds on one backend
  * (its expected time rises) moves picks elsewhere. The randomness is injected.
+ *
+ * No draw when the best leads the next by more than its `crowdMs`: what one
+ * more request sent there first (another isolate's, unseen) would add to it.
+ * Even after such a collision the best would still be the better, so a draw
+ * would only cost the request the difference (docs/benchmarks.md, "The best
+ * without a draw, when a collision cannot cost it the lead").
  */
 
 /** Anything with an expected time: `Scored` from score.ts. */
 export interface Costed {
   expectedMs: number;
+  /** What one more request ahead of this one would add to `expectedMs`, ms (score.ts: its service time over its slots); absent: always drawn. */
+  crowdMs?: number;
 }
 
 export interface P2cOptions {
@@ -58,6 +66,8 @@ export function pickAttempts<T extends Costed>(ranked: readonly T[], random: () 
     const ready = ranked.filter((c) => !heldBack(c));
     if (ready.length > 0) return [...pickAttempts(ready, random, options), ...ranked.filter(heldBack)];
   }
+  const [best, next] = ranked;
+  if (best?.crowdMs !== undefined && next && next.expectedMs - best.expectedMs > best.crowdMs) return [...ranked];
   const pool = p2cPool(ranked, options);
   if (pool.length < 2) return [...ranked];
   const i = index(random, pool.length);

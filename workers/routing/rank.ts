@@ -60,7 +60,7 @@ function scoreAt(
   const expectedMs = (rttMs + queueMs + serviceMs + coldMs) * penalty;
   // Ejection is a filter like those above; asked last, as it is the one that costs a lookup.
   if ((admit && !admit(expectedMs, model.warm, backend.id, i)) || r.stats.ejected?.isEjected(backend.id, now)) return undefined;
-  return { backend, model, warm: model.warm, distanceKm, rttMs, queueMs, serviceMs, coldMs, expectedMs };
+  return { backend, model, warm: model.warm, distanceKm, rttMs, queueMs, serviceMs, coldMs, expectedMs, crowdMs: (serviceMs / slots) * penalty };
 }
 
 /** The shapes an origin was ranked for, each with its order key. */

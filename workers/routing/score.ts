@@ -109,6 +109,8 @@ export interface Scored {
   coldMs: number;
   /** (rttMs + queueMs + serviceMs + coldMs) x the provider's penalty factor: the ranking key. */
   expectedMs: number;
+  /** What one more request ahead of this one would add to `expectedMs`: serviceMs / slots x the penalty factor (the queue term's + 1; p2c.ts). */
+  crowdMs: number;
 }
 
 /** Everything `estimate` reads besides the backend. */
@@ -181,6 +183,7 @@ export function estimate(backend: BackendEntry, model: HeartbeatModel, ctx: Scor
   const { slots, inFlight, queued } = backend.capacity;
   const load = loadSince(inFlight + queued, slots, ctx.now - backend.lastSeen, Math.max(drainMsOf(backend), serviceMs)) + (ctx.stats.pending?.get(backend.id) ?? 0);
   const queueMs = ((load + 1) / Math.max(1, slots)) * serviceMs;
+  const factor = o.penalties?.get(backend.provider) ?? 1;
   const coldMs = model.warm
     ? 0
     : Math.max(
@@ -196,6 +199,7 @@ export function estimate(backend: BackendEntry, model: HeartbeatModel, ctx: Scor
     queueMs,
     serviceMs,
     coldMs,
-    expectedMs: (rttMs + queueMs + serviceMs + coldMs) * (o.penalties?.get(backend.provider) ?? 1),
+    expectedMs: (rttMs + queueMs + serviceMs + coldMs) * factor,
+    crowdMs: (serviceMs / Math.max(1, slots)) * factor,
   };
 }

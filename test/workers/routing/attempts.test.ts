@@ -14,6 +14,7 @@ const candidate = (id: string): Scored => ({
   serviceMs: 20,
   coldMs: 0,
   expectedMs: 21,
+  crowdMs: 20,
 });
 
 function setup(ids: string[], options: { hedging?: boolean } = {}) {

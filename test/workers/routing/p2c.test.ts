@@ -84,6 +84,36 @@ describe('power of two choices', () => {
     expect(pickAttempts([] as Scored[], Math.random)).toEqual([]);
   });
 
+  it('takes the best without a draw when one more request ahead of it could not cost it the lead', () => {
+    const c = (id: string, expectedMs: number, crowdMs?: number) => ({ backend: { id }, expectedMs, ...(crowdMs === undefined ? {} : { crowdMs }) });
+    // Draws that would pick 'b' (index 1 of three, then index 1 of the other two: 'c'; 'b' is cheaper).
+    const draws = () => {
+      const d = [0.5, 0.6];
+      return () => d.shift()!;
+    };
+    // 'a' leads 'b' by 10 ms; one more request on 'a' adds 3 ms: 'a' stays the better after a collision, so it is taken.
+    expect(ids(pickAttempts([c('a', 10, 3), c('b', 20), c('c', 21)], draws()))).toEqual(['a', 'b', 'c']);
+    // One more request on 'a' would add 15 ms (a slow model on few slots): a collision could cost it the lead, so P2C draws.
+    expect(ids(pickAttempts([c('a', 10, 15), c('b', 20), c('c', 21)], draws()))).toEqual(['b', 'a', 'c']);
+    // A lead of exactly the collision's cost is drawn too; without crowdMs, always drawn.
+    expect(ids(pickAttempts([c('a', 10, 10), c('b', 20), c('c', 21)], draws()))).toEqual(['b', 'a', 'c']);
+    expect(ids(pickAttempts([c('a', 10), c('b', 20), c('c', 21)], draws()))).toEqual(['b', 'a', 'c']);
+    // A held-back best is still never first.
+    expect(ids(pickAttempts([c('dead', 1, 0.1), c('a', 10, 3), c('b', 20)], draws(), {}, (x) => x.backend.id === 'dead'))[0]).not.toBe('dead');
+  });
+
+  it('scores what one more request ahead would add: the service time over the slots, times the penalty', () => {
+    const list = [
+      backend('small', 'eu-west', { provider: 'penalised', capacity: { slots: 2, inFlight: 0, queued: 0 } }),
+      backend('large', 'eu-west', { capacity: { slots: 16, inFlight: 3, queued: 5 } }),
+    ];
+    const ranked = rankByScore(list, { model: 'embed', from }, {}, 0, { penalties: new Map([['penalised', 2]]) });
+    const of = (id: string) => ranked.find((x) => x.backend.id === id)!;
+    // The load already there does not change it: the next request's cost is one service time shared by the slots.
+    expect(of('large').crowdMs).toBeCloseTo(of('large').serviceMs / 16, 9);
+    expect(of('small').crowdMs).toBeCloseTo((of('small').serviceMs / 2) * 2, 9);
+  });
+
   it('tries held-back candidates after every other, never first, unless all are held back', () => {
     const c = (id: string, expectedMs: number) => ({ backend: { id }, expectedMs });
     const ranked = [c('dead', 9), c('a', 10), c('b', 12), c('far', 200)];

@@ -6,6 +6,8 @@
  * stated once; docs/benchmarks.md lists them with the results.
  */
 
+import { POP_BOOK_EXCHANGE_MS } from '../workers/routing/pop-book.ts';
+
 export interface ModelSpec {
   name: string;
   /** Share of the requests. */
@@ -95,6 +97,12 @@ export interface SimConfig {
      * less; 1 (the default) is the best-informed mesh.
      */
     isolatesPerPop: number;
+    /**
+     * How often each isolate exchanges service times with its PoP's book
+     * (workers/routing/pop-book.ts), ms; 0: the isolates of a PoP share
+     * nothing.
+     */
+    popBookExchangeMs: number;
     backendTtlMs: number;
     timeoutMs: number;
     /** The edge's own time per request (auth, receipt), ms. */
@@ -128,6 +136,6 @@ export const DEFAULT_CONFIG: SimConfig = {
       { name: 'mobile', share: 0.3, ms: 35 },
     ],
   },
-  edge: { snapshotRefreshMs: 1_000, snapshotPublishMs: 100, heartbeatMs: 2_000, isolatesPerPop: 1, backendTtlMs: 10_000, timeoutMs: 15_000, overheadMs: 1 },
+  edge: { snapshotRefreshMs: 1_000, snapshotPublishMs: 100, heartbeatMs: 2_000, isolatesPerPop: 1, popBookExchangeMs: POP_BOOK_EXCHANGE_MS, backendTtlMs: 10_000, timeoutMs: 15_000, overheadMs: 1 },
   prices: { cloudSlotHour: 0.5, siteSlotHour: 0.25 },
 };

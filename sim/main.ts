@@ -23,7 +23,7 @@ import { floorTails, serviceTails } from './tails.ts';
 import { buildWorld, loadCities } from './world.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const USAGE = 'usage: npm run sim -- [--quick] [--requests N] [--rate R] [--seed S] [--sites N] [--isolates N] [--policies a,b] [--scale] [--rates R1,R2,...]';
+const USAGE = 'usage: npm run sim -- [--quick] [--requests N] [--rate R] [--seed S] [--sites N] [--isolates N] [--pop-book MS] [--policies a,b] [--scale] [--rates R1,R2,...]';
 /** Most arrival rates one `--rates` may ask for (each is a run of the mesh policy and one of the reference). */
 const MAX_RATES = 12;
 
@@ -78,6 +78,7 @@ const OPTIONS = {
   seed: { type: 'string' },
   sites: { type: 'string' },
   isolates: { type: 'string' },
+  'pop-book': { type: 'string' },
   policies: { type: 'string' },
   scale: { type: 'boolean' },
   rates: { type: 'string' },
@@ -107,7 +108,12 @@ async function main(): Promise<void> {
     requests: positive('requests', values.requests, quick ? 200_000 : DEFAULT_CONFIG.requests, 1e8),
     ratePerSecond: positive('rate', values.rate, DEFAULT_CONFIG.ratePerSecond, 1e7),
     sites: { ...DEFAULT_CONFIG.sites, count: positive('sites', values.sites, DEFAULT_CONFIG.sites.count, 100_000) },
-    edge: { ...DEFAULT_CONFIG.edge, isolatesPerPop: positive('isolates', values.isolates, DEFAULT_CONFIG.edge.isolatesPerPop, 64) },
+    edge: {
+      ...DEFAULT_CONFIG.edge,
+      isolatesPerPop: positive('isolates', values.isolates, DEFAULT_CONFIG.edge.isolatesPerPop, 64),
+      // 0: the isolates of a PoP share nothing (the comparison in docs/benchmarks.md, "One service book per PoP").
+      popBookExchangeMs: values['pop-book'] === '0' ? 0 : positive('pop-book', values['pop-book'], DEFAULT_CONFIG.edge.popBookExchangeMs, 60_000),
+    },
   };
   const rates = values.rates === undefined ? undefined : values.rates.split(',').map((r) => positive('rates', r.trim(), 0, 1e7));
   if (rates && (rates.length === 0 || rates.length > MAX_RATES)) fail(`--rates takes 1 to ${MAX_RATES} rates, got ${rates.length}`);
@@ -199,6 +205,7 @@ async function main(): Promise<void> {
       sites: world.backends.filter((b) => b.kind === 'site').length,
       models: config.models.map((m) => `${m.name} (${Math.round(m.share * 100)}%, ${m.serviceMs} ms)`).join(', '),
       ...(config.edge.isolatesPerPop > 1 ? { isolatesPerPop: config.edge.isolatesPerPop } : {}),
+      ...(config.edge.popBookExchangeMs !== DEFAULT_CONFIG.edge.popBookExchangeMs ? { popBookExchangeMs: config.edge.popBookExchangeMs } : {}),
     },
     summaries,
     serviceTails: serviceTails(config),

@@ -8,7 +8,10 @@
  * first picked by power of two choices (p2c.ts), then attempts as
  * routing/attempts.ts decides them (retry budget, one hedge at the backend's
  * p95, outlier ejection), learning latency and RTT from each answer as
- * inference/run.ts does. Demand goes to the directory for warm placement.
+ * inference/run.ts does. The isolates of a PoP share their service times
+ * through the PoP's book (routing/pop-book.ts), each exchanging with it at
+ * most every `popBookExchangeMs`, as inference/service-exchange.ts does with
+ * the Cache API. Demand goes to the directory for warm placement.
  */
 
 import type { BackendEntry } from '../../workers/directory/backend.ts';
@@ -16,6 +19,7 @@ import { nearestRegion } from '../../workers/geo/regions.ts';
 import { AttemptPlan, type Attempt } from '../../workers/routing/attempts.ts';
 import { createIsolateRouting, type IsolateRouting } from '../../workers/routing/isolate.ts';
 import { pickAttempts } from '../../workers/routing/p2c.ts';
+import { PopBook, ServiceOutbox } from '../../workers/routing/pop-book.ts';
 import { rankIndexed } from '../../workers/routing/rank.ts';
 import { buildRoutingIndex, type RoutingIndex } from '../../workers/routing/snapshot-index.ts';
 import { backendLocation, type RttOrigin } from '../../workers/routing/rtt.ts';
@@ -33,6 +37,10 @@ interface Isolate {
   index: RoutingIndex | undefined;
   at: number;
   regionSizes: Map<string, number>;
+  /** Service times not yet added to the PoP's book. */
+  outbox: ServiceOutbox;
+  /** When it last exchanged with the PoP's book. */
+  exchangedAt: number;
 }
 
 /** What the simulator attaches to each attempt. */
@@ -43,6 +51,8 @@ interface Call {
 
 export function meshPolicy(options: { hedging: boolean }): Policy {
   const isolates = new Map<number, Isolate>();
+  /** Each PoP's service book, by PoP index: the store its isolates share (the Cache API in production). */
+  const popBooks = new Map<number, PopBook>();
   let byId = new Map<string, number>();
   // One index per published snapshot, shared by the isolates that took it: room for every isolate's geometry and orders
   // (each isolate is its own origin to it, below). Its backends per region likewise (what each isolate's attempt plans ask of it).
@@ -76,6 +86,8 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
         index: undefined,
         at: Number.NEGATIVE_INFINITY,
         regionSizes: new Map(),
+        outbox: new ServiceOutbox(),
+        exchangedAt: Number.NEGATIVE_INFINITY,
       };
       isolates.set(key, iso);
     }
@@ -84,6 +96,15 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
       iso.snapshot = ctx.directory.snapshot(now);
       ({ index: iso.index, regionSizes: iso.regionSizes } = published(iso.snapshot, per));
       iso.at = now;
+    }
+    const every = ctx.config.edge.popBookExchangeMs;
+    if (every > 0 && now - iso.exchangedAt >= every) {
+      // The exchange is instant here; in production it is a Cache API read and write after a response.
+      let book = popBooks.get(pop);
+      if (!book) popBooks.set(pop, (book = new PopBook()));
+      book.add(iso.outbox.drain(), now);
+      book.applyTo(iso.routing.latency, iso.exchangedAt);
+      iso.exchangedAt = now;
     }
     return iso;
   };
@@ -124,6 +145,7 @@ export function meshPolicy(options: { hedging: boolean }): Policy {
         const ms = events.now - sentAt;
         routing.answer.observe(id, model, ms, events.now);
         routing.latency.observe(id, model, outcome.backendMs, events.now);
+        if (config.edge.popBookExchangeMs > 0) iso.outbox.note(id, model, outcome.backendMs, events.now);
         routing.rtt.observe(iso.origin.code!, id, Math.max(0, ms - outcome.backendMs));
         plan.learn(attempt, ms);
         // An honest provider's attestation verifies: the success that resets its failures (inference/attestation.ts).

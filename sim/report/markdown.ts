@@ -31,7 +31,8 @@ export interface SimReport {
   requestsPerPolicy: number;
   ratePerSecond: number;
   /** `isolatesPerPop`: the mesh's isolates per PoP, when more than one. */
-  world: { pops: number; cities: number; cloudBackends: number; sites: number; models: string; isolatesPerPop?: number };
+  /** `popBookExchangeMs`: how often the mesh's isolates exchange with their PoP's service book, when not the default (0: never). */
+  world: { pops: number; cities: number; cloudBackends: number; sites: number; models: string; isolatesPerPop?: number; popBookExchangeMs?: number };
   summaries: PolicySummary[];
   /** Per model, p99 / p50 of the world's service times alone (sim/tails.ts): the p99 goal's reference. */
   serviceTails?: ServiceTail[];
@@ -112,12 +113,18 @@ export function goals(summaries: readonly PolicySummary[], tails: { service?: re
   return out;
 }
 
+/** The header's note on the PoP's service book, when the run did not use the default exchange. */
+function popBookNote(everyMs: number | undefined): string {
+  if (everyMs === undefined) return '';
+  return everyMs === 0 ? ' (no service book shared per PoP)' : ` (the PoP's service book exchanged every ${everyMs} ms)`;
+}
+
 export function simMarkdown(report: SimReport): string {
   const { summaries } = report;
   const lines: string[] = [];
   lines.push(
     `\`${report.command}\`: seed ${report.seed}, ${report.requestsPerPolicy.toLocaleString('en-US')} requests per policy at ${report.ratePerSecond.toLocaleString('en-US')} requests/s, ` +
-      `${report.world.pops} PoPs${(report.world.isolatesPerPop ?? 1) > 1 ? ` (the mesh: ${report.world.isolatesPerPop} isolates each)` : ''}, users from ${report.world.cities.toLocaleString('en-US')} cities by population, ` +
+      `${report.world.pops} PoPs${(report.world.isolatesPerPop ?? 1) > 1 ? ` (the mesh: ${report.world.isolatesPerPop} isolates each)` : ''}${popBookNote(report.world.popBookExchangeMs)}, users from ${report.world.cities.toLocaleString('en-US')} cities by population, ` +
       `${report.world.cloudBackends} cloud-region backends and ${report.world.sites} sites; models ${report.world.models}. Run time ${report.wallS.toFixed(0)} s.`,
     '',
   );

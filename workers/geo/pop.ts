@@ -33,6 +33,12 @@ function knownPop(code: string, simulated: boolean): Pop | undefined {
   return pop;
 }
 
+/** The data centre the runtime ran the request in (`cf.colo`), whatever PoP `x-mesh-dev-colo` simulates; `unknown` without one. */
+export function runtimeColo(request: Request): string {
+  const colo = (request as { cf?: IncomingRequestCfProperties }).cf?.colo;
+  return typeof colo === 'string' ? colo : UNKNOWN_COLO;
+}
+
 /** Resolves the PoP of a request. Unknown dev colo: 400. No location at all: lat/lon 0. */
 export function resolvePop(request: Request, dev: boolean): Pop {
   if (dev) {

@@ -33,12 +33,13 @@ import { signingKeys } from '../keys.ts';
 import type { BackendEntry } from '../directory/backend.ts';
 import { flushRtt, noteRtt } from '../directory/rtt-report.ts';
 import { scheduleProbes } from '../directory/probes.ts';
-import { resolvePop } from '../geo/pop.ts';
+import { resolvePop, runtimeColo } from '../geo/pop.ts';
 import { signReceipt } from './receipts.ts';
 import { admit, settle } from '../account/admission.ts';
 import { recordReceipt } from '../settlement/record.ts';
 import { AttemptPlan, type Attempt } from '../routing/attempts.ts';
 import { isolateRouting } from '../routing/isolate.ts';
+import { noteService, serviceExchangeTask } from './service-exchange.ts';
 import type { Scored } from '../routing/score.ts';
 import type { Snapshot } from '../directory/snapshot.ts';
 
@@ -177,6 +178,10 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       // Service time as the backend reports it, and the network's share (the rest of the wait) per PoP.
       if (result.backendMs === undefined) return;
       routing.latency.observe(backend.id, call.model, result.backendMs, Date.now());
+      // And for the book the data centre's isolates share, exchanged after the response at most once a second (service-exchange.ts).
+      noteService(backend.id, call.model, result.backendMs);
+      const exchange = serviceExchangeTask(runtimeColo(c.req.raw));
+      if (exchange) later.push(exchange);
       const rttMs = Math.max(0, result.ms - result.backendMs);
       if (!pop.simulated) routing.rtt.observe(pop.code, backend.id, rttMs);
       // For proof of location, after the response (directory/rtt-report.ts); simulated PoPs only when LOCATION_SIMULATED_POPS says so.

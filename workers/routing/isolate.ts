@@ -1,8 +1,9 @@
 /**
  * One isolate's routing memory, shared by every request it serves: measured
  * latencies and RTTs, its own calls in flight, ejected backends, the retry
- * budget and the backends' rejection baseline. Nothing here is shared with other isolates or persisted; each
- * isolate learns on its own, as Envoy and Finagle clients do.
+ * budget and the backends' rejection baseline. Nothing here is persisted, and each isolate learns on its
+ * own, as Envoy and Finagle clients do, but for one thing: the service times, which the isolates of a PoP
+ * also exchange through the PoP's book (pop-book.ts).
  */
 
 import { ChangeLog } from './changes.ts';

@@ -80,6 +80,18 @@ export class PeakEwma {
   }
 
   /**
+   * Takes `valueMs` as the estimate as of `stamp`, when that is no older than
+   * the last sample: an estimate made elsewhere from these samples and more
+   * (the PoP's book, pop-book.ts). Returns whether it was taken.
+   */
+  adopt(valueMs: number, stamp: number): boolean {
+    if (this.#value !== undefined && stamp < this.#stamp) return false;
+    this.#value = valueMs;
+    this.#stamp = stamp;
+    return true;
+  }
+
+  /**
    * The estimate at `now`; undefined before any sample (or `prior` when given).
    * With a `prior`, an estimate that no sample refreshes relaxes toward it with
    * the same time constant, so a backend penalised by one spike and then
@@ -233,6 +245,23 @@ export class LatencyBook {
 
   /** Records one dispatch's edge-measured time to its answer. */
   observe(backendId: string, model: string, sampleMs: number, now: number): void {
+    this.#entry(backendId, model).observe(sampleMs, now);
+    this.changes.note(model, backendId);
+  }
+
+  /**
+   * Takes `valueMs` as the (peak-)EWMA of `backendId` for `model` as of
+   * `stamp` (`PeakEwma.adopt`), unless the book holds a later sample; the
+   * histogram, if any, is left alone. Returns whether it was taken.
+   */
+  adopt(backendId: string, model: string, valueMs: number, stamp: number): boolean {
+    if (!this.#entry(backendId, model).ewma.adopt(valueMs, stamp)) return false;
+    this.changes.note(model, backendId);
+    return true;
+  }
+
+  /** The entry of (backend, model), made (and the oldest evicted at the bound) when there is none; now the most recent. */
+  #entry(backendId: string, model: string): LatencyStats {
     let row = this.#rows.get(model);
     let entry = row?.get(backendId);
     if (entry) {
@@ -248,8 +277,7 @@ export class LatencyBook {
       stats.set(backendId, entry.stats);
       this.#recency.add(entry);
     }
-    entry.stats.observe(sampleMs, now);
-    this.changes.note(model, backendId);
+    return entry.stats;
   }
 
   /** Drops the least recently observed entry. */

@@ -83,7 +83,34 @@ describe('DecayingHistogram', () => {
   });
 });
 
+describe('PeakEwma.adopt', () => {
+  it('takes an estimate made elsewhere as of its time, unless it holds a later sample, and relaxes from there', () => {
+    const e = new PeakEwma({ decayMs: 2_000, fastUp: false });
+    expect(e.adopt(30, 1_000)).toBe(true);
+    expect(e.value(1_000)).toBe(30);
+    expect(e.value(3_000, 10)).toBeCloseTo(10 + 20 / Math.E, 9);
+    e.observe(50, 1_500);
+    expect(e.adopt(90, 1_400)).toBe(false);
+    expect(e.value(1_500)).toBeCloseTo(30 * Math.exp(-0.25) + 50 * (1 - Math.exp(-0.25)), 9);
+    expect(e.adopt(90, 1_500)).toBe(true);
+    expect(e.value(1_500)).toBe(90);
+  });
+});
+
 describe('LatencyBook', () => {
+  it('adopts an estimate into a new or held entry and notes the change, and notes nothing when it refuses one', () => {
+    const book = new LatencyBook({ histogram: false, ewma: { fastUp: false } });
+    const seq = book.changes.seq;
+    expect(book.adopt('a', 'embed', 30, 100)).toBe(true);
+    expect(book.forModel('embed')!.get('a')!.ewma.value(100)).toBe(30);
+    book.observe('a', 'embed', 10, 200);
+    expect(book.adopt('a', 'embed', 99, 150)).toBe(false);
+    expect(book.changes.seq).toBe(seq + 2);
+    const seen: string[] = [];
+    book.changes.since(seq, 'embed', (id) => seen.push(id));
+    expect(seen).toEqual(['a', 'a']);
+  });
+
   it('keeps stats per (backend, model) and drops the least recently observed beyond its bound', () => {
     const book = new LatencyBook({ maxEntries: 2 });
     book.observe('a', 'embed', 10, 0);

@@ -25,7 +25,10 @@ export class ServiceExchange {
   readonly outbox = new ServiceOutbox();
   readonly #open: () => Promise<Cache>;
   readonly #everyMs: number;
+  /** When the last exchange began. */
   #last = Number.NEGATIVE_INFINITY;
+  /** When the last exchange that read the book began: the next takes what changed since. */
+  #readAt = Number.NEGATIVE_INFINITY;
   #running = false;
 
   constructor(options: { open?: () => Promise<Cache>; everyMs?: number } = {}) {
@@ -52,7 +55,6 @@ export class ServiceExchange {
   async exchange(pop: string, book: LatencyBook, now: number = Date.now()): Promise<number | undefined> {
     if (!this.due(now)) return undefined;
     this.#running = true;
-    const since = this.#last;
     this.#last = now;
     const samples = this.outbox.drain();
     try {
@@ -65,7 +67,9 @@ export class ServiceExchange {
       const shared = parsed ?? new PopBook();
       shared.add(samples, now);
       await cache.put(key, new Response(shared.serialize(), { headers: { 'content-type': 'application/json', 'cache-control': `max-age=${BOOK_MAX_AGE_S}` } }));
-      return shared.applyTo(book, since);
+      const fed = shared.applyTo(book, this.#readAt);
+      this.#readAt = now;
+      return fed;
     } catch (err) {
       console.warn(`service book: exchange for ${pop} failed: ${(err as Error).message}`);
       return undefined;

@@ -85,6 +85,23 @@ describe('the service exchange', () => {
     expect(x.due(1_000 + POP_BOOK_EXCHANGE_MS)).toBe(true);
   });
 
+  it('gives, after a failed exchange, what changed since the last one that read the book', async () => {
+    vi.spyOn(console, 'warn').mockImplementation(() => {});
+    const pop = 'XA5';
+    let failing = false;
+    const x = new ServiceExchange({ open: () => (failing ? Promise.reject(new Error('down')) : caches.open('mesh-routing')) });
+    const other = new ServiceExchange();
+    const book = scoring();
+    expect(await x.exchange(pop, book, 1_000)).toBe(0);
+    other.note('b9', 'embed', 7, 1_400);
+    expect(await other.exchange(pop, scoring(), 1_500)).toBe(1);
+    failing = true;
+    expect(await x.exchange(pop, book, 2_000)).toBeUndefined();
+    failing = false;
+    expect(await x.exchange(pop, book, 3_000)).toBe(1);
+    expect(book.get('b9', 'embed')!.ewma.value(1_400)).toBe(7);
+  });
+
   it('puts the service time of an answer the app served in its data centre\'s book, after the response', async () => {
     await fakeBackends(['book-a']);
     while (!isolateServiceExchange.due()) await scheduler.wait(50);

@@ -179,10 +179,13 @@ describe('optimistic verification with real processes', () => {
     const bound = Math.ceil(Math.log(0.0001) / Math.log(1 - s * LIE_RATE)); // 99.99% detection
     const sent: string[] = [];
     let proven: Summary | undefined;
-    while (!proven && sent.length < bound) {
+    // The bound counts the liar's answers: on a loaded machine the edge may send some requests to the honest backend.
+    let byRogue = 0;
+    while (!proven && byRogue < bound && sent.length < 3 * bound) {
       const a = await infer();
       expect(a.status, a.body.slice(0, 200)).toBe(200);
       sent.push(a.claims!.jti);
+      if (a.backend === ROGUE) byRogue++;
       if (sent.length % 10 === 0) proven = (await disputes(HOSTILE)).find((d) => d.verdict === 'proven');
     }
     proven ??= await until('a proven dispute', 10_000, async () => (await disputes(HOSTILE)).find((d) => d.verdict === 'proven'));
@@ -199,7 +202,7 @@ describe('optimistic verification with real processes', () => {
     expect((await disputes()).filter((d) => d.accused !== null && d.accused !== HOSTILE)).toEqual([]);
     const p = (k: number) => (1 - (1 - s * LIE_RATE) ** k).toFixed(3);
     console.log(
-      `[verification] lie rate f=${LIE_RATE}, sample rate s=${s}: detected after ${detectedAfter} requests (P(detect within n) = 1-(1-sf)^n: ${p(detectedAfter)} at n=${detectedAfter}, 0.95 at n=${Math.ceil(Math.log(0.05) / Math.log(1 - s * LIE_RATE))}, 0.9999 at n=${bound}); ${state.perturbed} of its ${state.infer} answers so far were lies`,
+      `[verification] lie rate f=${LIE_RATE}, sample rate s=${s}: detected after ${detectedAfter} requests, ${byRogue} of those sent answered by the liar (P(detect within n) = 1-(1-sf)^n: ${p(detectedAfter)} at n=${detectedAfter}, 0.95 at n=${Math.ceil(Math.log(0.05) / Math.log(1 - s * LIE_RATE))}, 0.9999 at n=${bound}); ${state.perturbed} of its ${state.infer} answers so far were lies`,
     );
   }, 180_000);
 

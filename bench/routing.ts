@@ -19,7 +19,11 @@
  * PoP after it (which fills that PoP's geometry), are reported apart. Every
  * request's new answer is checked against the old one's first 8 before
  * anything is timed. A script, not a test: per-decision medians over batches,
- * and their ratio. Method and figures: docs/benchmarks.md.
+ * and their ratio. Then what one exchange with the PoP's service book costs
+ * an isolate (routing/pop-book.ts, once a second after a response): the book
+ * read back, one isolate's second of samples added, written out, and what
+ * changed taken into the isolate's book, at 100 entries and at the bound.
+ * Method and figures: docs/benchmarks.md.
  *
  * Env: BENCH_ROUTING_SIZES (10,1000,10000), BENCH_ROUTING_MODELS (8 model
  * names; each backend announces 1 to 3), BENCH_ROUTING_MEASURED (256: the
@@ -37,6 +41,7 @@ import { POPS, popLocation } from '../workers/geo/pops.ts';
 import { PendingCalls, trackPending } from '../workers/routing/isolate.ts';
 import { LatencyBook } from '../workers/routing/latency.ts';
 import { pickAttempts } from '../workers/routing/p2c.ts';
+import { MAX_POP_BOOK_ENTRIES, PopBook, type OutboxEntry } from '../workers/routing/pop-book.ts';
 import { RttTable, type RttOrigin } from '../workers/routing/rtt.ts';
 import type { RoutingStats, ScoreOptions, ScoreRequest, Scored } from '../workers/routing/score.ts';
 import { rankIndexed } from '../workers/routing/rank.ts';
@@ -154,6 +159,30 @@ function timeBatch(decide: (i: number) => unknown, n: number): number {
   return ((performance.now() - t0) * 1_000) / n; // us per decision
 }
 
+/**
+ * One exchange with a PoP's book of `entries` (backend, model) pairs, as
+ * inference/service-exchange.ts runs it: parse, add 64 pairs of one
+ * isolate's second, serialize, and apply what changed to the isolate's book.
+ */
+function exchangeCost(entries: number, batches: number, batchMs: number): { entries: number; chars: number; exchangeUs: number } {
+  const modelOf = (i: number) => `model-${i % 8}`;
+  const stored = new PopBook();
+  stored.add(Array.from({ length: entries }, (_, i): OutboxEntry => ({ backend: `backend-${i}`, model: modelOf(i), sumMs: 40 + (i % 9), count: 4, lastAt: NOW })), NOW);
+  const text = stored.serialize();
+  const mine = new LatencyBook({ histogram: false, ewma: { fastUp: false } });
+  const second = Array.from({ length: 64 }, (_, i): OutboxEntry => ({ backend: `backend-${i * 3}`, model: modelOf(i * 3), sumMs: 50, count: 5, lastAt: NOW + 500 }));
+  const exchange = (i: number) => {
+    const book = PopBook.parse(text)!;
+    book.add(second, NOW + 1_000 + i);
+    book.serialize();
+    return book.applyTo(mine, NOW + 999);
+  };
+  const n = calibrate(exchange, batchMs);
+  const us: number[] = [];
+  for (let b = 0; b < batches; b++) us.push(timeBatch(exchange, n));
+  return { entries, chars: text.length, exchangeUs: median(us) };
+}
+
 const same = (a: readonly Scored[], b: readonly Scored[]) =>
   a.length === b.length && a.every((c, i) => c.backend === b[i]!.backend && c.expectedMs === b[i]!.expectedMs && c.model === b[i]!.model);
 
@@ -237,7 +266,10 @@ async function main(): Promise<void> {
       `| ${r.backends.toLocaleString('en')} | ${r.candidatesPerRequest} | ${r.oldUs.toFixed(2)} | ${r.newUs.toFixed(2)} | ${r.ratio.toFixed(1)}x | ${r.learningUs.toFixed(2)} | ${r.buildMs.toFixed(3)} | ${r.firstDecisionUs.toFixed(1)} |`,
     );
   }
-  await writeResults('routing.json', { node: process.version, models, measured, pop: POP, batches, batchMs, rows }, log);
+  const popBook = [100, MAX_POP_BOOK_ENTRIES].map((entries) => exchangeCost(entries, batches, batchMs));
+  log('');
+  for (const e of popBook) log(`the PoP's service book, ${e.entries} entries (${e.chars} characters): ${e.exchangeUs.toFixed(0)} us per exchange`);
+  await writeResults('routing.json', { node: process.version, models, measured, pop: POP, batches, batchMs, rows, popBook }, log);
 }
 
 await main();

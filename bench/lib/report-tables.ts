@@ -314,7 +314,16 @@ function renderRouting(r: unknown): string {
       ['r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
       rows,
     ),
+    ...popBookLine(r),
   ].join('\n');
+}
+
+/** bench:routing's line on the PoP's service book, when its results have one (older ones do not). */
+function popBookLine(r: unknown): string[] {
+  const book = (r as { popBook?: unknown }).popBook;
+  if (!Array.isArray(book) || book.length === 0) return [];
+  const parts = book.map((e) => `${fmt(num(e, 'entries'), 0)} entries (${fmt(num(e, 'chars'), 0)} characters): ${fmt(num(e, 'exchangeUs'), 0)} us`);
+  return ['', `One exchange with the PoP's service book (read back, one isolate's 64 pairs added, written out, what changed taken; once a second per isolate, after a response): ${parts.join('; ')}.`];
 }
 
 /** The renderers of the benches whose results are JSON (the sim's fragment is markdown: report.ts). */

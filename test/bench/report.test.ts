@@ -208,6 +208,17 @@ describe('renderReport', () => {
     expect(clean).toContain("full: each bench's default settings");
   });
 
+  it('adds bench:routing\'s line on the PoP\'s service book when its results have one, and nothing when older ones do not', () => {
+    const popBook = [
+      { entries: 100, chars: 4609, exchangeUs: 56.2 },
+      { entries: 1024, chars: 48061, exchangeUs: 413.4 },
+    ];
+    const md = renderReport(RUN, [ok('routing', { ...ROUTING, popBook })], {});
+    expect(md).toContain("One exchange with the PoP's service book");
+    expect(md).toContain('100 entries (4,609 characters): 56 us; 1,024 entries (48,061 characters): 413 us.');
+    expect(renderReport(RUN, [ok('routing', ROUTING)], {})).not.toContain("PoP's service book");
+  });
+
   it('renders each bench\'s table with the figures of its results', () => {
     const md = renderReport(RUN, [ok('backend', BACKEND), ok('edge', EDGE), ok('routing', ROUTING)], {});
     expect(md).toContain('| 10,000 | 2,507 | 4,290.72 | 35.35 | **121.4x** | 19.60 | 31.618 | 2,587.1 |');

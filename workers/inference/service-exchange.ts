@@ -3,8 +3,9 @@
  * service times this isolate measured are kept in its outbox, and at most
  * every POP_BOOK_EXCHANGE_MS, after a response (in `waitUntil`), it reads the
  * PoP's book from the Cache API (one per data centre, shared by the
- * isolates there), adds its outbox, writes the book back and feeds what the
- * other isolates measured into its own scoring book. No request waits on it;
+ * isolates there), adds its outbox, writes the book back and takes the
+ * PoP's mean of what changed since as its own estimate (`PopBook.applyTo`),
+ * what the other isolates measured included. No request waits on it;
  * a failed read or write costs the PoP's book one isolate's second of
  * samples, never the isolate's own book, which has them already.
  */
@@ -15,7 +16,7 @@ import { POP_BOOK_EXCHANGE_MS, PopBook, ServiceOutbox } from '../routing/pop-boo
 
 /** The named cache that holds the PoP's book. */
 const CACHE_NAME = 'mesh-routing';
-/** The book's key, per PoP code (a simulated PoP's apart from the real one's). */
+/** The book's key, per data centre (the runtime's colo). */
 const KEY_ORIGIN = 'https://service-book.mesh.invalid/';
 /** How long the store keeps a book no isolate writes, s: longer than its entries last (about nine decay constants). */
 const BOOK_MAX_AGE_S = 60;
@@ -47,10 +48,10 @@ export class ServiceExchange {
   }
 
   /**
-   * Reads `pop`'s book, adds the outbox, writes it back and feeds what
-   * changed since the last exchange into `book`. Resolves with how many
-   * entries it fed, or undefined when it did not run (not due) or failed
-   * (logged); never rejects.
+   * Reads `pop`'s book, adds the outbox, writes it back and gives `book`
+   * what changed since the last exchange that read it. Resolves with how
+   * many entries `book` took, or undefined when it did not run (not due) or
+   * failed (logged); never rejects.
    */
   async exchange(pop: string, book: LatencyBook, now: number = Date.now()): Promise<number | undefined> {
     if (!this.due(now)) return undefined;

@@ -220,7 +220,7 @@ async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<
   throw new Error(`${what}: not ready after ${timeoutMs} ms${last ? ` (${String(last)})` : ''}`);
 }
 
-/** Starts the whole local mesh and resolves when every backend is registered and warm. */
+/** Starts the whole local mesh and resolves when every backend is registered and warm, and the edge routes by it. */
 export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
   const log = opts.log ?? ((line: string) => console.log(line));
   const dir = opts.dir ?? path.join(ROOT, '.mesh');
@@ -354,16 +354,37 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
     }
     log(`[mesh] ${backends.length} backends starting; waiting until each is registered and warm`);
 
-    await waitFor('backends', readyTimeoutMs, async () => {
-      const res = await fetch(`${edgeUrl}/admin/backends`, { headers: { authorization: `Bearer ${adminToken}` } });
-      if (!res.ok) return undefined;
-      const { backends: known } = (await res.json()) as { backends: { id: string; ready: boolean; models: { warm: boolean }[] }[] };
-      const warm = new Set(known.filter((b) => b.ready && b.models.length > 0 && b.models.every((m) => m.warm)).map((b) => b.id));
-      return backends.every((b) => warm.has(b.id)) ? true : undefined;
-    }, () => {
+    const isDead = () => {
       const dead = backends.find((b) => b.process && b.process.exitCode !== null);
       return dead ? `backend ${dead.id} exited with code ${dead.process!.exitCode}` : edge.exitCode !== null ? 'wrangler dev exited' : undefined;
-    });
+    };
+    type Known = { id: string; region: string; ready: boolean; models: { name: string; warm: boolean }[] };
+    const known = await waitFor('backends', readyTimeoutMs, async () => {
+      const res = await fetch(`${edgeUrl}/admin/backends`, { headers: { authorization: `Bearer ${adminToken}` } });
+      if (!res.ok) return undefined;
+      const { backends: known } = (await res.json()) as { backends: Known[] };
+      const warm = new Set(known.filter((b) => b.ready && b.models.length > 0 && b.models.every((m) => m.warm)).map((b) => b.id));
+      return backends.every((b) => warm.has(b.id)) ? known : undefined;
+    }, isDead);
+    // The directories know; the edge isolate routes by its snapshot, refreshed in the background a request after it
+    // is SNAPSHOT_REFRESH_MS old (workers/directory/snapshot.ts). Ready once it lists a model of every region's
+    // backends as warm there (GET /v1/models pinned to the region; it lists only offered models, and a pipeline's
+    // stages are not), so that a test's first request is routed as the directories say.
+    const expected = new Map<string, Set<string>>();
+    for (const b of known.filter((k) => backends.some((r) => r.id === k.id))) {
+      const models = expected.get(b.region) ?? new Set<string>();
+      for (const m of b.models) models.add(m.name);
+      expected.set(b.region, models);
+    }
+    await waitFor('the edge\'s routing snapshot', readyTimeoutMs, async () => {
+      for (const [region, models] of expected) {
+        const res = await fetch(`${edgeUrl}/v1/models`, { headers: { authorization: `Bearer ${consumerKey}`, 'x-mesh-region': region } });
+        if (!res.ok) throw new Error(`GET /v1/models in ${region}: ${res.status} ${await res.text()}`);
+        const listed = new Set(((await res.json()) as { data: { id: string }[] }).data.map((m) => m.id));
+        if (![...models].some((m) => listed.has(m))) throw new Error(`the edge lists none of ${[...models].join(', ')} as warm in ${region} yet`);
+      }
+      return true;
+    }, isDead);
 
     const localJson = path.join(dir, 'local.json');
     const info = {

@@ -22,6 +22,8 @@ export interface RequestFacts {
   provider?: string;
   /** Backend calls made for the answer: first try, retries and the hedge. */
   attempts?: number;
+  /** The backends called, in the order they were sent to (the first choice first); at most the attempts' bound. */
+  tried?: string[];
   /** What the answer cache did (docs/api.md section 2.13): `hit`, `miss` or `bypass`, as `x-mesh-cache` says. */
   cache?: 'hit' | 'miss' | 'bypass';
   /** The jti of the receipt the answer carries. */

@@ -59,6 +59,8 @@ export interface RequestRecord {
   backend?: string;
   provider?: string;
   attempts?: number;
+  /** The backends called, in the order they were sent to: the first choice, then retries and the hedge. */
+  tried?: string[];
   cache?: 'hit' | 'miss' | 'bypass';
   receipt?: string;
   /** The error code the response carries, if any. */
@@ -125,6 +127,7 @@ function recordOf(c: Context<AppEnv>, id: string, facts: RequestFacts, latencyMs
     backend: opt(facts.backend),
     provider: opt(facts.provider),
     attempts: facts.attempts,
+    tried: facts.tried?.map(bounded),
     cache: facts.cache,
     receipt: facts.receipt,
     error: opt(error),

@@ -206,6 +206,7 @@ describe('an inference, observed', () => {
       backend: 'obs-ok',
       provider: 'prov-obs-ok',
       attempts: 1,
+      tried: ['obs-ok'],
       cache: 'miss',
       receipt: receipt.jti,
     });
@@ -268,6 +269,8 @@ describe('an inference, observed', () => {
     const [record] = requestLines(errors);
     expect(record).toMatchObject({ level: 'error', status: res.status, error: error.code, model: 'embed', pop: 'FRA', attempts: seen.length });
     expect(seen.length).toBeGreaterThanOrEqual(1);
+    // Every backend called (the fake answers for all of them), named in the order they were called.
+    expect(record!.tried).toEqual(seen.map((r) => new URL(r.url).hostname.replace(/\.test$/, '')));
     expect(record!.receipt).toBeUndefined();
     expect(written).toHaveLength(1);
     expect(written[0]!.doubles).toEqual([res.status, record!.latency_ms, seen.length]);

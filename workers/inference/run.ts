@@ -217,6 +217,7 @@ export async function runInference(c: Context<AppEnv>, call: InferenceCall): Pro
       if (pair.kind === 'rejected') return rejection(pair.result, pair.backend, facts);
       const { first, second } = pair;
       facts.attempts = 2;
+      facts.tried = [first.backend.id, second.backend.id];
       learn(first.backend, first.result);
       learn(second.backend, second.result);
       served = servedBy(first.backend, first.result, check);
@@ -385,6 +386,7 @@ async function attempt(
   const send = (a: Attempt<Running> | undefined): void => {
     if (!a) return;
     facts.attempts = (facts.attempts ?? 0) + 1;
+    (facts.tried ??= []).push(a.candidate.backend.id);
     const controller = new AbortController();
     const settled = dispatch(a.candidate.backend, {
       ...req,

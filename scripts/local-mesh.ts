@@ -203,6 +203,9 @@ async function kill(child: ChildProcess | undefined, graceMs = 5000): Promise<vo
   clearTimeout(timer);
 }
 
+/** How often startMesh starts a backend again on another random port, when its own was taken before it listened. */
+const RELAUNCHES = 3;
+
 async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, isDead?: () => string | undefined): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
@@ -227,10 +230,10 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
   const specs = opts.backends ?? DEFAULT_BACKENDS;
   const readyTimeoutMs = opts.readyTimeoutMs ?? 120_000;
   const base = opts.backendPortBase ?? Number(process.env.BACKEND_PORT_BASE ?? 9101);
-  // Every port this mesh takes at random, in one go, so that no two are the same.
-  const [inspectorPort, randomPort, ...randomBackendPorts] = await freePorts(2 + (base === 0 ? specs.length : 0));
+  // The edge's ports at random, in one go, so that no two are the same. A backend's is chosen just before it starts
+  // (below): chosen here, wrangler's own sockets had seconds to take it first.
+  const [inspectorPort, randomPort] = await freePorts(2);
   const port = opts.port === 0 ? randomPort! : (opts.port ?? Number(process.env.MESH_PORT ?? 8787));
-  const backendPorts = base === 0 ? randomBackendPorts : specs.map((_, i) => base + i);
   const edgeUrl = `http://127.0.0.1:${port}`;
   const children: ChildProcess[] = [];
   let stopping = false;
@@ -291,6 +294,13 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
     const consumerKey = await issue('local-consumer', 'consumer');
 
     const backends: RunningBackend[] = [];
+    /** Backend processes that failed to listen because their port was taken (EADDRINUSE). */
+    const portTaken = new WeakSet<ChildProcess>();
+    const closed = new WeakSet<ChildProcess>();
+    /** How each backend starts again on another random port; how often it has. */
+    const relaunch = new Map<RunningBackend, () => Promise<void>>();
+    const relaunched = new Map<RunningBackend, number>();
+    let relaunchFailed: unknown;
     for (const [i, spec] of specs.entries()) {
       const region = regionById(spec.region);
       if (!region) throw new Error(`backend ${spec.id}: unknown region ${spec.region}`);
@@ -301,18 +311,13 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
         body: JSON.stringify({ id: spec.provider, publicJwk: pair.publicJwk }),
       });
       if (!admitted.ok) throw new Error(`admitting ${spec.provider} failed: ${admitted.status} ${await admitted.text()}`);
-      const bport = backendPorts[i]!;
-      const url = `http://127.0.0.1:${bport}`;
-      const publicUrl = opts.publicUrl ? await opts.publicUrl(spec, bport) : url;
-      const env = {
+      const backendEnv = {
         ...process.env,
         PATH: `${BIN}:${process.env.PATH}`,
         BACKEND_ID: spec.id,
         PROVIDER_ID: spec.provider,
         PROVIDER_KEY: JSON.stringify(pair.privateJwk),
         HOST: '127.0.0.1',
-        PORT: String(bport),
-        PUBLIC_URL: publicUrl,
         REGION: spec.region,
         EDGE_URL: edgeUrl,
         MESH_ISSUER: edgeUrl,
@@ -324,24 +329,29 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
       };
       const backend: RunningBackend = {
         ...spec,
-        url,
-        port: bport,
-        publicUrl,
+        url: '',
+        port: 0,
+        publicUrl: '',
         process: undefined,
         async start() {
           const child = spawn(process.execPath, [path.join(ROOT, 'gpu-backend', 'src', 'main.ts')], {
             cwd: ROOT,
-            env,
+            env: { ...backendEnv, PORT: String(backend.port), PUBLIC_URL: backend.publicUrl },
             stdio: ['ignore', 'pipe', 'pipe'],
             detached: true,
           });
           children.push(child);
           backend.process = child;
           // The backend prefixes its own lines with `[backend <id>]`.
-          pipeLines(child, '', log);
+          pipeLines(child, '', (line) => {
+            if (line.includes('EADDRINUSE')) portTaken.add(child);
+            log(line);
+          });
           child.once('exit', (code, sig) => {
             if (!stopping && backend.process === child) log(`[mesh] backend ${spec.id} exited (${sig ?? code})`);
           });
+          // Exited, and its last lines read (an EADDRINUSE among them).
+          child.once('close', () => closed.add(child));
         },
         async stop(hard = false) {
           const child = backend.process;
@@ -349,14 +359,37 @@ export async function startMesh(opts: MeshOptions = {}): Promise<LocalMesh> {
           if (child) await kill(child, hard ? 0 : 10_000);
         },
       };
-      await backend.start();
+      /** Starts it on `bport` (its PORT and PUBLIC_URL). */
+      const launch = async (bport: number) => {
+        backend.port = bport;
+        backend.url = `http://127.0.0.1:${bport}`;
+        backend.publicUrl = opts.publicUrl ? await opts.publicUrl(spec, bport) : backend.url;
+        await backend.start();
+      };
+      // A random port is free when chosen, not when the backend binds it after loading its models: another socket
+      // (an outgoing connection's ephemeral port) may take it meanwhile. Then it starts again on another (isDead).
+      relaunch.set(backend, async () => launch(await freePort()));
+      await launch(base === 0 ? await freePort() : base + i);
       backends.push(backend);
     }
     log(`[mesh] ${backends.length} backends starting; waiting until each is registered and warm`);
 
     const isDead = () => {
-      const dead = backends.find((b) => b.process && b.process.exitCode !== null);
-      return dead ? `backend ${dead.id} exited with code ${dead.process!.exitCode}` : edge.exitCode !== null ? 'wrangler dev exited' : undefined;
+      if (relaunchFailed !== undefined) return `a backend could not start again: ${String(relaunchFailed)}`;
+      for (const b of backends) {
+        const child = b.process;
+        if (!child || !closed.has(child)) continue;
+        const times = relaunched.get(b) ?? 0;
+        if (base === 0 && portTaken.has(child) && times < RELAUNCHES) {
+          relaunched.set(b, times + 1);
+          log(`[mesh] backend ${b.id}: port ${b.port} was taken before it listened; starting it on another`);
+          b.process = undefined;
+          relaunch.get(b)!().catch((err: unknown) => (relaunchFailed = err));
+          continue;
+        }
+        return `backend ${b.id} exited with code ${child.exitCode}`;
+      }
+      return edge.exitCode !== null ? 'wrangler dev exited' : undefined;
     };
     type Known = { id: string; region: string; ready: boolean; models: { name: string; warm: boolean }[] };
     const known = await waitFor('backends', readyTimeoutMs, async () => {

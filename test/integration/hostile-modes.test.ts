@@ -3,7 +3,9 @@
  * (issue 13): one honest backend (fra-1, eu-west) and one hostile identity,
  * ready alone in ap-northeast, reached by entering at its PoP (NRT,
  * `x-mesh-dev-colo`). Every request asks `x-mesh-verify: none`, so the edge
- * never re-executes: what is checked is the harness itself.
+ * never re-executes: what is checked is the harness itself. And each is
+ * pinned to its PoP's region, so that a hedge (which on loopback may beat
+ * the nearer backend) never brings the other provider's answer.
  * - `perturb`: answers wrong by `perturbValue` in one element, yet served
  *   with a receipt whose attestation verifies (only re-execution can tell);
  * - `float-noise`: answers within the relative FLOAT_NOISE of the honest
@@ -85,9 +87,12 @@ interface Answer {
   attestation: AttestationClaims;
 }
 
+/** The region each PoP this file enters at is pinned to. */
+const REGION_OF: Record<string, string> = { FRA: 'eu-west', NRT: 'ap-northeast' };
+
 /**
- * One `embed` request for one text entering at `pop`, with `x-mesh-verify: none`, computed by a backend (`no-store`:
- * not from the PoP's answer cache); checks its receipt and attestation.
+ * One `embed` request for one text entering at `pop`, pinned to its region, with `x-mesh-verify: none`, computed by
+ * a backend (`no-store`: not from the PoP's answer cache); checks its receipt and attestation.
  */
 async function ask(pop: string, text: string): Promise<Answer> {
   const m = mesh();
@@ -97,6 +102,7 @@ async function ask(pop: string, text: string): Promise<Answer> {
       authorization: `Bearer ${m.consumerKey}`,
       'content-type': 'application/json',
       'x-mesh-dev-colo': pop,
+      'x-mesh-region': REGION_OF[pop]!,
       'x-mesh-verify': 'none',
       'cache-control': 'no-store',
     },

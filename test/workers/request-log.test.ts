@@ -2,8 +2,9 @@
  * Every request observed (docs/api.md section 2.12), in workerd: an
  * `x-request-id` on every response, errors included, never the client's;
  * one JSON log line per request with what the request path learnt (key id,
- * model, PoP, who answered, attempts, cache, receipt, error code) and never
- * a key, token or input; the same request id sent to the backend; one data
+ * model, PoP, who answered, attempts and the backends tried, cache, receipt,
+ * error code) and never a key, token or input; the same request id sent to
+ * the backend; one data
  * point per request in the `MESH_ANALYTICS` dataset (Miniflare's local
  * binding, its `writeDataPoint` observed), and none of it failing a request
  * when the dataset is missing or throws. The backend is a FAKE answering
@@ -275,5 +276,20 @@ describe('an inference, observed', () => {
     expect(written).toHaveLength(1);
     expect(written[0]!.doubles).toEqual([res.status, record!.latency_ms, seen.length]);
     expect(written[0]!.blobs![6]).toBe(error.code);
+  });
+
+  it('names both backends of a redundant pair, in the order they were sent to', async () => {
+    await fakeBackend('obs-pair-a');
+    const seen = await fakeBackend('obs-pair-b');
+    const consumer = await keyFor('consumer');
+    const { result: res, lines } = await captured(() =>
+      call('/v2/models/embed/infer', { method: 'POST', token: consumer, colo: 'FRA', headers: { 'x-mesh-verify': 'redundant' }, body: inferBody }),
+    );
+    expect(res.status, await res.clone().text()).toBe(200);
+    const [record] = requestLines(lines);
+    const called = seen.map((r) => new URL(r.url).hostname.replace(/\.test$/, ''));
+    expect(called).toHaveLength(2);
+    expect(record).toMatchObject({ attempts: 2, tried: called });
+    expect(called).toContain(record!.backend);
   });
 });

@@ -4,7 +4,8 @@
  * match its graph, or one that names an unknown meter), unload waiting for every
  * request it admitted (queued or running) while new ones get 503, load of a
  * loaded model as a no-op, a steady stream of requests through unload and
- * load, and the bounded queue answering 429 when full.
+ * load, the bounded queue answering 429 when full, and a fresh model's
+ * reported service time (its session's slow first run left out).
  *
  * This machine has no GPU, and the CUDA build of onnxruntime-node is not
  * installed, so a real CUDA session cannot be exercised here: these tests show
@@ -189,6 +190,36 @@ describe('a session that can run no more', () => {
     } finally {
       await h.backend.repository.close();
     }
+  });
+});
+
+describe('the service time a freshly loaded model reports', () => {
+  /** How long the FAKE session's first run takes: a stand-in for a session's one-time costs. */
+  const FIRST_RUN_MS = 400;
+  let h: Harness;
+  let runs = 0;
+  beforeAll(async () => {
+    const create: CreateSession = async (p, o) => {
+      const session = await ort.InferenceSession.create(p, o);
+      const run = session.run.bind(session);
+      (session as { run: unknown }).run = async (...args: Parameters<typeof run>) => {
+        if (runs++ === 0) await new Promise((r) => setTimeout(r, FIRST_RUN_MS));
+        return run(...args);
+      };
+      return session;
+    };
+    h = await harness({ repo: repo.dir, env: { MODELS: 'classifier', EXECUTION_PROVIDERS: 'cpu' }, overrides: { createSession: create } });
+  });
+  afterAll(async () => {
+    await h?.backend.repository.close();
+  });
+
+  it('is a warm run: the slow first run of its session counts in the load time, not in the p50 heartbeats report', async () => {
+    expect(runs).toBe(2);
+    const [model] = h.backend.snapshot().models;
+    expect(model).toMatchObject({ name: 'classifier', warm: true });
+    expect(model!.p50Ms).toBeLessThan(FIRST_RUN_MS / 2);
+    expect(h.backend.repository.modelStats().find((m) => m.name === 'classifier')!.loadMs).toBeGreaterThanOrEqual(FIRST_RUN_MS);
   });
 });
 

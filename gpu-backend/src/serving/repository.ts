@@ -395,7 +395,7 @@ export class ModelRepository {
       checkSessionMatchesConfig(config, session);
       // Warm-up: a session's first run pays one-time costs (memory arenas, kernel choices), so it is part of the load.
       // The second is timed: the first service time heartbeats report (`p50Ms`), which the edge ranks a backend by
-      // until it has measured it. Timing the first made a fresh backend look several times slower than it is.
+      // until it has measured it (docs/api.md section 3.2).
       // Fresh feeds each run: a run on the inference thread takes its buffers.
       const outputs = config.output.map((o) => o.name);
       await session.run(toOrtFeeds(warmupFeeds(config)), outputs);
